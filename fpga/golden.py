@@ -206,3 +206,46 @@ def global_avgpool(x: np.ndarray) -> np.ndarray:
     """int8 (C, H, W) -> int32 (C,) sums over H x W (the 1/(H*W) is folded into the scale)."""
     _check_int8("x", x)
     return x.astype(np.int32).sum(axis=(1, 2), dtype=np.int32)
+
+
+def run_layer(layer, inputs: list[np.ndarray]) -> np.ndarray:
+    """Run one :class:`fpga.network.QLayer` on its input tensors (int8), bit-exact."""
+    if layer.op == "conv":
+        return conv2d(
+            inputs[0], layer.weight, layer.bias, layer.multiplier, layer.shift,
+            layer.stride, layer.pad, layer.relu,
+        )
+    if layer.op == "maxpool":
+        return maxpool(inputs[0])
+    if layer.op == "concat":
+        return np.concatenate(inputs, axis=0)
+    if layer.op == "add":
+        return add(
+            inputs[0], inputs[1], int(layer.multiplier[0]), int(layer.multiplier[1]),
+            int(layer.shift[0]), layer.relu,
+        )
+    if layer.op == "avgpool":
+        return global_avgpool(inputs[0])
+    raise ValueError(f"unknown op {layer.op!r}")
+
+
+def run_network(network, image: np.ndarray, keep: bool = True) -> dict[str, np.ndarray]:
+    """Run a :class:`fpga.network.QuantizedNetwork` on an int8 image (3, H, W).
+
+    Returns every layer's output by name (``"input"`` included) when ``keep``, else only the
+    input and the final layer's int32 class sums (``network.output.name``).
+    """
+    _check_int8("image", image)
+    tensors: dict[str, np.ndarray] = {"input": image}
+    remaining = {}
+    for layer in network.layers:
+        for name in layer.inputs:
+            remaining[name] = remaining.get(name, 0) + 1
+    for layer in network.layers:
+        tensors[layer.name] = run_layer(layer, [tensors[name] for name in layer.inputs])
+        if not keep:
+            for name in layer.inputs:
+                remaining[name] -= 1
+                if remaining[name] == 0 and name != "input":
+                    del tensors[name]
+    return tensors
