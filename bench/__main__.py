@@ -16,7 +16,9 @@ RESULTS = Path(__file__).parent / "results"
 
 def main(argv: list[str]) -> int:
     topics = argv or sorted(
-        m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)]) if not m.name.startswith("_")
+        m.name
+        for m in pkgutil.iter_modules([str(Path(__file__).parent)])
+        if not m.name.startswith("_")
     )
     RESULTS.mkdir(exist_ok=True)
     failed = []

@@ -31,24 +31,29 @@ def main() -> dict:
         x = network.quantize_input(image)
         batch = torch.from_numpy(image)[None]
 
-        def run_torch():
+        def run_torch(model=model, batch=batch):
             with torch.no_grad():
                 model(batch)
 
         run_torch()
         golden.run_network(network, x, keep=False)
         t_torch = _best_of(run_torch)
-        t_golden = _best_of(lambda: golden.run_network(network, x, keep=False))
+        t_golden = _best_of(lambda net=network, x=x: golden.run_network(net, x, keep=False))
         row = {
-            "variant": variant, "torch_s": t_torch, "golden_s": t_golden,
+            "variant": variant,
+            "torch_s": t_torch,
+            "golden_s": t_golden,
             "ratio": t_golden / t_torch,
         }
         results["timing"].append(row)
-        print(f"{variant:<8} {t_torch * 1e3:>9.1f} ms {t_golden * 1e3:>9.1f} ms {row['ratio']:>6.2f}x")
+        print(
+            f"{variant:<8} {t_torch * 1e3:>9.1f} ms {t_golden * 1e3:>9.1f} ms {row['ratio']:>6.2f}x"
+        )
     print("\nint8 vs float fidelity on the bundled photos at 227 px")
     for row in results["fidelity"]:
         print(
-            f"{row['variant']:<8} top-1 {row['top1_agreement']:.0%}  top-5 {row['top5_agreement']:.0%}"
+            f"{row['variant']:<8} top-1 {row['top1_agreement']:.0%}"
+            f"  top-5 {row['top5_agreement']:.0%}"
             f"  logit SNR {row['snr_db']:.1f} dB  (float top-1 {row['float_top1']},"
             f" int8 top-1 {row['int8_top1']})"
         )

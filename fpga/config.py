@@ -108,7 +108,11 @@ DEFAULT_CONFIG = AcceleratorConfig()
 
 #: Small enough for an iCE40 UP5K (8 DSPs, 128 KiB SPRAM, 30 EBR).
 SMALL_CONFIG = AcceleratorConfig(
-    rows=2, cols=4, act_in_bytes=8 * 1024, act_out_bytes=8 * 1024, weight_bytes=1024,
+    rows=2,
+    cols=4,
+    act_in_bytes=8 * 1024,
+    act_out_bytes=8 * 1024,
+    weight_bytes=1024,
     clock_mhz=12.0,
 )
 

@@ -189,7 +189,11 @@ def maxpool(x: np.ndarray, kernel: int = 3, stride: int = 2) -> np.ndarray:
     out = None
     for ky in range(kernel):
         for kx in range(kernel):
-            tap = padded[:, ky : ky + (ho - 1) * stride + 1 : stride, kx : kx + (wo - 1) * stride + 1 : stride]
+            tap = padded[
+                :,
+                ky : ky + (ho - 1) * stride + 1 : stride,
+                kx : kx + (wo - 1) * stride + 1 : stride,
+            ]
             out = tap.copy() if out is None else np.maximum(out, tap, out=out)
     return out
 
@@ -227,8 +231,14 @@ def run_layer(layer, inputs: list[np.ndarray]) -> np.ndarray:
     """Run one :class:`fpga.network.QLayer` on its input tensors (int8), bit-exact."""
     if layer.op == "conv":
         return conv2d(
-            inputs[0], layer.weight, layer.bias, layer.multiplier, layer.shift,
-            layer.stride, layer.pad, layer.relu,
+            inputs[0],
+            layer.weight,
+            layer.bias,
+            layer.multiplier,
+            layer.shift,
+            layer.stride,
+            layer.pad,
+            layer.relu,
         )
     if layer.op == "maxpool":
         return maxpool(inputs[0])
@@ -236,8 +246,12 @@ def run_layer(layer, inputs: list[np.ndarray]) -> np.ndarray:
         return np.concatenate(inputs, axis=0)
     if layer.op == "add":
         return add(
-            inputs[0], inputs[1], int(layer.multiplier[0]), int(layer.multiplier[1]),
-            int(layer.shift[0]), layer.relu,
+            inputs[0],
+            inputs[1],
+            int(layer.multiplier[0]),
+            int(layer.multiplier[1]),
+            int(layer.shift[0]),
+            layer.relu,
         )
     if layer.op == "avgpool":
         return global_avgpool(inputs[0])

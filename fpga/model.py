@@ -118,7 +118,11 @@ class SqueezeNet(nn.Module):
         inputs = fire_input_channels(variant)
         for n, (s1, e1, e3) in FIRE_SHAPES.items():
             bypass = (
-                "identity" if n in arch.identity_bypass else "conv" if n in arch.conv_bypass else None
+                "identity"
+                if n in arch.identity_bypass
+                else "conv"
+                if n in arch.conv_bypass
+                else None
             )
             setattr(self, f"fire{n}", Fire(inputs[n], s1, e1, e3, bypass))
         self.dropout = nn.Dropout(0.5)
@@ -169,7 +173,9 @@ def load_weights(variant: str = "v1.0", path: str | Path | None = None) -> dict[
         raise ModelError(f"weight file {path} is not a readable .npz ({exc})") from None
     missing = sorted(set(expected) - set(weights))
     if missing:
-        raise ModelError(f"weight file {path} lacks {len(missing)} arrays for {variant}: {missing[:4]}")
+        raise ModelError(
+            f"weight file {path} lacks {len(missing)} arrays for {variant}: {missing[:4]}"
+        )
     for key, shape in expected.items():
         if weights[key].shape != shape:
             raise ModelError(
@@ -264,7 +270,8 @@ def summary(variant: str = "v1.0", size: int = 227) -> dict:
 def format_summary(table: dict) -> str:
     lines = [
         f"SqueezeNet {table['variant']} at {table['size']}x{table['size']}",
-        f"{'layer':<10} {'output':>14} {'s1x1':>5} {'e1x1':>5} {'e3x3':>5} {'params':>10} {'MACs':>13}",
+        f"{'layer':<10} {'output':>14} {'s1x1':>5} {'e1x1':>5} {'e3x3':>5}"
+        f" {'params':>10} {'MACs':>13}",
     ]
     for r in table["layers"]:
         out = "x".join(str(v) for v in r["output"])
@@ -274,12 +281,16 @@ def format_summary(table: dict) -> str:
             f"{r['params']:>10,} {r['macs']:>13,}"
         )
     t = table["totals"]
-    lines.append(f"{'total':<10} {'':>14} {'':>5} {'':>5} {'':>5} {t['params']:>10,} {t['macs']:>13,}")
+    lines.append(
+        f"{'total':<10} {'':>14} {'':>5} {'':>5} {'':>5} {t['params']:>10,} {t['macs']:>13,}"
+    )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fpga.model", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m fpga.model", description=__doc__.split("\n")[0]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("summary", help="reproduce Table 1 of the paper")
     p.add_argument("--variant", default="v1.0", help=f"one of {', '.join(VARIANTS)}")

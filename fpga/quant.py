@@ -135,9 +135,7 @@ def float_graph(variant: str) -> list[dict]:
     nodes: list[dict] = []
 
     def conv(name, src, stride=1, pad=0, relu=True):
-        nodes.append(
-            dict(name=name, op="conv", inputs=(src,), stride=stride, pad=pad, relu=relu)
-        )
+        nodes.append(dict(name=name, op="conv", inputs=(src,), stride=stride, pad=pad, relu=relu))
         return name
 
     x = conv("conv1", "input", stride=2)
@@ -239,10 +237,18 @@ def quantize_network(
             mult, shift = quantize_multiplier(acc_scale / out_scale)
             layers.append(
                 QLayer(
-                    name, op, inputs, out_scale, weight=w_q,
+                    name,
+                    op,
+                    inputs,
+                    out_scale,
+                    weight=w_q,
                     bias=quantize_bias(weights[name + ".bias"], acc_scale),
-                    multiplier=mult, shift=shift, weight_scale=w_scale,
-                    stride=node["stride"], pad=node["pad"], relu=node["relu"],
+                    multiplier=mult,
+                    shift=shift,
+                    weight_scale=w_scale,
+                    stride=node["stride"],
+                    pad=node["pad"],
+                    relu=node["relu"],
                 )
             )
         elif op in ("maxpool", "concat"):
@@ -366,7 +372,10 @@ def load_compressed(path: str) -> QuantizedNetwork:
 
 
 def classify(
-    images: list[str], variant: str = "v1.0", precision: str = "int8", model: str | None = None,
+    images: list[str],
+    variant: str = "v1.0",
+    precision: str = "int8",
+    model: str | None = None,
     size: int = DEFAULT_SIZE,
 ) -> list[dict]:
     """Top-5 per image: [{"image", "top5": [{"index", "label", "prob"}]}]."""

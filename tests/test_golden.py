@@ -52,14 +52,19 @@ def test_maxpool_matches_torch_ceil_mode(c, h, w, seed):
 
 @settings(max_examples=200, deadline=None)
 @given(
-    st.integers(0, 2**16 - 1), st.integers(0, 2**16 - 1), st.integers(0, 47), st.booleans(),
+    st.integers(0, 2**16 - 1),
+    st.integers(0, 2**16 - 1),
+    st.integers(0, 47),
+    st.booleans(),
     st.integers(0, 2**32 - 1),
 )
 def test_add_matches_torch_reference(ma, mb, shift, relu, seed):
     rng = np.random.default_rng(seed)
     a = rng.integers(-128, 128, (3, 5, 7), dtype=np.int8)
     b = rng.integers(-128, 128, (3, 5, 7), dtype=np.int8)
-    np.testing.assert_array_equal(golden.add(a, b, ma, mb, shift, relu), ref.add(a, b, ma, mb, shift, relu))
+    np.testing.assert_array_equal(
+        golden.add(a, b, ma, mb, shift, relu), ref.add(a, b, ma, mb, shift, relu)
+    )
 
 
 def test_avgpool_is_int32_sum():

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fpga import model
-from fpga.model import ModelError, VARIANTS
+from fpga.model import VARIANTS, ModelError
 
 PARAMS = {"v1.0": 1_248_424, "v1.1": 1_235_496, "simple-bypass": 1_248_424}
 
@@ -28,11 +28,20 @@ def test_parameter_count_matches_table(variant):
 
 # Table 1 of the paper (v1.0 at 224 in the paper's table uses 227 input in Caffe): outputs
 TABLE1_V10 = {
-    "conv1": (96, 111, 111), "maxpool1": (96, 55, 55), "fire2": (128, 55, 55),
-    "fire3": (128, 55, 55), "fire4": (256, 55, 55), "maxpool2": (256, 27, 27),
-    "fire5": (256, 27, 27), "fire6": (384, 27, 27), "fire7": (384, 27, 27),
-    "fire8": (512, 27, 27), "maxpool3": (512, 13, 13), "fire9": (512, 13, 13),
-    "conv10": (1000, 13, 13), "avgpool10": (1000, 1, 1),
+    "conv1": (96, 111, 111),
+    "maxpool1": (96, 55, 55),
+    "fire2": (128, 55, 55),
+    "fire3": (128, 55, 55),
+    "fire4": (256, 55, 55),
+    "maxpool2": (256, 27, 27),
+    "fire5": (256, 27, 27),
+    "fire6": (384, 27, 27),
+    "fire7": (384, 27, 27),
+    "fire8": (512, 27, 27),
+    "maxpool3": (512, 13, 13),
+    "fire9": (512, 13, 13),
+    "conv10": (1000, 13, 13),
+    "avgpool10": (1000, 1, 1),
 }
 
 
@@ -68,7 +77,9 @@ def test_table_macs_match_fire_formula():
 def test_summary_cli_json():
     out = subprocess.run(
         [sys.executable, "-m", "fpga.model", "summary", "--variant", "v1.1", "--json"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     table = json.loads(out.stdout)
     assert table["totals"]["params"] == 1_235_496
@@ -79,7 +90,8 @@ def test_summary_cli_json():
 def test_unknown_variant_is_one_clear_error():
     out = subprocess.run(
         [sys.executable, "-m", "fpga.model", "summary", "--variant", "v2.0"],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert out.returncode == 2
     assert "unknown variant 'v2.0'" in out.stderr and "Traceback" not in out.stderr

@@ -27,7 +27,10 @@ def test_preprocess_is_caffe_bgr_mean_subtracted():
     assert x.shape == (3, 227, 227) and x.dtype == np.float32
     from PIL import Image
 
-    rgb = np.asarray(Image.open(photo("coffee.jpg")).convert("RGB").resize((227, 227), Image.BILINEAR), dtype=np.float32)
+    rgb = np.asarray(
+        Image.open(photo("coffee.jpg")).convert("RGB").resize((227, 227), Image.BILINEAR),
+        dtype=np.float32,
+    )
     np.testing.assert_allclose(x[0], rgb[:, :, 2] - 104)  # channel 0 is blue
     np.testing.assert_allclose(x[2], rgb[:, :, 0] - 123)
 
@@ -82,22 +85,36 @@ def test_concat_inputs_share_the_concat_scale():
 
 def test_classify_cli_json():
     out = subprocess.run(
-        [sys.executable, "-m", "fpga.quant", "classify", str(photo("coffee.jpg")),
-         "--variant", "v1.1", "--precision", "int8", "--json"],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-m",
+            "fpga.quant",
+            "classify",
+            str(photo("coffee.jpg")),
+            "--variant",
+            "v1.1",
+            "--precision",
+            "int8",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     results = json.loads(out.stdout)
     assert results[0]["image"].endswith("coffee.jpg")
     top = results[0]["top5"]
     assert [set(t) for t in top] == [{"index", "label", "prob"}] * 5
     assert top[0]["index"] == 967 and top[0]["label"] == "espresso"
-    assert all(a["prob"] >= b["prob"] for a, b in zip(top, top[1:]))
+    assert all(a["prob"] >= b["prob"] for a, b in zip(top, top[1:], strict=False))
 
 
 def test_report_cli_json():
     out = subprocess.run(
         [sys.executable, "-m", "fpga.quant", "report", "--json", "--size", "128"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     rows = json.loads(out.stdout)
     assert [r["variant"] for r in rows] == ["v1.0", "v1.1"]
@@ -115,7 +132,9 @@ def test_report_cli_json():
     ],
 )
 def test_cli_errors_are_one_line(args, message):
-    out = subprocess.run([sys.executable, "-m", "fpga.quant", *args], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "fpga.quant", *args], capture_output=True, text=True
+    )
     assert out.returncode == 2
     assert message in out.stderr and "Traceback" not in out.stderr
 

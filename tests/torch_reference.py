@@ -47,15 +47,29 @@ def run_network(network, image):
     for layer in network.layers:
         ins = [t[i] for i in layer.inputs]
         if layer.op == "conv":
-            y = conv(ins[0], layer.weight, layer.bias, layer.multiplier, layer.shift,
-                     layer.stride, layer.pad, layer.relu)
+            y = conv(
+                ins[0],
+                layer.weight,
+                layer.bias,
+                layer.multiplier,
+                layer.shift,
+                layer.stride,
+                layer.pad,
+                layer.relu,
+            )
         elif layer.op == "maxpool":
             y = maxpool(ins[0])
         elif layer.op == "concat":
             y = np.concatenate(ins)
         elif layer.op == "add":
-            y = add(ins[0], ins[1], int(layer.multiplier[0]), int(layer.multiplier[1]),
-                    int(layer.shift[0]), layer.relu)
+            y = add(
+                ins[0],
+                ins[1],
+                int(layer.multiplier[0]),
+                int(layer.multiplier[1]),
+                int(layer.shift[0]),
+                layer.relu,
+            )
         else:
             y = avgpool(ins[0])
         t[layer.name] = y
