@@ -51,6 +51,12 @@ class AcceleratorConfig:
     def check(self) -> None:
         """Raise :class:`ConfigError` naming the first violated constraint."""
         _require(self.rows >= 1 and self.cols >= 1, "rows and cols must be >= 1")
+        _require(
+            self.rows == self.cols,
+            "rows must equal cols: pooling/add move whole channel vectors from the input "
+            "buffer's words (rows lanes) to the output buffer's words (cols lanes)",
+        )
+        _require(self.rows & (self.rows - 1) == 0, "rows/cols must be a power of two")
         _require(self.act_bits == 8 and self.weight_bits == 8, "the numerics are int8 (decided)")
         _require(self.acc_bits == 32, "accumulators are int32 (decided)")
         _require(self.index_bits_max in (4, 6, 8), "index_bits_max must be 4, 6 or 8")
@@ -109,14 +115,14 @@ DEFAULT_CONFIG = AcceleratorConfig()
 #: Small enough for an iCE40 UP5K (8 DSPs, 128 KiB SPRAM, 30 EBR).
 SMALL_CONFIG = AcceleratorConfig(
     rows=2,
-    cols=4,
+    cols=2,
     act_in_bytes=8 * 1024,
     act_out_bytes=8 * 1024,
     weight_bytes=1024,
     clock_mhz=12.0,
 )
 
-#: For bigger parts (Arty A7-100T: 240 DSP48E1, 135 RAMB36; ULX3S ECP5-85F: 156 MULT18).
+#: For parts with >= 256 multipliers and ~1 MiB of block RAM (e.g. xc7a200t: 740 DSP48E1).
 LARGE_CONFIG = AcceleratorConfig(
-    rows=16, cols=8, act_in_bytes=64 * 1024, act_out_bytes=64 * 1024, weight_bytes=64 * 1024
+    rows=16, cols=16, act_in_bytes=128 * 1024, act_out_bytes=128 * 1024, weight_bytes=128 * 1024
 )

@@ -1,0 +1,245 @@
+"""Byte layouts of the engine's buffers and its layer descriptor — defined once, here.
+
+The gateware (``hw.engine``), the cocotb benches and the network compiler all import these
+functions, so a layout change is one edit. Every buffer is byte-addressed from the outside (one
+byte per write cycle); inside, the engine reads whole words.
+
+Buffers (``BufferSpace``):
+
+``DESCRIPTOR``  the :class:`LayerDescriptor` of the next run (32 bytes).
+``ACT_IN``      input activations, HWC with channels padded to a multiple of ``rows``:
+                byte ``((y * W + x) * G + g) * rows + lane`` holds channel ``g * rows + lane``
+                (G = channel groups). The bypass ADD reads its second operand at ``b_base``.
+``ACT_OUT``     output activations in the same layout; a conv writes its channel groups at
+                ``out_group_offset`` within ``out_groups`` groups per pixel (concat by
+                addressing). AVGPOOL writes int32 little-endian sums, channel c at byte 4c.
+``WEIGHT``      codebook indices, one byte each, word ``(block * k*k + ky * k + kx) * G + g``
+                of ``rows * cols`` bytes, byte ``lane_in * cols + lane_out``.
+``CODEBOOK``    256 int8 values; index i -> weight ``codebook[i]``.
+``PARAMS``      per output channel of the tile, 8 bytes: bias int32, multiplier uint16,
+                shift uint8, 0; channel ``block * cols + lane_out``.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import astuple, dataclass
+
+import numpy as np
+
+from fpga.config import AcceleratorConfig
+
+
+class BufferSpace(enum.IntEnum):
+    DESCRIPTOR = 0
+    ACT_IN = 1
+    ACT_OUT = 2
+    WEIGHT = 3
+    CODEBOOK = 4
+    PARAMS = 5
+    HUFFMAN_TABLE = 6  # reserved for the on-chip Huffman decode mode
+    HUFFMAN_STREAM = 7
+
+
+class Op(enum.IntEnum):
+    CONV = 0
+    MAXPOOL = 1
+    ADD = 2
+    AVGPOOL = 3
+
+
+DESCRIPTOR_BYTES = 32
+PARAM_BYTES = 8  # per output channel
+CODEBOOK_ENTRIES = 256
+#: pipeline depth of the engine, added once per run (start -> done); see hw/engine.py
+PIPELINE_LATENCY = {Op.CONV: 8, Op.MAXPOOL: 4, Op.ADD: 4, Op.AVGPOOL: 3}
+
+
+@dataclass(frozen=True)
+class LayerDescriptor:
+    """What one engine run computes. Sizes are of the tile held in the buffers.
+
+    ``in_groups``/``out_groups``: channel groups of ``rows`` lanes. ``blocks``: output-channel
+    blocks of ``cols`` lanes computed by a CONV (its output has ``blocks`` groups, written at
+    ``out_group_offset`` of ``out_groups`` per pixel). ``pad_top``/``pad_left``: zero padding
+    before the first row/column (bottom/right padding follows from the output size).
+    """
+
+    op: int
+    kernel: int = 1
+    stride: int = 1
+    relu: bool = True
+    pad_top: int = 0
+    pad_left: int = 0
+    in_groups: int = 1
+    in_h: int = 1
+    in_w: int = 1
+    out_h: int = 1
+    out_w: int = 1
+    blocks: int = 1
+    out_group_offset: int = 0
+    out_groups: int = 1
+    b_base: int = 0  # ADD: word address of the second operand in ACT_IN
+    mult_a: int = 0
+    mult_b: int = 0
+    add_shift: int = 0
+
+    _FORMAT = "<BBBBBBHHHHHHHHHHHB"
+
+    def pack(self) -> bytes:
+        fields = list(astuple(self))
+        fields[3] = int(fields[3])
+        blob = struct.pack(self._FORMAT, *fields)
+        return blob + bytes(DESCRIPTOR_BYTES - len(blob))
+
+    @classmethod
+    def unpack(cls, blob: bytes) -> LayerDescriptor:
+        size = struct.calcsize(cls._FORMAT)
+        fields = list(struct.unpack(cls._FORMAT, bytes(blob[:size])))
+        fields[3] = bool(fields[3])
+        return cls(*fields)
+
+    @staticmethod
+    def field_offsets() -> dict[str, tuple[int, int]]:
+        """Field name -> (byte offset, byte width) in the packed descriptor (for the gateware)."""
+        offsets, pos = {}, 0
+        names = list(LayerDescriptor.__dataclass_fields__)
+        for name, code in zip(names, LayerDescriptor._FORMAT[1:], strict=True):
+            width = struct.calcsize("<" + code)
+            offsets[name] = (pos, width)
+            pos += width
+        return offsets
+
+
+def groups(channels: int, lanes: int) -> int:
+    return -(-channels // lanes)
+
+
+# -- activations --------------------------------------------------------------------------------
+def pack_activations(x: np.ndarray, lanes: int) -> bytes:
+    """int8 (C, H, W) -> ACT layout bytes (HWC, channels zero-padded to a multiple of lanes)."""
+    c, h, w = x.shape
+    padded = np.zeros((groups(c, lanes) * lanes, h, w), dtype=np.int8)
+    padded[:c] = x
+    return padded.transpose(1, 2, 0).tobytes()
+
+
+def unpack_activations(blob: bytes, channels: int, h: int, w: int, lanes: int) -> np.ndarray:
+    """ACT layout bytes -> int8 (channels, H, W) (drops the padding channels)."""
+    cp = groups(channels, lanes) * lanes
+    data = np.frombuffer(bytes(blob[: h * w * cp]), dtype=np.int8).reshape(h, w, cp)
+    return np.ascontiguousarray(data.transpose(2, 0, 1)[:channels])
+
+
+def unpack_sums(blob: bytes, channels: int) -> np.ndarray:
+    """AVGPOOL output bytes -> int32 (channels,)."""
+    return np.frombuffer(bytes(blob[: 4 * channels]), dtype="<i4").astype(np.int32)
+
+
+# -- weights ------------------------------------------------------------------------------------
+def pack_weight_indices(indices: np.ndarray, config: AcceleratorConfig) -> bytes:
+    """Codebook indices uint8 (C_out, C_in, k, k) -> WEIGHT layout (blocks of ``cols`` outputs).
+
+    Padding lanes (beyond C_out or C_in) get index 0, which must map to 0 in the codebook.
+    """
+    rows, cols = config.rows, config.cols
+    c_out, c_in, k, _ = indices.shape
+    nb, ng = groups(c_out, cols), groups(c_in, rows)
+    full = np.zeros((nb * cols, ng * rows, k, k), dtype=np.uint8)
+    full[:c_out, :c_in] = indices
+    # (block, lane_out, group, lane_in, ky, kx) -> (block, ky, kx, group, lane_in, lane_out)
+    t = full.reshape(nb, cols, ng, rows, k, k).transpose(0, 4, 5, 2, 3, 1)
+    return t.tobytes()
+
+
+def pack_codebook(values: np.ndarray) -> bytes:
+    """int8 codebook (<= 256 entries, entry 0 must be 0 for padding lanes) -> 256 bytes."""
+    values = np.asarray(values)
+    if values.dtype != np.int8 or values.ndim != 1 or len(values) > CODEBOOK_ENTRIES:
+        raise ValueError("codebook must be a 1-D int8 array of at most 256 entries")
+    if len(values) and values[0] != 0:
+        raise ValueError("codebook entry 0 must be 0 (padding lanes use index 0)")
+    table = np.zeros(CODEBOOK_ENTRIES, dtype=np.int8)
+    table[: len(values)] = values
+    return table.tobytes()
+
+
+def identity_codebook(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Plain int8 weights -> (codebook, indices) with at most 256 entries, entry 0 = 0."""
+    values = np.unique(np.concatenate([[0], weight.ravel().astype(np.int16)]))
+    values = np.concatenate([[0], values[values != 0]]).astype(np.int8)
+    lookup = np.zeros(256, dtype=np.uint8)
+    lookup[values.astype(np.int16) + 128] = np.arange(len(values), dtype=np.uint8)
+    return values, lookup[weight.astype(np.int16) + 128]
+
+
+def pack_params(bias: np.ndarray, multiplier: np.ndarray, shift: np.ndarray, cols: int) -> bytes:
+    """Per-channel bias int32, multiplier uint16, shift uint8 -> PARAMS bytes (padded to cols)."""
+    n = groups(len(bias), cols) * cols
+    rec = np.zeros(n, dtype=[("bias", "<i4"), ("mult", "<u2"), ("shift", "u1"), ("pad", "u1")])
+    rec["bias"][: len(bias)] = bias
+    rec["mult"][: len(bias)] = multiplier
+    rec["shift"][: len(bias)] = shift
+    return rec.tobytes()
+
+
+# -- capacity and cycles --------------------------------------------------------------------------
+def tile_bytes(desc: LayerDescriptor, config: AcceleratorConfig) -> dict[str, int]:
+    """Bytes each buffer needs for ``desc``."""
+    rows, cols = config.rows, config.cols
+    need = {"act_in": desc.in_h * desc.in_w * desc.in_groups * rows}
+    if desc.op == Op.ADD:
+        need["act_in"] = desc.b_base * rows + need["act_in"]
+    if desc.op == Op.AVGPOOL:
+        need["act_out"] = desc.in_groups * rows * 4
+    else:
+        need["act_out"] = desc.out_h * desc.out_w * desc.out_groups * cols
+    need["weight"] = (
+        desc.blocks * desc.kernel**2 * desc.in_groups * rows * cols if desc.op == Op.CONV else 0
+    )
+    need["params"] = desc.blocks * cols * PARAM_BYTES if desc.op == Op.CONV else 0
+    return need
+
+
+def check_fits(desc: LayerDescriptor, config: AcceleratorConfig) -> None:
+    """Raise ValueError naming the buffer a tile overflows."""
+    need = tile_bytes(desc, config)
+    have = {
+        "act_in": config.act_in_bytes,
+        "act_out": config.act_out_bytes,
+        "weight": config.weight_bytes,
+        "params": config.max_out_channels * PARAM_BYTES,
+    }
+    for name, size in need.items():
+        if size > have[name]:
+            raise ValueError(f"tile needs {size} bytes of {name}, the buffer has {have[name]}")
+    if desc.op == Op.CONV and desc.out_group_offset + desc.blocks > desc.out_groups:
+        raise ValueError("conv output groups exceed out_groups")
+
+
+def fits(desc: LayerDescriptor, config: AcceleratorConfig) -> bool:
+    try:
+        check_fits(desc, config)
+    except ValueError:
+        return False
+    return True
+
+
+def predict_cycles(desc: LayerDescriptor) -> int:
+    """Engine cycles from ``start`` to ``done`` for ``desc`` (the RTL matches this exactly)."""
+    pixels = desc.out_h * desc.out_w
+    if desc.op == Op.CONV:
+        work = desc.blocks * pixels * desc.kernel**2 * desc.in_groups
+    elif desc.op == Op.MAXPOOL:
+        work = desc.in_groups * pixels * 9
+    elif desc.op == Op.ADD:
+        work = desc.in_groups * pixels
+    else:
+        work = desc.in_groups * (desc.in_h * desc.in_w + 4)
+    return work + PIPELINE_LATENCY[Op(desc.op)]
+
+
+def ideal_cycles(macs: int, config: AcceleratorConfig) -> float:
+    """MAC-bound cycles: every PE busy every cycle."""
+    return macs / config.pes
