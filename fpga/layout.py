@@ -9,7 +9,9 @@ Buffers (``BufferSpace``):
 ``DESCRIPTOR``  the :class:`LayerDescriptor` of the next run (32 bytes).
 ``ACT_IN``      input activations, HWC with channels padded to a multiple of ``rows``:
                 byte ``((y * W + x) * G + g) * rows + lane`` holds channel ``g * rows + lane``
-                (G = channel groups). The bypass ADD reads its second operand at ``b_base``.
+                (G = channel groups). A CONV/MAXPOOL tile starts at word ``in_base`` (so two
+                convs can read different row ranges of one loaded band); the bypass ADD reads
+                its second operand at word ``b_base``.
 ``ACT_OUT``     output activations in the same layout; a conv writes its channel groups at
                 ``out_group_offset`` within ``out_groups`` groups per pixel (concat by
                 addressing). AVGPOOL writes int32 little-endian sums, channel c at byte 4c.
@@ -84,8 +86,9 @@ class LayerDescriptor:
     mult_a: int = 0
     mult_b: int = 0
     add_shift: int = 0
+    in_base: int = 0  # CONV/MAXPOOL: word address where the input tile starts in ACT_IN
 
-    _FORMAT = "<BBBBBBHHHHHHHHHHHB"
+    _FORMAT = "<BBBBBBHHHHHHHHHHHBH"
 
     def pack(self) -> bytes:
         fields = list(astuple(self))
@@ -188,7 +191,7 @@ def pack_params(bias: np.ndarray, multiplier: np.ndarray, shift: np.ndarray, col
 def tile_bytes(desc: LayerDescriptor, config: AcceleratorConfig) -> dict[str, int]:
     """Bytes each buffer needs for ``desc``."""
     rows, cols = config.rows, config.cols
-    need = {"act_in": desc.in_h * desc.in_w * desc.in_groups * rows}
+    need = {"act_in": (desc.in_base + desc.in_h * desc.in_w * desc.in_groups) * rows}
     if desc.op == Op.ADD:
         need["act_in"] = desc.b_base * rows + need["act_in"]
     if desc.op == Op.AVGPOOL:

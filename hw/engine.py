@@ -281,7 +281,7 @@ class ConvEngine(wiring.Component):
         setup = Signal()
         m.d.sync += setup.eq(self.start & ~self.busy & descriptor_ok)
         with m.If(setup):
-            top = -fields["pad_top"].as_signed() * row_words.as_signed()
+            top = fields["in_base"] - fields["pad_top"].as_signed() * row_words.as_signed()
             base = top - left_offset
             m.d.sync += [
                 first_row.eq(top),

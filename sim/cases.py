@@ -54,6 +54,7 @@ def conv_case(
     out_group_offset: int = 0,
     extra_out_groups: int = 0,
     label: str = "conv",
+    in_base: int = 0,
 ) -> dict:
     """A CONV tile: golden on the explicitly padded input (pads = top, bottom, left, right)."""
     lanes = config.rows
@@ -87,6 +88,7 @@ def conv_case(
         blocks=blocks,
         out_group_offset=out_group_offset,
         out_groups=out_groups,
+        in_base=in_base,
     )
     # expected ACT_OUT: the conv's groups at the offset; other groups unchecked
     full = np.zeros((out_groups * lanes, out_h, out_w), dtype=np.int8)
@@ -97,7 +99,7 @@ def conv_case(
     expected = pack_activations(full, lanes)
     mask = pack_activations(check, lanes)
     writes = [
-        (BufferSpace.ACT_IN, 0, pack_activations(x, lanes)),
+        (BufferSpace.ACT_IN, in_base * lanes, pack_activations(x, lanes)),
         (BufferSpace.CODEBOOK, 0, pack_codebook(codebook)),
         (BufferSpace.WEIGHT, 0, pack_weight_indices(indices, config)),
         (BufferSpace.PARAMS, 0, pack_params(bias, mult, shift, config.cols)),
@@ -105,7 +107,7 @@ def conv_case(
     return _case(label, desc, writes, 0, expected, mask, config)
 
 
-def maxpool_case(rng, config, c, h, w, label="maxpool") -> dict:
+def maxpool_case(rng, config, c, h, w, label="maxpool", in_base=0) -> dict:
     lanes = config.rows
     x = rng.integers(-128, 128, (c, h, w), dtype=np.int8)
     y = golden.maxpool(x)
@@ -120,12 +122,13 @@ def maxpool_case(rng, config, c, h, w, label="maxpool") -> dict:
         out_h=y.shape[1],
         out_w=y.shape[2],
         out_groups=g,
+        in_base=in_base,
     )
     full = np.zeros((g * lanes, *y.shape[1:]), dtype=np.int8)
     full[:c] = y
     # padding lanes of the input are 0, so their max is 0: checked as well
     expected = pack_activations(full, lanes)
-    writes = [(BufferSpace.ACT_IN, 0, pack_activations(x, lanes))]
+    writes = [(BufferSpace.ACT_IN, in_base * lanes, pack_activations(x, lanes))]
     return _case(label, desc, writes, 0, expected, b"\x01" * len(expected), config)
 
 
@@ -194,15 +197,32 @@ def random_case(rng: np.random.Generator, config: AcceleratorConfig, index: int)
         offset = int(rng.integers(0, 3))
         extra = int(rng.integers(0, 2))
         relu = bool(rng.integers(0, 2))
-        label = f"{index}:conv k{kernel} s{stride} {c_in}->{c_out} {h}x{w} pad{pads} {bits}b"
+        base = int(rng.integers(0, 5))
+        label = (
+            f"{index}:conv k{kernel} s{stride} {c_in}->{c_out} {h}x{w} pad{pads} {bits}b base{base}"
+        )
         return conv_case(
-            rng, config, c_in, c_out, h, w, kernel, stride, pads, relu, bits, offset, extra, label
+            rng,
+            config,
+            c_in,
+            c_out,
+            h,
+            w,
+            kernel,
+            stride,
+            pads,
+            relu,
+            bits,
+            offset,
+            extra,
+            label,
+            base,
         )
     c = int(rng.integers(1, 3 * lanes + 1))
     h, w = (int(v) for v in rng.integers(3, 12, 2))
     label = f"{index}:{kind} {c}x{h}x{w}"
     if kind == "maxpool":
-        return maxpool_case(rng, config, c, h, w, label)
+        return maxpool_case(rng, config, c, h, w, label, int(rng.integers(0, 5)))
     if kind == "add":
         return add_case(rng, config, c, h, w, bool(rng.integers(0, 2)), label)
     return avgpool_case(rng, config, c, h, w, label)

@@ -110,6 +110,7 @@ async def engine_cases(dut):
                 "label": case["label"],
                 "mismatches": len(bad),
                 "first_bad": bad[:8],
+                "actual": actual.hex() if bad else "",
                 "cycles": cycles,
                 "predicted": case["cycles"],
                 "error": error,
