@@ -118,7 +118,7 @@ SMALL_CONFIG = AcceleratorConfig(
     cols=2,
     act_in_bytes=8 * 1024,
     act_out_bytes=8 * 1024,
-    weight_bytes=1024,
+    weight_bytes=2048,
     clock_mhz=12.0,
 )
 

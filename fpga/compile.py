@@ -1,0 +1,568 @@
+"""Network compiler: a QuantizedNetwork -> a layer program tiled to the engine's buffers.
+
+The program is a list of :class:`Unit` (one per produced tensor). A unit is a list of
+:class:`Tile`: activations to load into ACT_IN, engine runs (each with its constant blobs:
+codebook, weight indices, per-channel parameters, descriptor), and the output region to read
+back from ACT_OUT. Tiling:
+
+* row bands: as many output rows as fit both ACT_IN (input rows incl. the halo of 3x3 windows)
+  and ACT_OUT; the padding of a band's edge rows is expressed in the descriptor (pad_top,
+  in_base), never by copying zeros;
+* output-channel chunks: as many blocks of ``cols`` channels as the weight buffer holds;
+* a fire module's expand1x1 and expand3x3 share one loaded band of the squeeze output and write
+  into one ACT_OUT band at different group offsets: the concat is done by output addressing;
+* v1.0's conv1 7x7/2 is lowered to a 1x1 conv over 147 channels by host im2col (input prep);
+* the global average pool is tiled over channel groups.
+
+:func:`execute` runs a program on any device with ``write(space, offset, bytes)``,
+``read(space, offset, length) -> bytes`` and ``run() -> cycles`` (the simulated board through the
+host driver, a real board, or :class:`fpga.emulator.EngineEmulator`). Constant blobs already in a
+buffer are not sent again. Link bytes are counted per layer against the minimum for this
+residency mode (every weight, codebook and parameter once, the input image once, the logits once;
+activations round-trip through the host between layers).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fpga import golden
+from fpga.config import AcceleratorConfig
+from fpga.layout import (
+    PARAM_BYTES,
+    BufferSpace,
+    LayerDescriptor,
+    Op,
+    check_fits,
+    groups,
+    identity_codebook,
+    pack_activations,
+    pack_codebook,
+    pack_params,
+    pack_weight_indices,
+    predict_cycles,
+    unpack_activations,
+    unpack_sums,
+)
+from fpga.network import QLayer, QuantizedNetwork
+
+
+class CompileError(ValueError):
+    """The network cannot be tiled to this accelerator configuration."""
+
+
+@dataclass
+class Load:
+    """Rows [y0, y1) of channel groups [g0, g1) of ``tensor`` into ACT_IN at word ``base``."""
+
+    tensor: str
+    y0: int
+    y1: int
+    g0: int
+    g1: int
+    base: int = 0
+
+
+@dataclass
+class Run:
+    layer: str
+    descriptor: LayerDescriptor
+    consts: list[tuple[int, int, bytes]] = field(default_factory=list)
+    macs: int = 0
+
+
+@dataclass
+class Store:
+    """Read rows [y0, y1) x groups [g0, g1) (``kind`` "act") or sums of groups [g0, g1)."""
+
+    y0: int
+    y1: int
+    g0: int
+    g1: int
+    width: int
+    kind: str = "act"
+
+
+@dataclass
+class Tile:
+    loads: list[Load]
+    runs: list[Run]
+    store: Store
+
+
+@dataclass
+class Unit:
+    name: str  # the tensor it produces
+    op: str
+    shape: tuple[int, ...]  # (C, H, W) int8, or (C,) int32 sums
+    tiles: list[Tile]
+    layers: list[str]  # graph layers computed by this unit
+
+    @property
+    def macs(self) -> int:
+        return sum(run.macs for tile in self.tiles for run in tile.runs)
+
+
+@dataclass
+class Program:
+    variant: str
+    config: AcceleratorConfig
+    input_shape: tuple[int, int, int]
+    lowered_conv1: bool
+    units: list[Unit]
+    output: str
+    minimum_link_bytes: int = 0
+
+    @property
+    def runs(self) -> int:
+        return sum(len(t.runs) for u in self.units for t in u.tiles)
+
+    def predicted_cycles(self) -> dict[str, int]:
+        return {
+            u.name: sum(predict_cycles(r.descriptor) for t in u.tiles for r in t.runs)
+            for u in self.units
+        }
+
+
+# -- weights -> device blobs ---------------------------------------------------------------------
+@dataclass
+class ConvWeights:
+    """A conv layer's weights as the device holds them: codebook + indices."""
+
+    codebook: np.ndarray  # int8 (<= 256,), entry 0 == 0
+    indices: np.ndarray  # uint8 (C_out, C_in, k, k)
+
+
+def conv_weights(layer: QLayer, compressed: dict | None = None) -> ConvWeights:
+    if compressed and layer.name in compressed:
+        codebook, indices = compressed[layer.name]
+        if not np.array_equal(np.asarray(codebook)[indices], layer.weight):
+            raise CompileError(f"{layer.name}: codebook[indices] differs from the layer weights")
+        return ConvWeights(np.asarray(codebook, dtype=np.int8), np.asarray(indices, np.uint8))
+    return ConvWeights(*identity_codebook(layer.weight))
+
+
+def lower_conv1(weight: np.ndarray) -> np.ndarray:
+    """7x7 conv weight (O, 3, 7, 7) -> 1x1 weight (O, 147, 1, 1), rows in im2col order."""
+    return weight.reshape(weight.shape[0], -1, 1, 1)
+
+
+def prepare_input(program: Program, image: np.ndarray) -> np.ndarray:
+    """Input prep on the host: the int8 image, im2col'ed when conv1 is lowered."""
+    if not program.lowered_conv1:
+        return image
+    cols = golden.im2col(image, 7, 2, 0)
+    side = golden.conv_output_size(image.shape[1], 7, 2, 0)
+    return np.ascontiguousarray(cols.reshape(-1, side, side))
+
+
+# -- planning ---------------------------------------------------------------------------------------
+def _conv_unit(
+    name: str,
+    convs: list[QLayer],
+    src: str,
+    in_shape: tuple[int, int, int],
+    weights: list[ConvWeights],
+    config: AcceleratorConfig,
+) -> Unit:
+    lanes = config.rows
+    c_in, h, w = in_shape
+    g_in = groups(c_in, lanes)
+    outs = []
+    for conv in convs:
+        k, s, p = conv.kernel, conv.stride, conv.pad
+        outs.append((golden.conv_output_size(h, k, s, p), golden.conv_output_size(w, k, s, p)))
+    if len(set(outs)) != 1:
+        raise CompileError(f"{name}: concatenated convs differ in output size {outs}")
+    out_h, out_w = outs[0]
+    if len(convs) > 1 and any(conv.weight.shape[0] % lanes for conv in convs):
+        raise CompileError(
+            f"{name}: concat by addressing needs channel counts divisible by {lanes}"
+        )
+    offsets, total = [], 0
+    for conv in convs:
+        offsets.append(total)
+        total += groups(conv.weight.shape[0], lanes)
+
+    def band_rows(oy0: int, oy1: int) -> tuple[int, int]:
+        lo = min(max(0, oy0 * c.stride - c.pad) for c in convs)
+        hi = max(min(h, (oy1 - 1) * c.stride - c.pad + c.kernel) for c in convs)
+        return lo, hi
+
+    def fits(rows: int) -> bool:
+        for oy0 in range(0, out_h, rows):
+            lo, hi = band_rows(oy0, min(out_h, oy0 + rows))
+            if (hi - lo) * w * g_in * lanes > config.act_in_bytes:
+                return False
+        return min(rows, out_h) * out_w * total * lanes <= config.act_out_bytes
+
+    rows = out_h
+    while rows > 0 and not fits(rows):
+        rows -= 1
+    if rows == 0:
+        raise CompileError(f"{name}: one output row does not fit the activation buffers")
+
+    # weight chunks per conv: blocks that fit the weight buffer
+    chunks = []
+    for conv, cw, offset in zip(convs, weights, offsets, strict=True):
+        k = conv.kernel
+        per_block = k * k * g_in * lanes * config.cols
+        max_blocks = min(config.weight_bytes // per_block, config.max_out_channels // config.cols)
+        if max_blocks == 0:
+            raise CompileError(f"{conv.name}: one block of weights exceeds the weight buffer")
+        blocks = groups(conv.weight.shape[0], config.cols)
+        codebook = pack_codebook(cw.codebook)
+        for b0 in range(0, blocks, max_blocks):
+            b1 = min(blocks, b0 + max_blocks)
+            c0, c1 = b0 * config.cols, min(conv.weight.shape[0], b1 * config.cols)
+            consts = [
+                (BufferSpace.CODEBOOK, 0, codebook),
+                (BufferSpace.WEIGHT, 0, pack_weight_indices(cw.indices[c0:c1], config)),
+                (
+                    BufferSpace.PARAMS,
+                    0,
+                    pack_params(
+                        conv.bias[c0:c1], conv.multiplier[c0:c1], conv.shift[c0:c1], config.cols
+                    ),
+                ),
+            ]
+            chunks.append((conv, offset + b0, b1 - b0, c1 - c0, consts))
+
+    tiles = []
+    for oy0 in range(0, out_h, rows):
+        oy1 = min(out_h, oy0 + rows)
+        lo, hi = band_rows(oy0, oy1)
+        runs = []
+        for conv, group_offset, blocks, channels, consts in chunks:
+            start = oy0 * conv.stride - conv.pad  # first input row of the band's windows
+            first = max(0, start)
+            desc = LayerDescriptor(
+                op=Op.CONV,
+                kernel=conv.kernel,
+                stride=conv.stride,
+                relu=conv.relu,
+                pad_top=first - start,
+                pad_left=conv.pad,
+                in_groups=g_in,
+                in_h=hi - first,
+                in_w=w,
+                out_h=oy1 - oy0,
+                out_w=out_w,
+                blocks=blocks,
+                out_group_offset=group_offset,
+                out_groups=total,
+                in_base=(first - lo) * w * g_in,
+            )
+            check_fits(desc, config)
+            macs = channels * c_in * conv.kernel**2 * (oy1 - oy0) * out_w
+            runs.append(Run(conv.name, desc, consts, macs))
+        tiles.append(Tile([Load(src, lo, hi, 0, g_in)], runs, Store(oy0, oy1, 0, total, out_w)))
+    c_out = sum(conv.weight.shape[0] for conv in convs)
+    return Unit(name, "conv", (c_out, out_h, out_w), tiles, [c.name for c in convs])
+
+
+def _maxpool_unit(layer: QLayer, in_shape, config) -> Unit:
+    lanes = config.rows
+    c, h, w = in_shape
+    g = groups(c, lanes)
+    out_h, out_w = golden.pool_output_size(h), golden.pool_output_size(w)
+
+    def fits(rows: int, gt: int) -> bool:
+        in_rows = min(h, 2 * (rows - 1) + 3)
+        return (
+            in_rows * w * gt * lanes <= config.act_in_bytes
+            and rows * out_w * gt * lanes <= config.act_out_bytes
+        )
+
+    # channel groups per tile first (whole rows are cheaper to address), then rows per band
+    gt = g
+    while gt > 0 and not fits(1, gt):
+        gt -= 1
+    if gt == 0:
+        raise CompileError(f"{layer.name}: one row of one channel group does not fit")
+    rows = out_h
+    while not fits(rows, gt):
+        rows -= 1
+    tiles = []
+    for g0 in range(0, g, gt):
+        g1 = min(g, g0 + gt)
+        for oy0 in range(0, out_h, rows):
+            oy1 = min(out_h, oy0 + rows)
+            lo, hi = 2 * oy0, min(h, 2 * (oy1 - 1) + 3)
+            desc = LayerDescriptor(
+                op=Op.MAXPOOL,
+                kernel=3,
+                stride=2,
+                in_groups=g1 - g0,
+                in_h=hi - lo,
+                in_w=w,
+                out_h=oy1 - oy0,
+                out_w=out_w,
+                out_groups=g1 - g0,
+            )
+            check_fits(desc, config)
+            tiles.append(
+                Tile(
+                    [Load(layer.inputs[0], lo, hi, g0, g1)],
+                    [Run(layer.name, desc)],
+                    Store(oy0, oy1, g0, g1, out_w),
+                )
+            )
+    return Unit(layer.name, "maxpool", (c, out_h, out_w), tiles, [layer.name])
+
+
+def _add_unit(layer: QLayer, in_shape, config) -> Unit:
+    lanes = config.rows
+    c, h, w = in_shape
+    g = groups(c, lanes)
+    row_bytes = w * g * lanes
+    rows = min(h, config.act_in_bytes // (2 * row_bytes), config.act_out_bytes // row_bytes)
+    if rows == 0:
+        raise CompileError(f"{layer.name}: one row of both operands does not fit ACT_IN")
+    tiles = []
+    for y0 in range(0, h, rows):
+        y1 = min(h, y0 + rows)
+        words = (y1 - y0) * w * g
+        desc = LayerDescriptor(
+            op=Op.ADD,
+            relu=layer.relu,
+            in_groups=g,
+            in_h=y1 - y0,
+            in_w=w,
+            out_h=y1 - y0,
+            out_w=w,
+            out_groups=g,
+            b_base=words,
+            mult_a=int(layer.multiplier[0]),
+            mult_b=int(layer.multiplier[1]),
+            add_shift=int(layer.shift[0]),
+        )
+        check_fits(desc, config)
+        loads = [Load(layer.inputs[0], y0, y1, 0, g, 0), Load(layer.inputs[1], y0, y1, 0, g, words)]
+        tiles.append(Tile(loads, [Run(layer.name, desc)], Store(y0, y1, 0, g, w)))
+    return Unit(layer.name, "add", (c, h, w), tiles, [layer.name])
+
+
+def _avgpool_unit(layer: QLayer, in_shape, config) -> Unit:
+    lanes = config.rows
+    c, h, w = in_shape
+    g = groups(c, lanes)
+    per_tile = min(config.act_in_bytes // (h * w * lanes), config.act_out_bytes // (4 * lanes))
+    if per_tile == 0:
+        raise CompileError(f"{layer.name}: one channel group does not fit ACT_IN")
+    tiles = []
+    for g0 in range(0, g, per_tile):
+        g1 = min(g, g0 + per_tile)
+        desc = LayerDescriptor(op=Op.AVGPOOL, in_groups=g1 - g0, in_h=h, in_w=w)
+        check_fits(desc, config)
+        tiles.append(
+            Tile(
+                [Load(layer.inputs[0], 0, h, g0, g1)],
+                [Run(layer.name, desc)],
+                Store(0, 1, g0, g1, 1, kind="sums"),
+            )
+        )
+    return Unit(layer.name, "avgpool", (c,), tiles, [layer.name])
+
+
+def compile_network(
+    network: QuantizedNetwork,
+    config: AcceleratorConfig,
+    compressed: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+) -> Program:
+    """Tile ``network`` for ``config``.
+
+    ``compressed`` maps conv layer names to (int8 codebook, uint8 indices) so the device holds
+    the compressed model's indices; other layers get an identity codebook of their int8 values.
+    """
+    size = network.input_size
+    shapes: dict[str, tuple[int, ...]] = {"input": (3, size, size)}
+    consumers: dict[str, list[QLayer]] = {}
+    for layer in network.layers:
+        for src in layer.inputs:
+            consumers.setdefault(src, []).append(layer)
+    units: list[Unit] = []
+    lowered = False
+    done: set[str] = set()
+    input_shape = (3, size, size)
+    for layer in network.layers:
+        if layer.name in done:
+            continue
+        if layer.op == "conv":
+            sinks = consumers.get(layer.name, [])
+            concat = sinks[0] if len(sinks) == 1 and sinks[0].op == "concat" else None
+            convs = [network.layer(n) for n in concat.inputs] if concat else [layer]
+            if concat and any(
+                c.op != "conv" or c.inputs != convs[0].inputs or len(consumers[c.name]) != 1
+                for c in convs
+            ):
+                convs, concat = [layer], None
+            src = convs[0].inputs[0]
+            in_shape = shapes[src]
+            weights = [conv_weights(c, compressed) for c in convs]
+            if layer.name == "conv1" and layer.kernel == 7:
+                # lower v1.0's 7x7/2 conv1: host im2col -> 1x1 conv over 147 channels
+                lowered = True
+                side = golden.conv_output_size(size, 7, 2, 0)
+                in_shape = (147, side, side)
+                conv = QLayer(
+                    **{**layer.__dict__, "weight": lower_conv1(layer.weight), "stride": 1, "pad": 0}
+                )
+                weights = [ConvWeights(weights[0].codebook, lower_conv1(weights[0].indices))]
+                convs = [conv]
+                input_shape = in_shape
+                shapes["input"] = in_shape
+            name = concat.name if concat else layer.name
+            unit = _conv_unit(name, convs, src, in_shape, weights, config)
+            done.update(c.name for c in convs)
+            if concat:
+                done.add(concat.name)
+        elif layer.op == "maxpool":
+            unit = _maxpool_unit(layer, shapes[layer.inputs[0]], config)
+        elif layer.op == "add":
+            unit = _add_unit(layer, shapes[layer.inputs[0]], config)
+        elif layer.op == "avgpool":
+            unit = _avgpool_unit(layer, shapes[layer.inputs[0]], config)
+        else:
+            raise CompileError(f"{layer.name}: a bare {layer.op} cannot be placed on the device")
+        shapes[unit.name] = unit.shape
+        units.append(unit)
+        done.add(layer.name)
+    program = Program(network.variant, config, input_shape, lowered, units, units[-1].name)
+    program.minimum_link_bytes = _minimum_link_bytes(program)
+    return program
+
+
+def _minimum_link_bytes(program: Program) -> int:
+    """Payload bytes if every constant went over once and every tensor once each way."""
+    lanes = program.config.rows
+    total = int(np.prod(program.input_shape[1:])) * groups(program.input_shape[0], lanes) * lanes
+    seen = set()
+    for unit in program.units:
+        for tile in unit.tiles:
+            for run in tile.runs:
+                for space, offset, blob in run.consts:
+                    key = (space, offset, hashlib.sha1(blob).digest())
+                    if key not in seen:
+                        seen.add(key)
+                        total += len(blob)
+        if unit.op == "avgpool":
+            total += 4 * unit.shape[0]
+        elif unit is not program.units[-1]:
+            c, h, w = unit.shape
+            # written back once and loaded once by each consumer (>= 1)
+            total += 2 * h * w * groups(c, lanes) * lanes
+    return total
+
+
+# -- execution ------------------------------------------------------------------------------------
+@dataclass
+class LayerStats:
+    name: str
+    cycles: int = 0
+    predicted_cycles: int = 0
+    link_bytes: int = 0
+    macs: int = 0
+    runs: int = 0
+
+
+class _CountingDevice:
+    """Counts payload bytes and skips constant blobs the device already holds."""
+
+    def __init__(self, device):
+        self.device = device
+        self.bytes = 0
+        self.resident: dict[tuple[int, int], bytes] = {}
+
+    def write(self, space, offset, data, constant=False):
+        if constant:
+            key = (int(space), offset)
+            if self.resident.get(key) == data:
+                return
+            self.resident[key] = data
+        else:
+            # activations may overlap constants of other spaces only; forget same-space blobs
+            self.resident = {k: v for k, v in self.resident.items() if k[0] != int(space)}
+        self.bytes += len(data)
+        self.device.write(space, offset, data)
+
+    def read(self, space, offset, length):
+        self.bytes += length
+        return self.device.read(space, offset, length)
+
+
+def execute(program: Program, device, image: np.ndarray, progress=None):
+    """Run ``program`` on ``device`` for one int8 image (3, H, W).
+
+    Returns ``(tensors, stats)``: every unit's output by name (the last one is the int32 class
+    sums) and a list of :class:`LayerStats` (measured cycles, link bytes).
+    """
+    lanes = program.config.rows
+    counting = _CountingDevice(device)
+    tensors: dict[str, np.ndarray] = {"input": prepare_input(program, image)}
+    stats = []
+    for unit in program.units:
+        before = counting.bytes
+        st = LayerStats(unit.name)
+        if unit.op == "avgpool":
+            out = np.zeros(unit.shape, dtype=np.int32)
+        else:
+            out = np.zeros(unit.shape, dtype=np.int8)
+        for tile in unit.tiles:
+            for load in tile.loads:
+                src = tensors[load.tensor]
+                part = src[load.g0 * lanes : load.g1 * lanes, load.y0 : load.y1]
+                counting.write(BufferSpace.ACT_IN, load.base * lanes, pack_activations(part, lanes))
+            for run in tile.runs:
+                for space, offset, blob in run.consts:
+                    counting.write(space, offset, blob, constant=True)
+                counting.write(BufferSpace.DESCRIPTOR, 0, run.descriptor.pack(), constant=True)
+                st.cycles += device.run()
+                st.predicted_cycles += predict_cycles(run.descriptor)
+                st.macs += run.macs
+                st.runs += 1
+            store = tile.store
+            if store.kind == "sums":
+                channels = (store.g1 - store.g0) * lanes
+                sums = unpack_sums(counting.read(BufferSpace.ACT_OUT, 0, 4 * channels), channels)
+                lo = store.g0 * lanes
+                hi = min(unit.shape[0], lo + channels)
+                out[lo:hi] = sums[: hi - lo]
+            else:
+                rows = store.y1 - store.y0
+                channels = (store.g1 - store.g0) * lanes
+                blob = counting.read(BufferSpace.ACT_OUT, 0, rows * store.width * channels)
+                band = unpack_activations(blob, channels, rows, store.width, lanes)
+                lo = store.g0 * lanes
+                hi = min(unit.shape[0], lo + channels)
+                out[lo:hi, store.y0 : store.y1] = band[: hi - lo]
+            if progress is not None:
+                progress(1)
+        tensors[unit.name] = out
+        st.link_bytes = counting.bytes - before
+        stats.append(st)
+    return tensors, stats
+
+
+def tile_count(program: Program) -> int:
+    return sum(len(u.tiles) for u in program.units)
+
+
+__all__ = [
+    "CompileError",
+    "Program",
+    "Unit",
+    "Tile",
+    "Run",
+    "Load",
+    "Store",
+    "LayerStats",
+    "compile_network",
+    "execute",
+    "prepare_input",
+    "tile_count",
+    "PARAM_BYTES",
+]
