@@ -159,7 +159,7 @@ def prepare_input(program: Program, image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(cols.reshape(-1, side, side))
 
 
-# -- planning ---------------------------------------------------------------------------------------
+# -- planning ------------------
 def _conv_unit(
     name: str,
     convs: list[QLayer],
@@ -458,7 +458,7 @@ def _minimum_link_bytes(program: Program) -> int:
     return total
 
 
-# -- execution ------------------------------------------------------------------------------------
+# -- execution --------------------------------------------------------------------------
 @dataclass
 class LayerStats:
     name: str
