@@ -1,0 +1,119 @@
+// The simulated board: the SoC top (stream link) under Verilator, bridged to a TCP socket.
+//
+// Python is never in the per-cycle loop: this harness clocks the model, feeds received socket
+// bytes into rx (valid/ready) and sends tx bytes back, polling the socket every few hundred
+// cycles. When the SoC is idle and nothing is pending it blocks in poll() instead of spinning.
+// Usage: simboard [port] (0 = any free port); prints "PORT <n>" once listening on 127.0.0.1.
+// Exits when the client disconnects. Prints "CYCLES <n>" on exit.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "Vsoc.h"
+#include "verilated.h"
+
+static void die(const char* what) {
+    std::perror(what);
+    std::exit(1);
+}
+
+int main(int argc, char** argv) {
+    signal(SIGPIPE, SIG_IGN);
+    int port = argc > 1 ? std::atoi(argv[1]) : 0;
+    int server = socket(AF_INET, SOCK_STREAM, 0);
+    if (server < 0) die("socket");
+    int one = 1;
+    setsockopt(server, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(port);
+    if (bind(server, (sockaddr*)&addr, sizeof addr) < 0) die("bind");
+    if (listen(server, 1) < 0) die("listen");
+    socklen_t len = sizeof addr;
+    getsockname(server, (sockaddr*)&addr, &len);
+    std::printf("PORT %d\n", ntohs(addr.sin_port));
+    std::fflush(stdout);
+    int client = accept(server, nullptr, nullptr);
+    if (client < 0) die("accept");
+    setsockopt(client, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+
+    Verilated::commandArgs(argc, argv);
+    Vsoc* top = new Vsoc;
+    top->clk = 0;
+    top->rst = 1;
+    for (int i = 0; i < 4; i++) {
+        top->clk = !top->clk;
+        top->eval();
+    }
+    top->rst = 0;
+
+    std::vector<unsigned char> rx;  // bytes from the host not yet accepted by the SoC
+    size_t rx_pos = 0;
+    std::vector<unsigned char> tx;  // bytes from the SoC not yet sent
+    unsigned long long cycles = 0;
+    unsigned char buffer[65536];
+    bool open = true;
+    unsigned idle_cycles = 0;
+
+    while (open) {
+        // -- socket I/O every 256 cycles, or blocking when nothing at all is happening --------
+        if ((cycles & 255) == 0 || rx_pos == rx.size()) {
+            if (!tx.empty()) {
+                ssize_t n = send(client, tx.data(), tx.size(), MSG_DONTWAIT);
+                if (n > 0) tx.erase(tx.begin(), tx.begin() + n);
+                else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) break;
+            }
+            bool quiet = rx_pos == rx.size() && tx.empty() && top->idle && idle_cycles > 16;
+            pollfd p{client, POLLIN, 0};
+            int ready = poll(&p, 1, quiet ? 100 : 0);
+            if (ready > 0) {
+                ssize_t n = recv(client, buffer, sizeof buffer, MSG_DONTWAIT);
+                if (n == 0) open = false;
+                else if (n > 0) {
+                    if (rx_pos == rx.size()) { rx.clear(); rx_pos = 0; }
+                    rx.insert(rx.end(), buffer, buffer + n);
+                } else if (errno != EAGAIN && errno != EWOULDBLOCK) open = false;
+            }
+            if (quiet && ready == 0) continue;  // nothing to simulate yet
+        }
+        // -- one clock cycle --------------------------------------------------------------------
+        bool have = rx_pos < rx.size();
+        top->rx_valid = have;
+        top->rx_data = have ? rx[rx_pos] : 0;
+        top->tx_ready = 1;
+        top->clk = 0;
+        top->eval();
+        bool rx_fire = have && top->rx_ready;
+        bool tx_fire = top->tx_valid;
+        unsigned char out = top->tx_data;
+        top->clk = 1;
+        top->eval();
+        cycles++;
+        if (rx_fire) rx_pos++;
+        if (tx_fire) tx.push_back(out);
+        idle_cycles = top->idle ? idle_cycles + 1 : 0;
+    }
+    // flush what is left
+    while (!tx.empty()) {
+        ssize_t n = send(client, tx.data(), tx.size(), 0);
+        if (n <= 0) break;
+        tx.erase(tx.begin(), tx.begin() + n);
+    }
+    std::fprintf(stderr, "CYCLES %llu\n", cycles);
+    close(client);
+    close(server);
+    top->final();
+    delete top;
+    return 0;
+}
