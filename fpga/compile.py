@@ -15,7 +15,7 @@ back from ACT_OUT. Tiling:
 * the global average pool is tiled over channel groups.
 
 :func:`execute` runs a program on any device with ``write(space, offset, bytes)``,
-``read(space, offset, length) -> bytes`` and ``run() -> cycles`` (the simulated board through the
+``read(space, offset, length) -> bytes`` and ``run(expected_cycles) -> cycles`` (the simulated board through the
 host driver, a real board, or :class:`fpga.emulator.EngineEmulator`). Constant blobs already in a
 buffer are not sent again. Link bytes are counted per layer against the minimum for this
 residency mode (every weight, codebook and parameter once, the input image once, the logits once;
@@ -520,8 +520,9 @@ def execute(program: Program, device, image: np.ndarray, progress=None):
                 for space, offset, blob in run.consts:
                     counting.write(space, offset, blob, constant=True)
                 counting.write(BufferSpace.DESCRIPTOR, 0, run.descriptor.pack(), constant=True)
-                st.cycles += device.run()
-                st.predicted_cycles += predict_cycles(run.descriptor)
+                predicted = predict_cycles(run.descriptor)
+                st.cycles += device.run(predicted)
+                st.predicted_cycles += predicted
                 st.macs += run.macs
                 st.runs += 1
             store = tile.store

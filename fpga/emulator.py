@@ -76,7 +76,7 @@ class EngineEmulator:
             view_w = np.ndarray(view.shape, dtype=np.int8, buffer=out)
             view_w[idx] = block.ravel()
 
-    def run(self) -> int:
+    def run(self, expected_cycles: int = 0) -> int:
         d = LayerDescriptor.unpack(self.buffers[BufferSpace.DESCRIPTOR])
         lanes = self.config.rows
         if d.op == Op.CONV:

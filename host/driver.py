@@ -41,11 +41,13 @@ class DeviceMismatch(RuntimeError):
 class Device:
     """An accelerator behind a byte transport: write/read buffers, run layers."""
 
-    def __init__(self, transport, timeout: float = 2.0, retries: int = 8, run_timeout=600.0):
+    #: slowest device we wait for: the simulated board under load (real hardware is ~100x faster)
+    MIN_CYCLES_PER_SECOND = 100_000
+
+    def __init__(self, transport, timeout: float = 2.0, retries: int = 8):
         self.transport = transport
         self.timeout = timeout
         self.retries = retries
-        self.run_timeout = run_timeout
         self.seq = 0
         self.retried = 0
         self.link_bytes = 0
@@ -95,14 +97,29 @@ class Device:
         self.link_bytes += 2 + HEADER.size + length + 4
         return Frame(seq, opcode, payload)
 
+    def _resync(self) -> None:
+        """Bring the device's frame decoder back to hunting for a sync.
+
+        A corrupted length field can leave the device waiting for up to ``max_payload`` more
+        bytes, swallowing our retries. A run of zeros (never a sync byte) longer than any frame
+        completes that frame (which then fails its CRC); we drain whatever it answers until
+        the line is quiet, so no stale response is taken for the retry's.
+        """
+        self.transport.write(bytes(self.max_payload + 16))
+        while self.transport.read(4096, 0.05):
+            pass
+
     def request(self, opcode: Opcode, payload: bytes = b"", timeout: float | None = None) -> bytes:
         """Send one command and return the response payload after the status byte."""
         self.seq = (self.seq + 1) & 0xFF
         frame = encode_frame(self.seq, opcode, payload)
         last = "no response"
+        resync = False
         for attempt in range(self.retries + 1):
             if attempt:
                 self.retried += 1
+            if resync:
+                self._resync()
             self.transport.write(frame)
             self.link_bytes += len(frame)
             deadline = time.monotonic() + (timeout or self.timeout)
@@ -110,6 +127,7 @@ class Device:
                 response = self._receive(deadline)
                 if response is None:
                     last = "timeout or corrupted response"
+                    resync = True
                     break
                 if response.seq != self.seq or response.opcode != (opcode | RESPONSE_FLAG):
                     continue  # a stale answer to an earlier attempt: keep listening
@@ -121,11 +139,9 @@ class Device:
                     return response.payload[1:]
                 if status == Status.ENGINE_ERROR:
                     raise LinkError(f"{opcode.name}: the engine rejected the layer descriptor")
-                last = (
-                    f"device answered {Status(status).name}"
-                    if status in Status._value2member_map_
-                    else f"status {status}"
-                )
+                known = status in Status._value2member_map_
+                last = f"device answered {Status(status).name if known else status}"
+                resync = False
                 break
         raise LinkError(
             f"{opcode.name} failed after {self.retries + 1} attempts ({last}); "
@@ -176,8 +192,14 @@ class Device:
             out += data
         return bytes(out)
 
-    def run(self) -> int:
-        payload = self.request(Opcode.RUN, timeout=self.run_timeout)
+    def run(self, expected_cycles: int = 0) -> int:
+        """Start the layer in the descriptor buffer; returns the device's cycle count.
+
+        The response timeout grows with ``expected_cycles`` so that a lost response to a long
+        run is retried after a bounded wait rather than never.
+        """
+        timeout = self.timeout + expected_cycles / self.MIN_CYCLES_PER_SECOND
+        payload = self.request(Opcode.RUN, timeout=timeout)
         return struct.unpack("<I", payload[:4])[0]
 
     def status(self) -> dict[str, int]:

@@ -18,6 +18,8 @@ from pathlib import Path
 from fpga.config import DEFAULT_CONFIG, AcceleratorConfig
 
 HARNESS = Path(__file__).with_name("harness.cpp")
+#: C++ optimisation of the model (part of the cache key)
+CXX_FLAGS = ("-CFLAGS", "-O2")
 
 
 class BoardError(RuntimeError):
@@ -50,7 +52,9 @@ def build(
 
     kwargs = {} if timeout_cycles is None else {"timeout_cycles": timeout_cycles}
     source = verilog.convert(SoC(config, link="stream", **kwargs), name="soc", emit_src=False)
-    digest = hashlib.sha256(source.encode() + HARNESS.read_bytes()).hexdigest()[:16]
+    digest = hashlib.sha256(
+        source.encode() + HARNESS.read_bytes() + " ".join(CXX_FLAGS).encode()
+    ).hexdigest()[:16]
     out = cache_dir() / digest
     binary = out / "simboard"
     if binary.exists():

@@ -67,14 +67,16 @@ int main(int argc, char** argv) {
     unsigned idle_cycles = 0;
 
     while (open) {
-        // -- socket I/O every 256 cycles, or blocking when nothing at all is happening --------
-        if ((cycles & 255) == 0 || rx_pos == rx.size()) {
+        // -- socket I/O every 1024 cycles (a syscall per cycle would dominate the run time), or
+        //    blocking in poll() when the SoC is idle and nothing is pending ----------------------
+        bool starved = rx_pos == rx.size() && top->idle && idle_cycles > 16;
+        if ((cycles & 1023) == 0 || starved) {
             if (!tx.empty()) {
                 ssize_t n = send(client, tx.data(), tx.size(), MSG_DONTWAIT);
                 if (n > 0) tx.erase(tx.begin(), tx.begin() + n);
                 else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) break;
             }
-            bool quiet = rx_pos == rx.size() && tx.empty() && top->idle && idle_cycles > 16;
+            bool quiet = starved && tx.empty();
             pollfd p{client, POLLIN, 0};
             int ready = poll(&p, 1, quiet ? 100 : 0);
             if (ready > 0) {

@@ -1,0 +1,164 @@
+"""Classify images on the accelerator: ``python -m host.infer IMAGE... [options]``.
+
+``--device sim`` (the default) builds/starts the simulated board — the SoC's real RTL under
+Verilator behind a local socket — and stops it afterwards; any other value is a device URL
+(``/dev/ttyUSB1``, ``socket://HOST:PORT``, ``pcie:///dev/xdma0``). Prints per image the top-5
+labels, the device cycles and link bytes per layer, and whether the int32 class sums equal
+``fpga.golden`` bit for bit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import numpy as np
+
+from fpga import golden, quant
+from fpga.compile import CompileError, compile_network, execute, tile_count
+from fpga.model import VARIANTS, ModelError, check_variant
+from fpga.protocol import FrameError
+from host.driver import Device, DeviceMismatch, LinkError
+from host.transport import TransportError
+
+
+def load_network(args):
+    """The QuantizedNetwork and its compressed weights (codebook, indices) per conv layer."""
+    if args.model:
+        from fpga import compress
+
+        network, compressed = compress.load_for_device(args.model)
+        return network, compressed
+    return quant.quantize_network(args.variant, size=args.size), None
+
+
+def classify_on_device(device: Device, network, compressed, images, progress=True) -> list[dict]:
+    info = device.identify()
+    config = info.config()
+    program = compile_network(network, config, compressed)
+    labels = quant.load_labels()
+    results = []
+    for path in images:
+        image = network.quantize_input(quant.preprocess(path, network.input_size))
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(
+                total=tile_count(program), desc=str(path), unit="tile", leave=False, file=sys.stderr
+            )
+        start = time.perf_counter()
+        tensors, stats = execute(program, device, image, bar.update if bar else None)
+        wall = time.perf_counter() - start
+        if bar:
+            bar.close()
+        sums = tensors[program.output]
+        expected = golden.run_network(network, image, keep=False)[network.output.name]
+        results.append(
+            {
+                "image": str(path),
+                "top5": quant.top5(network.logits(sums), labels),
+                "golden_match": bool(np.array_equal(sums, expected)),
+                "cycles": sum(s.cycles for s in stats),
+                "link_bytes": sum(s.link_bytes for s in stats),
+                "minimum_link_bytes": program.minimum_link_bytes,
+                "wall_s": wall,
+                "layers": [
+                    {
+                        "name": s.name,
+                        "cycles": s.cycles,
+                        "predicted_cycles": s.predicted_cycles,
+                        "link_bytes": s.link_bytes,
+                        "macs": s.macs,
+                        "utilization": s.macs / (s.cycles * config.pes) if s.cycles else 0.0,
+                    }
+                    for s in stats
+                ],
+            }
+        )
+    return results
+
+
+def print_results(results: list[dict], pes: int) -> None:
+    for r in results:
+        print(r["image"])
+        for rank, entry in enumerate(r["top5"], 1):
+            print(f"  {rank}. {entry['prob']:7.2%}  {entry['index']:4d} {entry['label']}")
+        print(f"  {'layer':<16} {'cycles':>11} {'util':>6} {'link bytes':>12}")
+        for layer in r["layers"]:
+            print(
+                f"  {layer['name']:<16} {layer['cycles']:>11,} {layer['utilization']:>6.1%} "
+                f"{layer['link_bytes']:>12,}"
+            )
+        macs = sum(layer["macs"] for layer in r["layers"])
+        print(
+            f"  {'total':<16} {r['cycles']:>11,} {macs / (r['cycles'] * pes):>6.1%} "
+            f"{r['link_bytes']:>12,}  (minimum {r['minimum_link_bytes']:,})"
+        )
+        verdict = "yes, bit for bit" if r["golden_match"] else "NO - MISMATCH"
+        print(f"  equals fpga.golden: {verdict}   wall time {r['wall_s']:.1f} s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m host.infer", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("images", nargs="+")
+    parser.add_argument("--variant", default="v1.0", help=f"one of {', '.join(VARIANTS)}")
+    parser.add_argument("--model", help="a compressed .sqz model (overrides --variant)")
+    parser.add_argument("--device", default="sim", help="'sim' (default) or a device URL")
+    parser.add_argument("--size", type=int, default=227, help="input side in pixels")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument("--baud", type=int, default=12_000_000, help="UART baud rate")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    board = None
+    try:
+        check_variant(args.variant)
+        for path in args.images:  # fail early on a bad image, before any device work
+            quant.preprocess(path, 8)
+        network, compressed = load_network(args)
+        if args.device == "sim":
+            from sim.board import SimulatedBoard
+
+            board = SimulatedBoard(quiet=args.json).start()
+            url = board.url
+        else:
+            url = args.device
+        device = Device.open(url)
+        try:
+            results = classify_on_device(
+                device, network, compressed, args.images, progress=not args.no_progress
+            )
+        finally:
+            device.close()
+    except (
+        ModelError,
+        quant.ImageError,
+        CompileError,
+        TransportError,
+        LinkError,
+        DeviceMismatch,
+        FrameError,
+    ) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        if type(exc).__name__ in ("FormatError", "BoardError"):
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        raise
+    finally:
+        if board is not None:
+            board.stop()
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        print_results(results, network and device.info.rows * device.info.cols)
+    return 0 if all(r["golden_match"] for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""Whole networks through the simulated board (the SoC's RTL under Verilator) via the host driver.
+
+Reduced input size in CI; full 227/224 runs are marked slow.
+"""
+
+import numpy as np
+import pytest
+
+from fpga import golden, quant
+from fpga.compile import compile_network, execute
+from host.driver import Device
+
+
+def run_network_on_board(board, variant, size, photo=0):
+    device = Device.open(board.url)
+    try:
+        info = device.identify()
+        network = quant.quantize_network(variant, size=size)
+        image = network.quantize_input(quant.preprocess(quant.bundled_photos()[photo], size))
+        program = compile_network(network, info.config())
+        tensors, stats = execute(program, device, image)
+        status = device.status()
+    finally:
+        device.close()
+    return network, image, program, tensors, stats, status
+
+
+@pytest.mark.parametrize("variant,size", [("v1.0", 67), ("v1.1", 64)])
+def test_network_on_simulated_board_is_bit_exact(board, variant, size):
+    network, image, program, tensors, stats, status = run_network_on_board(board, variant, size)
+    reference = golden.run_network(network, image)
+    for unit in program.units:  # every layer's output, not only the logits
+        np.testing.assert_array_equal(tensors[unit.name], reference[unit.name], err_msg=unit.name)
+    # the RTL's cycle counts equal the analytical model, layer by layer
+    assert [s.cycles for s in stats] == [s.predicted_cycles for s in stats]
+    assert status["crc_errors"] == 0 and status["engine_errors"] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant,size", [("v1.0", 227), ("v1.1", 224)])
+def test_full_size_network_on_simulated_board(board, variant, size):
+    network, image, program, tensors, stats, _ = run_network_on_board(board, variant, size, 1)
+    expected = golden.run_network(network, image, keep=False)[network.output.name]
+    np.testing.assert_array_equal(tensors[program.output], expected)
