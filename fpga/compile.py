@@ -15,7 +15,8 @@ back from ACT_OUT. Tiling:
 * the global average pool is tiled over channel groups.
 
 :func:`execute` runs a program on any device with ``write(space, offset, bytes)``,
-``read(space, offset, length) -> bytes`` and ``run(expected_cycles) -> cycles`` (the simulated board through the
+``read(space, offset, length) -> bytes`` and ``run(expected_cycles) -> cycles`` (the simulated
+board through the
 host driver, a real board, or :class:`fpga.emulator.EngineEmulator`). Constant blobs already in a
 buffer are not sent again. Link bytes are counted per layer against the minimum for this
 residency mode (every weight, codebook and parameter once, the input image once, the logits once;

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from fpga.config import DEFAULT_CONFIG
 from fpga.layout import BufferSpace
 from fpga.protocol import (
     IDENTIFY_FORMAT,
@@ -17,7 +18,6 @@ from fpga.protocol import (
     encode_frame,
     identify_payload,
 )
-from fpga.config import DEFAULT_CONFIG
 from host.driver import Device, DeviceMismatch, LinkError
 from host.transport import TransportError, open_transport
 
