@@ -1,0 +1,36 @@
+"""Shared by the engine and e2e benchmarks: one real-RTL inference per variant, cached."""
+
+import time
+from functools import cache
+
+from fpga import golden, quant
+from fpga.compile import compile_network, execute
+from host.driver import Device
+from sim.board import SimulatedBoard
+
+
+@cache
+def board_run(variant: str, size: int) -> dict:
+    network = quant.quantize_network(variant, size=size)
+    image = network.quantize_input(quant.preprocess(quant.bundled_photos()[1], size))
+    with SimulatedBoard() as board:
+        device = Device.open(board.url)
+        info = device.identify()
+        program = compile_network(network, info.config())
+        start = time.perf_counter()
+        tensors, stats = execute(program, device, image)
+        wall = time.perf_counter() - start
+        framed = device.link_bytes
+        device.close()
+    expected = golden.run_network(network, image, keep=False)[network.output.name]
+    return {
+        "variant": variant,
+        "size": size,
+        "config": info.config(),
+        "program": program,
+        "stats": stats,
+        "wall_s": wall,
+        "board_cycles": board.cycles,
+        "framed_link_bytes": framed,
+        "golden_match": bool((tensors[program.output] == expected).all()),
+    }
