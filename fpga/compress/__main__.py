@@ -1,0 +1,225 @@
+"""``python -m fpga.compress``: compress, inspect, size table, import the original release.
+
+python -m fpga.compress --variant v1.0 --bits 6 [--density 0.337] -o model.sqz
+python -m fpga.compress inspect model.sqz [--json]
+python -m fpga.compress table [--json]
+python -m fpga.compress import-deepcompression FILE.net -o model.sqz
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from fpga import quant
+from fpga.compress.core import compress_network
+from fpga.compress.deepcompression import read_deepcompression
+from fpga.compress.fileformat import (
+    CODING_FIXED,
+    CODING_HUFFMAN,
+    FormatError,
+    read_model,
+    write_model,
+)
+from fpga.model import DATA_DIR, VARIANTS, ModelError, check_variant, load_weights
+
+#: AlexNet as in the Caffe reference model (grouped conv2/4/5), from its layer shapes
+ALEXNET_LAYERS = [
+    (96, 3, 11, 11),
+    (256, 48, 5, 5),
+    (384, 256, 3, 3),
+    (384, 192, 3, 3),
+    (256, 192, 3, 3),
+    (4096, 9216),
+    (4096, 4096),
+    (1000, 4096),
+]
+
+
+def alexnet_params() -> int:
+    return sum(int(np.prod(shape)) + shape[0] for shape in ALEXNET_LAYERS)
+
+
+def compress_command(args) -> int:
+    check_variant(args.variant)
+    network, shared, info = compress_network(args.variant, args.bits, args.density, args.size)
+    coding = CODING_FIXED if args.no_huffman else CODING_HUFFMAN
+    sizes = write_model(
+        args.output,
+        network,
+        shared,
+        args.bits,
+        coding,
+        meta={"keep_ratios": info["keep_ratios"], "bits": args.bits},
+    )
+    _, _, read_info = read_model(args.output)
+    print_inspect(read_info, sizes)
+    return 0
+
+
+def print_inspect(info: dict, sizes: dict | None = None) -> None:
+    coding = "Huffman" if info["coding"] == CODING_HUFFMAN else "fixed-width"
+    print(
+        f"{info['variant']} at {info['input_size']} px, {coding} coding, "
+        f"{info['bytes']:,} bytes ({info['bytes'] / 1e6:.3f} MB)"
+    )
+    print(f"{'layer':<20} {'shape':>16} {'bits':>4} {'codebook':>8} {'density':>8} {'bytes':>9}")
+    total, nonzero = 0, 0
+    for layer in info["layers"]:
+        shape = "x".join(str(v) for v in layer["shape"])
+        print(
+            f"{layer['name']:<20} {shape:>16} {layer['bits']:>4} {layer['codebook']:>8} "
+            f"{layer['density']:>8.1%} {layer['bytes']:>9,}"
+        )
+        size = int(np.prod(layer["shape"]))
+        total += size
+        nonzero += round(layer["density"] * size)
+    print(
+        f"{'total':<20} {'':>16} {'':>4} {'':>8} {nonzero / total:>8.1%} {info['bytes']:>9,}"
+        f"   ({nonzero:,} of {total:,} weights nonzero)"
+    )
+
+
+def fidelity(network) -> dict:
+    images = [quant.preprocess(p, network.input_size) for p in quant.bundled_photos()]
+    model = quant.load_model(network.variant)
+    ref = [quant.float_logits(network.variant, img, model) for img in images]
+    cand = [quant.int8_logits(network, img) for img in images]
+    return quant.agreement(ref, cand)
+
+
+def size_table() -> list[dict]:
+    """The paper's size table beside ours, every size from a file written here."""
+    alexnet = alexnet_params() * 4
+    rows = []
+
+    def row(name, nbytes, fid=None):
+        rows.append(
+            {
+                "name": name,
+                "bytes": int(nbytes),
+                "ratio_vs_alexnet": alexnet / nbytes,
+                "top1_agreement": None if fid is None else fid["top1_agreement"],
+                "top5_agreement": None if fid is None else fid["top5_agreement"],
+            }
+        )
+
+    row("AlexNet fp32 (Caffe reference, 60,965,224 params)", alexnet)
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = load_weights("v1.0")
+        raw = Path(tmp) / "fp32.bin"
+        raw.write_bytes(b"".join(w.astype("<f4").tobytes() for w in weights.values()))
+        exact = {"top1_agreement": 1.0, "top5_agreement": 1.0}
+        row("SqueezeNet v1.0 fp32", raw.stat().st_size, exact)
+        release = DATA_DIR / "compressed_SqueezeNet.net"
+        row(
+            "Deep Compression release (8-bit, no Huffman)",
+            release.stat().st_size,
+            fidelity(quant.quantize_network("v1.0")),
+        )
+        for bits in (8, 6, 4):
+            network, shared, _ = compress_network("v1.0", bits)
+            fid = fidelity(network)
+            for coding, label in ((CODING_FIXED, "fixed-width"), (CODING_HUFFMAN, "Huffman")):
+                if bits == 4 and coding == CODING_FIXED:
+                    continue
+                path = Path(tmp) / f"v10_{bits}_{coding}.sqz"
+                write_model(path, network, shared, bits, coding)
+                decoded, _, _ = read_model(path)
+                assert all(
+                    np.array_equal(a.weight, b.weight)
+                    for a, b in zip(network.conv_layers, decoded.conv_layers, strict=True)
+                )
+                row(f"ours v1.0 {bits}-bit {label} (.sqz)", path.stat().st_size, fid)
+    return rows
+
+
+def print_table(rows: list[dict]) -> None:
+    print(f"{'model':<50} {'bytes':>12} {'MB':>7} {'vs AlexNet':>10} {'top-1':>6} {'top-5':>6}")
+    for r in rows:
+        t1 = "" if r["top1_agreement"] is None else f"{r['top1_agreement']:.0%}"
+        t5 = "" if r["top5_agreement"] is None else f"{r['top5_agreement']:.0%}"
+        print(
+            f"{r['name']:<50} {r['bytes']:>12,} {r['bytes'] / 1e6:>7.3f} "
+            f"{r['ratio_vs_alexnet']:>9.0f}x {t1:>6} {t5:>6}"
+        )
+    print(
+        "paper: SqueezeNet 4.8 MB; Deep Compression 8-bit 0.66 MB (363x), 6-bit 0.47 MB (510x);"
+        " agreement = int8 vs float on the bundled photos"
+    )
+
+
+def import_command(args) -> int:
+    weights, info = read_deepcompression(args.file)
+    network, shared, _ = compress_network("v1.0", 8, None, args.size, weights=weights)
+    write_model(
+        args.output, network, shared, 8, CODING_HUFFMAN, meta={"source": Path(args.file).name}
+    )
+    _, _, read_info = read_model(args.output)
+    print(
+        f"{args.file}: {info['bytes']:,} bytes, "
+        f"{sum(layer['stored'] for layer in info['layers']):,} stored entries, "
+        f"{sum(layer['nonzero'] for layer in info['layers']):,} nonzero weights"
+    )
+    print(
+        f"{args.output}: {read_info['bytes']:,} bytes "
+        f"({read_info['bytes'] / info['bytes']:.1%} of the original file)"
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = ("inspect", "table", "import-deepcompression")
+    if not argv or argv[0] not in commands + ("-h", "--help"):
+        argv = ["compress", *argv]
+    parser = argparse.ArgumentParser(
+        prog="python -m fpga.compress", description=__doc__.split("\n")[0]
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("compress", help="prune, share and encode a model (the default command)")
+    c.add_argument("--variant", default="v1.0", help=f"one of {', '.join(VARIANTS)}")
+    c.add_argument("--bits", type=int, choices=(4, 6, 8), default=6)
+    c.add_argument(
+        "--density",
+        type=float,
+        help="target nonzero fraction (default: per-layer "
+        "ratios of the Deep Compression release; v1.0 is already pruned)",
+    )
+    c.add_argument("--size", type=int, default=227, help="input size the model is calibrated for")
+    c.add_argument("--no-huffman", action="store_true", help="fixed-width streams")
+    c.add_argument("-o", "--output", required=True)
+    i = sub.add_parser("inspect", help="header and per-layer sizes of a .sqz file")
+    i.add_argument("file")
+    i.add_argument("--json", action="store_true")
+    t = sub.add_parser("table", help="the paper's size table beside ours")
+    t.add_argument("--json", action="store_true")
+    m = sub.add_parser("import-deepcompression", help="convert the original release to .sqz")
+    m.add_argument("file")
+    m.add_argument("-o", "--output", required=True)
+    m.add_argument("--size", type=int, default=227)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "compress":
+            return compress_command(args)
+        if args.command == "inspect":
+            _, _, info = read_model(args.file)
+            print(json.dumps(info, indent=2)) if args.json else print_inspect(info)
+            return 0
+        if args.command == "table":
+            rows = size_table()
+            print(json.dumps(rows, indent=2)) if args.json else print_table(rows)
+            return 0
+        return import_command(args)
+    except (FormatError, ModelError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

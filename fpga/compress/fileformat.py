@@ -1,0 +1,328 @@
+"""The ``.sqz`` compressed-model file format (documented in docs/format.md).
+
+No pickle, no code: a fixed header, a JSON graph section and one binary section per conv layer,
+every section with its own CRC-32. The reader validates every size against the bytes actually
+present and against hard limits before allocating, and reports any problem as one
+:class:`FormatError` naming the section.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+
+import numpy as np
+
+from fpga.compress import huffman
+from fpga.compress.core import GAP_BITS, dense_from_streams, sparse_streams
+from fpga.network import QLayer, QuantizedNetwork
+
+MAGIC = b"SQZMODEL"
+VERSION = 1
+HEADER = struct.Struct("<8sHHQI")  # magic, version, flags, total length, sections
+HEADER_CRC = struct.Struct("<I")
+SECTION_HEAD = struct.Struct("<4sHI")  # tag, name length, payload length
+CONV_HEAD = struct.Struct("<IIBBBHIII")  # c_out, c_in, k, bits, coding, codebook, stored, idx, gap
+MAX_SECTIONS = 256
+MAX_WEIGHTS_PER_LAYER = 8 * 1024 * 1024
+MAX_CHANNELS = 65536
+CODING_FIXED, CODING_HUFFMAN = 0, 1
+
+
+class FormatError(ValueError):
+    """A ``.sqz`` file that cannot be read; the message names the section and the problem."""
+
+
+def _pack_fixed(values: np.ndarray, width: int) -> bytes:
+    values = np.asarray(values, dtype=np.int64)
+    if len(values) == 0:
+        return b""
+    shifts = np.arange(width - 1, -1, -1)
+    bits = (values[:, None] >> shifts[None, :]) & 1
+    return np.packbits(bits.astype(np.uint8).ravel()).tobytes()
+
+
+def _unpack_fixed(data: bytes, count: int, width: int) -> np.ndarray:
+    if len(data) * 8 < count * width:
+        raise FormatError("fixed-width stream is shorter than its entry count")
+    bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8))[: count * width]
+    return bits.reshape(count, width).astype(np.int64) @ (1 << np.arange(width - 1, -1, -1))
+
+
+def _section(tag: bytes, name: str, payload: bytes) -> bytes:
+    raw_name = name.encode()
+    head = SECTION_HEAD.pack(tag, len(raw_name), len(payload))
+    body = head + raw_name + payload
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def encode_conv(
+    layer: QLayer, codebook: np.ndarray, indices: np.ndarray, bits: int, coding: int
+) -> bytes:
+    c_out, c_in, k, _ = layer.weight.shape
+    stored, gaps = sparse_streams(indices)
+    if coding == CODING_HUFFMAN:
+        idx_lengths = huffman.code_lengths(np.bincount(stored, minlength=256))
+        gap_lengths = huffman.code_lengths(np.bincount(gaps, minlength=1 << GAP_BITS))
+        idx_stream = huffman.encode(stored, idx_lengths)
+        gap_stream = huffman.encode(gaps, gap_lengths)
+        tables = idx_lengths.astype(np.uint8).tobytes() + gap_lengths.astype(np.uint8).tobytes()
+    else:
+        idx_stream = _pack_fixed(stored, bits)
+        gap_stream = _pack_fixed(gaps, GAP_BITS)
+        tables = b""
+    head = CONV_HEAD.pack(
+        c_out, c_in, k, bits, coding, len(codebook), len(stored), len(idx_stream), len(gap_stream)
+    )
+    params = (
+        np.asarray(codebook, dtype=np.int8).tobytes()
+        + layer.bias.astype("<i4").tobytes()
+        + layer.multiplier.astype("<u2").tobytes()
+        + layer.shift.astype("u1").tobytes()
+        + layer.weight_scale.astype("<f4").tobytes()
+    )
+    return head + params + tables + idx_stream + gap_stream
+
+
+def write_model(
+    path,
+    network: QuantizedNetwork,
+    shared: dict,
+    bits: int,
+    coding: int = CODING_HUFFMAN,
+    meta: dict | None = None,
+) -> dict[str, int]:
+    """Write ``network`` (conv weights as ``shared[name] = (codebook, indices)``) to ``path``.
+
+    Returns the size of every section in bytes.
+    """
+    graph = {
+        "variant": network.variant,
+        "input_size": network.input_size,
+        "input_scale": network.input_scale,
+        "meta": meta or {},
+        "layers": [
+            {
+                "name": layer.name,
+                "op": layer.op,
+                "inputs": list(layer.inputs),
+                "out_scale": layer.out_scale,
+                "stride": layer.stride,
+                "pad": layer.pad,
+                "relu": layer.relu,
+                **(
+                    {
+                        "multiplier": [int(v) for v in layer.multiplier],
+                        "shift": [int(v) for v in layer.shift],
+                    }
+                    if layer.op == "add"
+                    else {}
+                ),
+            }
+            for layer in network.layers
+        ],
+    }
+    sections = [("graph", _section(b"GRPH", "graph", json.dumps(graph).encode()))]
+    for layer in network.conv_layers:
+        codebook, indices = shared[layer.name]
+        payload = encode_conv(layer, codebook, indices, bits, coding)
+        sections.append((layer.name, _section(b"CONV", layer.name, payload)))
+    body = b"".join(blob for _, blob in sections)
+    total = HEADER.size + HEADER_CRC.size + len(body)
+    header = HEADER.pack(MAGIC, VERSION, coding, total, len(sections))
+    blob = header + struct.pack("<I", zlib.crc32(header)) + body
+    with open(path, "wb") as f:
+        f.write(blob)
+    sizes = {"header": HEADER.size + HEADER_CRC.size}
+    sizes.update({name: len(s) for name, s in sections})
+    return sizes
+
+
+# -- reading ---------------------------------------------------------------------------------------
+class _Reader:
+    def __init__(self, data: bytes, section: str):
+        self.data, self.pos, self.section = data, 0, section
+
+    def take(self, size: int, what: str) -> bytes:
+        if size < 0 or self.pos + size > len(self.data):
+            raise FormatError(f"section {self.section}: truncated while reading {what}")
+        out = self.data[self.pos : self.pos + size]
+        self.pos += size
+        return out
+
+    def array(self, dtype, count: int, what: str) -> np.ndarray:
+        item = np.dtype(dtype).itemsize
+        return np.frombuffer(self.take(item * count, what), dtype=dtype)
+
+
+def decode_conv(payload: bytes, name: str):
+    r = _Reader(payload, name)
+    c_out, c_in, k, bits, coding, cb_len, n_stored, idx_bytes, gap_bytes = CONV_HEAD.unpack(
+        r.take(CONV_HEAD.size, "layer header")
+    )
+    size = c_out * c_in * k * k
+    if not (0 < c_out <= MAX_CHANNELS and 0 < c_in <= MAX_CHANNELS and k in (1, 3, 5, 7)):
+        raise FormatError(f"section {name}: absurd shape {c_out}x{c_in}x{k}x{k}")
+    if size > MAX_WEIGHTS_PER_LAYER or n_stored > size:
+        raise FormatError(f"section {name}: absurd weight count {size} / stored {n_stored}")
+    if bits not in (4, 6, 8) or coding not in (CODING_FIXED, CODING_HUFFMAN):
+        raise FormatError(f"section {name}: unknown bits {bits} or coding {coding}")
+    if not 1 <= cb_len <= (1 << bits):
+        raise FormatError(f"section {name}: codebook of {cb_len} entries for {bits}-bit indices")
+    codebook = r.array(np.int8, cb_len, "codebook").copy()
+    if codebook[0] != 0:
+        raise FormatError(f"section {name}: codebook entry 0 must be 0")
+    bias = r.array("<i4", c_out, "biases").astype(np.int32)
+    mult = r.array("<u2", c_out, "multipliers").astype(np.int64)
+    shift = r.array("u1", c_out, "shifts").astype(np.int64)
+    scale = r.array("<f4", c_out, "weight scales").astype(np.float64)
+    if (shift > 47).any() or not np.isfinite(scale).all():
+        raise FormatError(f"section {name}: requantization parameters out of range")
+    try:
+        if coding == CODING_HUFFMAN:
+            idx_lengths = r.array("u1", 256, "index code table").astype(np.int64)
+            gap_lengths = r.array("u1", 1 << GAP_BITS, "gap code table").astype(np.int64)
+            stored = huffman.decode(r.take(idx_bytes, "index stream"), n_stored, idx_lengths)
+            gaps = huffman.decode(r.take(gap_bytes, "gap stream"), n_stored, gap_lengths)
+        else:
+            stored = _unpack_fixed(r.take(idx_bytes, "index stream"), n_stored, bits)
+            gaps = _unpack_fixed(r.take(gap_bytes, "gap stream"), n_stored, GAP_BITS)
+        indices = dense_from_streams(stored, gaps, size)
+    except (huffman.HuffmanError, ValueError) as exc:
+        raise FormatError(f"section {name}: {exc}") from None
+    if r.pos != len(payload):
+        raise FormatError(f"section {name}: {len(payload) - r.pos} trailing bytes")
+    if indices.max(initial=0) >= cb_len:
+        raise FormatError(f"section {name}: index beyond the codebook")
+    indices = indices.astype(np.uint8).reshape(c_out, c_in, k, k)
+    return {
+        "codebook": codebook,
+        "indices": indices,
+        "bias": bias,
+        "multiplier": mult,
+        "shift": shift,
+        "weight_scale": scale,
+        "bits": bits,
+        "coding": coding,
+        "stored": n_stored,
+        "bytes": len(payload),
+    }
+
+
+def read_model(path) -> tuple[QuantizedNetwork, dict, dict]:
+    """Read a ``.sqz`` file -> (network, {layer: (codebook, indices)}, info)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(64 * 1024 * 1024 + 1)
+    except OSError as exc:
+        raise FormatError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(data) < HEADER.size + HEADER_CRC.size:
+        raise FormatError("header: file too short to be a .sqz model")
+    magic, version, coding, total, n_sections = HEADER.unpack(data[: HEADER.size])
+    if magic != MAGIC:
+        raise FormatError(f"header: wrong magic {magic!r} (not a .sqz model)")
+    (crc,) = HEADER_CRC.unpack(data[HEADER.size : HEADER.size + HEADER_CRC.size])
+    if crc != zlib.crc32(data[: HEADER.size]):
+        raise FormatError("header: CRC mismatch")
+    if version != VERSION:
+        raise FormatError(f"header: version {version}, this reader knows {VERSION}")
+    if total != len(data):
+        raise FormatError(f"header: file is {len(data)} bytes, header says {total} (truncated?)")
+    if not 1 <= n_sections <= MAX_SECTIONS:
+        raise FormatError(f"header: absurd section count {n_sections}")
+    pos = HEADER.size + HEADER_CRC.size
+    sections = []
+    for i in range(n_sections):
+        where = f"#{i}"
+        if pos + SECTION_HEAD.size > len(data):
+            raise FormatError(f"section {where}: truncated section header")
+        tag, name_len, length = SECTION_HEAD.unpack(data[pos : pos + SECTION_HEAD.size])
+        end = pos + SECTION_HEAD.size + name_len + length + 4
+        if end > len(data):
+            raise FormatError(f"section {where}: length {length} runs past the end of the file")
+        body = data[pos : end - 4]
+        (crc,) = struct.unpack("<I", data[end - 4 : end])
+        raw_name = data[pos + SECTION_HEAD.size : pos + SECTION_HEAD.size + name_len]
+        try:
+            name = raw_name.decode()
+        except UnicodeDecodeError:
+            raise FormatError(f"section {where}: name is not UTF-8") from None
+        if crc != zlib.crc32(body):
+            raise FormatError(f"section {name or where}: CRC mismatch")
+        sections.append((tag, name, body[SECTION_HEAD.size + name_len :]))
+        pos = end
+    if pos != len(data):
+        raise FormatError(f"header: {len(data) - pos} bytes after the last section")
+    if sections[0][0] != b"GRPH":
+        raise FormatError("section graph: missing (must come first)")
+    try:
+        graph = json.loads(sections[0][2])
+        layers_meta = graph["layers"]
+        convs = {
+            name: decode_conv(payload, name)
+            for tag, name, payload in sections[1:]
+            if tag == b"CONV"
+        }
+        if len(convs) != len(sections) - 1:
+            raise FormatError("section graph: unknown section tag in file")
+        layers = []
+        for meta in layers_meta:
+            fields = dict(
+                name=str(meta["name"]),
+                op=str(meta["op"]),
+                inputs=tuple(meta["inputs"]),
+                out_scale=float(meta["out_scale"]),
+                stride=int(meta["stride"]),
+                pad=int(meta["pad"]),
+                relu=bool(meta["relu"]),
+            )
+            if fields["op"] == "conv":
+                conv = convs.pop(fields["name"])
+                fields.update(
+                    weight=conv["codebook"][conv["indices"]],
+                    bias=conv["bias"],
+                    multiplier=conv["multiplier"],
+                    shift=conv["shift"],
+                    weight_scale=conv["weight_scale"],
+                )
+                layers.append((QLayer(**fields), conv))
+            else:
+                if fields["op"] == "add":
+                    fields["multiplier"] = np.array(meta["multiplier"], dtype=np.int64)
+                    fields["shift"] = np.array(meta["shift"], dtype=np.int64)
+                layers.append((QLayer(**fields), None))
+        if convs:
+            raise FormatError(f"section graph: conv sections without a layer: {sorted(convs)}")
+        network = QuantizedNetwork(
+            str(graph["variant"]),
+            int(graph["input_size"]),
+            float(graph["input_scale"]),
+            [layer for layer, _ in layers],
+        )
+    except FormatError:
+        raise
+    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
+        raise FormatError(f"section graph: malformed ({type(exc).__name__}: {exc})") from None
+    shared = {layer.name: (conv["codebook"], conv["indices"]) for layer, conv in layers if conv}
+    info = {
+        "variant": network.variant,
+        "input_size": network.input_size,
+        "coding": coding,
+        "bytes": len(data),
+        "meta": graph.get("meta", {}),
+        "layers": [
+            {
+                "name": layer.name,
+                "shape": list(layer.weight.shape),
+                "bits": conv["bits"],
+                "codebook": len(conv["codebook"]),
+                "stored": conv["stored"],
+                "density": float((conv["indices"] != 0).mean()),
+                "bytes": conv["bytes"],
+            }
+            for layer, conv in layers
+            if conv
+        ],
+    }
+    return network, shared, info
