@@ -36,8 +36,15 @@ test: setup
 sim: setup
 	$(PY) -m pytest -m "not slow" tests/sim $(PYTEST_ARGS)
 
-infer: setup
-	$(PY) -m host.infer fpga/data/photos/chelsea.jpg
+MODEL := build/squeezenet_v1_0_6bit.sqz
+
+$(MODEL): $(STAMP)
+	mkdir -p build
+	$(PY) -m fpga.compress --variant v1.0 --bits 6 -o $(MODEL)
+
+# the compressed v1.0 model on the simulated board (the SoC's RTL under Verilator)
+infer: setup $(MODEL)
+	$(PY) -m host.infer --model $(MODEL) fpga/data/photos/chelsea.jpg
 
 bench: setup
 	$(PY) -m bench

@@ -42,3 +42,31 @@ def test_full_size_network_on_simulated_board(board, variant, size):
     network, image, program, tensors, stats, _ = run_network_on_board(board, variant, size, 1)
     expected = golden.run_network(network, image, keep=False)[network.output.name]
     np.testing.assert_array_equal(tensors[program.output], expected)
+
+
+def test_compressed_model_runs_on_the_board_from_its_indices(board, tmp_path):
+    """A 6-bit .sqz model: the device holds codebook indices + the per-layer codebook."""
+    from fpga.compress import compress_network, load_for_device, write_model
+
+    network, shared, _ = compress_network("v1.0", 6, None, 67)
+    path = tmp_path / "m.sqz"
+    write_model(path, network, shared, 6)
+    network, compressed = load_for_device(path)
+    device = Device.open(board.url)
+    try:
+        program = compile_network(network, device.identify().config(), compressed)
+        codebook_sizes = {
+            len(blob)
+            for unit in program.units
+            for tile in unit.tiles
+            for run in tile.runs
+            for space, _, blob in run.consts
+            if space == 4  # BufferSpace.CODEBOOK
+        }
+        assert codebook_sizes == {256}
+        image = network.quantize_input(quant.preprocess(quant.bundled_photos()[2], 67))
+        tensors, _ = execute(program, device, image)
+    finally:
+        device.close()
+    expected = golden.run_network(network, image, keep=False)[network.output.name]
+    np.testing.assert_array_equal(tensors[program.output], expected)
