@@ -43,6 +43,28 @@ from hw.array import MacArray
 from hw.requant import Requantizer
 
 
+def shift_add_multiply(value, factor):
+    """``value * factor`` as a sum of shifted partial products (adders in fabric).
+
+    For products that are not worth a DSP48E1 (the bypass add's 8 x 16 bit lanes, the per-run
+    address products): writing ``*`` would make Yosys spend DSPs the PE array needs. ``value``
+    may be signed (two's complement: its top bit weighs negative); ``factor`` is unsigned.
+    """
+    width = len(value)
+    signed_value = value.shape().signed
+    terms = []
+    for bit in range(width):
+        partial = Mux(value[bit], factor, 0)
+        if signed_value and bit == width - 1:
+            terms.append(-(partial << bit))  # unary minus widens an unsigned value: exact
+        else:
+            terms.append((partial << bit).as_unsigned())
+    total = terms[0]
+    for term in terms[1:]:
+        total = total + term
+    return total
+
+
 def _log2(value: int) -> int:
     assert value & (value - 1) == 0, value
     return value.bit_length() - 1
@@ -267,9 +289,9 @@ class ConvEngine(wiring.Component):
                     linear.eq(0),
                     flush.eq(0),
                     drain.eq(0),
-                    row_words.eq(fields["in_w"] * groups),
-                    left_offset.eq(fields["pad_left"] * groups),
-                    out_row_words.eq(out_w * out_groups),
+                    row_words.eq(shift_add_multiply(fields["in_w"], groups)),
+                    left_offset.eq(shift_add_multiply(fields["pad_left"], groups)),
+                    out_row_words.eq(shift_add_multiply(out_w, out_groups)),
                     pixel_step.eq(Mux(pool_stride == 2, groups << 1, groups)),
                 ]
             with m.Else():
@@ -281,7 +303,7 @@ class ConvEngine(wiring.Component):
         setup = Signal()
         m.d.sync += setup.eq(self.start & ~self.busy & descriptor_ok)
         with m.If(setup):
-            top = fields["in_base"] - fields["pad_top"].as_signed() * row_words.as_signed()
+            top = fields["in_base"] - shift_add_multiply(fields["pad_top"], row_words).as_signed()
             base = top - left_offset
             m.d.sync += [
                 first_row.eq(top),
@@ -527,7 +549,8 @@ class ConvEngine(wiring.Component):
                     with m.Case(Op.ADD):
                         weighted = Signal(signed(34), name=f"weighted_{i}")
                         m.d.comb += weighted.eq(
-                            act_lanes[i] * fields["mult_a"] + b_lanes[i] * fields["mult_b"]
+                            shift_add_multiply(act_lanes[i], fields["mult_a"])
+                            + shift_add_multiply(b_lanes[i], fields["mult_b"])
                         )
                         shift = fields["add_shift"][:6]
                         rounding = Mux(shift == 0, 0, (Const(1, 64) << shift) >> 1)
