@@ -1,0 +1,81 @@
+"""Board registry: part, capacity, clock, link, toolchain and the accelerator config that fits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fpga.config import DEFAULT_CONFIG, SMALL_CONFIG, AcceleratorConfig
+
+
+class BoardError(ValueError):
+    """Unknown board name (the message lists the known ones)."""
+
+
+@dataclass(frozen=True)
+class Board:
+    name: str
+    description: str
+    part: str
+    platform: str  # amaranth_boards module:class
+    capacity: dict  # lut, ff, dsp, bram36 (RAMB36 or equivalent)
+    clock_mhz: float
+    link: str
+    toolchain: str
+    config: AcceleratorConfig
+
+
+BOARDS = {
+    b.name: b
+    for b in (
+        Board(
+            "arty_a7",
+            "Digilent Arty A7-35T",
+            "xc7a35ticsg324-1L",
+            "amaranth_boards.arty_a7:ArtyA7_35Platform",
+            {"lut": 20800, "ff": 41600, "dsp": 90, "bram36": 50},
+            100.0,
+            "uart 12 Mbaud",
+            "vivado",
+            DEFAULT_CONFIG,
+        ),
+        Board(
+            "arty_a7_100",
+            "Digilent Arty A7-100T",
+            "xc7a100ticsg324-1L",
+            "amaranth_boards.arty_a7:ArtyA7_100Platform",
+            {"lut": 63400, "ff": 126800, "dsp": 240, "bram36": 135},
+            100.0,
+            "uart 12 Mbaud",
+            "vivado",
+            DEFAULT_CONFIG,
+        ),
+        Board(
+            "ulx3s",
+            "Radiona ULX3S ECP5-85F",
+            "LFE5U-85F-6BG381C",
+            "amaranth_boards.ulx3s:ULX3S_85F_Platform",
+            {"lut": 83640, "ff": 83640, "dsp": 156, "bram36": 104},
+            25.0,
+            "uart (FT231X)",
+            "yosys+nextpnr-ecp5",
+            DEFAULT_CONFIG,
+        ),
+        Board(
+            "icebreaker",
+            "1BitSquared iCEBreaker (iCE40 UP5K)",
+            "iCE40UP5K-SG48",
+            "amaranth_boards.icebreaker:ICEBreakerPlatform",
+            {"lut": 5280, "ff": 5280, "dsp": 8, "bram36": 3},
+            12.0,
+            "uart (FT2232H)",
+            "yosys+nextpnr-ice40",
+            SMALL_CONFIG,
+        ),
+    )
+}
+
+
+def get_board(name: str) -> Board:
+    if name not in BOARDS:
+        raise BoardError(f"unknown board {name!r}; known boards: {', '.join(BOARDS)}")
+    return BOARDS[name]
