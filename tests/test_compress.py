@@ -43,7 +43,9 @@ def test_truncated_release_is_a_format_error(tmp_path):
         read_deepcompression(bad)
 
 
-@pytest.mark.parametrize("variant,size", [("v1.0", 227), ("v1.1", 64), ("complex-bypass", 64)])
+@pytest.mark.parametrize(
+    "variant,size", [("v1.0", 227), ("v1.1", 64), ("simple-bypass", 64), ("complex-bypass", 64)]
+)
 @pytest.mark.parametrize("bits", [8, 6, 4])
 def test_round_trip_is_exact(variant, size, bits, tmp_path):
     density = None if variant == "v1.0" else 0.337
