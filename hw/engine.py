@@ -109,7 +109,14 @@ class ConvEngine(wiring.Component):
         m.submodules.weights = weights = Memory(
             shape=unsigned(8 * pes), depth=cfg.weight_bytes // pes, init=[]
         )
-        m.submodules.codebook = codebook = Memory(shape=signed(8), depth=CODEBOOK_ENTRIES, init=[])
+        # one copy of the codebook per PE, each with one write and one asynchronous read port:
+        # that is exactly a distributed-RAM primitive (8 x RAM256X1S on Xilinx); a single memory
+        # with rows*cols read ports is synthesised as multiplexer trees instead
+        codebooks = []
+        for i in range(pes):
+            table = Memory(shape=signed(8), depth=CODEBOOK_ENTRIES, init=[])
+            m.submodules[f"codebook_{i}"] = table
+            codebooks.append(table)
         m.submodules.params = params = Memory(
             shape=unsigned(8 * PARAM_BYTES * lanes),
             depth=cfg.max_out_channels // lanes,
@@ -138,12 +145,13 @@ class ConvEngine(wiring.Component):
         host_write_port(act_in, lanes, BufferSpace.ACT_IN)
         host_write_port(weights, pes, BufferSpace.WEIGHT)
         host_write_port(params, PARAM_BYTES * lanes, BufferSpace.PARAMS)
-        codebook_write = codebook.write_port()
-        m.d.comb += [
-            codebook_write.addr.eq(self.write_addr[:8]),
-            codebook_write.data.eq(self.write_data),
-            codebook_write.en.eq(writable & (self.write_space == BufferSpace.CODEBOOK)),
-        ]
+        for table in codebooks:  # the host's codebook write goes to every copy
+            codebook_write = table.write_port()
+            m.d.comb += [
+                codebook_write.addr.eq(self.write_addr[:8]),
+                codebook_write.data.eq(self.write_data),
+                codebook_write.en.eq(writable & (self.write_space == BufferSpace.CODEBOOK)),
+            ]
         with m.If(writable & (self.write_space == BufferSpace.DESCRIPTOR)):
             for i, byte in enumerate(descriptor):
                 with m.If(self.write_addr == i):
@@ -480,7 +488,7 @@ class ConvEngine(wiring.Component):
         # codebook LUT: one read port per PE (distributed RAM in fabric)
         m.submodules.array = array = MacArray(cfg.rows, cfg.cols)
         for i in range(pes):
-            lookup = codebook.read_port(domain="comb")
+            lookup = codebooks[i].read_port(domain="comb")
             m.d.comb += [
                 lookup.addr.eq(weight_read.data[8 * i : 8 * i + 8]),
                 array.weight[i].eq(lookup.data),
