@@ -33,7 +33,6 @@ import numpy as np
 from fpga import golden
 from fpga.config import AcceleratorConfig
 from fpga.layout import (
-    PARAM_BYTES,
     BufferSpace,
     LayerDescriptor,
     Op,
@@ -485,7 +484,7 @@ class _CountingDevice:
                 return
             self.resident[key] = data
         else:
-            # activations may overlap constants of other spaces only; forget same-space blobs
+            # a non-constant write invalidates what we remember about that buffer
             self.resident = {k: v for k, v in self.resident.items() if k[0] != int(space)}
         self.bytes += len(data)
         self.device.write(space, offset, data)
@@ -566,5 +565,4 @@ __all__ = [
     "execute",
     "prepare_input",
     "tile_count",
-    "PARAM_BYTES",
 ]

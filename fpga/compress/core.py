@@ -40,15 +40,10 @@ def release_densities() -> dict[str, float]:
     return RELEASE_DENSITY
 
 
-def keep_ratios(network_layers: list[str], density: float | None) -> dict[str, float]:
-    """Per-layer keep ratios: the release's ratios, scaled so the total is ``density``."""
+def keep_ratios(network_layers: list[str]) -> dict[str, float]:
+    """Per-layer keep ratios: the release's ratios (0.337 for layers it does not have)."""
     base = release_densities()
-    ratios = {name: base.get(name, 0.337) for name in network_layers}
-    if density is None:
-        return ratios
-    if not 0 < density <= 1:
-        raise ValueError(f"density must be in (0, 1], got {density}")
-    return ratios  # scaled in prune_weights, which knows the layer sizes
+    return {name: base.get(name, 0.337) for name in network_layers}
 
 
 def prune_weights(
@@ -56,8 +51,10 @@ def prune_weights(
 ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """Magnitude pruning per conv layer. Returns (pruned weights, keep ratio per layer)."""
     names = [k[: -len(".weight")] for k in weights if k.endswith(".weight")]
-    ratios = keep_ratios(names, density)
+    ratios = keep_ratios(names)
     if density is not None:
+        if not 0 < density <= 1:
+            raise ValueError(f"density must be in (0, 1], got {density}")
         sizes = {n: weights[n + ".weight"].size for n in names}
         total = sum(sizes.values())
         current = sum(ratios[n] * sizes[n] for n in names) / total
@@ -162,8 +159,6 @@ def sparse_streams(indices: np.ndarray, max_gap: int = MAX_GAP) -> tuple[np.ndar
     """
     flat = np.asarray(indices, dtype=np.int64).ravel()
     positions = np.flatnonzero(flat)
-    stored, gaps = [], []
-    last = -1
     # vectorised: number of fillers before each nonzero = (distance - 1) // (max_gap + 1)
     distance = np.diff(np.concatenate([[-1], positions]))
     fillers = (distance - 1) // (max_gap + 1)
@@ -174,7 +169,6 @@ def sparse_streams(indices: np.ndarray, max_gap: int = MAX_GAP) -> tuple[np.ndar
     slot = np.cumsum(fillers + 1) - 1  # where each real entry lands
     stored[slot] = flat[positions]
     gaps[slot] = gap
-    del last
     return stored, gaps
 
 
