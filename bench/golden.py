@@ -11,7 +11,7 @@ import torch
 from fpga import golden, quant
 
 
-def _best_of(fn, repeats: int = 5) -> float:
+def _best_of(fn, repeats: int = 15) -> float:
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()

@@ -85,11 +85,16 @@ def im2col(x: np.ndarray, kernel: int, stride: int, pad: int) -> np.ndarray:
     return windows.transpose(0, 3, 4, 1, 2).reshape(c * kernel * kernel, ho * wo)
 
 
+def _exact_dtype(k: int):
+    """The float type whose products of int8 matrices with inner size ``k`` are exact."""
+    return np.float32 if k * 128 * 128 < 2**24 else np.float64
+
+
 def _exact_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Integer matrix product of int8 matrices (M, K) @ (K, N) -> int64, exact (see module doc)."""
-    k = a.shape[1]
-    dtype = np.float32 if k * 128 * 128 < 2**24 else np.float64
-    product = a.astype(dtype) @ b.astype(dtype)
+    """Integer matrix product of int8-valued matrices (M, K) @ (K, N) -> int64, exact (see
+    module doc). ``b`` may already be in the float type (the im2col is built in it)."""
+    dtype = _exact_dtype(a.shape[1])
+    product = a.astype(dtype) @ b.astype(dtype, copy=False)
     return product.astype(np.int64)
 
 
@@ -107,10 +112,12 @@ def _conv_acc64(
         raise ValueError(f"bias shape {bias.shape} != ({c_out},)")
     ho = conv_output_size(x.shape[1], kh, stride, pad)
     wo = conv_output_size(x.shape[2], kh, stride, pad)
+    # convert the (small) input once, so the (large) unfolded matrix is built in the float type
+    xf = x.astype(_exact_dtype(c_in * kh * kw))
     if kh == 1 and stride == 1 and pad == 0:
-        cols = x.reshape(c_in, -1)
+        cols = xf.reshape(c_in, -1)
     else:
-        cols = im2col(x, kh, stride, pad)
+        cols = im2col(xf, kh, stride, pad)
     acc = _exact_matmul(weight.reshape(c_out, -1), cols)
     acc += bias.astype(np.int64)[:, None]
     # cheap bound first: only scan the accumulators when the worst case could overflow
@@ -131,9 +138,13 @@ def conv2d_acc(
     return _conv_acc64(x, weight, bias, stride, pad).astype(np.int32)
 
 
-def _round_shift(value: np.ndarray, shift: np.ndarray) -> np.ndarray:
+def _round_shift(value: np.ndarray, shift: np.ndarray, inplace: bool = False) -> np.ndarray:
+    """``(value + round) >> shift`` with round half up; ``inplace`` reuses ``value`` (int64)."""
     rounding = np.where(shift > 0, np.left_shift(np.int64(1), np.maximum(shift - 1, 0)), 0)
-    return np.right_shift(value + rounding, shift)
+    if not inplace:
+        return np.right_shift(value + rounding, shift)
+    value += rounding
+    return np.right_shift(value, shift, out=value)
 
 
 def _check_requant_params(multiplier: np.ndarray, shift: np.ndarray) -> None:
@@ -156,8 +167,11 @@ def requantize(
     extra = (1,) * (acc.ndim - 1)
     m = multiplier.reshape(-1, *extra)
     s = shift.reshape(-1, *extra)
-    y = _round_shift(acc.astype(np.int64, copy=False) * m, s)
-    return np.clip(y, 0 if relu else ACT_MIN, ACT_MAX).astype(np.int8)
+    y = acc.astype(np.int64)  # a fresh int64 buffer that the steps below work in, in place
+    y *= m
+    _round_shift(y, s, inplace=True)
+    np.clip(y, 0 if relu else ACT_MIN, ACT_MAX, out=y)
+    return y.astype(np.int8)
 
 
 def conv2d(
