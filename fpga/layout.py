@@ -241,8 +241,3 @@ def predict_cycles(desc: LayerDescriptor) -> int:
     else:
         work = desc.in_groups * (desc.in_h * desc.in_w + 4)
     return work + PIPELINE_LATENCY[Op(desc.op)]
-
-
-def ideal_cycles(macs: int, config: AcceleratorConfig) -> float:
-    """MAC-bound cycles: every PE busy every cycle."""
-    return macs / config.pes

@@ -72,10 +72,6 @@ class FrameError(Exception):
     """A frame that cannot be decoded (bad CRC, too long)."""
 
 
-def max_frame_payload(config: AcceleratorConfig) -> int:
-    return config.max_payload
-
-
 def write_payload(space: int, offset: int, data: bytes) -> bytes:
     return WRITE_HEADER.pack(space, offset) + data
 

@@ -120,11 +120,6 @@ def quantize_bias(bias: np.ndarray, scale: np.ndarray) -> np.ndarray:
     return np.clip(q, golden.ACC_MIN, golden.ACC_MAX).astype(np.int32)
 
 
-def requant_scale(layer: QLayer, in_scale: float) -> float:
-    """Real value of one accumulator LSB of ``layer`` for channel-free checks (mean scale)."""
-    return float(in_scale * np.mean(layer.weight_scale))
-
-
 # -- float graph -------------------------------------------------------------------------------
 def float_graph(variant: str) -> list[dict]:
     """The network as graph nodes in topological order (same names as the quantized graph).
