@@ -20,6 +20,7 @@ class Board:
     capacity: dict  # lut, ff, dsp, bram36 (RAMB36 or equivalent)
     clock_mhz: float
     link: str
+    baud: int  # UART bit rate the SoC is built for (a divisor of the clock)
     toolchain: str
     config: AcceleratorConfig
 
@@ -35,6 +36,7 @@ BOARDS = {
             {"lut": 20800, "ff": 41600, "dsp": 90, "bram36": 50},
             100.0,
             "uart 12 Mbaud",
+            12_500_000,
             "vivado",
             DEFAULT_CONFIG,
         ),
@@ -46,6 +48,7 @@ BOARDS = {
             {"lut": 63400, "ff": 126800, "dsp": 240, "bram36": 135},
             100.0,
             "uart 12 Mbaud",
+            12_500_000,
             "vivado",
             DEFAULT_CONFIG,
         ),
@@ -57,6 +60,7 @@ BOARDS = {
             {"lut": 83640, "ff": 83640, "dsp": 156, "bram36": 104},
             25.0,
             "uart (FT231X)",
+            3_125_000,
             "yosys+nextpnr-ecp5",
             DEFAULT_CONFIG,
         ),
@@ -68,6 +72,7 @@ BOARDS = {
             {"lut": 5280, "ff": 5280, "dsp": 8, "bram36": 3},
             12.0,
             "uart (FT2232H)",
+            3_000_000,
             "yosys+nextpnr-ice40",
             SMALL_CONFIG,
         ),

@@ -37,7 +37,7 @@ def soc_top(board):
             m = Module()
             uart = platform.request("uart", 0)
             config = board.config.replace(clock_mhz=board.clock_mhz)
-            m.submodules.soc = soc = SoC(config, link="uart", baud=12_500_000)
+            m.submodules.soc = soc = SoC(config, link="uart", baud=board.baud)
             m.d.comb += [soc.uart_rx.eq(uart.rx.i), uart.tx.o.eq(soc.uart_tx)]
             return m
 

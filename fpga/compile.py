@@ -38,9 +38,12 @@ from fpga.layout import (
     Op,
     check_fits,
     groups,
+    huffman_lengths,
     identity_codebook,
     pack_activations,
     pack_codebook,
+    pack_huffman_stream,
+    pack_huffman_table,
     pack_params,
     pack_weight_indices,
     predict_cycles,
@@ -48,6 +51,8 @@ from fpga.layout import (
     unpack_sums,
 )
 from fpga.network import QLayer, QuantizedNetwork
+
+WEIGHTS_MODES = ("indices", "huffman")
 
 
 class CompileError(ValueError):
@@ -114,6 +119,7 @@ class Program:
     lowered_conv1: bool
     units: list[Unit]
     output: str
+    weights_mode: str = "indices"
     minimum_link_bytes: int = 0
 
     @property
@@ -167,6 +173,7 @@ def _conv_unit(
     in_shape: tuple[int, int, int],
     weights: list[ConvWeights],
     config: AcceleratorConfig,
+    weights_mode: str = "indices",
 ) -> Unit:
     lanes = config.rows
     c_in, h, w = in_shape
@@ -215,12 +222,26 @@ def _conv_unit(
             raise CompileError(f"{conv.name}: one block of weights exceeds the weight buffer")
         blocks = groups(conv.weight.shape[0], config.cols)
         codebook = pack_codebook(cw.codebook)
+        spans = []
         for b0 in range(0, blocks, max_blocks):
             b1 = min(blocks, b0 + max_blocks)
             c0, c1 = b0 * config.cols, min(conv.weight.shape[0], b1 * config.cols)
+            spans.append((b0, b1, c0, c1, pack_weight_indices(cw.indices[c0:c1], config)))
+        if weights_mode == "huffman":
+            # one code per layer, from the histogram of every index the device will hold
+            lengths = huffman_lengths(b"".join(span[-1] for span in spans))
+            table = pack_huffman_table(lengths)
+        for b0, b1, c0, c1, indices in spans:
+            if weights_mode == "huffman":
+                weight_consts = [
+                    (BufferSpace.HUFFMAN_TABLE, 0, table),
+                    (BufferSpace.HUFFMAN_STREAM, 0, pack_huffman_stream(indices, lengths, 0)),
+                ]
+            else:
+                weight_consts = [(BufferSpace.WEIGHT, 0, indices)]
             consts = [
                 (BufferSpace.CODEBOOK, 0, codebook),
-                (BufferSpace.WEIGHT, 0, pack_weight_indices(cw.indices[c0:c1], config)),
+                *weight_consts,
                 (
                     BufferSpace.PARAMS,
                     0,
@@ -372,12 +393,20 @@ def compile_network(
     network: QuantizedNetwork,
     config: AcceleratorConfig,
     compressed: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    weights_mode: str = "indices",
 ) -> Program:
     """Tile ``network`` for ``config``.
 
     ``compressed`` maps conv layer names to (int8 codebook, uint8 indices) so the device holds
     the compressed model's indices; other layers get an identity codebook of their int8 values.
+    ``weights_mode``: "indices" sends each weight chunk's indices as WEIGHT bytes; "huffman"
+    sends a per-layer canonical Huffman table and each chunk as a bitstream that the device
+    decodes into WEIGHT itself (hw.huffman).
     """
+    if weights_mode not in WEIGHTS_MODES:
+        raise CompileError(
+            f"unknown weights mode {weights_mode!r}; choose one of {', '.join(WEIGHTS_MODES)}"
+        )
     size = network.input_size
     shapes: dict[str, tuple[int, ...]] = {"input": (3, size, size)}
     consumers: dict[str, list[QLayer]] = {}
@@ -416,7 +445,7 @@ def compile_network(
                 input_shape = in_shape
                 shapes["input"] = in_shape
             name = concat.name if concat else layer.name
-            unit = _conv_unit(name, convs, src, in_shape, weights, config)
+            unit = _conv_unit(name, convs, src, in_shape, weights, config, weights_mode)
             done.update(c.name for c in convs)
             if concat:
                 done.add(concat.name)
@@ -431,7 +460,9 @@ def compile_network(
         shapes[unit.name] = unit.shape
         units.append(unit)
         done.add(layer.name)
-    program = Program(network.variant, config, input_shape, lowered, units, units[-1].name)
+    program = Program(
+        network.variant, config, input_shape, lowered, units, units[-1].name, weights_mode
+    )
     program.minimum_link_bytes = _minimum_link_bytes(program)
     return program
 
@@ -486,6 +517,11 @@ class _CountingDevice:
         else:
             # a non-constant write invalidates what we remember about that buffer
             self.resident = {k: v for k, v in self.resident.items() if k[0] != int(space)}
+        if space == BufferSpace.HUFFMAN_TABLE:
+            # the same stream decodes to other weights under a new table: send it again
+            self.resident = {
+                k: v for k, v in self.resident.items() if k[0] != BufferSpace.HUFFMAN_STREAM
+            }
         self.bytes += len(data)
         self.device.write(space, offset, data)
 
@@ -554,6 +590,7 @@ def tile_count(program: Program) -> int:
 
 __all__ = [
     "CompileError",
+    "WEIGHTS_MODES",
     "Program",
     "Unit",
     "Tile",

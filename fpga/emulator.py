@@ -15,10 +15,12 @@ from fpga.config import AcceleratorConfig
 from fpga.layout import (
     CODEBOOK_ENTRIES,
     DESCRIPTOR_BYTES,
+    HUFFMAN_TABLE_BYTES,
     PARAM_BYTES,
     BufferSpace,
     LayerDescriptor,
     Op,
+    decode_huffman_stream,
     predict_cycles,
 )
 
@@ -33,16 +35,35 @@ class EngineEmulator:
             BufferSpace.WEIGHT: bytearray(config.weight_bytes),
             BufferSpace.CODEBOOK: bytearray(CODEBOOK_ENTRIES),
             BufferSpace.PARAMS: bytearray(config.max_out_channels * PARAM_BYTES),
+            BufferSpace.HUFFMAN_TABLE: bytearray(HUFFMAN_TABLE_BYTES),
         }
         self.total_cycles = 0
+        self._stream: bytearray | None = None  # a Huffman chunk being received
+
+    def _decode_stream(self) -> None:
+        """Decode the received Huffman chunk into WEIGHT (the RTL does it as bytes arrive)."""
+        if self._stream is None:
+            return
+        stream, self._stream = bytes(self._stream), None
+        dest, data = decode_huffman_stream(self.buffers[BufferSpace.HUFFMAN_TABLE], stream)
+        self.write(BufferSpace.WEIGHT, dest, data)
 
     def write(self, space, offset: int, data: bytes) -> None:
+        if BufferSpace(space) == BufferSpace.HUFFMAN_STREAM:
+            if offset == 0:
+                self._stream = bytearray()
+            if self._stream is None or offset != len(self._stream):
+                raise ValueError("Huffman stream bytes out of order")
+            self._stream += data
+            return
+        self._decode_stream()
         buf = self.buffers[BufferSpace(space)]
         if offset < 0 or offset + len(data) > len(buf):
             raise ValueError(f"write of {len(data)} bytes at {offset} overflows {space!r}")
         buf[offset : offset + len(data)] = data
 
     def read(self, space, offset: int, length: int) -> bytes:
+        self._decode_stream()
         if BufferSpace(space) != BufferSpace.ACT_OUT:
             return bytes(length)  # like the RTL: only ACT_OUT reads back
         return bytes(self.buffers[BufferSpace.ACT_OUT][offset : offset + length])
@@ -77,6 +98,7 @@ class EngineEmulator:
             view_w[idx] = block.ravel()
 
     def run(self, expected_cycles: int = 0) -> int:
+        self._decode_stream()
         d = LayerDescriptor.unpack(self.buffers[BufferSpace.DESCRIPTOR])
         lanes = self.config.rows
         if d.op == Op.CONV:

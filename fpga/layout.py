@@ -20,6 +20,14 @@ Buffers (``BufferSpace``):
 ``CODEBOOK``    256 int8 values; index i -> weight ``codebook[i]``.
 ``PARAMS``      per output channel of the tile, 8 bytes: bias int32, multiplier uint16,
                 shift uint8, 0; channel ``block * cols + lane_out``.
+``HUFFMAN_TABLE`` the on-chip decoder's canonical code table (``hw.huffman``): bytes 0..255
+                the symbols in canonical order (by code length, then symbol); then per code
+                length l = 1..16, 6 bytes at ``256 + 6 (l - 1)``: first code, code count and
+                rank offset (number of symbols with shorter codes), each uint16 LE.
+``HUFFMAN_STREAM`` one weight chunk for on-chip decode: an 8-byte header (symbol count uint32,
+                destination byte address in WEIGHT uint32; writing byte 7 arms the decoder),
+                then from byte 8 the canonical Huffman bitstream of the chunk's WEIGHT bytes,
+                MSB first. The decoder writes the symbols into WEIGHT from the destination on.
 """
 
 from __future__ import annotations
@@ -40,7 +48,7 @@ class BufferSpace(enum.IntEnum):
     WEIGHT = 3
     CODEBOOK = 4
     PARAMS = 5
-    HUFFMAN_TABLE = 6  # reserved for the on-chip Huffman decode mode
+    HUFFMAN_TABLE = 6
     HUFFMAN_STREAM = 7
 
 
@@ -52,6 +60,11 @@ class Op(enum.IntEnum):
 
 
 DESCRIPTOR_BYTES = 32
+HUFFMAN_MAX_LENGTH = 16  # == fpga.compress.huffman.MAX_LENGTH (checked in pack_huffman_table)
+HUFFMAN_LENGTH_BASE = 256
+HUFFMAN_LENGTH_BYTES = 6
+HUFFMAN_TABLE_BYTES = HUFFMAN_LENGTH_BASE + HUFFMAN_MAX_LENGTH * HUFFMAN_LENGTH_BYTES
+HUFFMAN_HEADER_BYTES = 8
 PARAM_BYTES = 8  # per output channel
 CODEBOOK_ENTRIES = 256
 #: pipeline depth of the engine, added once per run (start -> done); see hw/engine.py
@@ -185,6 +198,68 @@ def pack_params(bias: np.ndarray, multiplier: np.ndarray, shift: np.ndarray, col
     rec["mult"][: len(bias)] = multiplier
     rec["shift"][: len(bias)] = shift
     return rec.tobytes()
+
+
+# -- on-chip Huffman decode ---------------------------------------------------------------------
+def pack_huffman_table(lengths: np.ndarray) -> bytes:
+    """Code length per symbol (256,) -> HUFFMAN_TABLE bytes."""
+    from fpga.compress import huffman
+
+    assert huffman.MAX_LENGTH == HUFFMAN_MAX_LENGTH
+    lengths = np.asarray(lengths, dtype=np.int64)
+    huffman.check_lengths(lengths)
+    order = sorted((int(lengths[s]), s) for s in np.flatnonzero(lengths))
+    symbols = np.zeros(256, dtype=np.uint8)
+    symbols[: len(order)] = [s for _, s in order]
+    codes = huffman.canonical_codes(lengths)
+    per_length = np.zeros((HUFFMAN_MAX_LENGTH, 3), dtype="<u2")
+    rank = 0
+    code = 0
+    for n in range(1, HUFFMAN_MAX_LENGTH + 1):
+        members = [s for length, s in order if length == n]
+        first = int(codes[members[0]]) if members else code
+        per_length[n - 1] = (first & 0xFFFF, len(members), rank)  # count 0: first unused
+        rank += len(members)
+        code = (first + len(members)) << 1
+    return symbols.tobytes() + per_length.tobytes()
+
+
+def pack_huffman_stream(data: bytes, lengths: np.ndarray, dest: int) -> bytes:
+    """WEIGHT bytes -> HUFFMAN_STREAM bytes (header + bitstream) decoding to ``dest``."""
+    from fpga.compress import huffman
+
+    symbols = np.frombuffer(bytes(data), dtype=np.uint8)
+    header = struct.pack("<II", len(symbols), dest)
+    return header + huffman.encode(symbols, lengths)
+
+
+def huffman_lengths(data: bytes) -> np.ndarray:
+    """Code lengths for the byte histogram of ``data`` (every byte value that occurs)."""
+    from fpga.compress import huffman
+
+    counts = np.bincount(np.frombuffer(bytes(data), dtype=np.uint8), minlength=256)
+    return huffman.code_lengths(counts)
+
+
+def decode_huffman_stream(table: bytes, stream: bytes) -> tuple[int, bytes]:
+    """What the decoder does with ``table`` and one ``stream`` (header + bits): (dest, bytes).
+
+    The code lengths are read back from the table's per-length counts (the table is canonical
+    by construction) and the bits decoded with :func:`fpga.compress.huffman.decode`; raises
+    ValueError on an invalid code or a stream that ends early.
+    """
+    from fpga.compress import huffman
+
+    count, dest = struct.unpack("<II", bytes(stream[:HUFFMAN_HEADER_BYTES]))
+    symbols = np.frombuffer(bytes(table[:256]), dtype=np.uint8)
+    per_length = np.frombuffer(
+        bytes(table[HUFFMAN_LENGTH_BASE:HUFFMAN_TABLE_BYTES]), dtype="<u2"
+    ).reshape(HUFFMAN_MAX_LENGTH, 3)
+    lengths = np.zeros(256, dtype=np.int64)
+    for n, (_, num, rank) in enumerate(per_length, start=1):
+        lengths[symbols[int(rank) : int(rank) + int(num)]] = n
+    out = huffman.decode(bytes(stream[HUFFMAN_HEADER_BYTES:]), count, lengths)
+    return dest, out.astype(np.uint8).tobytes()
 
 
 # -- capacity and cycles --------------------------------------------------------------------------

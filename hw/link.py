@@ -80,6 +80,7 @@ class LinkController(wiring.Component):
                 "write_space": Out(4),
                 "write_addr": Out(24),
                 "write_data": Out(8),
+                "write_ready": In(1, init=1),  # the write is taken in a cycle where this is 1
                 "read_en": Out(1),
                 "read_space": Out(4),
                 "read_addr": Out(24),
@@ -279,9 +280,10 @@ class LinkController(wiring.Component):
                     self.write_addr.eq(offset + index - 5),
                     self.write_data.eq(rd.data),
                 ]
-                m.d.sync += index.eq(index + 1)
-                with m.If(index == length - 1):
-                    respond(Status.OK)
+                with m.If(self.write_ready):
+                    m.d.sync += index.eq(index + 1)
+                    with m.If(index == length - 1):
+                        respond(Status.OK)
             with m.State("READ"):
                 # issue one engine read per cycle, store each returned byte at frame[1 + i]
                 m.d.comb += [

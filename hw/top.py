@@ -5,31 +5,33 @@ simulated board's C++ harness drives them from a TCP socket, and a PCIe DMA bloc
 XDMA's AXI-Stream H2C/C2H channels, 8-bit after a width converter) can feed them on hardware.
 ``SoC(config, link="uart", baud=...)`` puts the UART PHY (hw.uart) in front: ``uart_rx`` /
 ``uart_tx`` pins, e.g. the Arty A7's FT2232H at up to 12 Mbaud.
+
+Writes to ``HUFFMAN_TABLE`` / ``HUFFMAN_STREAM`` go to the on-chip Huffman decoder (hw.huffman),
+whose symbols are written into the engine's weight buffer; the link waits while the decoder's
+bit buffer is full, and a link write to another buffer waits while a decoded symbol is written.
 """
 
 from __future__ import annotations
 
-from amaranth import Module
+from amaranth import Module, Mux
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from fpga.config import DEFAULT_CONFIG, AcceleratorConfig
+from fpga.layout import HUFFMAN_TABLE_BYTES, BufferSpace
 from fpga.protocol import FRAME_TIMEOUT_CYCLES
 from hw.engine import ConvEngine
+from hw.huffman import HuffmanDecoder
 from hw.link import LinkController
 
 ENGINE_PORTS = (
-    "write_en",
-    "write_space",
-    "write_addr",
-    "write_data",
     "read_en",
     "read_space",
     "read_addr",
     "start",
     "clear_error",
 )
-ENGINE_OUTPUTS = ("read_valid", "read_data", "busy", "done", "cycles", "error")
+ENGINE_OUTPUTS = ("read_valid", "read_data", "busy", "done", "cycles")
 
 
 class SoC(wiring.Component):
@@ -66,6 +68,29 @@ class SoC(wiring.Component):
             m.d.comb += getattr(engine, name).eq(getattr(link, name))
         for name in ENGINE_OUTPUTS:
             m.d.comb += getattr(link, name).eq(getattr(engine, name))
+
+        # weight writes: from the link, or decoded on chip from a Huffman stream
+        m.submodules.huffman = huffman = HuffmanDecoder(in_width=8)
+        to_table = link.write_space == BufferSpace.HUFFMAN_TABLE
+        to_stream = link.write_space == BufferSpace.HUFFMAN_STREAM
+        decoded = huffman.o.valid
+        m.d.comb += [
+            huffman.table_en.eq(link.write_en & to_table & (link.write_addr < HUFFMAN_TABLE_BYTES)),
+            huffman.table_addr.eq(link.write_addr),
+            huffman.table_data.eq(link.write_data),
+            huffman.stream_en.eq(link.write_en & to_stream),
+            huffman.stream_addr.eq(link.write_addr),
+            huffman.stream_data.eq(link.write_data),
+            huffman.o.ready.eq(1),
+            huffman.abort.eq(link.start),  # a run before the chunk is complete is an error
+            huffman.clear_error.eq(link.clear_error),
+            link.write_ready.eq(Mux(to_stream, huffman.stream_ready, to_table | ~decoded)),
+            engine.write_en.eq(decoded | (link.write_en & ~to_table & ~to_stream)),
+            engine.write_space.eq(Mux(decoded, BufferSpace.WEIGHT, link.write_space)),
+            engine.write_addr.eq(Mux(decoded, huffman.o.payload[8:], link.write_addr)),
+            engine.write_data.eq(Mux(decoded, huffman.o.payload[:8], link.write_data)),
+            link.error.eq(engine.error | huffman.error),
+        ]
         m.d.comb += [self.idle.eq(link.idle & ~engine.busy), self.busy.eq(engine.busy)]
         if self.link == "stream":
             m.d.comb += [

@@ -7,13 +7,13 @@ from fpga import golden, quant
 from fpga.compile import CompileError, compile_network, execute
 from fpga.config import DEFAULT_CONFIG, SMALL_CONFIG
 from fpga.emulator import EngineEmulator
-from fpga.layout import predict_cycles
+from fpga.layout import BufferSpace, predict_cycles
 
 
-def run_both(variant, size, config, photo=1):
+def run_both(variant, size, config, photo=1, weights_mode="indices"):
     net = quant.quantize_network(variant, size=size)
     x = net.quantize_input(quant.preprocess(quant.bundled_photos()[photo], size))
-    program = compile_network(net, config)
+    program = compile_network(net, config, weights_mode=weights_mode)
     tensors, stats = execute(program, EngineEmulator(config), x)
     return net, program, tensors, stats, golden.run_network(net, x)
 
@@ -66,6 +66,27 @@ def test_link_bytes_and_utilization_are_reported():
     assert cycles == sum(
         predict_cycles(r.descriptor) for u in program.units for t in u.tiles for r in t.runs
     )
+
+
+@pytest.mark.parametrize("variant,config", [("v1.0", DEFAULT_CONFIG), ("v1.1", SMALL_CONFIG)])
+def test_huffman_weight_mode_equals_golden_and_sends_fewer_bytes(variant, config):
+    size = 67
+    _, indices_program, _, indices_stats, _ = run_both(variant, size, config)
+    net, program, tensors, stats, ref = run_both(variant, size, config, weights_mode="huffman")
+    for unit in program.units:
+        np.testing.assert_array_equal(tensors[unit.name], ref[unit.name], err_msg=unit.name)
+    spaces = {
+        space for u in program.units for t in u.tiles for r in t.runs for space, *_ in r.consts
+    }
+    assert BufferSpace.WEIGHT not in spaces and BufferSpace.HUFFMAN_STREAM in spaces
+    assert program.minimum_link_bytes < indices_program.minimum_link_bytes
+    assert sum(s.link_bytes for s in stats) < sum(s.link_bytes for s in indices_stats)
+
+
+def test_unknown_weights_mode_is_a_clear_error():
+    net = quant.quantize_network("v1.1", size=64)
+    with pytest.raises(CompileError, match="unknown weights mode 'zip'"):
+        compile_network(net, DEFAULT_CONFIG, weights_mode="zip")
 
 
 def test_untileable_config_is_a_clear_error():

@@ -11,13 +11,13 @@ from fpga.compile import compile_network, execute
 from host.driver import Device
 
 
-def run_network_on_board(board, variant, size, photo=0):
+def run_network_on_board(board, variant, size, photo=0, weights_mode="indices"):
     device = Device.open(board.url)
     try:
         info = device.identify()
         network = quant.quantize_network(variant, size=size)
         image = network.quantize_input(quant.preprocess(quant.bundled_photos()[photo], size))
-        program = compile_network(network, info.config())
+        program = compile_network(network, info.config(), weights_mode=weights_mode)
         tensors, stats = execute(program, device, image)
         status = device.status()
     finally:
@@ -25,9 +25,12 @@ def run_network_on_board(board, variant, size, photo=0):
     return network, image, program, tensors, stats, status
 
 
+@pytest.mark.parametrize("weights_mode", ["indices", "huffman"])
 @pytest.mark.parametrize("variant,size", [("v1.0", 67), ("v1.1", 64)])
-def test_network_on_simulated_board_is_bit_exact(board, variant, size):
-    network, image, program, tensors, stats, status = run_network_on_board(board, variant, size)
+def test_network_on_simulated_board_is_bit_exact(board, variant, size, weights_mode):
+    network, image, program, tensors, stats, status = run_network_on_board(
+        board, variant, size, weights_mode=weights_mode
+    )
     reference = golden.run_network(network, image)
     for unit in program.units:  # every layer's output, not only the logits
         np.testing.assert_array_equal(tensors[unit.name], reference[unit.name], err_msg=unit.name)
@@ -37,15 +40,21 @@ def test_network_on_simulated_board_is_bit_exact(board, variant, size):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("weights_mode", ["indices", "huffman"])
 @pytest.mark.parametrize("variant,size", [("v1.0", 227), ("v1.1", 224)])
-def test_full_size_network_on_simulated_board(board, variant, size):
-    network, image, program, tensors, stats, _ = run_network_on_board(board, variant, size, 1)
+def test_full_size_network_on_simulated_board(board, variant, size, weights_mode):
+    network, image, program, tensors, stats, status = run_network_on_board(
+        board, variant, size, 1, weights_mode
+    )
     expected = golden.run_network(network, image, keep=False)[network.output.name]
     np.testing.assert_array_equal(tensors[program.output], expected)
+    assert status["engine_errors"] == 0
 
 
-def test_compressed_model_runs_on_the_board_from_its_indices(board, tmp_path):
-    """A 6-bit .sqz model: the device holds codebook indices + the per-layer codebook."""
+@pytest.mark.parametrize("weights_mode", ["indices", "huffman"])
+def test_compressed_model_runs_on_the_board_from_its_indices(board, tmp_path, weights_mode):
+    """A 6-bit .sqz model: the device holds codebook indices + the per-layer codebook, sent as
+    bytes or as Huffman streams that the device decodes."""
     from fpga.compress import compress_network, load_for_device, write_model
 
     network, shared, _ = compress_network("v1.0", 6, None, 67)
@@ -54,7 +63,9 @@ def test_compressed_model_runs_on_the_board_from_its_indices(board, tmp_path):
     network, compressed = load_for_device(path)
     device = Device.open(board.url)
     try:
-        program = compile_network(network, device.identify().config(), compressed)
+        program = compile_network(
+            network, device.identify().config(), compressed, weights_mode=weights_mode
+        )
         codebook_sizes = {
             len(blob)
             for unit in program.units
@@ -66,7 +77,9 @@ def test_compressed_model_runs_on_the_board_from_its_indices(board, tmp_path):
         assert codebook_sizes == {256}
         image = network.quantize_input(quant.preprocess(quant.bundled_photos()[2], 67))
         tensors, _ = execute(program, device, image)
+        status = device.status()
     finally:
         device.close()
     expected = golden.run_network(network, image, keep=False)[network.output.name]
     np.testing.assert_array_equal(tensors[program.output], expected)
+    assert status["engine_errors"] == 0
