@@ -44,7 +44,7 @@ $(MODEL): $(STAMP)
 
 # the compressed v1.0 model on the simulated board (the SoC's RTL under Verilator)
 infer: setup $(MODEL)
-	$(PY) -m host.infer --model $(MODEL) fpga/data/photos/chelsea.jpg
+	$(PY) -m host.infer --model $(MODEL) --weights-mode huffman fpga/data/photos/chelsea.jpg
 
 bench: setup
 	$(PY) -m bench

@@ -10,13 +10,13 @@ from sim.board import SimulatedBoard
 
 
 @cache
-def board_run(variant: str, size: int) -> dict:
+def board_run(variant: str, size: int, weights_mode: str = "indices") -> dict:
     network = quant.quantize_network(variant, size=size)
     image = network.quantize_input(quant.preprocess(quant.bundled_photos()[1], size))
     with SimulatedBoard() as board:
         device = Device.open(board.url)
         info = device.identify()
-        program = compile_network(network, info.config())
+        program = compile_network(network, info.config(), weights_mode=weights_mode)
         start = time.perf_counter()
         tensors, stats = execute(program, device, image)
         wall = time.perf_counter() - start
@@ -26,6 +26,7 @@ def board_run(variant: str, size: int) -> dict:
     return {
         "variant": variant,
         "size": size,
+        "weights_mode": weights_mode,
         "config": info.config(),
         "program": program,
         "stats": stats,

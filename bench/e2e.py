@@ -16,11 +16,16 @@ PCIE_GEN2_X1_BYTES_PER_S = 400e6
 def main() -> dict:
     rows = []
     print(
-        f"{'network':<12} {'wall (sim)':>10} {'cycles':>12} {'link MB':>8} {'min MB':>7} "
-        f"{'framed MB':>9} {'img/s UART':>10} {'img/s PCIe':>10} {'golden':>7}"
+        f"{'network':<12} {'weights':<8} {'wall (sim)':>10} {'cycles':>12} {'link MB':>8} "
+        f"{'min MB':>7} {'framed MB':>9} {'img/s UART':>10} {'img/s PCIe':>10} {'golden':>7}"
     )
-    for variant, size in (("v1.0", 227), ("v1.1", 224)):
-        run = board_run(variant, size)
+    for variant, size, mode in (
+        ("v1.0", 227, "indices"),
+        ("v1.0", 227, "huffman"),
+        ("v1.1", 224, "indices"),
+        ("v1.1", 224, "huffman"),
+    ):
+        run = board_run(variant, size, mode)
         cycles = sum(s.cycles for s in run["stats"])
         payload = sum(s.link_bytes for s in run["stats"])
         framed = run["framed_link_bytes"]
@@ -31,6 +36,7 @@ def main() -> dict:
         row = {
             "variant": variant,
             "size": size,
+            "weights_mode": mode,
             "wall_s": run["wall_s"],
             "cycles": cycles,
             "link_bytes": payload,
@@ -43,13 +49,14 @@ def main() -> dict:
         }
         rows.append(row)
         print(
-            f"{variant + '@' + str(size):<12} {run['wall_s']:>9.1f}s {cycles:>12,} "
+            f"{variant + '@' + str(size):<12} {mode:<8} {run['wall_s']:>9.1f}s {cycles:>12,} "
             f"{payload / 1e6:>8.2f} {row['minimum_link_bytes'] / 1e6:>7.2f} "
             f"{framed / 1e6:>9.2f} {uart:>10.3f} {pcie:>10.1f} {str(run['golden_match']):>7}"
         )
     for row in rows:
         print(
-            f"{row['variant']}: compute-bound {row['compute_bound_images_per_s']:.1f} images/s "
+            f"{row['variant']} ({row['weights_mode']}): compute-bound "
+            f"{row['compute_bound_images_per_s']:.1f} images/s "
             f"at {run['config'].clock_mhz:.0f} MHz; link is "
             f"{row['link_bytes'] / row['minimum_link_bytes']:.2f}x the minimum for this "
             "residency mode (activations round-trip through the host between layers)"

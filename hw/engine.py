@@ -59,10 +59,10 @@ def shift_add_multiply(value, factor):
             terms.append(-(partial << bit))  # unary minus widens an unsigned value: exact
         else:
             terms.append((partial << bit).as_unsigned())
-    total = terms[0]
-    for term in terms[1:]:
-        total = total + term
-    return total
+    while len(terms) > 1:  # a balanced adder tree: log2(width) adders deep, not width
+        pairs = [terms[i] + terms[i + 1] for i in range(0, len(terms) - 1, 2)]
+        terms = pairs + ([terms[-1]] if len(terms) % 2 else [])
+    return terms[0]
 
 
 def _log2(value: int) -> int:
@@ -482,29 +482,45 @@ class ConvEngine(wiring.Component):
         m.d.comb += act_vector.eq(
             Mux(s1_inb | (op == Op.ADD) | (op == Op.AVGPOOL), act_read.data, 0)
         )
-        act_lanes = [act_vector[8 * i : 8 * i + 8].as_signed() for i in range(lanes)]
-        b_lanes = [act_read_b.data[8 * i : 8 * i + 8].as_signed() for i in range(lanes)]
+        # -- stage 1b: the memory data and codebook lookups registered (block-RAM output
+        # registers / DSP input registers), so no path runs from a RAM through arithmetic
+        act_r = Signal(8 * lanes)
+        b_r = Signal(8 * lanes)
+        t_valid, t_inb, t_first, t_last = Signal(), Signal(), Signal(), Signal()
+        t_out, t_block = Signal(24), Signal(16)
+        m.d.sync += [
+            act_r.eq(act_vector),
+            b_r.eq(act_read_b.data),
+            t_valid.eq(s1_valid),
+            t_inb.eq(s1_inb),
+            t_first.eq(s1_first),
+            t_last.eq(s1_last),
+            t_out.eq(s1_out),
+            t_block.eq(s1_block),
+        ]
+        act_lanes = [act_r[8 * i : 8 * i + 8].as_signed() for i in range(lanes)]
+        b_lanes = [b_r[8 * i : 8 * i + 8].as_signed() for i in range(lanes)]
 
         # codebook LUT: one read port per PE (distributed RAM in fabric)
         m.submodules.array = array = MacArray(cfg.rows, cfg.cols)
         for i in range(pes):
             lookup = codebooks[i].read_port(domain="comb")
-            m.d.comb += [
-                lookup.addr.eq(weight_read.data[8 * i : 8 * i + 8]),
-                array.weight[i].eq(lookup.data),
-            ]
+            weight = Signal(signed(8), name=f"weight_{i}")
+            m.d.comb += lookup.addr.eq(weight_read.data[8 * i : 8 * i + 8])
+            m.d.sync += weight.eq(lookup.data)
+            m.d.comb += array.weight[i].eq(weight)
         for r in range(lanes):
             m.d.comb += array.act[r].eq(act_lanes[r])
-        m.d.comb += array.valid.eq(s1_valid & (op == Op.CONV))
+        m.d.comb += array.valid.eq(t_valid & (op == Op.CONV))
 
         # flags travel alongside the array's two stages
         s2_first, s2_last, s2_out, s2_block = Signal(), Signal(), Signal(24), Signal(16)
         s3_first, s3_last, s3_out = Signal(), Signal(), Signal(24)
         m.d.sync += [
-            s2_first.eq(s1_first),
-            s2_last.eq(s1_last & s1_valid),
-            s2_out.eq(s1_out),
-            s2_block.eq(s1_block),
+            s2_first.eq(t_first),
+            s2_last.eq(t_last & t_valid),
+            s2_out.eq(t_out),
+            s2_block.eq(t_block),
             s3_first.eq(s2_first),
             s3_last.eq(s2_last),
             s3_out.eq(s2_out),
@@ -537,50 +553,63 @@ class ConvEngine(wiring.Component):
             ]
         m.d.sync += [rq_out.eq(s3_out), rq_out2.eq(rq_out)]
 
-        # -- maxpool / add / avgpool datapaths (stage 1 -> stage 2 write) -----------------------
+        # -- maxpool / add / avgpool datapaths --------------------------------------------------
+        # MAXPOOL and ADD results leave through three registers (stage 1 -> p3 write) so that the
+        # bypass add's 8 x 16-bit products, rounding shift and clamp each get a cycle of their own.
         pool_max = [Signal(signed(8), name=f"max_{i}") for i in range(lanes)]
         sums = [Signal(signed(32), name=f"sum_{i}") for i in range(lanes)]
         snapshot = Signal(32 * lanes)
         add_result = Signal(8 * lanes)
-        p2_valid = Signal()
-        p2_out = Signal(24)
-        m.d.sync += [p2_valid.eq(0)]
+        p_valid = [Signal(name=f"p{k}_valid") for k in (1, 2, 3)]
+        p_out = [Signal(24, name=f"p{k}_out") for k in (1, 2, 3)]
+        pool_done = t_valid & t_last & ((op == Op.MAXPOOL) | (op == Op.ADD))
+        m.d.sync += [
+            p_valid[0].eq(pool_done),
+            p_out[0].eq(t_out),
+            p_valid[1].eq(p_valid[0]),
+            p_out[1].eq(p_out[0]),
+            p_valid[2].eq(p_valid[1]),
+            p_out[2].eq(p_out[1]),
+        ]
+        shift = fields["add_shift"][:6]
+        rounding = Signal(64)
+        m.d.comb += rounding.eq(Mux(shift == 0, 0, (Const(1, 64) << shift) >> 1))
+        low = Mux(relu, 0, -128)
         for i in range(lanes):
-            tap_value = Mux(s1_inb, act_lanes[i], -128)
-            best = Mux(s1_first | (tap_value > pool_max[i]), tap_value, pool_max[i])
-            sum_next = Mux(s1_first, act_lanes[i], sums[i] + act_lanes[i])
-            with m.If(s1_valid):
+            tap_value = Mux(t_inb, act_lanes[i], -128)
+            best = Mux(t_first | (tap_value > pool_max[i]), tap_value, pool_max[i])
+            sum_next = Mux(t_first, act_lanes[i], sums[i] + act_lanes[i])
+            # ADD: p1 products, p2 rounding shift, p3 clamp; MAXPOOL: the max rides along
+            product_a = Signal(signed(25), name=f"add_pa_{i}")
+            product_b = Signal(signed(25), name=f"add_pb_{i}")
+            shifted = Signal(signed(35), name=f"add_shifted_{i}")
+            max_1 = Signal(signed(8), name=f"max_p1_{i}")
+            max_2 = Signal(signed(8), name=f"max_p2_{i}")
+            m.d.sync += [
+                product_a.eq(shift_add_multiply(act_lanes[i], fields["mult_a"])),
+                product_b.eq(shift_add_multiply(b_lanes[i], fields["mult_b"])),
+                shifted.eq((product_a + product_b + rounding) >> shift),
+                max_1.eq(best),
+                max_2.eq(max_1),
+            ]
+            clamped = Mux(shifted > 127, 127, Mux(shifted < low, low, shifted))
+            m.d.sync += add_result[8 * i : 8 * i + 8].eq(Mux(op == Op.ADD, clamped, max_2))
+            with m.If(t_valid):
                 with m.Switch(op):
                     with m.Case(Op.MAXPOOL):
                         m.d.sync += pool_max[i].eq(best)
-                        m.d.sync += add_result[8 * i : 8 * i + 8].eq(best)
-                    with m.Case(Op.ADD):
-                        weighted = Signal(signed(34), name=f"weighted_{i}")
-                        m.d.comb += weighted.eq(
-                            shift_add_multiply(act_lanes[i], fields["mult_a"])
-                            + shift_add_multiply(b_lanes[i], fields["mult_b"])
-                        )
-                        shift = fields["add_shift"][:6]
-                        rounding = Mux(shift == 0, 0, (Const(1, 64) << shift) >> 1)
-                        shifted = Signal(signed(35), name=f"add_shifted_{i}")
-                        m.d.comb += shifted.eq((weighted + rounding) >> shift)
-                        low = Mux(relu, 0, -128)
-                        clamped = Mux(shifted > 127, 127, Mux(shifted < low, low, shifted))
-                        m.d.sync += add_result[8 * i : 8 * i + 8].eq(clamped)
                     with m.Case(Op.AVGPOOL):
                         m.d.sync += sums[i].eq(sum_next)
-                        with m.If(s1_last):
+                        with m.If(t_last):
                             m.d.sync += snapshot[32 * i : 32 * i + 32].eq(sum_next)
-        with m.If(s1_valid & s1_last & ((op == Op.MAXPOOL) | (op == Op.ADD))):
-            m.d.sync += [p2_valid.eq(1), p2_out.eq(s1_out)]
 
-        # avgpool flush: 4 words per group from the snapshot, 3 cycles after the group's last
-        # pixel was issued (the snapshot is taken in stage 1)
+        # avgpool flush: 4 words per group from the snapshot, 4 cycles after the group's last
+        # pixel was issued (the snapshot is taken in stage 1b)
         flush_group = Signal(16)
         flushing = Signal()
         flush_index = Signal(3)
         m.d.sync += [flushing.eq(0)]
-        with m.If((op == Op.AVGPOOL) & s1_valid & s1_last):
+        with m.If((op == Op.AVGPOOL) & t_valid & t_last):
             m.d.sync += [flushing.eq(1), flush_index.eq(0)]
         with m.If(flushing & (flush_index != 3)):
             m.d.sync += [flushing.eq(1), flush_index.eq(flush_index + 1)]
@@ -600,8 +629,8 @@ class ConvEngine(wiring.Component):
                 ]
             with m.Case(Op.MAXPOOL, Op.ADD):
                 m.d.comb += [
-                    out_write.en.eq(p2_valid),
-                    out_write.addr.eq(p2_out),
+                    out_write.en.eq(p_valid[2]),
+                    out_write.addr.eq(p_out[2]),
                     out_write.data.eq(add_result),
                 ]
             with m.Case(Op.AVGPOOL):
@@ -612,7 +641,7 @@ class ConvEngine(wiring.Component):
                 ]
 
         # -- completion: drain the pipeline after the last issue ---------------------------------
-        drain_cycles = {Op.CONV: 6, Op.MAXPOOL: 2, Op.ADD: 2, Op.AVGPOOL: 5}
+        drain_cycles = {Op.CONV: 7, Op.MAXPOOL: 5, Op.ADD: 5, Op.AVGPOOL: 6}
         with m.If(self.busy & ~issuing & ~setup):
             m.d.sync += drain.eq(drain + 1)
             target = Signal(4)

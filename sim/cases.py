@@ -226,3 +226,93 @@ def random_case(rng: np.random.Generator, config: AcceleratorConfig, index: int)
     if kind == "add":
         return add_case(rng, config, c, h, w, bool(rng.integers(0, 2)), label)
     return avgpool_case(rng, config, c, h, w, label)
+
+
+def squeezenet_shapes(variant: str, size: int) -> list[dict]:
+    """Every distinct engine-level layer shape of ``variant`` at input ``size`` (torch trace).
+
+    CONV (c_in, c_out, kernel, stride, pad, h, w) with v1.0's 7x7 conv1 as the 1x1 conv over 147
+    channels it is lowered to; MAXPOOL 3x3/2 and the global AVGPOOL (c, h, w).
+    """
+    import torch
+    from torch import nn
+
+    from fpga import golden
+    from fpga.model import build_model
+
+    model = build_model(variant).eval()
+    seen: dict[tuple, dict] = {}
+
+    def add(kind, **shape):
+        seen.setdefault((kind, *shape.values()), {"kind": kind, **shape})
+
+    def conv_hook(module, inputs, output):
+        c, h, w = inputs[0].shape[1:]
+        k, s, p = module.kernel_size[0], module.stride[0], module.padding[0]
+        if k == 7:  # v1.0 conv1: host im2col, then a 1x1 conv over 3*7*7 channels
+            side = golden.conv_output_size(h, 7, s, p)
+            add("conv", c_in=c * 49, c_out=module.out_channels, k=1, s=1, p=0, h=side, w=side)
+        else:
+            add("conv", c_in=c, c_out=module.out_channels, k=k, s=s, p=p, h=h, w=w)
+
+    def pool_hook(module, inputs, output):
+        c, h, w = output.shape[1:]
+        add("maxpool", c=c, h=h, w=w)
+
+    hooks = [
+        m.register_forward_hook(conv_hook) for m in model.modules() if isinstance(m, nn.Conv2d)
+    ]
+    hooks.append(model.conv1.register_forward_hook(pool_hook))
+    for n in model.arch.pool_after:
+        hooks.append(getattr(model, n).register_forward_hook(pool_hook))
+    hooks.append(
+        model.conv10.register_forward_hook(
+            lambda module, inputs, output: add(
+                "avgpool", c=output.shape[1], h=output.shape[2], w=output.shape[3]
+            )
+        )
+    )
+    with torch.no_grad():
+        model(torch.zeros(1, 3, size, size))
+    for hook in hooks:
+        hook.remove()
+    return list(seen.values())
+
+
+def shape_case(
+    rng: np.random.Generator, config: AcceleratorConfig, shape: dict, full: bool
+) -> dict:
+    """One engine run of a SqueezeNet layer shape: all its input channels, as many output channels
+    as one weight-buffer chunk holds, and a band of rows (``full``: the layer's real width and as
+    many rows as fit the buffers; otherwise a reduced 5..7-pixel square)."""
+    lanes, cols = config.rows, config.cols
+    kind = shape["kind"]
+    if kind == "conv":
+        k, s, p = shape["k"], shape["s"], shape["p"]
+        g_in = groups(shape["c_in"], lanes)
+        per_block = k * k * g_in * lanes * cols
+        c_out = min(shape["c_out"], (config.weight_bytes // per_block) * cols)
+        h, w = (shape["h"], shape["w"]) if full else (min(shape["h"], 7), min(shape["w"], 7))
+        g_out = groups(c_out, cols)
+
+        def too_big(h, w):
+            out_h = golden.conv_output_size(h, k, s, p)
+            out_w = golden.conv_output_size(w, k, s, p)
+            return (
+                h * w * g_in * lanes > config.act_in_bytes
+                or out_h * out_w * g_out * lanes > config.act_out_bytes
+            )
+
+        while too_big(h, w):  # fewer rows first (a band), narrower only if one band is too big
+            h, w = (h - 1, w) if h > k else (h, w - 1)
+        label = f"conv k{k} s{s} p{p} {shape['c_in']}->{c_out} (of {shape['c_out']}) {h}x{w}"
+        return conv_case(rng, config, shape["c_in"], c_out, h, w, k, s, (p, p, p, p), label=label)
+    c = shape["c"]
+    g = groups(c, lanes)
+    h, w = (shape["h"], shape["w"]) if full else (min(shape["h"], 7), min(shape["w"], 7))
+    if kind == "avgpool":  # the whole plane, as many channel groups as the buffers hold
+        g_fit = min(g, config.act_out_bytes // (4 * lanes), config.act_in_bytes // (h * w * lanes))
+        return avgpool_case(rng, config, min(c, g_fit * lanes), h, w, f"avgpool {c}x{h}x{w}")
+    while h * w * g * lanes > config.act_in_bytes:
+        h, w = (h - 1, w) if h > 3 else (h, w - 1)
+    return maxpool_case(rng, config, c, h, w, f"maxpool {c}x{h}x{w}")

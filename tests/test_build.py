@@ -8,6 +8,7 @@ import pytest
 
 from fpga.boards import BOARDS, BoardError, get_board
 from fpga.build import NO_BITSTREAM
+from fpga.config import DEFAULT_CONFIG, SMALL_CONFIG
 
 
 def test_unknown_board_lists_the_boards():
@@ -52,3 +53,168 @@ def test_arty_build_tree_has_part_clock_and_uart_pins(tmp_path):
     assert "set_property LOC E3" in xdc  # 100 MHz oscillator pin from the board file
     assert "uart_0__rx" in xdc and "uart_0__tx" in xdc
     assert "module top" in (tree / "top.v").read_text()
+
+
+# -- report parsers (the formats of Vivado 2023/2024 reports) ------------------------------------
+VIVADO_TIMING = """
+------------------------------------------------------------------------------------------------
+| Design Timing Summary
+| ---------------------
+------------------------------------------------------------------------------------------------
+
+    WNS(ns)      TNS(ns)  TNS Failing Endpoints  TNS Total Endpoints      WHS(ns)      THS(ns)
+    -------      -------  ---------------------  -------------------      -------      -------
+     -0.412       -3.100                     12                 4821        0.051        0.000
+"""
+
+VIVADO_UTILIZATION = """
+1. Slice Logic
+--------------
+
++----------------------------+-------+-------+------------+-----------+-------+
+|          Site Type         |  Used | Fixed | Prohibited | Available | Util% |
++----------------------------+-------+-------+------------+-----------+-------+
+| Slice LUTs                 | 14321 |     0 |          0 |     20800 | 68.85 |
+|   LUT as Logic             | 11250 |     0 |          0 |     20800 | 54.09 |
+| Slice Registers            |  2310 |     0 |          0 |     41600 |  5.55 |
++----------------------------+-------+-------+------------+-----------+-------+
+
+3. Memory
+---------
+
++-------------------+------+-------+-----------+-------+
+|     Site Type     | Used | Fixed | Available | Util% |
++-------------------+------+-------+-----------+-------+
+| Block RAM Tile    | 40.5 |     0 |        50 | 81.00 |
++-------------------+------+-------+-----------+-------+
+
+4. DSP
+------
+
++----------------+------+-------+-----------+-------+
+|    Site Type   | Used | Fixed | Available | Util% |
++----------------+------+-------+-----------+-------+
+| DSPs           |   80 |     0 |        90 | 88.89 |
++----------------+------+-------+-----------+-------+
+"""
+
+
+def test_vivado_report_parsers():
+    from fpga.build import parse_vivado_utilization, parse_vivado_wns
+
+    assert parse_vivado_wns(VIVADO_TIMING) == -0.412
+    util = parse_vivado_utilization(VIVADO_UTILIZATION)
+    assert util == {
+        "lut": [14321, 20800],
+        "ff": [2310, 41600],
+        "bram": [40.5, 50],
+        "dsp": [80, 90],
+    }
+
+
+def test_program_without_a_bitstream_or_loader_is_one_clear_error(tmp_path, monkeypatch):
+    from fpga.build import program_board
+
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fpga.build",
+            "--board",
+            "arty_a7",
+            "--out",
+            str(tmp_path),
+            "--no-report",
+            "--program",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 2 and "no bitstream to program" in out.stderr
+    assert "Traceback" not in out.stderr
+    monkeypatch.setenv("PATH", str(tmp_path))  # no openFPGALoader here
+    with pytest.raises(BoardError, match="needs openFPGALoader on PATH"):
+        program_board("ulx3s", str(tmp_path / "top.bit"))
+    fake = tmp_path / "openFPGALoader"  # present, but no board on the USB bus
+    fake.write_text(
+        "#!/bin/sh\necho 'unable to open ftdi device: -3 (device not found)' >&2\nexit 1\n"
+    )
+    fake.chmod(0o755)
+    with pytest.raises(BoardError, match="could not program the ulx3s: unable to open ftdi"):
+        program_board("ulx3s", str(tmp_path / "top.bit"))
+
+
+def test_unknown_config_is_a_clear_error(tmp_path):
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fpga.build",
+            "--board",
+            "ulx3s",
+            "--config",
+            "huge",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 2 and "unknown config 'huge'" in out.stderr
+
+
+# -- real builds (yowasp tools) -----------------------------------------------------------------
+@pytest.mark.synthesis
+def test_ulx3s_bitstream_meets_timing_and_fits(tmp_path):
+    """A real ECP5 bitstream of the SoC (engine + link + UART + Huffman decoder), small config."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fpga.build",
+            "--board",
+            "ulx3s",
+            "--config",
+            "small",
+            "--variant",
+            "v1.1",
+            "--out",
+            str(tmp_path),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    bitstream = result["bitstream"]
+    assert bitstream and (tmp_path / "ulx3s" / "top.bit").stat().st_size > 100_000
+    assert result["timing_met"] and result["fmax_mhz"] >= result["target_mhz"] == 25.0
+    util = result["utilization"]
+    assert set(util) == {"lut", "ff", "dsp", "bram"}
+    assert all(0 < used <= cap for used, cap in util.values())
+    assert util["dsp"][0] >= SMALL_CONFIG.pes  # one multiplier per PE at least
+    assert result["predicted"]["images_per_s"] > 0
+
+
+@pytest.mark.synthesis
+def test_arty_fit_report_counts_luts_and_fits(tmp_path):
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fpga.build",
+            "--board",
+            "arty_a7",
+            "--out",
+            str(tmp_path),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == NO_BITSTREAM, out.stderr
+    util = json.loads(out.stdout)["utilization"]
+    assert all(0 < used <= cap for used, cap in util.values()), util
+    # 64 PEs + 16 multipliers in the 8 requantizers
+    assert util["dsp"][0] == DEFAULT_CONFIG.pes + 2 * DEFAULT_CONFIG.cols

@@ -60,3 +60,26 @@ def test_random_layers_bit_exact(engine_build, tmp_path):
     for r in results:
         assert r["mismatches"] == 0, r
         assert r["cycles"] == r["predicted"], r
+
+
+@pytest.mark.parametrize(
+    "full", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["reduced", "full-width"]
+)
+def test_every_squeezenet_layer_shape_bit_exact(engine_build, tmp_path, full):
+    """Every distinct layer shape of v1.0@227 and v1.1@224: reduced 7x7 planes in CI; under
+    ``slow`` the real width with as many rows as one engine run holds (whole layers run tiled
+    this way in tests/e2e)."""
+    rng = np.random.default_rng(7)
+    cases = []
+    for variant, size in (("v1.0", 227), ("v1.1", 224)):
+        for shape in case_lib.squeezenet_shapes(variant, size):
+            case = case_lib.shape_case(rng, DEFAULT_CONFIG, shape, full)
+            case["label"] = f"{variant} {case['label']}"
+            cases.append(case)
+    kinds = {c["label"].split()[1] for c in cases}
+    assert kinds == {"conv", "maxpool", "avgpool"} and len(cases) >= 40
+    results = run_cases(engine_build, cases, tmp_path)
+    assert len(results) == len(cases)
+    for r in results:
+        assert r["mismatches"] == 0, r
+        assert r["cycles"] == r["predicted"], r

