@@ -99,7 +99,10 @@ def _run(command: list[str], cwd: Path, log: Path, env: dict | None = None) -> N
         text = log.read_text(errors="replace")
         errors = [line for line in text.splitlines() if "ERROR" in line]
         detail = errors[-1].strip() if errors else "\n".join(text.splitlines()[-5:])
-        raise BuildError(f"{command[0]} failed (log: {log}): {detail}")
+        if "no BELs remaining" in detail or "than available" in detail:
+            raise BuildError(f"the design does not fit the part (log: {log}): {detail}")
+        name = command[1] if command[0] == "sh" else Path(command[0]).name
+        raise BuildError(f"{name} failed (log: {log}): {detail}")
 
 
 # -- Xilinx fit from Yosys ------------------------------------------------------------------------

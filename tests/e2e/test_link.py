@@ -229,3 +229,31 @@ def test_no_answer_is_a_clear_error_not_a_hang():
     with pytest.raises(LinkError, match="failed after 3 attempts"):
         device.identify()
     server.close()
+
+
+def test_huffman_weight_streams_survive_a_corrupting_link(board):
+    """On-chip Huffman decode is the one stateful write: a whole network in that mode through a
+    corrupting link (retries replay frames) still equals fpga.golden bit for bit."""
+    import numpy as np
+
+    from fpga import golden, quant
+    from fpga.compile import compile_network, execute
+
+    seed = int(os.environ.get("LINK_FUZZ_SEED", random.randrange(2**32)))
+    print(f"LINK_FUZZ_SEED={seed}")
+    port = int(board.url.rsplit(":", 1)[1])
+    proxy = CorruptingProxy(port, rate=0.03, seed=seed)
+    device = Device(open_transport(f"socket://127.0.0.1:{proxy.port}"), timeout=0.15, retries=40)
+    try:
+        network = quant.quantize_network("v1.1", size=35)
+        image = network.quantize_input(quant.preprocess(quant.bundled_photos()[0], 35))
+        program = compile_network(network, device.identify().config(), weights_mode="huffman")
+        tensors, _ = execute(program, device, image)
+        status = device.status()
+    finally:
+        proxy.stop = True
+        device.close()
+    expected = golden.run_network(network, image, keep=False)[network.output.name]
+    np.testing.assert_array_equal(tensors[program.output], expected)
+    assert proxy.events > 20 and device.retried > 0, "the link was not corrupted enough"
+    assert status["engine_errors"] == 0
