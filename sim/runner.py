@@ -61,8 +61,7 @@ def build(component, name: str, sim: str | None = None, waves: bool = False):
     if sim == "verilator":
         verilator_make_env()
     build_args = ["-Wno-fatal", "-O3"] if sim == "verilator" else []
-    if sim == "verilator" and waves:
-        build_args.append("--trace-fst")
+    # waves: cocotb passes --trace (VCD); FST would need the system's lz4 headers
     runner.build(
         sources=[verilog_path],
         hdl_toplevel=name,

@@ -26,25 +26,57 @@ def engine_build():
     return runner.build(ConvEngine(DEFAULT_CONFIG), "conv_engine")
 
 
-def run_cases(engine_build, cases, tmp_path):
+def run_cases(engine_build, cases, tmp_path, rerun: str = "make sim"):
+    """Run ``cases`` on the engine; on any failure, rerun just the failing cases with waveform
+    tracing, keep the waveform under build/sim/failures/ and say how to reproduce."""
     built, build_dir = engine_build
     cases_path = tmp_path / "cases.json"
     results_path = tmp_path / "results.json"
     cases_path.write_text(json.dumps(cases))
+    env = {"ENGINE_CASES": str(cases_path), "ENGINE_RESULTS": str(results_path)}
     try:
-        runner.run(
-            built,
-            build_dir,
-            "conv_engine",
-            "sim.engine_bench",
-            env={"ENGINE_CASES": str(cases_path), "ENGINE_RESULTS": str(results_path)},
-        )
-    except SystemExit as exc:  # cocotb failure: show which cases differed
-        detail = results_path.read_text() if results_path.exists() else "no results written"
+        runner.run(built, build_dir, "conv_engine", "sim.engine_bench", env=env)
+    except SystemExit:
+        pass  # judged from the results below (a crash leaves none)
+    results = json.loads(results_path.read_text()) if results_path.exists() else []
+    bad = [
+        i
+        for i, r in enumerate(results)
+        if r["mismatches"] or r["error"] or r["cycles"] != r["predicted"]
+    ]
+    if len(results) < len(cases):
+        bad.append(len(results))  # the case the bench stopped in
+    if bad:
+        failing = [cases[i] for i in bad]
+        waves = capture_waveform(failing, tmp_path)
+        summary = [results[i] if i < len(results) else {"label": cases[i]["label"]} for i in bad]
         raise AssertionError(
-            f"engine bench failed; rerun with the printed seed. Results: {detail[:2000]}"
-        ) from exc
-    return json.loads(results_path.read_text())
+            f"{len(bad)} engine cases failed: {[c['label'] for c in failing][:5]}\n"
+            f"waveform of the failing cases: {waves}\nrerun: {rerun}\n"
+            f"details: {json.dumps(summary)[:1500]}"
+        )
+    return results
+
+
+def capture_waveform(cases, tmp_path) -> str:
+    from pathlib import Path
+
+    built, build_dir = runner.build(ConvEngine(DEFAULT_CONFIG), "conv_engine", waves=True)
+    path = tmp_path / "failing.json"
+    path.write_text(json.dumps(cases))
+    env = {"ENGINE_CASES": str(path), "ENGINE_RESULTS": str(tmp_path / "failing_results.json")}
+    try:
+        runner.run(built, build_dir, "conv_engine", "sim.engine_bench", env=env, waves=True)
+    except SystemExit:
+        pass
+    dumps = sorted(Path(build_dir).glob("*.fst")) + sorted(Path(build_dir).glob("*.vcd"))
+    if not dumps:
+        return "none written"
+    keep = runner.BUILD_ROOT / "failures"
+    keep.mkdir(parents=True, exist_ok=True)
+    target = keep / f"{tmp_path.name}{dumps[-1].suffix}"
+    target.write_bytes(dumps[-1].read_bytes())
+    return str(target)
 
 
 def test_random_layers_bit_exact(engine_build, tmp_path):
@@ -53,7 +85,9 @@ def test_random_layers_bit_exact(engine_build, tmp_path):
     rng = np.random.default_rng(seed)
     count = int(os.environ.get("ENGINE_CASES_COUNT", 120))
     cases = [case_lib.random_case(rng, DEFAULT_CONFIG, i) for i in range(count)]
-    results = run_cases(engine_build, cases, tmp_path)
+    results = run_cases(
+        engine_build, cases, tmp_path, f"ENGINE_SEED={seed} make sim  (SIM=icarus for Icarus)"
+    )
     assert len(results) == count
     kinds = {r["label"].split(":")[1].split()[0] for r in results}
     assert kinds == {"conv", "maxpool", "add", "avgpool"}
@@ -78,8 +112,29 @@ def test_every_squeezenet_layer_shape_bit_exact(engine_build, tmp_path, full):
             cases.append(case)
     kinds = {c["label"].split()[1] for c in cases}
     assert kinds == {"conv", "maxpool", "avgpool"} and len(cases) >= 40
-    results = run_cases(engine_build, cases, tmp_path)
+    results = run_cases(
+        engine_build, cases, tmp_path, "pytest tests/sim/test_engine.py -k layer_shape"
+    )
     assert len(results) == len(cases)
     for r in results:
         assert r["mismatches"] == 0, r
         assert r["cycles"] == r["predicted"], r
+
+
+def test_a_failing_case_keeps_its_waveform_and_says_how_to_rerun(engine_build, tmp_path):
+    """The checker's failure path: one wrong expected byte -> AssertionError naming the case, a
+    VCD of the failing case kept under build/sim/failures/, and the rerun command."""
+    rng = np.random.default_rng(1)
+    cases = [case_lib.random_case(rng, DEFAULT_CONFIG, i) for i in range(3)]
+    expected = bytearray.fromhex(cases[1]["expected"])
+    mask = bytes.fromhex(cases[1]["mask"])
+    expected[next(i for i, m in enumerate(mask) if m)] ^= 1
+    cases[1]["expected"] = expected.hex()
+    with pytest.raises(AssertionError) as failure:
+        run_cases(engine_build, cases, tmp_path, "ENGINE_SEED=1 make sim")
+    message = str(failure.value)
+    assert cases[1]["label"] in message and "rerun: ENGINE_SEED=1 make sim" in message
+    wave = message.split("waveform of the failing cases: ")[1].split("\n")[0]
+    from pathlib import Path
+
+    assert Path(wave).stat().st_size > 10_000 and "failures" in wave
