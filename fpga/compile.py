@@ -11,7 +11,8 @@ back from ACT_OUT. Tiling:
 * output-channel chunks: as many blocks of ``cols`` channels as the weight buffer holds;
 * a fire module's expand1x1 and expand3x3 share one loaded band of the squeeze output and write
   into one ACT_OUT band at different group offsets: the concat is done by output addressing;
-* v1.0's conv1 7x7/2 is lowered to a 1x1 conv over 147 channels by host im2col (input prep);
+* conv1 is lowered to a 1x1 conv by host im2col (input prep): v1.0's 7x7/2 to 147 channels,
+  v1.1's 3x3/2 to 27 (its 3 input channels alone would use 3 of the array's lanes);
 * the global average pool is tiled over channel groups.
 
 :func:`execute` runs a program on any device with ``write(space, offset, bytes)``,
@@ -116,11 +117,15 @@ class Program:
     variant: str
     config: AcceleratorConfig
     input_shape: tuple[int, int, int]
-    lowered_conv1: bool
+    conv1_lowering: tuple[int, int, int] | None  # (kernel, stride, pad) of an im2col'ed conv1
     units: list[Unit]
     output: str
     weights_mode: str = "indices"
     minimum_link_bytes: int = 0
+
+    @property
+    def lowered_conv1(self) -> bool:
+        return self.conv1_lowering is not None
 
     @property
     def runs(self) -> int:
@@ -152,7 +157,7 @@ def conv_weights(layer: QLayer, compressed: dict | None = None) -> ConvWeights:
 
 
 def lower_conv1(weight: np.ndarray) -> np.ndarray:
-    """7x7 conv weight (O, 3, 7, 7) -> 1x1 weight (O, 147, 1, 1), rows in im2col order."""
+    """k x k conv weight (O, C, k, k) -> 1x1 weight (O, C*k*k, 1, 1), rows in im2col order."""
     return weight.reshape(weight.shape[0], -1, 1, 1)
 
 
@@ -160,8 +165,9 @@ def prepare_input(program: Program, image: np.ndarray) -> np.ndarray:
     """Input prep on the host: the int8 image, im2col'ed when conv1 is lowered."""
     if not program.lowered_conv1:
         return image
-    cols = golden.im2col(image, 7, 2, 0)
-    side = golden.conv_output_size(image.shape[1], 7, 2, 0)
+    kernel, stride, pad = program.conv1_lowering
+    cols = golden.im2col(image, kernel, stride, pad)
+    side = golden.conv_output_size(image.shape[1], kernel, stride, pad)
     return np.ascontiguousarray(cols.reshape(-1, side, side))
 
 
@@ -414,7 +420,7 @@ def compile_network(
         for src in layer.inputs:
             consumers.setdefault(src, []).append(layer)
     units: list[Unit] = []
-    lowered = False
+    lowered = None
     done: set[str] = set()
     input_shape = (3, size, size)
     for layer in network.layers:
@@ -432,11 +438,13 @@ def compile_network(
             src = convs[0].inputs[0]
             in_shape = shapes[src]
             weights = [conv_weights(c, compressed) for c in convs]
-            if layer.name == "conv1" and layer.kernel == 7:
-                # lower v1.0's 7x7/2 conv1: host im2col -> 1x1 conv over 147 channels
-                lowered = True
-                side = golden.conv_output_size(size, 7, 2, 0)
-                in_shape = (147, side, side)
+            c_in = layer.weight.shape[1] if layer.op == "conv" else 0
+            if layer.name == "conv1" and (layer.kernel not in (1, 3) or c_in < config.rows):
+                # lower conv1 (v1.0's 7x7/2; v1.1's 3x3/2, whose 3 channels would fill only 3 of
+                # the array's lanes): host im2col -> a 1x1 conv over 3*k*k channels
+                lowered = (layer.kernel, layer.stride, layer.pad)
+                side = golden.conv_output_size(size, layer.kernel, layer.stride, layer.pad)
+                in_shape = (c_in * layer.kernel**2, side, side)
                 conv = QLayer(
                     **{**layer.__dict__, "weight": lower_conv1(layer.weight), "stride": 1, "pad": 0}
                 )

@@ -46,9 +46,11 @@ def test_concat_is_done_by_output_addressing():
         assert offsets == sorted(offsets) and offsets[0] == 0 and offsets[-1] > 0
 
 
-def test_v10_conv1_is_lowered_by_im2col():
+def test_conv1_is_lowered_by_im2col():
+    _, program, *_ = run_both("v1.1", 64, DEFAULT_CONFIG)  # 3x3/2 over 3 channels -> 27
+    assert program.conv1_lowering == (3, 2, 0) and program.input_shape[0] == 27
     _, program, *_ = run_both("v1.0", 99, DEFAULT_CONFIG)
-    assert program.lowered_conv1 and program.input_shape[0] == 147
+    assert program.conv1_lowering == (7, 2, 0) and program.input_shape[0] == 147
     conv1 = program.units[0]
     assert {run.descriptor.kernel for t in conv1.tiles for run in t.runs} == {1}
 
