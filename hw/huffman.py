@@ -11,12 +11,13 @@ limit ``first[l] + count[l]``; the shortest length whose ``l``-bit prefix is bel
 the code (canonical codes make it so), and ``offset[l] + prefix - first[l]`` is the
 symbol's rank in the table's symbol list (a 256 x 8 asynchronous-read memory, i.e. LUT RAM). The
 symbol goes to an output register (``o``, with backpressure); input words pass an input register
-first, so neither side's logic is in series with the decode loop. The bit buffer (``16 + 2 * in_width``
-bits) takes in a new input word whenever its registered fill level leaves room, placing it below
-the valid bits, and shifts the decoded code out in the same cycle, so the decode path holds one
-barrel shifter. With ``in_width >= MAX_LENGTH`` the buffer never holds fewer than ``MAX_LENGTH``
-bits once filled, and the decoder emits one symbol per cycle for any code. Fed one byte per cycle
-(as by the link in ``hw.top``), it emits one symbol per cycle while the mean code length is <= 8.
+first, so neither side's logic is in series with the decode loop. The bit buffer
+(``16 + 2 * in_width`` bits) takes in a new input word whenever its registered fill level leaves
+room, placing it below the valid bits, and shifts the decoded code out in the same cycle, so the
+decode path holds one barrel shifter. With ``in_width >= MAX_LENGTH`` the buffer never holds fewer
+than ``MAX_LENGTH`` bits once filled, and the decoder emits one symbol per cycle for any code. Fed
+one byte per cycle (as by the link in ``hw.top``), it emits one symbol per cycle while the mean
+code length is <= 8.
 
 Stream bytes carry their address: the decoder takes a byte only at the next expected address and
 ignores the rest, so a link retry that replays a WRITE frame cannot feed bits twice (a replayed
