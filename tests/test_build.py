@@ -11,12 +11,16 @@ from fpga.build import NO_BITSTREAM
 from fpga.config import DEFAULT_CONFIG, SMALL_CONFIG
 
 
+def run_build(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "fpga.build", *args], capture_output=True, text=True
+    )
+
+
 def test_unknown_board_lists_the_boards():
     with pytest.raises(BoardError, match="known boards: arty_a7"):
         get_board("zedboard")
-    out = subprocess.run(
-        [sys.executable, "-m", "fpga.build", "--board", "zedboard"], capture_output=True, text=True
-    )
+    out = run_build("--board", "zedboard")
     assert out.returncode == 2 and "unknown board 'zedboard'" in out.stderr
     assert "Traceback" not in out.stderr
 
@@ -27,21 +31,7 @@ def test_registry_configs_fit_the_dsp_budget():
 
 
 def test_arty_build_tree_has_part_clock_and_uart_pins(tmp_path):
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fpga.build",
-            "--board",
-            "arty_a7",
-            "--out",
-            str(tmp_path),
-            "--no-report",
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-    )
+    out = run_build("--board", "arty_a7", "--out", str(tmp_path), "--no-report", "--json")
     assert out.returncode == NO_BITSTREAM  # no Vivado here: tree written, no bitstream
     result = json.loads(out.stdout)
     assert result["bitstream"] is None and result["part"].startswith("xc7a35t")
@@ -115,21 +105,7 @@ def test_vivado_report_parsers():
 def test_program_without_a_bitstream_or_loader_is_one_clear_error(tmp_path, monkeypatch):
     from fpga.build import program_board
 
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fpga.build",
-            "--board",
-            "arty_a7",
-            "--out",
-            str(tmp_path),
-            "--no-report",
-            "--program",
-        ],
-        capture_output=True,
-        text=True,
-    )
+    out = run_build("--board", "arty_a7", "--out", str(tmp_path), "--no-report", "--program")
     assert out.returncode == 2 and "no bitstream to program" in out.stderr
     assert "Traceback" not in out.stderr
     monkeypatch.setenv("PATH", str(tmp_path))  # no openFPGALoader here
@@ -145,21 +121,7 @@ def test_program_without_a_bitstream_or_loader_is_one_clear_error(tmp_path, monk
 
 
 def test_unknown_config_is_a_clear_error(tmp_path):
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fpga.build",
-            "--board",
-            "ulx3s",
-            "--config",
-            "huge",
-            "--out",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    out = run_build("--board", "ulx3s", "--config", "huge", "--out", str(tmp_path))
     assert out.returncode == 2 and "unknown config 'huge'" in out.stderr
 
 
@@ -167,23 +129,16 @@ def test_unknown_config_is_a_clear_error(tmp_path):
 @pytest.mark.synthesis
 def test_ulx3s_bitstream_meets_timing_and_fits(tmp_path):
     """A real ECP5 bitstream of the SoC (engine + link + UART + Huffman decoder), small config."""
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fpga.build",
-            "--board",
-            "ulx3s",
-            "--config",
-            "small",
-            "--variant",
-            "v1.1",
-            "--out",
-            str(tmp_path),
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
+    out = run_build(
+        "--board",
+        "ulx3s",
+        "--config",
+        "small",
+        "--variant",
+        "v1.1",
+        "--out",
+        str(tmp_path),
+        "--json",
     )
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
@@ -199,20 +154,7 @@ def test_ulx3s_bitstream_meets_timing_and_fits(tmp_path):
 
 @pytest.mark.synthesis
 def test_arty_fit_report_counts_luts_and_fits(tmp_path):
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fpga.build",
-            "--board",
-            "arty_a7",
-            "--out",
-            str(tmp_path),
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-    )
+    out = run_build("--board", "arty_a7", "--out", str(tmp_path), "--json")
     assert out.returncode == NO_BITSTREAM, out.stderr
     util = json.loads(out.stdout)["utilization"]
     assert all(0 < used <= cap for used, cap in util.values()), util
