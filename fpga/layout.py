@@ -68,7 +68,7 @@ HUFFMAN_HEADER_BYTES = 8
 PARAM_BYTES = 8  # per output channel
 CODEBOOK_ENTRIES = 256
 #: pipeline depth of the engine, added once per run (start -> done); see hw/engine.py
-PIPELINE_LATENCY = {Op.CONV: 9, Op.MAXPOOL: 7, Op.ADD: 7, Op.AVGPOOL: 4}
+PIPELINE_LATENCY = {Op.CONV: 11, Op.MAXPOOL: 7, Op.ADD: 7, Op.AVGPOOL: 4}
 
 
 @dataclass(frozen=True)

@@ -531,8 +531,12 @@ class ConvEngine(wiring.Component):
         # -- stage 3: accumulate; after the last tap, requantize --------------------------------
         accumulators = [Signal(signed(32), name=f"acc_{c}") for c in range(cfg.cols)]
         requantizers = []
+        rq_out0 = Signal(24)
         rq_out = Signal(24)
         rq_out2 = Signal(24)
+        rq_out3 = Signal(24)
+        rq_start = Signal()  # the accumulators are final: requantize next cycle
+        m.d.sync += rq_start.eq(array.sums_valid & s3_last)
         for c in range(cfg.cols):
             word = param_read.data[64 * c : 64 * c + 64]
             bias = word[0:32].as_signed()
@@ -541,17 +545,28 @@ class ConvEngine(wiring.Component):
             m.d.comb += total.eq(start_value + array.column_sums[c])
             with m.If(array.sums_valid):
                 m.d.sync += accumulators[c].eq(total)
+            # the final sum and its parameters are registered: no path from the parameter RAM
+            # through the accumulate adder into the requantizer's multiplier
+            final = Signal(signed(32), name=f"final_{c}")
+            final_mult = Signal(16, name=f"final_mult_{c}")
+            final_shift = Signal(6, name=f"final_shift_{c}")
+            m.d.sync += [final.eq(total), final_mult.eq(word[32:48]), final_shift.eq(word[48:54])]
             rq = Requantizer()
             m.submodules[f"requant_{c}"] = rq
             requantizers.append(rq)
             m.d.comb += [
-                rq.acc.eq(total),
-                rq.multiplier.eq(word[32:48]),
-                rq.shift.eq(word[48:54]),
+                rq.acc.eq(final),
+                rq.multiplier.eq(final_mult),
+                rq.shift.eq(final_shift),
                 rq.relu.eq(relu),
-                rq.valid.eq(array.sums_valid & s3_last),
+                rq.valid.eq(rq_start),
             ]
-        m.d.sync += [rq_out.eq(s3_out), rq_out2.eq(rq_out)]
+        m.d.sync += [
+            rq_out0.eq(s3_out),
+            rq_out.eq(rq_out0),
+            rq_out2.eq(rq_out),
+            rq_out3.eq(rq_out2),
+        ]
 
         # -- maxpool / add / avgpool datapaths --------------------------------------------------
         # MAXPOOL and ADD results leave through three registers (stage 1 -> p3 write) so that the
@@ -624,7 +639,7 @@ class ConvEngine(wiring.Component):
             with m.Case(Op.CONV):
                 m.d.comb += [
                     out_write.en.eq(requantizers[0].result_valid),
-                    out_write.addr.eq(rq_out2),
+                    out_write.addr.eq(rq_out3),
                     out_write.data.eq(Cat(*[rq.result for rq in requantizers])),
                 ]
             with m.Case(Op.MAXPOOL, Op.ADD):
@@ -641,7 +656,7 @@ class ConvEngine(wiring.Component):
                 ]
 
         # -- completion: drain the pipeline after the last issue ---------------------------------
-        drain_cycles = {Op.CONV: 7, Op.MAXPOOL: 5, Op.ADD: 5, Op.AVGPOOL: 6}
+        drain_cycles = {Op.CONV: 9, Op.MAXPOOL: 5, Op.ADD: 5, Op.AVGPOOL: 6}
         with m.If(self.busy & ~issuing & ~setup):
             m.d.sync += drain.eq(drain + 1)
             target = Signal(4)
