@@ -91,7 +91,10 @@ class SoC(wiring.Component):
             engine.write_data.eq(Mux(decoded, huffman.o.payload[:8], link.write_data)),
             link.error.eq(engine.error | huffman.error),
         ]
-        m.d.comb += [self.idle.eq(link.idle & ~engine.busy), self.busy.eq(engine.busy)]
+        m.d.comb += [
+            self.idle.eq(link.idle & ~engine.busy & ~huffman.busy),
+            self.busy.eq(engine.busy),
+        ]
         if self.link == "stream":
             m.d.comb += [
                 link.rx_data.eq(self.rx_data),
