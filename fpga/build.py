@@ -278,10 +278,11 @@ def _build_open(board, config, config_name, out: Path) -> dict:
     bitstream = out / ("top.bit" if family == "ecp5" else "top.bin")
     result["bitstream"] = str(bitstream) if bitstream.exists() else None
     clocks = report.get("fmax", {})
-    if clocks:
-        worst = min(clocks.values(), key=lambda c: c["achieved"] - c["constraint"])
-        result["fmax_mhz"] = round(worst["achieved"], 2)
-        result["timing_met"] = worst["achieved"] >= worst["constraint"]
+    if not clocks:
+        raise BuildError(f"nextpnr reported no constrained clock: timing unchecked (log: {log})")
+    worst = min(clocks.values(), key=lambda c: c["achieved"] - c["constraint"])
+    result["fmax_mhz"] = round(worst["achieved"], 2)
+    result["timing_met"] = worst["achieved"] >= worst["constraint"]
     util = report.get("utilization", {})
     result["utilization"] = {
         key: [util[cell]["used"], util[cell]["available"]]
