@@ -25,7 +25,7 @@ sticky ``error`` (bad descriptor or write while busy) cleared by ``clear_error``
 
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -63,6 +63,15 @@ def shift_add_multiply(value, factor):
         pairs = [terms[i] + terms[i + 1] for i in range(0, len(terms) - 1, 2)]
         terms = pairs + ([terms[-1]] if len(terms) % 2 else [])
     return terms[0]
+
+
+def _delayed(m: Module, value, cycles: int, name: str):
+    """``value`` as it was ``cycles`` clock cycles ago (a chain of registers)."""
+    for k in range(cycles):
+        register = Signal(Value.cast(value).shape(), name=f"{name}_d{k + 1}")
+        m.d.sync += register.eq(value)
+        value = register
+    return value
 
 
 def _log2(value: int) -> int:
@@ -531,10 +540,6 @@ class ConvEngine(wiring.Component):
         # -- stage 3: accumulate; after the last tap, requantize --------------------------------
         accumulators = [Signal(signed(32), name=f"acc_{c}") for c in range(cfg.cols)]
         requantizers = []
-        rq_out0 = Signal(24)
-        rq_out = Signal(24)
-        rq_out2 = Signal(24)
-        rq_out3 = Signal(24)
         rq_start = Signal()  # the accumulators are final: requantize next cycle
         m.d.sync += rq_start.eq(array.sums_valid & s3_last)
         for c in range(cfg.cols):
@@ -561,12 +566,7 @@ class ConvEngine(wiring.Component):
                 rq.relu.eq(relu),
                 rq.valid.eq(rq_start),
             ]
-        m.d.sync += [
-            rq_out0.eq(s3_out),
-            rq_out.eq(rq_out0),
-            rq_out2.eq(rq_out),
-            rq_out3.eq(rq_out2),
-        ]
+        rq_out = _delayed(m, s3_out, 4, "rq_out")  # final sums + 3 requantizer stages
 
         # -- maxpool / add / avgpool datapaths --------------------------------------------------
         # MAXPOOL and ADD results leave through three registers (stage 1 -> p3 write) so that the
@@ -575,17 +575,9 @@ class ConvEngine(wiring.Component):
         sums = [Signal(signed(32), name=f"sum_{i}") for i in range(lanes)]
         snapshot = Signal(32 * lanes)
         add_result = Signal(8 * lanes)
-        p_valid = [Signal(name=f"p{k}_valid") for k in (1, 2, 3)]
-        p_out = [Signal(24, name=f"p{k}_out") for k in (1, 2, 3)]
         pool_done = t_valid & t_last & ((op == Op.MAXPOOL) | (op == Op.ADD))
-        m.d.sync += [
-            p_valid[0].eq(pool_done),
-            p_out[0].eq(t_out),
-            p_valid[1].eq(p_valid[0]),
-            p_out[1].eq(p_out[0]),
-            p_valid[2].eq(p_valid[1]),
-            p_out[2].eq(p_out[1]),
-        ]
+        pool_write = _delayed(m, pool_done, 3, "pool_write")
+        pool_out = _delayed(m, t_out, 3, "pool_out")
         shift = fields["add_shift"][:6]
         rounding = Signal(64)
         m.d.comb += rounding.eq(Mux(shift == 0, 0, (Const(1, 64) << shift) >> 1))
@@ -598,16 +590,13 @@ class ConvEngine(wiring.Component):
             product_a = Signal(signed(25), name=f"add_pa_{i}")
             product_b = Signal(signed(25), name=f"add_pb_{i}")
             shifted = Signal(signed(35), name=f"add_shifted_{i}")
-            max_1 = Signal(signed(8), name=f"max_p1_{i}")
-            max_2 = Signal(signed(8), name=f"max_p2_{i}")
             m.d.sync += [
                 product_a.eq(shift_add_multiply(act_lanes[i], fields["mult_a"])),
                 product_b.eq(shift_add_multiply(b_lanes[i], fields["mult_b"])),
                 shifted.eq((product_a + product_b + rounding) >> shift),
-                max_1.eq(best),
-                max_2.eq(max_1),
             ]
             clamped = Mux(shifted > 127, 127, Mux(shifted < low, low, shifted))
+            max_2 = _delayed(m, best, 2, f"max_{i}")
             m.d.sync += add_result[8 * i : 8 * i + 8].eq(Mux(op == Op.ADD, clamped, max_2))
             with m.If(t_valid):
                 with m.Switch(op):
@@ -639,13 +628,13 @@ class ConvEngine(wiring.Component):
             with m.Case(Op.CONV):
                 m.d.comb += [
                     out_write.en.eq(requantizers[0].result_valid),
-                    out_write.addr.eq(rq_out3),
+                    out_write.addr.eq(rq_out),
                     out_write.data.eq(Cat(*[rq.result for rq in requantizers])),
                 ]
             with m.Case(Op.MAXPOOL, Op.ADD):
                 m.d.comb += [
-                    out_write.en.eq(p_valid[2]),
-                    out_write.addr.eq(p_out[2]),
+                    out_write.en.eq(pool_write),
+                    out_write.addr.eq(pool_out),
                     out_write.data.eq(add_result),
                 ]
             with m.Case(Op.AVGPOOL):
