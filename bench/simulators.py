@@ -5,7 +5,6 @@ engine; the simulated time comes from cocotb's results file (10 ns clock), the w
 run's, excluding the one-off build. Both must report zero mismatches against ``fpga.golden``.
 """
 
-import json
 import tempfile
 import time
 import xml.etree.ElementTree as ET
@@ -28,18 +27,11 @@ def run_simulator(sim: str, cases: list) -> dict:
     built, build_dir = runner.build(ConvEngine(DEFAULT_CONFIG), "conv_engine", sim=sim)
     build_s = time.perf_counter() - start
     with tempfile.TemporaryDirectory() as tmp:
-        cases_path, results_path = Path(tmp) / "cases.json", Path(tmp) / "results.json"
-        cases_path.write_text(json.dumps(cases))
         start = time.perf_counter()
-        xml = runner.run(
-            built,
-            build_dir,
-            "conv_engine",
-            "sim.engine_bench",
-            env={"ENGINE_CASES": str(cases_path), "ENGINE_RESULTS": str(results_path)},
-        )
+        results, xml = case_lib.run_engine((built, build_dir), cases, Path(tmp))
         wall = time.perf_counter() - start
-        results = json.loads(results_path.read_text())
+    if xml is None:
+        raise RuntimeError(f"{sim}: the engine bench failed ({len(results)} cases ran)")
     props = {p.get("name"): p.get("value") for p in ET.parse(xml).getroot().iter("property")}
     cycles = float(props["sim_time_duration"]) / CLOCK_NS
     return {

@@ -8,6 +8,9 @@ Everything derives from the seed; :func:`fpga.golden` is the model.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 
 from fpga import golden
@@ -316,3 +319,26 @@ def shape_case(
     while h * w * g * lanes > config.act_in_bytes:
         h, w = (h - 1, w) if h > 3 else (h, w - 1)
     return maxpool_case(rng, config, c, h, w, f"maxpool {c}x{h}x{w}")
+
+
+def run_engine(build, cases: list[dict], workdir: Path, name: str = "cases", waves=False):
+    """Run ``cases`` through the cocotb engine bench (``sim.engine_bench``) on ``build``, the
+    ``(runner, build_dir)`` of :func:`sim.runner.build` for a ``conv_engine``.
+
+    Returns ``(results, xml)``: the per-case results as far as the bench got (a failing bench
+    still writes them; a crash leaves fewer than ``cases``) and cocotb's results file (None when
+    the bench failed).
+    """
+    from sim import runner
+
+    built, build_dir = build
+    cases_path = Path(workdir) / f"{name}.json"
+    results_path = Path(workdir) / f"{name}_results.json"
+    cases_path.write_text(json.dumps(cases))
+    env = {"ENGINE_CASES": str(cases_path), "ENGINE_RESULTS": str(results_path)}
+    try:
+        xml = runner.run(built, build_dir, "conv_engine", "sim.engine_bench", env=env, waves=waves)
+    except SystemExit:  # cocotb's way of reporting a failed test
+        xml = None
+    results = json.loads(results_path.read_text()) if results_path.exists() else []
+    return results, xml

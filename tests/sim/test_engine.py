@@ -29,16 +29,7 @@ def engine_build():
 def run_cases(engine_build, cases, tmp_path, rerun: str = "make sim"):
     """Run ``cases`` on the engine; on any failure, rerun just the failing cases with waveform
     tracing, keep the waveform under build/sim/failures/ and say how to reproduce."""
-    built, build_dir = engine_build
-    cases_path = tmp_path / "cases.json"
-    results_path = tmp_path / "results.json"
-    cases_path.write_text(json.dumps(cases))
-    env = {"ENGINE_CASES": str(cases_path), "ENGINE_RESULTS": str(results_path)}
-    try:
-        runner.run(built, build_dir, "conv_engine", "sim.engine_bench", env=env)
-    except SystemExit:
-        pass  # judged from the results below (a crash leaves none)
-    results = json.loads(results_path.read_text()) if results_path.exists() else []
+    results, _ = case_lib.run_engine(engine_build, cases, tmp_path)
     bad = [
         i
         for i, r in enumerate(results)
@@ -59,17 +50,10 @@ def run_cases(engine_build, cases, tmp_path, rerun: str = "make sim"):
 
 
 def capture_waveform(cases, tmp_path) -> str:
-    from pathlib import Path
-
-    built, build_dir = runner.build(ConvEngine(DEFAULT_CONFIG), "conv_engine", waves=True)
-    path = tmp_path / "failing.json"
-    path.write_text(json.dumps(cases))
-    env = {"ENGINE_CASES": str(path), "ENGINE_RESULTS": str(tmp_path / "failing_results.json")}
-    try:
-        runner.run(built, build_dir, "conv_engine", "sim.engine_bench", env=env, waves=True)
-    except SystemExit:
-        pass
-    dumps = sorted(Path(build_dir).glob("*.fst")) + sorted(Path(build_dir).glob("*.vcd"))
+    traced = runner.build(ConvEngine(DEFAULT_CONFIG), "conv_engine", waves=True)
+    case_lib.run_engine(traced, cases, tmp_path, "failing", waves=True)
+    build_dir = traced[1]
+    dumps = sorted(build_dir.glob("*.fst")) + sorted(build_dir.glob("*.vcd"))
     if not dumps:
         return "none written"
     keep = runner.BUILD_ROOT / "failures"
