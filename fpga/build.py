@@ -18,6 +18,7 @@ failed); 2 user error (unknown board, bad option, nothing to program); 3 no bits
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import json
 import os
@@ -294,8 +295,9 @@ def _build_open(board, config, config_name, out: Path) -> dict:
     return result
 
 
-def predicted_images_per_s(variant: str, config, mhz: float) -> dict:
-    """Compute-bound images/s at ``mhz`` from the engine's exact cycle model (the RTL's cycles)."""
+@functools.cache
+def _cycles_per_image(variant: str, config) -> tuple[int | None, str]:
+    """(cycles of one inference, "") or (None, why it does not tile); per variant and config."""
     from fpga import quant
     from fpga.compile import CompileError, compile_network
 
@@ -303,20 +305,16 @@ def predicted_images_per_s(variant: str, config, mhz: float) -> dict:
     try:
         program = compile_network(quant.quantize_network(variant, size=size), config)
     except CompileError as exc:
-        return {
-            "variant": variant,
-            "cycles": None,
-            "mhz": mhz,
-            "images_per_s": None,
-            "note": f"does not tile at {size}: {exc}",
-        }
-    cycles = sum(program.predicted_cycles().values())
-    return {
-        "variant": variant,
-        "cycles": cycles,
-        "mhz": mhz,
-        "images_per_s": mhz * 1e6 / cycles,
-    }
+        return None, f"does not tile at {size}: {exc}"
+    return sum(program.predicted_cycles().values()), ""
+
+
+def predicted_images_per_s(variant: str, config, mhz: float) -> dict:
+    """Compute-bound images/s at ``mhz`` from the engine's exact cycle model (the RTL's cycles)."""
+    cycles, note = _cycles_per_image(variant, config)
+    if cycles is None:
+        return {"variant": variant, "cycles": None, "mhz": mhz, "images_per_s": None, "note": note}
+    return {"variant": variant, "cycles": cycles, "mhz": mhz, "images_per_s": mhz * 1e6 / cycles}
 
 
 def build(
