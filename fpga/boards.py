@@ -12,6 +12,23 @@ class BoardError(ValueError):
 
 
 @dataclass(frozen=True)
+class DramPart:
+    """The board's external memory, as LiteDRAM's generator needs it (``fpga.litedram``)."""
+
+    module: str  # LiteDRAM module class (litedram.modules), e.g. "MT41K128M16"
+    memtype: str  # "SDR" / "DDR3"
+    phy: str  # LiteDRAM PHY class (litedram.phy), e.g. "A7DDRPHY"
+    chips: int  # DRAM chips on the board
+    data_width: int  # DRAM data bus in bits, all chips together (16 = two byte lanes)
+    size_bytes: int
+    controller_clock_mhz: float  # LiteDRAM's sys clock = the native user port's clock
+
+
+#: one x16 MT41K128M16 DDR3L chip (256 MiB) on both Arty A7 variants
+_ARTY_DDR3 = DramPart("MT41K128M16", "DDR3", "A7DDRPHY", 1, 16, 256 << 20, 100.0)
+
+
+@dataclass(frozen=True)
 class Board:
     name: str
     description: str
@@ -23,6 +40,7 @@ class Board:
     baud: int  # UART bit rate the SoC is built for (a divisor of the clock)
     toolchain: str
     config: AcceleratorConfig
+    memory: DramPart | None = None  # external DRAM (resident mode); None: host-streamed only
 
 
 BOARDS = {
@@ -39,6 +57,7 @@ BOARDS = {
             12_500_000,
             "vivado",
             DEFAULT_CONFIG,
+            _ARTY_DDR3,
         ),
         Board(
             "arty_a7_100",
@@ -51,6 +70,7 @@ BOARDS = {
             12_500_000,
             "vivado",
             DEFAULT_CONFIG,
+            _ARTY_DDR3,
         ),
         Board(
             "ulx3s",
@@ -63,6 +83,8 @@ BOARDS = {
             3_125_000,
             "yosys+nextpnr-ecp5",
             DEFAULT_CONFIG,
+            # one x16 MT48LC16M16 SDR SDRAM (32 MiB); its controller runs at 50 MHz
+            DramPart("MT48LC16M16", "SDR", "GENSDRPHY", 1, 16, 32 << 20, 50.0),
         ),
         Board(
             "icebreaker",
