@@ -5,6 +5,7 @@ from functools import cache
 
 from fpga import golden, quant
 from fpga.compile import compile_network, execute
+from fpga.image import bundled_photos, preprocess
 from host.driver import Device
 from sim.board import SimulatedBoard
 
@@ -12,7 +13,7 @@ from sim.board import SimulatedBoard
 @cache
 def board_run(variant: str, size: int, weights_mode: str = "indices") -> dict:
     network = quant.quantize_network(variant, size=size)
-    image = network.quantize_input(quant.preprocess(quant.bundled_photos()[1], size))
+    image = network.quantize_input(preprocess(bundled_photos()[1], size))
     with SimulatedBoard() as board:
         device = Device.open(board.url)
         info = device.identify()

@@ -7,9 +7,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from fpga.compress import compress_network, read_model, write_model
+from fpga.compress import compress_network
 from fpga.compress.__main__ import print_table, size_table
-from fpga.compress.fileformat import CODING_HUFFMAN
+from fpga.sqz import CODING_HUFFMAN, read_model, write_model
 
 
 def main() -> dict:

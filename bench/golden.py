@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from fpga import golden, quant
+from fpga.image import bundled_photos, preprocess
 
 
 def _best_of(fn, repeats: int = 15) -> float:
@@ -22,7 +23,7 @@ def _best_of(fn, repeats: int = 15) -> float:
 
 def main() -> dict:
     results = {"timing": [], "fidelity": quant.fidelity_report()}
-    image = quant.preprocess(quant.bundled_photos()[0])
+    image = preprocess(bundled_photos()[0])
     print(f"torch threads: {torch.get_num_threads()}")
     print(f"{'variant':<8} {'torch float':>12} {'golden int8':>12} {'ratio':>7}  (goal <= 2.0x)")
     for variant in ("v1.0", "v1.1"):

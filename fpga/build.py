@@ -28,8 +28,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from fpga.arch import check_variant
 from fpga.boards import BoardError, get_board
 from fpga.config import DEFAULT_CONFIG, LARGE_CONFIG, SMALL_CONFIG
+from fpga.errors import UserError, run_cli
 
 NO_BITSTREAM = 3
 CONFIGS = {"default": DEFAULT_CONFIG, "small": SMALL_CONFIG, "large": LARGE_CONFIG}
@@ -59,20 +61,20 @@ class BuildError(RuntimeError):
     """A tool failed, or the design misses timing or does not fit."""
 
 
-def soc_top(board, config):
-    from amaranth import Elaboratable, Module
+#: the design a build elaborates unless told otherwise: ``module:function(board, config)``
+DEFAULT_DESIGN = "hw.board:board_top"
 
-    from hw.top import SoC
 
-    class Top(Elaboratable):
-        def elaborate(self, platform):
-            m = Module()
-            uart = platform.request("uart", 0)
-            m.submodules.soc = soc = SoC(config, link="uart", baud=board.baud)
-            m.d.comb += [soc.uart_rx.eq(uart.rx.i), uart.tx.o.eq(soc.uart_tx)]
-            return m
-
-    return Top()
+def load_design(spec: str):
+    """``"module:function"`` -> the design factory ``function(board, config) -> Elaboratable``."""
+    module, _, name = spec.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise UserError(f"cannot load the design {spec!r}: {exc}") from None
+    if not callable(factory):
+        raise UserError(f"design {spec!r} is not a function of (board, config)")
+    return factory
 
 
 def platform_for(board):
@@ -221,12 +223,12 @@ def _result(board, config_name, out) -> dict:
     }
 
 
-def _build_vivado(board, config, config_name, out: Path, report: bool) -> dict:
+def _build_vivado(board, config, config_name, out: Path, report: bool, design) -> dict:
     platform = platform_for(board)
     extra = _constraints(board, "xdc")
     if extra:
         platform.add_file("constraints.xdc", extra)  # read_xdc'd by the generated TCL
-    plan = platform.build(soc_top(board, config), name="top", build_dir=str(out), do_build=False)
+    plan = platform.build(design(board, config), name="top", build_dir=str(out), do_build=False)
     plan.extract(str(out))
     result = _result(board, config_name, out)
     if shutil.which("vivado"):
@@ -260,14 +262,14 @@ def _build_vivado(board, config, config_name, out: Path, report: bool) -> dict:
     return result
 
 
-def _build_open(board, config, config_name, out: Path) -> dict:
+def _build_open(board, config, config_name, out: Path, design) -> dict:
     family = "ecp5" if "ecp5" in board.toolchain else "ice40"
     platform = platform_for(board)
     options = {"nextpnr_opts": "--report top.report.json --timing-allow-fail"}
     if family == "ecp5":
         options["add_preferences"] = _constraints(board, "lpf")
     plan = platform.build(
-        soc_top(board, config), name="top", build_dir=str(out), do_build=False, **options
+        design(board, config), name="top", build_dir=str(out), do_build=False, **options
     )
     plan.extract(str(out))
     log = out / "build.log"
@@ -322,8 +324,12 @@ def build(
     out: Path,
     report: bool = True,
     config_name: str | None = None,
+    design=None,
 ) -> dict:
+    """Build ``design`` (a factory ``(board, config) -> Elaboratable``; default
+    :data:`DEFAULT_DESIGN`) for ``board_name`` into ``out``; the result dict (see ``--json``)."""
     board = get_board(board_name)
+    design = load_design(DEFAULT_DESIGN) if design is None else design
     if config_name is not None and config_name not in CONFIGS:
         raise BoardError(f"unknown config {config_name!r}; known configs: {', '.join(CONFIGS)}")
     config = CONFIGS[config_name] if config_name else board.config
@@ -331,8 +337,8 @@ def build(
     config = config.replace(clock_mhz=board.clock_mhz)
     out.mkdir(parents=True, exist_ok=True)
     if board.toolchain == "vivado":
-        return _build_vivado(board, config, config_name, out, report)
-    return _build_open(board, config, config_name, out)
+        return _build_vivado(board, config, config_name, out, report, design)
+    return _build_open(board, config, config_name, out, design)
 
 
 def program_board(board_name: str, bitstream: str | None) -> None:
@@ -372,32 +378,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--no-report", action="store_true", help="Arty: skip the Yosys fit report")
     parser.add_argument("--program", action="store_true", help="flash with openFPGALoader")
+    parser.add_argument(
+        "--design",
+        default=DEFAULT_DESIGN,
+        help=f"design factory module:function(board, config) (default {DEFAULT_DESIGN})",
+    )
     args = parser.parse_args(argv)
-    try:
-        from fpga.model import check_variant
+    return run_cli(lambda: _run(args))
 
-        check_variant(args.variant)
-        out = Path(args.out) / args.board
-        result = build(args.board, out, report=not args.no_report, config_name=args.config)
-        config = CONFIGS[result["config"]]
-        # at the board clock (the design runs there when timing is met), not at a higher Fmax
-        result["predicted"] = predicted_images_per_s(args.variant, config, result["target_mhz"])
-        if args.program:
-            program_board(args.board, result["bitstream"])
+
+def _run(args) -> int:
+    check_variant(args.variant)
+    design = load_design(args.design)
+    out = Path(args.out) / args.board
+    try:
+        result = build(
+            args.board, out, report=not args.no_report, config_name=args.config, design=design
+        )
     except BuildError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except Exception as exc:
-        if isinstance(exc, BoardError) or type(exc).__name__ == "ModelError":
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        raise
+    config = CONFIGS[result["config"]]
+    # at the board clock (the design runs there when timing is met), not at a higher Fmax
+    result["predicted"] = predicted_images_per_s(args.variant, config, result["target_mhz"])
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         print_result(result)
     if result["timing_met"] is False or result["fits"] is False:
+        if args.program:
+            print("error: not programming a build that missed timing or fit", file=sys.stderr)
         return 1
+    if args.program:
+        program_board(args.board, result["bitstream"])
     return 0 if result["bitstream"] else NO_BITSTREAM
 
 

@@ -33,6 +33,7 @@ import numpy as np
 
 from fpga import golden
 from fpga.config import AcceleratorConfig
+from fpga.errors import UserError
 from fpga.layout import (
     BufferSpace,
     LayerDescriptor,
@@ -56,7 +57,7 @@ from fpga.network import QLayer, QuantizedNetwork
 WEIGHTS_MODES = ("indices", "huffman")
 
 
-class CompileError(ValueError):
+class CompileError(UserError, ValueError):
     """The network cannot be tiled to this accelerator configuration."""
 
 

@@ -13,8 +13,10 @@ import json
 import math
 from dataclasses import dataclass
 
+from fpga.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """An accelerator configuration that cannot be built; the message names the constraint."""
 
 

@@ -38,6 +38,7 @@ from dataclasses import astuple, dataclass
 
 import numpy as np
 
+from fpga import huffman
 from fpga.config import AcceleratorConfig
 
 
@@ -60,7 +61,7 @@ class Op(enum.IntEnum):
 
 
 DESCRIPTOR_BYTES = 32
-HUFFMAN_MAX_LENGTH = 16  # == fpga.compress.huffman.MAX_LENGTH (checked in pack_huffman_table)
+HUFFMAN_MAX_LENGTH = 16  # == fpga.huffman.MAX_LENGTH (checked in pack_huffman_table)
 HUFFMAN_LENGTH_BASE = 256
 HUFFMAN_LENGTH_BYTES = 6
 HUFFMAN_TABLE_BYTES = HUFFMAN_LENGTH_BASE + HUFFMAN_MAX_LENGTH * HUFFMAN_LENGTH_BYTES
@@ -203,8 +204,6 @@ def pack_params(bias: np.ndarray, multiplier: np.ndarray, shift: np.ndarray, col
 # -- on-chip Huffman decode ---------------------------------------------------------------------
 def pack_huffman_table(lengths: np.ndarray) -> bytes:
     """Code length per symbol (256,) -> HUFFMAN_TABLE bytes."""
-    from fpga.compress import huffman
-
     assert huffman.MAX_LENGTH == HUFFMAN_MAX_LENGTH
     lengths = np.asarray(lengths, dtype=np.int64)
     huffman.check_lengths(lengths)
@@ -226,8 +225,6 @@ def pack_huffman_table(lengths: np.ndarray) -> bytes:
 
 def pack_huffman_stream(data: bytes, lengths: np.ndarray, dest: int) -> bytes:
     """WEIGHT bytes -> HUFFMAN_STREAM bytes (header + bitstream) decoding to ``dest``."""
-    from fpga.compress import huffman
-
     symbols = np.frombuffer(bytes(data), dtype=np.uint8)
     header = struct.pack("<II", len(symbols), dest)
     return header + huffman.encode(symbols, lengths)
@@ -235,8 +232,6 @@ def pack_huffman_stream(data: bytes, lengths: np.ndarray, dest: int) -> bytes:
 
 def huffman_lengths(data: bytes) -> np.ndarray:
     """Code lengths for the byte histogram of ``data`` (every byte value that occurs)."""
-    from fpga.compress import huffman
-
     counts = np.bincount(np.frombuffer(bytes(data), dtype=np.uint8), minlength=256)
     return huffman.code_lengths(counts)
 
@@ -245,11 +240,9 @@ def decode_huffman_stream(table: bytes, stream: bytes) -> tuple[int, bytes]:
     """What the decoder does with ``table`` and one ``stream`` (header + bits): (dest, bytes).
 
     The code lengths are read back from the table's per-length counts (the table is canonical
-    by construction) and the bits decoded with :func:`fpga.compress.huffman.decode`; raises
+    by construction) and the bits decoded with :func:`fpga.huffman.decode`; raises
     ValueError on an invalid code or a stream that ends early.
     """
-    from fpga.compress import huffman
-
     count, dest = struct.unpack("<II", bytes(stream[:HUFFMAN_HEADER_BYTES]))
     symbols = np.frombuffer(bytes(table[:256]), dtype=np.uint8)
     per_length = np.frombuffer(

@@ -20,60 +20,17 @@ import argparse
 import json
 import math
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from fpga import golden
-from fpga.model import (
-    DATA_DIR,
-    FIRE_SHAPES,
-    VARIANTS,
-    ModelError,
-    check_variant,
-    load_model,
-    load_weights,
-)
+from fpga.arch import FIRE_SHAPES, VARIANTS, check_variant
+from fpga.errors import run_cli
+from fpga.image import DEFAULT_SIZE, bundled_photos, load_labels, preprocess, print_top5, top5
+from fpga.model import load_model, load_weights
 from fpga.network import QLayer, QuantizedNetwork
-
-#: Caffe mean of the training set, in B, G, R order
-MEAN_BGR = np.array([104.0, 117.0, 123.0], dtype=np.float32)
-PHOTOS_DIR = DATA_DIR / "photos"
-DEFAULT_SIZE = 227
-
-
-class ImageError(ValueError):
-    """An image that cannot be read or decoded."""
-
-
-def bundled_photos() -> list[Path]:
-    """The sample photos shipped with the package (sorted)."""
-    return sorted(PHOTOS_DIR.glob("*.jpg"))
-
-
-def load_labels() -> list[str]:
-    """The 1000 ImageNet class names in index order."""
-    return (DATA_DIR / "imagenet_classes.txt").read_text().splitlines()
-
-
-def preprocess(image, size: int = DEFAULT_SIZE) -> np.ndarray:
-    """Caffe preprocessing: path or PIL image -> float32 (3, size, size).
-
-    RGB -> resize the whole image (bilinear, no crop) -> 0..255 -> BGR -> minus the mean.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        img = image if isinstance(image, Image.Image) else Image.open(image)
-        img = img.convert("RGB").resize((size, size), Image.BILINEAR)
-    except FileNotFoundError:
-        raise ImageError(f"image not found: {image}") from None
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise ImageError(f"cannot read image {image}: {exc}") from None
-    rgb = np.asarray(img, dtype=np.float32)
-    bgr = rgb[:, :, ::-1] - MEAN_BGR
-    return np.ascontiguousarray(bgr.transpose(2, 0, 1))
+from fpga.sqz import load_network
 
 
 # -- integer parameter helpers ----------------------------------------------------------------
@@ -294,20 +251,6 @@ def _final_spatial(layers: list[QLayer], size: int) -> int:
 
 
 # -- classification and fidelity ---------------------------------------------------------------
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.asarray(logits, dtype=np.float64)
-    z = np.exp(z - z.max())
-    return z / z.sum()
-
-
-def top5(logits: np.ndarray, labels: list[str] | None = None) -> list[dict]:
-    """Top-5 of one logit vector as [{"index", "label", "prob"}] (stable order on ties)."""
-    labels = load_labels() if labels is None else labels
-    probs = softmax(logits)
-    order = np.argsort(-probs, kind="stable")[:5]
-    return [{"index": int(i), "label": labels[i], "prob": float(probs[i])} for i in order]
-
-
 def float_logits(variant: str, image: np.ndarray, model=None) -> np.ndarray:
     model = load_model(variant) if model is None else model
     with torch.no_grad():
@@ -359,13 +302,6 @@ def fidelity_report(variants=("v1.0", "v1.1"), size: int = DEFAULT_SIZE) -> list
     return rows
 
 
-def load_compressed(path: str) -> QuantizedNetwork:
-    """A compressed ``.sqz`` model as a QuantizedNetwork (weights = codebook[indices])."""
-    from fpga import compress
-
-    return compress.load_network(path)
-
-
 def classify(
     images: list[str],
     variant: str = "v1.0",
@@ -376,7 +312,7 @@ def classify(
     """Top-5 per image: [{"image", "top5": [{"index", "label", "prob"}]}]."""
     labels = load_labels()
     if model is not None:
-        network = load_compressed(model)
+        network = load_network(model)
         variant, size = network.variant, network.input_size
     elif precision == "int8":
         network = quantize_network(variant, size=size)
@@ -393,13 +329,6 @@ def classify(
     return results
 
 
-def _print_top5(results: list[dict]) -> None:
-    for result in results:
-        print(result["image"])
-        for rank, entry in enumerate(result["top5"], 1):
-            print(f"  {rank}. {entry['prob']:7.2%}  {entry['index']:4d} {entry['label']}")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fpga.quant", description="int8 SqueezeNet")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -414,32 +343,26 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--size", type=int, default=DEFAULT_SIZE)
     r.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    try:
-        if args.command == "classify":
-            check_variant(args.variant)
-            results = classify(args.images, args.variant, args.precision, args.model, args.size)
-            print(json.dumps(results, indent=2)) if args.json else _print_top5(results)
-        else:
-            rows = fidelity_report(size=args.size)
-            if args.json:
-                print(json.dumps(rows, indent=2))
-            else:
-                print(f"int8 vs float on {len(bundled_photos())} bundled photos at {args.size}px")
-                print(f"{'variant':<8} {'top-1 agree':>11} {'top-5 agree':>11} {'logit SNR':>10}")
-                for row in rows:
-                    print(
-                        f"{row['variant']:<8} {row['top1_agreement']:>11.0%} "
-                        f"{row['top5_agreement']:>11.0%} {row['snr_db']:>8.1f} dB"
-                    )
-    except (ModelError, ImageError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:
-        # compressed-model format errors come from fpga.compress (FormatError is a ValueError)
-        if type(exc).__name__ == "FormatError":
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        raise
+    return run_cli(lambda: _run(args))
+
+
+def _run(args) -> int:
+    if args.command == "classify":
+        check_variant(args.variant)
+        results = classify(args.images, args.variant, args.precision, args.model, args.size)
+        print(json.dumps(results, indent=2)) if args.json else print_top5(results)
+        return 0
+    rows = fidelity_report(size=args.size)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"int8 vs float on {len(bundled_photos())} bundled photos at {args.size}px")
+    print(f"{'variant':<8} {'top-1 agree':>11} {'top-5 agree':>11} {'logit SNR':>10}")
+    for row in rows:
+        print(
+            f"{row['variant']:<8} {row['top1_agreement']:>11.0%} "
+            f"{row['top5_agreement']:>11.0%} {row['snr_db']:>8.1f} dB"
+        )
     return 0
 
 

@@ -17,21 +17,37 @@ import time
 
 import numpy as np
 
-from fpga import golden, quant
-from fpga.compile import WEIGHTS_MODES, CompileError, compile_network, execute, tile_count
-from fpga.model import VARIANTS, ModelError, check_variant
-from fpga.protocol import FrameError
-from host.driver import Device, DeviceMismatch, LinkError
-from host.transport import TransportError
+from fpga import golden
+from fpga.arch import VARIANTS, check_variant
+from fpga.boards import BOARDS, get_board
+from fpga.compile import WEIGHTS_MODES, compile_network, execute, tile_count
+from fpga.errors import UserError, run_cli
+from fpga.image import load_labels, preprocess, top5
+from fpga.sqz import load_for_device
+from host.driver import Device
+from host.simulated import BoardProcess, build_binary
+
+#: the board whose baud the host opens a serial port at when neither --board nor --baud is given
+DEFAULT_BOARD = "arty_a7"
 
 
 def load_network(args):
-    """The QuantizedNetwork and its compressed weights (codebook, indices) per conv layer."""
-    if args.model:
-        from fpga import compress
+    """The QuantizedNetwork and its compressed weights (codebook, indices) per conv layer.
 
-        network, compressed = compress.load_for_device(args.model)
-        return network, compressed
+    A ``.sqz`` model needs only the spec layer; quantizing a variant from its float weights
+    needs the toolflow (torch), which a host-only install does not have.
+    """
+    if args.model:
+        return load_for_device(args.model)
+    try:
+        from fpga import quant
+    except ImportError as exc:
+        raise UserError(
+            f"quantizing --variant {args.variant} needs the toolflow ({exc.name} is not "
+            "installed): pass a compressed model with --model FILE.sqz (make one with "
+            "`python -m fpga.compress`), or install the toolflow: "
+            "pip install 'squeezefpga[toolflow]'"
+        ) from None
     return quant.quantize_network(args.variant, size=args.size), None
 
 
@@ -41,10 +57,10 @@ def classify_on_device(
     info = device.identify()
     config = info.config()
     program = compile_network(network, config, compressed, weights_mode=weights_mode)
-    labels = quant.load_labels()
+    labels = load_labels()
     results = []
     for path in images:
-        image = network.quantize_input(quant.preprocess(path, network.input_size))
+        image = network.quantize_input(preprocess(path, network.input_size))
         bar = None
         if progress:
             from tqdm import tqdm
@@ -67,7 +83,7 @@ def classify_on_device(
         results.append(
             {
                 "image": str(path),
-                "top5": quant.top5(network.logits(sums), labels),
+                "top5": top5(network.logits(sums), labels),
                 "golden_match": bool(np.array_equal(sums, expected)),
                 "cycles": sum(s.cycles for s in stats),
                 "link_bytes": sum(s.link_bytes for s in stats),
@@ -127,23 +143,39 @@ def main(argv: list[str] | None = None) -> int:
         help="send weights as codebook-index bytes, or as Huffman streams decoded on chip",
     )
     parser.add_argument("--json", action="store_true", help="print JSON")
-    parser.add_argument("--baud", type=int, default=12_000_000, help="UART baud rate")
+    parser.add_argument(
+        "--board",
+        choices=sorted(BOARDS),
+        help=f"the board behind a serial --device: sets the UART baud (default {DEFAULT_BOARD})",
+    )
+    parser.add_argument("--baud", type=int, help="UART baud rate (overrides --board's)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    return run_cli(lambda: _run(args))
+
+
+def serial_baud(args) -> int:
+    """The baud to open a serial device at: --baud, else the board registry's."""
+    if args.baud is not None:
+        if args.baud <= 0:
+            raise UserError(f"--baud must be positive, not {args.baud}")
+        return args.baud
+    return get_board(args.board or DEFAULT_BOARD).baud
+
+
+def _run(args) -> int:
     board = None
     try:
         check_variant(args.variant)
         for path in args.images:  # fail early on a bad image, before any device work
-            quant.preprocess(path, 8)
+            preprocess(path, 8)
         network, compressed = load_network(args)
         if args.device == "sim":
-            from sim.board import SimulatedBoard
-
-            board = SimulatedBoard(quiet=args.json).start()
-            url = board.url
+            board = BoardProcess(build_binary(quiet=args.json)).start()
+            url, baud = board.url, None
         else:
-            url = args.device
-        device = Device.open(url)
+            url, baud = args.device, serial_baud(args)
+        device = Device.open(url, baud=baud)
         try:
             results = classify_on_device(
                 device,
@@ -155,29 +187,13 @@ def main(argv: list[str] | None = None) -> int:
             )
         finally:
             device.close()
-    except (
-        ModelError,
-        quant.ImageError,
-        CompileError,
-        TransportError,
-        LinkError,
-        DeviceMismatch,
-        FrameError,
-    ) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:
-        if type(exc).__name__ in ("FormatError", "BoardError"):
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        raise
     finally:
         if board is not None:
             board.stop()
     if args.json:
         print(json.dumps(results, indent=2))
     else:
-        print_results(results, network and device.info.rows * device.info.cols)
+        print_results(results, device.info.rows * device.info.cols)
     return 0 if all(r["golden_match"] for r in results) else 1
 
 

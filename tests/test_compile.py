@@ -7,12 +7,13 @@ from fpga import golden, quant
 from fpga.compile import CompileError, compile_network, execute
 from fpga.config import DEFAULT_CONFIG, SMALL_CONFIG
 from fpga.emulator import EngineEmulator
+from fpga.image import bundled_photos, preprocess
 from fpga.layout import BufferSpace, predict_cycles
 
 
 def run_both(variant, size, config, photo=1, weights_mode="indices"):
     net = quant.quantize_network(variant, size=size)
-    x = net.quantize_input(quant.preprocess(quant.bundled_photos()[photo], size))
+    x = net.quantize_input(preprocess(bundled_photos()[photo], size))
     program = compile_network(net, config, weights_mode=weights_mode)
     tensors, stats = execute(program, EngineEmulator(config), x)
     return net, program, tensors, stats, golden.run_network(net, x)

@@ -9,20 +9,23 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fpga import golden, quant
-from fpga.compress import (
+from fpga import golden, huffman
+from fpga.arch import DATA_DIR
+from fpga.compress import compress_network, prune_weights
+from fpga.compress.core import kmeans_codebook
+from fpga.compress.deepcompression import read_deepcompression
+from fpga.image import bundled_photos, preprocess
+from fpga.model import load_weights
+from fpga.network import QLayer, QuantizedNetwork
+from fpga.sqz import (
+    CODING_FIXED,
+    CODING_HUFFMAN,
     FormatError,
-    compress_network,
-    huffman,
-    prune_weights,
+    dense_from_streams,
     read_model,
+    sparse_streams,
     write_model,
 )
-from fpga.compress.core import dense_from_streams, kmeans_codebook, sparse_streams
-from fpga.compress.deepcompression import read_deepcompression
-from fpga.compress.fileformat import CODING_FIXED, CODING_HUFFMAN
-from fpga.model import DATA_DIR, load_weights
-from fpga.network import QLayer, QuantizedNetwork
 
 RELEASE = DATA_DIR / "compressed_SqueezeNet.net"
 
@@ -70,7 +73,7 @@ def test_round_trip_is_exact(variant, size, bits, tmp_path):
         for name, (codebook, indices) in shared.items():
             assert len(codebook) <= 2**bits and codebook[0] == 0
             np.testing.assert_array_equal(shared2[name][1], indices)
-    x = network.quantize_input(quant.preprocess(quant.bundled_photos()[0], size))
+    x = network.quantize_input(preprocess(bundled_photos()[0], size))
     np.testing.assert_array_equal(
         golden.run_network(network, x, keep=False)[network.output.name],
         golden.run_network(decoded, x, keep=False)[network.output.name],
@@ -243,7 +246,7 @@ def test_classify_with_a_compressed_model(tmp_path):
             "-m",
             "fpga.quant",
             "classify",
-            str(quant.bundled_photos()[2]),
+            str(bundled_photos()[2]),
             "--model",
             str(path),
             "--json",

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fpga import golden
-from fpga.model import VARIANTS
+from fpga.arch import VARIANTS
 from fpga.quant import bundled_photos, preprocess, quantize_network
 from tests import torch_reference as ref
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from fpga import model
-from fpga.model import VARIANTS, ModelError
+from fpga import arch, model
+from fpga.arch import VARIANTS, ModelError
 
 PARAMS = {"v1.0": 1_248_424, "v1.1": 1_235_496, "simple-bypass": 1_248_424}
 
@@ -55,7 +55,7 @@ def test_v10_table1_output_sizes():
 def test_table_shapes_equal_torch_forward(variant, size):
     net = model.build_model(variant).eval()
     seen = {}
-    for name in ["conv1", *[f"fire{n}" for n in model.FIRE_SHAPES], "conv10"]:
+    for name in ["conv1", *[f"fire{n}" for n in arch.FIRE_SHAPES], "conv10"]:
         getattr(net, name).register_forward_hook(
             lambda mod, inp, out, name=name: seen.__setitem__(name, tuple(out.shape[1:]))
         )
@@ -130,4 +130,4 @@ def test_wrong_shapes_in_weight_file(tmp_path):
 
 def test_v10_weights_into_v11_is_rejected():
     with pytest.raises(ModelError, match="needs"):
-        model.load_weights("v1.1", model.DATA_DIR / "squeezenet_v1_0.npz")
+        model.load_weights("v1.1", arch.DATA_DIR / "squeezenet_v1_0.npz")

@@ -8,22 +8,22 @@ import numpy as np
 import pytest
 
 from fpga import quant
-from fpga.quant import ImageError
+from fpga.image import PHOTOS_DIR, ImageError, bundled_photos, preprocess
 
 EXPECTED_TOP1 = {"chelsea.jpg": 285, "coffee.jpg": 967, "camera.jpg": 872}
 
 
 def photo(name):
-    return quant.PHOTOS_DIR / name
+    return PHOTOS_DIR / name
 
 
 @pytest.fixture(scope="module")
 def images():
-    return {p.name: quant.preprocess(p) for p in quant.bundled_photos()}
+    return {p.name: preprocess(p) for p in bundled_photos()}
 
 
 def test_preprocess_is_caffe_bgr_mean_subtracted():
-    x = quant.preprocess(photo("coffee.jpg"))
+    x = preprocess(photo("coffee.jpg"))
     assert x.shape == (3, 227, 227) and x.dtype == np.float32
     from PIL import Image
 
@@ -143,4 +143,4 @@ def test_unreadable_image_raises_image_error(tmp_path):
     bad = tmp_path / "x.jpg"
     bad.write_bytes(b"\xff\xd8\xff garbage")
     with pytest.raises(ImageError):
-        quant.preprocess(bad)
+        preprocess(bad)

@@ -1,30 +1,10 @@
-"""Deep Compression for SqueezeFPGA: prune, share weights (k-means), Huffman-code, `.sqz` files.
+"""Deep Compression for SqueezeFPGA: prune, share weights (k-means), then write a `.sqz` file.
 
 ``python -m fpga.compress --variant v1.0 --bits 6 -o model.sqz``; see ``__main__`` for the
-``inspect``, ``table`` and ``import-deepcompression`` commands.
+``inspect``, ``table`` and ``import-deepcompression`` commands. The file format and Huffman
+coding are spec (``fpga.sqz``, ``fpga.huffman``): reading a model needs no torch.
 """
 
 from fpga.compress.core import compress_network, prune_weights
-from fpga.compress.fileformat import FormatError, read_model, write_model
 
-
-def load_network(path):
-    """A ``.sqz`` model as a QuantizedNetwork (conv weights = codebook[indices])."""
-    return read_model(path)[0]
-
-
-def load_for_device(path):
-    """(QuantizedNetwork, {layer: (codebook, indices)}) for the compiler."""
-    network, shared, _ = read_model(path)
-    return network, shared
-
-
-__all__ = [
-    "FormatError",
-    "compress_network",
-    "prune_weights",
-    "read_model",
-    "write_model",
-    "load_network",
-    "load_for_device",
-]
+__all__ = ["compress_network", "prune_weights"]

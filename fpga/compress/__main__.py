@@ -17,16 +17,18 @@ from pathlib import Path
 import numpy as np
 
 from fpga import quant
+from fpga.arch import DATA_DIR, VARIANTS, check_variant
 from fpga.compress.core import compress_network
 from fpga.compress.deepcompression import read_deepcompression
-from fpga.compress.fileformat import (
+from fpga.errors import UserError, run_cli
+from fpga.image import bundled_photos, preprocess
+from fpga.model import load_weights
+from fpga.sqz import (
     CODING_FIXED,
     CODING_HUFFMAN,
-    FormatError,
     read_model,
     write_model,
 )
-from fpga.model import DATA_DIR, VARIANTS, ModelError, check_variant, load_weights
 
 #: AlexNet as in the Caffe reference model (grouped conv2/4/5), from its layer shapes
 ALEXNET_LAYERS = [
@@ -86,7 +88,7 @@ def print_inspect(info: dict, sizes: dict | None = None) -> None:
 
 
 def fidelity(network) -> dict:
-    images = [quant.preprocess(p, network.input_size) for p in quant.bundled_photos()]
+    images = [preprocess(p, network.input_size) for p in bundled_photos()]
     model = quant.load_model(network.variant)
     ref = [quant.float_logits(network.variant, img, model) for img in images]
     cand = [quant.int8_logits(network, img) for img in images]
@@ -204,6 +206,10 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("-o", "--output", required=True)
     m.add_argument("--size", type=int, default=227)
     args = parser.parse_args(argv)
+    return run_cli(lambda: _run(args))
+
+
+def _run(args) -> int:
     try:
         if args.command == "compress":
             return compress_command(args)
@@ -216,9 +222,8 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(rows, indent=2)) if args.json else print_table(rows)
             return 0
         return import_command(args)
-    except (FormatError, ModelError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except OSError as exc:
+        raise UserError(f"{exc.filename or 'file'}: {exc.strerror or exc}") from None
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ Pipeline (``compress_network``):
 3. **share weights**: per layer, k-means on the nonzero int8 weights into ``2**bits - 1`` int8
    centroids (linear initialisation over [min, max], as Deep Compression), index 0 reserved for
    exact zero, so the codebook lives on the int8 grid and the device's LUT yields int8 weights;
-4. **encode** (in ``fpga.compress.fileformat``): relative positions of the nonzero indices with a
+4. **encode** (in ``fpga.sqz``, the file format): relative positions of the nonzero indices with a
    bounded gap (filler zeros bridge longer gaps, as Deep Compression) and canonical Huffman
    coding of both the index and the gap streams.
 """
@@ -27,8 +27,6 @@ from fpga.quant import quantize_network
 #: nonzero fraction per conv layer in the Deep Compression release of SqueezeNet v1.0
 #: (measured from fpga/data/squeezenet_v1_0.npz; used as the default keep ratios)
 RELEASE_DENSITY: dict[str, float] = {}
-GAP_BITS = 4  # relative position field, as in Deep Compression's SqueezeNet file
-MAX_GAP = (1 << GAP_BITS) - 1
 
 
 def release_densities() -> dict[str, float]:
@@ -148,35 +146,3 @@ def compress_network(
         new_weights[layer.name] = codebook[indices]
     info = {"variant": variant, "bits": bits, "keep_ratios": ratios}
     return network.replace_weights(new_weights), shared, info
-
-
-# -- sparse positions ---------------------------------------------------------------------------
-def sparse_streams(indices: np.ndarray, max_gap: int = MAX_GAP) -> tuple[np.ndarray, np.ndarray]:
-    """Flattened indices -> (stored index stream, gap stream) with filler entries.
-
-    Each stored entry is preceded by ``gap`` skipped zeros (0..max_gap); a longer run of zeros
-    is bridged by filler entries storing index 0 after ``max_gap`` skipped zeros.
-    """
-    flat = np.asarray(indices, dtype=np.int64).ravel()
-    positions = np.flatnonzero(flat)
-    # vectorised: number of fillers before each nonzero = (distance - 1) // (max_gap + 1)
-    distance = np.diff(np.concatenate([[-1], positions]))
-    fillers = (distance - 1) // (max_gap + 1)
-    gap = (distance - 1) % (max_gap + 1)
-    count = len(positions) + int(fillers.sum())
-    stored = np.zeros(count, dtype=np.int64)
-    gaps = np.full(count, max_gap, dtype=np.int64)
-    slot = np.cumsum(fillers + 1) - 1  # where each real entry lands
-    stored[slot] = flat[positions]
-    gaps[slot] = gap
-    return stored, gaps
-
-
-def dense_from_streams(stored: np.ndarray, gaps: np.ndarray, size: int) -> np.ndarray:
-    """Inverse of :func:`sparse_streams`: (stored, gaps) -> flattened indices of ``size``."""
-    positions = np.cumsum(np.asarray(gaps, dtype=np.int64) + 1) - 1
-    if len(positions) and positions[-1] >= size:
-        raise ValueError("sparse stream runs past the end of the layer")
-    out = np.zeros(size, dtype=np.int64)
-    out[positions] = stored
-    return out

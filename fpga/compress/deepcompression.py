@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fpga.compress.fileformat import FormatError
 from fpga.model import FIRE_SHAPES, expected_shapes
+from fpga.sqz import FormatError
 
 LAYERS = (
     ["conv1"]

@@ -8,6 +8,7 @@ import pytest
 
 from fpga import golden, quant
 from fpga.compile import compile_network, execute
+from fpga.image import bundled_photos, preprocess
 from host.driver import Device
 
 
@@ -16,7 +17,7 @@ def run_network_on_board(board, variant, size, photo=0, weights_mode="indices"):
     try:
         info = device.identify()
         network = quant.quantize_network(variant, size=size)
-        image = network.quantize_input(quant.preprocess(quant.bundled_photos()[photo], size))
+        image = network.quantize_input(preprocess(bundled_photos()[photo], size))
         program = compile_network(network, info.config(), weights_mode=weights_mode)
         tensors, stats = execute(program, device, image)
         status = device.status()
@@ -55,7 +56,8 @@ def test_full_size_network_on_simulated_board(board, variant, size, weights_mode
 def test_compressed_model_runs_on_the_board_from_its_indices(board, tmp_path, weights_mode):
     """A 6-bit .sqz model: the device holds codebook indices + the per-layer codebook, sent as
     bytes or as Huffman streams that the device decodes."""
-    from fpga.compress import compress_network, load_for_device, write_model
+    from fpga.compress import compress_network
+    from fpga.sqz import load_for_device, write_model
 
     network, shared, _ = compress_network("v1.0", 6, None, 67)
     path = tmp_path / "m.sqz"
@@ -75,7 +77,7 @@ def test_compressed_model_runs_on_the_board_from_its_indices(board, tmp_path, we
             if space == 4  # BufferSpace.CODEBOOK
         }
         assert codebook_sizes == {256}
-        image = network.quantize_input(quant.preprocess(quant.bundled_photos()[2], 67))
+        image = network.quantize_input(preprocess(bundled_photos()[2], 67))
         tensors, _ = execute(program, device, image)
         status = device.status()
     finally:

@@ -10,6 +10,7 @@ import numpy as np
 
 from fpga import golden, quant
 from fpga.compile import compile_network, execute
+from fpga.image import bundled_photos, preprocess
 from fpga.layout import BufferSpace
 from host.driver import Device
 from host.transport import open_transport
@@ -53,7 +54,7 @@ def test_network_over_the_pcie_transport(board, tmp_path):
         info = device.identify()
         device.write(BufferSpace.ACT_IN, 100, bytes(range(256)) * 8)  # > one frame
         network = quant.quantize_network("v1.1", size=48)
-        image = network.quantize_input(quant.preprocess(quant.bundled_photos()[0], 48))
+        image = network.quantize_input(preprocess(bundled_photos()[0], 48))
         program = compile_network(network, info.config())
         tensors, _ = execute(program, device, image)
     finally:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from fpga.compress import huffman
+from fpga import huffman
 from fpga.layout import (
     HUFFMAN_HEADER_BYTES,
     decode_huffman_stream,

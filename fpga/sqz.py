@@ -14,8 +14,8 @@ import zlib
 
 import numpy as np
 
-from fpga.compress import huffman
-from fpga.compress.core import GAP_BITS, dense_from_streams, sparse_streams
+from fpga import huffman
+from fpga.errors import UserError
 from fpga.network import QLayer, QuantizedNetwork
 
 MAGIC = b"SQZMODEL"
@@ -28,10 +28,44 @@ MAX_SECTIONS = 256
 MAX_WEIGHTS_PER_LAYER = 8 * 1024 * 1024
 MAX_CHANNELS = 65536
 CODING_FIXED, CODING_HUFFMAN = 0, 1
+GAP_BITS = 4  # relative position field, as in Deep Compression's SqueezeNet file
+MAX_GAP = (1 << GAP_BITS) - 1
 
 
-class FormatError(ValueError):
+class FormatError(UserError, ValueError):
     """A ``.sqz`` file that cannot be read; the message names the section and the problem."""
+
+
+# -- sparse positions (relative indexing, as Deep Compression) -------------------------------------
+def sparse_streams(indices: np.ndarray, max_gap: int = MAX_GAP) -> tuple[np.ndarray, np.ndarray]:
+    """Flattened indices -> (stored index stream, gap stream) with filler entries.
+
+    Each stored entry is preceded by ``gap`` skipped zeros (0..max_gap); a longer run of zeros
+    is bridged by filler entries storing index 0 after ``max_gap`` skipped zeros.
+    """
+    flat = np.asarray(indices, dtype=np.int64).ravel()
+    positions = np.flatnonzero(flat)
+    # vectorised: number of fillers before each nonzero = (distance - 1) // (max_gap + 1)
+    distance = np.diff(np.concatenate([[-1], positions]))
+    fillers = (distance - 1) // (max_gap + 1)
+    gap = (distance - 1) % (max_gap + 1)
+    count = len(positions) + int(fillers.sum())
+    stored = np.zeros(count, dtype=np.int64)
+    gaps = np.full(count, max_gap, dtype=np.int64)
+    slot = np.cumsum(fillers + 1) - 1  # where each real entry lands
+    stored[slot] = flat[positions]
+    gaps[slot] = gap
+    return stored, gaps
+
+
+def dense_from_streams(stored: np.ndarray, gaps: np.ndarray, size: int) -> np.ndarray:
+    """Inverse of :func:`sparse_streams`: (stored, gaps) -> flattened indices of ``size``."""
+    positions = np.cumsum(np.asarray(gaps, dtype=np.int64) + 1) - 1
+    if len(positions) and positions[-1] >= size:
+        raise ValueError("sparse stream runs past the end of the layer")
+    out = np.zeros(size, dtype=np.int64)
+    out[positions] = stored
+    return out
 
 
 def _pack_fixed(values: np.ndarray, width: int) -> bytes:
@@ -326,3 +360,14 @@ def read_model(path) -> tuple[QuantizedNetwork, dict, dict]:
         ],
     }
     return network, shared, info
+
+
+def load_network(path) -> QuantizedNetwork:
+    """A ``.sqz`` model as a QuantizedNetwork (conv weights = codebook[indices])."""
+    return read_model(path)[0]
+
+
+def load_for_device(path) -> tuple[QuantizedNetwork, dict]:
+    """(QuantizedNetwork, {layer: (codebook, indices)}) for the compiler."""
+    network, shared, _ = read_model(path)
+    return network, shared
