@@ -1,11 +1,19 @@
-"""The link protocol: the ONE definition of opcodes and frame layout (gateware and host import it).
+"""The link protocol: the ONE definition of opcodes, frames and payload layouts.
 
 Frame, both directions, little-endian::
 
     0xA5 0x5A | length u16 | seq u8 | opcode u8 | payload[length] | crc32 u32
 
-``crc32`` is zlib's CRC-32 over ``length .. payload``. A response echoes the request's ``seq``
-and has ``opcode | 0x80``; its payload starts with a :class:`Status` byte.
+``crc32`` is zlib's CRC-32 (CRC-32/ISO-HDLC) over ``length .. payload``. A response echoes the
+request's ``seq`` and has ``opcode | 0x80``; its payload starts with a :class:`Status` byte.
+
+Every fixed-size payload (and the frame header) is a :class:`PayloadLayout`: one table of
+``(field, struct code)`` pairs from which the host gets :mod:`struct` packing and the gateware
+(``hw.link``) an ``amaranth.lib.data.StructLayout`` with the same fields at the same bit
+offsets (byte ``i`` of the packed payload is bits ``8*i .. 8*i+7`` of the layout). Frames are
+decoded in one place, :class:`FrameParser` (streaming) / :func:`decode_frame` (one frame); the
+host driver and the benches use them. This module never imports amaranth at module level: the
+host runs without it.
 
 The device buffers a whole request before acting on it and commits nothing unless the CRC
 checks, so a corrupted frame never writes anything. Garbage before a sync, a bad CRC, an
@@ -23,16 +31,116 @@ import zlib
 from dataclasses import dataclass
 
 from fpga.config import AcceleratorConfig
+from fpga.errors import UserError
 
 SYNC = b"\xa5\x5a"
-HEADER = struct.Struct("<HBB")  # length, seq, opcode
-PROTOCOL_VERSION = 1
+#: protocol version, reported by IDENTIFY; v2 added clock_hz, baud and index_bits_max
+PROTOCOL_VERSION = 2
 MAGIC = b"SQZF"
 RESPONSE_FLAG = 0x80
-WRITE_HEADER = struct.Struct("<BI")  # space, offset (u32) then data
-READ_REQUEST = struct.Struct("<BIH")  # space, offset, length
 #: inter-byte timeout of the device's frame decoder, in clock cycles
 FRAME_TIMEOUT_CYCLES = 1 << 20
+
+
+class FrameError(UserError):
+    """A frame that cannot be decoded (bad CRC, too long)."""
+
+
+class PayloadLayout:
+    """A fixed-size little-endian record, defined once for host and gateware.
+
+    ``fields`` is a table of ``(name, struct code)``: ``B``/``H``/``I``/``Q`` are unsigned
+    integers of 1/2/4/8 bytes, ``Ns`` is N raw bytes (an unsigned ``8*N``-bit field in the
+    gateware, its first byte least significant).
+    """
+
+    def __init__(self, name: str, fields: tuple[tuple[str, str], ...]):
+        self.name = name
+        self.fields = tuple(fields)
+        self.names = tuple(field for field, _ in self.fields)
+        self.struct = struct.Struct("<" + "".join(code for _, code in self.fields))
+        self.size = self.struct.size
+        self.bytes_fields = frozenset(field for field, code in self.fields if code.endswith("s"))
+
+    def widths(self) -> dict[str, int]:
+        """Field name -> width in bits, in wire order."""
+        return {field: struct.calcsize("<" + code) * 8 for field, code in self.fields}
+
+    def pack(self, **values) -> bytes:
+        """The payload bytes; every field must be given by name."""
+        if set(values) != set(self.names):
+            missing = sorted(set(self.names) - set(values))
+            extra = sorted(set(values) - set(self.names))
+            raise TypeError(f"{self.name}: missing fields {missing}, unknown fields {extra}")
+        return self.struct.pack(*(values[field] for field in self.names))
+
+    def unpack(self, payload: bytes) -> dict:
+        """Field name -> value from the first :attr:`size` bytes of ``payload``."""
+        if len(payload) < self.size:
+            raise FrameError(
+                f"{self.name} payload has {len(payload)} bytes, the layout needs {self.size}"
+            )
+        return dict(zip(self.names, self.struct.unpack_from(payload), strict=True))
+
+    def gateware_values(self, **values) -> dict[str, int]:
+        """``values`` with raw-byte fields as little-endian ints (for ``StructLayout.const``)."""
+        return {
+            field: int.from_bytes(value, "little") if field in self.bytes_fields else int(value)
+            for field, value in values.items()
+        }
+
+    def struct_layout(self):
+        """The same fields as an ``amaranth.lib.data.StructLayout`` (for the gateware)."""
+        from amaranth import unsigned
+        from amaranth.lib import data
+
+        return data.StructLayout({field: unsigned(w) for field, w in self.widths().items()})
+
+    def __repr__(self) -> str:
+        return f"PayloadLayout({self.name!r}, {self.fields!r})"
+
+
+# -- the layouts ---------------------------------------------------------------------------------
+FRAME_HEADER = PayloadLayout("frame header", (("length", "H"), ("seq", "B"), ("opcode", "B")))
+CRC_TRAILER = PayloadLayout("crc trailer", (("crc", "I"),))
+#: WRITE request: this header, then the data bytes
+WRITE_REQUEST = PayloadLayout("WRITE request", (("space", "B"), ("offset", "I")))
+READ_REQUEST = PayloadLayout("READ request", (("space", "B"), ("offset", "I"), ("count", "H")))
+#: every response payload starts with this (then the command's response layout, if any)
+RESPONSE_STATUS = PayloadLayout("response status", (("status", "B"),))
+#: the part of IDENTIFY that every protocol version keeps (checked before the rest is parsed)
+IDENTIFY_PREFIX = PayloadLayout("IDENTIFY prefix", (("magic", "4s"), ("version", "B")))
+IDENTIFY_RESPONSE = PayloadLayout(
+    "IDENTIFY response",
+    IDENTIFY_PREFIX.fields
+    + (
+        ("rows", "B"),
+        ("cols", "B"),
+        ("index_bits_max", "B"),
+        ("act_in_bytes", "I"),
+        ("act_out_bytes", "I"),
+        ("weight_bytes", "I"),
+        ("max_out_channels", "H"),
+        ("max_payload", "H"),
+        ("clock_hz", "I"),
+        ("baud", "I"),  # UART bit rate the bitstream was built for; 0 for a non-UART link
+        ("fingerprint", "8s"),  # AcceleratorConfig.fingerprint() of the built configuration
+    ),
+)
+STATUS_RESPONSE = PayloadLayout(
+    "STATUS response",
+    (
+        ("frames_ok", "I"),
+        ("crc_errors", "H"),
+        ("framing_errors", "H"),
+        ("timeouts", "H"),
+        ("bad_opcodes", "H"),
+        ("engine_errors", "H"),
+    ),
+)
+RUN_RESPONSE = PayloadLayout("RUN response", (("cycles", "I"), ("engine_error", "B")))
+#: sync + header + crc: the bytes a frame adds to its payload
+FRAME_OVERHEAD = len(SYNC) + FRAME_HEADER.size + CRC_TRAILER.size
 
 
 class Opcode(enum.IntEnum):
@@ -52,13 +160,14 @@ class Status(enum.IntEnum):
     ENGINE_ERROR = 4
 
 
+# -- frames --------------------------------------------------------------------------------------
 def crc32(data: bytes) -> int:
     return zlib.crc32(data) & 0xFFFFFFFF
 
 
 def encode_frame(seq: int, opcode: int, payload: bytes = b"") -> bytes:
-    body = HEADER.pack(len(payload), seq & 0xFF, opcode) + payload
-    return SYNC + body + struct.pack("<I", crc32(body))
+    body = FRAME_HEADER.pack(length=len(payload), seq=seq & 0xFF, opcode=opcode) + payload
+    return SYNC + body + CRC_TRAILER.pack(crc=crc32(body))
 
 
 @dataclass(frozen=True)
@@ -67,37 +176,130 @@ class Frame:
     opcode: int
     payload: bytes
 
+    @property
+    def size(self) -> int:
+        """Bytes on the wire, sync to CRC."""
+        return FRAME_OVERHEAD + len(self.payload)
 
-class FrameError(Exception):
-    """A frame that cannot be decoded (bad CRC, too long)."""
+
+class FrameParser:
+    """Streaming frame decoder: :meth:`feed` bytes, :meth:`pop` whole frames.
+
+    Bytes before a sync are skipped (counted in :attr:`skipped`). A frame whose length exceeds
+    ``max_payload`` or whose CRC fails raises :class:`FrameError` from :meth:`pop`; its sync is
+    dropped and the parser hunts again from the next byte, so a frame hidden behind garbage
+    that looked like a sync is still found.
+    """
+
+    def __init__(self, max_payload: int = 0xFFFF):
+        self.max_payload = max_payload
+        self.buffer = bytearray()
+        self.skipped = 0
+
+    def feed(self, data: bytes) -> None:
+        self.buffer += data
+
+    def clear(self) -> None:
+        self.buffer.clear()
+
+    def _hunt(self) -> bool:
+        """Drop bytes before the first sync; True if the buffer now starts with one."""
+        at = self.buffer.find(SYNC)
+        if at < 0:
+            keep = 1 if self.buffer[-1:] == SYNC[:1] else 0
+            self.skipped += len(self.buffer) - keep
+            del self.buffer[: len(self.buffer) - keep]
+            return False
+        self.skipped += at
+        del self.buffer[:at]
+        return True
+
+    def needed(self) -> int:
+        """How many more bytes the next :meth:`pop` needs at least (>= 1 when it has none)."""
+        if not self._hunt():
+            return len(SYNC) - len(self.buffer)
+        head = len(SYNC) + FRAME_HEADER.size
+        if len(self.buffer) < head:
+            return head - len(self.buffer)
+        length = FRAME_HEADER.unpack(self.buffer[len(SYNC) :])["length"]
+        return max(1, head + length + CRC_TRAILER.size - len(self.buffer))
+
+    def pop(self) -> Frame | None:
+        """The next whole frame, or None until more bytes are fed; raises :class:`FrameError`."""
+        if not self._hunt() or len(self.buffer) < len(SYNC) + FRAME_HEADER.size:
+            return None
+        header = FRAME_HEADER.unpack(self.buffer[len(SYNC) :])
+        length = header["length"]
+        if length > self.max_payload:
+            del self.buffer[: len(SYNC)]
+            raise FrameError(f"frame length {length} exceeds the maximum {self.max_payload}")
+        end = len(SYNC) + FRAME_HEADER.size + length
+        if len(self.buffer) < end + CRC_TRAILER.size:
+            return None
+        body = bytes(self.buffer[len(SYNC) : end])
+        received = CRC_TRAILER.unpack(self.buffer[end:])["crc"]
+        if received != crc32(body):
+            del self.buffer[: len(SYNC)]
+            raise FrameError(f"frame CRC {received:#010x} != computed {crc32(body):#010x}")
+        del self.buffer[: end + CRC_TRAILER.size]
+        return Frame(header["seq"], header["opcode"], body[FRAME_HEADER.size :])
 
 
+def decode_frame(data: bytes, max_payload: int = 0xFFFF) -> Frame:
+    """Exactly one frame (garbage before its sync allowed) -> :class:`Frame`.
+
+    Raises :class:`FrameError` for a bad CRC, an over-long or incomplete frame, or bytes after it.
+    """
+    parser = FrameParser(max_payload)
+    parser.feed(data)
+    frame = parser.pop()
+    if frame is None:
+        raise FrameError(f"incomplete frame ({len(parser.buffer)} bytes after the sync hunt)")
+    if parser.buffer:
+        raise FrameError(f"{len(parser.buffer)} bytes after the frame")
+    return frame
+
+
+# -- requests ------------------------------------------------------------------------------------
 def write_payload(space: int, offset: int, data: bytes) -> bytes:
-    return WRITE_HEADER.pack(space, offset) + data
+    return WRITE_REQUEST.pack(space=space, offset=offset) + data
 
 
 def read_payload(space: int, offset: int, length: int) -> bytes:
-    return READ_REQUEST.pack(space, offset, length)
+    return READ_REQUEST.pack(space=space, offset=offset, count=length)
 
 
 # -- IDENTIFY ------------------------------------------------------------------------------------
-IDENTIFY_FORMAT = struct.Struct("<4sBBBIIIHH8s")
+def clock_hz(config: AcceleratorConfig) -> int:
+    """The configuration's clock in whole Hz (IDENTIFY carries it as u32)."""
+    hz = round(config.clock_mhz * 1e6)
+    if hz / 1e6 != config.clock_mhz or not 0 < hz < 1 << 32:
+        raise ValueError(f"clock_mhz={config.clock_mhz} is not a whole number of Hz below 4.3 GHz")
+    return hz
 
 
-def identify_payload(config: AcceleratorConfig) -> bytes:
+def identify_fields(config: AcceleratorConfig, baud: int = 0) -> dict:
+    """IDENTIFY's fields for a bitstream built for ``config`` (``baud`` 0: not a UART link)."""
+    return {
+        "magic": MAGIC,
+        "version": PROTOCOL_VERSION,
+        "rows": config.rows,
+        "cols": config.cols,
+        "index_bits_max": config.index_bits_max,
+        "act_in_bytes": config.act_in_bytes,
+        "act_out_bytes": config.act_out_bytes,
+        "weight_bytes": config.weight_bytes,
+        "max_out_channels": config.max_out_channels,
+        "max_payload": config.max_payload,
+        "clock_hz": clock_hz(config),
+        "baud": baud,
+        "fingerprint": bytes.fromhex(config.fingerprint()),
+    }
+
+
+def identify_payload(config: AcceleratorConfig, baud: int = 0) -> bytes:
     """What the device answers to IDENTIFY (after the status byte)."""
-    return IDENTIFY_FORMAT.pack(
-        MAGIC,
-        PROTOCOL_VERSION,
-        config.rows,
-        config.cols,
-        config.act_in_bytes,
-        config.act_out_bytes,
-        config.weight_bytes,
-        config.max_out_channels,
-        config.max_payload,
-        bytes.fromhex(config.fingerprint()),
-    )
+    return IDENTIFY_RESPONSE.pack(**identify_fields(config, baud))
 
 
 @dataclass(frozen=True)
@@ -106,44 +308,42 @@ class DeviceInfo:
     version: int
     rows: int
     cols: int
+    index_bits_max: int
     act_in_bytes: int
     act_out_bytes: int
     weight_bytes: int
     max_out_channels: int
     max_payload: int
+    clock_hz: int
+    baud: int
     fingerprint: str
 
     @classmethod
     def parse(cls, payload: bytes) -> DeviceInfo:
-        fields = list(IDENTIFY_FORMAT.unpack(payload[: IDENTIFY_FORMAT.size]))
-        fields[-1] = fields[-1].hex()
-        return cls(*fields)
+        """From an IDENTIFY response of this protocol version (check :data:`IDENTIFY_PREFIX`
+        first: an older device's payload has another layout)."""
+        fields = IDENTIFY_RESPONSE.unpack(payload)
+        fields["fingerprint"] = fields["fingerprint"].hex()
+        return cls(**fields)
 
     def config(self) -> AcceleratorConfig:
+        """The full configuration the bitstream was built for (including its clock)."""
         return AcceleratorConfig(
             rows=self.rows,
             cols=self.cols,
+            index_bits_max=self.index_bits_max,
             act_in_bytes=self.act_in_bytes,
             act_out_bytes=self.act_out_bytes,
             weight_bytes=self.weight_bytes,
             max_out_channels=self.max_out_channels,
             max_payload=self.max_payload,
+            clock_mhz=self.clock_hz / 1e6,
         )
 
 
 # -- STATUS --------------------------------------------------------------------------------------
-STATUS_FORMAT = struct.Struct("<IHHHHH")
-STATUS_FIELDS = (
-    "frames_ok",
-    "crc_errors",
-    "framing_errors",
-    "timeouts",
-    "bad_opcodes",
-    "engine_errors",
-)
+STATUS_FIELDS = STATUS_RESPONSE.names
 
 
 def parse_status(payload: bytes) -> dict[str, int]:
-    return dict(
-        zip(STATUS_FIELDS, STATUS_FORMAT.unpack(payload[: STATUS_FORMAT.size]), strict=True)
-    )
+    return STATUS_RESPONSE.unpack(payload)

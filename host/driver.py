@@ -7,34 +7,37 @@ idempotent, see fpga.protocol) up to ``retries`` times, then raise :class:`LinkE
 
 from __future__ import annotations
 
-import struct
 import time
 
 from fpga.config import AcceleratorConfig
+from fpga.errors import UserError
 from fpga.protocol import (
-    HEADER,
+    IDENTIFY_PREFIX,
     MAGIC,
     PROTOCOL_VERSION,
     RESPONSE_FLAG,
-    SYNC,
+    RESPONSE_STATUS,
+    RUN_RESPONSE,
+    WRITE_REQUEST,
     DeviceInfo,
     Frame,
+    FrameError,
+    FrameParser,
     Opcode,
     Status,
-    crc32,
     encode_frame,
     parse_status,
     read_payload,
     write_payload,
 )
-from host.transport import TransportError, open_transport
+from host.transport import open_transport
 
 
-class LinkError(ConnectionError):
+class LinkError(UserError, ConnectionError):
     """The device did not answer correctly after all retries."""
 
 
-class DeviceMismatch(RuntimeError):
+class DeviceMismatch(UserError, RuntimeError):
     """The device runs a different protocol or configuration than the host expects."""
 
 
@@ -53,49 +56,38 @@ class Device:
         self.link_bytes = 0
         self.info: DeviceInfo | None = None
         self.max_payload = 256  # until IDENTIFY tells
+        self.parser = FrameParser(self.max_payload + 1)
 
     @classmethod
-    def open(cls, url: str, **kwargs) -> Device:
-        return cls(open_transport(url), **kwargs)
+    def open(cls, url: str, baud: int | None = None, **kwargs) -> Device:
+        """Open the device at ``url``; ``baud`` is the UART bit rate for a serial port (take it
+        from the board registry, ``fpga.boards``), ignored by sockets and PCIe."""
+        return cls(open_transport(url, baud), **kwargs)
+
+    @property
+    def baud(self) -> int:
+        """The bit rate the host opened the link at (0: not a UART, e.g. a socket or PCIe)."""
+        return getattr(self.transport, "baudrate", 0) or 0
 
     def close(self) -> None:
         self.transport.close()
 
     # -- framing ----------------------------------------------------------------------------
-    def _read_exact(self, size: int, deadline: float) -> bytes:
-        out = b""
-        while len(out) < size:
+    def _receive(self, deadline: float) -> Frame | None:
+        """The next whole frame (fpga.protocol.FrameParser); None on timeout or a bad frame."""
+        while True:
+            try:
+                frame = self.parser.pop()
+            except FrameError:
+                return None
+            if frame is not None:
+                self.link_bytes += frame.size
+                return frame
             left = deadline - time.monotonic()
             if left <= 0:
-                break
-            chunk = self.transport.read(size - len(out), min(left, 0.5))
-            out += chunk
-        return out
-
-    def _receive(self, deadline: float) -> Frame | None:
-        """Hunt for a sync, then read one frame; None on timeout or a bad CRC."""
-        window = b""
-        while True:
-            byte = self._read_exact(1, deadline)
-            if not byte:
                 return None
-            window = (window + byte)[-2:]
-            if window == SYNC:
-                break
-        header = self._read_exact(HEADER.size, deadline)
-        if len(header) < HEADER.size:
-            return None
-        length, seq, opcode = HEADER.unpack(header)
-        if length > self.max_payload + 1:
-            return None
-        rest = self._read_exact(length + 4, deadline)
-        if len(rest) < length + 4:
-            return None
-        payload, crc = rest[:length], struct.unpack("<I", rest[length:])[0]
-        if crc != crc32(header + payload):
-            return None
-        self.link_bytes += 2 + HEADER.size + length + 4
-        return Frame(seq, opcode, payload)
+            # read no further than this frame: what follows is left in the transport
+            self.parser.feed(self.transport.read(self.parser.needed(), min(left, 0.5)))
 
     def _resync(self) -> None:
         """Bring the device's frame decoder back to hunting for a sync.
@@ -108,6 +100,7 @@ class Device:
         self.transport.write(bytes(self.max_payload + 16))
         while self.transport.read(4096, 0.05):
             pass
+        self.parser.clear()
 
     def request(self, opcode: Opcode, payload: bytes = b"", timeout: float | None = None) -> bytes:
         """Send one command and return the response payload after the status byte."""
@@ -134,9 +127,9 @@ class Device:
                 if not response.payload:
                     last = "empty response"
                     break
-                status = response.payload[0]
+                status = RESPONSE_STATUS.unpack(response.payload)["status"]
                 if status == Status.OK:
-                    return response.payload[1:]
+                    return response.payload[RESPONSE_STATUS.size :]
                 if status == Status.ENGINE_ERROR:
                     raise LinkError(f"{opcode.name}: the engine rejected the layer descriptor")
                 known = status in Status._value2member_map_
@@ -150,39 +143,54 @@ class Device:
 
     # -- commands -----------------------------------------------------------------------------
     def identify(self, expected: AcceleratorConfig | None = None) -> DeviceInfo:
-        try:
-            payload = self.request(Opcode.IDENTIFY)
-        except TransportError:
-            raise
-        info = DeviceInfo.parse(payload)
-        if info.magic != MAGIC:
-            raise DeviceMismatch(f"not a SqueezeFPGA device (magic {info.magic!r})")
-        if info.version != PROTOCOL_VERSION:
+        """Ask the device what it is; refuse a foreign or mismatched bitstream.
+
+        Checks, in order: magic and protocol version; that the reported fingerprint is the one
+        of the reported configuration; that the bitstream's UART baud equals the rate the host
+        opened the port at (when both are known); and, given ``expected``, that the device's
+        full configuration (clock included) is ``expected``.
+        """
+        payload = self.request(Opcode.IDENTIFY)
+        prefix = IDENTIFY_PREFIX.unpack(payload)
+        if prefix["magic"] != MAGIC:
+            raise DeviceMismatch(f"not a SqueezeFPGA device (magic {prefix['magic']!r})")
+        if prefix["version"] != PROTOCOL_VERSION:
             raise DeviceMismatch(
-                f"device speaks protocol v{info.version}, this host v{PROTOCOL_VERSION}: "
+                f"device speaks protocol v{prefix['version']}, this host v{PROTOCOL_VERSION}: "
                 "rebuild the bitstream or update the host"
             )
-        if (
-            expected is not None
-            and info.config().fingerprint()
-            != expected.replace(clock_mhz=AcceleratorConfig().clock_mhz).fingerprint()
-        ):
+        info = DeviceInfo.parse(payload)
+        config = info.config()
+        if info.fingerprint != config.fingerprint():
             raise DeviceMismatch(
-                f"device configuration {info.config()} differs from the expected {expected}"
+                f"bitstream reports a fingerprint that does not match its own configuration "
+                f"(reported {info.fingerprint}, computed {config.fingerprint()} from {config}): "
+                "rebuild the bitstream with this toolflow"
+            )
+        if info.baud and self.baud and info.baud != self.baud:
+            raise DeviceMismatch(
+                f"the bitstream's UART runs at {info.baud:,} baud but the port was opened at "
+                f"{self.baud:,} baud: pass --board NAME (its baud comes from the board registry) "
+                f"or --baud {info.baud}"
+            )
+        if expected is not None and config.fingerprint() != expected.fingerprint():
+            raise DeviceMismatch(
+                f"device configuration {config} differs from the expected {expected}"
             )
         self.info = info
         self.max_payload = info.max_payload
+        self.parser.max_payload = info.max_payload + 1  # a READ answer: status + data
         return info
 
     def write(self, space, offset: int, data: bytes) -> None:
-        chunk = self.max_payload - 5
+        chunk = self.max_payload - WRITE_REQUEST.size
         for start in range(0, len(data), chunk):
             self.request(
                 Opcode.WRITE, write_payload(int(space), offset + start, data[start : start + chunk])
             )
 
     def read(self, space, offset: int, length: int) -> bytes:
-        chunk = self.max_payload - 1
+        chunk = self.max_payload - RESPONSE_STATUS.size
         out = bytearray()
         for start in range(0, length, chunk):
             n = min(chunk, length - start)
@@ -200,7 +208,7 @@ class Device:
         """
         timeout = self.timeout + expected_cycles / self.MIN_CYCLES_PER_SECOND
         payload = self.request(Opcode.RUN, timeout=timeout)
-        return struct.unpack("<I", payload[:4])[0]
+        return RUN_RESPONSE.unpack(payload)["cycles"]
 
     def status(self) -> dict[str, int]:
         return parse_status(self.request(Opcode.STATUS))

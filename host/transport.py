@@ -13,20 +13,27 @@ import os
 import select
 import time
 
+from fpga.errors import UserError
 
-class TransportError(ConnectionError):
+
+class TransportError(UserError, ConnectionError):
     """The device behind a URL cannot be opened or has gone away."""
 
 
 class SerialTransport:
-    def __init__(self, url: str, baudrate: int = 12_000_000, timeout: float = 1.0):
+    """A pyserial URL. ``baudrate`` is the UART bit rate (optional for a socket, where pyserial
+    ignores it); :attr:`baudrate` is what the port was opened at, 0 when none was given."""
+
+    def __init__(self, url: str, baudrate: int | None, timeout: float = 1.0):
         import serial
 
+        kwargs = {"baudrate": baudrate} if baudrate else {}
         try:
-            self.port = serial.serial_for_url(url, baudrate=baudrate, timeout=timeout)
+            self.port = serial.serial_for_url(url, timeout=timeout, **kwargs)
         except (serial.SerialException, ValueError, OSError) as exc:
             raise TransportError(f"cannot open {url}: {exc}") from None
         self.url = url
+        self.baudrate = self.port.baudrate if baudrate else 0
 
     def write(self, data: bytes) -> None:
         import serial
@@ -104,17 +111,28 @@ class PCIeTransport:
         os.close(self.c2h)
 
 
-def open_transport(url: str, baudrate: int = 12_000_000):
-    """Open the transport for ``url`` (see module doc); raises :class:`TransportError`."""
+def _is_uart(url: str) -> bool:
+    """A real serial port (or its pyserial stand-ins ``loop://`` / ``rfc2217://``)."""
+    return url.startswith(("/dev/", "loop://", "rfc2217://")) or url.upper().startswith("COM")
+
+
+def open_transport(url: str, baudrate: int | None = None):
+    """Open the transport for ``url`` (see module doc); raises :class:`TransportError`.
+
+    ``baudrate`` is required for a serial port and has no default here: it is a fact of the
+    board (``fpga.boards``), which the caller passes on (``--board NAME`` or ``--baud N``).
+    A socket records it if given (so a simulated UART board can be checked against it); PCIe
+    ignores it.
+    """
     if url.startswith("pcie://"):
         return PCIeTransport(url)
-    if (
-        url.startswith(("socket://", "loop://", "rfc2217://"))
-        or url.startswith("/dev/")
-        or (url.upper().startswith("COM"))
-    ):
+    if url.startswith("socket://") or _is_uart(url):
         if url.startswith("/dev/") and not os.path.exists(url):
             raise TransportError(f"no device at {url}: is the board plugged in?")
+        if _is_uart(url) and not baudrate:
+            raise TransportError(
+                f"{url} is a serial port: give its baud rate (--board NAME or --baud N)"
+            )
         return SerialTransport(url, baudrate)
     raise TransportError(
         f"unknown device URL {url!r}: use 'sim', a serial port (/dev/ttyUSB1), "

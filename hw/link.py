@@ -1,71 +1,62 @@
 """Frame decoder, command decoder and response encoder of the link (see fpga.protocol).
 
 Byte streams in and out (valid/ready). A request is buffered whole in ``frame`` memory and its
-CRC-32 checked before anything is executed; responses are built in the same memory (status byte
-first) and sent with their own CRC. Counters for STATUS: good frames, bad CRCs, framing errors
-(over-long length), inter-byte timeouts, unknown opcodes, engine errors.
+CRC-32 (``amaranth.lib.crc``, the catalog's CRC-32/ISO-HDLC = zlib's) checked before anything is
+executed; responses are built in the same memory (status byte first) and sent with their own
+CRC. The frame header, the WRITE/READ request headers and the IDENTIFY/STATUS/RUN responses are
+``data.View`` s of the layouts in :mod:`fpga.protocol` (the host packs and unpacks the same
+tables with :mod:`struct`), so no byte offset is written twice. The STATUS counters (good
+frames, bad CRCs, framing errors i.e. over-long lengths, inter-byte timeouts, unknown opcodes,
+engine errors) are themselves a view of the STATUS response.
 """
 
 from __future__ import annotations
 
-from amaranth import Array, Cat, Const, Module, Mux, Signal
-from amaranth.lib import wiring
+from amaranth import Cat, Const, Module, Mux, Signal
+from amaranth.lib import crc, data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from fpga.config import AcceleratorConfig
 from fpga.protocol import (
+    CRC_TRAILER,
+    FRAME_HEADER,
     FRAME_TIMEOUT_CYCLES,
+    IDENTIFY_RESPONSE,
+    READ_REQUEST,
     RESPONSE_FLAG,
+    RESPONSE_STATUS,
+    RUN_RESPONSE,
+    STATUS_RESPONSE,
+    SYNC,
+    WRITE_REQUEST,
     Opcode,
     Status,
-    identify_payload,
+    identify_fields,
 )
 
-CRC_POLY = 0xEDB88320
+#: the frame CRC: zlib's CRC-32, one byte per cycle
+FRAME_CRC = crc.catalog.CRC32_ISO_HDLC(data_width=8)
 
 
-def _crc_step_reference(crc: int, byte: int) -> int:
-    value = crc ^ byte
-    for _ in range(8):
-        value = (value >> 1) ^ (CRC_POLY if value & 1 else 0)
-    return value
-
-
-def _crc_masks() -> list[tuple[int, int]]:
-    """Per output bit: which crc bits and which data bits it XORs (the update is linear)."""
-    masks = []
-    for bit in range(32):
-        crc_mask = sum(1 << i for i in range(32) if _crc_step_reference(1 << i, 0) >> bit & 1)
-        data_mask = sum(1 << i for i in range(8) if _crc_step_reference(0, 1 << i) >> bit & 1)
-        masks.append((crc_mask, data_mask))
-    return masks
-
-
-_CRC_MASKS = _crc_masks()
-
-
-def crc32_update(crc, byte):
-    """Combinational CRC-32 (reflected, zlib) register after one more byte.
-
-    Written as a flat XOR network (the update is linear over GF(2)); a bit-serial loop of
-    Muxes would duplicate the expression tree 2**8 times.
-    """
-    bits = []
-    for crc_mask, data_mask in _CRC_MASKS:
-        terms = [crc[i] for i in range(32) if crc_mask >> i & 1]
-        terms += [byte[i] for i in range(8) if data_mask >> i & 1]
-        acc = terms[0]
-        for term in terms[1:]:
-            acc = acc ^ term
-        bits.append(acc)
-    return Cat(*bits)
+def view(layout, value):
+    """``value`` (bits, first byte least significant) seen through a protocol layout."""
+    return data.View(layout.struct_layout(), value)
 
 
 class LinkController(wiring.Component):
-    def __init__(self, config: AcceleratorConfig, timeout_cycles: int = FRAME_TIMEOUT_CYCLES):
+    """``baud`` is only reported by IDENTIFY (the UART bit rate the SoC was built for, 0 for a
+    byte-stream link); the PHY in front of this controller is the SoC's business."""
+
+    def __init__(
+        self,
+        config: AcceleratorConfig,
+        timeout_cycles: int = FRAME_TIMEOUT_CYCLES,
+        baud: int = 0,
+    ):
         self.config = config
         self.timeout_cycles = timeout_cycles
+        self.baud = baud
         super().__init__(
             {
                 "rx_data": In(8),
@@ -98,35 +89,37 @@ class LinkController(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg = self.config
-        depth = cfg.max_payload + 8
+        responses_size = max(IDENTIFY_RESPONSE.size, STATUS_RESPONSE.size, RUN_RESPONSE.size)
+        depth = max(cfg.max_payload, RESPONSE_STATUS.size + responses_size) + 8
         m.submodules.frame = frame = Memory(shape=8, depth=depth, init=[])
         wr = frame.write_port()
         rd = frame.read_port(domain="comb")
+        m.submodules.crc = frame_crc = FRAME_CRC.create()
 
-        length = Signal(16)
-        seq = Signal(8)
-        opcode = Signal(8)
-        crc = Signal(32, init=0xFFFFFFFF)
-        received_crc = Signal(32)
+        header = Signal(FRAME_HEADER.struct_layout())  # length, seq, opcode of the request
+        request_bytes = max(WRITE_REQUEST.size, READ_REQUEST.size)
+        request = Signal(8 * request_bytes)  # the first payload bytes, for the views below
+        write_request = view(WRITE_REQUEST, request[: 8 * WRITE_REQUEST.size])
+        read_request = view(READ_REQUEST, request[: 8 * READ_REQUEST.size])
         index = Signal(16)
         timer = Signal(range(self.timeout_cycles + 1))
 
-        frames_ok = Signal(32)
-        crc_errors = Signal(16)
-        framing_errors = Signal(16)
-        timeouts = Signal(16)
-        bad_opcodes = Signal(16)
-        engine_errors = Signal(16)
+        counters = Signal(STATUS_RESPONSE.struct_layout())  # what STATUS answers
+        identify = IDENTIFY_RESPONSE.struct_layout().const(
+            IDENTIFY_RESPONSE.gateware_values(**identify_fields(cfg, self.baud))
+        )
+        run_result = Signal(RUN_RESPONSE.struct_layout())
+        m.d.comb += [run_result.cycles.eq(self.cycles), run_result.engine_error.eq(self.error)]
+        responses = {
+            Opcode.IDENTIFY: identify.as_value(),
+            Opcode.STATUS: counters.as_value(),
+            Opcode.RUN: run_result.as_value(),
+        }
 
         status = Signal(8)
         resp_len = Signal(16)  # response payload bytes incl. status, held in frame[0..]
-        tx_crc = Signal(32)
         tx_index = Signal(16)
-
-        # request fields, parsed from frame[0..6] while executing
-        space = Signal(4)
-        offset = Signal(32)
-        count = Signal(16)
+        fill_index = Signal(range(responses_size + 1))
         pending_reads = Signal(16)
 
         m.d.comb += [wr.en.eq(0), self.write_en.eq(0), self.read_en.eq(0), self.start.eq(0)]
@@ -144,238 +137,200 @@ class LinkController(wiring.Component):
         timed_out = Signal()
         m.d.comb += timed_out.eq(in_frame & (timer == self.timeout_cycles))
 
-        identify = identify_payload(cfg)
-        status_bytes = Cat(
-            frames_ok, crc_errors, framing_errors, timeouts, bad_opcodes, engine_errors
-        )
-        fill_index = Signal(8)
+        def count(counter):
+            m.d.sync += counter.eq(counter + 1)
 
-        def hunt_on_timeout():
-            # a stalled frame: count it and hunt for the next sync
+        def receive(checked=True):
+            """A state inside a frame: take bytes, hunt for the next sync on a stall."""
+            m.d.comb += [self.rx_ready.eq(1), in_frame.eq(1)]
+            if checked:  # the byte goes into the CRC
+                m.d.comb += [frame_crc.data.eq(byte_in), frame_crc.valid.eq(rx_fire)]
             with m.If(timed_out):
-                m.d.sync += timeouts.eq(timeouts + 1)
+                count(counters.timeouts)
                 m.next = "SYNC0"
 
         def respond(code):
-            m.d.sync += [status.eq(code), resp_len.eq(1)]
+            m.d.sync += [status.eq(code), resp_len.eq(RESPONSE_STATUS.size)]
             m.next = "RESPOND"
+
+        def fill(code):
+            """Answer with ``code`` and the opcode's response layout (see FILL)."""
+            m.d.sync += [status.eq(code), fill_index.eq(0)]
+            m.next = "FILL"
 
         with m.FSM():
             with m.State("SYNC0"):
                 m.d.comb += [self.rx_ready.eq(1), self.idle.eq(1)]
-                with m.If(rx_fire & (byte_in == 0xA5)):
+                with m.If(rx_fire & (byte_in == SYNC[0])):
                     m.next = "SYNC1"
             with m.State("SYNC1"):
-                m.d.comb += [self.rx_ready.eq(1), in_frame.eq(1)]
-                hunt_on_timeout()
+                receive(checked=False)
+                m.d.comb += frame_crc.start.eq(1)  # the CRC covers what follows the sync
                 with m.If(rx_fire):
-                    with m.If(byte_in == 0x5A):
-                        m.d.sync += [crc.eq(0xFFFFFFFF), index.eq(0)]
+                    with m.If(byte_in == SYNC[1]):
+                        m.d.sync += index.eq(0)
                         m.next = "HEADER"
-                    with m.Elif(byte_in != 0xA5):
+                    with m.Elif(byte_in != SYNC[0]):
                         m.next = "SYNC0"
             with m.State("HEADER"):
-                m.d.comb += [self.rx_ready.eq(1), in_frame.eq(1)]
-                hunt_on_timeout()
+                receive()
                 with m.If(rx_fire):
-                    m.d.sync += [crc.eq(crc32_update(crc, byte_in)), index.eq(index + 1)]
-                    with m.Switch(index):
-                        with m.Case(0):
-                            m.d.sync += length[:8].eq(byte_in)
-                        with m.Case(1):
-                            m.d.sync += length[8:].eq(byte_in)
-                        with m.Case(2):
-                            m.d.sync += seq.eq(byte_in)
-                        with m.Case(3):
-                            m.d.sync += [opcode.eq(byte_in), index.eq(0)]
-                            with m.If(length > cfg.max_payload):
-                                m.d.sync += framing_errors.eq(framing_errors + 1)
-                                m.next = "SYNC0"
-                            with m.Elif(length == 0):
-                                m.next = "CRC"
-                            with m.Else():
-                                m.next = "PAYLOAD"
+                    m.d.sync += [
+                        header.as_value().word_select(index[:2], 8).eq(byte_in),
+                        index.eq(index + 1),
+                    ]
+                    with m.If(index == FRAME_HEADER.size - 1):  # length is in, opcode arrives
+                        m.d.sync += index.eq(0)
+                        with m.If(header.length > cfg.max_payload):
+                            count(counters.framing_errors)
+                            m.next = "SYNC0"
+                        with m.Elif(header.length == 0):
+                            m.next = "CRC"
+                        with m.Else():
+                            m.next = "PAYLOAD"
             with m.State("PAYLOAD"):
-                m.d.comb += [self.rx_ready.eq(1), in_frame.eq(1)]
-                hunt_on_timeout()
+                receive()
                 m.d.comb += [wr.addr.eq(index), wr.data.eq(byte_in), wr.en.eq(rx_fire)]
                 with m.If(rx_fire):
-                    m.d.sync += [crc.eq(crc32_update(crc, byte_in)), index.eq(index + 1)]
-                    with m.If(index == length - 1):
+                    m.d.sync += index.eq(index + 1)
+                    with m.If(index < request_bytes):
+                        m.d.sync += request.word_select(index, 8).eq(byte_in)
+                    with m.If(index == header.length - 1):
                         m.d.sync += index.eq(0)
                         m.next = "CRC"
             with m.State("CRC"):
-                m.d.comb += [self.rx_ready.eq(1), in_frame.eq(1)]
-                hunt_on_timeout()
+                receive()  # the received CRC goes through the CRC too: a residue check
                 with m.If(rx_fire):
-                    m.d.sync += [
-                        received_crc.eq(Cat(received_crc[8:], byte_in)),
-                        index.eq(index + 1),
-                    ]
-                    with m.If(index == 3):
+                    m.d.sync += index.eq(index + 1)
+                    with m.If(index == CRC_TRAILER.size - 1):
                         m.next = "CHECK"
             with m.State("CHECK"):
-                with m.If(received_crc != (crc ^ 0xFFFFFFFF)):
-                    m.d.sync += crc_errors.eq(crc_errors + 1)
+                with m.If(~frame_crc.match_detected):
+                    count(counters.crc_errors)
                     respond(Status.BAD_CRC)
                 with m.Else():
-                    m.d.sync += [frames_ok.eq(frames_ok + 1), index.eq(0)]
-                    m.next = "PARSE"
-            with m.State("PARSE"):
-                # frame[0] = space, frame[1..4] = offset, frame[5..6] = count (READ)
-                m.d.comb += rd.addr.eq(index)
-                m.d.sync += index.eq(index + 1)
-                with m.Switch(index):
-                    with m.Case(0):
-                        m.d.sync += space.eq(rd.data)
-                    for i in range(4):
-                        with m.Case(1 + i):
-                            m.d.sync += offset[8 * i : 8 * i + 8].eq(rd.data)
-                    with m.Case(5):
-                        m.d.sync += count[:8].eq(rd.data)
-                    with m.Case(6):
-                        m.d.sync += count[8:].eq(rd.data)
-                    with m.Case(7):
-                        with m.Switch(opcode):
-                            with m.Case(Opcode.IDENTIFY):
-                                m.d.sync += [fill_index.eq(0)]
-                                m.next = "IDENTIFY"
-                            with m.Case(Opcode.STATUS):
-                                m.d.sync += [fill_index.eq(0)]
-                                m.next = "STATUS"
-                            with m.Case(Opcode.CLEAR):
-                                m.d.sync += [
-                                    crc_errors.eq(0),
-                                    framing_errors.eq(0),
-                                    timeouts.eq(0),
-                                    bad_opcodes.eq(0),
-                                    engine_errors.eq(0),
-                                ]
-                                m.d.comb += self.clear_error.eq(1)
+                    count(counters.frames_ok)
+                    with m.Switch(header.opcode):
+                        with m.Case(Opcode.IDENTIFY, Opcode.STATUS):
+                            fill(Status.OK)
+                        with m.Case(Opcode.CLEAR):
+                            m.d.sync += [
+                                counters.crc_errors.eq(0),
+                                counters.framing_errors.eq(0),
+                                counters.timeouts.eq(0),
+                                counters.bad_opcodes.eq(0),
+                                counters.engine_errors.eq(0),
+                            ]
+                            m.d.comb += self.clear_error.eq(1)
+                            respond(Status.OK)
+                        with m.Case(Opcode.WRITE):
+                            with m.If(header.length < WRITE_REQUEST.size):
+                                respond(Status.BAD_LENGTH)
+                            with m.Elif(header.length == WRITE_REQUEST.size):
                                 respond(Status.OK)
-                            with m.Case(Opcode.WRITE):
-                                with m.If(length < 5):
-                                    respond(Status.BAD_LENGTH)
-                                with m.Elif(length == 5):
-                                    respond(Status.OK)
-                                with m.Else():
-                                    m.d.sync += index.eq(5)
-                                    m.next = "WRITE"
-                            with m.Case(Opcode.READ):
-                                with m.If((length != 7) | (count > cfg.max_payload - 1)):
-                                    respond(Status.BAD_LENGTH)
-                                with m.Else():
-                                    m.d.sync += [index.eq(0), pending_reads.eq(0)]
-                                    m.next = "READ"
-                            with m.Case(Opcode.RUN):
-                                m.next = "RUN"
-                            with m.Default():
-                                m.d.sync += bad_opcodes.eq(bad_opcodes + 1)
-                                respond(Status.BAD_OPCODE)
+                            with m.Else():
+                                m.d.sync += index.eq(WRITE_REQUEST.size)
+                                m.next = "WRITE"
+                        with m.Case(Opcode.READ):
+                            too_long = read_request.count > cfg.max_payload - RESPONSE_STATUS.size
+                            with m.If((header.length != READ_REQUEST.size) | too_long):
+                                respond(Status.BAD_LENGTH)
+                            with m.Else():
+                                m.d.sync += [index.eq(0), pending_reads.eq(0)]
+                                m.next = "READ"
+                        with m.Case(Opcode.RUN):
+                            m.next = "RUN"
+                        with m.Default():
+                            count(counters.bad_opcodes)
+                            respond(Status.BAD_OPCODE)
             with m.State("WRITE"):
                 m.d.comb += [
                     rd.addr.eq(index),
                     self.write_en.eq(1),
-                    self.write_space.eq(space),
-                    self.write_addr.eq(offset + index - 5),
+                    self.write_space.eq(write_request.space),
+                    self.write_addr.eq(write_request.offset + index - WRITE_REQUEST.size),
                     self.write_data.eq(rd.data),
                 ]
                 with m.If(self.write_ready):
                     m.d.sync += index.eq(index + 1)
-                    with m.If(index == length - 1):
+                    with m.If(index == header.length - 1):
                         respond(Status.OK)
             with m.State("READ"):
-                # issue one engine read per cycle, store each returned byte at frame[1 + i]
+                # issue one engine read per cycle, store each returned byte after the status
                 m.d.comb += [
-                    self.read_space.eq(space),
-                    self.read_addr.eq(offset + index),
-                    self.read_en.eq(index < count),
+                    self.read_space.eq(read_request.space),
+                    self.read_addr.eq(read_request.offset + index),
+                    self.read_en.eq(index < read_request.count),
                 ]
-                with m.If(index < count):
+                with m.If(index < read_request.count):
                     m.d.sync += index.eq(index + 1)
                 with m.If(self.read_valid):
                     m.d.comb += [
-                        wr.addr.eq(1 + pending_reads),
+                        wr.addr.eq(RESPONSE_STATUS.size + pending_reads),
                         wr.data.eq(self.read_data),
                         wr.en.eq(1),
                     ]
                     m.d.sync += pending_reads.eq(pending_reads + 1)
-                    with m.If(pending_reads == count - 1):
-                        m.d.sync += [status.eq(Status.OK), resp_len.eq(1 + count)]
+                    with m.If(pending_reads == read_request.count - 1):
+                        m.d.sync += [
+                            status.eq(Status.OK),
+                            resp_len.eq(RESPONSE_STATUS.size + read_request.count),
+                        ]
                         m.next = "RESPOND"
-                with m.If(count == 0):
+                with m.If(read_request.count == 0):
                     respond(Status.OK)
             with m.State("RUN"):
                 m.d.comb += self.start.eq(1)
                 m.next = "WAIT_DONE"
             with m.State("WAIT_DONE"):
                 with m.If(self.done):
-                    m.next = "RUN_RESULT"
-            with m.State("RUN_RESULT"):
-                # payload: status, cycles u32, engine error u8
-                result = Cat(self.cycles, self.error.as_unsigned(), Const(0, 7))
-                m.d.comb += [
-                    wr.addr.eq(1 + fill_index),
-                    wr.data.eq(result.word_select(fill_index[:3], 8)),
-                    wr.en.eq(1),
-                ]
-                m.d.sync += fill_index.eq(fill_index + 1)
-                with m.If(fill_index == 4):
-                    code = Mux(self.error, Status.ENGINE_ERROR, Status.OK)
-                    m.d.sync += [status.eq(code), resp_len.eq(6), fill_index.eq(0)]
+                    fill(Mux(self.error, Status.ENGINE_ERROR, Status.OK))
                     with m.If(self.error):
-                        m.d.sync += engine_errors.eq(engine_errors + 1)
-                    m.next = "RESPOND"
-            with m.State("IDENTIFY"):
-                table = Array(Const(b, 8) for b in identify)
-                m.d.comb += [wr.addr.eq(1 + fill_index), wr.data.eq(table[fill_index]), wr.en.eq(1)]
+                        count(counters.engine_errors)
+            with m.State("FILL"):
+                # the opcode's response layout, byte by byte, after the status byte
+                m.d.comb += [wr.addr.eq(RESPONSE_STATUS.size + fill_index), wr.en.eq(1)]
                 m.d.sync += fill_index.eq(fill_index + 1)
-                with m.If(fill_index == len(identify) - 1):
-                    m.d.sync += [status.eq(Status.OK), resp_len.eq(1 + len(identify))]
-                    m.next = "RESPOND"
-            with m.State("STATUS"):
-                n = len(status_bytes) // 8
-                m.d.comb += [
-                    wr.addr.eq(1 + fill_index),
-                    wr.data.eq(status_bytes.word_select(fill_index, 8)),
-                    wr.en.eq(1),
-                ]
-                m.d.sync += fill_index.eq(fill_index + 1)
-                with m.If(fill_index == n - 1):
-                    m.d.sync += [status.eq(Status.OK), resp_len.eq(1 + n)]
-                    m.next = "RESPOND"
+                with m.Switch(header.opcode):
+                    for opcode, value in responses.items():
+                        size = len(value) // 8
+                        with m.Case(opcode):
+                            m.d.comb += wr.data.eq(value.word_select(fill_index, 8))
+                            with m.If(fill_index == size - 1):
+                                m.d.sync += resp_len.eq(RESPONSE_STATUS.size + size)
+                                m.next = "RESPOND"
             with m.State("RESPOND"):
                 m.d.comb += [wr.addr.eq(0), wr.data.eq(status), wr.en.eq(1)]
-                m.d.sync += [tx_index.eq(0), tx_crc.eq(0xFFFFFFFF)]
+                m.d.comb += frame_crc.start.eq(1)
+                m.d.sync += tx_index.eq(0)
                 m.next = "TX"
             with m.State("TX"):
-                # sync(2) + length(2) + seq + opcode + payload(resp_len) + crc(4)
-                header = Array(
-                    [
-                        Const(0xA5, 8),
-                        Const(0x5A, 8),
-                        resp_len[:8],
-                        resp_len[8:],
-                        seq,
-                        opcode | RESPONSE_FLAG,
-                    ]
-                )
-                crc_out = tx_crc ^ 0xFFFFFFFF
-                total = resp_len + 10
+                # sync, header, payload (resp_len bytes from frame[0..]), crc
+                response_header = Signal(FRAME_HEADER.struct_layout())
+                m.d.comb += [
+                    response_header.length.eq(resp_len),
+                    response_header.seq.eq(header.seq),
+                    response_header.opcode.eq(header.opcode | RESPONSE_FLAG),
+                ]
+                prefix = Cat(Const(int.from_bytes(SYNC, "little"), 8 * len(SYNC)), response_header)
+                prefix_size = len(prefix) // 8
+                payload_end = resp_len + prefix_size
                 byte = Signal(8)
-                m.d.comb += rd.addr.eq(tx_index - 6)
-                with m.If(tx_index < 6):
-                    m.d.comb += byte.eq(header[tx_index[:3]])
-                with m.Elif(tx_index < resp_len + 6):
+                m.d.comb += rd.addr.eq(tx_index - prefix_size)
+                with m.If(tx_index < prefix_size):
+                    m.d.comb += byte.eq(prefix.word_select(tx_index[:3], 8))
+                with m.Elif(tx_index < payload_end):
                     m.d.comb += byte.eq(rd.data)
                 with m.Else():
-                    m.d.comb += byte.eq(crc_out.word_select((tx_index - resp_len - 6)[:2], 8))
+                    crc_index = (tx_index - payload_end)[:2]
+                    m.d.comb += byte.eq(frame_crc.crc.word_select(crc_index, 8))
                 m.d.comb += [self.tx_data.eq(byte), self.tx_valid.eq(1)]
+                m.d.comb += frame_crc.data.eq(byte)
                 with m.If(self.tx_ready):
                     m.d.sync += tx_index.eq(tx_index + 1)
-                    with m.If((tx_index >= 2) & (tx_index < resp_len + 6)):
-                        m.d.sync += tx_crc.eq(crc32_update(tx_crc, byte))
-                    with m.If(tx_index == total - 1):
+                    with m.If((tx_index >= len(SYNC)) & (tx_index < payload_end)):
+                        m.d.comb += frame_crc.valid.eq(1)
+                    with m.If(tx_index == payload_end + CRC_TRAILER.size - 1):
                         m.next = "SYNC0"
 
         return m

@@ -3,8 +3,11 @@
 ``SoC(config, link="stream")`` exposes the link as byte streams (rx/tx valid/ready): the
 simulated board's C++ harness drives them from a TCP socket, and a PCIe DMA block (e.g. Xilinx
 XDMA's AXI-Stream H2C/C2H channels, 8-bit after a width converter) can feed them on hardware.
-``SoC(config, link="uart", baud=...)`` puts the UART PHY (hw.uart) in front: ``uart_rx`` /
-``uart_tx`` pins, e.g. the Arty A7's FT2232H at up to 12 Mbaud.
+``SoC(config, link="uart", baud=board.baud)`` puts the UART PHY (hw.uart) in front: ``uart_rx`` /
+``uart_tx`` pins at the board's baud (``fpga.boards``, e.g. the Arty A7's FT2232H at 12 Mbaud
+from 100 MHz: the PHY's bit timer is fractional). IDENTIFY reports ``baud`` so that the host can
+check it opened the port at the same rate; a stream link has no bit rate and reports 0 unless
+``baud`` is given (the tests build a stream SoC that claims to be a UART one).
 
 Writes to ``HUFFMAN_TABLE`` / ``HUFFMAN_STREAM`` go to the on-chip Huffman decoder (hw.huffman),
 whose symbols are written into the engine's weight buffer; the link waits while the decoder's
@@ -19,7 +22,7 @@ from amaranth.lib.wiring import In, Out
 
 from fpga.config import DEFAULT_CONFIG, AcceleratorConfig
 from fpga.layout import HUFFMAN_TABLE_BYTES, BufferSpace
-from fpga.protocol import FRAME_TIMEOUT_CYCLES
+from fpga.protocol import FRAME_TIMEOUT_CYCLES, clock_hz
 from hw.engine import ConvEngine
 from hw.huffman import HuffmanDecoder
 from hw.link import LinkController
@@ -39,11 +42,13 @@ class SoC(wiring.Component):
         self,
         config: AcceleratorConfig = DEFAULT_CONFIG,
         link: str = "stream",
-        baud: int = 12_000_000,
+        baud: int = 0,
         timeout_cycles: int = FRAME_TIMEOUT_CYCLES,
     ):
         if link not in ("stream", "uart"):
             raise ValueError(f"link must be 'stream' or 'uart', not {link!r}")
+        if link == "uart" and baud <= 0:
+            raise ValueError("a UART link needs the board's baud (fpga.boards), not 0")
         self.config, self.link, self.baud, self.timeout_cycles = config, link, baud, timeout_cycles
         if link == "stream":
             ports = {
@@ -63,7 +68,7 @@ class SoC(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.engine = engine = ConvEngine(self.config)
-        m.submodules.link = link = LinkController(self.config, self.timeout_cycles)
+        m.submodules.link = link = LinkController(self.config, self.timeout_cycles, self.baud)
         for name in ENGINE_PORTS:
             m.d.comb += getattr(engine, name).eq(getattr(link, name))
         for name in ENGINE_OUTPUTS:
@@ -107,8 +112,7 @@ class SoC(wiring.Component):
         else:
             from hw.uart import UART
 
-            clock_hz = int(self.config.clock_mhz * 1e6)
-            m.submodules.uart = uart = UART(clock_hz // self.baud)
+            m.submodules.uart = uart = UART(clock_hz(self.config), self.baud)
             m.d.comb += [
                 uart.rx_pin.eq(self.uart_rx),
                 self.uart_tx.eq(uart.tx_pin),

