@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fpga.config import DEFAULT_CONFIG, SMALL_CONFIG, AcceleratorConfig
+from fpga.errors import UserError
 
 
-class BoardError(ValueError):
+class BoardError(UserError, ValueError):
     """Unknown board name (the message lists the known ones)."""
 
 
@@ -37,7 +38,8 @@ class Board:
     capacity: dict  # lut, ff, dsp, bram36 (RAMB36 or equivalent)
     clock_mhz: float
     link: str
-    baud: int  # UART bit rate the SoC is built for (a divisor of the clock)
+    baud: int  # UART bit rate the SoC is built for and the host opens the port at (need not
+    # divide the clock: hw.uart's bit timer is fractional); the USB-UART chip's top rate
     toolchain: str
     config: AcceleratorConfig
     memory: DramPart | None = None  # external DRAM (resident mode); None: host-streamed only
@@ -53,8 +55,8 @@ BOARDS = {
             "amaranth_boards.arty_a7:ArtyA7_35Platform",
             {"lut": 20800, "ff": 41600, "dsp": 90, "bram36": 50},
             100.0,
-            "uart 12 Mbaud",
-            12_500_000,
+            "uart 12 Mbaud (FT2232H)",
+            12_000_000,
             "vivado",
             DEFAULT_CONFIG,
             _ARTY_DDR3,
@@ -66,8 +68,8 @@ BOARDS = {
             "amaranth_boards.arty_a7:ArtyA7_100Platform",
             {"lut": 63400, "ff": 126800, "dsp": 240, "bram36": 135},
             100.0,
-            "uart 12 Mbaud",
-            12_500_000,
+            "uart 12 Mbaud (FT2232H)",
+            12_000_000,
             "vivado",
             DEFAULT_CONFIG,
             _ARTY_DDR3,
@@ -79,8 +81,8 @@ BOARDS = {
             "amaranth_boards.ulx3s:ULX3S_85F_Platform",
             {"lut": 83640, "ff": 83640, "dsp": 156, "bram36": 104},
             25.0,
-            "uart (FT231X)",
-            3_125_000,
+            "uart 3 Mbaud (FT231X)",
+            3_000_000,
             "yosys+nextpnr-ecp5",
             DEFAULT_CONFIG,
             # one x16 MT48LC16M16 SDR SDRAM (32 MiB); its controller runs at 50 MHz
@@ -93,7 +95,7 @@ BOARDS = {
             "amaranth_boards.icebreaker:ICEBreakerPlatform",
             {"lut": 5280, "ff": 5280, "dsp": 8, "bram36": 3},
             12.0,
-            "uart (FT2232H)",
+            "uart 3 Mbaud (FT2232H)",
             3_000_000,
             "yosys+nextpnr-ice40",
             SMALL_CONFIG,
