@@ -66,7 +66,10 @@ HUFFMAN_LENGTH_BASE = 256
 HUFFMAN_LENGTH_BYTES = 6
 HUFFMAN_TABLE_BYTES = HUFFMAN_LENGTH_BASE + HUFFMAN_MAX_LENGTH * HUFFMAN_LENGTH_BYTES
 HUFFMAN_HEADER_BYTES = 8
-PARAM_BYTES = 8  # per output channel
+#: one output channel's PARAMS record, little-endian, in byte order: (field, numpy type). The
+#: gateware derives its ``data.StructLayout`` from the same table (:func:`params_fields`).
+PARAMS_RECORD = (("bias", "<i4"), ("multiplier", "<u2"), ("shift", "u1"), ("reserved", "u1"))
+PARAM_BYTES = np.dtype(list(PARAMS_RECORD)).itemsize  # per output channel
 CODEBOOK_ENTRIES = 256
 #: pipeline depth of the engine, added once per run (start -> done); see hw/engine.py
 PIPELINE_LATENCY = {Op.CONV: 11, Op.MAXPOOL: 7, Op.ADD: 7, Op.AVGPOOL: 4}
@@ -191,12 +194,20 @@ def identity_codebook(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return values, lookup[weight.astype(np.int16) + 128]
 
 
+def params_fields() -> list[tuple[str, int, bool]]:
+    """The PARAMS record as (field, bit width, signed), LSB first (for the gateware)."""
+    return [
+        (name, np.dtype(code).itemsize * 8, np.dtype(code).kind == "i")
+        for name, code in PARAMS_RECORD
+    ]
+
+
 def pack_params(bias: np.ndarray, multiplier: np.ndarray, shift: np.ndarray, cols: int) -> bytes:
     """Per-channel bias int32, multiplier uint16, shift uint8 -> PARAMS bytes (padded to cols)."""
     n = groups(len(bias), cols) * cols
-    rec = np.zeros(n, dtype=[("bias", "<i4"), ("mult", "<u2"), ("shift", "u1"), ("pad", "u1")])
+    rec = np.zeros(n, dtype=list(PARAMS_RECORD))
     rec["bias"][: len(bias)] = bias
-    rec["mult"][: len(bias)] = multiplier
+    rec["multiplier"][: len(bias)] = multiplier
     rec["shift"][: len(bias)] = shift
     return rec.tobytes()
 
