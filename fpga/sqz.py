@@ -16,6 +16,17 @@ import numpy as np
 
 from fpga import huffman
 from fpga.errors import UserError
+from fpga.files import atomic_write
+from fpga.golden import MAX_SHIFT
+from fpga.graph import (
+    IMAGE_KERNELS,
+    MAX_CHANNELS,
+    GraphError,
+    check_accumulator,
+    check_graph,
+    check_network,
+    graph_json,
+)
 from fpga.network import QLayer, QuantizedNetwork
 
 MAGIC = b"SQZMODEL"
@@ -26,7 +37,11 @@ SECTION_HEAD = struct.Struct("<4sHI")  # tag, name length, payload length
 CONV_HEAD = struct.Struct("<IIBBBHIII")  # c_out, c_in, k, bits, coding, codebook, stored, idx, gap
 MAX_SECTIONS = 256
 MAX_WEIGHTS_PER_LAYER = 8 * 1024 * 1024
-MAX_CHANNELS = 65536
+#: all conv layers together (v1.0 has 1.2 M weights): bounds what the reader allocates
+MAX_WEIGHTS_TOTAL = 32 * 1024 * 1024
+#: the graph JSON (v1.0's is about 9 kB)
+MAX_GRAPH_BYTES = 1024 * 1024
+MAX_FILE_BYTES = 64 * 1024 * 1024
 CODING_FIXED, CODING_HUFFMAN = 0, 1
 GAP_BITS = 4  # relative position field, as in Deep Compression's SqueezeNet file
 MAX_GAP = (1 << GAP_BITS) - 1
@@ -129,34 +144,15 @@ def write_model(
 ) -> dict[str, int]:
     """Write ``network`` (conv weights as ``shared[name] = (codebook, indices)``) to ``path``.
 
-    Returns the size of every section in bytes.
+    The graph is checked first (:func:`fpga.graph.check_network`: what the reader would refuse
+    is never written) and the file is replaced atomically (:func:`fpga.files.atomic_write`: a
+    failed write leaves the previous file as it was). Returns the size of every section in bytes.
     """
-    graph = {
-        "variant": network.variant,
-        "input_size": network.input_size,
-        "input_scale": network.input_scale,
-        "meta": meta or {},
-        "layers": [
-            {
-                "name": layer.name,
-                "op": layer.op,
-                "inputs": list(layer.inputs),
-                "out_scale": layer.out_scale,
-                "stride": layer.stride,
-                "pad": layer.pad,
-                "relu": layer.relu,
-                **(
-                    {
-                        "multiplier": [int(v) for v in layer.multiplier],
-                        "shift": [int(v) for v in layer.shift],
-                    }
-                    if layer.op == "add"
-                    else {}
-                ),
-            }
-            for layer in network.layers
-        ],
-    }
+    try:
+        check_network(network, meta)
+    except GraphError as exc:
+        raise FormatError(f"section graph: {exc}") from None
+    graph = graph_json(network, meta)
     sections = [("graph", _section(b"GRPH", "graph", json.dumps(graph).encode()))]
     for layer in network.conv_layers:
         codebook, indices = shared[layer.name]
@@ -165,9 +161,7 @@ def write_model(
     body = b"".join(blob for _, blob in sections)
     total = HEADER.size + HEADER_CRC.size + len(body)
     header = HEADER.pack(MAGIC, VERSION, coding, total, len(sections))
-    blob = header + struct.pack("<I", zlib.crc32(header)) + body
-    with open(path, "wb") as f:
-        f.write(blob)
+    atomic_write(path, header + struct.pack("<I", zlib.crc32(header)) + body)
     sizes = {"header": HEADER.size + HEADER_CRC.size}
     sizes.update({name: len(s) for name, s in sections})
     return sizes
@@ -190,13 +184,15 @@ class _Reader:
         return np.frombuffer(self.take(item * count, what), dtype=dtype)
 
 
-def decode_conv(payload: bytes, name: str):
-    r = _Reader(payload, name)
-    c_out, c_in, k, bits, coding, cb_len, n_stored, idx_bytes, gap_bytes = CONV_HEAD.unpack(
-        r.take(CONV_HEAD.size, "layer header")
-    )
+def conv_head(payload: bytes, name: str) -> tuple[int, ...]:
+    """The checked fixed header of a CONV section: (c_out, c_in, k, bits, coding, codebook
+    entries, stored entries, index stream bytes, gap stream bytes)."""
+    if len(payload) < CONV_HEAD.size:
+        raise FormatError(f"section {name}: truncated while reading layer header")
+    head = CONV_HEAD.unpack(payload[: CONV_HEAD.size])
+    c_out, c_in, k, bits, coding, cb_len, n_stored, _, _ = head
     size = c_out * c_in * k * k
-    if not (0 < c_out <= MAX_CHANNELS and 0 < c_in <= MAX_CHANNELS and k in (1, 3, 5, 7)):
+    if not (0 < c_out <= MAX_CHANNELS and 0 < c_in <= MAX_CHANNELS and k in IMAGE_KERNELS):
         raise FormatError(f"section {name}: absurd shape {c_out}x{c_in}x{k}x{k}")
     if size > MAX_WEIGHTS_PER_LAYER or n_stored > size:
         raise FormatError(f"section {name}: absurd weight count {size} / stored {n_stored}")
@@ -204,6 +200,14 @@ def decode_conv(payload: bytes, name: str):
         raise FormatError(f"section {name}: unknown bits {bits} or coding {coding}")
     if not 1 <= cb_len <= (1 << bits):
         raise FormatError(f"section {name}: codebook of {cb_len} entries for {bits}-bit indices")
+    return head
+
+
+def decode_conv(payload: bytes, name: str):
+    c_out, c_in, k, bits, coding, cb_len, n_stored, idx_bytes, gap_bytes = conv_head(payload, name)
+    size = c_out * c_in * k * k
+    r = _Reader(payload, name)
+    r.take(CONV_HEAD.size, "layer header")
     codebook = r.array(np.int8, cb_len, "codebook").copy()
     if codebook[0] != 0:
         raise FormatError(f"section {name}: codebook entry 0 must be 0")
@@ -211,8 +215,10 @@ def decode_conv(payload: bytes, name: str):
     mult = r.array("<u2", c_out, "multipliers").astype(np.int64)
     shift = r.array("u1", c_out, "shifts").astype(np.int64)
     scale = r.array("<f4", c_out, "weight scales").astype(np.float64)
-    if (shift > 47).any() or not np.isfinite(scale).all():
-        raise FormatError(f"section {name}: requantization parameters out of range")
+    if (shift > MAX_SHIFT).any():
+        raise FormatError(f"section {name}: a shift is above {MAX_SHIFT}")
+    if not np.isfinite(scale).all() or (scale <= 0).any():
+        raise FormatError(f"section {name}: a weight scale is not finite and positive")
     try:
         if coding == CODING_HUFFMAN:
             idx_lengths = r.array("u1", 256, "index code table").astype(np.int64)
@@ -244,13 +250,35 @@ def decode_conv(payload: bytes, name: str):
     }
 
 
+def _reject_constant(token: str):
+    raise ValueError(f"{token} is not a number a model may hold")
+
+
+def _parse_graph(payload: bytes):
+    if len(payload) > MAX_GRAPH_BYTES:
+        raise FormatError(f"section graph: {len(payload):,} bytes, more than {MAX_GRAPH_BYTES:,}")
+    try:
+        return json.loads(payload, parse_constant=_reject_constant)
+    except RecursionError:
+        raise FormatError("section graph: JSON nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, NaN/Infinity, huge ints
+        raise FormatError(f"section graph: not valid JSON ({exc})") from None
+
+
 def read_model(path) -> tuple[QuantizedNetwork, dict, dict]:
-    """Read a ``.sqz`` file -> (network, {layer: (codebook, indices)}, info)."""
+    """Read a ``.sqz`` file -> (network, {layer: (codebook, indices)}, info).
+
+    Order of checks: bytes (header, section sizes, CRCs), then the graph (:mod:`fpga.graph`:
+    ops, edges, fields, every tensor shape and the memory the golden model needs) against the
+    conv sections' headers, and only then are the weights decoded.
+    """
     try:
         with open(path, "rb") as f:
-            data = f.read(64 * 1024 * 1024 + 1)
+            data = f.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise FormatError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise FormatError(f"header: {path} is larger than {MAX_FILE_BYTES:,} bytes")
     if len(data) < HEADER.size + HEADER_CRC.size:
         raise FormatError("header: file too short to be a .sqz model")
     magic, version, coding, total, n_sections = HEADER.unpack(data[: HEADER.size])
@@ -290,61 +318,55 @@ def read_model(path) -> tuple[QuantizedNetwork, dict, dict]:
         raise FormatError(f"header: {len(data) - pos} bytes after the last section")
     if sections[0][0] != b"GRPH":
         raise FormatError("section graph: missing (must come first)")
+    raw_graph = _parse_graph(sections[0][2])
+    # conv sections: names, tags and shapes first, so the graph is checked before any decoding
+    heads: dict[str, tuple[int, ...]] = {}
+    for tag, name, payload in sections[1:]:
+        if tag != b"CONV":
+            raise FormatError(f"section {name}: unknown section tag {tag!r}")
+        if name in heads:
+            raise FormatError(f"section {name}: a second conv section of that name")
+        heads[name] = conv_head(payload, name)
+    weights_total = sum(h[0] * h[1] * h[2] * h[2] for h in heads.values())
+    if weights_total > MAX_WEIGHTS_TOTAL:
+        raise FormatError(f"header: {weights_total:,} weights, more than {MAX_WEIGHTS_TOTAL:,}")
     try:
-        graph = json.loads(sections[0][2])
-        layers_meta = graph["layers"]
-        convs = {
-            name: decode_conv(payload, name)
-            for tag, name, payload in sections[1:]
-            if tag == b"CONV"
-        }
-        if len(convs) != len(sections) - 1:
-            raise FormatError("section graph: unknown section tag in file")
-        layers = []
-        for meta in layers_meta:
-            fields = dict(
-                name=str(meta["name"]),
-                op=str(meta["op"]),
-                inputs=tuple(meta["inputs"]),
-                out_scale=float(meta["out_scale"]),
-                stride=int(meta["stride"]),
-                pad=int(meta["pad"]),
-                relu=bool(meta["relu"]),
+        graph = check_graph(raw_graph, {name: h[:3] for name, h in heads.items()})
+    except GraphError as exc:
+        raise FormatError(f"section graph: {exc}") from None
+    convs = {name: decode_conv(payload, name) for _, name, payload in sections[1:]}
+    layers = []
+    for fields in graph.layers:
+        fields = dict(fields)
+        conv = None
+        if fields["op"] == "conv":
+            conv = convs[fields["name"]]
+            weight = conv["codebook"][conv["indices"]]
+            try:
+                check_accumulator(fields["name"], weight, conv["bias"])
+            except GraphError as exc:
+                raise FormatError(f"section {fields['name']}: {exc}") from None
+            fields.update(
+                weight=weight,
+                bias=conv["bias"],
+                multiplier=conv["multiplier"],
+                shift=conv["shift"],
+                weight_scale=conv["weight_scale"],
             )
-            if fields["op"] == "conv":
-                conv = convs.pop(fields["name"])
-                fields.update(
-                    weight=conv["codebook"][conv["indices"]],
-                    bias=conv["bias"],
-                    multiplier=conv["multiplier"],
-                    shift=conv["shift"],
-                    weight_scale=conv["weight_scale"],
-                )
-                layers.append((QLayer(**fields), conv))
-            else:
-                if fields["op"] == "add":
-                    fields["multiplier"] = np.array(meta["multiplier"], dtype=np.int64)
-                    fields["shift"] = np.array(meta["shift"], dtype=np.int64)
-                layers.append((QLayer(**fields), None))
-        if convs:
-            raise FormatError(f"section graph: conv sections without a layer: {sorted(convs)}")
-        network = QuantizedNetwork(
-            str(graph["variant"]),
-            int(graph["input_size"]),
-            float(graph["input_scale"]),
-            [layer for layer, _ in layers],
-        )
-    except FormatError:
-        raise
-    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
-        raise FormatError(f"section graph: malformed ({type(exc).__name__}: {exc})") from None
+        elif fields["op"] == "add":
+            fields["multiplier"] = np.array(fields["multiplier"], dtype=np.int64)
+            fields["shift"] = np.array(fields["shift"], dtype=np.int64)
+        layers.append((QLayer(**fields), conv))
+    network = QuantizedNetwork(
+        graph.variant, graph.input_size, graph.input_scale, [layer for layer, _ in layers]
+    )
     shared = {layer.name: (conv["codebook"], conv["indices"]) for layer, conv in layers if conv}
     info = {
         "variant": network.variant,
         "input_size": network.input_size,
         "coding": coding,
         "bytes": len(data),
-        "meta": graph.get("meta", {}),
+        "meta": graph.meta,
         "layers": [
             {
                 "name": layer.name,

@@ -22,6 +22,8 @@ PACKAGES = ("fpga", "hw", "host", "sim", "bench")
 #: the spec layer: what gateware, host, emulator and toolflow all build on
 SPEC = {
     "fpga.errors",
+    "fpga.files",
+    "fpga.graph",
     "fpga.config",
     "fpga.arch",
     "fpga.boards",

@@ -1,6 +1,6 @@
 """``python -m fpga.compress``: compress, inspect, size table, import the original release.
 
-python -m fpga.compress --variant v1.0 --bits 6 [--density 0.337] -o model.sqz
+python -m fpga.compress --variant v1.0 --bits 6 [--density 0.337] [--min-agreement 1.0] -o model.sqz
 python -m fpga.compress inspect model.sqz [--json]
 python -m fpga.compress table [--json]
 python -m fpga.compress import-deepcompression FILE.net -o model.sqz
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import tempfile
 from pathlib import Path
@@ -21,6 +22,7 @@ from fpga.arch import DATA_DIR, VARIANTS, check_variant
 from fpga.compress.core import compress_network
 from fpga.compress.deepcompression import read_deepcompression
 from fpga.errors import UserError, run_cli
+from fpga.graph import check_input_size
 from fpga.image import bundled_photos, preprocess
 from fpga.model import load_weights
 from fpga.sqz import (
@@ -47,9 +49,43 @@ def alexnet_params() -> int:
     return sum(int(np.prod(shape)) + shape[0] for shape in ALEXNET_LAYERS)
 
 
+class FidelityError(UserError):
+    """A compressed model below the --min-agreement the user asked for (nothing is written)."""
+
+
+def check_fraction(value: float | None, option: str, low_open: bool) -> None:
+    if value is None:
+        return
+    ok = math.isfinite(value) and (0 < value if low_open else 0 <= value) and value <= 1
+    if not ok:
+        interval = "(0, 1]" if low_open else "[0, 1]"
+        raise UserError(f"{option} must be a fraction in {interval}, not {value}")
+
+
+def measure_and_check(network, min_agreement: float | None) -> dict:
+    """Fidelity of ``network`` against the float model on the bundled photos, printed; raises
+    :class:`FidelityError` when top-1 agreement is below ``min_agreement``."""
+    fid = fidelity(network)
+    print(
+        f"fidelity vs float {network.variant} on {fid['images']} bundled photos at "
+        f"{network.input_size} px: top-1 agreement {fid['top1_agreement']:.0%}, "
+        f"top-5 agreement {fid['top5_agreement']:.0%}, logit SNR {fid['snr_db']:.1f} dB"
+    )
+    if min_agreement is not None and fid["top1_agreement"] < min_agreement:
+        raise FidelityError(
+            f"top-1 agreement {fid['top1_agreement']:.0%} is below --min-agreement "
+            f"{min_agreement:.0%}; no file written (raise --density or --bits)"
+        )
+    return fid
+
+
 def compress_command(args) -> int:
     check_variant(args.variant)
+    check_input_size(args.size)
+    check_fraction(args.density, "--density", low_open=True)
+    check_fraction(args.min_agreement, "--min-agreement", low_open=False)
     network, shared, info = compress_network(args.variant, args.bits, args.density, args.size)
+    fid = measure_and_check(network, args.min_agreement)
     coding = CODING_FIXED if args.no_huffman else CODING_HUFFMAN
     sizes = write_model(
         args.output,
@@ -57,7 +93,11 @@ def compress_command(args) -> int:
         shared,
         args.bits,
         coding,
-        meta={"keep_ratios": info["keep_ratios"], "bits": args.bits},
+        meta={
+            "keep_ratios": info["keep_ratios"],
+            "bits": args.bits,
+            "fidelity": {k: fid[k] for k in ("images", "top1_agreement", "top5_agreement")},
+        },
     )
     _, _, read_info = read_model(args.output)
     print_inspect(read_info, sizes)
@@ -157,10 +197,21 @@ def print_table(rows: list[dict]) -> None:
 
 
 def import_command(args) -> int:
+    check_input_size(args.size)
+    check_fraction(args.min_agreement, "--min-agreement", low_open=False)
     weights, info = read_deepcompression(args.file)
     network, shared, _ = compress_network("v1.0", 8, None, args.size, weights=weights)
+    fid = measure_and_check(network, args.min_agreement)
     write_model(
-        args.output, network, shared, 8, CODING_HUFFMAN, meta={"source": Path(args.file).name}
+        args.output,
+        network,
+        shared,
+        8,
+        CODING_HUFFMAN,
+        meta={
+            "source": Path(args.file).name,
+            "fidelity": {k: fid[k] for k in ("images", "top1_agreement", "top5_agreement")},
+        },
     )
     _, _, read_info = read_model(args.output)
     print(
@@ -190,8 +241,15 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument(
         "--density",
         type=float,
-        help="target nonzero fraction (default: per-layer "
-        "ratios of the Deep Compression release; v1.0 is already pruned)",
+        help="prune to this nonzero fraction, in (0, 1] (default: no pruning; v1.0's release "
+        "weights are pruned already, and pruning without retraining costs fidelity)",
+    )
+    c.add_argument(
+        "--min-agreement",
+        type=float,
+        metavar="FRACTION",
+        help="fail, writing nothing, if top-1 agreement with the float model on the bundled "
+        "photos is below FRACTION (0..1)",
     )
     c.add_argument("--size", type=int, default=227, help="input size the model is calibrated for")
     c.add_argument("--no-huffman", action="store_true", help="fixed-width streams")
@@ -205,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("file")
     m.add_argument("-o", "--output", required=True)
     m.add_argument("--size", type=int, default=227)
+    m.add_argument("--min-agreement", type=float, metavar="FRACTION")
     args = parser.parse_args(argv)
     return run_cli(lambda: _run(args))
 
@@ -222,6 +281,8 @@ def _run(args) -> int:
             print(json.dumps(rows, indent=2)) if args.json else print_table(rows)
             return 0
         return import_command(args)
+    except UserError:
+        raise
     except OSError as exc:
         raise UserError(f"{exc.filename or 'file'}: {exc.strerror or exc}") from None
 

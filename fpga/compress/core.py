@@ -3,9 +3,11 @@
 Pipeline (``compress_network``):
 
 1. **prune** the float weights per layer by magnitude, keeping ``keep_ratios[layer]`` of them
-   (default: the per-layer densities of the Deep Compression release, which are written down in
-   ``RELEASE_DENSITY`` and reach 33.4 % overall for v1.0; ``density=`` rescales them to any
-   target);
+   (``density=`` rescales the per-layer densities of the Deep Compression release, written down
+   in ``RELEASE_DENSITY`` (33.4 % overall for v1.0), to any target). Without ``density`` nothing
+   is pruned: v1.0's release weights are pruned already (with retraining), and pruning the dense
+   v1.1 to the release's densities *without* retraining breaks it (top-1 agreement with the float
+   model 0/3 on the bundled photos at 6 bits; docs/compression.md has the measurements);
 2. **quantize** (``fpga.quant.quantize_network`` on the pruned weights: per-channel int8 and
    re-calibrated activations);
 3. **share weights**: per layer, k-means on the nonzero int8 weights into ``2**bits - 1`` int8
@@ -131,9 +133,14 @@ def compress_network(
     if bits not in (4, 6, 8):
         raise ValueError(f"bits must be 4, 6 or 8, got {bits}")
     weights = load_weights(variant) if weights is None else weights
-    already_sparse = density is None and variant == "v1.0"
-    if already_sparse:
-        pruned, ratios = weights, release_densities()  # the release is pruned already
+    if density is None:
+        # v1.0: the release is pruned already; others: no retraining here, so no pruning by default
+        pruned = weights
+        ratios = {
+            key[: -len(".weight")]: float((w != 0).mean())
+            for key, w in weights.items()
+            if key.endswith(".weight")
+        }
     else:
         pruned, ratios = prune_weights(weights, density)
     network = quantize_network(variant, weights=pruned, size=size)
