@@ -8,12 +8,12 @@ Frame, both directions, little-endian::
 request's ``seq`` and has ``opcode | 0x80``; its payload starts with a :class:`Status` byte.
 
 Every fixed-size payload (and the frame header) is a :class:`PayloadLayout`: one table of
-``(field, struct code)`` pairs from which the host gets :mod:`struct` packing and the gateware
-(``hw.link``) an ``amaranth.lib.data.StructLayout`` with the same fields at the same bit
-offsets (byte ``i`` of the packed payload is bits ``8*i .. 8*i+7`` of the layout). Frames are
-decoded in one place, :class:`FrameParser` (streaming) / :func:`decode_frame` (one frame); the
-host driver and the benches use them. This module never imports amaranth at module level: the
-host runs without it.
+``(field, struct code)`` pairs from which the host gets :mod:`struct` packing and the
+gateware (``hw.link.struct_layout``) an ``amaranth.lib.data.StructLayout`` with the same fields at
+the same bit offsets (byte ``i`` of the packed payload is bits ``8*i .. 8*i+7`` of the layout).
+Frames are decoded in one place, :class:`FrameParser` (streaming) / :func:`decode_frame` (one
+frame); the host driver and the benches use them. This module never imports amaranth: the host
+runs without it.
 
 The device buffers a whole request before acting on it and commits nothing unless the CRC
 checks, so a corrupted frame never writes anything. Garbage before a sync, a bad CRC, an
@@ -88,13 +88,6 @@ class PayloadLayout:
             field: int.from_bytes(value, "little") if field in self.bytes_fields else int(value)
             for field, value in values.items()
         }
-
-    def struct_layout(self):
-        """The same fields as an ``amaranth.lib.data.StructLayout`` (for the gateware)."""
-        from amaranth import unsigned
-        from amaranth.lib import data
-
-        return data.StructLayout({field: unsigned(w) for field, w in self.widths().items()})
 
     def __repr__(self) -> str:
         return f"PayloadLayout({self.name!r}, {self.fields!r})"

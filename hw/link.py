@@ -12,7 +12,7 @@ engine errors) are themselves a view of the STATUS response.
 
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Mux, Signal
+from amaranth import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import crc, data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -39,9 +39,15 @@ from fpga.protocol import (
 FRAME_CRC = crc.catalog.CRC32_ISO_HDLC(data_width=8)
 
 
+def struct_layout(layout) -> data.StructLayout:
+    """A ``fpga.protocol.PayloadLayout`` as a StructLayout: the same fields at the same bit
+    offsets (byte ``i`` of the packed payload is bits ``8*i .. 8*i+7``)."""
+    return data.StructLayout({field: unsigned(w) for field, w in layout.widths().items()})
+
+
 def view(layout, value):
     """``value`` (bits, first byte least significant) seen through a protocol layout."""
-    return data.View(layout.struct_layout(), value)
+    return data.View(struct_layout(layout), value)
 
 
 class LinkController(wiring.Component):
@@ -96,7 +102,7 @@ class LinkController(wiring.Component):
         rd = frame.read_port(domain="comb")
         m.submodules.crc = frame_crc = FRAME_CRC.create()
 
-        header = Signal(FRAME_HEADER.struct_layout())  # length, seq, opcode of the request
+        header = Signal(struct_layout(FRAME_HEADER))  # length, seq, opcode of the request
         request_bytes = max(WRITE_REQUEST.size, READ_REQUEST.size)
         request = Signal(8 * request_bytes)  # the first payload bytes, for the views below
         write_request = view(WRITE_REQUEST, request[: 8 * WRITE_REQUEST.size])
@@ -104,11 +110,11 @@ class LinkController(wiring.Component):
         index = Signal(16)
         timer = Signal(range(self.timeout_cycles + 1))
 
-        counters = Signal(STATUS_RESPONSE.struct_layout())  # what STATUS answers
-        identify = IDENTIFY_RESPONSE.struct_layout().const(
+        counters = Signal(struct_layout(STATUS_RESPONSE))  # what STATUS answers
+        identify = struct_layout(IDENTIFY_RESPONSE).const(
             IDENTIFY_RESPONSE.gateware_values(**identify_fields(cfg, self.baud))
         )
-        run_result = Signal(RUN_RESPONSE.struct_layout())
+        run_result = Signal(struct_layout(RUN_RESPONSE))
         m.d.comb += [run_result.cycles.eq(self.cycles), run_result.engine_error.eq(self.error)]
         responses = {
             Opcode.IDENTIFY: identify.as_value(),
@@ -306,7 +312,7 @@ class LinkController(wiring.Component):
                 m.next = "TX"
             with m.State("TX"):
                 # sync, header, payload (resp_len bytes from frame[0..]), crc
-                response_header = Signal(FRAME_HEADER.struct_layout())
+                response_header = Signal(struct_layout(FRAME_HEADER))
                 m.d.comb += [
                     response_header.length.eq(resp_len),
                     response_header.seq.eq(header.seq),

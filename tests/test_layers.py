@@ -11,6 +11,7 @@ import ast
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -190,16 +191,21 @@ sys.meta_path.insert(0, Block())
 
 
 def run_without(blocked: set[str], *args: str, **kwargs) -> subprocess.CompletedProcess:
-    """``python -c`` with ``blocked`` top-level packages unimportable (as if not installed)."""
-    code = BLOCKER.format(blocked=blocked) + "\n".join(args)
-    return subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        **kwargs,
-    )
+    """``python -c`` with ``blocked`` top-level packages unimportable (as if not installed).
+
+    The blocker is a ``sitecustomize`` module, so the processes the command starts (the toolflow
+    subprocess of host.infer, say) run without those packages too.
+    """
+    with tempfile.TemporaryDirectory() as site:
+        Path(site, "sitecustomize.py").write_text(BLOCKER.format(blocked=blocked))
+        return subprocess.run(
+            [sys.executable, "-c", "\n".join(args)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join([site, str(ROOT)])},
+            **kwargs,
+        )
 
 
 HOST_ONLY_BLOCKED = {"torch", "amaranth", "hw", "cocotb", "cocotb_tools"}
