@@ -57,12 +57,16 @@ MAX_LAYERS = 1024
 MAX_CONCAT_INPUTS = 16
 MAX_CHANNELS = 65536
 MAX_NAME = 128
-#: int8 bytes of all tensors together (golden.run_network(keep=True) holds every one):
-#: v1.0 at MAX_INPUT_SIZE needs about 0.15 GB
-MAX_ACTIVATION_BYTES = 512 * 1024 * 1024
-#: elements of one conv's unfolded input (C_in * k * k * Ho * Wo, golden.im2col, float32/64):
-#: v1.0's conv1 at MAX_INPUT_SIZE has 38 M
-MAX_UNFOLDED_ELEMENTS = 64 * 1024 * 1024
+#: Working memory of the golden model, bounded per graph (the largest variant at MAX_INPUT_SIZE,
+#: complex-bypass at 1024, needs 258 MiB of activations, 36.3 M unfolded elements (v1.0's conv1)
+#: and 24.9 M elements in one tensor (conv1's output); worst case with all three bounds at their
+#: limit: about 1.3 GB):
+#: int8 bytes of all tensors together (golden.run_network(keep=True) holds every one)
+MAX_ACTIVATION_BYTES = 384 * 1024 * 1024
+#: elements of one conv's unfolded input (C_in * k * k * Ho * Wo, golden.im2col, float32/64)
+MAX_UNFOLDED_ELEMENTS = 48 * 1024 * 1024
+#: elements of one tensor (golden keeps a conv's accumulators as int64)
+MAX_TENSOR_ELEMENTS = 32 * 1024 * 1024
 #: the one name a layer may read that no layer defines: the int8 image
 IMAGE = "input"
 #: inputs each op takes (concat: 2..MAX_CONCAT_INPUTS)
@@ -246,6 +250,10 @@ def check_graph(graph, convs: dict[str, tuple[int, int, int]]) -> Graph:
         if len(shape) == 3:
             if shape[0] > MAX_CHANNELS or min(shape) < 1:
                 raise GraphError(f"{where}: output shape {shape} is empty or too large")
+            if shape[0] * shape[1] * shape[2] > MAX_TENSOR_ELEMENTS:
+                raise GraphError(
+                    f"{where}: output shape {shape} has more than {MAX_TENSOR_ELEMENTS:,} elements"
+                )
             activation_bytes += shape[0] * shape[1] * shape[2]
             if activation_bytes > MAX_ACTIVATION_BYTES:
                 raise GraphError(

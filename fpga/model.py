@@ -30,6 +30,7 @@ from fpga.arch import (
 )
 from fpga.errors import run_cli
 from fpga.golden import conv_output_size, pool_output_size
+from fpga.graph import check_input_size
 
 PRETRAINED = {"v1.0": "squeezenet_v1_0.npz", "v1.1": "squeezenet_v1_1.npz"}
 #: Seed of the random weights of the bypass variants (they have no pretrained release).
@@ -253,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def run() -> int:
+        check_input_size(args.size, "--size")
         table = summary(args.variant, args.size)
         print(json.dumps(table, indent=2) if args.json else format_summary(table))
         return 0

@@ -27,6 +27,7 @@ import torch
 from fpga import golden
 from fpga.arch import FIRE_SHAPES, VARIANTS, check_variant
 from fpga.errors import run_cli
+from fpga.graph import check_input_size
 from fpga.image import DEFAULT_SIZE, bundled_photos, load_labels, preprocess, print_top5, top5
 from fpga.model import load_model, load_weights
 from fpga.network import QLayer, QuantizedNetwork
@@ -347,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args) -> int:
+    check_input_size(args.size, "--size")  # before any work, for both commands
     if args.command == "classify":
         check_variant(args.variant)
         results = classify(args.images, args.variant, args.precision, args.model, args.size)

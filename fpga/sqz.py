@@ -151,7 +151,7 @@ def write_model(
     try:
         check_network(network, meta)
     except GraphError as exc:
-        raise FormatError(f"section graph: {exc}") from None
+        raise FormatError(f"section graph: {str(exc).removeprefix('graph: ')}") from None
     graph = graph_json(network, meta)
     sections = [("graph", _section(b"GRPH", "graph", json.dumps(graph).encode()))]
     for layer in network.conv_layers:
@@ -250,8 +250,12 @@ def decode_conv(payload: bytes, name: str):
     }
 
 
+class _NonFinite(Exception):
+    pass
+
+
 def _reject_constant(token: str):
-    raise ValueError(f"{token} is not a number a model may hold")
+    raise _NonFinite(token)
 
 
 def _parse_graph(payload: bytes):
@@ -259,9 +263,13 @@ def _parse_graph(payload: bytes):
         raise FormatError(f"section graph: {len(payload):,} bytes, more than {MAX_GRAPH_BYTES:,}")
     try:
         return json.loads(payload, parse_constant=_reject_constant)
+    except _NonFinite as exc:
+        raise FormatError(
+            f"section graph: holds {exc}; every scale and number of a model must be finite"
+        ) from None
     except RecursionError:
         raise FormatError("section graph: JSON nested too deeply") from None
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, NaN/Infinity, huge ints
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, huge integers
         raise FormatError(f"section graph: not valid JSON ({exc})") from None
 
 
@@ -333,7 +341,7 @@ def read_model(path) -> tuple[QuantizedNetwork, dict, dict]:
     try:
         graph = check_graph(raw_graph, {name: h[:3] for name, h in heads.items()})
     except GraphError as exc:
-        raise FormatError(f"section graph: {exc}") from None
+        raise FormatError(f"section graph: {str(exc).removeprefix('graph: ')}") from None
     convs = {name: decode_conv(payload, name) for _, name, payload in sections[1:]}
     layers = []
     for fields in graph.layers:

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -22,7 +25,8 @@ from fpga.arch import VARIANTS, check_variant
 from fpga.boards import BOARDS, get_board
 from fpga.compile import WEIGHTS_MODES, compile_network, execute, tile_count
 from fpga.errors import UserError, run_cli
-from fpga.image import load_labels, preprocess, top5
+from fpga.graph import check_input_size
+from fpga.image import load_image, load_labels, preprocess, top5
 from fpga.sqz import load_for_device
 from host.driver import Device
 from host.simulated import BoardProcess, build_binary
@@ -34,21 +38,26 @@ DEFAULT_BOARD = "arty_a7"
 def load_network(args):
     """The QuantizedNetwork and its compressed weights (codebook, indices) per conv layer.
 
-    A ``.sqz`` model needs only the spec layer; quantizing a variant from its float weights
-    needs the toolflow (torch), which a host-only install does not have.
+    A ``.sqz`` model needs only the spec layer. Without ``--model`` the variant is quantized and
+    written at 8 bits without pruning by the toolflow (``python -m fpga.compress``, torch), run
+    as a separate process: the host itself never imports torch.
     """
     if args.model:
         return load_for_device(args.model)
-    try:
-        from fpga import quant
-    except ImportError as exc:
-        raise UserError(
-            f"quantizing --variant {args.variant} needs the toolflow ({exc.name} is not "
-            "installed): pass a compressed model with --model FILE.sqz (make one with "
-            "`python -m fpga.compress`), or install the toolflow: "
-            "pip install 'squeezefpga[toolflow]'"
-        ) from None
-    return quant.quantize_network(args.variant, size=args.size), None
+    with tempfile.TemporaryDirectory() as tmp:
+        model = Path(tmp) / f"{args.variant}-{args.size}.sqz"
+        command = [sys.executable, "-m", "fpga.compress", "--variant", args.variant]
+        command += ["--bits", "8", "--density", "1", "--size", str(args.size), "-o", str(model)]
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0 or not model.exists():
+            detail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            raise UserError(
+                f"quantizing --variant {args.variant} needs the toolflow (torch) and failed "
+                f"({detail}): pass a compressed model with --model FILE.sqz (make one with "
+                "`python -m fpga.compress`), or install the toolflow: "
+                "pip install 'squeezefpga[toolflow]'"
+            )
+        return load_for_device(model)
 
 
 def classify_on_device(
@@ -167,8 +176,9 @@ def _run(args) -> int:
     board = None
     try:
         check_variant(args.variant)
+        check_input_size(args.size, "--size")
         for path in args.images:  # fail early on a bad image, before any device work
-            preprocess(path, 8)
+            load_image(path)
         network, compressed = load_network(args)
         if args.device == "sim":
             board = BoardProcess(build_binary(quiet=args.json)).start()

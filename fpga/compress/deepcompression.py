@@ -47,6 +47,11 @@ def read_deepcompression(path) -> tuple[dict[str, np.ndarray], dict]:
         pos += 1024
         bias = np.frombuffer(data[pos : pos + 4 * c_out], dtype="<f4")
         pos += 4 * c_out
+        for what, values in (("codebook", codebook), ("biases", bias)):
+            if not np.isfinite(values).all():
+                raise FormatError(
+                    f"deep compression file: layer {name}: {what} hold NaN or infinity"
+                )
         index = np.frombuffer(data[pos : pos + stored], dtype=np.uint8).astype(np.int64)
         pos += stored
         packed = np.frombuffer(data[pos : pos + (stored + 1) // 2], dtype=np.uint8)
