@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fpga import golden
-from fpga.config import AcceleratorConfig
+from fpga.config import WEIGHTS_MODES, AcceleratorConfig
 from fpga.errors import UserError
 from fpga.layout import (
     BufferSpace,
@@ -53,8 +53,6 @@ from fpga.layout import (
     unpack_sums,
 )
 from fpga.network import QLayer, QuantizedNetwork
-
-WEIGHTS_MODES = ("indices", "huffman")
 
 
 class CompileError(UserError, ValueError):

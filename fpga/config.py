@@ -15,6 +15,10 @@ from dataclasses import dataclass
 
 from fpga.errors import UserError
 
+#: how conv weights travel to the device: codebook-index bytes, or canonical Huffman streams
+#: that the on-chip decoder (hw.huffman) turns into index bytes
+WEIGHTS_MODES = ("indices", "huffman")
+
 
 class ConfigError(UserError, ValueError):
     """An accelerator configuration that cannot be built; the message names the constraint."""
