@@ -315,6 +315,7 @@ if cocotb is not None:
         await FallingEdge(dut.clk)
 
         memory = bytearray(region)  # model of [base, base + region)
+        latency = []  # cycles from a read request to its first word
 
         async def write(addr, payload: bytes, keeps=None, gap=0.3):
             """One writer transfer; ``keeps[i]`` masks word i further. Returns cycles."""
@@ -368,6 +369,7 @@ if cocotb is not None:
             dut.read_request__valid.value = 0
             first, last = addr // wb, (addr + length - 1) // wb
             out, keep_errors, word, cycles = bytearray(), 0, first, 1
+            latency.append(None)
             while word <= last:
                 ready = rng.random() >= backpressure
                 dut.read_data__ready.value = int(ready)
@@ -379,6 +381,8 @@ if cocotb is not None:
                     keep_errors += (p["keep"] != want) + (p["last"] != (word == last))
                     out += bytes(lane[b] for b in range(wb) if want >> b & 1)
                     word += 1
+                    if latency[-1] is None:
+                        latency[-1] = cycles
                 await FallingEdge(dut.clk)
                 cycles += 1
                 assert cycles < 100_000, "DMA read stalled"
@@ -425,6 +429,8 @@ if cocotb is not None:
             "read_words": read_words,
             "read_cycles": read_cycles,
             "read_words_per_cycle": round(read_words / read_cycles, 3),
+            "read_latency_cycles": latency[-1],
+            "read_latency_range": [min(latency), max(latency)],
             "write_words": write_words,
             "write_cycles": write_cycles,
             "write_words_per_cycle": round(write_words / write_cycles, 3),

@@ -61,7 +61,9 @@ def test_dma_random_transfers_and_throughput(dram_build, tmp_path):
         f"DMA throughput (4 KiB, no backpressure): read {result['read_words_per_cycle']} "
         f"words/cycle ({result['read_words']} words in {result['read_cycles']} cycles), "
         f"write {result['write_words_per_cycle']} words/cycle "
-        f"({result['write_words']} words in {result['write_cycles']} cycles)"
+        f"({result['write_words']} words in {result['write_cycles']} cycles); "
+        f"read latency {result['read_latency_cycles']} cycles to the first word "
+        f"(range over all reads {result['read_latency_range']})"
     )
     assert result["mismatches"] == 0 and result["keep_errors"] == 0
     assert result["whole_region_equal"] and result["protocol_error"] == 0
@@ -153,8 +155,9 @@ def test_dma_against_a_native_port_model():
                         a = word * WORD_BYTES + b
                         if addr <= a < addr + length and keep >> b & 1:
                             expected[a] = lane[b]
-                    ctx.set(dma.write_data.payload, {
-                        "data": int.from_bytes(lane, "little"), "keep": keep, "last": 0})  # fmt: skip
+                    word_value = int.from_bytes(lane, "little")
+                    payload = {"data": word_value, "keep": keep, "last": word == last}
+                    ctx.set(dma.write_data.payload, payload)
                     ctx.set(dma.write_data.valid, 1)
                     await ctx.tick().until(dma.write_data.ready)
                     ctx.set(dma.write_data.valid, 0)
