@@ -96,7 +96,8 @@ class LiteDRAMNative(wiring.Component):
     128/24 on the Arty A7's DDR3, 16/24 on the ULX3S SDR). ``core_ports``: the core's top-level
     ports ``{name: (direction, width)}`` (``GeneratedCore.ports``); inputs the wrapper does not
     drive (``wb_ctrl_*``, ``sim_trace``) are tied to 0, and board ``pads`` (``{port name:
-    Amaranth value}``, the DRAM pins) are passed through by name.
+    IO value}``, the DRAM pins, e.g. from ``platform.request(..., dir="-")``) are passed through
+    by name with the direction the core declares.
 
     Ports: ``port`` (the native port, flipped), ``ready`` (commands are accepted), ``idle`` (no
     command in flight, buffers empty), ``init_error`` (the core's), ``protocol_error`` (sticky: the

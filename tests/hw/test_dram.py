@@ -202,3 +202,24 @@ def test_dma_against_a_native_port_model():
     sim.add_testbench(testbench)
     sim.run()
     assert results["checked"] > 5
+
+
+def test_board_variant_wraps_pads_and_defines_the_user_clock_domain():
+    """Board mode (not simulated here): the PLL input, the pads passed by name with the
+    direction the core declares, unused CSR inputs tied off, the `dram` domain from user_clk."""
+    from amaranth import IOPort, Module
+    from amaranth.back import rtlil
+
+    from hw.dram import LiteDRAMNative
+
+    core_ports = {
+        "clk": ("input", 1), "rst": ("input", 1), "sdram_dq": ("inout", 16),
+        "sdram_a": ("output", 13), "wb_ctrl_adr": ("input", 30), "user_clk": ("output", 1),
+    }  # fmt: skip
+    pads = {"sdram_dq": IOPort(16, name="dq_pad"), "sdram_a": IOPort(13, name="a_pad")}
+    wrapper = LiteDRAMNative(16, 24, sim=False, core_ports=core_ports, pads=pads, domain="dram")
+    m = Module()
+    m.submodules.dram = wrapper
+    text = rtlil.convert(m, ports=[wrapper.clk_in, wrapper.rst_in])
+    assert "connect \\sdram_dq" in text and "connect \\wb_ctrl_adr 30'" in text
+    assert "connect \\user_clk" in text
