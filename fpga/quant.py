@@ -28,7 +28,15 @@ from fpga import golden
 from fpga.arch import FIRE_SHAPES, VARIANTS, check_variant
 from fpga.errors import run_cli
 from fpga.graph import check_input_size
-from fpga.image import DEFAULT_SIZE, bundled_photos, load_labels, preprocess, print_top5, top5
+from fpga.image import (
+    DEFAULT_SIZE,
+    bundled_photos,
+    load_image,
+    load_labels,
+    preprocess,
+    print_top5,
+    top5,
+)
 from fpga.model import load_model, load_weights
 from fpga.network import QLayer, QuantizedNetwork
 from fpga.sqz import load_network
@@ -351,6 +359,8 @@ def _run(args) -> int:
     check_input_size(args.size, "--size")  # before any work, for both commands
     if args.command == "classify":
         check_variant(args.variant)
+        for path in args.images:  # a bad image fails before the model is quantized or read
+            load_image(path)
         results = classify(args.images, args.variant, args.precision, args.model, args.size)
         print(json.dumps(results, indent=2)) if args.json else print_top5(results)
         return 0
