@@ -275,6 +275,10 @@ def _build_open(board, config, config_name, out: Path, design) -> dict:
     log = out / "build.log"
     log.write_text("")
     env = {**os.environ, **{var: tool(name) for var, name in YOWASP_ENV.items()}}
+    # the timing report and the bitstream that --program loads come from this run only: a previous
+    # run's files are removed first, so a build that stops half-way leaves nothing to trust
+    for stale in ("top.report.json", "top.bit", "top.bin"):
+        (out / stale).unlink(missing_ok=True)
     _run(["sh", "build_top.sh"], out, log, env=env)
     report = json.loads((out / "top.report.json").read_text())
     result = _result(board, config_name, out)
