@@ -42,6 +42,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from fpga.boards import Board, DramPart, get_board
+from fpga.errors import UserError, run_cli
 
 #: name of the generated Verilog module
 CORE_NAME = "litedram_core"
@@ -62,13 +63,7 @@ _A7_IODELAY_CLOCK_HZ = 200e6
 CMD_BUFFER_DEPTH = 16
 
 
-try:  # the project's one base class for errors a user can fix (when present)
-    from fpga.errors import UserError as _Base
-except ImportError:  # pragma: no cover - older trees
-    _Base = Exception
-
-
-class LiteDRAMError(_Base):
+class LiteDRAMError(UserError):
     """The LiteDRAM core could not be generated (the message says why and how to fix it)."""
 
 
@@ -340,18 +335,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sim", action="store_true", help="litedram_gen --sim (SDRAMPHYModel)")
     parser.add_argument("--yaml", action="store_true", help="print the YAML only")
     args = parser.parse_args(argv)
-    try:
+
+    def run() -> int:
         if args.yaml:
             print(core_yaml(args.board, args.sim), end="")
             return 0
         core = generate(args.board, args.sim)
-    except (LiteDRAMError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"{core.verilog}\n{core.port}  ({core.port.size_bytes >> 20} MiB)")
-    for note in core.notes:
-        print(f"note: {note}")
-    return 0
+        print(f"{core.verilog}\n{core.port}  ({core.port.size_bytes >> 20} MiB)")
+        for note in core.notes:
+            print(f"note: {note}")
+        return 0
+
+    return run_cli(run)
 
 
 if __name__ == "__main__":
