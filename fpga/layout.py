@@ -39,7 +39,7 @@ from dataclasses import astuple, dataclass
 import numpy as np
 
 from fpga import huffman
-from fpga.config import AcceleratorConfig
+from fpga.config import DEFAULT_CONFIG, AcceleratorConfig
 
 
 class BufferSpace(enum.IntEnum):
@@ -71,8 +71,23 @@ HUFFMAN_HEADER_BYTES = 8
 PARAMS_RECORD = (("bias", "<i4"), ("multiplier", "<u2"), ("shift", "u1"), ("reserved", "u1"))
 PARAM_BYTES = np.dtype(list(PARAMS_RECORD)).itemsize  # per output channel
 CODEBOOK_ENTRIES = 256
-#: pipeline depth of the engine, added once per run (start -> done); see hw/engine.py
-PIPELINE_LATENCY = {Op.CONV: 11, Op.MAXPOOL: 7, Op.ADD: 7, Op.AVGPOOL: 4}
+#: pipeline depth of the engine outside the MAC array, added once per run (start -> done); see
+#: hw/engine.py. CONV adds :func:`array_latency` (the systolic array's skew and depth).
+PIPELINE_LATENCY = {Op.CONV: 9, Op.MAXPOOL: 7, Op.ADD: 7, Op.AVGPOOL: 4}
+
+
+def array_latency(rows: int, cols: int) -> int:
+    """Cycles through the systolic MAC array (``hw.array.MacArray.latency``): the PE operand
+    register, the product register, ``rows`` partial-sum registers down a column, and
+    ``cols - 1`` cycles of skew (activations entering row r are delayed r cycles, column c's
+    sums c cycles later are deskewed to the last column's)."""
+    return rows + cols + 1
+
+
+def pipeline_latency(op: int, config: AcceleratorConfig = DEFAULT_CONFIG) -> int:
+    """Cycles a run of ``op`` takes beyond its issue cycles (once per run, not per pixel)."""
+    extra = array_latency(config.rows, config.cols) if op == Op.CONV else 0
+    return PIPELINE_LATENCY[Op(op)] + extra
 
 
 @dataclass(frozen=True)
@@ -308,8 +323,9 @@ def fits(desc: LayerDescriptor, config: AcceleratorConfig) -> bool:
     return True
 
 
-def predict_cycles(desc: LayerDescriptor) -> int:
-    """Engine cycles from ``start`` to ``done`` for ``desc`` (the RTL matches this exactly)."""
+def predict_cycles(desc: LayerDescriptor, config: AcceleratorConfig = DEFAULT_CONFIG) -> int:
+    """Engine cycles from ``start`` to ``done`` for ``desc`` on an engine built for ``config``
+    (the RTL matches this exactly)."""
     pixels = desc.out_h * desc.out_w
     if desc.op == Op.CONV:
         work = desc.blocks * pixels * desc.kernel**2 * desc.in_groups
@@ -319,4 +335,4 @@ def predict_cycles(desc: LayerDescriptor) -> int:
         work = desc.in_groups * pixels
     else:
         work = desc.in_groups * (desc.in_h * desc.in_w + 4)
-    return work + PIPELINE_LATENCY[Op(desc.op)]
+    return work + pipeline_latency(desc.op, config)

@@ -1,54 +1,144 @@
-"""The MAC array: ``rows`` input-channel lanes x ``cols`` output-channel lanes.
+"""The systolic MAC array: ``rows`` input-channel lanes x ``cols`` output-channel lanes.
 
-Dataflow: **output-stationary per pixel with weights streamed**. Each cycle one activation
-vector (``rows`` channels of one input tap) is broadcast along the columns, each PE multiplies
-it by its own weight (one int8 x int8 product, one DSP48E1), and each column reduces its
-``rows`` products in a registered adder tree into the column's accumulator (in the engine).
-Why this shape for SqueezeNet: 1x1 convolutions dominate, and with every output pixel
-reading whole channel vectors there is no window reuse for a weight-stationary array to exploit;
-streaming weights from the wide weight buffer keeps every PE busy on 1x1 *and* 3x3 layers
-whenever C_in is a multiple of ``rows`` (all SqueezeNet layers but conv1), with no skew/drain
-per pixel. The cost is a weight-buffer read of rows*cols indices per cycle (one wide BRAM word).
+Dataflow: **output-stationary per pixel, weights streamed, systolic in both directions**.
+Each cycle one activation vector (``rows`` channels of one input tap) and one ``rows x cols``
+weight word enter the array. Activation lane ``r`` enters row ``r`` at the left edge and moves
+one PE to the right per cycle through each PE's activation register; the partial sum of
+output column ``c`` starts at the top and moves one PE down per cycle through each PE's sum
+register, picking up that PE's product on the way. No signal fans out to more than one PE:
+every PE reads its activation from its left neighbour's register, its partial sum from the
+register of the PE above, and its weight from a delay line of its own.
 
-Latency: products are registered (stage 1), column sums are registered (stage 2).
+Skew: tap ``t``'s activation reaches PE ``(r, c)`` ``r + c`` cycles after it entered, so
+activation lane ``r`` is delayed ``r`` cycles before row ``r`` and the weight of PE ``(r, c)``
+``r + c`` cycles (a per-PE delay line: SRLs on Xilinx); column ``c``'s finished sum leaves the
+bottom row ``c`` cycles after column 0's and is delayed ``cols - 1 - c`` cycles (deskew), so
+the ``cols`` sums of one tap come out together. The array is fully pipelined (one tap per cycle,
+no bubbles between pixels, taps or runs); the skew costs ``rows + cols - 1`` cycles of latency,
+paid once per run by the engine's drain, never per pixel. See docs/engine.md for why this
+dataflow (and not a weight-stationary or pixel-parallel output-stationary one) for SqueezeNet.
+
+Latency (``MacArray.latency``): ``rows + cols + 1`` cycles from the inputs to ``column_sums``.
 """
 
 from amaranth import Module, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
+from fpga.config import DEFAULT_CONFIG
+from fpga.layout import array_latency
 
-class MacArray(wiring.Component):
-    """``act`` (rows x int8) and ``weight`` (rows x cols int8, lane r*cols + c) ->
-    ``column_sums`` (cols x int32) two cycles later; ``valid`` travels alongside.
+
+def partial_sum_bits(rows: int, product_bits: int) -> int:
+    """Width of a column's partial sum: ``rows`` signed products need ``ceil(log2 rows)``
+    more bits than one product."""
+    return product_bits + max(0, (rows - 1).bit_length())
+
+
+class ProcessingElement(wiring.Component):
+    """One PE (one DSP48E1 with its A/B input, M product and P sum registers).
+
+    ``act_in`` and ``weight_in`` are registered (A/B); ``act_out`` is that register, for the
+    right-hand neighbour. The product is registered (M); ``psum_out = psum_in + product`` is
+    registered (P), for the PE below. Latency act/weight -> ``psum_out``: 3 cycles; the partial
+    sum from above must arrive 2 cycles after the PE's own operands.
     """
 
-    def __init__(self, rows: int, cols: int):
-        self.rows, self.cols = rows, cols
+    def __init__(self, act_bits: int, weight_bits: int, sum_bits: int):
+        self.act_bits, self.weight_bits, self.sum_bits = act_bits, weight_bits, sum_bits
         super().__init__(
             {
-                "act": In(data.ArrayLayout(signed(8), rows)),
-                "weight": In(data.ArrayLayout(signed(8), rows * cols)),
-                "valid": In(1),
-                "column_sums": Out(data.ArrayLayout(signed(32), cols)),
-                "sums_valid": Out(1),
+                "act_in": In(signed(act_bits)),
+                "weight_in": In(signed(weight_bits)),
+                "psum_in": In(signed(sum_bits)),
+                "act_out": Out(signed(act_bits)),
+                "psum_out": Out(signed(sum_bits)),
             }
         )
 
     def elaborate(self, platform):
         m = Module()
-        rows, cols = self.rows, self.cols
-        products = [
-            Signal(signed(16), name=f"product_{r}_{c}") for r in range(rows) for c in range(cols)
+        # data registers only (no reset, no enable): nothing global but the clock reaches a PE
+        act = Signal(signed(self.act_bits), reset_less=True)
+        weight = Signal(signed(self.weight_bits), reset_less=True)
+        product = Signal(signed(self.act_bits + self.weight_bits), reset_less=True)
+        psum = Signal(signed(self.sum_bits), reset_less=True)
+        m.d.sync += [
+            act.eq(self.act_in),
+            weight.eq(self.weight_in),
+            product.eq(act * weight),
+            psum.eq(self.psum_in + product),
         ]
-        products_valid = Signal()
+        m.d.comb += [self.act_out.eq(act), self.psum_out.eq(psum)]
+        return m
+
+
+def _delayed(m: Module, value, cycles: int, name: str):
+    """``value`` ``cycles`` clock cycles ago: a chain of plain registers (no reset, no enable)."""
+    for k in range(cycles):
+        register = Signal.like(value, name=f"{name}_d{k + 1}", reset_less=True)
+        m.d.sync += register.eq(value)
+        value = register
+    return value
+
+
+class MacArray(wiring.Component):
+    """``act`` (rows x int8) and ``weight`` (rows x cols int8, lane ``r*cols + c``) ->
+    ``column_sums[c] = sum_r act[r] * weight[r*cols + c]`` exactly ``latency`` cycles later;
+    ``valid`` travels alongside to ``sums_valid``. A new ``act``/``weight`` pair every cycle.
+    """
+
+    def __init__(
+        self,
+        rows: int,
+        cols: int,
+        act_bits: int = DEFAULT_CONFIG.act_bits,
+        weight_bits: int = DEFAULT_CONFIG.weight_bits,
+    ):
+        self.rows, self.cols = rows, cols
+        self.act_bits, self.weight_bits = act_bits, weight_bits
+        self.sum_bits = partial_sum_bits(rows, self.act_bits + self.weight_bits)
+        #: cycles from ``act``/``weight`` to ``column_sums``: operand register, product
+        #: register, ``rows`` sum registers, ``cols - 1`` skew cycles (inputs + deskew); the
+        #: cycle model's figure (``fpga.layout.array_latency``), checked by tests/hw/test_array.py
+        self.latency = array_latency(rows, cols)
+        super().__init__(
+            {
+                "act": In(data.ArrayLayout(signed(self.act_bits), rows)),
+                "weight": In(data.ArrayLayout(signed(self.weight_bits), rows * cols)),
+                "valid": In(1),
+                "column_sums": Out(data.ArrayLayout(signed(self.sum_bits), cols)),
+                "sums_valid": Out(1),
+            }
+        )
+        #: ``pes[r][c]``: filled in by :meth:`elaborate` (tests inspect the connectivity)
+        self.pes: list[list[ProcessingElement]] = []
+
+    def elaborate(self, platform):
+        m = Module()
+        rows, cols = self.rows, self.cols
+        self.pes = [
+            [ProcessingElement(self.act_bits, self.weight_bits, self.sum_bits) for _ in range(cols)]
+            for _ in range(rows)
+        ]
         for r in range(rows):
             for c in range(cols):
-                # one PE: int8 x int8 -> int16, registered (maps to one DSP48E1 with its MREG)
-                m.d.sync += products[r * cols + c].eq(self.act[r] * self.weight[r * cols + c])
-        m.d.sync += products_valid.eq(self.valid)
-        for c in range(cols):
-            total = sum(products[r * cols + c] for r in range(rows))
-            m.d.sync += self.column_sums[c].eq(total)
-        m.d.sync += self.sums_valid.eq(products_valid)
+                pe = self.pes[r][c]
+                m.submodules[f"pe_{r}_{c}"] = pe
+                # activations from the left neighbour's register (row entry: skewed by r)
+                if c == 0:
+                    act = _delayed(m, self.act[r], r, f"act_skew_{r}")
+                else:
+                    act = self.pes[r][c - 1].act_out
+                m.d.comb += pe.act_in.eq(act)
+                # this PE's own weight, skewed by r + c
+                weight = _delayed(m, self.weight[r * cols + c], r + c, f"weight_skew_{r}_{c}")
+                m.d.comb += pe.weight_in.eq(weight)
+                # partial sums from the PE above (row 0 starts from zero)
+                if r > 0:
+                    m.d.comb += pe.psum_in.eq(self.pes[r - 1][c].psum_out)
+        for c in range(cols):  # deskew: column c finished c cycles after column 0
+            total = _delayed(m, self.pes[rows - 1][c].psum_out, cols - 1 - c, f"deskew_{c}")
+            m.d.comb += self.column_sums[c].eq(total)
+        m.d.comb += self.sums_valid.eq(_delayed(m, self.valid, self.latency, "valid"))
         return m

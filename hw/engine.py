@@ -108,6 +108,11 @@ class ConvEngine(wiring.Component):
         lanes = cfg.rows  # == cols (checked by the config)
         pes = cfg.rows * cfg.cols
 
+        m.submodules.array = array = MacArray(cfg.rows, cfg.cols, cfg.act_bits, cfg.weight_bits)
+        # cycles from the last issue to ``done``; CONV: issue -> stage 1 -> 1b, the array,
+        # accumulate, final sums, requantizer (3), write
+        drain_cycles = {Op.CONV: array.latency + 7, Op.MAXPOOL: 5, Op.ADD: 5, Op.AVGPOOL: 6}
+
         # -- buffers -------------------------------------------------------------------------
         m.submodules.act_in = act_in = Memory(
             shape=unsigned(8 * lanes), depth=cfg.act_in_bytes // lanes, init=[]
@@ -226,7 +231,7 @@ class ConvEngine(wiring.Component):
         linear = Signal(24)  # ADD/AVGPOOL: operand word address
         flush = Signal(3)  # AVGPOOL: output words still to write after a group
         issuing = Signal()
-        drain = Signal(4)
+        drain = Signal(range(max(drain_cycles.values()) + 1))
         cycle_count = Signal(32)
 
         kernel_m1 = Signal(2)
@@ -511,7 +516,6 @@ class ConvEngine(wiring.Component):
         b_lanes = [b_r[8 * i : 8 * i + 8].as_signed() for i in range(lanes)]
 
         # codebook LUT: one read port per PE (distributed RAM in fabric)
-        m.submodules.array = array = MacArray(cfg.rows, cfg.cols)
         for i in range(pes):
             lookup = codebooks[i].read_port(domain="comb")
             weight = Signal(signed(8), name=f"weight_{i}")
@@ -522,20 +526,12 @@ class ConvEngine(wiring.Component):
             m.d.comb += array.act[r].eq(act_lanes[r])
         m.d.comb += array.valid.eq(t_valid & (op == Op.CONV))
 
-        # flags travel alongside the array's two stages
-        s2_first, s2_last, s2_out, s2_block = Signal(), Signal(), Signal(24), Signal(16)
-        s3_first, s3_last, s3_out = Signal(), Signal(), Signal(24)
-        m.d.sync += [
-            s2_first.eq(t_first),
-            s2_last.eq(t_last & t_valid),
-            s2_out.eq(t_out),
-            s2_block.eq(t_block),
-            s3_first.eq(s2_first),
-            s3_last.eq(s2_last),
-            s3_out.eq(s2_out),
-        ]
-        # parameters of the block: read with the stage-2 block, valid in stage 3
-        m.d.comb += param_read.addr.eq(s2_block)
+        # flags travel alongside the systolic array (``array.latency`` cycles: skew, PEs, deskew)
+        s3_first = _delayed(m, t_first, array.latency, "sums_first")
+        s3_last = _delayed(m, t_last & t_valid, array.latency, "sums_last")
+        s3_out = _delayed(m, t_out, array.latency, "sums_out")
+        # parameters of the block: read one cycle before the sums arrive, valid with them
+        m.d.comb += param_read.addr.eq(_delayed(m, t_block, array.latency - 1, "sums_block"))
 
         # -- stage 3: accumulate; after the last tap, requantize --------------------------------
         accumulators = [Signal(signed(32), name=f"acc_{c}") for c in range(cfg.cols)]
@@ -547,7 +543,7 @@ class ConvEngine(wiring.Component):
             bias = word[0:32].as_signed()
             start_value = Mux(s3_first, bias, accumulators[c])
             total = Signal(signed(32), name=f"total_{c}")
-            m.d.comb += total.eq(start_value + array.column_sums[c])
+            m.d.comb += total.eq(start_value + array.column_sums[c])  # sign-extended
             with m.If(array.sums_valid):
                 m.d.sync += accumulators[c].eq(total)
             # the final sum and its parameters are registered: no path from the parameter RAM
@@ -645,10 +641,9 @@ class ConvEngine(wiring.Component):
                 ]
 
         # -- completion: drain the pipeline after the last issue ---------------------------------
-        drain_cycles = {Op.CONV: 9, Op.MAXPOOL: 5, Op.ADD: 5, Op.AVGPOOL: 6}
         with m.If(self.busy & ~issuing & ~setup):
             m.d.sync += drain.eq(drain + 1)
-            target = Signal(4)
+            target = Signal(range(max(drain_cycles.values()) + 1))
             with m.Switch(op):
                 for key, value in drain_cycles.items():
                     with m.Case(key):

@@ -38,7 +38,7 @@ def _case(label, desc, writes, read_offset, expected, mask, config):
         "read": [read_offset, len(expected)],
         "expected": bytes(expected).hex(),
         "mask": bytes(mask).hex(),
-        "cycles": predict_cycles(desc),
+        "cycles": predict_cycles(desc, config),
     }
 
 

