@@ -129,7 +129,14 @@ def build(waves: bool = False):
     return runner, build_dir, core, seconds
 
 
-def run(build_result, testcase: str, results: Path, seed: int, extra: dict | None = None):
+def run(
+    build_result,
+    testcase: str,
+    results: Path,
+    seed: int,
+    extra: dict | None = None,
+    waves: bool = False,
+):
     """Run one cocotb ``testcase`` of this module; returns the results JSON it wrote."""
     from sim import runner as sim_runner
 
@@ -137,17 +144,39 @@ def run(build_result, testcase: str, results: Path, seed: int, extra: dict | Non
     env = {"PYTHONPATH": str(sim_runner.ROOT), "DRAM_RESULTS": str(results), "DRAM_SEED": str(seed)}
     env.update({k: str(v) for k, v in (extra or {}).items()})
     results.unlink(missing_ok=True)
-    runner.test(
-        hdl_toplevel=NAME,
-        test_module="sim.dram_bench",
-        testcase=testcase,
-        build_dir=build_dir,
-        test_dir=results.parent,
-        extra_env=env,
-    )
+    try:
+        runner.test(
+            hdl_toplevel=NAME,
+            test_module="sim.dram_bench",
+            testcase=testcase,
+            build_dir=build_dir,
+            test_dir=results.parent,
+            extra_env=env,
+            waves=waves,
+        )
+    except Exception as exc:  # a failed cocotb test: its results (if written) say why
+        if not results.exists():
+            raise AssertionError(f"{testcase}: the bench failed before its checker: {exc}") from exc
     if not results.exists():
         raise AssertionError(f"{testcase}: the bench wrote no results (see {build_dir})")
     return json.loads(results.read_text())
+
+
+def keep_waveform(testcase: str, results: Path, seed: int, extra: dict | None = None) -> str:
+    """Rerun ``testcase`` with ``seed`` on a traced build; keep its VCD under
+    ``build/sim/failures/`` and return the path (a failure's evidence)."""
+    from sim import runner as sim_runner
+
+    traced = build(waves=True)
+    run(traced, testcase, results, seed, extra, waves=True)
+    dumps = sorted(results.parent.glob("*.vcd")) + sorted(traced[1].glob("*.vcd"))
+    if not dumps:
+        return "none written"
+    keep = sim_runner.BUILD_ROOT / "failures"
+    keep.mkdir(parents=True, exist_ok=True)
+    target = keep / f"{NAME}-{testcase}-{seed}.vcd"
+    target.write_bytes(dumps[-1].read_bytes())
+    return str(target)
 
 
 # ------------------------------------------------------------------------- cocotb side

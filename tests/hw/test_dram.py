@@ -39,6 +39,19 @@ def _seed(name: str) -> int:
     return seed
 
 
+def _check(ok: bool, testcase: str, result: dict, seed: int, tmp_path):
+    """On a failure: rerun the seed traced, keep the VCD, say how to reproduce."""
+    if ok:
+        return
+    from sim import dram_bench
+
+    waves = dram_bench.keep_waveform(testcase, tmp_path / "traced.json", seed)
+    raise AssertionError(
+        f"{testcase} failed: {result}\nwaveform: {waves}\n"
+        f"rerun: DRAM_SEED={seed} .venv/bin/python -m pytest -s tests/hw/test_dram.py"
+    )
+
+
 @needs_dram_sim
 def test_native_port_random_writes_reads_backpressure(dram_build, tmp_path):
     from sim import dram_bench
@@ -46,8 +59,8 @@ def test_native_port_random_writes_reads_backpressure(dram_build, tmp_path):
     seed = _seed("native port")
     result = dram_bench.run(dram_build, "native_port_random", tmp_path / "native.json", seed)
     print(result)
-    assert result["mismatches"] == 0 and result["reads"] == result["reads_returned"] > 100
-    assert result["protocol_error"] == 0
+    ok = result["mismatches"] == 0 and result["reads"] == result["reads_returned"] > 100
+    _check(ok and result["protocol_error"] == 0, "native_port_random", result, seed, tmp_path)
 
 
 @needs_dram_sim
@@ -65,8 +78,9 @@ def test_dma_random_transfers_and_throughput(dram_build, tmp_path):
         f"read latency {result['read_latency_cycles']} cycles to the first word "
         f"(range over all reads {result['read_latency_range']})"
     )
-    assert result["mismatches"] == 0 and result["keep_errors"] == 0
-    assert result["whole_region_equal"] and result["protocol_error"] == 0
+    ok = result["mismatches"] == 0 and result["keep_errors"] == 0
+    ok &= result["whole_region_equal"] and result["protocol_error"] == 0
+    _check(ok, "dma_random", result, seed, tmp_path)
     # not a timed test: a floor that catches one-word-at-a-time regressions (~0.05 words/cycle)
     assert result["read_words_per_cycle"] > 0.3 and result["write_words_per_cycle"] > 0.3
 
