@@ -58,8 +58,8 @@ MAX_CONCAT_INPUTS = 16
 MAX_CHANNELS = 65536
 MAX_NAME = 128
 #: Working memory of the golden model, bounded per graph (the largest variant at MAX_INPUT_SIZE,
-#: complex-bypass at 1024, needs 258 MiB of activations, 36.3 M unfolded elements (v1.0's conv1)
-#: and 24.9 M elements in one tensor (conv1's output); worst case with all three bounds at their
+#: complex-bypass at 1024, needs 258 MiB of activations, 36.3 Mi unfolded elements (v1.0's conv1)
+#: and 23.7 Mi elements in one tensor (conv1's output); worst case with all three bounds at their
 #: limit: about 1.3 GB):
 #: int8 bytes of all tensors together (golden.run_network(keep=True) holds every one)
 MAX_ACTIVATION_BYTES = 384 * 1024 * 1024

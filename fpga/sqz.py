@@ -250,27 +250,61 @@ def decode_conv(payload: bytes, name: str):
     }
 
 
-class _NonFinite(Exception):
-    pass
+class _NonFinite:
+    """What ``NaN``/``Infinity`` parse to, so that the reader can name the field holding one."""
+
+    def __init__(self, token: str):
+        self.token = token
 
 
-def _reject_constant(token: str):
-    raise _NonFinite(token)
+def _non_finite(value, keys: tuple = ()) -> tuple[tuple, str] | None:
+    """(path of keys, token) of the first NaN/Infinity in a parsed graph, or None."""
+    if isinstance(value, _NonFinite):
+        return keys, value.token
+    items = (
+        value.items()
+        if isinstance(value, dict)
+        else enumerate(value)
+        if isinstance(value, list)
+        else ()
+    )
+    for key, item in items:
+        found = _non_finite(item, (*keys, key))
+        if found:
+            return found
+    return None
+
+
+def _field_name(graph, keys: tuple) -> str:
+    """``layer 'fire2.squeeze': field 'out_scale'`` or ``field 'input_scale'`` for a key path."""
+    layer = None
+    if len(keys) >= 3 and keys[0] == "layers" and isinstance(graph.get("layers"), list):
+        layer = graph["layers"][keys[1]]
+    rest = keys[2:] if isinstance(layer, dict) and isinstance(layer.get("name"), str) else keys
+    text = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in rest).lstrip(".")
+    return f"layer {layer['name']!r}: field {text!r}" if rest is not keys else f"field {text!r}"
 
 
 def _parse_graph(payload: bytes):
     if len(payload) > MAX_GRAPH_BYTES:
         raise FormatError(f"section graph: {len(payload):,} bytes, more than {MAX_GRAPH_BYTES:,}")
     try:
-        return json.loads(payload, parse_constant=_reject_constant)
-    except _NonFinite as exc:
-        raise FormatError(
-            f"section graph: holds {exc}; every scale and number of a model must be finite"
-        ) from None
+        graph = json.loads(payload, parse_constant=_NonFinite)
     except RecursionError:
         raise FormatError("section graph: JSON nested too deeply") from None
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, huge integers
         raise FormatError(f"section graph: not valid JSON ({exc})") from None
+    try:
+        found = _non_finite(graph)
+    except RecursionError:
+        raise FormatError("section graph: JSON nested too deeply") from None
+    if found:
+        keys, token = found
+        where = _field_name(graph, keys) if keys else "the graph"
+        raise FormatError(
+            f"section graph: {where} is {token}; every scale and number of a model must be finite"
+        )
+    return graph
 
 
 def read_model(path) -> tuple[QuantizedNetwork, dict, dict]:

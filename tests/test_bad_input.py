@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fpga.arch import DATA_DIR
 from fpga.image import BACKGROUND_RGB, ImageError, bundled_photos, load_image, preprocess
 from fpga.sqz import read_model, write_model
 from tests.sqz_samples import shared_weights, tiny_network
@@ -87,6 +88,10 @@ def files(tmp_path_factory) -> dict[str, str]:
     out["wide.png"] = str(d / "wide.png")
     (d / "junk.net").write_bytes(b"\x01\x02\x03")
     out["junk.net"] = str(d / "junk.net")
+    release = bytearray((DATA_DIR / "compressed_SqueezeNet.net").read_bytes())
+    release[4 * 26 + 4 * 7 : 4 * 26 + 4 * 8] = struct.pack("<f", float("nan"))  # conv1 codebook[7]
+    (d / "nan.net").write_bytes(bytes(release))
+    out["nan.net"] = str(d / "nan.net")
     out["missing"] = str(d / "missing.sqz")
     out["nodir"] = str(d / "no" / "such" / "dir" / "m.sqz")
     return out
@@ -117,11 +122,17 @@ CASES = [
     ("inspect-noinput", "fpga.compress", ["inspect", "{noinput.sqz}"], "nosuch"),
     ("inspect-size100000", "fpga.compress", ["inspect", "{size100000.sqz}"], "input_size"),
     ("inspect-pad100000", "fpga.compress", ["inspect", "{pad100000.sqz}"], "pad"),
-    ("inspect-nan", "fpga.compress", ["inspect", "{nan_scale.sqz}"], "NaN"),
+    ("inspect-nan", "fpga.compress", ["inspect", "{nan_scale.sqz}"], "'out_scale' is NaN"),
     ("inspect-op", "fpga.compress", ["inspect", "{unknown_op.sqz}"], "softmax"),
     ("inspect-channels", "fpga.compress", ["inspect", "{channels.sqz}"], "channels"),
     # fpga.compress import-deepcompression
     ("import-junk", "fpga.compress", ["import-deepcompression", "{junk.net}", "-o", "{dir}/i"], ""),
+    (
+        "import-nan-codebook",
+        "fpga.compress",
+        ["import-deepcompression", "{nan.net}", "-o", "{dir}/i.sqz"],
+        "conv1: NaN or infinity in its codebook",
+    ),
     (
         "import-missing",
         "fpga.compress",

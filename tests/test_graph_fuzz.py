@@ -270,3 +270,57 @@ def test_graph_fuzz_only_format_errors_under_a_memory_limit(tmp_path):
     assert counts["refused"] + counts["accepted"] == TRIALS >= 1000
     # both paths are exercised: most mutations are refused, some still describe a valid graph
     assert counts["refused"] > TRIALS // 2 and counts["ran"] > 20
+
+
+def test_documented_limits_match_the_code():
+    """docs/format.md quotes the graph limits and what the largest variant needs at the largest
+    input: both come from fpga.graph, checked here so that they cannot drift."""
+    from fpga import graph as g
+    from fpga.model import expected_shapes
+    from fpga.quant import float_graph
+
+    text = (ROOT / "docs" / "format.md").read_text()
+    assert f"**{g.MIN_INPUT_SIZE}..{g.MAX_INPUT_SIZE}**" in text
+    assert f"<= {g.MAX_TENSOR_ELEMENTS // 2**20} Mi elements in any one tensor" in text
+    assert f"<= {g.MAX_UNFOLDED_ELEMENTS // 2**20} Mi elements in one conv's unfolded" in text
+    assert f"<= {g.MAX_ACTIVATION_BYTES // 2**20} MiB of int8" in text
+    need = {}
+    for variant in ("v1.0", "v1.1", "simple-bypass", "complex-bypass"):
+        shapes = expected_shapes(variant)
+        convs, layers = {}, []
+        for node in float_graph(variant):
+            layer = {
+                "name": node["name"],
+                "op": node["op"],
+                "inputs": list(node["inputs"]),
+                "out_scale": 0.1,
+                "stride": node.get("stride", 1),
+                "pad": node.get("pad", 0),
+                "relu": node.get("relu", True),
+            }
+            if node["op"] == "conv":
+                c_out, c_in, k, _ = shapes[node["name"] + ".weight"]
+                convs[node["name"]] = (c_out, c_in, k)
+            if node["op"] == "add":
+                layer.update(multiplier=[1, 1], shift=[0])
+            layers.append(layer)
+        raw = {"variant": variant, "input_size": g.MAX_INPUT_SIZE, "input_scale": 1.0}
+        checked = g.check_graph({**raw, "layers": layers}, convs)
+        tensors = [s for s in checked.shapes.values() if len(s) == 3]
+        unfolded = [
+            convs[x["name"]][1] * convs[x["name"]][2] ** 2 * np.prod(checked.shapes[x["name"]][1:])
+            for x in checked.layers
+            if x["op"] == "conv"
+        ]
+        need[variant] = (
+            sum(int(np.prod(s)) for s in tensors),
+            int(max(unfolded)),
+            max(int(np.prod(s)) for s in tensors),
+        )
+    activations, unfolded, tensor = (max(v[i] for v in need.values()) for i in range(3))
+    assert need["complex-bypass"][0] == activations
+    quoted = (
+        f"needs {activations / 2**20:.0f} MiB of activations, {unfolded / 2**20:.1f} Mi unfolded "
+        f"elements\nand {tensor / 2**20:.1f} Mi elements in one tensor"
+    )
+    assert " ".join(quoted.split()) in " ".join(text.split()), quoted

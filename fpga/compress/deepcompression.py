@@ -50,7 +50,7 @@ def read_deepcompression(path) -> tuple[dict[str, np.ndarray], dict]:
         for what, values in (("codebook", codebook), ("biases", bias)):
             if not np.isfinite(values).all():
                 raise FormatError(
-                    f"deep compression file: layer {name}: {what} hold NaN or infinity"
+                    f"deep compression file: layer {name}: NaN or infinity in its {what}"
                 )
         index = np.frombuffer(data[pos : pos + stored], dtype=np.uint8).astype(np.int64)
         pos += stored
