@@ -280,14 +280,18 @@ def _conv_shape(index, where, fields, in_shape, convs) -> tuple[int, int, int]:
     c_out, c_in, k = convs[name]
     kernels = IMAGE_KERNELS if index == 0 else ENGINE_KERNELS
     if k not in kernels:
-        raise GraphError(f"{where}: kernel {k}x{k}; this position takes {kernels}")
+        raise GraphError(
+            f"{where}: kernel {k}x{k}; the engine runs {_sizes(ENGINE_KERNELS)} (the first "
+            f"layer, lowered by host im2col, also {_sizes(IMAGE_KERNELS)})"
+        )
     if index == 0 and k not in ENGINE_KERNELS and name != "conv1":
         raise GraphError(
             f"{where}: a {k}x{k} first layer must be named 'conv1' (the compiler lowers it by name)"
         )
     stride, pad = fields["stride"], fields["pad"]
     if stride not in ENGINE_STRIDES:
-        raise GraphError(f"{where}: field 'stride' is {stride}; the engine runs {ENGINE_STRIDES}")
+        strides = " or ".join(str(v) for v in ENGINE_STRIDES)
+        raise GraphError(f"{where}: field 'stride' is {stride}; the engine runs stride {strides}")
     if not 0 <= pad <= k // 2:
         raise GraphError(f"{where}: field 'pad' is {pad}; a {k}x{k} kernel takes 0..{k // 2}")
     if c_in != in_shape[0]:
@@ -300,6 +304,10 @@ def _conv_shape(index, where, fields, in_shape, convs) -> tuple[int, int, int]:
     if ho < 1 or wo < 1:
         raise GraphError(f"{where}: a {k}x{k} kernel does not fit its {h}x{w} input")
     return (c_out, ho, wo)
+
+
+def _sizes(kernels) -> str:
+    return ", ".join(f"{k}x{k}" for k in kernels)
 
 
 def check_input_size(size: int, what: str = "--size") -> int:

@@ -113,6 +113,8 @@ CASES = [
         ["--min-agreement", "2", "-o", "{dir}/o.sqz"],
         "--min-agreement",
     ),
+    ("compress-output-folder", "fpga.compress", ["-o", "{dir}"], "is a folder"),
+    ("compress-output-nodir", "fpga.compress", ["-o", "{nodir}"], "does not exist"),
     # fpga.compress inspect: files that are not models, graphs that are nonsense
     ("inspect-missing", "fpga.compress", ["inspect", "{missing}"], "cannot read"),
     ("inspect-folder", "fpga.compress", ["inspect", "{dir}"], "cannot read"),
@@ -218,6 +220,7 @@ def test_bad_input_is_one_error_line(case, files, capsys):
     assert len(lines) == 1 and lines[0].startswith("error: "), out.err
     assert "Traceback" not in out.err
     assert word in lines[0], lines[0]
+    print(f"{case[0]}: exit {code}: {lines[0]}")
 
 
 @pytest.mark.parametrize(

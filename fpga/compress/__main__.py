@@ -62,6 +62,15 @@ def check_fraction(value: float | None, option: str, low_open: bool) -> None:
         raise UserError(f"{option} must be a fraction in {interval}, not {value}")
 
 
+def check_output(path: str) -> None:
+    """Fail before any work when ``-o`` cannot be written (the write itself is atomic too)."""
+    target = Path(path)
+    if target.is_dir():
+        raise UserError(f"-o {path} is a folder; name the .sqz file to write")
+    if not target.parent.is_dir():
+        raise UserError(f"-o {path}: the folder {target.parent} does not exist")
+
+
 def measure_and_check(network, min_agreement: float | None) -> dict:
     """Fidelity of ``network`` against the float model on the bundled photos, printed; raises
     :class:`FidelityError` when top-1 agreement is below ``min_agreement``."""
@@ -84,6 +93,7 @@ def compress_command(args) -> int:
     check_input_size(args.size)
     check_fraction(args.density, "--density", low_open=True)
     check_fraction(args.min_agreement, "--min-agreement", low_open=False)
+    check_output(args.output)
     network, shared, info = compress_network(args.variant, args.bits, args.density, args.size)
     fid = measure_and_check(network, args.min_agreement)
     coding = CODING_FIXED if args.no_huffman else CODING_HUFFMAN
@@ -199,6 +209,7 @@ def print_table(rows: list[dict]) -> None:
 def import_command(args) -> int:
     check_input_size(args.size)
     check_fraction(args.min_agreement, "--min-agreement", low_open=False)
+    check_output(args.output)
     weights, info = read_deepcompression(args.file)
     network, shared, _ = compress_network("v1.0", 8, None, args.size, weights=weights)
     fid = measure_and_check(network, args.min_agreement)
