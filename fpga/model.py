@@ -9,7 +9,6 @@ here). Pretrained ImageNet weights ship in ``fpga/data/*.npz`` and load without 
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import zipfile
@@ -28,6 +27,7 @@ from fpga.arch import (
     check_variant,
     fire_input_channels,
 )
+from fpga.cli import ArgumentParser
 from fpga.errors import run_cli
 from fpga.golden import conv_output_size, pool_output_size
 from fpga.graph import check_input_size
@@ -243,9 +243,7 @@ def format_summary(table: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m fpga.model", description=__doc__.split("\n")[0]
-    )
+    parser = ArgumentParser(prog="python -m fpga.model", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("summary", help="reproduce Table 1 of the paper")
     p.add_argument("--variant", default="v1.0", help=f"one of {', '.join(VARIANTS)}")

@@ -16,7 +16,6 @@ CLIs: ``python -m fpga.quant classify IMAGE... --variant v1.0 --precision int8 [
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -26,6 +25,7 @@ import torch
 
 from fpga import golden
 from fpga.arch import FIRE_SHAPES, VARIANTS, check_variant
+from fpga.cli import ArgumentParser
 from fpga.errors import run_cli
 from fpga.graph import check_input_size
 from fpga.image import (
@@ -339,7 +339,7 @@ def classify(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fpga.quant", description="int8 SqueezeNet")
+    parser = ArgumentParser(prog="python -m fpga.quant", description="int8 SqueezeNet")
     sub = parser.add_subparsers(dest="command", required=True)
     c = sub.add_parser("classify", help="top-5 labels of images")
     c.add_argument("images", nargs="+")

@@ -10,7 +10,6 @@ Huffman streams that the device decodes on chip (hw.huffman) instead of one byte
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import numpy as np
 from fpga import golden
 from fpga.arch import VARIANTS, check_variant
 from fpga.boards import BOARDS, get_board
+from fpga.cli import ArgumentParser
 from fpga.compile import WEIGHTS_MODES, compile_network, execute, tile_count
 from fpga.errors import UserError, run_cli
 from fpga.graph import check_input_size
@@ -137,9 +137,7 @@ def print_results(results: list[dict], pes: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m host.infer", description=__doc__.split("\n")[0]
-    )
+    parser = ArgumentParser(prog="python -m host.infer", description=__doc__.split("\n")[0])
     parser.add_argument("images", nargs="+")
     parser.add_argument("--variant", default="v1.0", help=f"one of {', '.join(VARIANTS)}")
     parser.add_argument("--model", help="a compressed .sqz model (overrides --variant)")

@@ -195,6 +195,17 @@ CASES = [
     ),
     # fpga.build
     ("build-board", "fpga.build", ["--board", "nosuch"], "board"),
+    # usage mistakes (fpga.cli.ArgumentParser: one line, exit 2, not argparse's usage block)
+    ("usage-compress-bits", "fpga.compress", ["--bits", "5", "-o", "{dir}/o"], "invalid choice"),
+    ("usage-compress-option", "fpga.compress", ["--nosuch", "-o", "{dir}/o"], "--nosuch"),
+    ("usage-compress-no-output", "fpga.compress", ["--bits", "6"], "-o/--output"),
+    ("usage-inspect-no-file", "fpga.compress", ["inspect"], "file"),
+    ("usage-classify-no-images", "fpga.quant", ["classify"], "images"),
+    ("usage-classify-size-text", "fpga.quant", ["classify", P, "--size", "big"], "--size"),
+    ("usage-quant-command", "fpga.quant", ["nosuch"], "invalid choice"),
+    ("usage-summary-size-text", "fpga.model", ["summary", "--size", "1e3"], "--size"),
+    ("usage-infer-no-images", "host.infer", [], "images"),
+    ("usage-infer-weights-mode", "host.infer", [P, "--weights-mode", "zip"], "--weights-mode"),
 ]
 
 
@@ -213,7 +224,10 @@ def test_bad_input_is_one_error_line(case, files, capsys):
     main = importlib.import_module(
         module if module != "fpga.compress" else "fpga.compress.__main__"
     )
-    code = main.main(fill(argv, files))
+    try:
+        code = main.main(fill(argv, files))
+    except SystemExit as exc:  # a usage mistake: the parser exits (as under ``python -m``)
+        code = exc.code
     out = capsys.readouterr()
     lines = out.err.strip().splitlines()
     assert code == 2, (code, out.err[-2000:])

@@ -23,6 +23,7 @@ PACKAGES = ("fpga", "hw", "host", "sim", "bench")
 #: the spec layer: what gateware, host, emulator and toolflow all build on
 SPEC = {
     "fpga.errors",
+    "fpga.cli",
     "fpga.files",
     "fpga.graph",
     "fpga.config",

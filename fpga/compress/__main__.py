@@ -8,7 +8,6 @@ python -m fpga.compress import-deepcompression FILE.net -o model.sqz
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -19,6 +18,7 @@ import numpy as np
 
 from fpga import quant
 from fpga.arch import DATA_DIR, VARIANTS, check_variant
+from fpga.cli import ArgumentParser
 from fpga.compress.core import compress_network
 from fpga.compress.deepcompression import read_deepcompression
 from fpga.errors import UserError, run_cli
@@ -242,9 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = ("inspect", "table", "import-deepcompression")
     if not argv or argv[0] not in commands + ("-h", "--help"):
         argv = ["compress", *argv]
-    parser = argparse.ArgumentParser(
-        prog="python -m fpga.compress", description=__doc__.split("\n")[0]
-    )
+    parser = ArgumentParser(prog="python -m fpga.compress", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     c = sub.add_parser("compress", help="prune, share and encode a model (the default command)")
     c.add_argument("--variant", default="v1.0", help=f"one of {', '.join(VARIANTS)}")
