@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import tempfile
+import threading
 from pathlib import Path
 
 from fpga.errors import UserError
@@ -20,9 +22,29 @@ class WriteError(UserError, OSError):
     """A file could not be written; the message names the path and the reason."""
 
 
+@contextlib.contextmanager
+def _file_size_limit_as_error():
+    """Under a file size limit (``ulimit -f``) the kernel sends SIGXFSZ, whose default action
+    kills the process: ignored while writing, the write fails with EFBIG instead and is reported
+    like any other failed write (signal handlers can only be set from the main thread)."""
+    sigxfsz = getattr(signal, "SIGXFSZ", None)
+    if sigxfsz is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(sigxfsz, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(sigxfsz, previous)
+
+
 def atomic_write(path, data: bytes) -> None:
     """Replace ``path`` with ``data`` atomically; :class:`WriteError` names the path on failure."""
-    path = Path(path)
+    with _file_size_limit_as_error():
+        _atomic_write(Path(path), data)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
     folder = path.parent if str(path.parent) else Path(".")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
