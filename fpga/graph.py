@@ -37,8 +37,8 @@ from fpga.golden import (
 )
 from fpga.network import OPS
 
-#: input image side in pixels: SqueezeNet needs 32 to keep a pixel after its four stride-2 steps;
-#: 1024 keeps the golden model's working memory near 1 GB (v1.0 at 1024: see MAX_* below)
+#: input image side in pixels: 32 as fpga.model's Table 1 requires (SqueezeNet keeps at least one
+#: pixel after its stride-2 steps); 1024 keeps every variant within the memory bounds below
 MIN_INPUT_SIZE = 32
 MAX_INPUT_SIZE = 1024
 #: image channels (RGB, as fpga.image.preprocess produces)
