@@ -1,5 +1,6 @@
 import pytest
 
+from host.simulated import BoardProcess
 from sim import runner
 
 
@@ -14,7 +15,6 @@ def board_binary():
 
 @pytest.fixture
 def board(board_binary):
-    from sim.board import SimulatedBoard
-
-    with SimulatedBoard() as simulated:
+    """A fresh simulated board (the default configuration) per test, from the one build."""
+    with BoardProcess(board_binary) as simulated:
         yield simulated
