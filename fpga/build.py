@@ -17,7 +17,6 @@ failed); 2 user error (unknown board, bad option, nothing to program); 3 no bits
 
 from __future__ import annotations
 
-import argparse
 import functools
 import importlib
 import json
@@ -30,6 +29,7 @@ from pathlib import Path
 
 from fpga.arch import check_variant
 from fpga.boards import BoardError, get_board
+from fpga.cli import ArgumentParser
 from fpga.config import DEFAULT_CONFIG, LARGE_CONFIG, SMALL_CONFIG
 from fpga.errors import UserError, run_cli
 
@@ -366,9 +366,7 @@ def program_board(board_name: str, bitstream: str | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m fpga.build", description=__doc__.split("\n")[0]
-    )
+    parser = ArgumentParser(prog="python -m fpga.build", description=__doc__.split("\n")[0])
     parser.add_argument("--board", required=True)
     parser.add_argument(
         "--config", help=f"accelerator config: {', '.join(CONFIGS)} (default: the board's)"

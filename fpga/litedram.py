@@ -328,9 +328,9 @@ def generate(board: Board | str, sim: bool = False) -> GeneratedCore:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m fpga.litedram --board arty_a7 [--sim]``: generate and print the contract."""
-    import argparse
+    from fpga.cli import ArgumentParser
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m fpga.litedram", description=__doc__.splitlines()[0])
     parser.add_argument("--board", default="arty_a7")
     parser.add_argument("--sim", action="store_true", help="litedram_gen --sim (SDRAMPHYModel)")
     parser.add_argument("--yaml", action="store_true", help="print the YAML only")

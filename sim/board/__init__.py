@@ -161,9 +161,9 @@ class SimulatedBoard(BoardProcess):
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m sim.board build [--quiet]``: build or reuse the default board, print its path."""
-    import argparse
+    from fpga.cli import ArgumentParser
 
-    parser = argparse.ArgumentParser(prog="python -m sim.board", description=main.__doc__)
+    parser = ArgumentParser(prog="python -m sim.board", description=main.__doc__)
     parser.add_argument("command", choices=("build",))
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
