@@ -170,6 +170,8 @@ class ResidentImage:
     device_im2col: bool
     dram_size: int
     lifetimes: dict[str, tuple[int, int]] = field(default_factory=dict)  # tensor -> units
+    #: unit name -> [first, end) indices of its commands (its tensor is complete at end - 1)
+    unit_commands: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def config(self) -> AcceleratorConfig:
@@ -377,7 +379,9 @@ def compile_resident(
             held = {k: v for k, v in held.items() if k[0] != BufferSpace.HUFFMAN_STREAM}
         return True
 
+    unit_commands = {}
     for unit in program.units:
+        first_command = len(proto)
         for tile in unit.tiles:
             for load in tile.loads:
                 offset = load.base * lanes
@@ -462,6 +466,7 @@ def compile_resident(
                         buffer_stride=channels,
                     )
             proto.append((rec, region))
+        unit_commands[unit.name] = (first_command, len(proto))
     proto.append((command(Opcode.END), None))
 
     # the map
@@ -504,6 +509,7 @@ def compile_resident(
         bool(im2col),
         dram_size,
         lifetimes,
+        unit_commands,
     )
 
 
@@ -627,13 +633,16 @@ class ResidentStats:
     dma_requests: int = 0  # LOAD/STORE rows (one DMA transfer each)
 
 
-def run_commands(dram: bytearray, engine, pc: int, dram_size: int | None = None) -> ResidentStats:
+def run_commands(
+    dram: bytearray, engine, pc: int, dram_size: int | None = None, after=None
+) -> ResidentStats:
     """Interpret the command records at DRAM byte ``pc`` until END, as the sequencer does:
     fetch from DRAM, LOAD/STORE through ``engine.write``/``engine.read`` (an
     :class:`fpga.emulator.EngineEmulator` or any object with those and ``run``).
 
     Raises :class:`ResidentError` (like the sequencer's error codes) on an unknown opcode or a
-    DRAM address outside ``[0, dram_size)``."""
+    DRAM address outside ``[0, dram_size)``. ``after(index, record)`` is called after each
+    command (index counts from the first one executed)."""
     dram_size = len(dram) if dram_size is None else dram_size
     stats = ResidentStats()
     while True:
@@ -666,10 +675,14 @@ def run_commands(dram: bytearray, engine, pc: int, dram_size: int | None = None)
                 offset += int(rec["buffer_stride"])
         else:
             raise ResidentError(f"command at {pc:,}: unknown opcode {op}")
+        if after is not None:
+            after(stats.commands - 1, rec)
         pc += COMMAND_BYTES
 
 
-def run_resident(image: ResidentImage, dram: bytearray, input_int8: np.ndarray, engine=None):
+def run_resident(
+    image: ResidentImage, dram: bytearray, input_int8: np.ndarray, engine=None, after=None
+):
     """One inference in resident mode: write the input, run the program from DRAM, read the
     output. ``dram`` must hold :meth:`ResidentImage.load_bytes` at 0 (a model load).
 
@@ -680,7 +693,7 @@ def run_resident(image: ResidentImage, dram: bytearray, input_int8: np.ndarray, 
 
         engine = EngineEmulator(image.config)
     image.write_input(dram, input_int8)
-    stats = run_commands(dram, engine, image.program_address)
+    stats = run_commands(dram, engine, image.program_address, after=after)
     return image.read_output(dram), stats
 
 
