@@ -1,0 +1,341 @@
+"""The on-device sequencer of resident mode: walks a command list in DRAM (issue 12).
+
+Given ``program_addr`` and a ``start`` pulse, it fetches one :data:`fpga.resident.COMMAND_RECORD`
+(32 bytes) at a time through a DMA reader and executes it:
+
+- **LOAD**: per row, a DMA read of ``length`` bytes at ``dram_addr + r * dram_stride``; the
+  lane-aligned words (``hw.dma``) are taken apart into one byte per cycle on the buffer write
+  port (``write_en/space/addr/data``, ``write_ready``: the shape the link drives today, so the
+  SoC routes HUFFMAN_TABLE/HUFFMAN_STREAM to the on-chip decoder the same way);
+- **STORE**: per row, a DMA write request, then the buffer read port (``read_en/space/addr`` ->
+  ``read_valid/read_data`` one cycle later, the engine's) is read one byte per cycle, packed
+  into lane-aligned words (byte ``a`` of DRAM in lane ``a % word_bytes``) and handed to the DMA
+  writer; the row ends when the writer's ``busy`` falls (a later LOAD of the same bytes is
+  ordered after it on the one native port);
+- **RUN**: one ``engine_start`` pulse, then wait for ``engine_done`` (``engine_cycles`` counts
+  the wait);
+- **END**: ``done`` pulses with ``error`` low; ``cycles`` holds the cycles since ``start``.
+
+Refusals end in ``done`` with ``error`` high and an :class:`SequencerError` code (``pc`` holds
+the failing command's address), never in a hang: an unknown opcode (0 included: zeroed DRAM), a
+fetch or a row outside ``[0, dram_size)``, a row outside its buffer space (sizes from
+:func:`fpga.resident.buffer_sizes`), an unknown space, a program address that is not
+word-aligned, an engine error. Rows before a refused row of the same command have moved.
+
+Sequential: DMA and engine never overlap (double buffering is in docs/resident.md). The record's
+``data.StructLayout`` is derived from :func:`fpga.resident.command_fields`.
+"""
+
+from __future__ import annotations
+
+from amaranth import Array, Const, Module, Signal
+from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from fpga.config import DEFAULT_CONFIG, AcceleratorConfig
+from fpga.layout import BufferSpace
+from fpga.resident import COMMAND_BYTES, Opcode, buffer_sizes, command_fields
+from hw.dma import request_layout, words_layout
+
+
+def command_layout() -> data.StructLayout:
+    """One command record, LSB first, as :data:`fpga.resident.COMMAND_RECORD` packs it."""
+    return data.StructLayout(dict(command_fields()))
+
+
+class SequencerError(enum.Enum, shape=3):
+    NONE = 0
+    OPCODE = 1  # unknown opcode
+    DRAM_RANGE = 2  # a fetch or a row outside [0, dram_size)
+    BUFFER_RANGE = 3  # a row outside its buffer space
+    SPACE = 4  # unknown buffer space
+    ALIGNMENT = 5  # program address not a multiple of the DRAM word
+    ENGINE = 6  # the engine flagged an error during a RUN
+
+
+class Sequencer(wiring.Component):
+    """See the module docstring. ``data_width``/``address_width``: the DMA's native port (word
+    bits, word address bits); ``dram_size``: bytes the program may address (default: all)."""
+
+    def __init__(
+        self,
+        config: AcceleratorConfig = DEFAULT_CONFIG,
+        data_width: int = 128,
+        address_width: int = 24,
+        dram_size: int | None = None,
+    ):
+        self.config = config
+        self.word_bytes = data_width // 8
+        self.byte_address_width = address_width + (self.word_bytes - 1).bit_length()
+        self.dram_size = 1 << self.byte_address_width if dram_size is None else dram_size
+        if not 0 < self.dram_size <= 1 << self.byte_address_width:
+            raise ValueError(f"dram_size {dram_size} does not fit a {address_width}-bit port")
+        if (COMMAND_BYTES * 8) % data_width:
+            raise ValueError(f"a {COMMAND_BYTES}-byte command is not whole {data_width}-bit words")
+        self.buffer_sizes = buffer_sizes(config)
+        addr_bits = (max(self.buffer_sizes.values()) - 1).bit_length()
+        space_bits = max(BufferSpace).bit_length() + 1  # like hw.engine: one code past the last
+        fields = dict(command_fields())
+        super().__init__(
+            {
+                "start": In(1),
+                "program_addr": In(fields["dram_addr"]),
+                "busy": Out(1),
+                "done": Out(1),
+                "error": Out(1),
+                "error_code": Out(SequencerError),
+                "pc": Out(fields["dram_addr"]),
+                "cycles": Out(32),
+                "engine_cycles": Out(32),
+                # DMA (hw.dma.DMA's read_request/read_data/write_request/write_data/write_busy)
+                "dma_read_request": Out(stream.Signature(request_layout(self.byte_address_width))),
+                "dma_read_data": In(stream.Signature(words_layout(data_width))),
+                "dma_write_request": Out(stream.Signature(request_layout(self.byte_address_width))),
+                "dma_write_data": Out(stream.Signature(words_layout(data_width))),
+                "dma_write_busy": In(1),
+                # the engine's buffer ports and run handshake
+                "write_en": Out(1),
+                "write_space": Out(space_bits),
+                "write_addr": Out(addr_bits),
+                "write_data": Out(8),
+                "write_ready": In(1),
+                "read_en": Out(1),
+                "read_space": Out(space_bits),
+                "read_addr": Out(addr_bits),
+                "read_valid": In(1),
+                "read_data": In(8),
+                "engine_start": Out(1),
+                "engine_done": In(1),
+                "engine_error": In(1),
+            }
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        word_bytes = self.word_bytes
+        lane_bits = max(1, (word_bytes - 1).bit_length())
+        fetch_words = COMMAND_BYTES // word_bytes
+        layout = command_layout()
+
+        record = Signal(layout)
+        fetched = Signal(range(fetch_words + 1))
+        pc = Signal(32)
+        cycles = Signal(32)
+        engine_cycles = Signal(32)
+        rows_left = Signal(32)
+        row_dram = Signal(34)  # may run past the DRAM by a stride before the check refuses it
+        row_buffer = Signal(34)
+        moved = Signal(32)  # bytes of the current row handed on
+        word = Signal(8 * word_bytes)
+        keep = Signal(word_bytes)
+        lane = Signal(range(word_bytes + 1))
+        issued = Signal(32)  # STORE: bytes whose read was issued
+        issue_lane = Signal(range(word_bytes + 1))
+        code = Signal(SequencerError)
+
+        size_bits = max(self.buffer_sizes.values()).bit_length()
+        sizes = Array(Const(self.buffer_sizes[space], size_bits) for space in BufferSpace)
+        length = record.length
+        space_ok = record.space < len(BufferSpace)
+        buffer_size = sizes[record.space[: (len(BufferSpace) - 1).bit_length()]]
+        row_lane = row_dram[:lane_bits] if word_bytes > 1 else Const(0, 1)
+
+        m.d.comb += [
+            self.pc.eq(pc),
+            self.cycles.eq(cycles),
+            self.engine_cycles.eq(engine_cycles),
+            self.error_code.eq(code),
+            self.error.eq(code != SequencerError.NONE),
+            self.write_space.eq(record.space),
+            self.read_space.eq(record.space),
+            self.dma_read_request.payload.length.eq(length),
+            self.dma_write_request.payload.length.eq(length),
+            self.dma_read_request.payload.addr.eq(row_dram),
+            self.dma_write_request.payload.addr.eq(row_dram),
+        ]
+        with m.If(self.busy):
+            m.d.sync += cycles.eq(cycles + 1)
+
+        def fail(reason: SequencerError):
+            m.d.sync += code.eq(reason)
+            m.next = "FAIL"
+
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [
+                        pc.eq(self.program_addr),
+                        cycles.eq(0),
+                        engine_cycles.eq(0),
+                        code.eq(SequencerError.NONE),
+                    ]
+                    m.next = "FETCH"
+
+            with m.State("FETCH"):
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += fetched.eq(0)
+                with m.If(pc[:lane_bits] != 0 if word_bytes > 1 else Const(0)):
+                    fail(SequencerError.ALIGNMENT)
+                with m.Elif(pc + COMMAND_BYTES > self.dram_size):
+                    fail(SequencerError.DRAM_RANGE)
+                with m.Else():
+                    m.d.comb += [
+                        self.dma_read_request.valid.eq(1),
+                        self.dma_read_request.payload.addr.eq(pc),
+                        self.dma_read_request.payload.length.eq(COMMAND_BYTES),
+                    ]
+                    with m.If(self.dma_read_request.ready):
+                        m.next = "FETCH_DATA"
+
+            with m.State("FETCH_DATA"):
+                m.d.comb += [self.busy.eq(1), self.dma_read_data.ready.eq(1)]
+                with m.If(self.dma_read_data.valid):
+                    # little-endian: the first word ends up in the lowest bits
+                    incoming = self.dma_read_data.payload.data
+                    shifted = record.as_value() >> (8 * word_bytes)
+                    top = incoming << (8 * (COMMAND_BYTES - word_bytes))
+                    m.d.sync += record.eq(shifted | top)
+                    m.d.sync += fetched.eq(fetched + 1)
+                    with m.If(fetched == fetch_words - 1):
+                        m.next = "DECODE"
+
+            with m.State("DECODE"):
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += [
+                    rows_left.eq(record.count),
+                    row_dram.eq(record.dram_addr),
+                    row_buffer.eq(record.buffer_offset),
+                ]
+                with m.Switch(record.opcode):
+                    with m.Case(Opcode.LOAD, Opcode.STORE):
+                        with m.If((record.count == 0) | (length == 0)):
+                            m.next = "NEXT"
+                        with m.Elif(~space_ok):
+                            fail(SequencerError.SPACE)
+                        with m.Else():
+                            m.next = "ROW"
+                    with m.Case(Opcode.RUN):
+                        m.next = "RUN"
+                    with m.Case(Opcode.END):
+                        m.next = "END"
+                    with m.Default():
+                        fail(SequencerError.OPCODE)
+
+            with m.State("ROW"):  # check the row, then request it
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += [moved.eq(0), issued.eq(0), keep.eq(0)]
+                with m.If(row_dram + length > self.dram_size):
+                    fail(SequencerError.DRAM_RANGE)
+                with m.Elif(row_buffer + length > buffer_size):
+                    fail(SequencerError.BUFFER_RANGE)
+                with m.Elif(record.opcode == Opcode.LOAD):
+                    m.d.comb += self.dma_read_request.valid.eq(1)
+                    with m.If(self.dma_read_request.ready):
+                        m.next = "LOAD_WORD"
+                with m.Else():
+                    m.d.comb += self.dma_write_request.valid.eq(1)
+                    with m.If(self.dma_write_request.ready):
+                        m.d.sync += [lane.eq(row_lane), issue_lane.eq(row_lane)]
+                        m.next = "STORE_READ"
+
+            # -- LOAD: DMA words -> one byte per cycle on the buffer write port --------------
+            with m.State("LOAD_WORD"):
+                m.d.comb += [self.busy.eq(1), self.dma_read_data.ready.eq(1)]
+                with m.If(self.dma_read_data.valid):
+                    m.d.sync += [
+                        word.eq(self.dma_read_data.payload.data),
+                        lane.eq(0),
+                    ]
+                    with m.If(moved == 0):  # the row's first word starts at its address' lane
+                        m.d.sync += lane.eq(row_lane)
+                    m.next = "LOAD_BYTES"
+
+            with m.State("LOAD_BYTES"):
+                m.d.comb += [
+                    self.busy.eq(1),
+                    self.write_en.eq(1),
+                    self.write_addr.eq(row_buffer + moved),
+                    self.write_data.eq(word.word_select(lane[:lane_bits], 8)),
+                ]
+                with m.If(self.write_ready):
+                    m.d.sync += [moved.eq(moved + 1), lane.eq(lane + 1)]
+                    with m.If(moved + 1 == length):
+                        m.next = "ROW_DONE"
+                    with m.Elif(lane == word_bytes - 1):
+                        m.next = "LOAD_WORD"
+
+            # -- STORE: buffer reads (pipelined, one byte per cycle) -> DMA words ------------
+            with m.State("STORE_READ"):
+                m.d.comb += self.busy.eq(1)
+                can_issue = (issued != length) & (issue_lane != word_bytes)
+                m.d.comb += [
+                    self.read_en.eq(can_issue),
+                    self.read_addr.eq(row_buffer + issued),
+                ]
+                with m.If(can_issue):
+                    m.d.sync += [issued.eq(issued + 1), issue_lane.eq(issue_lane + 1)]
+                with m.If(self.read_valid):
+                    for i in range(word_bytes):
+                        with m.If(lane == i):
+                            m.d.sync += [word.word_select(i, 8).eq(self.read_data), keep[i].eq(1)]
+                    m.d.sync += [moved.eq(moved + 1), lane.eq(lane + 1)]
+                    with m.If((moved + 1 == length) | (lane == word_bytes - 1)):
+                        m.next = "STORE_PUSH"
+
+            with m.State("STORE_PUSH"):
+                m.d.comb += [
+                    self.busy.eq(1),
+                    self.dma_write_data.valid.eq(1),
+                    self.dma_write_data.payload.data.eq(word),
+                    self.dma_write_data.payload.keep.eq(keep),
+                    self.dma_write_data.payload.last.eq(moved == length),
+                ]
+                with m.If(self.dma_write_data.ready):
+                    m.d.sync += [keep.eq(0), lane.eq(0), issue_lane.eq(0)]
+                    m.next = "STORE_NEXT"
+
+            with m.State("STORE_NEXT"):
+                m.d.comb += self.busy.eq(1)
+                with m.If(moved != length):
+                    m.next = "STORE_READ"
+                with m.Elif(~self.dma_write_busy):
+                    m.next = "ROW_DONE"
+
+            with m.State("ROW_DONE"):
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += [
+                    rows_left.eq(rows_left - 1),
+                    row_dram.eq(row_dram + record.dram_stride),
+                    row_buffer.eq(row_buffer + record.buffer_stride),
+                ]
+                with m.If(rows_left == 1):
+                    m.next = "NEXT"
+                with m.Else():
+                    m.next = "ROW"
+
+            # -- RUN ---------------------------------------------------------------------------
+            with m.State("RUN"):
+                m.d.comb += [self.busy.eq(1), self.engine_start.eq(1)]
+                m.next = "RUN_WAIT"
+
+            with m.State("RUN_WAIT"):
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += engine_cycles.eq(engine_cycles + 1)
+                with m.If(self.engine_error):
+                    fail(SequencerError.ENGINE)
+                with m.Elif(self.engine_done):
+                    m.next = "NEXT"
+
+            with m.State("NEXT"):
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += pc.eq(pc + COMMAND_BYTES)
+                m.next = "FETCH"
+
+            with m.State("END"):
+                m.d.comb += [self.busy.eq(1), self.done.eq(1)]
+                m.next = "IDLE"
+
+            with m.State("FAIL"):
+                m.d.comb += [self.busy.eq(1), self.done.eq(1)]
+                m.next = "IDLE"
+        return m

@@ -1,0 +1,294 @@
+"""hw.sequencer in Amaranth's simulator: the sequencer + hw.dma.DMA against a Python model of the
+native port (tests/hw/test_dram.py's, random stalls and read latency) and a Python engine model
+(records buffer writes, answers reads one cycle later, a RUN is done after a latency).
+
+Checked against fpga.resident.run_commands (the reference executor): the same buffer writes
+byte for byte and in order, the same DRAM afterwards; refusals end in ``done`` with an error
+code, never a hang. ``pytest -s`` prints the sequential version's overhead for one real tile.
+"""
+
+import copy
+import os
+import random
+
+import numpy as np
+import pytest
+from amaranth import Module
+from amaranth.lib import data, wiring
+from amaranth.sim import Simulator
+
+from fpga.config import DEFAULT_CONFIG
+from fpga.layout import BufferSpace
+from fpga.resident import (
+    COMMAND_BYTES,
+    Opcode,
+    buffer_sizes,
+    command,
+    pack_commands,
+    run_commands,
+)
+from hw.dma import DMA
+from hw.sequencer import Sequencer, SequencerError, command_layout
+from tests.hw.test_dram import NativePortModel
+
+WORD_BYTES = 16
+
+
+class ByteEngine:
+    """A buffer model with a made-up RUN (ACT_OUT = ACT_IN + WEIGHT + run number)."""
+
+    def __init__(self, latency=30):
+        self.buffers = {s: bytearray(n) for s, n in buffer_sizes(DEFAULT_CONFIG).items()}
+        self.runs, self.latency = 0, latency
+
+    def write(self, space, offset, data):
+        self.buffers[BufferSpace(space)][offset : offset + len(data)] = data
+
+    def read(self, space, offset, length):
+        return bytes(self.buffers[BufferSpace(space)][offset : offset + length])
+
+    def run(self, expected_cycles=0):
+        a, w = self.buffers[BufferSpace.ACT_IN], self.buffers[BufferSpace.WEIGHT]
+        out = self.buffers[BufferSpace.ACT_OUT]
+        for i in range(512):
+            out[i] = (a[i] + w[i] + self.runs) & 255
+        self.runs += 1
+        return self.latency
+
+
+class ByteLog:
+    """Wraps an engine model; logs every buffer write as single bytes (what the port carries)."""
+
+    def __init__(self, engine):
+        self.engine, self.writes = engine, []
+
+    def write(self, space, offset, data):
+        self.writes += [(int(space), offset + i, b) for i, b in enumerate(data)]
+        self.engine.write(space, offset, data)
+
+    def read(self, space, offset, length):
+        return self.engine.read(space, offset, length)
+
+    def run(self, expected_cycles=0):
+        return self.engine.run(expected_cycles)
+
+
+class FixedRng:
+    """NativePortModel's randomness pinned: always ready, a fixed read latency."""
+
+    def __init__(self, latency):
+        self.value = latency
+
+    def random(self):
+        return 0.0
+
+    def randint(self, a, b):
+        return self.value
+
+
+def run_sequencer(dram, pc, engine, rng, dram_size=None, write_stall=0.0, limit=200_000):
+    """The sequencer + DMA from ``pc`` until ``done``; returns (result dict, byte write log)."""
+    address_width = (len(dram) // WORD_BYTES - 1).bit_length()
+    seq = Sequencer(DEFAULT_CONFIG, 8 * WORD_BYTES, address_width, dram_size or len(dram))
+    dma = DMA(8 * WORD_BYTES, address_width, in_flight=8)
+    m = Module()
+    m.submodules.seq, m.submodules.dma = seq, dma
+    wiring.connect(m, seq.dma_read_request, dma.read_request)
+    wiring.connect(m, dma.read_data, seq.dma_read_data)
+    wiring.connect(m, seq.dma_write_request, dma.write_request)
+    wiring.connect(m, seq.dma_write_data, dma.write_data)
+    m.d.comb += seq.dma_write_busy.eq(dma.write_busy)
+    port_model = NativePortModel(
+        rng, dram, latency=(20, 20) if isinstance(rng, FixedRng) else (3, 25)
+    )
+    log, result = ByteLog(engine), {}
+
+    async def native_port(ctx):
+        await port_model.run(ctx, dma.dram)
+
+    async def engine_model(ctx):
+        pending, countdown = None, None
+        while True:
+            ready = write_stall == 0 or rng.random() >= write_stall
+            ctx.set(seq.write_ready, ready)
+            ctx.set(seq.read_valid, pending is not None)
+            ctx.set(seq.read_data, pending or 0)
+            ctx.set(seq.engine_done, countdown == 0)
+            ctx.set(seq.engine_error, getattr(engine, "error", False) and countdown is not None)
+            *_, we, space, addr, byte, re, rspace, raddr, start = await ctx.tick().sample(
+                seq.write_en, seq.write_space, seq.write_addr, seq.write_data,
+                seq.read_en, seq.read_space, seq.read_addr, seq.engine_start,
+            )  # fmt: skip
+            if we and ready:
+                log.write(space, addr, bytes([byte]))
+            pending = log.read(rspace, raddr, 1)[0] if re else None
+            if countdown is not None:
+                countdown = None if countdown == 0 else countdown - 1
+            if start:
+                cycles = log.run()
+                countdown = cycles
+                result["engine_latency"] = result.get("engine_latency", 0) + cycles
+
+    async def driver(ctx):
+        ctx.set(seq.program_addr, pc)
+        ctx.set(seq.start, 1)
+        await ctx.tick()
+        ctx.set(seq.start, 0)
+        for _ in range(limit):
+            if ctx.get(seq.done):
+                break
+            await ctx.tick()
+        else:
+            raise AssertionError(f"no done after {limit} cycles (a hang)")
+        result.update(
+            error=ctx.get(seq.error),
+            code=SequencerError(ctx.get(seq.error_code)),
+            pc=ctx.get(seq.pc),
+            cycles=ctx.get(seq.cycles),
+            engine_cycles=ctx.get(seq.engine_cycles),
+        )
+        await ctx.tick()
+        assert not ctx.get(seq.busy) and not ctx.get(seq.done)
+
+    sim = Simulator(m)
+    sim.add_clock(1e-8)
+    sim.add_testbench(native_port, background=True)
+    sim.add_testbench(engine_model, background=True)
+    sim.add_testbench(driver)
+    sim.run()
+    return result, log.writes
+
+
+def _seed():
+    seed = int(os.environ.get("SEQ_SEED", random.randrange(2**32)))
+    print(f"\nSEQ_SEED={seed}")
+    return seed
+
+
+def test_command_layout_matches_the_record():
+    assert command_layout().size == 8 * COMMAND_BYTES
+    blob = pack_commands([command(Opcode.STORE, 2, length=7, dram_addr=99, count=3)])
+    view = data.Const(command_layout(), int.from_bytes(blob, "little"))
+    assert view.opcode == Opcode.STORE and view.space == 2
+    assert view.length == 7 and view.dram_addr == 99 and view.count == 3
+
+
+def test_small_program_equals_the_reference_executor():
+    """Unaligned and strided LOADs, a gather of 7-byte runs 2 apart, RUN, unaligned and strided
+    STOREs, a zero-length LOAD: the buffer writes and the DRAM equal run_commands'."""
+    rng = random.Random(_seed())
+    dram = bytearray(rng.randbytes(8192))
+    program = [
+        command(Opcode.LOAD, BufferSpace.ACT_IN, length=37, dram_addr=1003, buffer_offset=5),
+        command(Opcode.LOAD, BufferSpace.ACT_IN, length=7, count=5, dram_addr=2001,
+                dram_stride=2, buffer_offset=100, buffer_stride=24),
+        command(Opcode.LOAD, BufferSpace.WEIGHT, length=100, dram_addr=3000),
+        command(Opcode.LOAD, BufferSpace.DESCRIPTOR, length=32, dram_addr=3333),
+        command(Opcode.LOAD, BufferSpace.WEIGHT, length=0, dram_addr=1 << 30),
+        command(Opcode.RUN),
+        command(Opcode.STORE, BufferSpace.ACT_OUT, length=45, dram_addr=5003, buffer_offset=3),
+        command(Opcode.STORE, BufferSpace.ACT_OUT, length=8, count=3, dram_addr=6001,
+                dram_stride=32, buffer_offset=64, buffer_stride=8),
+        command(Opcode.RUN),
+        command(Opcode.STORE, BufferSpace.ACT_OUT, length=16, dram_addr=7008),
+        command(Opcode.END),
+    ]  # fmt: skip
+    pc = 4096
+    dram[pc : pc + len(program) * COMMAND_BYTES] = pack_commands(program)
+    expected_dram, reference = bytearray(dram), ByteLog(ByteEngine())
+    stats = run_commands(expected_dram, reference, pc)
+    result, writes = run_sequencer(dram, pc, ByteEngine(), rng, write_stall=0.2)
+    assert not result["error"], result
+    assert writes == reference.writes
+    assert dram == expected_dram
+    assert result["pc"] == pc + (len(program) - 1) * COMMAND_BYTES
+    assert result["engine_latency"] == 60 and result["engine_cycles"] >= 60
+    assert stats.commands == len(program)
+
+
+@pytest.mark.parametrize(
+    "records,pc,code,dram_size",
+    [
+        ([bytes(COMMAND_BYTES)], 0, SequencerError.OPCODE, None),  # zeroed DRAM
+        ([command(9)], 0, SequencerError.OPCODE, None),
+        ([command(Opcode.LOAD, 1, length=16, dram_addr=8190)], 0, SequencerError.DRAM_RANGE, None),
+        ([command(Opcode.LOAD, 1, length=16, dram_addr=4000)], 0, SequencerError.DRAM_RANGE, 4000),
+        ([command(Opcode.STORE, 2, length=8, count=3, dram_addr=8100, dram_stride=50)], 0,
+         SequencerError.DRAM_RANGE, None),
+        ([command(Opcode.LOAD, 0, length=33, dram_addr=16)], 0, SequencerError.BUFFER_RANGE, None),
+        ([command(Opcode.LOAD, 8, length=1, dram_addr=16)], 0, SequencerError.SPACE, None),
+        ([command(Opcode.END)], 8, SequencerError.ALIGNMENT, None),
+        ([command(Opcode.END)], 8192 - 16, SequencerError.DRAM_RANGE, None),  # fetch off the end
+        ([command(Opcode.RUN), command(Opcode.END)], 0, SequencerError.ENGINE, None),
+    ],
+    ids=["zero", "opcode-9", "dram", "dram-size", "stride-past-end", "buffer", "space",
+         "alignment", "fetch", "engine"],
+)  # fmt: skip
+def test_refusals_end_in_an_error_code_not_a_hang(records, pc, code, dram_size):
+    rng = random.Random(7)
+    dram = bytearray(8192)
+    blob = b"".join(r if isinstance(r, bytes) else pack_commands([r]) for r in records)
+    dram[max(pc, 0) : max(pc, 0) + len(blob)] = blob[: 8192 - pc]
+    engine = ByteEngine()
+    engine.error = code == SequencerError.ENGINE
+    result, _ = run_sequencer(dram, pc, engine, rng, dram_size=dram_size, limit=5000)
+    assert result["error"] and result["code"] == code, result
+
+
+@pytest.mark.parametrize("name", ["fire2.squeeze", "fire2.concat"])
+def test_one_real_tile_and_the_sequential_overhead(name):
+    """A fire module's squeeze tile, and its expand1x1 + expand3x3 tile, of v1.1 at 64 from the
+    resident image, the engine emulator computing: the sequencer moves the bytes the reference
+    executor moves; prints the sequencer's cycles vs the engine's."""
+    from fpga import quant
+    from fpga.compile import compile_network
+    from fpga.emulator import EngineEmulator
+    from fpga.image import bundled_photos, preprocess
+    from fpga.resident import compile_resident
+
+    network = quant.quantize_network("v1.1", size=64)
+    program = compile_network(network, DEFAULT_CONFIG)
+    resident = compile_resident(program, input_size=64)
+    first, end = resident.unit_commands[name]
+    assert len(next(u for u in program.units if u.name == name).tiles) == 1
+    dram = resident.initial_dram(1 << 21)
+    image = network.quantize_input(preprocess(bundled_photos()[0], 64))
+    resident.write_input(dram, image)
+    base = resident.program_address
+    end_record = pack_commands([command(Opcode.END)])
+
+    def with_end_at(index, blob):
+        out = bytearray(blob)
+        out[base + index * COMMAND_BYTES : base + (index + 1) * COMMAND_BYTES] = end_record
+        return out
+
+    # the reference up to the tile (the engine keeps the constants it already holds)
+    engine = EngineEmulator(DEFAULT_CONFIG)
+    prefix = with_end_at(first, dram)
+    run_commands(prefix, engine, base)
+    before = with_end_at(end, prefix)
+    before[base + first * COMMAND_BYTES : base + (first + 1) * COMMAND_BYTES] = dram[
+        base + first * COMMAND_BYTES : base + (first + 1) * COMMAND_BYTES
+    ]
+    expected, reference = bytearray(before), ByteLog(copy.deepcopy(engine))
+    stats = run_commands(expected, reference, base + first * COMMAND_BYTES)
+
+    got = bytearray(before)
+    result, writes = run_sequencer(got, base + first * COMMAND_BYTES, engine, FixedRng(20),
+                                   limit=400_000)  # fmt: skip
+    assert not result["error"], result
+    assert writes == reference.writes and got == expected
+    np.testing.assert_array_equal(
+        resident.read_tensor(got, name), resident.read_tensor(expected, name)
+    )
+    engine_cycles = result["engine_latency"]
+    other = result["cycles"] - result["engine_cycles"]
+    print(
+        f"\none tile ({name}, v1.1@64): {result['cycles']:,} sequencer cycles = "
+        f"{result['engine_cycles']:,} waiting for the engine ({engine_cycles:,} engine cycles) "
+        f"+ {other:,} fetch/DMA/byte-port cycles for {stats.loaded_bytes:,} bytes loaded and "
+        f"{stats.stored_bytes:,} stored in {stats.dma_requests} rows ({stats.commands} commands); "
+        f"overhead {result['cycles'] / engine_cycles:.2f}x the engine alone"
+    )
+    # sequential and byte-wide: about one cycle per byte moved, plus latencies
+    assert other < 1.5 * (stats.loaded_bytes + stats.stored_bytes) + 100 * stats.commands
