@@ -102,6 +102,42 @@ class AcceleratorConfig:
     def product_bits(self) -> int:
         return self.act_bits + self.weight_bits
 
+    @property
+    def act_in_words(self) -> int:
+        """Input buffer depth in channel vectors (``rows`` bytes each)."""
+        return self.act_in_bytes // self.rows
+
+    @property
+    def act_out_words(self) -> int:
+        """Output buffer depth in channel vectors (``cols`` bytes each)."""
+        return self.act_out_bytes // self.cols
+
+    @property
+    def weight_words(self) -> int:
+        """Weight buffer depth in ``rows x cols`` index words."""
+        return self.weight_bytes // self.pes
+
+    @property
+    def param_words(self) -> int:
+        """Parameter memory depth in output-channel blocks (``cols`` channels each)."""
+        return -(-self.max_out_channels // self.cols)
+
+    @property
+    def act_in_word_bits(self) -> int:
+        return max(1, (self.act_in_words - 1).bit_length())
+
+    @property
+    def act_out_word_bits(self) -> int:
+        return max(1, (self.act_out_words - 1).bit_length())
+
+    @property
+    def weight_word_bits(self) -> int:
+        return max(1, (self.weight_words - 1).bit_length())
+
+    @property
+    def param_word_bits(self) -> int:
+        return max(1, (self.param_words - 1).bit_length())
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 

@@ -71,9 +71,15 @@ HUFFMAN_HEADER_BYTES = 8
 PARAMS_RECORD = (("bias", "<i4"), ("multiplier", "<u2"), ("shift", "u1"), ("reserved", "u1"))
 PARAM_BYTES = np.dtype(list(PARAMS_RECORD)).itemsize  # per output channel
 CODEBOOK_ENTRIES = 256
-#: pipeline depth of the engine outside the MAC array, added once per run (start -> done); see
-#: hw/engine.py. CONV adds :func:`array_latency` (the systolic array's skew and depth).
-PIPELINE_LATENCY = {Op.CONV: 9, Op.MAXPOOL: 7, Op.ADD: 7, Op.AVGPOOL: 4}
+#: Latencies of the engine's CONV blocks, in cycles. The gateware's blocks export these same
+#: numbers as their ``latency`` (hw/engine_parts.py, hw/array.py) and each block's test measures
+#: it; the engine's pipeline depth below is their sum, paid once per run (not per pixel).
+BUFFER_LATENCY = 1  # address generator issue -> activation / weight-index buffer data
+CODEBOOK_LATENCY = 1  # codebook index -> registered int8 weight (hw.engine_parts.CodebookLUT)
+ACCUMULATOR_LATENCY = 5  # last tap's sums -> requantized output word (hw.engine_parts.Accumulator)
+RUN_OVERHEAD = 3  # the setup cycle after start, the output-buffer write, done
+#: pipeline depth of the non-CONV runs (start -> done beyond the issue cycles); see hw/engine.py
+PIPELINE_LATENCY = {Op.MAXPOOL: 7, Op.ADD: 7, Op.AVGPOOL: 4}
 
 
 def array_latency(rows: int, cols: int) -> int:
@@ -85,9 +91,17 @@ def array_latency(rows: int, cols: int) -> int:
 
 
 def pipeline_latency(op: int, config: AcceleratorConfig = DEFAULT_CONFIG) -> int:
-    """Cycles a run of ``op`` takes beyond its issue cycles (once per run, not per pixel)."""
-    extra = array_latency(config.rows, config.cols) if op == Op.CONV else 0
-    return PIPELINE_LATENCY[Op(op)] + extra
+    """Cycles a run of ``op`` takes beyond its issue cycles (once per run, not per pixel).
+    CONV: the sum of its blocks' latencies, 27 for the 8 x 8 array."""
+    if op == Op.CONV:
+        return (
+            RUN_OVERHEAD
+            + BUFFER_LATENCY
+            + CODEBOOK_LATENCY
+            + array_latency(config.rows, config.cols)
+            + ACCUMULATOR_LATENCY
+        )
+    return PIPELINE_LATENCY[Op(op)]
 
 
 @dataclass(frozen=True)

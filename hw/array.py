@@ -21,8 +21,8 @@ dataflow (and not a weight-stationary or pixel-parallel output-stationary one) f
 Latency (``MacArray.latency``): ``rows + cols + 1`` cycles from the inputs to ``column_sums``.
 """
 
-from amaranth import Module, Signal, signed
-from amaranth.lib import data, wiring
+from amaranth import Module, Signal, Value, signed
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from fpga.config import DEFAULT_CONFIG
@@ -73,19 +73,52 @@ class ProcessingElement(wiring.Component):
         return m
 
 
-def _delayed(m: Module, value, cycles: int, name: str):
-    """``value`` ``cycles`` clock cycles ago: a chain of plain registers (no reset, no enable)."""
+def signal_ports(component: wiring.Component) -> list[Signal]:
+    """``component``'s ports as signals, for ``back.rtlil/verilog.convert(..., ports=...)``: an
+    ``always_ready`` stream's ``ready`` is a constant 1, which is no port."""
+    values = [Value.cast(value) for _, _, value in component.signature.flatten(component)]
+    return [value for value in values if isinstance(value, Signal)]
+
+
+#: the default tag: nothing travels alongside the taps
+NO_TAG = data.StructLayout({})
+
+
+def operands_layout(
+    rows: int, cols: int, act_bits: int, weight_bits: int, tag: data.Layout
+) -> data.StructLayout:
+    """One tap entering the array: ``rows`` activations, ``rows x cols`` weights (lane
+    ``r*cols + c``) and the caller's ``tag`` (side information that travels alongside)."""
+    return data.StructLayout(
+        {
+            "act": data.ArrayLayout(signed(act_bits), rows),
+            "weight": data.ArrayLayout(signed(weight_bits), rows * cols),
+            "tag": tag,
+        }
+    )
+
+
+def sums_layout(rows: int, cols: int, act_bits: int, weight_bits: int, tag: data.Layout):
+    """One tap leaving the array: its ``cols`` column sums and its ``tag``."""
+    sum_bits = partial_sum_bits(rows, act_bits + weight_bits)
+    return data.StructLayout({"sums": data.ArrayLayout(signed(sum_bits), cols), "tag": tag})
+
+
+def _delayed(m: Module, value, cycles: int, name: str, reset_less: bool = True):
+    """``value`` ``cycles`` clock cycles ago: a chain of registers (data: no reset, no enable)."""
     for k in range(cycles):
-        register = Signal.like(value, name=f"{name}_d{k + 1}", reset_less=True)
+        register = Signal.like(value, name=f"{name}_d{k + 1}", reset_less=reset_less)
         m.d.sync += register.eq(value)
         value = register
     return value
 
 
 class MacArray(wiring.Component):
-    """``act`` (rows x int8) and ``weight`` (rows x cols int8, lane ``r*cols + c``) ->
-    ``column_sums[c] = sum_r act[r] * weight[r*cols + c]`` exactly ``latency`` cycles later;
-    ``valid`` travels alongside to ``sums_valid``. A new ``act``/``weight`` pair every cycle.
+    """Stream ``operands`` (``act``: rows x int8, ``weight``: rows x cols int8 with lane
+    ``r*cols + c``, ``tag``) -> stream ``sums`` (``sums[c] = sum_r act[r] * weight[r*cols + c]``,
+    the same ``tag``) exactly ``latency`` cycles later, a new tap every cycle. Both streams
+    are ``always_ready`` (a fixed-latency pipeline); ``valid`` and ``tag`` travel alongside
+    the array in one register chain, outside the PE grid.
     """
 
     def __init__(
@@ -94,6 +127,7 @@ class MacArray(wiring.Component):
         cols: int,
         act_bits: int = DEFAULT_CONFIG.act_bits,
         weight_bits: int = DEFAULT_CONFIG.weight_bits,
+        tag: data.Layout = NO_TAG,
     ):
         self.rows, self.cols = rows, cols
         self.act_bits, self.weight_bits = act_bits, weight_bits
@@ -102,13 +136,11 @@ class MacArray(wiring.Component):
         #: register, ``rows`` sum registers, ``cols - 1`` skew cycles (inputs + deskew); the
         #: cycle model's figure (``fpga.layout.array_latency``), checked by tests/hw/test_array.py
         self.latency = array_latency(rows, cols)
+        layouts = (rows, cols, act_bits, weight_bits, tag)
         super().__init__(
             {
-                "act": In(data.ArrayLayout(signed(self.act_bits), rows)),
-                "weight": In(data.ArrayLayout(signed(self.weight_bits), rows * cols)),
-                "valid": In(1),
-                "column_sums": Out(data.ArrayLayout(signed(self.sum_bits), cols)),
-                "sums_valid": Out(1),
+                "operands": In(stream.Signature(operands_layout(*layouts), always_ready=True)),
+                "sums": Out(stream.Signature(sums_layout(*layouts), always_ready=True)),
             }
         )
         #: ``pes[r][c]``: filled in by :meth:`elaborate` (tests inspect the connectivity)
@@ -117,6 +149,7 @@ class MacArray(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         rows, cols = self.rows, self.cols
+        operands = self.operands.payload
         self.pes = [
             [ProcessingElement(self.act_bits, self.weight_bits, self.sum_bits) for _ in range(cols)]
             for _ in range(rows)
@@ -127,18 +160,21 @@ class MacArray(wiring.Component):
                 m.submodules[f"pe_{r}_{c}"] = pe
                 # activations from the left neighbour's register (row entry: skewed by r)
                 if c == 0:
-                    act = _delayed(m, self.act[r], r, f"act_skew_{r}")
+                    act = _delayed(m, operands.act[r], r, f"act_skew_{r}")
                 else:
                     act = self.pes[r][c - 1].act_out
                 m.d.comb += pe.act_in.eq(act)
                 # this PE's own weight, skewed by r + c
-                weight = _delayed(m, self.weight[r * cols + c], r + c, f"weight_skew_{r}_{c}")
+                weight = _delayed(m, operands.weight[r * cols + c], r + c, f"weight_skew_{r}_{c}")
                 m.d.comb += pe.weight_in.eq(weight)
                 # partial sums from the PE above (row 0 starts from zero)
                 if r > 0:
                     m.d.comb += pe.psum_in.eq(self.pes[r - 1][c].psum_out)
         for c in range(cols):  # deskew: column c finished c cycles after column 0
             total = _delayed(m, self.pes[rows - 1][c].psum_out, cols - 1 - c, f"deskew_{c}")
-            m.d.comb += self.column_sums[c].eq(total)
-        m.d.comb += self.sums_valid.eq(_delayed(m, self.valid, self.latency, "valid"))
+            m.d.comb += self.sums.payload.sums[c].eq(total)
+        side = Signal(data.StructLayout({"valid": 1, "tag": operands.tag.shape()}))
+        m.d.comb += [side.valid.eq(self.operands.valid), side.tag.eq(operands.tag)]
+        side = _delayed(m, side, self.latency, "side", reset_less=False)  # valid resets
+        m.d.comb += [self.sums.valid.eq(side.valid), self.sums.payload.tag.eq(side.tag)]
         return m

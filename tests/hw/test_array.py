@@ -13,20 +13,21 @@ import subprocess
 
 import numpy as np
 import pytest
+from amaranth import unsigned
 from amaranth.back import rtlil
 from amaranth.hdl import Fragment
 from amaranth.sim import Simulator
 
 from fpga.config import DEFAULT_CONFIG
 from fpga.layout import array_latency
-from hw.array import MacArray, ProcessingElement
+from hw.array import MacArray, ProcessingElement, signal_ports
 
 
 @pytest.mark.parametrize("rows,cols", [(DEFAULT_CONFIG.rows, DEFAULT_CONFIG.cols), (4, 2), (1, 1)])
 def test_array_equals_numpy_matmul_every_cycle(rows, cols):
     """Random int8 operands, one pair per cycle with gaps in ``valid``: each valid pair's
-    column sums equal numpy's ``act @ weight`` exactly ``latency`` cycles later."""
-    dut = MacArray(rows, cols)
+    column sums equal numpy's ``act @ weight`` exactly ``latency`` cycles later, with its tag."""
+    dut = MacArray(rows, cols, tag=unsigned(8))
     rng = np.random.default_rng(11 + rows * cols)
     count = 60
     acts = rng.integers(-128, 128, (count, rows))
@@ -41,14 +42,17 @@ def test_array_equals_numpy_matmul_every_cycle(rows, cols):
         for cycle in range(count + dut.latency + 2):
             if cycle < count:
                 for r in range(rows):
-                    ctx.set(dut.act[r], int(acts[cycle, r]))
+                    ctx.set(dut.operands.payload.act[r], int(acts[cycle, r]))
                 for i in range(rows * cols):
-                    ctx.set(dut.weight[i], int(weights[cycle].reshape(-1)[i]))
-                ctx.set(dut.valid, int(valid[cycle]))
+                    ctx.set(dut.operands.payload.weight[i], int(weights[cycle].reshape(-1)[i]))
+                ctx.set(dut.operands.payload.tag, cycle)
+                ctx.set(dut.operands.valid, int(valid[cycle]))
             else:
-                ctx.set(dut.valid, 0)
-            if ctx.get(dut.sums_valid):
-                seen[cycle - dut.latency] = [ctx.get(dut.column_sums[c]) for c in range(cols)]
+                ctx.set(dut.operands.valid, 0)
+            if ctx.get(dut.sums.valid):
+                assert ctx.get(dut.sums.payload.tag) == cycle - dut.latency  # the tag rides along
+                sums = [ctx.get(dut.sums.payload.sums[c]) for c in range(cols)]
+                seen[cycle - dut.latency] = sums
             await ctx.tick()
 
     sim = Simulator(dut)
@@ -93,7 +97,10 @@ def test_no_net_fans_out_across_the_array(rows, cols, tmp_path):
     reset drives at most 2 cells (an activation register feeds its own multiplier and the right
     neighbour's register), every multiplier operand comes from a register, and every array input
     bit drives exactly one register."""
-    (tmp_path / "array.il").write_text(rtlil.convert(MacArray(rows, cols), name="mac_array"))
+    dut = MacArray(rows, cols)
+    (tmp_path / "array.il").write_text(
+        rtlil.convert(dut, name="mac_array", ports=signal_ports(dut))
+    )
     subprocess.run(
         [
             _yosys(),
@@ -126,6 +133,5 @@ def test_no_net_fans_out_across_the_array(rows, cols, tmp_path):
     for cell in multipliers:
         for port in ("A", "B"):
             assert {drivers[b] for b in cell["connections"][port] if isinstance(b, int)} == {"$dff"}
-    for port in ("act", "weight"):
-        for bit in module["ports"][port]["bits"]:
-            assert len(loads[bit]) == 1 and drivers.get(bit) is None
+    for bit in module["ports"]["operands__payload"]["bits"]:
+        assert len(loads[bit]) == 1 and drivers.get(bit) is None

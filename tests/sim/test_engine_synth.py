@@ -8,7 +8,7 @@ import pytest
 from amaranth.back import verilog
 
 from fpga.config import DEFAULT_CONFIG
-from hw.array import MacArray
+from hw.array import MacArray, signal_ports
 
 pytestmark = [
     pytest.mark.synthesis,
@@ -45,6 +45,7 @@ def xilinx_cells(source: str, top: str, tmp_path) -> dict[str, int]:
 
 @pytest.mark.parametrize("rows,cols", [(DEFAULT_CONFIG.rows, DEFAULT_CONFIG.cols), (4, 2)])
 def test_every_pe_is_one_dsp48e1(rows, cols, tmp_path):
-    source = verilog.convert(MacArray(rows, cols), name="mac_array", emit_src=False)
+    array = MacArray(rows, cols)
+    source = verilog.convert(array, name="mac_array", ports=signal_ports(array), emit_src=False)
     cells = xilinx_cells(source, "mac_array", tmp_path)
     assert cells.get("DSP48E1", 0) == rows * cols

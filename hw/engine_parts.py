@@ -1,0 +1,213 @@
+"""Components of the conv engine's CONV datapath, each with its latency.
+
+``ConvEngine`` (``hw/engine.py``) chains them with ``amaranth.lib.stream`` interfaces joined by
+``wiring.connect``::
+
+    address generator --operands--> MacArray --sums--> Accumulator --results--> output buffer
+                          ^ CodebookLUT (weights)
+
+The streams are fixed-latency pipelines: ``always_ready`` (no backpressure), ``valid`` marks
+the cycles that carry a tap. Everything a tap needs downstream travels with it as one
+:func:`tap_tag` token (``data.StructLayout``), delayed as a whole, never signal by signal.
+Each block's ``latency`` is the cycle model's figure (``fpga.layout``), measured by its test.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from fpga.config import AcceleratorConfig
+from fpga.layout import ACCUMULATOR_LATENCY, CODEBOOK_ENTRIES, CODEBOOK_LATENCY, PARAMS_RECORD
+from hw.array import partial_sum_bits
+from hw.requant import Requantizer
+
+#: a codebook index (one byte per index in the weight buffer)
+INDEX_BITS = (CODEBOOK_ENTRIES - 1).bit_length()
+#: one output channel's parameters, as :data:`fpga.layout.PARAMS_RECORD` packs them
+PARAM_LAYOUT = data.StructLayout(
+    {
+        name: (signed if np.dtype(code).kind == "i" else unsigned)(8 * np.dtype(code).itemsize)
+        for name, code in PARAMS_RECORD
+    }
+)
+
+
+def tap_tag(config: AcceleratorConfig) -> data.StructLayout:
+    """What a CONV tap carries besides its operands: first/last tap of its output pixel, the
+    pixel's output-buffer word and its output-channel block (parameter memory word)."""
+    return data.StructLayout(
+        {
+            "first": 1,
+            "last": 1,
+            "out_addr": unsigned(config.act_out_word_bits),
+            "block": unsigned(config.param_word_bits),
+        }
+    )
+
+
+def operands_signature(config: AcceleratorConfig) -> stream.Signature:
+    """One tap: ``rows`` activations, ``rows x cols`` weights (lane ``r*cols + c``), its tag."""
+    return stream.Signature(
+        data.StructLayout(
+            {
+                "act": data.ArrayLayout(signed(config.act_bits), config.rows),
+                "weight": data.ArrayLayout(signed(config.weight_bits), config.pes),
+                "tag": tap_tag(config),
+            }
+        ),
+        always_ready=True,
+    )
+
+
+def sums_signature(config: AcceleratorConfig) -> stream.Signature:
+    """One tap's ``cols`` column sums (``sum_r act[r] * weight[r, c]``) and its tag."""
+    sum_bits = partial_sum_bits(config.rows, config.product_bits)
+    return stream.Signature(
+        data.StructLayout(
+            {
+                "sums": data.ArrayLayout(signed(sum_bits), config.cols),
+                "tag": tap_tag(config),
+            }
+        ),
+        always_ready=True,
+    )
+
+
+def results_signature(config: AcceleratorConfig) -> stream.Signature:
+    """One output pixel's ``cols`` requantized int8 channels and its output-buffer word."""
+    return stream.Signature(
+        data.StructLayout(
+            {
+                "addr": unsigned(config.act_out_word_bits),
+                "data": data.ArrayLayout(signed(config.act_bits), config.cols),
+            }
+        ),
+        always_ready=True,
+    )
+
+
+def delayed(m: Module, value, cycles: int, name: str):
+    """``value`` as it was ``cycles`` clock cycles ago (a chain of registers)."""
+    for k in range(cycles):
+        register = Signal.like(value, name=f"{name}_d{k + 1}")
+        m.d.sync += register.eq(value)
+        value = register
+    return value
+
+
+class CodebookLUT(wiring.Component):
+    """Codebook indices -> int8 weights, one lookup per PE per cycle, registered.
+
+    One copy of the 256-entry codebook per PE, each with one write and one asynchronous read
+    port: exactly a distributed-RAM primitive (8 x RAM256X1S on Xilinx); one memory with
+    ``pes`` read ports would be synthesised as multiplexer trees. The host's codebook write
+    (``write_*``, a byte per cycle) goes to every copy. Latency ``CODEBOOK_LATENCY`` (1).
+    """
+
+    latency = CODEBOOK_LATENCY
+
+    def __init__(self, config: AcceleratorConfig):
+        self.config = config
+        super().__init__(
+            {
+                "index": In(data.ArrayLayout(unsigned(INDEX_BITS), config.pes)),
+                "weight": Out(data.ArrayLayout(signed(config.weight_bits), config.pes)),
+                "write_en": In(1),
+                "write_addr": In(INDEX_BITS),
+                "write_data": In(config.weight_bits),
+            }
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        for i in range(self.config.pes):
+            table = Memory(shape=signed(self.config.weight_bits), depth=CODEBOOK_ENTRIES, init=[])
+            m.submodules[f"codebook_{i}"] = table
+            write = table.write_port()
+            m.d.comb += [
+                write.addr.eq(self.write_addr),
+                write.data.eq(self.write_data),
+                write.en.eq(self.write_en),
+            ]
+            lookup = table.read_port(domain="comb")
+            m.d.comb += lookup.addr.eq(self.index[i])
+            m.d.sync += self.weight[i].eq(lookup.data)
+        return m
+
+
+class Accumulator(wiring.Component):
+    """Accumulate + requantize: column sums of a pixel's taps -> its int8 output word.
+
+    A column's accumulator starts at its channel's bias with the pixel's first tap and adds
+    every tap's sum; after the last tap the final sum goes, with the channel's multiplier and
+    shift, through the column's :class:`~hw.requant.Requantizer`. The block's parameters are
+    read from the parameter memory (``param_addr`` -> ``params`` one cycle later, the memory's
+    read latency), so sums and tags wait one register for them. Stages: parameter read (the
+    sums registered), accumulate into the final-sum register, requantizer (3).
+    Latency tap -> result: ``ACCUMULATOR_LATENCY`` (5) after the last tap.
+    """
+
+    latency = ACCUMULATOR_LATENCY
+
+    def __init__(self, config: AcceleratorConfig):
+        self.config = config
+        super().__init__(
+            {
+                "sums": In(sums_signature(config)),
+                "relu": In(1),
+                "param_addr": Out(config.param_word_bits),
+                "params": In(data.ArrayLayout(PARAM_LAYOUT, config.cols)),
+                "results": Out(results_signature(config)),
+            }
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.config
+        # stage 1: the block's parameters are read while the sums wait a register
+        m.d.comb += self.param_addr.eq(self.sums.payload.tag.block)
+        taps = Signal.like(self.sums.payload)
+        taps_valid = Signal()
+        m.d.sync += [taps.eq(self.sums.payload), taps_valid.eq(self.sums.valid)]
+        # stage 2: accumulate; the final sum and its parameters are registered (no path from
+        # the parameter RAM through the accumulate adder into the requantizer's multiplier)
+        start = Signal()  # the final sums are registered: requantize
+        m.d.sync += start.eq(taps_valid & taps.tag.last)
+        requantizers = []
+        for c in range(cfg.cols):
+            channel = self.params[c]
+            accumulator = Signal(signed(cfg.acc_bits), name=f"acc_{c}")
+            total = Signal.like(accumulator, name=f"total_{c}")
+            first = taps.tag.first
+            m.d.comb += total.eq(Mux(first, channel.bias, accumulator) + taps.sums[c])
+            with m.If(taps_valid):
+                m.d.sync += accumulator.eq(total)
+            rq = Requantizer(cfg.acc_bits, cfg.act_bits)
+            m.submodules[f"requant_{c}"] = rq
+            requantizers.append(rq)
+            final = Signal.like(rq.acc, name=f"final_{c}")
+            final_mult = Signal.like(rq.multiplier, name=f"final_mult_{c}")
+            final_shift = Signal.like(rq.shift, name=f"final_shift_{c}")
+            m.d.sync += [
+                final.eq(total),
+                final_mult.eq(channel.multiplier),
+                final_shift.eq(channel.shift),
+            ]
+            m.d.comb += [
+                rq.acc.eq(final),
+                rq.multiplier.eq(final_mult),
+                rq.shift.eq(final_shift),
+                rq.relu.eq(self.relu),
+                rq.valid.eq(start),
+            ]
+            m.d.comb += self.results.payload.data[c].eq(rq.result)
+        out_addr = delayed(m, taps.tag.out_addr, 1 + Requantizer.latency, "result_addr")
+        m.d.comb += [
+            self.results.payload.addr.eq(out_addr),
+            self.results.valid.eq(requantizers[0].result_valid),
+        ]
+        return m

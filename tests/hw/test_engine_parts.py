@@ -1,0 +1,116 @@
+"""The engine's CONV blocks alone (hw.engine_parts) under Amaranth's simulator, against
+fpga.golden, each at its exported latency (the cycle model's figure)."""
+
+import numpy as np
+from amaranth.sim import Simulator
+
+from fpga import golden
+from fpga.config import DEFAULT_CONFIG
+from fpga.layout import ACCUMULATOR_LATENCY, CODEBOOK_LATENCY
+from hw.engine_parts import Accumulator, CodebookLUT
+
+CONFIG = DEFAULT_CONFIG.replace(rows=4, cols=4)  # small: quick to simulate, same structure
+
+
+def test_codebook_lut_turns_indices_into_weights():
+    """A random codebook written through the host port; random index words: every PE's
+    weight is ``codebook[index]`` exactly ``latency`` cycles later."""
+    dut = CodebookLUT(CONFIG)
+    assert dut.latency == CODEBOOK_LATENCY
+    rng = np.random.default_rng(21)
+    codebook = rng.integers(-128, 128, 256)
+    indices = rng.integers(0, 256, (40, CONFIG.pes))
+    seen = []
+
+    async def bench(ctx):
+        ctx.set(dut.write_en, 1)
+        for address, value in enumerate(codebook):
+            ctx.set(dut.write_addr, address)
+            ctx.set(dut.write_data, int(value))
+            await ctx.tick()
+        ctx.set(dut.write_en, 0)
+        for cycle in range(len(indices) + dut.latency):
+            if cycle < len(indices):
+                for i in range(CONFIG.pes):
+                    ctx.set(dut.index[i], int(indices[cycle, i]))
+            await ctx.tick()
+            if cycle + 1 >= dut.latency:
+                seen.append([ctx.get(dut.weight[i]) for i in range(CONFIG.pes)])
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert seen[: len(indices)] == codebook[indices].tolist()
+
+
+def test_accumulator_equals_golden_requantize():
+    """Pixels of 1..9 taps (random column sums, gaps between taps), random per-channel bias,
+    multiplier, shift and ReLU: each pixel's output word is ``golden.requantize(bias + sum of
+    its taps)`` at its address, ``latency`` cycles after its last tap."""
+    dut = Accumulator(CONFIG)
+    assert dut.latency == ACCUMULATOR_LATENCY
+    cols = CONFIG.cols
+    rng = np.random.default_rng(22)
+    blocks = 3
+    bias = rng.integers(-(2**20), 2**20, (blocks, cols))
+    multiplier = rng.integers(0, 2**16, (blocks, cols))
+    shift = rng.integers(8, golden.MAX_SHIFT + 1, (blocks, cols))
+    sum_limit = 2 ** (len(dut.sums.payload.sums[0]) - 1)
+    pixels = []
+    for pixel in range(30):
+        taps = rng.integers(-sum_limit, sum_limit, (int(rng.integers(1, 10)), cols))
+        pixels.append((pixel, int(rng.integers(0, blocks)), taps))
+    relu = True
+    results = {}
+    last_tap_cycle = {}
+
+    async def bench(ctx):
+        ctx.set(dut.relu, int(relu))
+        queue = []
+        for address, block, taps in pixels:
+            for k, tap in enumerate(taps):
+                queue.append((address, block, k == 0, k == len(taps) - 1, tap))
+                if rng.random() < 0.3:
+                    queue.append(None)  # a bubble
+        requested = None
+        for cycle in range(len(queue) + dut.latency + 2):
+            item = queue[cycle] if cycle < len(queue) else None
+            if item is None:
+                ctx.set(dut.sums.valid, 0)
+            else:
+                address, block, first, last, tap = item
+                payload = dut.sums.payload
+                for c in range(cols):
+                    ctx.set(payload.sums[c], int(tap[c]))
+                ctx.set(payload.tag.first, first)
+                ctx.set(payload.tag.last, last)
+                ctx.set(payload.tag.out_addr, address)
+                ctx.set(payload.tag.block, block)
+                ctx.set(dut.sums.valid, 1)
+                if last:
+                    last_tap_cycle[address] = cycle
+            # the parameter memory: read latency 1 (the address of the previous cycle)
+            if requested is not None:
+                for c in range(cols):
+                    ctx.set(dut.params[c].bias, int(bias[requested, c]))
+                    ctx.set(dut.params[c].multiplier, int(multiplier[requested, c]))
+                    ctx.set(dut.params[c].shift, int(shift[requested, c]))
+            if ctx.get(dut.results.valid):
+                address = ctx.get(dut.results.payload.addr)
+                data = [ctx.get(dut.results.payload.data[c]) for c in range(cols)]
+                results[address] = (cycle, data)
+            await ctx.tick()
+            requested = ctx.get(dut.param_addr)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert sorted(results) == [address for address, _, _ in pixels]
+    for address, block, taps in pixels:
+        acc = bias[block] + taps.sum(axis=0)
+        expected = golden.requantize(acc.reshape(cols, 1), multiplier[block], shift[block], relu)
+        cycle, data = results[address]
+        assert data == expected.reshape(-1).tolist(), address
+        assert cycle == last_tap_cycle[address] + dut.latency
