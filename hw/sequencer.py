@@ -262,7 +262,13 @@ class Sequencer(wiring.Component):
                     with m.If(moved + 1 == length):
                         m.next = "ROW_DONE"
                     with m.Elif(lane == word_bytes - 1):
-                        m.next = "LOAD_WORD"
+                        # the word's last byte: take the next word in the same cycle if it is
+                        # there (no bubble between words), else wait for it
+                        m.d.comb += self.dma_read_data.ready.eq(1)
+                        with m.If(self.dma_read_data.valid):
+                            m.d.sync += [word.eq(self.dma_read_data.payload.data), lane.eq(0)]
+                        with m.Else():
+                            m.next = "LOAD_WORD"
 
             # -- STORE: buffer reads (pipelined, one byte per cycle) -> DMA words ------------
             with m.State("STORE_READ"):
@@ -292,13 +298,14 @@ class Sequencer(wiring.Component):
                 ]
                 with m.If(self.dma_write_data.ready):
                     m.d.sync += [keep.eq(0), lane.eq(0), issue_lane.eq(0)]
-                    m.next = "STORE_NEXT"
+                    with m.If(moved != length):
+                        m.next = "STORE_READ"
+                    with m.Else():
+                        m.next = "STORE_NEXT"
 
-            with m.State("STORE_NEXT"):
+            with m.State("STORE_NEXT"):  # the row's last word is out: wait until DRAM has it all
                 m.d.comb += self.busy.eq(1)
-                with m.If(moved != length):
-                    m.next = "STORE_READ"
-                with m.Elif(~self.dma_write_busy):
+                with m.If(~self.dma_write_busy):
                     m.next = "ROW_DONE"
 
             with m.State("ROW_DONE"):

@@ -292,3 +292,37 @@ def test_one_real_tile_and_the_sequential_overhead(name):
     )
     # sequential and byte-wide: about one cycle per byte moved, plus latencies
     assert other < 1.5 * (stats.loaded_bytes + stats.stored_bytes) + 100 * stats.commands
+
+
+def test_transfer_costs():
+    """Cycle costs of the sequential version with a 20-cycle DRAM read latency, always ready:
+    a 4 KiB LOAD and STORE (bytes per cycle through the byte-wide buffer ports), a gather of
+    3-byte rows (conv1's im2col: cycles per row), an END alone (fetch cost)."""
+    costs = {}
+    cases = {
+        "end": [command(Opcode.END)],
+        "load_4k": [command(Opcode.LOAD, BufferSpace.ACT_IN, length=4096, dram_addr=0)],
+        "store_4k": [command(Opcode.STORE, BufferSpace.ACT_OUT, length=4096, dram_addr=0)],
+        "gather_31x3": [
+            command(Opcode.LOAD, BufferSpace.ACT_IN, length=3, count=31, dram_addr=5,
+                    dram_stride=2, buffer_stride=32)
+        ],
+    }  # fmt: skip
+    for name, records in cases.items():
+        dram = bytearray(16384)
+        pc = 8192
+        blob = pack_commands([*records, command(Opcode.END)][: len(records) + (name != "end")])
+        dram[pc : pc + len(blob)] = blob
+        result, _ = run_sequencer(dram, pc, ByteEngine(), FixedRng(20))
+        assert not result["error"], (name, result)
+        costs[name] = result["cycles"]
+    fetch = costs["end"]
+    per_load_byte = (costs["load_4k"] - 2 * fetch) / 4096
+    per_store_byte = (costs["store_4k"] - 2 * fetch) / 4096
+    per_gather_row = (costs["gather_31x3"] - 2 * fetch) / 31
+    print(
+        f"\nsequencer costs (DRAM read latency 20): fetch+decode of a command {fetch} cycles; "
+        f"LOAD {per_load_byte:.3f} cycles/byte, STORE {per_store_byte:.3f} cycles/byte (4 KiB "
+        f"rows); a 3-byte gather row {per_gather_row:.1f} cycles"
+    )
+    assert per_load_byte < 1.1 and per_store_byte < 1.3 and per_gather_row < 40
