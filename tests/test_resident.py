@@ -27,6 +27,8 @@ from fpga.resident import (
     pack_commands,
     run_commands,
     run_resident,
+    sequential_cycles,
+    transfer_totals,
     unpack_commands,
 )
 
@@ -118,6 +120,9 @@ def test_network_from_dram_equals_golden(networks, variant, weights_mode, device
     np.testing.assert_array_equal(logits, reference[network.output.name])
     assert checked == [unit.name for unit in program.units]
     assert stats.engine_cycles == sum(program.predicted_cycles().values())
+    totals = transfer_totals(resident)  # the static count equals what was moved
+    assert (totals["loaded"], totals["stored"]) == (stats.loaded_bytes, stats.stored_bytes)
+    assert totals["rows"] == stats.dma_requests and totals["commands"] == stats.commands
 
     # the LOADs move the bytes fpga.compile.execute writes, in its order (conv1's gathered
     # columns aside: those are ACT_IN writes of another shape), STOREs read what it reads
@@ -237,3 +242,12 @@ def test_full_size_link_bytes_and_map():
         f"map {resident.report()['regions']}; {len(resident.commands):,} commands"
     )
     assert link < program.minimum_link_bytes / 70
+    for image in (resident, host):
+        totals, cycles = transfer_totals(image), sequential_cycles(image)
+        print(
+            f"  {'device' if image.device_im2col else 'host'} im2col: map total "
+            f"{image.describe()['total'][1]:,} B; per image loads {totals['loaded']:,} B "
+            f"(model {totals['loaded_model']:,}), stores {totals['stored']:,} B in "
+            f"{totals['rows']:,} DMA rows; sequential sequencer ~{cycles['total']:,} cycles = "
+            f"{cycles['total'] / cycles['engine']:.2f}x the engine's {cycles['engine']:,}"
+        )
