@@ -727,18 +727,14 @@ def run_commands(
         pc += COMMAND_BYTES
 
 
-def run_resident(
-    image: ResidentImage, dram: bytearray, input_int8: np.ndarray, engine=None, after=None
-):
+def run_resident(image: ResidentImage, dram: bytearray, input_int8: np.ndarray, engine, after=None):
     """One inference in resident mode: write the input, run the program from DRAM, read the
-    output. ``dram`` must hold :meth:`ResidentImage.load_bytes` at 0 (a model load).
+    output. ``dram`` must hold :meth:`ResidentImage.load_bytes` at 0 (a model load);
+    ``engine``: ``fpga.emulator.EngineEmulator(image.config)`` (passed in: this module is spec
+    and does not import the emulator), or anything with its ``write``/``read``/``run``.
 
     Returns ``(output, stats)``: int32 (classes,) sums for SqueezeNet, and
     :class:`ResidentStats`."""
-    if engine is None:
-        from fpga.emulator import EngineEmulator
-
-        engine = EngineEmulator(image.config)
     image.write_input(dram, input_int8)
     stats = run_commands(dram, engine, image.program_address, after=after)
     return image.read_output(dram), stats

@@ -137,7 +137,7 @@ def test_network_from_dram_equals_golden(networks, variant, weights_mode, device
 
     # a second image with the same loaded model (nothing but the input changes)
     other = network.quantize_input(preprocess(bundled_photos()[1], SIZES[variant]))
-    logits, _ = run_resident(resident, dram, other)
+    logits, _ = run_resident(resident, dram, other, EngineEmulator(DEFAULT_CONFIG))
     expected = golden.run_network(network, other, keep=False)[network.output.name]
     np.testing.assert_array_equal(logits, expected)
 
