@@ -386,10 +386,10 @@ def main(argv: list[str] | None = None) -> int:
         help=f"design factory module:function(board, config) (default {DEFAULT_DESIGN})",
     )
     args = parser.parse_args(argv)
-    return run_cli(lambda: _run(args))
+    return run_cli(lambda: _command(args))
 
 
-def _run(args) -> int:
+def _command(args) -> int:
     check_variant(args.variant)
     design = load_design(args.design)
     out = Path(args.out) / args.board
