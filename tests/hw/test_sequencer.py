@@ -338,3 +338,55 @@ def test_transfer_costs():
     assert abs(per_load_byte - SEQUENCER_COSTS["load_byte"]) < 0.02
     assert abs(per_store_byte - SEQUENCER_COSTS["store_byte"]) < 0.02
     assert abs(per_gather_row - 3 - SEQUENCER_COSTS["row"]) < 1
+
+
+def _random_program(rng, data_bytes):
+    """LOADs into any space, STOREs from ACT_OUT, RUNs: random lengths, counts, strides (rows
+    may overlap), alignments; every row inside the DRAM and its buffer."""
+    sizes = buffer_sizes(DEFAULT_CONFIG)
+    records = []
+    for _ in range(rng.randint(8, 20)):
+        kind = rng.random()
+        if kind < 0.15:
+            records.append(command(Opcode.RUN))
+            continue
+        op = Opcode.LOAD if kind < 0.65 else Opcode.STORE
+        space = rng.choice(list(BufferSpace)) if op == Opcode.LOAD else BufferSpace.ACT_OUT
+        count, length = rng.randint(1, 4), rng.choice([1, 2, 7, 16, 17, rng.randint(1, 90)])
+        dram_stride, buffer_stride = rng.randint(0, 70), rng.randint(0, 70)
+        if length + (count - 1) * buffer_stride > sizes[space]:  # DESCRIPTOR: 32 bytes
+            count, buffer_stride, length = 1, 0, min(length, sizes[space])
+        dram_addr = rng.randrange(0, data_bytes - length - (count - 1) * dram_stride)
+        buffer_room = min(sizes[space], 2048) - length - (count - 1) * buffer_stride
+        buffer_offset = rng.randrange(0, max(1, buffer_room))
+        if rng.random() < 0.05:
+            length = 0  # moves nothing
+        records.append(
+            command(
+                op,
+                space,
+                length=length,
+                count=count,
+                dram_addr=dram_addr,
+                dram_stride=dram_stride,
+                buffer_offset=buffer_offset,
+                buffer_stride=buffer_stride,
+            )  # fmt: skip
+        )
+    return [*records, command(Opcode.END)]
+
+
+def test_random_programs_equal_the_reference_executor():
+    seed = _seed()
+    rng = random.Random(seed)
+    for _ in range(3):
+        dram = bytearray(rng.randbytes(16384))
+        pc = 12288
+        blob = pack_commands(_random_program(rng, pc))
+        dram[pc : pc + len(blob)] = blob
+        expected, reference = bytearray(dram), ByteLog(ByteEngine(latency=5))
+        run_commands(expected, reference, pc)
+        result, writes = run_sequencer(dram, pc, ByteEngine(latency=5), rng, write_stall=0.3)
+        assert not result["error"], (seed, result)
+        assert writes == reference.writes, seed
+        assert dram == expected, seed
