@@ -12,12 +12,13 @@ and the compiler pack it with numpy (:func:`pack_commands`); the gateware
 ``opcode``     :class:`Opcode`: LOAD, STORE, RUN, END (0 is invalid: zeroed DRAM is an error,
                never a silent no-op)
 ``space``      :class:`fpga.layout.BufferSpace` of a LOAD/STORE
+``flags``      :class:`Flag`: WINDOWS (a LOAD whose rows overlap in DRAM reads their span once)
 ``length``     bytes per row (a row is one contiguous DRAM range)
 ``dram_addr``  byte address of row 0 in DRAM
 ``buffer_offset`` byte offset of row 0 in the buffer space
 ``count``      rows; row r moves ``length`` bytes between ``dram_addr + r * dram_stride`` and
                ``buffer_offset + r * buffer_stride`` (a strided 2-D transfer: a channel-group
-               slice of an HWC tensor, or the im2col gather of conv1)
+               slice of an HWC tensor, or the im2col windows of conv1)
 ============== ======================================================================
 
 LOAD copies DRAM -> buffer (through the same byte-wide write port the link uses, so
@@ -83,11 +84,23 @@ class Opcode(enum.IntEnum):
     END = 4
 
 
+class Flag(enum.IntFlag):
+    #: LOAD: the rows overlap in DRAM (conv1's im2col windows); read their whole span
+    #: ``(count - 1) * dram_stride + length`` once (at most :data:`WINDOW_BYTES`) and cut the
+    #: rows from it on chip. The bytes written are the same as without the flag.
+    WINDOWS = 1
+
+
+#: the largest span of a WINDOWS LOAD (the sequencer's on-chip window buffer): one padded image
+#: row, so images up to ~1000 pixels wide
+WINDOW_BYTES = 1024
+
+
 #: one command, little-endian, in byte order: (field, numpy type). 32 bytes.
 COMMAND_RECORD = (
     ("opcode", "u1"),
     ("space", "u1"),
-    ("reserved", "<u2"),
+    ("flags", "<u2"),
     ("length", "<u4"),
     ("dram_addr", "<u4"),
     ("buffer_offset", "<u4"),
@@ -541,6 +554,7 @@ def _gather_conv1(program, load, offset: int, image_shape, pad: int) -> list:
     Lowered channel ``(c * k + ky) * k + kx`` of output pixel (oy, ox) is padded-image byte
     ``(c, oy * s + ky, ox * s + kx)``: for fixed (oy, c, ky) the k bytes of each pixel are
     contiguous in DRAM and pixels are ``s`` bytes apart; in ACT_IN they are ``G * lanes`` apart.
+    The windows overlap (k > s): flagged WINDOWS, the sequencer reads the padded row once.
     """
     lanes = program.config.rows
     kernel, stride, _ = program.conv1_lowering
@@ -548,6 +562,7 @@ def _gather_conv1(program, load, offset: int, image_shape, pad: int) -> list:
     wp, hp = w + 2 * pad, h + 2 * pad
     _, _, out_w = program.input_shape
     g = groups(program.input_shape[0], lanes)
+    span = (out_w - 1) * stride + kernel
     proto = []
     for oy in range(load.y0, load.y1):
         for c in range(c_raw):
@@ -555,6 +570,7 @@ def _gather_conv1(program, load, offset: int, image_shape, pad: int) -> list:
                 rec = command(
                     Opcode.LOAD,
                     BufferSpace.ACT_IN,
+                    flags=Flag.WINDOWS if span <= WINDOW_BYTES else 0,
                     length=kernel,
                     count=out_w,
                     dram_addr=(c * hp + oy * stride + ky) * wp,
@@ -571,14 +587,24 @@ def _gather_conv1(program, load, offset: int, image_shape, pad: int) -> list:
 # -- accounting ----------------------------------------------------------------------------------
 #: cycles of ``hw.sequencer`` measured in its Amaranth simulation with a 20-cycle DRAM read
 #: latency (tests/hw/test_sequencer.py::test_transfer_costs): fetch + decode of one command,
-#: per byte loaded / stored over the byte-wide buffer ports, per DMA row beyond its bytes
-SEQUENCER_COSTS = {"command": 24, "load_byte": 1.0, "store_byte": 1.13, "row": 23}
+#: per byte loaded / stored over the byte-wide buffer ports, per DMA transfer beyond its bytes;
+#: a WINDOWS LOAD: per window cut (span sum, check, next) and per byte of the span read once
+SEQUENCER_COSTS = {
+    "command": 24,
+    "load_byte": 1.0,
+    "store_byte": 1.13,
+    "row": 23,
+    "window": 3,
+    "span_byte": 1 / 16,
+}
 
 
 def transfer_totals(image: ResidentImage) -> dict[str, int]:
     """What the command list moves, counted statically: bytes loaded per source region, bytes
-    stored, DMA rows, commands, runs, and the engine's predicted cycles."""
+    stored, DMA transfers (``rows``), WINDOWS rows and spans, commands, runs, and the engine's
+    predicted cycles."""
     totals = {"commands": len(image.commands), "runs": 0, "rows": 0, "stored": 0}
+    totals.update({"windows": 0, "window_span": 0})  # WINDOWS LOADs: rows cut, bytes read
     totals.update({f"loaded_{name}": 0 for name in image.regions})
     bases = sorted((base, name) for name, (base, _) in image.regions.items())
     for rec in image.commands:
@@ -586,8 +612,13 @@ def transfer_totals(image: ResidentImage) -> dict[str, int]:
         if op == Opcode.RUN:
             totals["runs"] += 1
         elif op in (Opcode.LOAD, Opcode.STORE):
-            totals["rows"] += rows
             moved = rows * int(rec["length"])
+            if rows and int(rec["flags"]) & Flag.WINDOWS:
+                totals["rows"] += 1  # one DMA transfer of the span
+                totals["windows"] += rows
+                totals["window_span"] += (rows - 1) * int(rec["dram_stride"]) + int(rec["length"])
+            else:
+                totals["rows"] += rows
             if op == Opcode.STORE:
                 totals["stored"] += moved
             else:
@@ -607,6 +638,8 @@ def sequential_cycles(image: ResidentImage, costs: dict = SEQUENCER_COSTS) -> di
         + t["loaded"] * costs["load_byte"]
         + t["stored"] * costs["store_byte"]
         + t["rows"] * costs["row"]
+        + t["windows"] * costs["window"]
+        + t["window_span"] * costs["span_byte"]
     )
     return {
         "engine": t["engine_cycles"],
@@ -636,8 +669,17 @@ def check_commands(image: ResidentImage, dram_size: int | None = None, commands=
         if op == Opcode.RUN:
             continue
         count, length = int(rec["count"]), int(rec["length"])
+        flags = int(rec["flags"])
+        if flags & ~int(Flag.WINDOWS) or (flags and op != Opcode.LOAD):
+            raise ResidentError(f"{where}: unknown flags {flags:#x} for {op.name}")
         if count == 0 or length == 0:
             continue
+        span = (count - 1) * int(rec["dram_stride"]) + length
+        if flags & Flag.WINDOWS and span > WINDOW_BYTES:
+            raise ResidentError(
+                f"{where}: a WINDOWS LOAD spans {span:,} bytes; the window buffer has "
+                f"{WINDOW_BYTES:,}"
+            )
         if int(rec["space"]) not in set(BufferSpace):
             raise ResidentError(f"{where}: unknown buffer space {int(rec['space'])}")
         space = BufferSpace(int(rec["space"]))
@@ -677,7 +719,7 @@ class ResidentStats:
     commands: int = 0
     loaded_bytes: int = 0
     stored_bytes: int = 0
-    dma_requests: int = 0  # LOAD/STORE rows (one DMA transfer each)
+    dma_requests: int = 0  # DMA transfers: one per LOAD/STORE row, one per WINDOWS LOAD
 
 
 def run_commands(
@@ -705,13 +747,14 @@ def run_commands(
         elif op in (Opcode.LOAD, Opcode.STORE):
             length = int(rec["length"])
             addr, offset = int(rec["dram_addr"]), int(rec["buffer_offset"])
-            for _ in range(int(rec["count"]) if length else 0):
+            windows = op == Opcode.LOAD and int(rec["flags"]) & Flag.WINDOWS
+            for row in range(int(rec["count"]) if length else 0):
                 if addr + length > dram_size:
                     raise ResidentError(
                         f"command at {pc:,}: DRAM [{addr:,}, {addr + length:,}) is outside the "
                         f"{dram_size:,}-byte DRAM"
                     )
-                stats.dma_requests += 1
+                stats.dma_requests += not windows or row == 0
                 if op == Opcode.LOAD:
                     engine.write(int(rec["space"]), offset, bytes(dram[addr : addr + length]))
                     stats.loaded_bytes += length
@@ -745,7 +788,9 @@ __all__ = [
     "COMMAND_DTYPE",
     "COMMAND_RECORD",
     "Opcode",
+    "Flag",
     "ResidentError",
+    "WINDOW_BYTES",
     "ResidentImage",
     "ResidentStats",
     "buffer_sizes",

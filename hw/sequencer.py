@@ -12,13 +12,18 @@ Given ``program_addr`` and a ``start`` pulse, it fetches one :data:`fpga.residen
   into lane-aligned words (byte ``a`` of DRAM in lane ``a % word_bytes``) and handed to the DMA
   writer; the row ends when the writer's ``busy`` falls (a later LOAD of the same bytes is
   ordered after it on the one native port);
+- **LOAD with the WINDOWS flag** (conv1's im2col: rows that overlap in DRAM): the span
+  ``(count - 1) * dram_stride + length`` (at most ``window_bytes``) is read once, word by word,
+  into an on-chip window buffer, and the rows are cut from it at one byte per cycle (one DMA
+  latency per command instead of one per row);
 - **RUN**: one ``engine_start`` pulse, then wait for ``engine_done`` (``engine_cycles`` counts
   the wait);
 - **END**: ``done`` pulses with ``error`` low; ``cycles`` holds the cycles since ``start``.
 
 Refusals end in ``done`` with ``error`` high and an :class:`SequencerError` code (``pc`` holds
 the failing command's address), never in a hang: an unknown opcode (0 included: zeroed DRAM), a
-fetch or a row outside ``[0, dram_size)``, a row outside its buffer space (sizes from
+fetch or a row outside ``[0, dram_size)``, unknown flags or a WINDOWS span beyond the window
+buffer, a row outside its buffer space (sizes from
 :func:`fpga.resident.buffer_sizes`), an unknown space, a program address that is not
 word-aligned, an engine error. Rows before a refused row of the same command have moved.
 
@@ -28,13 +33,21 @@ Sequential: DMA and engine never overlap (double buffering is in docs/resident.m
 
 from __future__ import annotations
 
-from amaranth import Array, Const, Module, Signal
+from amaranth import Array, Const, Module, Signal, unsigned
 from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from fpga.config import DEFAULT_CONFIG, AcceleratorConfig
 from fpga.layout import BufferSpace
-from fpga.resident import COMMAND_BYTES, Opcode, buffer_sizes, command_fields
+from fpga.resident import (
+    COMMAND_BYTES,
+    WINDOW_BYTES,
+    Flag,
+    Opcode,
+    buffer_sizes,
+    command_fields,
+)
 from hw.dma import request_layout, words_layout
 
 
@@ -51,6 +64,7 @@ class SequencerError(enum.Enum, shape=3):
     SPACE = 4  # unknown buffer space
     ALIGNMENT = 5  # program address not a multiple of the DRAM word
     ENGINE = 6  # the engine flagged an error during a RUN
+    FLAGS = 7  # unknown flags, or a WINDOWS LOAD spanning more than the window buffer
 
 
 class Sequencer(wiring.Component):
@@ -63,8 +77,10 @@ class Sequencer(wiring.Component):
         data_width: int = 128,
         address_width: int = 24,
         dram_size: int | None = None,
+        window_bytes: int = WINDOW_BYTES,
     ):
         self.config = config
+        self.window_bytes = window_bytes
         self.word_bytes = data_width // 8
         self.byte_address_width = address_width + (self.word_bytes - 1).bit_length()
         self.dram_size = 1 << self.byte_address_width if dram_size is None else dram_size
@@ -132,6 +148,17 @@ class Sequencer(wiring.Component):
         issued = Signal(32)  # STORE: bytes whose read was issued
         issue_lane = Signal(range(word_bytes + 1))
         code = Signal(SequencerError)
+        # WINDOWS LOADs: the span, read once into a word-wide window buffer
+        window_words = self.window_bytes // word_bytes + 1
+        m.submodules.window = window = Memory(
+            shape=unsigned(8 * word_bytes), depth=window_words, init=[]
+        )
+        window_fill = window.write_port()
+        window_peek = window.read_port(domain="comb")
+        span = Signal(34)
+        span_left = Signal(32)
+        filled = Signal(range(window_words + 1))
+        windows = (record.flags & int(Flag.WINDOWS)) != 0
 
         size_bits = max(self.buffer_sizes.values()).bit_length()
         sizes = Array(Const(self.buffer_sizes[space], size_bits) for space in BufferSpace)
@@ -212,6 +239,14 @@ class Sequencer(wiring.Component):
                             m.next = "NEXT"
                         with m.Elif(~space_ok):
                             fail(SequencerError.SPACE)
+                        with m.Elif(
+                            ((record.flags & (0xFFFF ^ int(Flag.WINDOWS))) != 0)
+                            | (windows & (record.opcode != Opcode.LOAD))
+                        ):
+                            fail(SequencerError.FLAGS)
+                        with m.Elif(windows):
+                            m.d.sync += [span.eq(length), span_left.eq(record.count - 1)]
+                            m.next = "SPAN"
                         with m.Else():
                             m.next = "ROW"
                     with m.Case(Opcode.RUN):
@@ -308,6 +343,60 @@ class Sequencer(wiring.Component):
                 with m.If(~self.dma_write_busy):
                     m.next = "ROW_DONE"
 
+            # -- WINDOWS LOAD: the span once into the window buffer, rows cut from it ----------
+            with m.State("SPAN"):  # span = (count - 1) * dram_stride + length, without a multiplier
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += filled.eq(0)
+                with m.If(span > self.window_bytes):
+                    fail(SequencerError.FLAGS)
+                with m.Elif(span_left != 0):
+                    m.d.sync += [span.eq(span + record.dram_stride), span_left.eq(span_left - 1)]
+                with m.Elif(row_dram + span > self.dram_size):
+                    fail(SequencerError.DRAM_RANGE)
+                with m.Else():
+                    m.d.comb += [
+                        self.dma_read_request.valid.eq(1),
+                        self.dma_read_request.payload.length.eq(span),
+                    ]
+                    with m.If(self.dma_read_request.ready):
+                        m.next = "WINDOW_FILL"
+
+            with m.State("WINDOW_FILL"):
+                m.d.comb += [
+                    self.busy.eq(1),
+                    self.dma_read_data.ready.eq(1),
+                    window_fill.addr.eq(filled),
+                    window_fill.data.eq(self.dma_read_data.payload.data),
+                    window_fill.en.eq(self.dma_read_data.valid),
+                ]
+                with m.If(self.dma_read_data.valid):
+                    m.d.sync += filled.eq(filled + 1)
+                    with m.If(self.dma_read_data.payload.last):
+                        m.next = "WINDOW_ROW"
+
+            with m.State("WINDOW_ROW"):
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += moved.eq(0)
+                with m.If(row_buffer + length > buffer_size):
+                    fail(SequencerError.BUFFER_RANGE)
+                with m.Else():
+                    m.next = "WINDOW_BYTES"
+
+            with m.State("WINDOW_BYTES"):
+                at = Signal(34)
+                m.d.comb += [
+                    self.busy.eq(1),
+                    at.eq(row_dram + moved),
+                    window_peek.addr.eq(at[lane_bits:] - record.dram_addr[lane_bits:]),
+                    self.write_en.eq(1),
+                    self.write_addr.eq(row_buffer + moved),
+                    self.write_data.eq(window_peek.data.word_select(at[:lane_bits], 8)),
+                ]
+                with m.If(self.write_ready):
+                    m.d.sync += moved.eq(moved + 1)
+                    with m.If(moved + 1 == length):
+                        m.next = "ROW_DONE"
+
             with m.State("ROW_DONE"):
                 m.d.comb += self.busy.eq(1)
                 m.d.sync += [
@@ -317,6 +406,8 @@ class Sequencer(wiring.Component):
                 ]
                 with m.If(rows_left == 1):
                     m.next = "NEXT"
+                with m.Elif(windows):
+                    m.next = "WINDOW_ROW"
                 with m.Else():
                     m.next = "ROW"
 

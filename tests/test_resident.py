@@ -18,6 +18,7 @@ from fpga.layout import BufferSpace
 from fpga.resident import (
     COMMAND_BYTES,
     COMMAND_DTYPE,
+    Flag,
     Opcode,
     ResidentError,
     check_commands,
@@ -205,6 +206,11 @@ def test_check_commands_refuses_what_the_device_must_not_run(networks):
     refused(loads[0], "unknown buffer space 9", space=9)
     refused(loads[0], "of ACT_IN", buffer_offset=DEFAULT_CONFIG.act_in_bytes)
     refused(len(resident.commands) - 1, "no END", opcode=Opcode.RUN)
+    refused(loads[0], "unknown flags 0x2", flags=2)
+    refused(stores[0], "unknown flags 0x1 for STORE", flags=Flag.WINDOWS)
+    windows = np.flatnonzero(resident.commands["flags"] & Flag.WINDOWS)
+    assert len(windows) == 31 * 3 * 3  # v1.1's conv1: per output row, channel, kernel row
+    refused(windows[0], "spans 2,001 bytes; the window buffer has 1,024", count=1000)
 
 
 def test_reference_executor_errors_like_the_sequencer():

@@ -22,6 +22,7 @@ from fpga.layout import BufferSpace
 from fpga.resident import (
     COMMAND_BYTES,
     SEQUENCER_COSTS,
+    Flag,
     Opcode,
     buffer_sizes,
     command,
@@ -175,14 +176,17 @@ def test_command_layout_matches_the_record():
 
 
 def test_small_program_equals_the_reference_executor():
-    """Unaligned and strided LOADs, a gather of 7-byte runs 2 apart, RUN, unaligned and strided
-    STOREs, a zero-length LOAD: the buffer writes and the DRAM equal run_commands'."""
+    """Unaligned and strided LOADs, a gather of 7-byte runs 2 apart (as rows and as a WINDOWS
+    LOAD), RUN, unaligned and strided STOREs, a zero-length LOAD: the buffer writes and the DRAM
+    equal run_commands'."""
     rng = random.Random(_seed())
     dram = bytearray(rng.randbytes(8192))
     program = [
         command(Opcode.LOAD, BufferSpace.ACT_IN, length=37, dram_addr=1003, buffer_offset=5),
         command(Opcode.LOAD, BufferSpace.ACT_IN, length=7, count=5, dram_addr=2001,
                 dram_stride=2, buffer_offset=100, buffer_stride=24),
+        command(Opcode.LOAD, BufferSpace.ACT_IN, flags=Flag.WINDOWS, length=7, count=9,
+                dram_addr=2503, dram_stride=2, buffer_offset=300, buffer_stride=24),
         command(Opcode.LOAD, BufferSpace.WEIGHT, length=100, dram_addr=3000),
         command(Opcode.LOAD, BufferSpace.DESCRIPTOR, length=32, dram_addr=3333),
         command(Opcode.LOAD, BufferSpace.WEIGHT, length=0, dram_addr=1 << 30),
@@ -221,9 +225,18 @@ def test_small_program_equals_the_reference_executor():
         ([command(Opcode.END)], 8, SequencerError.ALIGNMENT, None),
         ([command(Opcode.END)], 8192 - 16, SequencerError.DRAM_RANGE, None),  # fetch off the end
         ([command(Opcode.RUN), command(Opcode.END)], 0, SequencerError.ENGINE, None),
+        ([command(Opcode.LOAD, 1, flags=2, length=1)], 0, SequencerError.FLAGS, None),
+        ([command(Opcode.STORE, 2, flags=Flag.WINDOWS, length=1)], 0, SequencerError.FLAGS, None),
+        ([command(Opcode.LOAD, 1, flags=Flag.WINDOWS, length=7, count=600, dram_stride=2)], 0,
+         SequencerError.FLAGS, None),
+        ([command(Opcode.LOAD, 1, flags=Flag.WINDOWS, length=7, count=5, dram_stride=2,
+                  dram_addr=8185)], 0, SequencerError.DRAM_RANGE, None),
+        ([command(Opcode.LOAD, 1, flags=Flag.WINDOWS, length=7, count=5, dram_stride=2,
+                  buffer_offset=32760, buffer_stride=1)], 0, SequencerError.BUFFER_RANGE, None),
     ],
     ids=["zero", "opcode-9", "dram", "dram-size", "stride-past-end", "buffer", "space",
-         "alignment", "fetch", "engine"],
+         "alignment", "fetch", "engine", "flags", "windows-store", "window-span", "window-dram",
+         "window-buffer"],
 )  # fmt: skip
 def test_refusals_end_in_an_error_code_not_a_hang(records, pc, code, dram_size):
     rng = random.Random(7)
@@ -315,6 +328,10 @@ def test_transfer_costs():
             command(Opcode.LOAD, BufferSpace.ACT_IN, length=3, count=31, dram_addr=5,
                     dram_stride=2, buffer_stride=32)
         ],
+        "windows_111x7": [
+            command(Opcode.LOAD, BufferSpace.ACT_IN, flags=Flag.WINDOWS, length=7, count=111,
+                    dram_addr=5, dram_stride=2, buffer_stride=152)
+        ],
     }  # fmt: skip
     for name, records in cases.items():
         dram = bytearray(16384)
@@ -328,16 +345,22 @@ def test_transfer_costs():
     per_load_byte = (costs["load_4k"] - 2 * fetch) / 4096
     per_store_byte = (costs["store_4k"] - 2 * fetch) / 4096
     per_gather_row = (costs["gather_31x3"] - 2 * fetch) / 31
+    windows = costs["windows_111x7"] - 2 * fetch  # v1.0's conv1: 111 windows of 7 bytes
     print(
         f"\nsequencer costs (DRAM read latency 20): fetch+decode of a command {fetch} cycles; "
         f"LOAD {per_load_byte:.3f} cycles/byte, STORE {per_store_byte:.3f} cycles/byte (4 KiB "
-        f"rows); a 3-byte gather row {per_gather_row:.1f} cycles"
+        f"rows); a 3-byte gather row {per_gather_row:.1f} cycles; a WINDOWS LOAD of 111 "
+        f"7-byte windows 2 apart (v1.0's conv1) {windows} cycles (as 111 rows: "
+        f"{111 * (7 + SEQUENCER_COSTS['row'])})"
     )
     # fpga.resident.SEQUENCER_COSTS (the whole-network estimate) are these numbers
     assert fetch == SEQUENCER_COSTS["command"]
     assert abs(per_load_byte - SEQUENCER_COSTS["load_byte"]) < 0.02
     assert abs(per_store_byte - SEQUENCER_COSTS["store_byte"]) < 0.02
     assert abs(per_gather_row - 3 - SEQUENCER_COSTS["row"]) < 1
+    c = SEQUENCER_COSTS
+    model = c["row"] + 111 * (7 * c["load_byte"] + c["window"]) + (110 * 2 + 7) * c["span_byte"]
+    assert abs(windows - model) < 0.03 * windows, (windows, model)
 
 
 def _random_program(rng, data_bytes):
