@@ -382,19 +382,23 @@ def _random_program(rng, data_bytes):
         dram_addr = rng.randrange(0, data_bytes - length - (count - 1) * dram_stride)
         buffer_room = min(sizes[space], 2048) - length - (count - 1) * buffer_stride
         buffer_offset = rng.randrange(0, max(1, buffer_room))
+        flags = 0
+        if op == Opcode.LOAD and rng.random() < 0.3:
+            flags = Flag.WINDOWS  # the same bytes, the span read once
         if rng.random() < 0.05:
             length = 0  # moves nothing
         records.append(
             command(
                 op,
                 space,
+                flags=flags,
                 length=length,
                 count=count,
                 dram_addr=dram_addr,
                 dram_stride=dram_stride,
                 buffer_offset=buffer_offset,
                 buffer_stride=buffer_stride,
-            )  # fmt: skip
+            )
         )
     return [*records, command(Opcode.END)]
 
