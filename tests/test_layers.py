@@ -36,6 +36,7 @@ SPEC = {
     "fpga.image",
     "fpga.network",
     "fpga.sqz",
+    "fpga.resident",
 }
 #: third-party packages the spec layer may use
 SPEC_THIRD_PARTY = {"numpy", "PIL"}
