@@ -132,7 +132,7 @@ class Program:
 
     def predicted_cycles(self) -> dict[str, int]:
         return {
-            u.name: sum(predict_cycles(r.descriptor) for t in u.tiles for r in t.runs)
+            u.name: sum(predict_cycles(r.descriptor, self.config) for t in u.tiles for r in t.runs)
             for u in self.units
         }
 
@@ -563,7 +563,7 @@ def execute(program: Program, device, image: np.ndarray, progress=None):
                 for space, offset, blob in run.consts:
                     counting.write(space, offset, blob, constant=True)
                 counting.write(BufferSpace.DESCRIPTOR, 0, run.descriptor.pack(), constant=True)
-                predicted = predict_cycles(run.descriptor)
+                predicted = predict_cycles(run.descriptor, program.config)
                 st.cycles += device.run(predicted)
                 st.predicted_cycles += predicted
                 st.macs += run.macs

@@ -150,6 +150,6 @@ class EngineEmulator:
             self.buffers[BufferSpace.ACT_OUT][: len(blob)] = blob
         else:
             raise ValueError(f"unknown op {d.op}")
-        cycles = predict_cycles(d)
+        cycles = predict_cycles(d, self.config)
         self.total_cycles += cycles
         return cycles

@@ -39,7 +39,7 @@ from dataclasses import astuple, dataclass
 import numpy as np
 
 from fpga import huffman
-from fpga.config import DEFAULT_CONFIG, AcceleratorConfig
+from fpga.config import AcceleratorConfig
 
 
 class BufferSpace(enum.IntEnum):
@@ -90,7 +90,7 @@ def array_latency(rows: int, cols: int) -> int:
     return rows + cols + 1
 
 
-def pipeline_latency(op: int, config: AcceleratorConfig = DEFAULT_CONFIG) -> int:
+def pipeline_latency(op: int, config: AcceleratorConfig) -> int:
     """Cycles a run of ``op`` takes beyond its issue cycles (once per run, not per pixel).
     CONV: the sum of its blocks' latencies, 27 for the 8 x 8 array."""
     if op == Op.CONV:
@@ -337,7 +337,7 @@ def fits(desc: LayerDescriptor, config: AcceleratorConfig) -> bool:
     return True
 
 
-def predict_cycles(desc: LayerDescriptor, config: AcceleratorConfig = DEFAULT_CONFIG) -> int:
+def predict_cycles(desc: LayerDescriptor, config: AcceleratorConfig) -> int:
     """Engine cycles from ``start`` to ``done`` for ``desc`` on an engine built for ``config``
     (the RTL matches this exactly)."""
     pixels = desc.out_h * desc.out_w

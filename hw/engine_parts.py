@@ -14,14 +14,13 @@ Each block's ``latency`` is the cycle model's figure (``fpga.layout``), measured
 
 from __future__ import annotations
 
-import numpy as np
 from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from fpga.config import AcceleratorConfig
-from fpga.layout import ACCUMULATOR_LATENCY, CODEBOOK_ENTRIES, CODEBOOK_LATENCY, PARAMS_RECORD
+from fpga.layout import ACCUMULATOR_LATENCY, CODEBOOK_ENTRIES, CODEBOOK_LATENCY, params_fields
 from hw.array import partial_sum_bits
 from hw.requant import Requantizer
 
@@ -29,10 +28,7 @@ from hw.requant import Requantizer
 INDEX_BITS = (CODEBOOK_ENTRIES - 1).bit_length()
 #: one output channel's parameters, as :data:`fpga.layout.PARAMS_RECORD` packs them
 PARAM_LAYOUT = data.StructLayout(
-    {
-        name: (signed if np.dtype(code).kind == "i" else unsigned)(8 * np.dtype(code).itemsize)
-        for name, code in PARAMS_RECORD
-    }
+    {name: (signed if is_signed else unsigned)(width) for name, width, is_signed in params_fields()}
 )
 
 

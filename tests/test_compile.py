@@ -67,7 +67,10 @@ def test_link_bytes_and_utilization_are_reported():
 
     assert macs == summary("v1.0", 227)["totals"]["macs"]
     assert cycles == sum(
-        predict_cycles(r.descriptor) for u in program.units for t in u.tiles for r in t.runs
+        predict_cycles(r.descriptor, program.config)
+        for u in program.units
+        for t in u.tiles
+        for r in t.runs
     )
 
 
