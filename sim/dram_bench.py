@@ -106,7 +106,8 @@ def build(waves: bool = False):
     top = DramBenchTop(core.port.data_width, core.port.address_width, core.ports)
     source = sim_runner.export_verilog(top, NAME)
     core_text = core.verilog.read_text()
-    key = source + core_text + str(waves) + " ".join(BUILD_ARGS)
+    key = "\0".join([source, core_text, str(waves), " ".join(BUILD_ARGS)])
+    key += sim_runner.tool_versions("verilator")
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     build_dir = sim_runner.BUILD_ROOT / "verilator" / f"{NAME}-{digest}"
     build_dir.mkdir(parents=True, exist_ok=True)

