@@ -34,8 +34,9 @@ from fpga.config import AcceleratorConfig
 from fpga.errors import UserError
 
 SYNC = b"\xa5\x5a"
-#: protocol version, reported by IDENTIFY; v2 added clock_hz, baud and index_bits_max
-PROTOCOL_VERSION = 2
+#: protocol version, reported by IDENTIFY; v2 added clock_hz, baud and index_bits_max; v3 the
+#: resident mode (dram_bytes, MEM_WRITE/MEM_READ/MODEL_COMMIT/RUN_RESIDENT, the model in STATUS)
+PROTOCOL_VERSION = 3
 MAGIC = b"SQZF"
 RESPONSE_FLAG = 0x80
 #: inter-byte timeout of the device's frame decoder, in clock cycles
@@ -118,6 +119,7 @@ IDENTIFY_RESPONSE = PayloadLayout(
         ("clock_hz", "I"),
         ("baud", "I"),  # UART bit rate the bitstream was built for; 0 for a non-UART link
         ("fingerprint", "8s"),  # AcceleratorConfig.fingerprint() of the built configuration
+        ("dram_bytes", "I"),  # external memory for resident mode; 0: streamed mode only
     ),
 )
 STATUS_RESPONSE = PayloadLayout(
@@ -129,9 +131,39 @@ STATUS_RESPONSE = PayloadLayout(
         ("timeouts", "H"),
         ("bad_opcodes", "H"),
         ("engine_errors", "H"),
+        # resident mode: the model DRAM holds (valid only after a MODEL_COMMIT whose CRC
+        # matched; any MEM_WRITE below model_bytes clears it) and the sequencer's last refusal
+        ("model_loaded", "B"),
+        ("model_bytes", "I"),
+        ("model_fingerprint", "8s"),
+        ("sequencer_error", "B"),  # hw.sequencer.SequencerError of the last refused command
+        ("sequencer_pc", "I"),  # the DRAM address of that command (0 for a host transfer)
     ),
 )
 RUN_RESPONSE = PayloadLayout("RUN response", (("cycles", "I"), ("engine_error", "B")))
+#: MEM_WRITE request: this header, then the data bytes (written to DRAM at ``addr``)
+MEM_WRITE_REQUEST = PayloadLayout("MEM_WRITE request", (("addr", "I"),))
+#: MEM_READ request; the response is the status byte and ``count`` DRAM bytes
+MEM_READ_REQUEST = PayloadLayout("MEM_READ request", (("addr", "I"), ("count", "H")))
+#: MODEL_COMMIT: DRAM ``[0, bytes)`` holds the model; the device reads it back and compares its
+#: CRC-32 with ``crc`` before it accepts ``program_addr`` and ``fingerprint``
+MODEL_COMMIT_REQUEST = PayloadLayout(
+    "MODEL_COMMIT request",
+    (("bytes", "I"), ("crc", "I"), ("program_addr", "I"), ("fingerprint", "8s")),
+)
+#: the CRC-32 the device computed over what DRAM holds (whatever the status)
+MODEL_COMMIT_RESPONSE = PayloadLayout("MODEL_COMMIT response", (("crc", "I"),))
+#: RUN_RESIDENT (no payload) -> the sequencer's accounting of one program run
+RESIDENT_RUN_RESPONSE = PayloadLayout(
+    "RUN_RESIDENT response",
+    (
+        ("cycles", "I"),  # start to END (or the refusal)
+        ("engine_cycles", "I"),  # spent in RUN commands, waiting for the engine
+        ("dma_wait_cycles", "I"),  # spent waiting for DRAM (requests, read data, write drain)
+        ("error_code", "B"),  # hw.sequencer.SequencerError, 0 when the program ended
+        ("pc", "I"),  # address of the last command executed (the refused one on an error)
+    ),
+)
 #: sync + header + crc: the bytes a frame adds to its payload
 FRAME_OVERHEAD = len(SYNC) + FRAME_HEADER.size + CRC_TRAILER.size
 
@@ -143,14 +175,22 @@ class Opcode(enum.IntEnum):
     RUN = 0x20
     STATUS = 0x30
     CLEAR = 0x31
+    # resident mode (devices with dram_bytes > 0)
+    MEM_WRITE = 0x12
+    MEM_READ = 0x13
+    MODEL_COMMIT = 0x21
+    RUN_RESIDENT = 0x22
 
 
 class Status(enum.IntEnum):
     OK = 0
     BAD_CRC = 1
-    BAD_OPCODE = 2
+    BAD_OPCODE = 2  # unknown opcode, or a resident-mode opcode on a device without DRAM
     BAD_LENGTH = 3
     ENGINE_ERROR = 4
+    DEVICE_ERROR = 5  # the sequencer refused a transfer or a command (code + pc in STATUS)
+    NO_MODEL = 6  # RUN_RESIDENT with no committed model
+    BAD_MODEL = 7  # MODEL_COMMIT: the CRC over DRAM differs (the response has the device's)
 
 
 # -- frames --------------------------------------------------------------------------------------
@@ -262,6 +302,14 @@ def read_payload(space: int, offset: int, length: int) -> bytes:
     return READ_REQUEST.pack(space=space, offset=offset, count=length)
 
 
+def mem_write_payload(addr: int, data: bytes) -> bytes:
+    return MEM_WRITE_REQUEST.pack(addr=addr) + data
+
+
+def mem_read_payload(addr: int, length: int) -> bytes:
+    return MEM_READ_REQUEST.pack(addr=addr, count=length)
+
+
 # -- IDENTIFY ------------------------------------------------------------------------------------
 def clock_hz(config: AcceleratorConfig) -> int:
     """The configuration's clock in whole Hz (IDENTIFY carries it as u32)."""
@@ -271,8 +319,9 @@ def clock_hz(config: AcceleratorConfig) -> int:
     return hz
 
 
-def identify_fields(config: AcceleratorConfig, baud: int = 0) -> dict:
-    """IDENTIFY's fields for a bitstream built for ``config`` (``baud`` 0: not a UART link)."""
+def identify_fields(config: AcceleratorConfig, baud: int = 0, dram_bytes: int = 0) -> dict:
+    """IDENTIFY's fields for a bitstream built for ``config`` (``baud`` 0: not a UART link;
+    ``dram_bytes`` 0: no external memory, streamed mode only)."""
     return {
         "magic": MAGIC,
         "version": PROTOCOL_VERSION,
@@ -287,12 +336,13 @@ def identify_fields(config: AcceleratorConfig, baud: int = 0) -> dict:
         "clock_hz": clock_hz(config),
         "baud": baud,
         "fingerprint": bytes.fromhex(config.fingerprint()),
+        "dram_bytes": dram_bytes,
     }
 
 
-def identify_payload(config: AcceleratorConfig, baud: int = 0) -> bytes:
+def identify_payload(config: AcceleratorConfig, baud: int = 0, dram_bytes: int = 0) -> bytes:
     """What the device answers to IDENTIFY (after the status byte)."""
-    return IDENTIFY_RESPONSE.pack(**identify_fields(config, baud))
+    return IDENTIFY_RESPONSE.pack(**identify_fields(config, baud, dram_bytes))
 
 
 @dataclass(frozen=True)
@@ -310,6 +360,7 @@ class DeviceInfo:
     clock_hz: int
     baud: int
     fingerprint: str
+    dram_bytes: int
 
     @classmethod
     def parse(cls, payload: bytes) -> DeviceInfo:
@@ -338,5 +389,8 @@ class DeviceInfo:
 STATUS_FIELDS = STATUS_RESPONSE.names
 
 
-def parse_status(payload: bytes) -> dict[str, int]:
-    return STATUS_RESPONSE.unpack(payload)
+def parse_status(payload: bytes) -> dict:
+    """STATUS fields; ``model_fingerprint`` as hex (as ``ResidentImage.fingerprint()`` gives it)."""
+    fields = STATUS_RESPONSE.unpack(payload)
+    fields["model_fingerprint"] = fields["model_fingerprint"].hex()
+    return fields

@@ -56,6 +56,7 @@ that the gateware (``hw.sequencer``) can import the record; it takes a compiled
 from __future__ import annotations
 
 import enum
+import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -89,6 +90,18 @@ class Flag(enum.IntFlag):
     #: ``(count - 1) * dram_stride + length`` once (at most :data:`WINDOW_BYTES`) and cut the
     #: rows from it on chip. The bytes written are the same as without the flag.
     WINDOWS = 1
+
+
+class HostSpace(enum.IntEnum):
+    """Spaces that only the link's own transfers use (``hw.link`` hands the sequencer one LOAD or
+    STORE per MEM_READ/MEM_WRITE/MODEL_COMMIT); a program's command naming one is refused. Their
+    codes follow the engine's :class:`fpga.layout.BufferSpace` codes."""
+
+    LINK = 8  # the link's frame buffer: STORE from it (MEM_WRITE), LOAD into it (MEM_READ)
+    CHECKSUM = 9  # MODEL_COMMIT: a LOAD into it feeds the bytes through a CRC-32
+
+
+assert min(HostSpace) == max(BufferSpace) + 1
 
 
 #: the largest span of a WINDOWS LOAD (the sequencer's on-chip window buffer): one padded image
@@ -217,6 +230,19 @@ class ResidentImage:
         base, size = self.regions["input"]
         return base + size
 
+    @property
+    def commit_size(self) -> int:
+        """Bytes MODEL_COMMIT covers with its CRC: ``[0, start of the input region)`` (model and
+        program; the input region is rewritten whole by every image)."""
+        return self.regions["input"][0]
+
+    def fingerprint(self) -> str:
+        """16 hex digits naming what a model load puts in DRAM and the map the host uses with it
+        (the device reports it after MODEL_COMMIT; the host skips the load when it matches)."""
+        digest = hashlib.sha256(self.load_bytes()[: self.commit_size])
+        digest.update(repr(sorted(self.regions.items())).encode())
+        return digest.hexdigest()[:16]
+
     def load_bytes(self) -> bytes:
         """What a model load writes at DRAM address 0: model, program, zeroed input region."""
         blob = bytearray(self.load_size)
@@ -236,9 +262,10 @@ class ResidentImage:
         return dram
 
     def input_bytes(self) -> int:
-        """Bytes the host writes per image."""
+        """Bytes the host writes per image (:meth:`input_blob`)."""
         if self.device_im2col:
-            return int(np.prod(self.input_shape))
+            c, h, w = self.input_shape
+            return c * (h + 2 * self.input_pad) * (w + 2 * self.input_pad)
         return self.regions["input"][1]
 
     def output_bytes(self) -> int:
@@ -252,23 +279,27 @@ class ResidentImage:
         """Payload bytes over the link per image in resident mode: input + logits."""
         return self.input_bytes() + self.output_bytes()
 
-    def write_input(self, dram: bytearray, image: np.ndarray) -> None:
-        """What the host does per image: the int8 image (C, H, W) into the input region."""
+    def input_blob(self, image: np.ndarray) -> bytes:
+        """What the host writes per image at the input region's base: the int8 image (C, H, W)
+        planar with its zero border (device im2col), or host-im2col'ed in the ACT layout."""
         image = np.asarray(image)
         if image.shape != self.input_shape or image.dtype != np.int8:
             raise ValueError(
                 f"input must be int8 {self.input_shape}, not {image.dtype} {image.shape}"
             )
-        base, size = self.regions["input"]
         if self.device_im2col:
             c, h, w = self.input_shape
             p = self.input_pad
             planar = np.zeros((c, h + 2 * p, w + 2 * p), dtype=np.int8)
             planar[:, p : p + h, p : p + w] = image
-            dram[base : base + size] = planar.tobytes()
-        else:
-            blob = pack_activations(_prepare_input(self.program, image), self.config.rows)
-            dram[base : base + len(blob)] = blob
+            return planar.tobytes()
+        return pack_activations(_prepare_input(self.program, image), self.config.rows)
+
+    def write_input(self, dram: bytearray, image: np.ndarray) -> None:
+        """What the host does per image: :meth:`input_blob` into the input region."""
+        blob = self.input_blob(image)
+        base = self.regions["input"][0]
+        dram[base : base + len(blob)] = blob
 
     def read_tensor(self, dram: bytes, name: str) -> np.ndarray:
         """An activation tensor (or the output) from its DRAM region, as golden shapes it."""
@@ -789,6 +820,7 @@ __all__ = [
     "COMMAND_RECORD",
     "Opcode",
     "Flag",
+    "HostSpace",
     "ResidentError",
     "WINDOW_BYTES",
     "ResidentImage",

@@ -23,7 +23,12 @@ from fpga.protocol import (
     FRAME_HEADER,
     FRAME_TIMEOUT_CYCLES,
     IDENTIFY_RESPONSE,
+    MEM_READ_REQUEST,
+    MEM_WRITE_REQUEST,
+    MODEL_COMMIT_REQUEST,
+    MODEL_COMMIT_RESPONSE,
     READ_REQUEST,
+    RESIDENT_RUN_RESPONSE,
     RESPONSE_FLAG,
     RESPONSE_STATUS,
     RUN_RESPONSE,
@@ -34,6 +39,9 @@ from fpga.protocol import (
     Status,
     identify_fields,
 )
+from fpga.resident import HostSpace
+from fpga.resident import Opcode as Command
+from hw.sequencer import SequencerError, command_layout
 
 #: the frame CRC: zlib's CRC-32, one byte per cycle
 FRAME_CRC = crc.catalog.CRC32_ISO_HDLC(data_width=8)
@@ -50,21 +58,69 @@ def view(layout, value):
     return data.View(struct_layout(layout), value)
 
 
+#: request layouts whose fields the controller reads from the first payload bytes
+REQUESTS = (WRITE_REQUEST, READ_REQUEST, MEM_WRITE_REQUEST, MEM_READ_REQUEST, MODEL_COMMIT_REQUEST)
+#: response layouts filled after the status byte, per opcode
+RESPONSES = (IDENTIFY_RESPONSE, STATUS_RESPONSE, RUN_RESPONSE)
+RESIDENT_RESPONSES = (MODEL_COMMIT_RESPONSE, RESIDENT_RUN_RESPONSE)
+
+
+def frame_depth(config: AcceleratorConfig) -> int:
+    """Bytes of the frame buffer: the longest request payload or response (+ slack)."""
+    responses = max(layout.size for layout in RESPONSES + RESIDENT_RESPONSES)
+    return max(config.max_payload, RESPONSE_STATUS.size + responses) + 8
+
+
 class LinkController(wiring.Component):
     """``baud`` is only reported by IDENTIFY (the UART bit rate the SoC was built for, 0 for a
-    byte-stream link); the PHY in front of this controller is the SoC's business."""
+    byte-stream link); the PHY in front of this controller is the SoC's business.
+
+    ``dram_bytes`` > 0 adds resident mode (``fpga.protocol``'s MEM_WRITE, MEM_READ, MODEL_COMMIT,
+    RUN_RESIDENT; IDENTIFY reports the size): the controller hands the sequencer
+    (``hw.sequencer``) one LOAD/STORE per DRAM transfer, with the frame buffer as the
+    :class:`fpga.resident.HostSpace` ``LINK`` (``host_*`` ports: the sequencer's buffer port
+    when it addresses that space) and ``CHECKSUM`` (a CRC-32 over a model read back), starts
+    programs, and keeps the model state that STATUS reports. A MEM_WRITE that starts below the
+    committed model's end forgets the model first, so a half-written model never runs."""
 
     def __init__(
         self,
         config: AcceleratorConfig,
         timeout_cycles: int = FRAME_TIMEOUT_CYCLES,
         baud: int = 0,
+        dram_bytes: int = 0,
     ):
         self.config = config
         self.timeout_cycles = timeout_cycles
         self.baud = baud
+        self.dram_bytes = dram_bytes
+        self.depth = frame_depth(config)
+        resident = {}
+        if dram_bytes:
+            addr_bits = (self.depth - 1).bit_length()
+            resident = {
+                "seq_start": Out(1),
+                "seq_program_addr": Out(32),
+                "seq_submit": Out(1),
+                "seq_command": Out(command_layout()),
+                "seq_done": In(1),
+                "seq_error_code": In(SequencerError),
+                "seq_pc": In(32),
+                "seq_cycles": In(32),
+                "seq_engine_cycles": In(32),
+                "seq_dma_wait_cycles": In(32),
+                "host_write_en": In(1),
+                "host_write_space": In(range(max(HostSpace) + 1)),
+                "host_write_addr": In(addr_bits),
+                "host_write_data": In(8),
+                "host_read_en": In(1),
+                "host_read_addr": In(addr_bits),
+                "host_read_valid": Out(1),
+                "host_read_data": Out(8),
+            }
         super().__init__(
             {
+                **resident,
                 "rx_data": In(8),
                 "rx_valid": In(1),
                 "rx_ready": Out(1),
@@ -95,24 +151,29 @@ class LinkController(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg = self.config
-        responses_size = max(IDENTIFY_RESPONSE.size, STATUS_RESPONSE.size, RUN_RESPONSE.size)
-        depth = max(cfg.max_payload, RESPONSE_STATUS.size + responses_size) + 8
-        m.submodules.frame = frame = Memory(shape=8, depth=depth, init=[])
+        resident = self.dram_bytes > 0
+        responses_size = max(
+            layout.size for layout in RESPONSES + (RESIDENT_RESPONSES if resident else ())
+        )
+        m.submodules.frame = frame = Memory(shape=8, depth=self.depth, init=[])
         wr = frame.write_port()
         rd = frame.read_port(domain="comb")
         m.submodules.crc = frame_crc = FRAME_CRC.create()
 
         header = Signal(struct_layout(FRAME_HEADER))  # length, seq, opcode of the request
-        request_bytes = max(WRITE_REQUEST.size, READ_REQUEST.size)
+        request_bytes = max(layout.size for layout in REQUESTS)
         request = Signal(8 * request_bytes)  # the first payload bytes, for the views below
         write_request = view(WRITE_REQUEST, request[: 8 * WRITE_REQUEST.size])
         read_request = view(READ_REQUEST, request[: 8 * READ_REQUEST.size])
+        mem_write = view(MEM_WRITE_REQUEST, request[: 8 * MEM_WRITE_REQUEST.size])
+        mem_read = view(MEM_READ_REQUEST, request[: 8 * MEM_READ_REQUEST.size])
+        commit = view(MODEL_COMMIT_REQUEST, request[: 8 * MODEL_COMMIT_REQUEST.size])
         index = Signal(16)
         timer = Signal(range(self.timeout_cycles + 1))
 
         counters = Signal(struct_layout(STATUS_RESPONSE))  # what STATUS answers
         identify = struct_layout(IDENTIFY_RESPONSE).const(
-            IDENTIFY_RESPONSE.gateware_values(**identify_fields(cfg, self.baud))
+            IDENTIFY_RESPONSE.gateware_values(**identify_fields(cfg, self.baud, self.dram_bytes))
         )
         run_result = Signal(struct_layout(RUN_RESPONSE))
         m.d.comb += [run_result.cycles.eq(self.cycles), run_result.engine_error.eq(self.error)]
@@ -121,6 +182,25 @@ class LinkController(wiring.Component):
             Opcode.STATUS: counters.as_value(),
             Opcode.RUN: run_result.as_value(),
         }
+        if resident:
+            checked = Signal(struct_layout(MODEL_COMMIT_RESPONSE))
+            resident_run = Signal(struct_layout(RESIDENT_RUN_RESPONSE))
+            program_addr = Signal(32)
+            m.submodules.checksum = checksum = FRAME_CRC.create()
+            to_checksum = self.host_write_en & (self.host_write_space == HostSpace.CHECKSUM)
+            m.d.comb += [
+                checksum.data.eq(self.host_write_data),
+                checksum.valid.eq(to_checksum),
+                checked.crc.eq(checksum.crc),
+                resident_run.cycles.eq(self.seq_cycles),
+                resident_run.engine_cycles.eq(self.seq_engine_cycles),
+                resident_run.dma_wait_cycles.eq(self.seq_dma_wait_cycles),
+                resident_run.error_code.eq(self.seq_error_code),
+                resident_run.pc.eq(self.seq_pc),
+                self.seq_program_addr.eq(program_addr),
+            ]
+            responses[Opcode.MODEL_COMMIT] = checked.as_value()
+            responses[Opcode.RUN_RESIDENT] = resident_run.as_value()
 
         status = Signal(8)
         resp_len = Signal(16)  # response payload bytes incl. status, held in frame[0..]
@@ -226,6 +306,8 @@ class LinkController(wiring.Component):
                                 counters.timeouts.eq(0),
                                 counters.bad_opcodes.eq(0),
                                 counters.engine_errors.eq(0),
+                                counters.sequencer_error.eq(0),
+                                counters.sequencer_pc.eq(0),
                             ]
                             m.d.comb += self.clear_error.eq(1)
                             respond(Status.OK)
@@ -246,6 +328,10 @@ class LinkController(wiring.Component):
                                 m.next = "READ"
                         with m.Case(Opcode.RUN):
                             m.next = "RUN"
+                        if resident:
+                            self._resident_requests(
+                                m, header, mem_write, mem_read, commit, counters, respond, fill
+                            )
                         with m.Default():
                             count(counters.bad_opcodes)
                             respond(Status.BAD_OPCODE)
@@ -293,6 +379,23 @@ class LinkController(wiring.Component):
                     fill(Mux(self.error, Status.ENGINE_ERROR, Status.OK))
                     with m.If(self.error):
                         count(counters.engine_errors)
+            if resident:
+                self._resident_states(
+                    m,
+                    header,
+                    mem_read,
+                    commit,
+                    counters,
+                    checksum,
+                    program_addr,
+                    wr,
+                    rd,
+                    respond,
+                    fill,
+                    count,
+                    status,
+                    resp_len,
+                )
             with m.State("FILL"):
                 # the opcode's response layout, byte by byte, after the status byte
                 m.d.comb += [wr.addr.eq(RESPONSE_STATUS.size + fill_index), wr.en.eq(1)]
@@ -340,3 +443,134 @@ class LinkController(wiring.Component):
                         m.next = "SYNC0"
 
         return m
+
+    def _resident_requests(self, m, header, mem_write, mem_read, commit, counters, respond, fill):
+        """CHECK's cases for the resident-mode opcodes: validate, then hand over a command."""
+        cfg = self.config
+        command = self.seq_command  # registered: set here, handed over in SUBMIT
+        with m.Case(Opcode.MEM_WRITE):
+            with m.If(header.length < MEM_WRITE_REQUEST.size):
+                respond(Status.BAD_LENGTH)
+            with m.Elif(header.length == MEM_WRITE_REQUEST.size):
+                respond(Status.OK)
+            with m.Else():
+                with m.If(mem_write.addr < counters.model_bytes):  # into the model: forget it
+                    m.d.sync += [counters.model_loaded.eq(0), counters.model_bytes.eq(0)]
+                m.d.sync += [
+                    command.eq(0),
+                    command.opcode.eq(Command.STORE),
+                    command.space.eq(HostSpace.LINK),
+                    command.length.eq(header.length - MEM_WRITE_REQUEST.size),
+                    command.dram_addr.eq(mem_write.addr),
+                    command.buffer_offset.eq(MEM_WRITE_REQUEST.size),
+                    command.count.eq(1),
+                ]
+                m.next = "SUBMIT"
+        with m.Case(Opcode.MEM_READ):
+            too_long = mem_read.count > cfg.max_payload - RESPONSE_STATUS.size
+            with m.If((header.length != MEM_READ_REQUEST.size) | too_long):
+                respond(Status.BAD_LENGTH)
+            with m.Else():
+                m.d.sync += [
+                    command.eq(0),
+                    command.opcode.eq(Command.LOAD),
+                    command.space.eq(HostSpace.LINK),
+                    command.length.eq(mem_read.count),
+                    command.dram_addr.eq(mem_read.addr),
+                    command.buffer_offset.eq(RESPONSE_STATUS.size),
+                    command.count.eq(1),
+                ]
+                m.next = "SUBMIT"
+        with m.Case(Opcode.MODEL_COMMIT):
+            with m.If(header.length != MODEL_COMMIT_REQUEST.size):
+                respond(Status.BAD_LENGTH)
+            with m.Else():
+                m.d.sync += [
+                    counters.model_loaded.eq(0),
+                    counters.model_bytes.eq(0),
+                    counters.model_fingerprint.eq(0),
+                    command.eq(0),
+                    command.opcode.eq(Command.LOAD),
+                    command.space.eq(HostSpace.CHECKSUM),
+                    command.length.eq(commit.bytes),
+                    command.count.eq(1),
+                ]
+                m.next = "SUBMIT"
+        with m.Case(Opcode.RUN_RESIDENT):
+            with m.If(counters.model_loaded == 0):
+                respond(Status.NO_MODEL)
+            with m.Else():
+                m.next = "SEQ_START"
+
+    def _resident_states(
+        self,
+        m,
+        header,
+        mem_read,
+        commit,
+        counters,
+        checksum,
+        program_addr,
+        wr,
+        rd,
+        respond,
+        fill,
+        count,
+        status,
+        resp_len,
+    ):
+        """The states that wait for the sequencer, and the frame buffer as its LINK space."""
+        # reads of the LINK space answer one cycle later, as the engine's buffers do
+        m.d.sync += [self.host_read_data.eq(rd.data), self.host_read_valid.eq(self.host_read_en)]
+        with m.State("SUBMIT"):
+            m.d.comb += [self.seq_submit.eq(1), checksum.start.eq(1)]
+            m.next = "SEQ_WAIT"
+        with m.State("SEQ_START"):
+            m.d.comb += self.seq_start.eq(1)
+            m.next = "SEQ_WAIT"
+        with m.State("SEQ_WAIT"):
+            # the sequencer owns the frame buffer: LOADs into LINK write it, STOREs read it
+            to_link = self.host_write_en & (self.host_write_space == HostSpace.LINK)
+            m.d.comb += [
+                wr.addr.eq(self.host_write_addr),
+                wr.data.eq(self.host_write_data),
+                wr.en.eq(to_link),
+                rd.addr.eq(self.host_read_addr),
+            ]
+            with m.If(self.seq_done):
+                failed = self.seq_error_code != SequencerError.NONE
+                with m.If(failed):
+                    m.d.sync += [
+                        counters.sequencer_error.eq(self.seq_error_code),
+                        counters.sequencer_pc.eq(self.seq_pc),
+                    ]
+                    with m.If(self.seq_error_code == SequencerError.ENGINE):
+                        count(counters.engine_errors)
+                with m.Switch(header.opcode):
+                    with m.Case(Opcode.MEM_READ):
+                        with m.If(failed):
+                            respond(Status.DEVICE_ERROR)
+                        with m.Else():
+                            m.d.sync += [
+                                status.eq(Status.OK),
+                                resp_len.eq(RESPONSE_STATUS.size + mem_read.count),
+                            ]
+                            m.next = "RESPOND"
+                    with m.Case(Opcode.MODEL_COMMIT):
+                        match = ~failed & (checksum.crc == commit.crc)
+                        with m.If(match):
+                            m.d.sync += [
+                                counters.model_loaded.eq(1),
+                                counters.model_bytes.eq(commit.bytes),
+                                counters.model_fingerprint.eq(commit.fingerprint),
+                                program_addr.eq(commit.program_addr),
+                            ]
+                        fill(
+                            Mux(
+                                failed, Status.DEVICE_ERROR, Mux(match, Status.OK, Status.BAD_MODEL)
+                            )
+                        )
+                    with m.Case(Opcode.RUN_RESIDENT):
+                        fill(Mux(failed, Status.DEVICE_ERROR, Status.OK))
+                    with m.Default():  # MEM_WRITE
+                        respond(Mux(failed, Status.DEVICE_ERROR, Status.OK))

@@ -33,17 +33,17 @@ Sequential: DMA and engine never overlap (double buffering is in docs/resident.m
 
 from __future__ import annotations
 
-from amaranth import Array, Const, Module, Signal, unsigned
+from amaranth import Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from fpga.config import DEFAULT_CONFIG, AcceleratorConfig
-from fpga.layout import BufferSpace
 from fpga.resident import (
     COMMAND_BYTES,
     WINDOW_BYTES,
     Flag,
+    HostSpace,
     Opcode,
     buffer_sizes,
     command_fields,
@@ -78,6 +78,7 @@ class Sequencer(wiring.Component):
         address_width: int = 24,
         dram_size: int | None = None,
         window_bytes: int = WINDOW_BYTES,
+        host_sizes: dict | None = None,
     ):
         self.config = config
         self.window_bytes = window_bytes
@@ -89,13 +90,23 @@ class Sequencer(wiring.Component):
         if (COMMAND_BYTES * 8) % data_width:
             raise ValueError(f"a {COMMAND_BYTES}-byte command is not whole {data_width}-bit words")
         self.buffer_sizes = buffer_sizes(config)
+        self.host_sizes = dict(host_sizes or {})
+        if any(space not in HostSpace for space in self.host_sizes):
+            raise ValueError(f"host spaces must be HostSpace codes, not {list(self.host_sizes)}")
         addr_bits = (max(self.buffer_sizes.values()) - 1).bit_length()
-        space_bits = max(BufferSpace).bit_length() + 1  # like hw.engine: one code past the last
+        if HostSpace.LINK in self.host_sizes:
+            addr_bits = max(addr_bits, (self.host_sizes[HostSpace.LINK] - 1).bit_length())
+        space_bits = max(HostSpace).bit_length()
         fields = dict(command_fields())
         super().__init__(
             {
                 "start": In(1),
                 "program_addr": In(fields["dram_addr"]),
+                # one command from the host side (hw.link), executed alone: LOAD/STORE only,
+                # the only commands that may name a HostSpace
+                "submit": In(1),
+                "command": In(command_layout()),
+                "dma_wait_cycles": Out(32),
                 "busy": Out(1),
                 "done": Out(1),
                 "error": Out(1),
@@ -138,6 +149,9 @@ class Sequencer(wiring.Component):
         pc = Signal(32)
         cycles = Signal(32)
         engine_cycles = Signal(32)
+        dma_wait_cycles = Signal(32)
+        dma_wait = Signal()  # this cycle waits for the DMA (a request, read data, write drain)
+        immediate = Signal()  # the command came from ``submit``, not from DRAM
         rows_left = Signal(32)
         row_dram = Signal(34)  # may run past the DRAM by a stride before the check refuses it
         row_buffer = Signal(34)
@@ -160,17 +174,23 @@ class Sequencer(wiring.Component):
         filled = Signal(range(window_words + 1))
         windows = (record.flags & int(Flag.WINDOWS)) != 0
 
-        size_bits = max(self.buffer_sizes.values()).bit_length()
-        sizes = Array(Const(self.buffer_sizes[space], size_bits) for space in BufferSpace)
         length = record.length
-        space_ok = record.space < len(BufferSpace)
-        buffer_size = sizes[record.space[: (len(BufferSpace) - 1).bit_length()]]
+        space_ok = Signal()
+        buffer_size = Signal(34)
+        with m.Switch(record.space):
+            for space, size in self.buffer_sizes.items():
+                with m.Case(space):
+                    m.d.comb += [space_ok.eq(1), buffer_size.eq(size)]
+            for space, size in self.host_sizes.items():
+                with m.Case(space):
+                    m.d.comb += [space_ok.eq(immediate), buffer_size.eq(size)]
         row_lane = row_dram[:lane_bits] if word_bytes > 1 else Const(0, 1)
 
         m.d.comb += [
             self.pc.eq(pc),
             self.cycles.eq(cycles),
             self.engine_cycles.eq(engine_cycles),
+            self.dma_wait_cycles.eq(dma_wait_cycles),
             self.error_code.eq(code),
             self.error.eq(code != SequencerError.NONE),
             self.write_space.eq(record.space),
@@ -182,6 +202,8 @@ class Sequencer(wiring.Component):
         ]
         with m.If(self.busy):
             m.d.sync += cycles.eq(cycles + 1)
+        with m.If(dma_wait):
+            m.d.sync += dma_wait_cycles.eq(dma_wait_cycles + 1)
 
         def fail(reason: SequencerError):
             m.d.sync += code.eq(reason)
@@ -189,14 +211,20 @@ class Sequencer(wiring.Component):
 
         with m.FSM():
             with m.State("IDLE"):
-                with m.If(self.start):
+                with m.If(self.start | self.submit):
                     m.d.sync += [
-                        pc.eq(self.program_addr),
+                        pc.eq(Mux(self.start, self.program_addr, 0)),
                         cycles.eq(0),
                         engine_cycles.eq(0),
+                        dma_wait_cycles.eq(0),
                         code.eq(SequencerError.NONE),
+                        immediate.eq(~self.start),
                     ]
-                    m.next = "FETCH"
+                    with m.If(self.start):
+                        m.next = "FETCH"
+                    with m.Else():
+                        m.d.sync += record.eq(self.command)
+                        m.next = "DECODE"
 
             with m.State("FETCH"):
                 m.d.comb += self.busy.eq(1)
@@ -210,12 +238,14 @@ class Sequencer(wiring.Component):
                         self.dma_read_request.valid.eq(1),
                         self.dma_read_request.payload.addr.eq(pc),
                         self.dma_read_request.payload.length.eq(COMMAND_BYTES),
+                        dma_wait.eq(~self.dma_read_request.ready),
                     ]
                     with m.If(self.dma_read_request.ready):
                         m.next = "FETCH_DATA"
 
             with m.State("FETCH_DATA"):
                 m.d.comb += [self.busy.eq(1), self.dma_read_data.ready.eq(1)]
+                m.d.comb += dma_wait.eq(~self.dma_read_data.valid)
                 with m.If(self.dma_read_data.valid):
                     # little-endian: the first word ends up in the lowest bits
                     incoming = self.dma_read_data.payload.data
@@ -250,7 +280,10 @@ class Sequencer(wiring.Component):
                         with m.Else():
                             m.next = "ROW"
                     with m.Case(Opcode.RUN):
-                        m.next = "RUN"
+                        with m.If(immediate):
+                            fail(SequencerError.OPCODE)
+                        with m.Else():
+                            m.next = "RUN"
                     with m.Case(Opcode.END):
                         m.next = "END"
                     with m.Default():
@@ -265,10 +298,12 @@ class Sequencer(wiring.Component):
                     fail(SequencerError.BUFFER_RANGE)
                 with m.Elif(record.opcode == Opcode.LOAD):
                     m.d.comb += self.dma_read_request.valid.eq(1)
+                    m.d.comb += dma_wait.eq(~self.dma_read_request.ready)
                     with m.If(self.dma_read_request.ready):
                         m.next = "LOAD_WORD"
                 with m.Else():
                     m.d.comb += self.dma_write_request.valid.eq(1)
+                    m.d.comb += dma_wait.eq(~self.dma_write_request.ready)
                     with m.If(self.dma_write_request.ready):
                         m.d.sync += [lane.eq(row_lane), issue_lane.eq(row_lane)]
                         m.next = "STORE_READ"
@@ -276,6 +311,7 @@ class Sequencer(wiring.Component):
             # -- LOAD: DMA words -> one byte per cycle on the buffer write port --------------
             with m.State("LOAD_WORD"):
                 m.d.comb += [self.busy.eq(1), self.dma_read_data.ready.eq(1)]
+                m.d.comb += dma_wait.eq(~self.dma_read_data.valid)
                 with m.If(self.dma_read_data.valid):
                     m.d.sync += [
                         word.eq(self.dma_read_data.payload.data),
@@ -330,6 +366,7 @@ class Sequencer(wiring.Component):
                     self.dma_write_data.payload.data.eq(word),
                     self.dma_write_data.payload.keep.eq(keep),
                     self.dma_write_data.payload.last.eq(moved == length),
+                    dma_wait.eq(~self.dma_write_data.ready),
                 ]
                 with m.If(self.dma_write_data.ready):
                     m.d.sync += [keep.eq(0), lane.eq(0), issue_lane.eq(0)]
@@ -339,7 +376,7 @@ class Sequencer(wiring.Component):
                         m.next = "STORE_NEXT"
 
             with m.State("STORE_NEXT"):  # the row's last word is out: wait until DRAM has it all
-                m.d.comb += self.busy.eq(1)
+                m.d.comb += [self.busy.eq(1), dma_wait.eq(self.dma_write_busy)]
                 with m.If(~self.dma_write_busy):
                     m.next = "ROW_DONE"
 
@@ -357,6 +394,7 @@ class Sequencer(wiring.Component):
                     m.d.comb += [
                         self.dma_read_request.valid.eq(1),
                         self.dma_read_request.payload.length.eq(span),
+                        dma_wait.eq(~self.dma_read_request.ready),
                     ]
                     with m.If(self.dma_read_request.ready):
                         m.next = "WINDOW_FILL"
@@ -368,6 +406,7 @@ class Sequencer(wiring.Component):
                     window_fill.addr.eq(filled),
                     window_fill.data.eq(self.dma_read_data.payload.data),
                     window_fill.en.eq(self.dma_read_data.valid),
+                    dma_wait.eq(~self.dma_read_data.valid),
                 ]
                 with m.If(self.dma_read_data.valid):
                     m.d.sync += filled.eq(filled + 1)
@@ -426,8 +465,11 @@ class Sequencer(wiring.Component):
 
             with m.State("NEXT"):
                 m.d.comb += self.busy.eq(1)
-                m.d.sync += pc.eq(pc + COMMAND_BYTES)
-                m.next = "FETCH"
+                with m.If(immediate):
+                    m.next = "END"
+                with m.Else():
+                    m.d.sync += pc.eq(pc + COMMAND_BYTES)
+                    m.next = "FETCH"
 
             with m.State("END"):
                 m.d.comb += [self.busy.eq(1), self.done.eq(1)]

@@ -10,30 +10,58 @@ check it opened the port at the same rate; a stream link has no bit rate and rep
 ``baud`` is given (the tests build a stream SoC that claims to be a UART one).
 
 Writes to ``HUFFMAN_TABLE`` / ``HUFFMAN_STREAM`` go to the on-chip Huffman decoder (hw.huffman),
-whose symbols are written into the engine's weight buffer; the link waits while the decoder's
-bit buffer is full, and a link write to another buffer waits while a decoded symbol is written.
+whose symbols are written into the engine's weight buffer; the writer (the link, or the
+sequencer) waits while the decoder's bit buffer is full, and a write to another buffer waits
+while a decoded symbol is written.
+
+**Resident mode** (``memory=ExternalMemory(...)``, issue 12): the DRAM controller
+(``hw.dram.LiteDRAMNative`` around the generated LiteDRAM core), the DMA (``hw.dma``) and the
+sequencer (``hw.sequencer``) join the link. While the sequencer is busy it owns the engine's
+buffer ports and ``start`` (the link waits for it: it only starts the sequencer and answers when
+it is done); its transfers of :class:`fpga.resident.HostSpace` bytes go to the link's frame
+buffer and model checksum instead of the engine. Without ``core_ports`` the SoC exposes the
+native port as ``dram`` for a test model of the controller.
 """
 
 from __future__ import annotations
 
-from amaranth import Module, Mux
+from dataclasses import dataclass
+
+from amaranth import Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from fpga.config import DEFAULT_CONFIG, AcceleratorConfig
 from fpga.layout import HUFFMAN_TABLE_BYTES, BufferSpace
 from fpga.protocol import FRAME_TIMEOUT_CYCLES, clock_hz
+from fpga.resident import HostSpace
+from hw.dma import DMA
+from hw.dram import LiteDRAMNative, NativePortSignature
 from hw.engine import ConvEngine
 from hw.huffman import HuffmanDecoder
 from hw.link import LinkController
+from hw.sequencer import Sequencer
 
-ENGINE_PORTS = (
-    "read_en",
-    "read_space",
-    "read_addr",
-    "start",
-    "clear_error",
-)
+
+@dataclass(frozen=True, eq=False)
+class ExternalMemory:
+    """The DRAM of resident mode: the native port's word bits and word-address bits, the bytes
+    the programs may address, and the generated core's ports (``fpga.litedram.GeneratedCore``:
+    the SoC instantiates the simulation core) or ``None`` (the SoC exposes the port as ``dram``)."""
+
+    data_width: int
+    address_width: int
+    size_bytes: int
+    core_ports: dict | None = None
+    module: str = "litedram_core"
+
+    @classmethod
+    def from_core(cls, core) -> ExternalMemory:
+        """From a ``fpga.litedram.GeneratedCore`` (``generate(board, sim=True)``)."""
+        port = core.port
+        return cls(port.data_width, port.address_width, port.size_bytes, core.ports, core.module)
+
+
 ENGINE_OUTPUTS = ("read_valid", "read_data", "busy", "done", "cycles")
 
 
@@ -44,12 +72,14 @@ class SoC(wiring.Component):
         link: str = "stream",
         baud: int = 0,
         timeout_cycles: int = FRAME_TIMEOUT_CYCLES,
+        memory: ExternalMemory | None = None,
     ):
         if link not in ("stream", "uart"):
             raise ValueError(f"link must be 'stream' or 'uart', not {link!r}")
         if link == "uart" and baud <= 0:
             raise ValueError("a UART link needs the board's baud (fpga.boards), not 0")
         self.config, self.link, self.baud, self.timeout_cycles = config, link, baud, timeout_cycles
+        self.memory = memory
         if link == "stream":
             ports = {
                 "rx_data": In(8),
@@ -63,42 +93,108 @@ class SoC(wiring.Component):
             ports = {"uart_rx": In(1, init=1), "uart_tx": Out(1, init=1)}
         ports["idle"] = Out(1)
         ports["busy"] = Out(1)
+        if memory is not None and memory.core_ports is None:
+            ports["dram"] = Out(NativePortSignature(memory.data_width, memory.address_width))
         super().__init__(ports)
 
     def elaborate(self, platform):
         m = Module()
+        memory = self.memory
+        dram_bytes = memory.size_bytes if memory is not None else 0
         m.submodules.engine = engine = ConvEngine(self.config)
-        m.submodules.link = link = LinkController(self.config, self.timeout_cycles, self.baud)
-        for name in ENGINE_PORTS:
-            m.d.comb += getattr(engine, name).eq(getattr(link, name))
+        m.submodules.link = link = LinkController(
+            self.config, self.timeout_cycles, self.baud, dram_bytes
+        )
+        m.submodules.huffman = huffman = HuffmanDecoder(in_width=8)
+        sequencer = self._resident(m, memory, link) if memory is not None else None
+
+        # the buffer ports' driver: the link, or the sequencer while it is busy (its HostSpace
+        # transfers go to the link's frame buffer and checksum instead)
+        write_en, write_space = Signal(), Signal.like(link.write_space)
+        write_addr, write_data = Signal.like(engine.write_addr), Signal(8)
+        read_en, read_space, read_addr = Signal(), Signal.like(link.read_space), Signal(24)
+        start = Signal()
+        if sequencer is None:
+            m.d.comb += [
+                write_en.eq(link.write_en),
+                write_space.eq(link.write_space),
+                write_addr.eq(link.write_addr),
+                write_data.eq(link.write_data),
+                read_en.eq(link.read_en),
+                read_space.eq(link.read_space),
+                read_addr.eq(link.read_addr),
+                start.eq(link.start),
+            ]
+        else:
+            active = sequencer.busy
+            to_host = sequencer.write_space >= min(HostSpace)
+            from_host = sequencer.read_space >= min(HostSpace)
+            m.d.comb += [
+                write_en.eq(Mux(active, sequencer.write_en & ~to_host, link.write_en)),
+                write_space.eq(Mux(active, sequencer.write_space, link.write_space)),
+                write_addr.eq(Mux(active, sequencer.write_addr, link.write_addr)),
+                write_data.eq(Mux(active, sequencer.write_data, link.write_data)),
+                read_en.eq(Mux(active, sequencer.read_en & ~from_host, link.read_en)),
+                read_space.eq(Mux(active, sequencer.read_space, link.read_space)),
+                read_addr.eq(Mux(active, sequencer.read_addr, link.read_addr)),
+                start.eq(link.start | sequencer.engine_start),
+                link.host_write_en.eq(active & sequencer.write_en & to_host),
+                link.host_write_space.eq(sequencer.write_space),
+                link.host_write_addr.eq(sequencer.write_addr),
+                link.host_write_data.eq(sequencer.write_data),
+                link.host_read_en.eq(active & sequencer.read_en & from_host),
+                link.host_read_addr.eq(sequencer.read_addr),
+                sequencer.read_valid.eq(engine.read_valid | link.host_read_valid),
+                sequencer.read_data.eq(
+                    Mux(link.host_read_valid, link.host_read_data, engine.read_data)
+                ),
+                sequencer.engine_done.eq(engine.done),
+                sequencer.engine_error.eq(engine.error | huffman.error),
+            ]
+        m.d.comb += [
+            engine.read_en.eq(read_en),
+            engine.read_space.eq(read_space),
+            engine.read_addr.eq(read_addr),
+            engine.start.eq(start),
+            engine.clear_error.eq(link.clear_error),
+        ]
         for name in ENGINE_OUTPUTS:
             m.d.comb += getattr(link, name).eq(getattr(engine, name))
 
-        # weight writes: from the link, or decoded on chip from a Huffman stream
-        m.submodules.huffman = huffman = HuffmanDecoder(in_width=8)
-        to_table = link.write_space == BufferSpace.HUFFMAN_TABLE
-        to_stream = link.write_space == BufferSpace.HUFFMAN_STREAM
+        # weight writes: from the writer, or decoded on chip from a Huffman stream
+        to_table = write_space == BufferSpace.HUFFMAN_TABLE
+        to_stream = write_space == BufferSpace.HUFFMAN_STREAM
         decoded = huffman.o.valid
+        write_ready = Signal()
         m.d.comb += [
-            huffman.table_en.eq(link.write_en & to_table & (link.write_addr < HUFFMAN_TABLE_BYTES)),
-            huffman.table_addr.eq(link.write_addr),
-            huffman.table_data.eq(link.write_data),
-            huffman.stream_en.eq(link.write_en & to_stream),
-            huffman.stream_addr.eq(link.write_addr),
-            huffman.stream_data.eq(link.write_data),
+            write_ready.eq(Mux(to_stream, huffman.stream_ready, to_table | ~decoded)),
+            huffman.table_en.eq(write_en & to_table & (write_addr < HUFFMAN_TABLE_BYTES)),
+            huffman.table_addr.eq(write_addr),
+            huffman.table_data.eq(write_data),
+            huffman.stream_en.eq(write_en & to_stream),
+            huffman.stream_addr.eq(write_addr),
+            huffman.stream_data.eq(write_data),
             huffman.o.ready.eq(1),
-            huffman.abort.eq(link.start),  # a run before the chunk is complete is an error
+            huffman.abort.eq(start),  # a run before the chunk is complete is an error
             huffman.clear_error.eq(link.clear_error),
-            link.write_ready.eq(Mux(to_stream, huffman.stream_ready, to_table | ~decoded)),
-            engine.write_en.eq(decoded | (link.write_en & ~to_table & ~to_stream)),
-            engine.write_space.eq(Mux(decoded, BufferSpace.WEIGHT, link.write_space)),
-            engine.write_addr.eq(Mux(decoded, huffman.o.payload[8:], link.write_addr)),
-            engine.write_data.eq(Mux(decoded, huffman.o.payload[:8], link.write_data)),
+            link.write_ready.eq(write_ready),
+            engine.write_en.eq(decoded | (write_en & ~to_table & ~to_stream)),
+            engine.write_space.eq(Mux(decoded, BufferSpace.WEIGHT, write_space)),
+            engine.write_addr.eq(Mux(decoded, huffman.o.payload[8:], write_addr)),
+            engine.write_data.eq(Mux(decoded, huffman.o.payload[:8], write_data)),
             link.error.eq(engine.error | huffman.error),
         ]
+        busy = Signal()
+        m.d.comb += busy.eq(engine.busy)
+        if sequencer is not None:
+            to_host = sequencer.write_space >= min(HostSpace)
+            m.d.comb += [
+                sequencer.write_ready.eq(to_host | write_ready),
+                busy.eq(engine.busy | sequencer.busy),
+            ]
         m.d.comb += [
-            self.idle.eq(link.idle & ~engine.busy & ~huffman.busy),
-            self.busy.eq(engine.busy),
+            self.idle.eq(link.idle & ~busy & ~huffman.busy),
+            self.busy.eq(busy),
         ]
         if self.link == "stream":
             m.d.comb += [
@@ -123,3 +219,44 @@ class SoC(wiring.Component):
                 link.tx_ready.eq(uart.tx_ready),
             ]
         return m
+
+    def _resident(self, m, memory: ExternalMemory, link: LinkController) -> Sequencer:
+        """Sequencer + DMA + the DRAM controller (or the ``dram`` port), wired to the link."""
+        host_sizes = {HostSpace.LINK: link.depth, HostSpace.CHECKSUM: memory.size_bytes}
+        m.submodules.sequencer = sequencer = Sequencer(
+            self.config,
+            memory.data_width,
+            memory.address_width,
+            dram_size=memory.size_bytes,
+            host_sizes=host_sizes,
+        )
+        m.submodules.dma = dma = DMA(memory.data_width, memory.address_width)
+        wiring.connect(m, sequencer.dma_read_request, dma.read_request)
+        wiring.connect(m, dma.read_data, sequencer.dma_read_data)
+        wiring.connect(m, sequencer.dma_write_request, dma.write_request)
+        wiring.connect(m, sequencer.dma_write_data, dma.write_data)
+        m.d.comb += sequencer.dma_write_busy.eq(dma.write_busy)
+        if memory.core_ports is None:
+            wiring.connect(m, dma.dram, wiring.flipped(self.dram))
+        else:
+            m.submodules.dram = controller = LiteDRAMNative(
+                memory.data_width,
+                memory.address_width,
+                sim=True,
+                core_ports=memory.core_ports,
+                module=memory.module,
+            )
+            wiring.connect(m, dma.dram, controller.port)
+        m.d.comb += [
+            sequencer.start.eq(link.seq_start),
+            sequencer.program_addr.eq(link.seq_program_addr),
+            sequencer.submit.eq(link.seq_submit),
+            sequencer.command.eq(link.seq_command),
+            link.seq_done.eq(sequencer.done),
+            link.seq_error_code.eq(sequencer.error_code),
+            link.seq_pc.eq(sequencer.pc),
+            link.seq_cycles.eq(sequencer.cycles),
+            link.seq_engine_cycles.eq(sequencer.engine_cycles),
+            link.seq_dma_wait_cycles.eq(sequencer.dma_wait_cycles),
+        ]
+        return sequencer
