@@ -1,5 +1,11 @@
 """The work behind ``python -m host.infer``: load a model, run images on a device, report.
 
+Two modes (``--mode``): **streamed** (the host walks the compiled program tile by tile,
+``fpga.compile.execute``: every weight and activation crosses the link) and **resident** (the
+program is placed in the board's DRAM by ``fpga.resident.compile_resident``, loaded once per
+session — skipped when the board already holds it — and the device's sequencer runs it; the
+link carries the image and the logits). The default is resident when IDENTIFY reports DRAM.
+
 Kept apart from the CLI front (``host.infer``) so that ``--help`` and argument errors do not
 pay for NumPy and the compiler.
 """
@@ -17,12 +23,16 @@ import numpy as np
 
 from fpga import golden
 from fpga.arch import check_variant
+from fpga.boards import get_board
 from fpga.compile import compile_network, execute, tile_count
 from fpga.errors import UserError
 from fpga.graph import check_input_size
 from fpga.image import load_image, load_labels, preprocess, top5
+from fpga.protocol import DeviceInfo
+from fpga.resident import compile_resident
 from fpga.sqz import load_for_device
 from host.driver import Device
+from host.infer import DEFAULT_BOARD, MODES
 from host.simulated import BoardProcess, build_binary
 
 
@@ -51,12 +61,58 @@ def load_network(args):
         return load_for_device(model)
 
 
+class ModeError(UserError, ValueError):
+    """``--mode resident`` on a device without DRAM."""
+
+
+def choose_mode(requested: str | None, info: DeviceInfo) -> str:
+    """The mode to run in: ``requested``, or by default resident when the device has DRAM."""
+    if requested is None:
+        return "resident" if info.dram_bytes else "streamed"
+    if requested not in MODES:
+        raise ModeError(f"unknown mode {requested!r}; choose one of {', '.join(MODES)}")
+    if requested == "resident" and not info.dram_bytes:
+        raise ModeError(
+            "--mode resident needs a board with DRAM, and this device reports none "
+            "(IDENTIFY dram_bytes 0): use --mode streamed, or a bitstream built with its memory"
+        )
+    return requested
+
+
+def predicted_images_per_s(cycles: int, clock_hz: float, link_bytes: int, baud: int) -> float:
+    """Images/s of a device at ``clock_hz`` that spends ``cycles`` per image and moves
+    ``link_bytes`` (framed) per image over an 8N1 UART at ``baud`` (10 bits a byte), with no
+    overlap of transfer and compute (what this host does)."""
+    return 1 / (cycles / clock_hz + link_bytes / (baud / 10))
+
+
+def link_baud(info: DeviceInfo, fallback_baud: int) -> int:
+    """The UART rate to predict images/s over: the device's own, else (a stream link such as the
+    simulated board or PCIe) ``fallback_baud``, the board's (``--board``, default the Arty's)."""
+    return info.baud or fallback_baud
+
+
 def classify_on_device(
-    device: Device, network, compressed, images, progress=True, weights_mode="indices"
+    device: Device,
+    network,
+    compressed,
+    images,
+    progress=True,
+    weights_mode="indices",
+    mode: str | None = "streamed",
+    baud: int | None = None,
 ) -> list[dict]:
+    """Classify ``images``; one result dict per image (see :func:`print_results`).
+
+    ``mode``: "streamed", "resident", or None for the device's default (:func:`choose_mode`).
+    ``baud``: the UART rate resident mode predicts images/s over when the device reports none
+    (default: the Arty A7's)."""
     info = device.identify()
     config = info.config()
+    mode = choose_mode(mode, info)
     program = compile_network(network, config, compressed, weights_mode=weights_mode)
+    if mode == "resident":
+        return _classify_resident(device, info, network, program, images, baud)
     labels = load_labels()
     results = []
     for path in images:
@@ -83,6 +139,7 @@ def classify_on_device(
         results.append(
             {
                 "image": str(path),
+                "mode": "streamed",
                 "top5": top5(network.logits(sums), labels),
                 "golden_match": bool(np.array_equal(sums, expected)),
                 "cycles": sum(s.cycles for s in stats),
@@ -106,11 +163,83 @@ def classify_on_device(
     return results
 
 
+def _classify_resident(device: Device, info: DeviceInfo, network, program, images, baud):
+    baud = link_baud(info, baud or get_board(DEFAULT_BOARD).baud)
+    image = compile_resident(program, dram_size=info.dram_bytes, input_size=network.input_size)
+    load = device.load_model(image)
+    fingerprint = image.fingerprint()
+    labels = load_labels()
+    results = []
+    for path in images:
+        x = network.quantize_input(preprocess(path, network.input_size))
+        start = time.perf_counter()
+        sums, stats = device.run_resident(image, x)
+        wall = time.perf_counter() - start
+        expected = golden.run_network(network, x, keep=False)[network.output.name]
+        cycles = stats["cycles"]
+        results.append(
+            {
+                "image": str(path),
+                "mode": "resident",
+                "top5": top5(network.logits(sums), labels),
+                "golden_match": bool(np.array_equal(sums, expected)),
+                **stats,
+                "link_ratio": stats["link_bytes"] / stats["minimum_link_bytes"],
+                "engine_share": stats["engine_cycles"] / cycles if cycles else 0.0,
+                "dma_wait_share": stats["dma_wait_cycles"] / cycles if cycles else 0.0,
+                "other_share": stats["other_cycles"] / cycles if cycles else 0.0,
+                "clock_hz": info.clock_hz,
+                "link_baud": baud,
+                "predicted_images_per_s": predicted_images_per_s(
+                    cycles, info.clock_hz, stats["link_bytes"], baud
+                ),
+                # the model load happens once per session, before the first image
+                "model_load": {
+                    "loaded": load.loaded and not results,
+                    "link_bytes": 0 if results else load.link_bytes,
+                    "bytes": image.load_size,
+                    "fingerprint": fingerprint,
+                },
+                "weights_mode": program.weights_mode,
+                "wall_s": wall,
+            }
+        )
+    return results
+
+
+def _print_resident(r: dict) -> None:
+    load = r["model_load"]
+    if load["link_bytes"]:
+        what = (
+            f"loaded {load['bytes']:,} bytes into DRAM"
+            if load["loaded"]
+            else "already on the device"
+        )
+        print(f"  model {load['fingerprint']}: {what} ({load['link_bytes']:,} link bytes)")
+    print(
+        f"  device cycles {r['cycles']:>13,}  engine {r['engine_share']:.1%}  "
+        f"DMA wait {r['dma_wait_share']:.1%}  other {r['other_share']:.1%}"
+    )
+    print(
+        f"  link bytes    {r['link_bytes']:>13,}  (minimum {r['minimum_link_bytes']:,}: input "
+        f"+ logits; {r['link_ratio']:.2f}x, weights as {r['weights_mode']})"
+    )
+    print(
+        f"  predicted     {r['predicted_images_per_s']:>13.2f} images/s at "
+        f"{r['clock_hz'] / 1e6:g} MHz over a {r['link_baud'] / 1e6:g} Mbaud UART"
+    )
+
+
 def print_results(results: list[dict], pes: int) -> None:
     for r in results:
         print(r["image"])
         for rank, entry in enumerate(r["top5"], 1):
             print(f"  {rank}. {entry['prob']:7.2%}  {entry['index']:4d} {entry['label']}")
+        if r["mode"] == "resident":
+            _print_resident(r)
+            verdict = "yes, bit for bit" if r["golden_match"] else "NO - MISMATCH"
+            print(f"  equals fpga.golden: {verdict}   wall time {r['wall_s']:.1f} s")
+            continue
         print(f"  {'layer':<16} {'cycles':>11} {'util':>6} {'link bytes':>12}")
         for layer in r["layers"]:
             print(
@@ -150,6 +279,8 @@ def run(args, baud_for_serial) -> int:
                 args.images,
                 progress=not args.no_progress,
                 weights_mode=args.weights_mode,
+                mode=args.mode,
+                baud=baud_for_serial(args),
             )
         finally:
             device.close()

@@ -2,19 +2,32 @@
 
 Every request carries a sequence number; a response must echo it, have a good CRC and status OK.
 A lost, corrupted or late response makes the driver resend the same request (all commands are
-idempotent, see fpga.protocol) up to ``retries`` times, then raise :class:`LinkError`.
+idempotent, see fpga.protocol) up to ``retries`` times, then raise :class:`LinkError`. A
+definite refusal (the engine's or the sequencer's error, no model, a model whose CRC differs)
+is not retried: it becomes one :class:`DeviceError` saying what the device reported.
+
+Streamed mode (``write``/``read``/``run``: the host walks the program, ``fpga.compile.execute``)
+and resident mode (``load_model``/``run_resident``: the model lives in the board's DRAM and the
+device's sequencer walks the command list, docs/resident.md) share the framing.
 """
 
 from __future__ import annotations
 
 import time
+from typing import NamedTuple
+
+import numpy as np
 
 from fpga.config import AcceleratorConfig
 from fpga.errors import UserError
 from fpga.protocol import (
     IDENTIFY_PREFIX,
     MAGIC,
+    MEM_WRITE_REQUEST,
+    MODEL_COMMIT_REQUEST,
+    MODEL_COMMIT_RESPONSE,
     PROTOCOL_VERSION,
+    RESIDENT_RUN_RESPONSE,
     RESPONSE_FLAG,
     RESPONSE_STATUS,
     RUN_RESPONSE,
@@ -25,11 +38,15 @@ from fpga.protocol import (
     FrameParser,
     Opcode,
     Status,
+    crc32,
     encode_frame,
+    mem_read_payload,
+    mem_write_payload,
     parse_status,
     read_payload,
     write_payload,
 )
+from fpga.resident import ResidentImage, sequential_cycles
 from host.transport import open_transport
 
 
@@ -39,6 +56,51 @@ class LinkError(UserError, ConnectionError):
 
 class DeviceMismatch(UserError, RuntimeError):
     """The device runs a different protocol or configuration than the host expects."""
+
+
+class DeviceError(UserError, RuntimeError):
+    """The device refused a command: its sequencer or engine reported an error (the message
+    names the sequencer's error code and the command's DRAM address)."""
+
+
+class NoModel(DeviceError):
+    """RUN_RESIDENT on a device that holds no committed model (load one first)."""
+
+
+class BadModel(DeviceError):
+    """MODEL_COMMIT: the CRC-32 the device read back over DRAM differs from the host's."""
+
+
+class NoDram(UserError, RuntimeError):
+    """A resident-mode command for a device whose IDENTIFY reports no DRAM."""
+
+
+#: statuses that answer a request for good: retrying the same request cannot change them
+FINAL_STATUSES = frozenset(
+    {Status.OK, Status.ENGINE_ERROR, Status.DEVICE_ERROR, Status.NO_MODEL, Status.BAD_MODEL}
+)
+
+
+class ModelLoad(NamedTuple):
+    """What :meth:`Device.load_model` did: whether it wrote the model (False: the device already
+    held it) and the link bytes it took, frames both ways (the STATUS query included)."""
+
+    loaded: bool
+    link_bytes: int
+
+
+class _DramWindow:
+    """DRAM bytes ``[base, base + len(data))`` read back from the device, sliced by DRAM address
+    (what ``ResidentImage.read_output`` takes in place of the whole DRAM)."""
+
+    def __init__(self, base: int, data: bytes):
+        self.base, self.data = base, data
+
+    def __getitem__(self, key: slice) -> bytes:
+        start = key.start - self.base
+        if start < 0 or key.step is not None:
+            raise IndexError(f"DRAM slice {key} is not inside the bytes read from {self.base:#x}")
+        return self.data[start : key.stop - self.base]
 
 
 class Device:
@@ -102,8 +164,15 @@ class Device:
             pass
         self.parser.clear()
 
-    def request(self, opcode: Opcode, payload: bytes = b"", timeout: float | None = None) -> bytes:
-        """Send one command and return the response payload after the status byte."""
+    def exchange(
+        self, opcode: Opcode, payload: bytes = b"", timeout: float | None = None
+    ) -> tuple[Status, bytes]:
+        """Send one command until the device answers it for good (a status in
+        :data:`FINAL_STATUSES`); returns that status and the payload after the status byte.
+
+        A lost or corrupted response, or a status saying the request arrived damaged
+        (``BAD_CRC``, ``BAD_LENGTH``), makes it resend the same frame, up to ``retries`` times.
+        """
         self.seq = (self.seq + 1) & 0xFF
         frame = encode_frame(self.seq, opcode, payload)
         last = "no response"
@@ -128,10 +197,8 @@ class Device:
                     last = "empty response"
                     break
                 status = RESPONSE_STATUS.unpack(response.payload)["status"]
-                if status == Status.OK:
-                    return response.payload[RESPONSE_STATUS.size :]
-                if status == Status.ENGINE_ERROR:
-                    raise LinkError(f"{opcode.name}: the engine rejected the layer descriptor")
+                if status in FINAL_STATUSES:
+                    return Status(status), response.payload[RESPONSE_STATUS.size :]
                 known = status in Status._value2member_map_
                 last = f"device answered {Status(status).name if known else status}"
                 resync = False
@@ -139,6 +206,43 @@ class Device:
         raise LinkError(
             f"{opcode.name} failed after {self.retries + 1} attempts ({last}); "
             "is the device connected and running the SqueezeFPGA bitstream?"
+        )
+
+    def request(self, opcode: Opcode, payload: bytes = b"", timeout: float | None = None) -> bytes:
+        """Send one command and return the response payload after the status byte; any status
+        but OK raises (:class:`LinkError`, :class:`DeviceError`, :class:`NoModel`)."""
+        status, body = self.exchange(opcode, payload, timeout)
+        if status != Status.OK:
+            self._refused(opcode, status, body)
+        return body
+
+    def _refused(self, opcode: Opcode, status: Status, body: bytes) -> None:
+        """Raise the error a final non-OK ``status`` means."""
+        if status == Status.ENGINE_ERROR:
+            raise LinkError(f"{opcode.name}: the engine rejected the layer descriptor")
+        if status == Status.NO_MODEL:
+            raise NoModel(
+                f"{opcode.name}: the device holds no model (none was committed, or a write into "
+                "the model's DRAM range since made it forget it); load the model first"
+            )
+        if status == Status.DEVICE_ERROR:
+            raise self._device_error(opcode, body)
+        raise DeviceError(f"{opcode.name}: the device answered {status.name}")
+
+    def _device_error(self, opcode: Opcode, body: bytes) -> DeviceError:
+        """DEVICE_ERROR: the sequencer's error code and command address, from RUN_RESIDENT's
+        response or else from STATUS."""
+        if opcode == Opcode.RUN_RESIDENT and len(body) >= RESIDENT_RUN_RESPONSE.size:
+            run = RESIDENT_RUN_RESPONSE.unpack(body)
+            code, pc = run["error_code"], run["pc"]
+        else:
+            status = self.status()
+            code, pc = status["sequencer_error"], status["sequencer_pc"]
+        where = f"the command at DRAM address {pc:#x}" if pc else "a host transfer"
+        return DeviceError(
+            f"{opcode.name}: the device refused {where} with sequencer error {code} "
+            "(the codes: SequencerError in hw/sequencer.py, see docs/resident.md; "
+            "STATUS keeps the last one)"
         )
 
     # -- commands -----------------------------------------------------------------------------
@@ -210,8 +314,131 @@ class Device:
         payload = self.request(Opcode.RUN, timeout=timeout)
         return RUN_RESPONSE.unpack(payload)["cycles"]
 
-    def status(self) -> dict[str, int]:
+    def status(self) -> dict:
         return parse_status(self.request(Opcode.STATUS))
 
     def clear(self) -> None:
         self.request(Opcode.CLEAR)
+
+    # -- resident mode --------------------------------------------------------------------------
+    def _require_dram(self, what: str) -> None:
+        if self.info is not None and not self.info.dram_bytes:
+            raise NoDram(
+                f"{what} needs a device with DRAM, and this bitstream reports none "
+                "(dram_bytes 0): use streamed mode (--mode streamed) or a board with DRAM"
+            )
+
+    def mem_write(self, addr: int, data: bytes) -> None:
+        """Write ``data`` into the device's DRAM at ``addr`` (MEM_WRITE frames of at most
+        ``max_payload`` bytes). A write below the committed model's end unloads the model."""
+        self._require_dram("MEM_WRITE")
+        chunk = self.max_payload - MEM_WRITE_REQUEST.size
+        for start in range(0, len(data), chunk):
+            self.request(
+                Opcode.MEM_WRITE, mem_write_payload(addr + start, data[start : start + chunk])
+            )
+
+    def mem_read(self, addr: int, length: int) -> bytes:
+        """``length`` bytes of the device's DRAM from ``addr`` (MEM_READ frames)."""
+        self._require_dram("MEM_READ")
+        chunk = self.max_payload - RESPONSE_STATUS.size
+        out = bytearray()
+        for start in range(0, length, chunk):
+            n = min(chunk, length - start)
+            data = self.request(Opcode.MEM_READ, mem_read_payload(addr + start, n))
+            if len(data) != n:
+                raise LinkError(f"MEM_READ returned {len(data)} bytes, expected {n}")
+            out += data
+        return bytes(out)
+
+    def _check_image(self, image: ResidentImage) -> None:
+        self._require_dram("resident mode")
+        if self.info is None:
+            return
+        if image.config.fingerprint() != self.info.config().fingerprint():
+            raise DeviceMismatch(
+                f"the resident program was compiled for {image.config}, "
+                f"the device is {self.info.config()}"
+            )
+        end = image.describe()["total"][1]
+        if end > self.info.dram_bytes:
+            raise DeviceMismatch(
+                f"the resident program's DRAM map ends at {end:,} bytes, beyond the device's "
+                f"{self.info.dram_bytes:,}: compile it with dram_size=info.dram_bytes"
+            )
+
+    def commit_model(
+        self, size: int, crc: int, program_addr: int, fingerprint: str
+    ) -> tuple[Status, int]:
+        """MODEL_COMMIT: the device reads DRAM ``[0, size)`` back through a CRC-32 and, when it
+        equals ``crc``, holds a model. Returns the status (OK or BAD_MODEL) and the device's CRC;
+        :meth:`load_model` is the usual way in."""
+        payload = MODEL_COMMIT_REQUEST.pack(
+            bytes=size, crc=crc, program_addr=program_addr, fingerprint=bytes.fromhex(fingerprint)
+        )
+        # the device reads [0, size) once: give it a byte per cycle on top of the usual wait
+        timeout = self.timeout + size / self.MIN_CYCLES_PER_SECOND
+        status, body = self.exchange(Opcode.MODEL_COMMIT, payload, timeout)
+        if status not in (Status.OK, Status.BAD_MODEL):
+            self._refused(Opcode.MODEL_COMMIT, status, body)
+        return status, MODEL_COMMIT_RESPONSE.unpack(body)["crc"]
+
+    def load_model(self, image: ResidentImage, force: bool = False) -> ModelLoad:
+        """Put ``image`` (``fpga.resident.compile_resident``) into the device's DRAM and commit
+        it, unless STATUS says the device already holds this model (same fingerprint) and not
+        ``force``. Writes ``load_bytes()`` at 0, then MODEL_COMMIT over ``commit_size`` bytes;
+        a CRC the device computes otherwise raises :class:`BadModel` naming both."""
+        self._check_image(image)
+        before = self.link_bytes
+        fingerprint = image.fingerprint()
+        if not force:
+            status = self.status()
+            if status["model_loaded"] and status["model_fingerprint"] == fingerprint:
+                return ModelLoad(False, self.link_bytes - before)
+        blob = image.load_bytes()
+        self.mem_write(0, blob)
+        crc = crc32(blob[: image.commit_size])
+        status, device_crc = self.commit_model(
+            image.commit_size, crc, image.program_address, fingerprint
+        )
+        if status == Status.BAD_MODEL:
+            raise BadModel(
+                f"MODEL_COMMIT: the device read CRC-32 {device_crc:#010x} over DRAM "
+                f"[0, {image.commit_size:,}) but the host wrote {crc:#010x}; no model is loaded "
+                "(the DRAM did not keep what the link delivered: load again, or check the "
+                "board's memory)"
+            )
+        return ModelLoad(True, self.link_bytes - before)
+
+    def run_program(self, expected_cycles: int = 0) -> dict:
+        """RUN_RESIDENT: run the committed model's program; the device's accounting
+        (``RESIDENT_RUN_RESPONSE``). Raises :class:`NoModel` / :class:`DeviceError`."""
+        # a lost response is retried after a bounded wait; the estimate is rough: allow 2x
+        timeout = self.timeout + 2 * expected_cycles / self.MIN_CYCLES_PER_SECOND
+        return RESIDENT_RUN_RESPONSE.unpack(self.request(Opcode.RUN_RESIDENT, timeout=timeout))
+
+    def run_resident(self, image: ResidentImage, input_int8: np.ndarray) -> tuple[np.ndarray, dict]:
+        """One inference on the model :meth:`load_model` put on the device: write the image into
+        the input region, RUN_RESIDENT, read the logits back.
+
+        Returns ``(output, stats)``: the output as ``ResidentImage.read_output`` decodes it
+        (int32 class sums for SqueezeNet) and the device's cycles (``cycles`` =
+        ``engine_cycles`` + ``dma_wait_cycles`` + ``other_cycles``), the link bytes this image
+        took (frames both ways, retries included) and ``minimum_link_bytes`` (input + logits
+        payload, ``ResidentImage.link_bytes_per_image``)."""
+        self._check_image(image)
+        before = self.link_bytes
+        self.mem_write(image.regions["input"][0], image.input_blob(input_int8))
+        run = self.run_program(sequential_cycles(image)["total"])
+        base = image.regions["output"][0]
+        data = self.mem_read(base, image.output_bytes())
+        output = image.read_output(_DramWindow(base, data))
+        stats = {
+            "cycles": run["cycles"],
+            "engine_cycles": run["engine_cycles"],
+            "dma_wait_cycles": run["dma_wait_cycles"],
+            "other_cycles": run["cycles"] - run["engine_cycles"] - run["dma_wait_cycles"],
+            "link_bytes": self.link_bytes - before,
+            "minimum_link_bytes": image.link_bytes_per_image(),
+        }
+        return output, stats

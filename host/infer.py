@@ -6,6 +6,12 @@ Verilator behind a local socket — and stops it afterwards; any other value is 
 labels, the device cycles and link bytes per layer, and whether the int32 class sums equal
 ``fpga.golden`` bit for bit. ``--weights-mode huffman`` sends each layer's weights as canonical
 Huffman streams that the device decodes on chip (hw.huffman) instead of one byte per index.
+
+``--mode resident`` (the default on a device whose IDENTIFY reports DRAM) loads the model into
+the board's DRAM once — skipped when the board already holds it — and lets the device's
+sequencer run it: the link carries the image and the logits, and the report splits the device
+cycles into engine / DMA wait / other and compares the link bytes with that minimum.
+``--mode streamed`` (the default without DRAM) sends every tile's weights and activations.
 """
 
 from __future__ import annotations
@@ -20,6 +26,9 @@ from fpga.errors import UserError, run_cli
 
 #: the board whose baud the host opens a serial port at when neither --board nor --baud is given
 DEFAULT_BOARD = "arty_a7"
+#: --mode: the model in the board's DRAM, or every tile over the link (default: resident when
+#: the device reports DRAM, see host.classify.choose_mode)
+MODES = ("resident", "streamed")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,6 +43,12 @@ def main(argv: list[str] | None = None) -> int:
         choices=WEIGHTS_MODES,
         default="indices",
         help="send weights as codebook-index bytes, or as Huffman streams decoded on chip",
+    )
+    parser.add_argument(
+        "--mode",
+        choices=MODES,
+        help="resident: the model lives in the board's DRAM (default when the device has "
+        "DRAM); streamed: the host sends every tile",
     )
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.add_argument(

@@ -1,0 +1,531 @@
+"""The host's resident mode (host.driver.Device.load_model/run_resident, host.classify --mode)
+against a Python stand-in for the device: no simulator needed.
+
+``FakeResidentBoard`` is a transport that answers protocol v3 as docs/protocol.md describes the
+device: a DRAM bytearray, MEM_WRITE/MEM_READ, MODEL_COMMIT (CRC-32 over DRAM), RUN_RESIDENT
+(the command list run by ``fpga.resident.run_commands`` on ``fpga.emulator.EngineEmulator``).
+It drops frames whose CRC fails (the host must time out and retry). The e2e tests run the same
+host code against the simulated board's RTL (tests/e2e/test_resident.py).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+
+import numpy as np
+import pytest
+
+from fpga import golden, quant
+from fpga.compile import compile_network
+from fpga.config import DEFAULT_CONFIG
+from fpga.emulator import EngineEmulator
+from fpga.errors import UserError, run_cli
+from fpga.image import bundled_photos, preprocess
+from fpga.layout import BufferSpace
+from fpga.protocol import (
+    MEM_READ_REQUEST,
+    MEM_WRITE_REQUEST,
+    MODEL_COMMIT_REQUEST,
+    MODEL_COMMIT_RESPONSE,
+    RESIDENT_RUN_RESPONSE,
+    STATUS_RESPONSE,
+    FrameError,
+    FrameParser,
+    Opcode,
+    Status,
+    crc32,
+    encode_frame,
+    identify_payload,
+)
+from fpga.resident import (
+    COMMAND_BYTES,
+    ResidentError,
+    command,
+    compile_resident,
+    pack_commands,
+)
+from fpga.resident import Opcode as Cmd
+from host.classify import choose_mode, predicted_images_per_s
+from host.driver import BadModel, Device, DeviceError, LinkError, NoDram, NoModel
+
+SIZE = 64  # v1.1 at a reduced input size (as tests/test_resident.py)
+DRAM = 16 << 20  # the stand-in's DRAM (the simulated board has 256 MiB)
+SEQ_DRAM_RANGE = 2  # hw.sequencer.SequencerError.DRAM_RANGE (tests may not need the gateware)
+
+
+class FakeResidentBoard:
+    """A transport that is a protocol-v3 device with ``dram_bytes`` of DRAM (0: none)."""
+
+    def __init__(self, config=DEFAULT_CONFIG, dram_bytes: int = DRAM):
+        self.config = config
+        self.dram_bytes = dram_bytes
+        self.dram = bytearray(dram_bytes)
+        self.engine = EngineEmulator(config)
+        self.parser = FrameParser(config.max_payload)
+        self.pending = bytearray()
+        self.frames: list[Opcode] = []  # opcodes of the good frames received, in order
+        self.model = {"loaded": 0, "bytes": 0, "fingerprint": bytes(8), "program_addr": 0}
+        self.sequencer = {"error": 0, "pc": 0}
+        self.crc_errors = 0
+        self.corrupt_dram_at: int | None = None  # a stuck DRAM byte: stores ~value there
+
+    # -- transport -----------------------------------------------------------------------------
+    def write(self, data: bytes) -> None:
+        self.parser.feed(data)
+        while True:
+            try:
+                frame = self.parser.pop()
+            except FrameError:
+                self.crc_errors += 1
+                continue
+            if frame is None:
+                return
+            opcode = Opcode(frame.opcode)
+            self.frames.append(opcode)
+            status, body = self.handle(opcode, frame.payload)
+            reply = bytes([status]) + body
+            self.pending += encode_frame(frame.seq, frame.opcode | 0x80, reply)
+
+    def read(self, size: int, timeout: float) -> bytes:
+        out = bytes(self.pending[:size])
+        del self.pending[:size]
+        return out
+
+    def close(self) -> None:
+        pass
+
+    # -- the device ----------------------------------------------------------------------------
+    def refuse(self, code: int, pc: int = 0) -> tuple[int, bytes]:
+        self.sequencer = {"error": code, "pc": pc}
+        return Status.DEVICE_ERROR, b""
+
+    def forget(self) -> None:
+        self.model = {**self.model, "loaded": 0}
+
+    def handle(self, opcode: Opcode, payload: bytes) -> tuple[int, bytes]:
+        if opcode == Opcode.IDENTIFY:
+            return Status.OK, identify_payload(self.config, dram_bytes=self.dram_bytes)
+        if opcode == Opcode.STATUS:
+            return Status.OK, STATUS_RESPONSE.pack(
+                frames_ok=len(self.frames),
+                crc_errors=self.crc_errors,
+                framing_errors=0,
+                timeouts=0,
+                bad_opcodes=0,
+                engine_errors=0,
+                model_loaded=self.model["loaded"],
+                model_bytes=self.model["bytes"],
+                model_fingerprint=self.model["fingerprint"],
+                sequencer_error=self.sequencer["error"],
+                sequencer_pc=self.sequencer["pc"],
+            )
+        if not self.dram_bytes:
+            return Status.BAD_OPCODE, b""
+        if opcode == Opcode.MEM_WRITE:
+            addr = MEM_WRITE_REQUEST.unpack(payload)["addr"]
+            data = payload[MEM_WRITE_REQUEST.size :]
+            if addr + len(data) > self.dram_bytes:
+                return self.refuse(SEQ_DRAM_RANGE)
+            if addr < self.model["bytes"]:
+                self.forget()
+            self.dram[addr : addr + len(data)] = data
+            at = self.corrupt_dram_at
+            if at is not None and addr <= at < addr + len(data):
+                self.dram[at] ^= 0xFF
+            return Status.OK, b""
+        if opcode == Opcode.MEM_READ:
+            req = MEM_READ_REQUEST.unpack(payload)
+            addr, count = req["addr"], req["count"]
+            if addr + count > self.dram_bytes:
+                return self.refuse(SEQ_DRAM_RANGE)
+            return Status.OK, bytes(self.dram[addr : addr + count])
+        if opcode == Opcode.MODEL_COMMIT:
+            req = MODEL_COMMIT_REQUEST.unpack(payload)
+            self.forget()
+            if req["bytes"] > self.dram_bytes:
+                self.refuse(SEQ_DRAM_RANGE)
+                return Status.DEVICE_ERROR, MODEL_COMMIT_RESPONSE.pack(crc=0)
+            crc = crc32(bytes(self.dram[: req["bytes"]]))
+            if crc != req["crc"]:
+                return Status.BAD_MODEL, MODEL_COMMIT_RESPONSE.pack(crc=crc)
+            self.model = {
+                "loaded": 1,
+                "bytes": req["bytes"],
+                "fingerprint": req["fingerprint"],
+                "program_addr": req["program_addr"],
+            }
+            return Status.OK, MODEL_COMMIT_RESPONSE.pack(crc=crc)
+        if opcode == Opcode.RUN_RESIDENT:
+            return self.run()
+        return Status.BAD_OPCODE, b""
+
+    def run(self) -> tuple[int, bytes]:
+        from fpga.resident import run_commands
+
+        if not self.model["loaded"]:
+            return Status.NO_MODEL, RESIDENT_RUN_RESPONSE.pack(
+                cycles=0, engine_cycles=0, dma_wait_cycles=0, error_code=0, pc=0
+            )
+        start = self.model["program_addr"]
+        executed = []
+        try:
+            stats = run_commands(
+                self.dram, self.engine, start, after=lambda i, rec: executed.append(i)
+            )
+        except ResidentError:
+            pc = start + len(executed) * COMMAND_BYTES
+            self.sequencer = {"error": SEQ_DRAM_RANGE, "pc": pc}
+            return Status.DEVICE_ERROR, RESIDENT_RUN_RESPONSE.pack(
+                cycles=1, engine_cycles=0, dma_wait_cycles=0, error_code=SEQ_DRAM_RANGE, pc=pc
+            )
+        # made-up but distinct costs: the host only splits and reports them
+        dma = 20 * stats.dma_requests
+        other = 24 * stats.commands + stats.loaded_bytes + stats.stored_bytes
+        return Status.OK, RESIDENT_RUN_RESPONSE.pack(
+            cycles=stats.engine_cycles + dma + other,
+            engine_cycles=stats.engine_cycles,
+            dma_wait_cycles=dma,
+            error_code=0,
+            pc=start + (stats.commands - 1) * COMMAND_BYTES,
+        )
+
+
+class CorruptOneFrame:
+    """A transport wrapper that flips one byte of the ``nth`` frame the host sends with
+    ``opcode`` (its CRC then fails at the device, which drops it or answers BAD_CRC)."""
+
+    def __init__(self, transport, opcode: Opcode, nth: int = 0, at: int = -6):
+        self.transport, self.opcode, self.nth, self.at = transport, opcode, nth, at
+        self.seen = 0
+        self.flipped = 0
+
+    def write(self, data: bytes) -> None:
+        # the driver writes one whole frame per call; byte 7 is its opcode
+        if len(data) > 7 and data[:2] == b"\xa5\x5a" and data[7] == self.opcode:
+            if self.seen == self.nth:
+                data = bytearray(data)
+                data[self.at] ^= 0x40
+                data = bytes(data)
+                self.flipped += 1
+            self.seen += 1
+        self.transport.write(data)
+
+    def read(self, size: int, timeout: float) -> bytes:
+        return self.transport.read(size, timeout)
+
+    def close(self) -> None:
+        self.transport.close()
+
+    @property
+    def baudrate(self):
+        return getattr(self.transport, "baudrate", 0)
+
+
+def fake_device(board=None, **kwargs) -> Device:
+    device = Device(board or FakeResidentBoard(), timeout=0.3, retries=4, **kwargs)
+    device.identify()
+    return device
+
+
+@pytest.fixture(scope="module")
+def small():
+    """v1.1 at 64, huffman and indices programs and their resident images, and one image."""
+    network = quant.quantize_network("v1.1", size=SIZE)
+    x = network.quantize_input(preprocess(bundled_photos()[0], SIZE))
+    images = {}
+    for mode in ("indices", "huffman"):
+        program = compile_network(network, DEFAULT_CONFIG, weights_mode=mode)
+        images[mode] = compile_resident(program, dram_size=DRAM, input_size=SIZE)
+    expected = golden.run_network(network, x, keep=False)[network.output.name]
+    return network, x, images, expected
+
+
+# -- MEM_WRITE / MEM_READ -----------------------------------------------------------------------
+def test_mem_write_and_read_are_chunked_to_the_frame_payload():
+    board = FakeResidentBoard()
+    device = fake_device(board)
+    chunk = DEFAULT_CONFIG.max_payload - MEM_WRITE_REQUEST.size
+    data = np.random.default_rng(1).integers(0, 256, 3 * chunk + 5, dtype=np.uint8).tobytes()
+    board.frames.clear()
+    device.mem_write(1000, data)
+    assert board.frames == [Opcode.MEM_WRITE] * 4
+    assert bytes(board.dram[1000 : 1000 + len(data)]) == data
+    assert board.dram[999] == 0 and board.dram[1000 + len(data)] == 0
+    board.frames.clear()
+    assert device.mem_read(1000, len(data)) == data
+    per_read = DEFAULT_CONFIG.max_payload - 1  # status byte + data fill a payload
+    assert board.frames == [Opcode.MEM_READ] * -(-len(data) // per_read)
+    assert device.mem_read(0, 0) == b""
+
+
+def test_a_transfer_outside_the_dram_is_a_device_error_naming_the_code():
+    device = fake_device()
+    with pytest.raises(DeviceError, match=f"sequencer error {SEQ_DRAM_RANGE}") as caught:
+        device.mem_write(DRAM - 4, bytes(8))
+    assert "host transfer" in str(caught.value)
+    with pytest.raises(DeviceError, match="MEM_READ"):
+        device.mem_read(DRAM - 1, 2)
+
+
+def test_a_device_without_dram_refuses_resident_mode_up_front(small):
+    _, x, images, _ = small
+    board = FakeResidentBoard(dram_bytes=0)
+    device = fake_device(board)
+    for call in (
+        lambda: device.mem_write(0, b"x"),
+        lambda: device.mem_read(0, 1),
+        lambda: device.load_model(images["indices"]),
+        lambda: device.run_resident(images["indices"], x),
+    ):
+        with pytest.raises(NoDram, match="--mode streamed"):
+            call()
+    assert set(board.frames) == {Opcode.IDENTIFY}  # nothing was sent
+
+
+# -- mode choice --------------------------------------------------------------------------------
+def test_mode_defaults_to_resident_only_with_dram():
+    with_dram = fake_device().info
+    without = fake_device(FakeResidentBoard(dram_bytes=0)).info
+    assert choose_mode(None, with_dram) == "resident"
+    assert choose_mode(None, without) == "streamed"
+    assert choose_mode("streamed", with_dram) == "streamed"
+    with pytest.raises(UserError, match="--mode resident needs a board with DRAM"):
+        choose_mode("resident", without)
+
+
+def test_predicted_images_per_s_is_the_benchmarks_formula():
+    """One formula: bench/e2e.py's 12 Mbaud UART prediction (compute + framed bytes / 1.2 MB/s)."""
+    from bench.e2e import UART_BYTES_PER_S
+
+    cycles, clock, framed = 13_776_660, 100e6, 16_991_614
+    expected = 1 / (cycles / clock + framed / UART_BYTES_PER_S)
+    assert predicted_images_per_s(cycles, clock, framed, 12_000_000) == pytest.approx(expected)
+    # resident: ~160 KB per image makes the device's cycles matter
+    assert predicted_images_per_s(cycles, clock, 160_000, 12_000_000) > 3
+
+
+# -- model load ---------------------------------------------------------------------------------
+def test_load_model_writes_commits_and_is_skipped_when_the_device_holds_it(small):
+    _, _, images, _ = small
+    image = images["indices"]
+    board = FakeResidentBoard()
+    device = fake_device(board)
+    first = device.load_model(image)
+    assert first.loaded and first.link_bytes > image.load_size
+    assert board.model["loaded"] and board.model["bytes"] == image.commit_size
+    assert board.model["fingerprint"].hex() == image.fingerprint()
+    assert board.model["program_addr"] == image.program_address
+    assert bytes(board.dram[: image.load_size]) == image.load_bytes()
+    assert board.frames.count(Opcode.MODEL_COMMIT) == 1
+    # again: one STATUS, nothing written
+    board.frames.clear()
+    again = device.load_model(image)
+    assert not again.loaded and board.frames == [Opcode.STATUS]
+    assert again.link_bytes < 200
+    # a new session (a new host process) finds the model too
+    assert not fake_device(board).load_model(image).loaded
+    # force: written again
+    board.frames.clear()
+    assert device.load_model(image, force=True).loaded
+    assert Opcode.MEM_WRITE in board.frames and Opcode.STATUS not in board.frames
+
+
+def test_another_model_replaces_the_first(small):
+    _, _, images, _ = small
+    board = FakeResidentBoard()
+    device = fake_device(board)
+    assert device.load_model(images["indices"]).loaded
+    assert images["huffman"].fingerprint() != images["indices"].fingerprint()
+    assert device.load_model(images["huffman"]).loaded
+    assert board.model["fingerprint"].hex() == images["huffman"].fingerprint()
+    assert device.load_model(images["indices"]).loaded  # and back
+
+
+def test_a_model_whose_crc_differs_on_the_device_is_refused_naming_both(small):
+    _, x, images, _ = small
+    image = images["indices"]
+    board = FakeResidentBoard()
+    board.corrupt_dram_at = image.program_address + 5  # a stuck DRAM byte
+    device = fake_device(board)
+    with pytest.raises(BadModel) as caught:
+        device.load_model(image)
+    host = crc32(image.load_bytes()[: image.commit_size])
+    assert f"{host:#010x}" in str(caught.value)
+    blob = bytearray(image.load_bytes()[: image.commit_size])
+    blob[image.program_address + 5] ^= 0xFF
+    assert f"{crc32(bytes(blob)):#010x}" in str(caught.value)
+    assert not board.model["loaded"]
+    with pytest.raises(NoModel):
+        device.run_resident(image, x)
+
+
+# -- runs ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("weights_mode", ["indices", "huffman"])
+def test_run_resident_equals_golden_and_accounts_its_cycles_and_bytes(small, weights_mode):
+    _, x, images, expected = small
+    image = images[weights_mode]
+    board = FakeResidentBoard()
+    device = fake_device(board)
+    device.load_model(image)
+    board.frames.clear()
+    logits, stats = device.run_resident(image, x)
+    np.testing.assert_array_equal(logits, expected)
+    assert (
+        stats["cycles"] == stats["engine_cycles"] + stats["dma_wait_cycles"] + stats["other_cycles"]
+    )
+    assert stats["engine_cycles"] == sum(image.program.predicted_cycles().values())
+    assert stats["minimum_link_bytes"] == image.input_bytes() + image.output_bytes()
+    assert stats["minimum_link_bytes"] < stats["link_bytes"] < 1.1 * stats["minimum_link_bytes"]
+    assert Opcode.MEM_WRITE in board.frames and Opcode.RUN_RESIDENT in board.frames
+    assert Opcode.MODEL_COMMIT not in board.frames
+    # the model is still there: a second image needs no load
+    assert not device.load_model(image).loaded
+
+
+def test_run_without_a_model_is_a_clear_error(small):
+    _, x, images, _ = small
+    device = fake_device()
+    with pytest.raises(NoModel, match="holds no model.*load the model first"):
+        device.run_resident(images["indices"], x)
+
+
+def test_an_interrupted_load_leaves_no_runnable_model_and_a_full_load_recovers(small):
+    _, x, images, expected = small
+    image = images["indices"]
+    board = FakeResidentBoard()
+    device = fake_device(board)
+    device.load_model(image)
+    # a new load that stops half way (no MODEL_COMMIT): the old model is forgotten
+    device.mem_write(0, image.load_bytes()[: image.commit_size // 2])
+    with pytest.raises(NoModel):
+        device.run_resident(image, x)
+    assert device.load_model(image).loaded  # STATUS says not loaded: written in full
+    logits, _ = device.run_resident(image, x)
+    np.testing.assert_array_equal(logits, expected)
+
+
+def test_a_corrupted_mem_write_frame_is_retried_and_the_model_loads(small):
+    _, x, images, expected = small
+    image = images["huffman"]
+    board = FakeResidentBoard()
+    wrapper = CorruptOneFrame(board, Opcode.MEM_WRITE, nth=3)
+    device = fake_device(wrapper)
+    assert device.load_model(image).loaded
+    assert wrapper.flipped == 1 and board.crc_errors >= 1 and device.retried >= 1
+    logits, _ = device.run_resident(image, x)
+    np.testing.assert_array_equal(logits, expected)
+
+
+def test_a_program_outside_the_dram_is_a_device_error_naming_the_command():
+    board = FakeResidentBoard()
+    device = fake_device(board)
+    program = pack_commands(
+        [
+            command(Cmd.LOAD, BufferSpace.WEIGHT, length=16, dram_addr=0),
+            command(Cmd.LOAD, BufferSpace.WEIGHT, length=16, dram_addr=DRAM - 8),
+            command(Cmd.END),
+        ]
+    )
+    addr = 4096
+    device.mem_write(addr, program)
+    size = addr + len(program)
+    status, crc = device.commit_model(
+        size, crc32(bytes(size - len(program)) + program), addr, "00" * 8
+    )
+    assert status == Status.OK and crc == crc32(bytes(board.dram[:size]))
+    with pytest.raises(DeviceError, match=rf"RUN_RESIDENT.*{addr + COMMAND_BYTES:#x}.*error 2"):
+        device.run_program()
+
+
+# -- the CLI ------------------------------------------------------------------------------------
+class FakeBoardServer:
+    """Serves a FakeResidentBoard on ``socket://127.0.0.1:PORT`` (one connection at a time), so
+    ``host.infer --device URL`` runs against it."""
+
+    def __init__(self, board: FakeResidentBoard):
+        self.board = board
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"socket://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            with conn:
+                while data := conn.recv(65536):
+                    self.board.write(data)
+                    if self.board.pending:
+                        conn.sendall(bytes(self.board.pending))
+                        self.board.pending.clear()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.fixture
+def sqz_model(tmp_path):
+    from fpga.compress import compress_network
+    from fpga.sqz import write_model
+
+    network, shared, _ = compress_network("v1.1", 6, size=SIZE)
+    path = tmp_path / "small.sqz"
+    write_model(path, network, shared, 6)
+    return path
+
+
+def test_infer_cli_in_resident_mode_reports_the_accounting(sqz_model, capsys):
+    from host.infer import main
+
+    server = FakeBoardServer(FakeResidentBoard())
+    try:
+        photos = [str(p) for p in bundled_photos()[:3]]
+        argv = [*photos, "--model", str(sqz_model), "--device", server.url, "--no-progress"]
+        assert main([*argv, "--json"]) == 0
+        results = json.loads(capsys.readouterr().out)
+        assert [r["mode"] for r in results] == ["resident"] * 3
+        assert all(r["golden_match"] for r in results)
+        loads = [r["model_load"] for r in results]
+        assert loads[0]["loaded"] and loads[0]["link_bytes"] > loads[0]["bytes"]
+        assert [load["loaded"] for load in loads[1:]] == [False, False]
+        commits = server.board.frames.count(Opcode.MODEL_COMMIT)
+        assert commits == 1
+        for r in results:
+            shares = r["engine_share"] + r["dma_wait_share"] + r["other_share"]
+            assert shares == pytest.approx(1.0)
+            assert r["link_ratio"] == r["link_bytes"] / r["minimum_link_bytes"]
+            assert r["link_baud"] == 12_000_000 and r["clock_hz"] == 100_000_000
+        # a second session: the board still holds the model, nothing is written
+        assert main(argv[:1] + argv[3:]) == 0
+        out = capsys.readouterr().out
+        assert "already on the device" in out and "engine" in out and "DMA wait" in out
+        assert "images/s at 100 MHz over a 12 Mbaud UART" in out
+        assert "equals fpga.golden: yes" in out
+        assert server.board.frames.count(Opcode.MODEL_COMMIT) == 1
+    finally:
+        server.close()
+
+
+def test_infer_cli_resident_on_a_board_without_dram_is_one_error_line(sqz_model, capsys):
+    from host.infer import main
+
+    server = FakeBoardServer(FakeResidentBoard(dram_bytes=0))
+    try:
+        photo = str(bundled_photos()[0])
+        argv = [photo, "--model", str(sqz_model), "--device", server.url, "--mode", "resident"]
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--mode resident needs a board with DRAM" in err[0]
+    finally:
+        server.close()
+
+
+def test_the_error_classes_are_user_errors():
+    for cls in (DeviceError, NoModel, BadModel, NoDram, LinkError):
+        assert issubclass(cls, UserError)
+    assert run_cli(lambda: (_ for _ in ()).throw(NoModel("no model"))) == 2
