@@ -25,12 +25,14 @@ from fpga.errors import UserError, run_cli
 from fpga.image import bundled_photos, preprocess
 from fpga.layout import BufferSpace
 from fpga.protocol import (
+    FRAME_HEADER,
     MEM_READ_REQUEST,
     MEM_WRITE_REQUEST,
     MODEL_COMMIT_REQUEST,
     MODEL_COMMIT_RESPONSE,
     RESIDENT_RUN_RESPONSE,
     STATUS_RESPONSE,
+    SYNC,
     FrameError,
     FrameParser,
     Opcode,
@@ -192,6 +194,14 @@ class FakeResidentBoard:
         )
 
 
+def sent_opcode(data: bytes) -> int | None:
+    """The opcode of the frame ``data`` starts with (the driver writes a frame per call)."""
+    head = len(SYNC) + FRAME_HEADER.size
+    if data[: len(SYNC)] != SYNC or len(data) < head:
+        return None
+    return FRAME_HEADER.unpack(data[len(SYNC) :])["opcode"]
+
+
 class CorruptOneFrame:
     """A transport wrapper that flips one byte of the ``nth`` frame the host sends with
     ``opcode`` (its CRC then fails at the device, which drops it or answers BAD_CRC)."""
@@ -202,8 +212,8 @@ class CorruptOneFrame:
         self.flipped = 0
 
     def write(self, data: bytes) -> None:
-        # the driver writes one whole frame per call; byte 7 is its opcode
-        if len(data) > 7 and data[:2] == b"\xa5\x5a" and data[7] == self.opcode:
+        # the driver writes one whole frame per call
+        if sent_opcode(data) == self.opcode:
             if self.seen == self.nth:
                 data = bytearray(data)
                 data[self.at] ^= 0x40
@@ -414,6 +424,8 @@ def test_a_corrupted_mem_write_frame_is_retried_and_the_model_loads(small):
     device = fake_device(wrapper)
     assert device.load_model(image).loaded
     assert wrapper.flipped == 1 and board.crc_errors >= 1 and device.retried >= 1
+    # the flipped frame was a MEM_WRITE the device dropped; its retry arrived
+    assert wrapper.seen == board.frames.count(Opcode.MEM_WRITE) + 1
     logits, _ = device.run_resident(image, x)
     np.testing.assert_array_equal(logits, expected)
 
