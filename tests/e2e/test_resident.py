@@ -281,3 +281,26 @@ def test_a_program_outside_the_dram_is_a_device_error_not_a_hang(resident_board)
     finally:
         device.close()
     np.testing.assert_array_equal(logits, expected_logits(network, x))
+
+
+def test_infer_cli_runs_resident_by_default_on_a_board_with_dram(resident_board, tmp_path, capsys):
+    import json
+
+    from fpga.compress import compress_network
+    from fpga.sqz import write_model
+    from host.infer import main
+
+    model = tmp_path / "small.sqz"
+    network, shared, _ = compress_network("v1.1", 6, size=SIZES["v1.1"])
+    write_model(model, network, shared, 6)
+    photos = [str(p) for p in bundled_photos()[:2]]
+    argv = [*photos, "--model", str(model), "--device", resident_board.url, "--json"]
+    assert main([*argv, "--weights-mode", "huffman", "--no-progress"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert [r["image"] for r in results] == photos
+    assert all(r["mode"] == "resident" and r["golden_match"] for r in results)
+    assert [r["model_load"]["loaded"] for r in results] == [True, False]
+    for r in results:
+        assert r["cycles"] == r["engine_cycles"] + r["dma_wait_cycles"] + r["other_cycles"]
+        assert 1 < r["link_ratio"] < 1.05
+        assert r["clock_hz"] == 100_000_000 and r["predicted_images_per_s"] > 0
