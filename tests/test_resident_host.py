@@ -72,6 +72,7 @@ class FakeResidentBoard:
         self.sequencer = {"error": 0, "pc": 0}
         self.crc_errors = 0
         self.corrupt_dram_at: int | None = None  # a stuck DRAM byte: stores ~value there
+        self.run_error: int | None = None  # RUN_RESIDENT refuses with this sequencer error
 
     # -- transport -----------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
@@ -171,6 +172,11 @@ class FakeResidentBoard:
                 cycles=0, engine_cycles=0, dma_wait_cycles=0, error_code=0, pc=0
             )
         start = self.model["program_addr"]
+        if self.run_error is not None:
+            self.sequencer = {"error": self.run_error, "pc": start}
+            return Status.DEVICE_ERROR, RESIDENT_RUN_RESPONSE.pack(
+                cycles=1, engine_cycles=0, dma_wait_cycles=0, error_code=self.run_error, pc=start
+            )
         executed = []
         try:
             stats = run_commands(
@@ -298,6 +304,7 @@ def test_a_device_without_dram_refuses_resident_mode_up_front(small):
 def test_mode_defaults_to_resident_only_with_dram():
     with_dram = fake_device().info
     without = fake_device(FakeResidentBoard(dram_bytes=0)).info
+    assert (with_dram.dram_bytes, without.dram_bytes) == (DRAM, 0)  # v3 IDENTIFY
     assert choose_mode(None, with_dram) == "resident"
     assert choose_mode(None, without) == "streamed"
     assert choose_mode("streamed", with_dram) == "streamed"
@@ -533,6 +540,22 @@ def test_infer_cli_resident_on_a_board_without_dram_is_one_error_line(sqz_model,
         assert main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "--mode resident needs a board with DRAM" in err[0]
+    finally:
+        server.close()
+
+
+def test_infer_cli_turns_a_device_refusal_into_one_error_line(sqz_model, capsys):
+    from host.infer import main
+
+    board = FakeResidentBoard()
+    board.run_error = 6  # hw.sequencer.SequencerError.ENGINE
+    server = FakeBoardServer(board)
+    try:
+        photo = str(bundled_photos()[0])
+        assert main([photo, "--model", str(sqz_model), "--device", server.url]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "RUN_RESIDENT" in err[0] and "sequencer error 6" in err[0]
+        assert board.frames.count(Opcode.RUN_RESIDENT) == 1  # a refusal is not retried
     finally:
         server.close()
 
