@@ -304,3 +304,19 @@ def test_infer_cli_runs_resident_by_default_on_a_board_with_dram(resident_board,
         assert r["cycles"] == r["engine_cycles"] + r["dma_wait_cycles"] + r["other_cycles"]
         assert 1 < r["link_ratio"] < 1.05
         assert r["clock_hz"] == 100_000_000 and r["predicted_images_per_s"] > 0
+
+
+def test_streamed_mode_still_runs_on_the_board_with_dram(resident_board):
+    """--mode streamed on a board with DRAM: the host walks the tiles as before."""
+    from host.classify import classify_on_device
+
+    network, _ = network_and_image("v1.1")
+    device = open_device(resident_board)
+    try:
+        photo = bundled_photos()[1]
+        (result,) = classify_on_device(device, network, None, [photo], False, mode="streamed")
+        assert device.status()["model_loaded"] == 0  # nothing went to DRAM
+    finally:
+        device.close()
+    assert result["mode"] == "streamed" and result["golden_match"]
+    assert result["link_bytes"] >= result["minimum_link_bytes"]  # every tile crossed the link
