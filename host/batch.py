@@ -311,6 +311,11 @@ def classify_batch(
         ready_s, first_s = _schedule(ray, images, boards, results, progress, on_result, start)
     finally:
         _stop_all(ray, boards)
+    if boards and not any(b.ready for b in boards):
+        raise BatchError(
+            "no board could be started: "
+            + "; ".join(f"{b.spec.url or b.spec.name} {b.failed}" for b in boards)
+        )
     return BatchReport(results, boards, time.perf_counter() - start, ready_s, first_s)
 
 

@@ -1,0 +1,315 @@
+"""Batch inference over many simulated boards with Ray (host.batch, docs/batch.md).
+
+v1.1 at 64 as a 6-bit .sqz model (reduced size as tests/e2e/test_e2e.py): loading it into a
+simulated board's DRAM takes ~20 s, an image ~10 s; the boards run in parallel on the 2 cores.
+Processes are tracked by PID (with their start time, so a reused PID is not mistaken for a
+survivor): every process the batch started — Ray's, the actors', the simulated boards' — must
+be gone after success, failure and Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from fpga.image import bundled_photos
+from host import batch
+from host.batch import BatchError, DeviceSpec, classify_batch, expand_images, parse_devices
+
+ROOT = Path(__file__).resolve().parents[2]
+VARIANT, SIZE = "v1.1", 64
+PHOTOS = ROOT / "fpga" / "data" / "photos"
+
+
+# -- processes by PID ---------------------------------------------------------------------------
+
+
+def _stat(pid: int) -> tuple[int, int] | None:
+    """(parent PID, start time) of ``pid`` from /proc, None when it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2 :].split()
+    if fields[0] == "Z":  # a zombie has ended; only its exit status is left to collect
+        return None
+    return int(fields[1]), int(fields[19])
+
+
+def descendants(root: int) -> set[tuple[int, int]]:
+    """Every living process below ``root``, as (PID, start time)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (stat := _stat(int(entry.name))):
+            children.setdefault(stat[0], []).append(int(entry.name))
+    found, todo = set(), [root]
+    while todo:
+        for pid in children.get(todo.pop(), []):
+            if stat := _stat(pid):
+                found.add((pid, stat[1]))
+                todo.append(pid)
+    return found
+
+
+def alive(processes: set[tuple[int, int]]) -> set[tuple[int, int]]:
+    return {(pid, start) for pid, start in processes if (s := _stat(pid)) and s[1] == start}
+
+
+def assert_all_gone(processes: set[tuple[int, int]], within: float = 20.0) -> None:
+    deadline = time.monotonic() + within
+    while alive(processes) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = {
+        pid: Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")[:120]
+        for pid, _ in alive(processes)
+    }
+    assert not left, f"processes left behind: {left}"
+
+
+class Watch(threading.Thread):
+    """Collects every descendant of ``root`` while it runs (a process may live briefly)."""
+
+    def __init__(self, root: int):
+        super().__init__(daemon=True)
+        self.root, self.seen, self.running = root, set(), True
+
+    def run(self) -> None:
+        while self.running:
+            self.seen |= descendants(self.root)
+            time.sleep(0.1)
+
+    def boards(self, binary: Path) -> list[int]:
+        """PIDs of the simulated boards (the board binary) alive now."""
+        return sorted(
+            pid
+            for pid, _ in alive(self.seen)
+            if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0] == str(binary).encode()
+        )
+
+    def stop(self) -> set[tuple[int, int]]:
+        self.running = False
+        self.join()
+        return self.seen
+
+
+# -- the model and the CLI ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def model_file(tmp_path_factory):
+    from fpga.compress import compress_network
+    from fpga.sqz import write_model
+
+    network, shared, _ = compress_network(VARIANT, 6, None, SIZE)
+    path = tmp_path_factory.mktemp("batch") / f"{VARIANT}-{SIZE}.sqz"
+    write_model(path, network, shared, 6)
+    return path
+
+
+def cli_args(model: Path, paths: list, devices: str, **options) -> argparse.Namespace:
+    """What ``python -m host.infer PATH... --model M --size 64 --devices ...`` parses to."""
+    values = dict(
+        images=[str(p) for p in paths],
+        variant=VARIANT,
+        model=str(model),
+        device="sim",
+        size=SIZE,
+        weights_mode="indices",
+        mode=None,
+        json=False,
+        board=None,
+        baud=None,
+        no_progress=True,
+        devices=devices,
+        ray_address=None,
+        csv=None,
+    )
+    values.update(options)
+    return argparse.Namespace(**values)
+
+
+#: host.batch.run as host.infer calls it with --devices (run_cli: exit 2 on a UserError, 130 on
+#: Ctrl-C), for the runs that need a process of their own to be killed or interrupted
+SCRIPT = """
+import argparse, sys
+from fpga.errors import run_cli
+from host import batch
+from host.infer import serial_baud
+args = argparse.Namespace(**{args!r})
+sys.exit(run_cli(lambda: batch.run(args, serial_baud)))
+"""
+
+
+def start_cli(args: argparse.Namespace) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-u", "-c", SCRIPT.format(args=vars(args))],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+# -- without boards ----------------------------------------------------------------------------
+
+
+def test_paths_expand_to_images_in_order(tmp_path):
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "b.png").write_bytes(b"")
+    (tmp_path / "a.JPG").write_bytes(b"")
+    photos = bundled_photos()
+    found = expand_images([str(photos[1]), str(tmp_path), str(PHOTOS / "c[ao]*.jpg")])
+    assert found == [photos[1], tmp_path / "a.JPG", tmp_path / "b.png", photos[0], photos[2]]
+    for bad in ("missing.jpg", str(tmp_path / "*.gif"), str(tmp_path / "empty")):
+        if bad.endswith("empty"):
+            Path(bad).mkdir()
+        with pytest.raises(BatchError):
+            expand_images([bad])
+
+
+def test_devices_are_a_count_or_urls():
+    built = []
+    specs = parse_devices("3", binary=lambda: built.append(1) or "/bin/board")
+    assert [s.name for s in specs] == ["sim0", "sim1", "sim2"] and built == [1]
+    assert {s.binary for s in specs} == {"/bin/board"}
+    specs = parse_devices("socket://a:1, /dev/ttyUSB1", lambda url: 12_000_000)
+    assert [(s.url, s.baud) for s in specs] == [
+        ("socket://a:1", 12_000_000),
+        ("/dev/ttyUSB1", 12_000_000),
+    ]
+    for bad in ("0", "socket://a:1,,", "socket://a:1,socket://a:1"):
+        with pytest.raises(BatchError):
+            parse_devices(bad, binary=lambda: "/bin/board")
+
+
+def test_csv_and_ray_address_need_devices(model_file):
+    with pytest.raises(BatchError, match="--devices"):
+        batch.run(cli_args(model_file, [PHOTOS], None, csv="out.csv"), lambda args: 0)
+
+
+def test_host_cli_does_not_import_ray():
+    """Host start-up time is benchmarked (bench/startup.py): ray only with --devices."""
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys, host.batch, host.infer; print('ray' in sys.modules)"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.strip() == "False"
+
+
+def test_no_board_answers_is_one_error_line(model_file):
+    """Every board fails to start (nothing listens on the port): exit 2, no traceback, and Ray
+    and its workers are gone afterwards."""
+    import socket
+
+    with socket.socket() as s:  # a free port with nothing behind it
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    process = start_cli(cli_args(model_file, [PHOTOS], f"socket://127.0.0.1:{port}"))
+    watch = Watch(process.pid)
+    watch.start()
+    out, err = process.communicate(timeout=120)
+    assert_all_gone(watch.stop())
+    assert process.returncode == 2, err
+    assert "Traceback" not in err
+    assert f"socket://127.0.0.1:{port}" in err and "no board" in err
+
+
+# -- simulated boards --------------------------------------------------------------------------
+
+
+def test_three_boards_equal_one_board_image_by_image(resident_board_binary, model_file):
+    from fpga.sqz import load_for_device
+    from host.classify import classify_on_device
+    from host.driver import Device
+    from host.simulated import BoardProcess
+
+    network, compressed = load_for_device(model_file)
+    images = bundled_photos()
+    options = {"weights_mode": "indices", "mode": "resident", "baud": None}
+    with BoardProcess(resident_board_binary) as board:
+        device = Device.open(board.url)
+        try:
+            single = classify_on_device(device, network, compressed, images, False, **options)
+        finally:
+            device.close()
+
+    before = descendants(os.getpid())
+    watch = Watch(os.getpid())
+    watch.start()
+    devices = [DeviceSpec(f"sim{i}", binary=str(resident_board_binary)) for i in range(3)]
+    report = classify_batch(images, devices, network, compressed, options, progress=False)
+    assert_all_gone(watch.stop() - before)
+
+    assert [r["image"] for r in report.results] == [str(p) for p in images]
+    for one, many in zip(single, report.results, strict=True):
+        assert many["golden_match"] and one["golden_match"]
+        assert many["top5"] == one["top5"], one["image"]
+    assert sum(b.done for b in report.boards) == len(images)
+    assert not any(b.failed for b in report.boards)
+    assert {r["board"] for r in report.results} <= {"sim0", "sim1", "sim2"}
+
+
+def test_a_board_killed_mid_batch(resident_board_binary, model_file, tmp_path):
+    """Kill one board's process after the first result: its in-flight image goes to another
+    board, every other image completes bit-exact, the summary names the board and its PID; a
+    file that is no image fails on every board and is reported with its error."""
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 not a jpeg")
+    out_csv = tmp_path / "results.csv"
+    paths = [PHOTOS, broken, PHOTOS]  # 7 images, the broken one second
+    process = start_cli(cli_args(model_file, paths, "3", csv=str(out_csv)))
+    watch = Watch(process.pid)
+    watch.start()
+    lines, killed = [], None
+    for line in process.stdout:
+        lines.append(line)
+        if killed is None and line.startswith("  board sim"):
+            boards = watch.boards(resident_board_binary)
+            assert len(boards) == 3, boards
+            killed = boards[0]
+            os.kill(killed, signal.SIGKILL)
+    process.wait(timeout=300)
+    err = process.stderr.read()
+    assert_all_gone(watch.stop())
+    out = "".join(lines)
+    assert killed is not None, out + err
+    assert process.returncode == 1, out + err  # one image failed
+    assert "6 of 7 images on 3 boards" in out, out
+    failed_board = [line for line in lines if line.startswith("FAILED board")]
+    assert len(failed_board) == 1 and f"pid {killed}" in failed_board[0], out
+    assert f"FAILED image {broken}" in out
+    assert out.count("equals fpga.golden: yes, bit for bit") == 6, out
+    with open(out_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["image"] for r in rows] == [str(p) for p in expand_images([str(p) for p in paths])]
+    assert [r["golden_match"] for r in rows] == ["True"] + [""] + ["True"] * 5
+    assert rows[1]["error"] and not rows[1]["board"]
+    assert {r["board"] for r in rows} <= {"sim0", "sim1", "sim2", ""}
+
+
+def test_ctrl_c_stops_every_board(resident_board_binary, model_file):
+    process = start_cli(cli_args(model_file, [PHOTOS, PHOTOS], "3"))
+    watch = Watch(process.pid)
+    watch.start()
+    deadline = time.monotonic() + 120
+    while len(watch.boards(resident_board_binary)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(watch.boards(resident_board_binary)) == 3
+    time.sleep(5)  # the boards are loading the model
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert_all_gone(watch.stop())
+    assert process.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
