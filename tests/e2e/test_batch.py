@@ -268,7 +268,7 @@ def test_a_board_killed_mid_batch(resident_board_binary, model_file, tmp_path):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8 not a jpeg")
     out_csv = tmp_path / "results.csv"
-    paths = [PHOTOS, broken, PHOTOS]  # 7 images, the broken one second
+    paths = [PHOTOS, broken, PHOTOS]  # 7 images, the broken one fourth
     process = start_cli(cli_args(model_file, paths, "3", csv=str(out_csv)))
     watch = Watch(process.pid)
     watch.start()
@@ -294,8 +294,8 @@ def test_a_board_killed_mid_batch(resident_board_binary, model_file, tmp_path):
     with open(out_csv, newline="") as f:
         rows = list(csv.DictReader(f))
     assert [r["image"] for r in rows] == [str(p) for p in expand_images([str(p) for p in paths])]
-    assert [r["golden_match"] for r in rows] == ["True"] + [""] + ["True"] * 5
-    assert rows[1]["error"] and not rows[1]["board"]
+    assert [r["golden_match"] for r in rows] == ["True"] * 3 + [""] + ["True"] * 3
+    assert rows[3]["error"] and not rows[3]["board"]
     assert {r["board"] for r in rows} <= {"sim0", "sim1", "sim2", ""}
 
 
