@@ -258,6 +258,7 @@ class BatchReport:
     wall_s: float
     ready_s: float  # from the start until the last board that came up was ready
     first_image_s: float  # when the first image was handed to a board
+    finished_s: list[float | None]  # per image: when its result arrived (None: it failed)
 
     @property
     def failed_images(self) -> list[dict]:
@@ -304,11 +305,14 @@ def classify_batch(
     start = time.perf_counter()
     boards: list[BoardState] = []
     results: list[dict | None] = [None] * len(images)
+    finished: list[float | None] = [None] * len(images)
     try:
         worker = ray.remote(num_cpus=1, max_concurrency=2, max_restarts=0)(BoardWorker)
         shared = (ray.put(network), ray.put(compressed))
         boards = [BoardState(spec, worker.remote(spec, *shared, options)) for spec in devices]
-        ready_s, first_s = _schedule(ray, images, boards, results, progress, on_result, start)
+        ready_s, first_s = _schedule(
+            ray, images, boards, results, finished, progress, on_result, start
+        )
     finally:
         _stop_all(ray, boards)
     if boards and not any(b.ready for b in boards):
@@ -316,10 +320,11 @@ def classify_batch(
             "no board could be started: "
             + "; ".join(f"{b.spec.url or b.spec.name} {b.failed}" for b in boards)
         )
-    return BatchReport(results, boards, time.perf_counter() - start, ready_s, first_s)
+    wall = time.perf_counter() - start
+    return BatchReport(results, boards, wall, ready_s, first_s, finished)
 
 
-def _schedule(ray, images, boards, results, progress, on_result, start):
+def _schedule(ray, images, boards, results, finished, progress, on_result, start):
     """The driver loop: feed free boards, collect, requeue, report in order."""
     from ray.exceptions import RayActorError
 
@@ -381,6 +386,7 @@ def _schedule(ray, images, boards, results, progress, on_result, start):
                     board.failed = f"did not start: {answer['error']}"
             elif answer["ok"]:
                 results[index] = answer["result"]
+                finished[index] = time.perf_counter() - start
                 board.done += 1
                 bar.update(1)
             elif answer["board_ok"]:  # the board is fine: the image failed there
