@@ -19,7 +19,9 @@ own per-image work (preprocessing and the fpga.golden check, on the host's cores
 from __future__ import annotations
 
 import os
+import statistics
 import time
+from pathlib import Path
 
 from fpga import golden, quant
 from fpga.boards import get_board
@@ -35,6 +37,37 @@ VARIANT, SIZE, IMAGES = "v1.1", 64, 10
 BOARD_COUNTS = (1, 2, 4)
 FULL = ("v1.0", 227)
 ARTY_COUNTS = (1, 2, 4, 8, 16)
+REPS = 5
+
+
+def _cpu_s(pid: int | None) -> float | None:
+    """CPU seconds (user + system) ``pid`` has used, from /proc; None when it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (OSError, TypeError):
+        return None
+    fields = text[text.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuSampler:
+    """At every result (in input order), the CPU time the board processes and the actors have
+    used so far; :meth:`per_image` is the CPU between the first and the last sample over the
+    images in between (so the model loads before the first result are left out)."""
+
+    def __init__(self):
+        self.samples: list[tuple[int, float, float]] = []
+
+    def __call__(self, result, bar, boards) -> None:
+        used = {
+            role: sum(_cpu_s(b.info.get(role)) or 0.0 for b in boards)
+            for role in ("board_pid", "actor_pid")
+        }
+        self.samples.append((len(self.samples) + 1, used["board_pid"], used["actor_pid"]))
+
+    def per_image(self) -> tuple[float, float]:
+        (n0, board0, actor0), (n1, board1, actor1) = self.samples[0], self.samples[-1]
+        return (board1 - board0) / (n1 - n0), (actor1 - actor0) / (n1 - n0)
 
 
 def _simulated(binary) -> list[dict]:
@@ -45,7 +78,10 @@ def _simulated(binary) -> list[dict]:
     rows = []
     for count in BOARD_COUNTS:
         devices = [DeviceSpec(f"sim{i}", binary=str(binary)) for i in range(count)]
-        report = classify_batch(images, devices, network, None, options, progress=False)
+        sampler = CpuSampler()
+        report = classify_batch(
+            images, devices, network, None, options, progress=False, on_result=sampler
+        )
         done = [r for r in report.results if "error" not in r]
         busy = report.wall_s - report.first_image_s
         # the rate once every board holds the model: results after the last board was ready
@@ -63,6 +99,10 @@ def _simulated(binary) -> list[dict]:
                 if after
                 else 0.0,
                 "load_average": os.getloadavg(),
+                # CPU seconds per image (after the first result): the boards' simulation, the
+                # actors' host work; with one board this is one board's cost per image
+                "board_cpu_s_per_image": sampler.per_image()[0],
+                "actor_cpu_s_per_image": sampler.per_image()[1],
                 "per_board": {b.spec.name: b.done for b in report.boards},
                 "load_s": {b.spec.name: b.info.get("load_s") for b in report.boards},
                 "all_bit_exact": all(r["golden_match"] for r in done) and len(done) == IMAGES,
@@ -75,7 +115,8 @@ def _simulated(binary) -> list[dict]:
             f"ready ({r['images_after_all_ready']} images; {r['images_per_s']:.3f} from the first "
             f"image on), {r['images']} images, wall {r['wall_s']:.0f} s, boards ready after "
             f"{r['all_ready_s']:.0f} s, per board {r['per_board']}, bit-exact "
-            f"{r['all_bit_exact']}, load average {r['load_average'][0]:.1f}",
+            f"{r['all_bit_exact']}, load average {r['load_average'][0]:.1f}; CPU per image: "
+            f"boards {r['board_cpu_s_per_image']:.1f} s, actors {r['actor_cpu_s_per_image']:.1f} s",
             flush=True,
         )
     return rows
@@ -88,19 +129,22 @@ def _arty(link_ratio: float) -> dict:
     board = get_board(DEFAULT_BOARD)
     config = board.config
     dram = board.memory.size_bytes
-    start = time.perf_counter()
-    program = compile_network(network, config)
-    image = compile_resident(program, dram_size=dram, input_size=network.input_size)
-    compile_s = time.perf_counter() - start
+    compile_s = []
+    for _ in range(REPS):  # what classify_one redoes per image today
+        start = time.perf_counter()
+        program = compile_network(network, config)
+        image = compile_resident(program, dram_size=dram, input_size=network.input_size)
+        compile_s.append(time.perf_counter() - start)
     cycles = sequential_cycles(image)["total"]
     link_bytes = image.link_bytes_per_image() * link_ratio
     per_board = predicted_images_per_s(cycles, config.clock_mhz * 1e6, link_bytes, board.baud)
-    start = time.perf_counter()
-    reps = 3
-    for photo in bundled_photos()[:reps]:
-        x = network.quantize_input(preprocess(photo, size))
+    host = []
+    for i in range(REPS):
+        start = time.perf_counter()
+        x = network.quantize_input(preprocess(bundled_photos()[i % 3], size))
         golden.run_network(network, x, keep=False)
-    host_s = (time.perf_counter() - start) / reps
+        host.append(time.perf_counter() - start)
+    host_s, compile_s = statistics.median(host), statistics.median(compile_s)
     cores = os.cpu_count() or 1
     return {
         "variant": variant,
@@ -125,12 +169,19 @@ def main() -> dict:
     for r in rows:
         r["speedup"] = r["images_per_s_all_ready"] / base
     cores = os.cpu_count() or 1
+    # a simulated board is one single-threaded process, and its actor works between its runs:
+    # k boards keep at most min(k, cores) cores busy
+    cpu = rows[0]["board_cpu_s_per_image"] + rows[0]["actor_cpu_s_per_image"]
+    for r in rows:
+        r["ideal_images_per_s"] = min(r["boards"], cores) / cpu
     print(
         "speed-up over one board: "
         + ", ".join(f"{r['boards']}: {r['speedup']:.2f}x" for r in rows)
-        + f". Each simulated board is a Verilator process that keeps one core busy while it"
-        f" runs, so on {cores} cores the batch stops scaling at {cores} boards; more boards only"
-        " share the same cores (plus Ray's own processes)."
+        + f"; with {cores} cores to itself the batch would reach "
+        + ", ".join(f"{r['ideal_images_per_s']:.3f}" for r in rows)
+        + f" images/s ({cpu:.1f} CPU seconds per image on one board). It stops scaling at "
+        + f"{cores} boards: each simulated board is one Verilator process on one core, and "
+        "more boards only share the cores (the load average shows what else ran)."
     )
     arty = _arty(rows[0]["link_ratio"])
     predicted = {
@@ -145,7 +196,8 @@ def main() -> dict:
         "(host.classify.predicted_images_per_s)"
     )
     print(
-        f"host work per image (preprocess + fpga.golden check): {arty['host_s_per_image']:.2f} s "
+        f"host work per image (preprocess + fpga.golden check, median of {REPS}): "
+        f"{arty['host_s_per_image']:.2f} s "
         f"-> at most {arty['host_limit_images_per_s']:.1f} images/s on {arty['host_cores']} cores"
         f" (today's per-image recompile adds {arty['host_recompile_s_per_image']:.2f} s: "
         f"{arty['host_limit_with_recompile_images_per_s']:.1f} images/s)"

@@ -20,13 +20,10 @@ See docs/batch.md.
 from __future__ import annotations
 
 import contextlib
-import csv
-import glob
 import io
 import json
 import os
 import signal
-import socket
 import sys
 import threading
 import time
@@ -72,6 +69,8 @@ def expand_images(paths: list[str]) -> list[Path]:
     """Images in order: a file as given, a folder's image files (sorted by name), a glob's
     matches (sorted). Pillow's registered extensions say what an image file is; a path that
     names nothing is a :class:`BatchError`."""
+    import glob
+
     from PIL import Image
 
     Image.init()
@@ -177,6 +176,8 @@ class BoardWorker:
         self.load_s = time.perf_counter() - start
 
     def ready(self) -> dict:
+        import socket
+
         info = self.device.info
         return {
             "name": self.spec.name,
@@ -467,6 +468,8 @@ def _stop_all(ray, boards: list[BoardState]) -> None:
         for board in boards:
             with contextlib.suppress(Exception):
                 ray.kill(board.actor, no_restart=True)
+        import socket
+
         here = socket.gethostname()
         for board in boards:
             pid = board.info.get("board_pid")
@@ -500,6 +503,8 @@ CSV_COLUMNS = (
 
 
 def csv_text(results: list[dict]) -> str:
+    import csv
+
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
