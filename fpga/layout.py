@@ -161,6 +161,33 @@ class LayerDescriptor:
         return offsets
 
 
+#: the most bytes one buffer write (or read) of the engine carries: one DRAM word of the Arty's
+#: 128-bit native port. The engine's actual width is :func:`transfer_bytes`.
+MAX_TRANSFER_BYTES = 16
+#: buffer spaces written a byte per cycle whatever the port width (small, or behind the
+#: byte-wide Huffman decoder); the others take a chunk of up to transfer_bytes per cycle
+BYTE_SPACES = frozenset(
+    {
+        BufferSpace.DESCRIPTOR,
+        BufferSpace.CODEBOOK,
+        BufferSpace.HUFFMAN_TABLE,
+        BufferSpace.HUFFMAN_STREAM,
+    }
+)
+
+
+def transfer_bytes(config: AcceleratorConfig) -> int:
+    """Bytes per cycle of the engine's wide buffer ports (ACT_IN, WEIGHT, PARAMS writes, ACT_OUT
+    reads): the largest power of two up to :data:`MAX_TRANSFER_BYTES` that divides every word
+    of those buffers, so a chunk that stays inside one aligned block stays inside one word.
+    A chunk is ``count`` bytes at byte address ``addr`` that do not cross a multiple of it."""
+    words = (config.rows, config.rows * config.cols, PARAM_BYTES * config.cols)
+    width = MAX_TRANSFER_BYTES
+    while any(word % width for word in words):
+        width //= 2
+    return width
+
+
 def groups(channels: int, lanes: int) -> int:
     return -(-channels // lanes)
 

@@ -65,6 +65,7 @@ from fpga import golden
 from fpga.config import AcceleratorConfig
 from fpga.errors import UserError
 from fpga.layout import (
+    BYTE_SPACES,
     CODEBOOK_ENTRIES,
     DESCRIPTOR_BYTES,
     HUFFMAN_HEADER_BYTES,
@@ -73,6 +74,7 @@ from fpga.layout import (
     BufferSpace,
     groups,
     pack_activations,
+    transfer_bytes,
     unpack_activations,
     unpack_sums,
 )
@@ -617,44 +619,84 @@ def _gather_conv1(program, load, offset: int, image_shape, pad: int) -> list:
 
 # -- accounting ----------------------------------------------------------------------------------
 #: cycles of ``hw.sequencer`` measured in its Amaranth simulation with a 20-cycle DRAM read
-#: latency (tests/hw/test_sequencer.py::test_transfer_costs): fetch + decode of one command,
-#: per byte loaded / stored over the byte-wide buffer ports, per DMA transfer beyond its bytes;
-#: a WINDOWS LOAD: per window cut (span sum, check, next) and per byte of the span read once
+#: latency (tests/hw/test_sequencer.py::test_transfer_costs): fetch + decode of one command, per
+#: chunk loaded / stored over the buffer ports (:func:`row_chunks`), per DMA transfer beyond its
+#: chunks; a WINDOWS LOAD: per window cut (check, next) and per byte of the span read once
 SEQUENCER_COSTS = {
     "command": 24,
-    "load_byte": 1.0,
-    "store_byte": 1.13,
-    "row": 23,
+    "load_chunk": 1.0,
+    "store_chunk": 2.0,  # a read, its answer, and a word push every two chunks
+    "row": 23,  # a LOAD row's DMA request + read latency
+    "store_row": 6,  # a STORE row's request + drain
     "window": 3,
     "span_byte": 1 / 16,
 }
+#: the DRAM word the estimates assume (the Arty A7's 128-bit native port)
+ESTIMATE_WORD_BYTES = 16
 
 
-def transfer_totals(image: ResidentImage) -> dict[str, int]:
-    """What the command list moves, counted statically: bytes loaded per source region, bytes
-    stored, DMA transfers (``rows``), WINDOWS rows and spans, commands, runs, and the engine's
-    predicted cycles."""
-    totals = {"commands": len(image.commands), "runs": 0, "rows": 0, "stored": 0}
+def row_chunks(buffer_at, dram_at, length, width: int, word_bytes: int):
+    """Buffer-port cycles (chunks) the sequencer spends on rows of ``length`` bytes at buffer
+    byte ``buffer_at`` and DRAM byte ``dram_at`` in a space written ``width`` bytes at a time
+    (1 for :data:`fpga.layout.BYTE_SPACES`): a chunk ends at every multiple of ``width`` in the
+    buffer and of ``word_bytes`` in DRAM. Works on numpy arrays of rows."""
+    buffer_at, dram_at = np.asarray(buffer_at, np.int64), np.asarray(dram_at, np.int64)
+    if length <= 0:
+        return np.zeros_like(buffer_at)
+
+    def crossings(start, step):  # multiples of step strictly inside (start, start + length)
+        return (start + length - 1) // step - start // step
+
+    in_buffer, in_dram = crossings(buffer_at, width), crossings(dram_at, word_bytes)
+    shared = np.where((buffer_at - dram_at) % width == 0, in_dram, 0)  # width | word_bytes
+    return 1 + in_buffer + in_dram - shared
+
+
+def transfer_totals(
+    image: ResidentImage, word_bytes: int = ESTIMATE_WORD_BYTES, commands=None
+) -> dict[str, int]:
+    """What the command list (or ``commands``, a slice of it) moves, counted statically: bytes
+    loaded per source region, bytes stored, buffer-port chunks (``load_chunks``/
+    ``store_chunks``), DMA transfers (``rows``), WINDOWS rows and spans, commands, runs, and
+    the engine's predicted cycles."""
+    commands = image.commands if commands is None else commands
+    width = min(transfer_bytes(image.config), word_bytes)
+    totals = {"commands": len(commands), "runs": 0, "rows": 0, "store_rows": 0, "stored": 0}
     totals.update({"windows": 0, "window_span": 0})  # WINDOWS LOADs: rows cut, bytes read
+    totals.update({"load_chunks": 0, "store_chunks": 0})
     totals.update({f"loaded_{name}": 0 for name in image.regions})
     bases = sorted((base, name) for name, (base, _) in image.regions.items())
-    for rec in image.commands:
+    for rec in commands:
         op, rows = int(rec["opcode"]), int(rec["count"]) if int(rec["length"]) else 0
         if op == Opcode.RUN:
             totals["runs"] += 1
         elif op in (Opcode.LOAD, Opcode.STORE):
-            moved = rows * int(rec["length"])
+            length = int(rec["length"])
+            moved = rows * length
             if rows and int(rec["flags"]) & Flag.WINDOWS:
                 totals["rows"] += 1  # one DMA transfer of the span
                 totals["windows"] += rows
-                totals["window_span"] += (rows - 1) * int(rec["dram_stride"]) + int(rec["length"])
+                totals["window_span"] += (rows - 1) * int(rec["dram_stride"]) + length
             else:
                 totals["rows"] += rows
+            space = int(rec["space"])
+            wide = space not in BYTE_SPACES if op == Opcode.LOAD else space == BufferSpace.ACT_OUT
+            r = np.arange(rows, dtype=np.int64)
+            chunks = row_chunks(
+                int(rec["buffer_offset"]) + r * int(rec["buffer_stride"]),
+                int(rec["dram_addr"]) + r * int(rec["dram_stride"]),
+                length,
+                width if wide else 1,
+                word_bytes,
+            )
             if op == Opcode.STORE:
+                totals["store_rows"] += rows
                 totals["stored"] += moved
+                totals["store_chunks"] += int(chunks.sum())
             else:
                 region = [name for base, name in bases if base <= int(rec["dram_addr"])][-1]
                 totals[f"loaded_{region}"] += moved
+                totals["load_chunks"] += int(chunks.sum())
     totals["loaded"] = sum(totals[f"loaded_{name}"] for name in image.regions)
     totals["engine_cycles"] = sum(image.program.predicted_cycles().values())
     return totals
@@ -666,9 +708,10 @@ def sequential_cycles(image: ResidentImage, costs: dict = SEQUENCER_COSTS) -> di
     t = transfer_totals(image)
     transfer = (
         t["commands"] * costs["command"]
-        + t["loaded"] * costs["load_byte"]
-        + t["stored"] * costs["store_byte"]
-        + t["rows"] * costs["row"]
+        + t["load_chunks"] * costs["load_chunk"]
+        + t["store_chunks"] * costs["store_chunk"]
+        + (t["rows"] - t["store_rows"]) * costs["row"]
+        + t["store_rows"] * costs["store_row"]
         + t["windows"] * costs["window"]
         + t["window_span"] * costs["span_byte"]
     )

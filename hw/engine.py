@@ -42,6 +42,7 @@ from fpga.layout import (
     BufferSpace,
     LayerDescriptor,
     Op,
+    transfer_bytes,
 )
 from fpga.protocol import RUN_RESPONSE
 from hw.array import MacArray
@@ -102,17 +103,23 @@ class ConvEngine(wiring.Component):
         )
         addr_bits = (max(buffer_bytes) - 1).bit_length()
         space_bits = max(BufferSpace).bit_length() + 1  # one code past the last is invalid
+        self.transfer_bytes = width = transfer_bytes(config)
         super().__init__(
             {
+                # a write is a chunk: ``write_count`` bytes (lane 0 of ``write_data`` first) at
+                # byte ``write_addr``, inside one aligned block of transfer_bytes; BYTE_SPACES
+                # take one byte (lane 0). A writer that moves bytes leaves the count at 1.
                 "write_en": In(1),
                 "write_space": In(space_bits),
                 "write_addr": In(addr_bits),
-                "write_data": In(8),
+                "write_data": In(8 * width),
+                "write_count": In(range(width + 1), init=1),
                 "read_en": In(1),
                 "read_space": In(space_bits),
                 "read_addr": In(addr_bits),
                 "read_valid": Out(1),
-                "read_data": Out(8),
+                "read_data": Out(8),  # the byte at read_addr
+                "read_block": Out(8 * width),  # the aligned transfer_bytes block around it
                 "start": In(1),
                 "busy": Out(1),
                 "done": Out(1),
@@ -163,16 +170,29 @@ class ConvEngine(wiring.Component):
         with m.If(self.write_en & self.busy):
             m.d.sync += self.error.eq(1)
 
+        width = self.transfer_bytes
+        block_shift = _log2(width)
+        # the chunk rotated to its lanes in an aligned block: lane (addr + i) % width <- byte i
+        block_lane = self.write_addr[:block_shift] if block_shift else Const(0, 1)
+        rotated = Signal(8 * width)
+        rotation = Signal(range(8 * width + 1))
+        m.d.comb += [
+            rotation.eq(8 * (width - block_lane)),
+            rotated.eq(Cat(self.write_data, self.write_data).bit_select(rotation, 8 * width)),
+        ]
+        chunk_mask = Signal(width)
+        m.d.comb += chunk_mask.eq((Const(1, width + 1) << self.write_count) - 1)
+
         def host_write_port(memory, bytes_per_word, space):
             port = memory.write_port(granularity=8)
             shift = _log2(bytes_per_word)
             m.d.comb += [
                 port.addr.eq(self.write_addr >> shift),
-                port.data.eq(Cat(*[self.write_data] * bytes_per_word)),
+                port.data.eq(Cat(*[rotated] * (bytes_per_word // width))),
             ]
             lane = self.write_addr[:shift] if shift else Const(0, 1)
             with m.If(writable & (self.write_space == space)):
-                m.d.comb += port.en.eq(1 << lane)
+                m.d.comb += port.en.eq(chunk_mask << lane)
             return port
 
         host_write_port(act_in, lanes, BufferSpace.ACT_IN)
@@ -180,18 +200,25 @@ class ConvEngine(wiring.Component):
         host_write_port(params, PARAM_BYTES * cfg.cols, BufferSpace.PARAMS)
         m.d.comb += [  # the host's codebook write goes to every PE's copy
             codebook.write_addr.eq(self.write_addr[:INDEX_BITS]),
-            codebook.write_data.eq(self.write_data),
+            codebook.write_data.eq(self.write_data[:8]),
             codebook.write_en.eq(writable & (self.write_space == BufferSpace.CODEBOOK)),
         ]
         with m.If(writable & (self.write_space == BufferSpace.DESCRIPTOR)):
             for i, byte in enumerate(descriptor):
                 with m.If(self.write_addr == i):
-                    m.d.sync += byte.eq(self.write_data)
+                    m.d.sync += byte.eq(self.write_data[:8])
 
         # -- host reads of ACT_OUT (latency 1) -----------------------------------------------
         out_read = act_out.read_port()
         read_lane = Signal(range(lanes))
         read_space_ok = Signal()
+        blocks_per_word = lanes // width
+        read_block_index = Signal(range(blocks_per_word))
+        if blocks_per_word > 1:
+            m.d.sync += read_block_index.eq(self.read_addr[block_shift : _log2(lanes)])
+        m.d.comb += self.read_block.eq(
+            Mux(read_space_ok, out_read.data.word_select(read_block_index, 8 * width), 0)
+        )
         m.d.comb += [
             out_read.addr.eq(self.read_addr >> _log2(lanes)),
             out_read.en.eq(self.read_en),

@@ -39,6 +39,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from fpga.config import DEFAULT_CONFIG, AcceleratorConfig
+from fpga.layout import BYTE_SPACES, BufferSpace, transfer_bytes
 from fpga.resident import (
     COMMAND_BYTES,
     WINDOW_BYTES,
@@ -90,6 +91,7 @@ class Sequencer(wiring.Component):
         if (COMMAND_BYTES * 8) % data_width:
             raise ValueError(f"a {COMMAND_BYTES}-byte command is not whole {data_width}-bit words")
         self.buffer_sizes = buffer_sizes(config)
+        self.transfer_bytes = min(transfer_bytes(config), self.word_bytes)
         self.host_sizes = dict(host_sizes or {})
         if any(space not in HostSpace for space in self.host_sizes):
             raise ValueError(f"host spaces must be HostSpace codes, not {list(self.host_sizes)}")
@@ -121,16 +123,21 @@ class Sequencer(wiring.Component):
                 "dma_write_data": Out(stream.Signature(words_layout(data_width))),
                 "dma_write_busy": In(1),
                 # the engine's buffer ports and run handshake
+                # chunks (hw.engine.ConvEngine's ports): ``write_count`` bytes at
+                # ``write_addr`` inside one aligned block of transfer_bytes, lane 0 first;
+                # BYTE_SPACES and the HostSpaces get one byte per cycle
                 "write_en": Out(1),
                 "write_space": Out(space_bits),
                 "write_addr": Out(addr_bits),
-                "write_data": Out(8),
+                "write_data": Out(8 * self.transfer_bytes),
+                "write_count": Out(range(self.transfer_bytes + 1)),
                 "write_ready": In(1),
                 "read_en": Out(1),
                 "read_space": Out(space_bits),
                 "read_addr": Out(addr_bits),
                 "read_valid": In(1),
-                "read_data": In(8),
+                "read_data": In(8),  # the byte at read_addr (one cycle later)
+                "read_block": In(8 * self.transfer_bytes),  # its aligned block (ACT_OUT)
                 "engine_start": Out(1),
                 "engine_done": In(1),
                 "engine_error": In(1),
@@ -185,6 +192,30 @@ class Sequencer(wiring.Component):
                 with m.Case(space):
                     m.d.comb += [space_ok.eq(immediate), buffer_size.eq(size)]
         row_lane = row_dram[:lane_bits] if word_bytes > 1 else Const(0, 1)
+
+        # chunks: n = min(bytes to the end of the buffer block, to the end of the DRAM word,
+        # left in the row), 1 in a byte space
+        width = self.transfer_bytes
+        block_bits = (width - 1).bit_length()
+        wide = Signal()
+        m.d.comb += wide.eq(
+            ((record.opcode == Opcode.LOAD) & record.space.matches(*_wide_loads()))
+            | ((record.opcode == Opcode.STORE) & (record.space == BufferSpace.ACT_OUT))
+        )
+
+        def chunk(name, buffer_at, word_lane, left):
+            """Bytes of the next chunk at buffer byte ``buffer_at``, DRAM lane ``word_lane``."""
+            n = Signal(range(width + 1), name=name)
+            to_block = Signal(range(width + 1), name=f"{name}_to_block")
+            to_word = Signal(range(word_bytes + 1), name=f"{name}_to_word")
+            fits = Signal(range(width + 1), name=f"{name}_fits")
+            m.d.comb += [
+                to_block.eq(width - (buffer_at[:block_bits] if block_bits else 0)),
+                to_word.eq(word_bytes - word_lane),
+                fits.eq(Mux(to_word < to_block, to_word, to_block)),
+                n.eq(Mux(wide, Mux(left < fits, left, fits), 1)),
+            ]
+            return n
 
         m.d.comb += [
             self.pc.eq(pc),
@@ -322,17 +353,21 @@ class Sequencer(wiring.Component):
                     m.next = "LOAD_BYTES"
 
             with m.State("LOAD_BYTES"):
+                n = chunk("load_chunk", row_buffer + moved, lane, length - moved)
                 m.d.comb += [
                     self.busy.eq(1),
                     self.write_en.eq(1),
                     self.write_addr.eq(row_buffer + moved),
-                    self.write_data.eq(word.word_select(lane[:lane_bits], 8)),
+                    self.write_data.eq(
+                        word.bit_select(lane[:lane_bits] * 8, 8 * width) if word_bytes > 1 else word
+                    ),
+                    self.write_count.eq(n),
                 ]
                 with m.If(self.write_ready):
-                    m.d.sync += [moved.eq(moved + 1), lane.eq(lane + 1)]
-                    with m.If(moved + 1 == length):
+                    m.d.sync += [moved.eq(moved + n), lane.eq(lane + n)]
+                    with m.If(moved + n == length):
                         m.next = "ROW_DONE"
-                    with m.Elif(lane == word_bytes - 1):
+                    with m.Elif(lane + n == word_bytes):
                         # the word's last byte: take the next word in the same cycle if it is
                         # there (no bubble between words), else wait for it
                         m.d.comb += self.dma_read_data.ready.eq(1)
@@ -344,19 +379,38 @@ class Sequencer(wiring.Component):
             # -- STORE: buffer reads (pipelined, one byte per cycle) -> DMA words ------------
             with m.State("STORE_READ"):
                 m.d.comb += self.busy.eq(1)
+                # issue side: the chunk at ``issued`` (reads answer one cycle later)
+                issue_n = chunk("issue_chunk", row_buffer + issued, issue_lane, length - issued)
                 can_issue = (issued != length) & (issue_lane != word_bytes)
                 m.d.comb += [
                     self.read_en.eq(can_issue),
                     self.read_addr.eq(row_buffer + issued),
                 ]
                 with m.If(can_issue):
-                    m.d.sync += [issued.eq(issued + 1), issue_lane.eq(issue_lane + 1)]
+                    m.d.sync += [issued.eq(issued + issue_n), issue_lane.eq(issue_lane + issue_n)]
+                # receive side: the same chunk sequence at ``moved``, placed at DRAM lane ``lane``
+                at = row_buffer + moved
+                n = chunk("store_chunk", at, lane, length - moved)
+                source = Signal(8 * width)
+                m.d.comb += source.eq(
+                    Mux(
+                        wide,
+                        self.read_block.bit_select(at[:block_bits] * 8, 8 * width)
+                        if block_bits
+                        else self.read_block,
+                        self.read_data,
+                    )
+                )
                 with m.If(self.read_valid):
                     for i in range(word_bytes):
-                        with m.If(lane == i):
-                            m.d.sync += [word.word_select(i, 8).eq(self.read_data), keep[i].eq(1)]
-                    m.d.sync += [moved.eq(moved + 1), lane.eq(lane + 1)]
-                    with m.If((moved + 1 == length) | (lane == word_bytes - 1)):
+                        for j in range(width):
+                            with m.If((lane + j == i) & (j < n)):
+                                m.d.sync += [
+                                    word.word_select(i, 8).eq(source.word_select(j, 8)),
+                                    keep[i].eq(1),
+                                ]
+                    m.d.sync += [moved.eq(moved + n), lane.eq(lane + n)]
+                    with m.If((moved + n == length) | (lane + n == word_bytes)):
                         m.next = "STORE_PUSH"
 
             with m.State("STORE_PUSH"):
@@ -423,17 +477,24 @@ class Sequencer(wiring.Component):
 
             with m.State("WINDOW_BYTES"):
                 at = Signal(34)
+                at_lane = at[:lane_bits] if word_bytes > 1 else Const(0, 1)
+                n = chunk("window_chunk", row_buffer + moved, at_lane, length - moved)
                 m.d.comb += [
                     self.busy.eq(1),
                     at.eq(row_dram + moved),
                     window_peek.addr.eq(at[lane_bits:] - record.dram_addr[lane_bits:]),
                     self.write_en.eq(1),
                     self.write_addr.eq(row_buffer + moved),
-                    self.write_data.eq(window_peek.data.word_select(at[:lane_bits], 8)),
+                    self.write_data.eq(
+                        window_peek.data.bit_select(at_lane * 8, 8 * width)
+                        if word_bytes > 1
+                        else window_peek.data
+                    ),
+                    self.write_count.eq(n),
                 ]
                 with m.If(self.write_ready):
-                    m.d.sync += moved.eq(moved + 1)
-                    with m.If(moved + 1 == length):
+                    m.d.sync += moved.eq(moved + n)
+                    with m.If(moved + n == length):
                         m.next = "ROW_DONE"
 
             with m.State("ROW_DONE"):
@@ -479,3 +540,8 @@ class Sequencer(wiring.Component):
                 m.d.comb += [self.busy.eq(1), self.done.eq(1)]
                 m.next = "IDLE"
         return m
+
+
+def _wide_loads() -> tuple:
+    """The buffer spaces a LOAD writes in chunks (every BufferSpace not in BYTE_SPACES)."""
+    return tuple(space for space in BufferSpace if space not in BYTE_SPACES)

@@ -111,7 +111,8 @@ class SoC(wiring.Component):
         # the buffer ports' driver: the link, or the sequencer while it is busy (its HostSpace
         # transfers go to the link's frame buffer and checksum instead)
         write_en, write_space = Signal(), Signal.like(link.write_space)
-        write_addr, write_data = Signal.like(engine.write_addr), Signal(8)
+        write_addr, write_data = Signal.like(engine.write_addr), Signal.like(engine.write_data)
+        write_count = Signal.like(engine.write_count)  # the link writes bytes (count 1)
         read_en, read_space, read_addr = Signal(), Signal.like(link.read_space), Signal(24)
         start = Signal()
         if sequencer is None:
@@ -120,6 +121,7 @@ class SoC(wiring.Component):
                 write_space.eq(link.write_space),
                 write_addr.eq(link.write_addr),
                 write_data.eq(link.write_data),
+                write_count.eq(1),
                 read_en.eq(link.read_en),
                 read_space.eq(link.read_space),
                 read_addr.eq(link.read_addr),
@@ -134,6 +136,7 @@ class SoC(wiring.Component):
                 write_space.eq(Mux(active, sequencer.write_space, link.write_space)),
                 write_addr.eq(Mux(active, sequencer.write_addr, link.write_addr)),
                 write_data.eq(Mux(active, sequencer.write_data, link.write_data)),
+                write_count.eq(Mux(active, sequencer.write_count, 1)),
                 read_en.eq(Mux(active, sequencer.read_en & ~from_host, link.read_en)),
                 read_space.eq(Mux(active, sequencer.read_space, link.read_space)),
                 read_addr.eq(Mux(active, sequencer.read_addr, link.read_addr)),
@@ -141,13 +144,14 @@ class SoC(wiring.Component):
                 link.host_write_en.eq(active & sequencer.write_en & to_host),
                 link.host_write_space.eq(sequencer.write_space),
                 link.host_write_addr.eq(sequencer.write_addr),
-                link.host_write_data.eq(sequencer.write_data),
+                link.host_write_data.eq(sequencer.write_data[:8]),
                 link.host_read_en.eq(active & sequencer.read_en & from_host),
                 link.host_read_addr.eq(sequencer.read_addr),
                 sequencer.read_valid.eq(engine.read_valid | link.host_read_valid),
                 sequencer.read_data.eq(
                     Mux(link.host_read_valid, link.host_read_data, engine.read_data)
                 ),
+                sequencer.read_block.eq(engine.read_block),
                 sequencer.engine_done.eq(engine.done),
                 sequencer.engine_error.eq(engine.error | huffman.error),
             ]
@@ -170,10 +174,10 @@ class SoC(wiring.Component):
             write_ready.eq(Mux(to_stream, huffman.stream_ready, to_table | ~decoded)),
             huffman.table_en.eq(write_en & to_table & (write_addr < HUFFMAN_TABLE_BYTES)),
             huffman.table_addr.eq(write_addr),
-            huffman.table_data.eq(write_data),
+            huffman.table_data.eq(write_data[:8]),
             huffman.stream_en.eq(write_en & to_stream),
             huffman.stream_addr.eq(write_addr),
-            huffman.stream_data.eq(write_data),
+            huffman.stream_data.eq(write_data[:8]),
             huffman.o.ready.eq(1),
             huffman.abort.eq(start),  # a run before the chunk is complete is an error
             huffman.clear_error.eq(link.clear_error),
@@ -182,6 +186,7 @@ class SoC(wiring.Component):
             engine.write_space.eq(Mux(decoded, BufferSpace.WEIGHT, write_space)),
             engine.write_addr.eq(Mux(decoded, huffman.o.payload[8:], write_addr)),
             engine.write_data.eq(Mux(decoded, huffman.o.payload[:8], write_data)),
+            engine.write_count.eq(Mux(decoded, 1, write_count)),
             link.error.eq(engine.error | huffman.error),
         ]
         busy = Signal()
