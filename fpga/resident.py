@@ -305,17 +305,23 @@ class ResidentImage:
 
     def read_tensor(self, dram: bytes, name: str) -> np.ndarray:
         """An activation tensor (or the output) from its DRAM region, as golden shapes it."""
-        lanes = self.config.rows
-        unit = next(u for u in self.program.units if u.name == name)
         base, size = self.regions["output"] if name == self.program.output else self.tensors[name]
-        blob = bytes(dram[base : base + size])
-        if unit.op == "avgpool":
-            return unpack_sums(blob, unit.shape[0])
-        c, h, w = unit.shape
-        return unpack_activations(blob, c, h, w, lanes)
+        return self._decode(name, bytes(dram[base : base + size]))
 
     def read_output(self, dram: bytes) -> np.ndarray:
         return self.read_tensor(dram, self.program.output)
+
+    def decode_output(self, blob: bytes) -> np.ndarray:
+        """The output from the first :meth:`output_bytes` bytes of its region (what the host
+        reads back per image)."""
+        return self._decode(self.program.output, bytes(blob))
+
+    def _decode(self, name: str, blob: bytes) -> np.ndarray:
+        unit = next(u for u in self.program.units if u.name == name)
+        if unit.op == "avgpool":
+            return unpack_sums(blob, unit.shape[0])
+        c, h, w = unit.shape
+        return unpack_activations(blob, c, h, w, self.config.rows)
 
 
 # -- the compiler ---------------------------------------------------------------------------------

@@ -89,20 +89,6 @@ class ModelLoad(NamedTuple):
     link_bytes: int
 
 
-class _DramWindow:
-    """DRAM bytes ``[base, base + len(data))`` read back from the device, sliced by DRAM address
-    (what ``ResidentImage.read_output`` takes in place of the whole DRAM)."""
-
-    def __init__(self, base: int, data: bytes):
-        self.base, self.data = base, data
-
-    def __getitem__(self, key: slice) -> bytes:
-        start = key.start - self.base
-        if start < 0 or key.step is not None:
-            raise IndexError(f"DRAM slice {key} is not inside the bytes read from {self.base:#x}")
-        return self.data[start : key.stop - self.base]
-
-
 class Device:
     """An accelerator behind a byte transport: write/read buffers, run layers."""
 
@@ -432,7 +418,7 @@ class Device:
         run = self.run_program(sequential_cycles(image)["total"])
         base = image.regions["output"][0]
         data = self.mem_read(base, image.output_bytes())
-        output = image.read_output(_DramWindow(base, data))
+        output = image.decode_output(data)
         stats = {
             "cycles": run["cycles"],
             "engine_cycles": run["engine_cycles"],

@@ -14,6 +14,7 @@ from fpga.layout import BufferSpace
 from fpga.protocol import (
     IDENTIFY_RESPONSE,
     MAGIC,
+    PROTOCOL_VERSION,
     Opcode,
     Status,
     decode_frame,
@@ -203,7 +204,7 @@ def test_wrong_bitstream_version_is_refused():
         Device(FakeTransport(foreign)).identify()
     assert MAGIC == b"SQZF"
     v1 = MAGIC + bytes([1]) + bytes(29)  # protocol v1's shorter IDENTIFY
-    with pytest.raises(DeviceMismatch, match="protocol v1, this host v2"):
+    with pytest.raises(DeviceMismatch, match=f"protocol v1, this host v{PROTOCOL_VERSION}"):
         Device(FakeTransport(v1)).identify()
 
 
