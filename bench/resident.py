@@ -1,0 +1,249 @@
+"""Resident mode (issue #12) on one simulated board with DRAM: the model loaded once, then two
+images back to back, through the host path ``python -m host.infer`` takes
+(``host.classify.classify_on_device(..., mode="resident")``, ``host.driver.Device``).
+
+Per network and weights mode: the model load (link bytes, wall seconds), and per image the
+device cycles, the engine-only cycles (``Program.predicted_cycles()``, the streamed engine's
+cost model) and their ratio, the device's cycle split (engine / DMA wait / other), the link
+bytes against the minimum (input + logits), the images/s predicted for the Arty A7 at its clock
+over its 12 Mbaud UART (``host.classify.predicted_images_per_s``: compute, then transfer, no
+overlap), the compute-bound images/s, the simulator's wall time per image and whether the class
+sums equal ``fpga.golden``. The goals are printed next to the measured values, never asserted.
+
+Streamed mode's images/s are taken from ``bench/results/e2e.json`` when that file exists
+(``python -m bench e2e``; it is not re-run here).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from fpga import quant
+from fpga.compile import compile_network
+from fpga.image import bundled_photos
+from host.classify import classify_on_device
+from host.driver import Device
+from host.simulated import BoardProcess, build_binary
+
+NETWORKS = (("v1.0", 227), ("v1.1", 224))
+WEIGHTS_MODES = ("indices", "huffman")
+IMAGES = 2
+#: goals of issue #12, printed beside the measurements
+GOAL_DEVICE_OVER_ENGINE = 1.10
+GOAL_LINK_RATIO = 1.05
+GOAL_WALL_S = {("v1.0", 227): 40.0}
+E2E_RESULTS = Path(__file__).parent / "results" / "e2e.json"
+
+
+class TimedLoads:
+    """Wraps ``device.load_model`` to record each call's :class:`host.driver.ModelLoad` and its
+    wall seconds (``classify_on_device`` loads the model itself and does not time it)."""
+
+    def __init__(self, device: Device):
+        self.calls: list[tuple[object, float]] = []
+        self._load = device.load_model
+        device.load_model = self
+
+    def __call__(self, image, force: bool = False):
+        start = time.perf_counter()
+        load = self._load(image, force)
+        self.calls.append((load, time.perf_counter() - start))
+        return load
+
+
+def _mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values)
+
+
+def summarize(variant, size, weights_mode, results, loads, engine_cycles) -> dict:
+    """One row from ``classify_on_device``'s resident results (one per image) and the load
+    calls :class:`TimedLoads` saw during them."""
+    written = [(load, wall) for load, wall in loads if load.loaded]
+    cycles = _mean(r["cycles"] for r in results)
+    link = _mean(r["link_bytes"] for r in results)
+    first = results[0]
+    clock_hz = first["clock_hz"]
+    return {
+        "variant": variant,
+        "size": size,
+        "weights_mode": weights_mode,
+        "images": len(results),
+        "model_load": {
+            "calls": len(loads),
+            "writes": len(written),
+            "link_bytes": sum(load.link_bytes for load, _ in loads),
+            "bytes": first["model_load"]["bytes"],
+            "wall_s": sum(wall for _, wall in loads),
+            "fingerprint": first["model_load"]["fingerprint"],
+            # the one load over the same UART (no overlap with anything)
+            "predicted_uart_s": sum(load.link_bytes for load, _ in loads)
+            / (first["link_baud"] / 10),
+        },
+        # only the first image may come with a model load: the second must find it resident
+        "reloaded_after_first": any(r["model_load"]["loaded"] for r in results[1:])
+        or len(written) > 1,
+        "device_cycles": cycles,
+        "device_cycles_each": [r["cycles"] for r in results],
+        "engine_only_cycles": engine_cycles,
+        "device_over_engine": cycles / engine_cycles,
+        "engine_share": _mean(r["engine_share"] for r in results),
+        "dma_wait_share": _mean(r["dma_wait_share"] for r in results),
+        "other_share": _mean(r["other_share"] for r in results),
+        "link_bytes_per_image": link,
+        "link_bytes_each": [r["link_bytes"] for r in results],
+        "minimum_link_bytes": first["minimum_link_bytes"],
+        "link_ratio": link / first["minimum_link_bytes"],
+        "clock_hz": clock_hz,
+        "link_baud": first["link_baud"],
+        "predicted_images_per_s": _mean(r["predicted_images_per_s"] for r in results),
+        "compute_bound_images_per_s": clock_hz / cycles,
+        "wall_s_per_image": _mean(r["wall_s"] for r in results),
+        "wall_s_each": [r["wall_s"] for r in results],
+        "wall_goal_s": GOAL_WALL_S.get((variant, size)),
+        "golden_match": all(r["golden_match"] for r in results),
+        "top1": [r["top5"][0]["label"] for r in results],
+    }
+
+
+def streamed_figures(path: Path = E2E_RESULTS) -> dict[tuple[str, str], float] | None:
+    """Streamed mode's predicted UART images/s by (variant, weights mode) from bench/e2e's
+    saved results; None when they were never saved."""
+    try:
+        rows = json.loads(path.read_text())["rows"]
+    except (OSError, ValueError, KeyError):
+        return None
+    return {(r["variant"], r["weights_mode"]): r["uart_12mbaud_images_per_s"] for r in rows}
+
+
+def _goal(value: float, goal: float | None, fmt: str, unit: str = "") -> str:
+    """``value`` with its goal beside it (never asserted)."""
+    if goal is None:
+        return f"{value:{fmt}}{unit}"
+    verdict = "met" if value <= goal else "NOT met"
+    return f"{value:{fmt}}{unit} (goal <= {goal:{fmt}}{unit}, {verdict})"
+
+
+def print_row(row: dict, streamed: dict | None) -> None:
+    load = row["model_load"]
+    name = f"{row['variant']}@{row['size']} {row['weights_mode']}"
+    print(f"{name}:")
+    print(
+        f"  model load    {load['bytes']:,} bytes in DRAM, {load['link_bytes']:,} link bytes, "
+        f"{load['wall_s']:.1f} s wall (simulator), {load['predicted_uart_s']:.2f} s over the "
+        f"UART; {load['calls']} load call(s), {load['writes']} write(s); second image "
+        f"reloaded: {'YES' if row['reloaded_after_first'] else 'no'}"
+    )
+    print(
+        f"  device cycles {row['device_cycles']:>13,.0f} per image (each "
+        f"{', '.join(f'{c:,}' for c in row['device_cycles_each'])})"
+    )
+    print(
+        f"  engine only   {row['engine_only_cycles']:>13,} (Program.predicted_cycles); "
+        f"device/engine {_goal(row['device_over_engine'], GOAL_DEVICE_OVER_ENGINE, '.3f')}"
+    )
+    print(
+        f"  split         engine {row['engine_share']:.1%}  DMA wait {row['dma_wait_share']:.1%}"
+        f"  other {row['other_share']:.1%}"
+    )
+    print(
+        f"  link bytes    {row['link_bytes_per_image']:>13,.0f} per image, minimum "
+        f"{row['minimum_link_bytes']:,} (input + logits): "
+        f"{_goal(row['link_ratio'], GOAL_LINK_RATIO, '.3f', 'x')}"
+    )
+    was = streamed.get((row["variant"], row["weights_mode"])) if streamed else None
+    versus = (
+        f"; streamed mode {was:.3f} images/s ({row['predicted_images_per_s'] / was:.0f}x)"
+        if was
+        else "; streamed mode: no saved figure (bench/results/e2e.json)"
+    )
+    print(
+        f"  predicted     {row['predicted_images_per_s']:>13.3f} images/s on the Arty A7 at "
+        f"{row['clock_hz'] / 1e6:g} MHz over its {row['link_baud'] / 1e6:g} Mbaud UART (no "
+        f"overlap of link and compute){versus}"
+    )
+    print(
+        f"  compute-bound {row['compute_bound_images_per_s']:>13.3f} images/s at "
+        f"{row['clock_hz'] / 1e6:g} MHz"
+    )
+    print(
+        f"  wall (sim)    {_goal(row['wall_s_per_image'], row['wall_goal_s'], '.1f', ' s')} per "
+        f"image (each {', '.join(f'{w:.1f}' for w in row['wall_s_each'])} s)"
+    )
+    print(f"  golden_match  {row['golden_match']}   top-1 {row['top1']}", flush=True)
+
+
+def print_table(rows: list[dict]) -> None:
+    print(
+        f"\n{'network':<10} {'weights':<8} {'load B':>11} {'load s':>7} {'cycles/img':>12} "
+        f"{'engine':>12} {'dev/eng':>7} {'eng/DMA/oth %':>15} {'link B':>9} {'x min':>6} "
+        f"{'img/s':>6} {'cb img/s':>8} {'wall s':>7} {'golden':>6}"
+    )
+    for r in rows:
+        split = f"{r['engine_share']:.0%}/{r['dma_wait_share']:.0%}/{r['other_share']:.0%}"
+        print(
+            f"{r['variant'] + '@' + str(r['size']):<10} {r['weights_mode']:<8} "
+            f"{r['model_load']['link_bytes']:>11,} {r['model_load']['wall_s']:>7.1f} "
+            f"{r['device_cycles']:>12,.0f} {r['engine_only_cycles']:>12,} "
+            f"{r['device_over_engine']:>7.3f} {split:>15} {r['link_bytes_per_image']:>9,.0f} "
+            f"{r['link_ratio']:>6.3f} {r['predicted_images_per_s']:>6.3f} "
+            f"{r['compute_bound_images_per_s']:>8.3f} {r['wall_s_per_image']:>7.1f} "
+            f"{str(r['golden_match']):>6}"
+        )
+    print(
+        f"goals: device/engine <= {GOAL_DEVICE_OVER_ENGINE}, link <= {GOAL_LINK_RATIO}x the "
+        "minimum, wall <= 40 s per image for v1.0@227 (simulator); img/s: Arty A7 over its UART, "
+        "compute then transfer, no overlap; cb: compute-bound"
+    )
+
+
+def main() -> dict:
+    photos = bundled_photos()
+    images = [photos[i % len(photos)] for i in range(IMAGES)]
+    streamed = streamed_figures()
+    if streamed is None:
+        print(
+            "streamed mode: bench/results/e2e.json not found, no streamed figures to compare "
+            "(run `python -m bench e2e`)"
+        )
+    rows = []
+    board = BoardProcess(build_binary()).start()
+    try:
+        device = Device.open(board.url)
+        info = device.identify()
+        print(
+            f"one simulated board with DRAM ({info.dram_bytes / 2**20:.0f} MiB), "
+            f"{info.clock_hz / 1e6:g} MHz; images {[p.name for p in images]}",
+            flush=True,
+        )
+        for variant, size in NETWORKS:
+            network = quant.quantize_network(variant, size=size)
+            for weights_mode in WEIGHTS_MODES:
+                program = compile_network(network, info.config(), weights_mode=weights_mode)
+                engine = sum(program.predicted_cycles().values())
+                loads = TimedLoads(device)
+                results = classify_on_device(
+                    device,
+                    network,
+                    None,
+                    images,
+                    progress=False,
+                    weights_mode=weights_mode,
+                    mode="resident",
+                )
+                device.load_model = loads._load
+                row = summarize(variant, size, weights_mode, results, loads.calls, engine)
+                rows.append(row)
+                print_row(row, streamed)
+        device.close()
+    finally:
+        board.stop()
+    print_table(rows)
+    return {
+        "rows": rows,
+        "images": [str(p) for p in images],
+        "streamed_images_per_s": {f"{v} {m}": s for (v, m), s in (streamed or {}).items()},
+        "board_cycles_total": board.cycles,
+    }
