@@ -12,19 +12,22 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge
 
-from fpga.layout import BufferSpace
+from fpga.layout import BYTE_SPACES, BufferSpace
 
 
 class EngineDriver:
-    """Puts stimuli in through the byte-wide buffer ports and the start pulse."""
+    """Puts stimuli in through the buffer write port (chunks of up to the port's width inside
+    one aligned block; a byte per cycle into fpga.layout.BYTE_SPACES) and the start pulse."""
 
     def __init__(self, dut):
         self.dut = dut
+        self.width = len(dut.write_data) // 8  # fpga.layout.transfer_bytes of the config
 
     async def reset(self):
         dut = self.dut
         for name in ("write_en", "read_en", "start", "clear_error"):
             getattr(dut, name).value = 0
+        dut.write_count.value = 1
         dut.rst.value = 1
         await FallingEdge(dut.clk)
         await FallingEdge(dut.clk)
@@ -32,13 +35,20 @@ class EngineDriver:
 
     async def write(self, space: int, offset: int, data: bytes):
         dut = self.dut
+        width = 1 if space in BYTE_SPACES else self.width
         dut.write_space.value = space
         dut.write_en.value = 1
-        for i, byte in enumerate(data):
-            dut.write_addr.value = offset + i
-            dut.write_data.value = byte
+        done = 0
+        while done < len(data):
+            at = offset + done
+            count = min(width - at % width, len(data) - done)
+            dut.write_addr.value = at
+            dut.write_data.value = int.from_bytes(data[done : done + count], "little")
+            dut.write_count.value = count
             await FallingEdge(dut.clk)
+            done += count
         dut.write_en.value = 0
+        dut.write_count.value = 1
 
     async def run(self, limit: int) -> tuple[int, int]:
         """Pulse start, wait for done; returns (cycles reported by the engine, error bit)."""
