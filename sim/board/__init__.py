@@ -44,7 +44,7 @@ VERILATOR_FLAGS = (
     "--prefix",
     "Vsoc",
     "-CFLAGS",
-    "-O1",
+    "-O2",  # ~1.6x the simulation speed of -O1 for ~30 s more build
 )
 #: the PyPI wheel's verilated.mk lacks the PCH include flag (see sim.runner)
 MAKEFLAGS = "CFG_CXXFLAGS_PCH_I=-include"
