@@ -114,6 +114,28 @@ def test_resident_network_is_bit_exact(resident_board, variant, weights_mode):
     assert status["sequencer_error"] == 0
 
 
+FULL_SIZES = {"v1.0": 227, "v1.1": 224}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("weights_mode", ["indices", "huffman"])
+@pytest.mark.parametrize("variant", ["v1.0", "v1.1"])
+def test_resident_full_size_network_is_bit_exact(resident_board, variant, weights_mode):
+    """The networks at their real input sizes (minutes each on the simulator)."""
+    size = FULL_SIZES[variant]
+    network = quant.quantize_network(variant, size=size)
+    x = network.quantize_input(preprocess(bundled_photos()[0], size))
+    device = open_device(resident_board)
+    try:
+        image = resident_image(device, network, weights_mode)
+        assert device.load_model(image).loaded
+        logits, stats = device.run_resident(image, x)
+    finally:
+        device.close()
+    np.testing.assert_array_equal(logits, expected_logits(network, x))
+    assert stats["minimum_link_bytes"] < stats["link_bytes"] < 1.05 * stats["minimum_link_bytes"]
+
+
 def test_three_images_back_to_back_with_one_model_load(resident_board):
     network, _ = network_and_image("v1.1")
     log = None
