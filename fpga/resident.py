@@ -179,6 +179,12 @@ def buffer_sizes(config: AcceleratorConfig) -> dict[BufferSpace, int]:
     }
 
 
+def buffer_address_bits(config: AcceleratorConfig) -> int:
+    """Bits of a byte address into the largest buffer space (the link's and the sequencer's
+    buffer address ports)."""
+    return (max(buffer_sizes(config).values()) - 1).bit_length()
+
+
 def _align(value: int, to: int) -> int:
     return -(-value // to) * to
 
@@ -874,6 +880,7 @@ __all__ = [
     "WINDOW_BYTES",
     "ResidentImage",
     "ResidentStats",
+    "buffer_address_bits",
     "buffer_sizes",
     "check_commands",
     "command",

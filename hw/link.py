@@ -39,7 +39,7 @@ from fpga.protocol import (
     Status,
     identify_fields,
 )
-from fpga.resident import HostSpace
+from fpga.resident import HostSpace, buffer_address_bits
 from fpga.resident import Opcode as Command
 from hw.sequencer import SequencerError, command_layout
 
@@ -131,12 +131,12 @@ class LinkController(wiring.Component):
                 # engine side (see hw.engine.ConvEngine)
                 "write_en": Out(1),
                 "write_space": Out(4),
-                "write_addr": Out(24),
+                "write_addr": Out(buffer_address_bits(config)),
                 "write_data": Out(8),
                 "write_ready": In(1, init=1),  # the write is taken in a cycle where this is 1
                 "read_en": Out(1),
                 "read_space": Out(4),
-                "read_addr": Out(24),
+                "read_addr": Out(buffer_address_bits(config)),
                 "read_valid": In(1),
                 "read_data": In(8),
                 "start": Out(1),

@@ -46,6 +46,7 @@ from fpga.resident import (
     Flag,
     HostSpace,
     Opcode,
+    buffer_address_bits,
     buffer_sizes,
     command_fields,
 )
@@ -95,7 +96,7 @@ class Sequencer(wiring.Component):
         self.host_sizes = dict(host_sizes or {})
         if any(space not in HostSpace for space in self.host_sizes):
             raise ValueError(f"host spaces must be HostSpace codes, not {list(self.host_sizes)}")
-        addr_bits = (max(self.buffer_sizes.values()) - 1).bit_length()
+        addr_bits = buffer_address_bits(config)
         if HostSpace.LINK in self.host_sizes:
             addr_bits = max(addr_bits, (self.host_sizes[HostSpace.LINK] - 1).bit_length())
         space_bits = max(HostSpace).bit_length()

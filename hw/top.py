@@ -113,7 +113,8 @@ class SoC(wiring.Component):
         write_en, write_space = Signal(), Signal.like(link.write_space)
         write_addr, write_data = Signal.like(engine.write_addr), Signal.like(engine.write_data)
         write_count = Signal.like(engine.write_count)  # the link writes bytes (count 1)
-        read_en, read_space, read_addr = Signal(), Signal.like(link.read_space), Signal(24)
+        read_en, read_space = Signal(), Signal.like(link.read_space)
+        read_addr = Signal.like(link.read_addr)
         start = Signal()
         if sequencer is None:
             m.d.comb += [
