@@ -12,6 +12,8 @@ engine errors) are themselves a view of the STATUS response.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from amaranth import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import crc, data, wiring
 from amaranth.lib.memory import Memory
@@ -244,6 +246,24 @@ class LinkController(wiring.Component):
             m.d.sync += [status.eq(code), fill_index.eq(0)]
             m.next = "FILL"
 
+        # what the resident-mode states share with the rest of the controller
+        context = SimpleNamespace(
+            header=header,
+            mem_write=mem_write,
+            mem_read=mem_read,
+            commit=commit,
+            counters=counters,
+            status=status,
+            resp_len=resp_len,
+            wr=wr,
+            rd=rd,
+            respond=respond,
+            fill=fill,
+            count=count,
+        )
+        if resident:
+            context.checksum, context.program_addr = checksum, program_addr
+
         with m.FSM():
             with m.State("SYNC0"):
                 m.d.comb += [self.rx_ready.eq(1), self.idle.eq(1)]
@@ -329,9 +349,7 @@ class LinkController(wiring.Component):
                         with m.Case(Opcode.RUN):
                             m.next = "RUN"
                         if resident:
-                            self._resident_requests(
-                                m, header, mem_write, mem_read, commit, counters, respond, fill
-                            )
+                            self._resident_requests(m, context)
                         with m.Default():
                             count(counters.bad_opcodes)
                             respond(Status.BAD_OPCODE)
@@ -380,22 +398,7 @@ class LinkController(wiring.Component):
                     with m.If(self.error):
                         count(counters.engine_errors)
             if resident:
-                self._resident_states(
-                    m,
-                    header,
-                    mem_read,
-                    commit,
-                    counters,
-                    checksum,
-                    program_addr,
-                    wr,
-                    rd,
-                    respond,
-                    fill,
-                    count,
-                    status,
-                    resp_len,
-                )
+                self._resident_states(m, context)
             with m.State("FILL"):
                 # the opcode's response layout, byte by byte, after the status byte
                 m.d.comb += [wr.addr.eq(RESPONSE_STATUS.size + fill_index), wr.en.eq(1)]
@@ -444,86 +447,70 @@ class LinkController(wiring.Component):
 
         return m
 
-    def _resident_requests(self, m, header, mem_write, mem_read, commit, counters, respond, fill):
+    def _resident_requests(self, m, c):
         """CHECK's cases for the resident-mode opcodes: validate, then hand over a command."""
         cfg = self.config
         command = self.seq_command  # registered: set here, handed over in SUBMIT
         with m.Case(Opcode.MEM_WRITE):
-            with m.If(header.length < MEM_WRITE_REQUEST.size):
-                respond(Status.BAD_LENGTH)
-            with m.Elif(header.length == MEM_WRITE_REQUEST.size):
-                respond(Status.OK)
+            with m.If(c.header.length < MEM_WRITE_REQUEST.size):
+                c.respond(Status.BAD_LENGTH)
+            with m.Elif(c.header.length == MEM_WRITE_REQUEST.size):
+                c.respond(Status.OK)
             with m.Else():
-                with m.If(mem_write.addr < counters.model_bytes):  # into the model: forget it
-                    m.d.sync += [counters.model_loaded.eq(0), counters.model_bytes.eq(0)]
+                with m.If(c.mem_write.addr < c.counters.model_bytes):  # into the model: forget it
+                    m.d.sync += [c.counters.model_loaded.eq(0), c.counters.model_bytes.eq(0)]
                 m.d.sync += [
                     command.eq(0),
                     command.opcode.eq(Command.STORE),
                     command.space.eq(HostSpace.LINK),
-                    command.length.eq(header.length - MEM_WRITE_REQUEST.size),
-                    command.dram_addr.eq(mem_write.addr),
+                    command.length.eq(c.header.length - MEM_WRITE_REQUEST.size),
+                    command.dram_addr.eq(c.mem_write.addr),
                     command.buffer_offset.eq(MEM_WRITE_REQUEST.size),
                     command.count.eq(1),
                 ]
                 m.next = "SUBMIT"
         with m.Case(Opcode.MEM_READ):
-            too_long = mem_read.count > cfg.max_payload - RESPONSE_STATUS.size
-            with m.If((header.length != MEM_READ_REQUEST.size) | too_long):
-                respond(Status.BAD_LENGTH)
+            too_long = c.mem_read.count > cfg.max_payload - RESPONSE_STATUS.size
+            with m.If((c.header.length != MEM_READ_REQUEST.size) | too_long):
+                c.respond(Status.BAD_LENGTH)
             with m.Else():
                 m.d.sync += [
                     command.eq(0),
                     command.opcode.eq(Command.LOAD),
                     command.space.eq(HostSpace.LINK),
-                    command.length.eq(mem_read.count),
-                    command.dram_addr.eq(mem_read.addr),
+                    command.length.eq(c.mem_read.count),
+                    command.dram_addr.eq(c.mem_read.addr),
                     command.buffer_offset.eq(RESPONSE_STATUS.size),
                     command.count.eq(1),
                 ]
                 m.next = "SUBMIT"
         with m.Case(Opcode.MODEL_COMMIT):
-            with m.If(header.length != MODEL_COMMIT_REQUEST.size):
-                respond(Status.BAD_LENGTH)
+            with m.If(c.header.length != MODEL_COMMIT_REQUEST.size):
+                c.respond(Status.BAD_LENGTH)
             with m.Else():
                 m.d.sync += [
-                    counters.model_loaded.eq(0),
-                    counters.model_bytes.eq(0),
-                    counters.model_fingerprint.eq(0),
+                    c.counters.model_loaded.eq(0),
+                    c.counters.model_bytes.eq(0),
+                    c.counters.model_fingerprint.eq(0),
                     command.eq(0),
                     command.opcode.eq(Command.LOAD),
                     command.space.eq(HostSpace.CHECKSUM),
-                    command.length.eq(commit.bytes),
+                    command.length.eq(c.commit.bytes),
                     command.count.eq(1),
                 ]
                 m.next = "SUBMIT"
         with m.Case(Opcode.RUN_RESIDENT):
-            with m.If(counters.model_loaded == 0):
-                respond(Status.NO_MODEL)
+            with m.If(c.counters.model_loaded == 0):
+                c.respond(Status.NO_MODEL)
             with m.Else():
                 m.next = "SEQ_START"
 
-    def _resident_states(
-        self,
-        m,
-        header,
-        mem_read,
-        commit,
-        counters,
-        checksum,
-        program_addr,
-        wr,
-        rd,
-        respond,
-        fill,
-        count,
-        status,
-        resp_len,
-    ):
+    def _resident_states(self, m, c):
         """The states that wait for the sequencer, and the frame buffer as its LINK space."""
         # reads of the LINK space answer one cycle later, as the engine's buffers do
-        m.d.sync += [self.host_read_data.eq(rd.data), self.host_read_valid.eq(self.host_read_en)]
+        m.d.sync += [self.host_read_data.eq(c.rd.data), self.host_read_valid.eq(self.host_read_en)]
         with m.State("SUBMIT"):
-            m.d.comb += [self.seq_submit.eq(1), checksum.start.eq(1)]
+            m.d.comb += [self.seq_submit.eq(1), c.checksum.start.eq(1)]
             m.next = "SEQ_WAIT"
         with m.State("SEQ_START"):
             m.d.comb += self.seq_start.eq(1)
@@ -532,45 +519,45 @@ class LinkController(wiring.Component):
             # the sequencer owns the frame buffer: LOADs into LINK write it, STOREs read it
             to_link = self.host_write_en & (self.host_write_space == HostSpace.LINK)
             m.d.comb += [
-                wr.addr.eq(self.host_write_addr),
-                wr.data.eq(self.host_write_data),
-                wr.en.eq(to_link),
-                rd.addr.eq(self.host_read_addr),
+                c.wr.addr.eq(self.host_write_addr),
+                c.wr.data.eq(self.host_write_data),
+                c.wr.en.eq(to_link),
+                c.rd.addr.eq(self.host_read_addr),
             ]
             with m.If(self.seq_done):
                 failed = self.seq_error_code != SequencerError.NONE
                 with m.If(failed):
                     m.d.sync += [
-                        counters.sequencer_error.eq(self.seq_error_code),
-                        counters.sequencer_pc.eq(self.seq_pc),
+                        c.counters.sequencer_error.eq(self.seq_error_code),
+                        c.counters.sequencer_pc.eq(self.seq_pc),
                     ]
                     with m.If(self.seq_error_code == SequencerError.ENGINE):
-                        count(counters.engine_errors)
-                with m.Switch(header.opcode):
+                        c.count(c.counters.engine_errors)
+                with m.Switch(c.header.opcode):
                     with m.Case(Opcode.MEM_READ):
                         with m.If(failed):
-                            respond(Status.DEVICE_ERROR)
+                            c.respond(Status.DEVICE_ERROR)
                         with m.Else():
                             m.d.sync += [
-                                status.eq(Status.OK),
-                                resp_len.eq(RESPONSE_STATUS.size + mem_read.count),
+                                c.status.eq(Status.OK),
+                                c.resp_len.eq(RESPONSE_STATUS.size + c.mem_read.count),
                             ]
                             m.next = "RESPOND"
                     with m.Case(Opcode.MODEL_COMMIT):
-                        match = ~failed & (checksum.crc == commit.crc)
+                        match = ~failed & (c.checksum.crc == c.commit.crc)
                         with m.If(match):
                             m.d.sync += [
-                                counters.model_loaded.eq(1),
-                                counters.model_bytes.eq(commit.bytes),
-                                counters.model_fingerprint.eq(commit.fingerprint),
-                                program_addr.eq(commit.program_addr),
+                                c.counters.model_loaded.eq(1),
+                                c.counters.model_bytes.eq(c.commit.bytes),
+                                c.counters.model_fingerprint.eq(c.commit.fingerprint),
+                                c.program_addr.eq(c.commit.program_addr),
                             ]
-                        fill(
+                        c.fill(
                             Mux(
                                 failed, Status.DEVICE_ERROR, Mux(match, Status.OK, Status.BAD_MODEL)
                             )
                         )
                     with m.Case(Opcode.RUN_RESIDENT):
-                        fill(Mux(failed, Status.DEVICE_ERROR, Status.OK))
+                        c.fill(Mux(failed, Status.DEVICE_ERROR, Status.OK))
                     with m.Default():  # MEM_WRITE
-                        respond(Mux(failed, Status.DEVICE_ERROR, Status.OK))
+                        c.respond(Mux(failed, Status.DEVICE_ERROR, Status.OK))

@@ -546,3 +546,12 @@ class Sequencer(wiring.Component):
 def _wide_loads() -> tuple:
     """The buffer spaces a LOAD writes in chunks (every BufferSpace not in BYTE_SPACES)."""
     return tuple(space for space in BufferSpace if space not in BYTE_SPACES)
+
+
+def connect_dma(m, sequencer: Sequencer, dma) -> None:
+    """Join the sequencer's DMA side to a ``hw.dma.DMA`` (its streams and the writer's busy)."""
+    wiring.connect(m, sequencer.dma_read_request, dma.read_request)
+    wiring.connect(m, dma.read_data, sequencer.dma_read_data)
+    wiring.connect(m, sequencer.dma_write_request, dma.write_request)
+    wiring.connect(m, sequencer.dma_write_data, dma.write_data)
+    m.d.comb += sequencer.dma_write_busy.eq(dma.write_busy)

@@ -40,7 +40,7 @@ from hw.dram import LiteDRAMNative, NativePortSignature
 from hw.engine import ConvEngine
 from hw.huffman import HuffmanDecoder
 from hw.link import LinkController
-from hw.sequencer import Sequencer
+from hw.sequencer import Sequencer, connect_dma
 
 
 @dataclass(frozen=True, eq=False)
@@ -237,11 +237,7 @@ class SoC(wiring.Component):
             host_sizes=host_sizes,
         )
         m.submodules.dma = dma = DMA(memory.data_width, memory.address_width)
-        wiring.connect(m, sequencer.dma_read_request, dma.read_request)
-        wiring.connect(m, dma.read_data, sequencer.dma_read_data)
-        wiring.connect(m, sequencer.dma_write_request, dma.write_request)
-        wiring.connect(m, sequencer.dma_write_data, dma.write_data)
-        m.d.comb += sequencer.dma_write_busy.eq(dma.write_busy)
+        connect_dma(m, sequencer, dma)
         if memory.core_ports is None:
             wiring.connect(m, dma.dram, wiring.flipped(self.dram))
         else:

@@ -14,7 +14,7 @@ import random
 import numpy as np
 import pytest
 from amaranth import Module
-from amaranth.lib import data, wiring
+from amaranth.lib import data
 from amaranth.sim import Simulator
 
 from fpga.config import DEFAULT_CONFIG
@@ -33,7 +33,7 @@ from fpga.resident import (
 )
 from hw.dma import DMA
 from hw.dram import READ_BUFFER_DEPTH
-from hw.sequencer import Sequencer, SequencerError, command_layout
+from hw.sequencer import Sequencer, SequencerError, command_layout, connect_dma
 from tests.hw.test_dram import NativePortModel
 
 WORD_BYTES = 16
@@ -100,11 +100,7 @@ def run_sequencer(dram, pc, engine, rng, dram_size=None, write_stall=0.0, limit=
     dma = DMA(8 * WORD_BYTES, address_width, in_flight=in_flight)
     m = Module()
     m.submodules.seq, m.submodules.dma = seq, dma
-    wiring.connect(m, seq.dma_read_request, dma.read_request)
-    wiring.connect(m, dma.read_data, seq.dma_read_data)
-    wiring.connect(m, seq.dma_write_request, dma.write_request)
-    wiring.connect(m, seq.dma_write_data, dma.write_data)
-    m.d.comb += seq.dma_write_busy.eq(dma.write_busy)
+    connect_dma(m, seq, dma)
     port_model = NativePortModel(
         rng, dram, latency=(20, 20) if isinstance(rng, FixedRng) else (3, 25)
     )
