@@ -1,7 +1,8 @@
 """Batch inference over many simulated boards with Ray (host.batch, docs/batch.md).
 
-v1.1 at 64 as a 6-bit .sqz model (reduced size as tests/e2e/test_e2e.py): loading it into a
-simulated board's DRAM takes ~20 s, an image ~10 s; the boards run in parallel on the 2 cores.
+v1.1 at 32 (the smallest input) as a 6-bit .sqz model, weights as Huffman streams (the smaller
+DRAM image): loading it into a simulated board's DRAM takes ~15 s, an image ~5 s; the boards
+share the 2 cores.
 Processes are tracked by PID (with their start time, so a reused PID is not mistaken for a
 survivor): every process the batch started — Ray's, the actors', the simulated boards' — must
 be gone after success, failure and Ctrl-C.
@@ -26,7 +27,7 @@ from host import batch
 from host.batch import BatchError, DeviceSpec, classify_batch, expand_images, parse_devices
 
 ROOT = Path(__file__).resolve().parents[2]
-VARIANT, SIZE = "v1.1", 64
+VARIANT, SIZE, WEIGHTS_MODE = "v1.1", 32, "huffman"
 PHOTOS = ROOT / "fpga" / "data" / "photos"
 
 
@@ -116,14 +117,15 @@ def model_file(tmp_path_factory):
 
 
 def cli_args(model: Path, paths: list, devices: str, **options) -> argparse.Namespace:
-    """What ``python -m host.infer PATH... --model M --size 64 --devices ...`` parses to."""
+    """What ``python -m host.infer PATH... --model M --size 32 --weights-mode huffman
+    --devices ...`` parses to."""
     values = dict(
         images=[str(p) for p in paths],
         variant=VARIANT,
         model=str(model),
         device="sim",
         size=SIZE,
-        weights_mode="indices",
+        weights_mode=WEIGHTS_MODE,
         mode=None,
         json=False,
         board=None,
@@ -237,7 +239,7 @@ def test_three_boards_equal_one_board_image_by_image(resident_board_binary, mode
 
     network, compressed = load_for_device(model_file)
     images = bundled_photos()
-    options = {"weights_mode": "indices", "mode": "resident", "baud": None}
+    options = {"weights_mode": WEIGHTS_MODE, "mode": "resident", "baud": None}
     with BoardProcess(resident_board_binary) as board:
         device = Device.open(board.url)
         try:
@@ -268,7 +270,7 @@ def test_a_board_killed_mid_batch(resident_board_binary, model_file, tmp_path):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8 not a jpeg")
     out_csv = tmp_path / "results.csv"
-    paths = [PHOTOS, broken, PHOTOS]  # 7 images, the broken one fourth
+    paths = [PHOTOS, broken, bundled_photos()[1]]  # 5 images, the broken one fourth
     process = start_cli(cli_args(model_file, paths, "3", csv=str(out_csv)))
     watch = Watch(process.pid)
     watch.start()
@@ -286,15 +288,15 @@ def test_a_board_killed_mid_batch(resident_board_binary, model_file, tmp_path):
     out = "".join(lines)
     assert killed is not None, out + err
     assert process.returncode == 1, out + err  # one image failed
-    assert "6 of 7 images on 3 boards" in out, out
+    assert "4 of 5 images on 3 boards" in out, out
     failed_board = [line for line in lines if line.startswith("FAILED board")]
     assert len(failed_board) == 1 and f"pid {killed}" in failed_board[0], out
     assert f"FAILED image {broken}" in out
-    assert out.count("equals fpga.golden: yes, bit for bit") == 6, out
+    assert out.count("equals fpga.golden: yes, bit for bit") == 4, out
     with open(out_csv, newline="") as f:
         rows = list(csv.DictReader(f))
     assert [r["image"] for r in rows] == [str(p) for p in expand_images([str(p) for p in paths])]
-    assert [r["golden_match"] for r in rows] == ["True"] * 3 + [""] + ["True"] * 3
+    assert [r["golden_match"] for r in rows] == ["True"] * 3 + ["", "True"]
     assert rows[3]["error"] and not rows[3]["board"]
     assert {r["board"] for r in rows} <= {"sim0", "sim1", "sim2", ""}
 
