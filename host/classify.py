@@ -168,6 +168,7 @@ def _classify_resident(device: Device, info: DeviceInfo, network, program, image
     image = compile_resident(program, dram_size=info.dram_bytes, input_size=network.input_size)
     load = device.load_model(image)
     fingerprint = image.fingerprint()
+    engine_alone = sum(program.predicted_cycles().values())  # the engine with nothing to wait for
     labels = load_labels()
     results = []
     for path in images:
@@ -185,6 +186,8 @@ def _classify_resident(device: Device, info: DeviceInfo, network, program, image
                 "golden_match": bool(np.array_equal(sums, expected)),
                 **stats,
                 "link_ratio": stats["link_bytes"] / stats["minimum_link_bytes"],
+                "engine_alone_cycles": engine_alone,
+                "device_engine_ratio": cycles / engine_alone,
                 "engine_share": stats["engine_cycles"] / cycles if cycles else 0.0,
                 "dma_wait_share": stats["dma_wait_cycles"] / cycles if cycles else 0.0,
                 "other_share": stats["other_cycles"] / cycles if cycles else 0.0,
@@ -219,6 +222,10 @@ def _print_resident(r: dict) -> None:
     print(
         f"  device cycles {r['cycles']:>13,}  engine {r['engine_share']:.1%}  "
         f"DMA wait {r['dma_wait_share']:.1%}  other {r['other_share']:.1%}"
+    )
+    print(
+        f"  engine alone  {r['engine_alone_cycles']:>13,}  (the device needs "
+        f"{r['device_engine_ratio']:.2f}x its cycles)"
     )
     print(
         f"  link bytes    {r['link_bytes']:>13,}  (minimum {r['minimum_link_bytes']:,}: input "
