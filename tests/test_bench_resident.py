@@ -10,6 +10,7 @@ from host.driver import ModelLoad
 def _result(cycles, loaded, load_link_bytes, wall):
     return {
         "cycles": cycles,
+        "engine_alone_cycles": 1_000_000,
         "engine_share": 0.5,
         "dma_wait_share": 0.1,
         "other_share": 0.4,
@@ -32,7 +33,7 @@ def _result(cycles, loaded, load_link_bytes, wall):
 
 def test_summarize_one_load_two_images():
     results = [_result(1_000_000, True, 6000, 30.0), _result(1_200_000, False, 0, 40.0)]
-    row = resident.summarize("v1.0", 227, "huffman", results, [(ModelLoad(True, 6000), 2.5)], 1e6)
+    row = resident.summarize("v1.0", 227, "huffman", results, [(ModelLoad(True, 6000), 2.5)])
     assert row["model_load"] == {
         "calls": 1,
         "writes": 1,
@@ -54,7 +55,7 @@ def test_summarize_one_load_two_images():
 def test_summarize_flags_a_second_load():
     results = [_result(1, True, 6000, 1.0), _result(1, True, 6000, 1.0)]
     loads = [(ModelLoad(True, 6000), 1.0), (ModelLoad(True, 6000), 1.0)]
-    assert resident.summarize("v1.1", 224, "indices", results, loads, 1)["reloaded_after_first"]
+    assert resident.summarize("v1.1", 224, "indices", results, loads)["reloaded_after_first"]
 
 
 def test_streamed_figures(tmp_path):
