@@ -312,15 +312,14 @@ def test_mode_defaults_to_resident_only_with_dram():
         choose_mode("resident", without)
 
 
-def test_predicted_images_per_s_is_the_benchmarks_formula():
-    """One formula: bench/e2e.py's 12 Mbaud UART prediction (compute + framed bytes / 1.2 MB/s)."""
-    from bench.e2e import UART_BYTES_PER_S
-
-    cycles, clock, framed = 13_776_660, 100e6, 16_991_614
-    expected = 1 / (cycles / clock + framed / UART_BYTES_PER_S)
-    assert predicted_images_per_s(cycles, clock, framed, 12_000_000) == pytest.approx(expected)
+def test_predicted_images_per_s_adds_compute_and_8n1_link_time():
+    """The one formula (bench/e2e.py and bench/resident.py call it too): a 12 Mbaud 8N1 UART
+    moves 1.2 MB/s; compute and transfer do not overlap."""
+    one_second = 100_000_000
+    assert predicted_images_per_s(one_second, 100e6, 1_200_000, 12_000_000) == pytest.approx(0.5)
+    assert predicted_images_per_s(one_second, 100e6, 0, 12_000_000) == pytest.approx(1.0)
     # resident: ~160 KB per image makes the device's cycles matter
-    assert predicted_images_per_s(cycles, clock, 160_000, 12_000_000) > 3
+    assert predicted_images_per_s(13_776_660, 100e6, 160_000, 12_000_000) > 3
 
 
 # -- model load ---------------------------------------------------------------------------------
