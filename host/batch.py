@@ -545,8 +545,8 @@ def summary_lines(report: BatchReport) -> list[str]:
     steady = report.wall_s - report.first_image_s
     lines = [
         f"{len(done)} of {len(report.results)} images on {len(report.boards)} boards in "
-        f"{report.wall_s:.1f} s ({len(done) / steady if steady > 0 and done else 0:.2f} images/s "
-        f"after the first board was ready at {report.first_image_s:.1f} s)",
+        f"{report.wall_s:.1f} s ({len(done) / steady if steady > 0 and done else 0:.3f} images/s "
+        f"from the first image, handed out at {report.first_image_s:.1f} s)",
         "per board: " + _counts(report.boards),
     ]
     for b in report.boards:
