@@ -8,16 +8,17 @@ the last board was ready (and, for comparison, from the first image handed out: 
 boards' loads then compete with the first images). The machine's load average is printed
 with each row: other work on the 2 cores shows in these numbers.
 
-Predicted for real boards: the per-board figure is host.classify.predicted_images_per_s (the
-resident issue's: compute, then the UART transfer, no overlap) for v1.0 at 227, from the
-sequencer's cycle estimate (fpga.resident.sequential_cycles, within 0.5 % of the simulated
-board's count) and the per-image link bytes (input + logits, times the framing overhead
-measured here). Each board has its own UART, so N boards give N times that, until the host's
-own per-image work (preprocessing and the fpga.golden check, on the host's cores) is the limit.
+Predicted for real boards: the per-board figure is the resident bench's
+(``python -m bench resident``, saved in bench/results/resident.json: host.classify's
+predicted_images_per_s of the simulated board's measured cycles and link bytes at the Arty
+A7's 100 MHz over its 12 Mbaud UART; not re-run here). Each board has its own UART, so N boards
+give N times that, until the host's own per-image work (preprocessing and the fpga.golden check,
+on the host's cores) is the limit.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import time
@@ -27,15 +28,14 @@ from fpga import golden, quant
 from fpga.boards import get_board
 from fpga.compile import compile_network
 from fpga.image import bundled_photos, preprocess
-from fpga.resident import compile_resident, sequential_cycles
+from fpga.resident import compile_resident
 from host.batch import DeviceSpec, classify_batch
-from host.classify import predicted_images_per_s
 from host.infer import DEFAULT_BOARD
 from host.simulated import build_binary
 
 VARIANT, SIZE, IMAGES = "v1.1", 64, 10
 BOARD_COUNTS = (1, 2, 4)
-FULL = ("v1.0", 227)
+RESIDENT_RESULTS = Path(__file__).parent / "results" / "resident.json"
 ARTY_COUNTS = (1, 2, 4, 8, 16)
 REPS = 5
 
@@ -122,44 +122,58 @@ def _simulated(binary) -> list[dict]:
     return rows
 
 
-def _arty(link_ratio: float) -> dict:
-    """Per-board images/s of v1.0 at 227 on an Arty A7 (100 MHz, its UART) and the host's limit."""
-    variant, size = FULL
+def _host_work(variant: str, size: int) -> dict:
+    """The host's own seconds per image for ``variant`` at ``size``: preprocessing and the
+    fpga.golden check (every image), and the recompile today's classify_one adds."""
     network = quant.quantize_network(variant, size=size)
     board = get_board(DEFAULT_BOARD)
-    config = board.config
-    dram = board.memory.size_bytes
-    compile_s = []
-    for _ in range(REPS):  # what classify_one redoes per image today
-        start = time.perf_counter()
-        program = compile_network(network, config)
-        image = compile_resident(program, dram_size=dram, input_size=network.input_size)
-        compile_s.append(time.perf_counter() - start)
-    cycles = sequential_cycles(image)["total"]
-    link_bytes = image.link_bytes_per_image() * link_ratio
-    per_board = predicted_images_per_s(cycles, config.clock_mhz * 1e6, link_bytes, board.baud)
-    host = []
+    compile_s, host = [], []
     for i in range(REPS):
+        start = time.perf_counter()
+        program = compile_network(network, board.config)
+        compile_resident(program, dram_size=board.memory.size_bytes, input_size=network.input_size)
+        compile_s.append(time.perf_counter() - start)
         start = time.perf_counter()
         x = network.quantize_input(preprocess(bundled_photos()[i % 3], size))
         golden.run_network(network, x, keep=False)
         host.append(time.perf_counter() - start)
-    host_s, compile_s = statistics.median(host), statistics.median(compile_s)
+    return {"host_s": statistics.median(host), "recompile_s": statistics.median(compile_s)}
+
+
+def _arty() -> list[dict] | None:
+    """Images/s for N Arty A7 boards: the per-board figure of ``python -m bench resident``
+    (bench/results/resident.json: host.classify.predicted_images_per_s of the simulated board's
+    measured cycles and link bytes) times N, capped by the host's per-image work."""
+    if not RESIDENT_RESULTS.exists():
+        return None
     cores = os.cpu_count() or 1
-    return {
-        "variant": variant,
-        "size": size,
-        "cycles": cycles,
-        "clock_mhz": config.clock_mhz,
-        "baud": board.baud,
-        "link_bytes": link_bytes,
-        "per_board_images_per_s": per_board,
-        "host_s_per_image": host_s,
-        "host_recompile_s_per_image": compile_s,
-        "host_cores": cores,
-        "host_limit_images_per_s": cores / host_s,
-        "host_limit_with_recompile_images_per_s": cores / (host_s + compile_s),
-    }
+    rows, work = [], {}
+    for r in json.loads(RESIDENT_RESULTS.read_text())["rows"]:
+        key = (r["variant"], r["size"])
+        work[key] = work.get(key) or _host_work(*key)
+        host_limit = cores / work[key]["host_s"]
+        today_limit = cores / (work[key]["host_s"] + work[key]["recompile_s"])
+        rows.append(
+            {
+                "variant": r["variant"],
+                "size": r["size"],
+                "weights_mode": r["weights_mode"],
+                "per_board_images_per_s": r["predicted_images_per_s"],
+                "host_s_per_image": work[key]["host_s"],
+                "host_recompile_s_per_image": work[key]["recompile_s"],
+                "host_cores": cores,
+                "host_limit_images_per_s": host_limit,
+                "host_limit_with_recompile_images_per_s": today_limit,
+                # with a per-session classify API (no recompile per image), and as today
+                "predicted_images_per_s": {
+                    n: min(n * r["predicted_images_per_s"], host_limit) for n in ARTY_COUNTS
+                },
+                "predicted_images_per_s_today": {
+                    n: min(n * r["predicted_images_per_s"], today_limit) for n in ARTY_COUNTS
+                },
+            }
+        )
+    return rows
 
 
 def main() -> dict:
@@ -183,27 +197,23 @@ def main() -> dict:
         + f"{cores} boards: each simulated board is one Verilator process on one core, and "
         "more boards only share the cores (the load average shows what else ran)."
     )
-    arty = _arty(rows[0]["link_ratio"])
-    predicted = {
-        n: min(n * arty["per_board_images_per_s"], arty["host_limit_images_per_s"])
-        for n in ARTY_COUNTS
-    }
-    print(
-        f"{arty['variant']}@{arty['size']} on a real Arty A7 ({arty['clock_mhz']:.0f} MHz, "
-        f"{arty['baud'] / 1e6:g} Mbaud UART): {arty['cycles']:,} cycles + "
-        f"{arty['link_bytes']:,.0f} link bytes per image -> "
-        f"{arty['per_board_images_per_s']:.2f} images/s per board "
-        "(host.classify.predicted_images_per_s)"
-    )
-    print(
-        f"host work per image (preprocess + fpga.golden check, median of {REPS}): "
-        f"{arty['host_s_per_image']:.2f} s "
-        f"-> at most {arty['host_limit_images_per_s']:.1f} images/s on {arty['host_cores']} cores"
-        f" (today's per-image recompile adds {arty['host_recompile_s_per_image']:.2f} s: "
-        f"{arty['host_limit_with_recompile_images_per_s']:.1f} images/s)"
-    )
-    print(
-        "predicted images/s for N Arty boards: "
-        + ", ".join(f"{n}: {v:.1f}" for n, v in predicted.items())
-    )
-    return {"simulated": rows, "arty": arty, "arty_predicted_images_per_s": predicted}
+    arty = _arty()
+    if arty is None:
+        print(
+            "Arty A7 prediction: no per-board figure (bench/results/resident.json; run "
+            "`python -m bench resident` first)"
+        )
+    for a in arty or []:
+        print(
+            f"{a['variant']}@{a['size']} ({a['weights_mode']}) on Arty A7 boards: "
+            f"{a['per_board_images_per_s']:.2f} images/s per board (bench resident); host work "
+            f"{a['host_s_per_image']:.2f} s an image -> at most "
+            f"{a['host_limit_images_per_s']:.0f} images/s on {a['host_cores']} cores (with "
+            f"today's recompile, +{a['host_recompile_s_per_image']:.2f} s: "
+            f"{a['host_limit_with_recompile_images_per_s']:.1f}); N boards: "
+            + ", ".join(f"{n}: {v:.1f}" for n, v in a["predicted_images_per_s"].items())
+            + " (today: "
+            + ", ".join(f"{v:.1f}" for v in a["predicted_images_per_s_today"].values())
+            + ")"
+        )
+    return {"simulated": rows, "arty": arty}
