@@ -134,7 +134,7 @@ def classify_one(device, network, compressed, path, options: dict) -> dict:
     """The per-board work for one image on an open board whose model is loaded.
 
     Today host.classify's ``classify_on_device`` for a one-image list: it re-reads IDENTIFY and
-    recompiles the program (~0.3 s at 227), and its model load is one STATUS frame (the board
+    recompiles the program (~0.1 s at 227), and its model load is one STATUS frame (the board
     holds the model's fingerprint, so nothing is written). One function to adapt when
     host.classify exposes a per-session API (load once, then images only)."""
     from host.classify import classify_on_device
