@@ -25,12 +25,11 @@ import time
 from pathlib import Path
 
 from fpga import golden, quant
-from fpga.boards import get_board
+from fpga.boards import DEFAULT_BOARD, get_board
 from fpga.compile import compile_network
 from fpga.image import bundled_photos, preprocess
 from fpga.resident import compile_resident
 from host.batch import DeviceSpec, classify_batch
-from host.infer import DEFAULT_BOARD
 from host.simulated import build_binary
 
 VARIANT, SIZE, IMAGES = "v1.1", 64, 10

@@ -13,9 +13,8 @@ mode choice.
 """
 
 from bench._board import board_run
-from fpga.boards import get_board
+from fpga.boards import DEFAULT_BOARD, get_board
 from host.classify import predicted_images_per_s
-from host.infer import DEFAULT_BOARD
 
 UART_BAUD = get_board(DEFAULT_BOARD).baud  # the Arty A7's 12 Mbaud 8N1 UART
 PCIE_GEN2_X1_BYTES_PER_S = 400e6

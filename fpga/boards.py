@@ -104,6 +104,10 @@ BOARDS = {
 }
 
 
+#: the board the host assumes (its UART baud, its DRAM) when none is named
+DEFAULT_BOARD = "arty_a7"
+
+
 def get_board(name: str) -> Board:
     if name not in BOARDS:
         raise BoardError(f"unknown board {name!r}; known boards: {', '.join(BOARDS)}")

@@ -18,6 +18,9 @@ from fpga.errors import UserError
 #: how conv weights travel to the device: codebook-index bytes, or canonical Huffman streams
 #: that the on-chip decoder (hw.huffman) turns into index bytes
 WEIGHTS_MODES = ("indices", "huffman")
+#: where the model lives during inference: in the board's DRAM, the device running the program
+#: (resident; the default on a device with DRAM), or on the host, every tile over the link
+RESIDENCY_MODES = ("resident", "streamed")
 
 
 class ConfigError(UserError, ValueError):

@@ -23,8 +23,9 @@ import numpy as np
 
 from fpga import golden
 from fpga.arch import check_variant
-from fpga.boards import get_board
+from fpga.boards import DEFAULT_BOARD, get_board
 from fpga.compile import compile_network, execute, tile_count
+from fpga.config import RESIDENCY_MODES
 from fpga.errors import UserError
 from fpga.graph import check_input_size
 from fpga.image import load_image, load_labels, preprocess, top5
@@ -32,7 +33,6 @@ from fpga.protocol import DeviceInfo
 from fpga.resident import compile_resident
 from fpga.sqz import load_for_device
 from host.driver import Device
-from host.infer import DEFAULT_BOARD, MODES
 from host.simulated import BoardProcess, build_binary
 
 
@@ -69,8 +69,8 @@ def choose_mode(requested: str | None, info: DeviceInfo) -> str:
     """The mode to run in: ``requested``, or by default resident when the device has DRAM."""
     if requested is None:
         return "resident" if info.dram_bytes else "streamed"
-    if requested not in MODES:
-        raise ModeError(f"unknown mode {requested!r}; choose one of {', '.join(MODES)}")
+    if requested not in RESIDENCY_MODES:
+        raise ModeError(f"unknown mode {requested!r}; choose one of {', '.join(RESIDENCY_MODES)}")
     if requested == "resident" and not info.dram_bytes:
         raise ModeError(
             "--mode resident needs a board with DRAM, and this device reports none "

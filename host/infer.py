@@ -19,16 +19,11 @@ from __future__ import annotations
 import sys
 
 from fpga.arch import VARIANTS
-from fpga.boards import BOARDS, get_board
+from fpga.boards import BOARDS, DEFAULT_BOARD, get_board
 from fpga.cli import ArgumentParser
-from fpga.config import WEIGHTS_MODES
+from fpga.config import RESIDENCY_MODES, WEIGHTS_MODES
 from fpga.errors import UserError, run_cli
-
-#: the board whose baud the host opens a serial port at when neither --board nor --baud is given
-DEFAULT_BOARD = "arty_a7"
-#: --mode: the model in the board's DRAM, or every tile over the link (default: resident when
-#: the device reports DRAM, see host.classify.choose_mode)
-MODES = ("resident", "streamed")
+from host import batch
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--mode",
-        choices=MODES,
+        choices=RESIDENCY_MODES,
         help="resident: the model lives in the board's DRAM (default when the device has "
         "DRAM); streamed: the host sends every tile",
     )
@@ -58,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--baud", type=int, help="UART baud rate (overrides --board's)")
     parser.add_argument("--no-progress", action="store_true")
+    batch.add_arguments(parser)  # --devices, --ray-address, --csv: many boards with Ray
     args = parser.parse_args(argv)
     return run_cli(lambda: _run(args))
 
@@ -72,6 +68,8 @@ def serial_baud(args) -> int:
 
 
 def _run(args) -> int:
+    if args.devices or args.ray_address or args.csv:
+        return batch.run(args, serial_baud)
     # the work (NumPy, compiler, driver) is imported only once the arguments are good
     from host.classify import run
 

@@ -139,21 +139,16 @@ def cli_args(model: Path, paths: list, devices: str, **options) -> argparse.Name
     return argparse.Namespace(**values)
 
 
-#: host.batch.run as host.infer calls it with --devices (run_cli: exit 2 on a UserError, 130 on
-#: Ctrl-C), for the runs that need a process of their own to be killed or interrupted
-SCRIPT = """
-import argparse, sys
-from fpga.errors import run_cli
-from host import batch
-from host.infer import serial_baud
-args = argparse.Namespace(**{args!r})
-sys.exit(run_cli(lambda: batch.run(args, serial_baud)))
-"""
-
-
 def start_cli(args: argparse.Namespace) -> subprocess.Popen:
+    """``python -m host.infer`` with the options ``args`` holds, in a process of its own (for the
+    runs that need to be killed or interrupted)."""
+    argv = [*args.images, "--variant", args.variant, "--model", args.model]
+    argv += ["--size", str(args.size), "--weights-mode", args.weights_mode]
+    argv += ["--devices", args.devices, "--no-progress"]
+    if args.csv:
+        argv += ["--csv", args.csv]
     return subprocess.Popen(
-        [sys.executable, "-u", "-c", SCRIPT.format(args=vars(args))],
+        [sys.executable, "-u", "-m", "host.infer", *argv],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
