@@ -70,6 +70,7 @@ from fpga.layout import (
     DESCRIPTOR_BYTES,
     HUFFMAN_HEADER_BYTES,
     HUFFMAN_TABLE_BYTES,
+    MAX_TRANSFER_BYTES,
     PARAM_BYTES,
     BufferSpace,
     groups,
@@ -644,7 +645,7 @@ SEQUENCER_COSTS = {
     "span_byte": 1 / 16,
 }
 #: the DRAM word the estimates assume (the Arty A7's 128-bit native port)
-ESTIMATE_WORD_BYTES = 16
+ESTIMATE_WORD_BYTES = MAX_TRANSFER_BYTES
 
 
 def row_chunks(buffer_at, dram_at, length, width: int, word_bytes: int):

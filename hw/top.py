@@ -193,7 +193,6 @@ class SoC(wiring.Component):
         busy = Signal()
         m.d.comb += busy.eq(engine.busy)
         if sequencer is not None:
-            to_host = sequencer.write_space >= min(HostSpace)
             m.d.comb += [
                 sequencer.write_ready.eq(to_host | write_ready),
                 busy.eq(engine.busy | sequencer.busy),
