@@ -25,10 +25,7 @@ import time
 from pathlib import Path
 
 from fpga import golden, quant
-from fpga.boards import DEFAULT_BOARD, get_board
-from fpga.compile import compile_network
 from fpga.image import bundled_photos, preprocess
-from fpga.resident import compile_resident
 from host.batch import DeviceSpec, classify_batch
 from host.simulated import build_binary
 
@@ -123,20 +120,16 @@ def _simulated(binary) -> list[dict]:
 
 def _host_work(variant: str, size: int) -> dict:
     """The host's own seconds per image for ``variant`` at ``size``: preprocessing and the
-    fpga.golden check (every image), and the recompile today's classify_one adds."""
+    fpga.golden check (every image; the compile and the model load happen once per board,
+    host.classify.Session)."""
     network = quant.quantize_network(variant, size=size)
-    board = get_board(DEFAULT_BOARD)
-    compile_s, host = [], []
+    host = []
     for i in range(REPS):
-        start = time.perf_counter()
-        program = compile_network(network, board.config)
-        compile_resident(program, dram_size=board.memory.size_bytes, input_size=network.input_size)
-        compile_s.append(time.perf_counter() - start)
         start = time.perf_counter()
         x = network.quantize_input(preprocess(bundled_photos()[i % 3], size))
         golden.run_network(network, x, keep=False)
         host.append(time.perf_counter() - start)
-    return {"host_s": statistics.median(host), "recompile_s": statistics.median(compile_s)}
+    return {"host_s": statistics.median(host)}
 
 
 def _arty() -> list[dict] | None:
@@ -151,7 +144,6 @@ def _arty() -> list[dict] | None:
         key = (r["variant"], r["size"])
         work[key] = work.get(key) or _host_work(*key)
         host_limit = cores / work[key]["host_s"]
-        today_limit = cores / (work[key]["host_s"] + work[key]["recompile_s"])
         rows.append(
             {
                 "variant": r["variant"],
@@ -159,16 +151,10 @@ def _arty() -> list[dict] | None:
                 "weights_mode": r["weights_mode"],
                 "per_board_images_per_s": r["predicted_images_per_s"],
                 "host_s_per_image": work[key]["host_s"],
-                "host_recompile_s_per_image": work[key]["recompile_s"],
                 "host_cores": cores,
                 "host_limit_images_per_s": host_limit,
-                "host_limit_with_recompile_images_per_s": today_limit,
-                # with a per-session classify API (no recompile per image), and as today
                 "predicted_images_per_s": {
                     n: min(n * r["predicted_images_per_s"], host_limit) for n in ARTY_COUNTS
-                },
-                "predicted_images_per_s_today": {
-                    n: min(n * r["predicted_images_per_s"], today_limit) for n in ARTY_COUNTS
                 },
             }
         )
@@ -207,12 +193,7 @@ def main() -> dict:
             f"{a['variant']}@{a['size']} ({a['weights_mode']}) on Arty A7 boards: "
             f"{a['per_board_images_per_s']:.2f} images/s per board (bench resident); host work "
             f"{a['host_s_per_image']:.2f} s an image -> at most "
-            f"{a['host_limit_images_per_s']:.0f} images/s on {a['host_cores']} cores (with "
-            f"today's recompile, +{a['host_recompile_s_per_image']:.2f} s: "
-            f"{a['host_limit_with_recompile_images_per_s']:.1f}); N boards: "
+            f"{a['host_limit_images_per_s']:.0f} images/s on {a['host_cores']} cores; N boards: "
             + ", ".join(f"{n}: {v:.1f}" for n, v in a["predicted_images_per_s"].items())
-            + " (today: "
-            + ", ".join(f"{v:.1f}" for v in a["predicted_images_per_s_today"].values())
-            + ")"
         )
     return {"simulated": rows, "arty": arty}

@@ -130,18 +130,6 @@ def parse_devices(value: str, baud_for_url=None, binary=None) -> list[DeviceSpec
 # -- one board ---------------------------------------------------------------------------------
 
 
-def classify_one(device, network, compressed, path, options: dict) -> dict:
-    """The per-board work for one image on an open board whose model is loaded.
-
-    Today host.classify's ``classify_on_device`` for a one-image list: it re-reads IDENTIFY and
-    recompiles the program (~0.1 s at 227), and its model load is one STATUS frame (the board
-    holds the model's fingerprint, so nothing is written). One function to adapt when
-    host.classify exposes a per-session API (load once, then images only)."""
-    from host.classify import classify_on_device
-
-    return classify_on_device(device, network, compressed, [path], progress=False, **options)[0]
-
-
 class BoardWorker:
     """The body of one Ray actor: one board, its transport and its loaded model.
 
@@ -165,11 +153,10 @@ class BoardWorker:
                 url = self.board.url
             self.url = url
             self.device = Device.open(url, baud=spec.baud)
-            self.network, self.compressed, self.options = network, compressed, options
-            # an empty image list: IDENTIFY, compile and (resident mode) load the model
-            from host.classify import classify_on_device
+            # IDENTIFY, compile and (resident mode) the model load, once per board
+            from host.classify import Session
 
-            classify_on_device(self.device, network, compressed, [], progress=False, **options)
+            self.session = Session(self.device, network, compressed, **options)
         except BaseException:
             self.stop(kill=True)
             raise
@@ -198,9 +185,7 @@ class BoardWorker:
                 return {"ok": False, "error": "board stopped", "board_ok": False}
             try:
                 start = time.perf_counter()
-                result = classify_one(
-                    self.device, self.network, self.compressed, path, self.options
-                )
+                (result,) = self.session.classify([path], progress=False)
                 result["board"] = self.spec.name
                 result["board_wall_s"] = time.perf_counter() - start
                 return {"ok": True, "result": result}

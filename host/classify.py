@@ -107,107 +107,133 @@ def classify_on_device(
     ``mode``: "streamed", "resident", or None for the device's default (:func:`choose_mode`).
     ``baud``: the UART rate resident mode predicts images/s over when the device reports none
     (default: the Arty A7's)."""
-    info = device.identify()
-    config = info.config()
-    mode = choose_mode(mode, info)
-    program = compile_network(network, config, compressed, weights_mode=weights_mode)
-    if mode == "resident":
-        return _classify_resident(device, info, network, program, images, baud)
-    labels = load_labels()
-    results = []
-    for path in images:
-        image = network.quantize_input(preprocess(path, network.input_size))
-        bar = None
-        if progress:
-            from tqdm import tqdm
+    session = Session(device, network, compressed, weights_mode, mode, baud)
+    return session.classify(images, progress)
 
-            bar = tqdm(
-                total=tile_count(program),
-                desc=str(path),
-                unit="tile",
-                leave=False,
-                file=sys.stderr,
-                disable=not sys.stderr.isatty(),
-            )
-        start = time.perf_counter()
-        tensors, stats = execute(program, device, image, bar.update if bar else None)
-        wall = time.perf_counter() - start
-        if bar:
-            bar.close()
-        sums = tensors[program.output]
-        expected = golden.run_network(network, image, keep=False)[network.output.name]
-        results.append(
-            {
-                "image": str(path),
-                "mode": "streamed",
-                "top5": top5(network.logits(sums), labels),
-                "golden_match": bool(np.array_equal(sums, expected)),
-                "cycles": sum(s.cycles for s in stats),
-                "link_bytes": sum(s.link_bytes for s in stats),
-                "minimum_link_bytes": program.minimum_link_bytes,
-                "weights_mode": weights_mode,
-                "wall_s": wall,
-                "layers": [
-                    {
-                        "name": s.name,
-                        "cycles": s.cycles,
-                        "predicted_cycles": s.predicted_cycles,
-                        "link_bytes": s.link_bytes,
-                        "macs": s.macs,
-                        "utilization": s.macs / (s.cycles * config.pes) if s.cycles else 0.0,
-                    }
-                    for s in stats
-                ],
-            }
+
+class Session:
+    """One open device and one model: IDENTIFY, the compile and (resident mode) the model load
+    happen once, here; :meth:`classify` then costs only the images (host.batch keeps one per
+    board). Arguments as :func:`classify_on_device`."""
+
+    def __init__(
+        self,
+        device: Device,
+        network,
+        compressed,
+        weights_mode="indices",
+        mode: str | None = "streamed",
+        baud: int | None = None,
+    ):
+        self.device, self.network = device, network
+        self.info = info = device.identify()
+        self.mode = choose_mode(mode, info)
+        self.program = compile_network(
+            network, info.config(), compressed, weights_mode=weights_mode
         )
-    return results
+        self.labels = load_labels()
+        if self.mode == "resident":
+            self.baud = link_baud(info, baud or get_board(DEFAULT_BOARD).baud)
+            self.image = compile_resident(
+                self.program, dram_size=info.dram_bytes, input_size=network.input_size
+            )
+            self.load = device.load_model(self.image)
+            self.load_reported = False  # the first image's result carries the load
+            # the engine with nothing to wait for
+            self.engine_alone = sum(self.program.predicted_cycles().values())
 
+    def classify(self, images, progress=True) -> list[dict]:
+        if self.mode == "resident":
+            return [self._resident(path) for path in images]
+        return self._streamed(images, progress)
 
-def _classify_resident(device: Device, info: DeviceInfo, network, program, images, baud):
-    baud = link_baud(info, baud or get_board(DEFAULT_BOARD).baud)
-    image = compile_resident(program, dram_size=info.dram_bytes, input_size=network.input_size)
-    load = device.load_model(image)
-    fingerprint = image.fingerprint()
-    engine_alone = sum(program.predicted_cycles().values())  # the engine with nothing to wait for
-    labels = load_labels()
-    results = []
-    for path in images:
+    def _streamed(self, images, progress) -> list[dict]:
+        pes = self.info.config().pes
+        results = []
+        for path in images:
+            image = self.network.quantize_input(preprocess(path, self.network.input_size))
+            bar = None
+            if progress:
+                from tqdm import tqdm
+
+                bar = tqdm(
+                    total=tile_count(self.program),
+                    desc=str(path),
+                    unit="tile",
+                    leave=False,
+                    file=sys.stderr,
+                    disable=not sys.stderr.isatty(),
+                )
+            start = time.perf_counter()
+            tensors, stats = execute(self.program, self.device, image, bar.update if bar else None)
+            wall = time.perf_counter() - start
+            if bar:
+                bar.close()
+            sums = tensors[self.program.output]
+            expected = golden.run_network(self.network, image, keep=False)
+            expected = expected[self.network.output.name]
+            results.append(
+                {
+                    "image": str(path),
+                    "mode": "streamed",
+                    "top5": top5(self.network.logits(sums), self.labels),
+                    "golden_match": bool(np.array_equal(sums, expected)),
+                    "cycles": sum(s.cycles for s in stats),
+                    "link_bytes": sum(s.link_bytes for s in stats),
+                    "minimum_link_bytes": self.program.minimum_link_bytes,
+                    "weights_mode": self.program.weights_mode,
+                    "wall_s": wall,
+                    "layers": [
+                        {
+                            "name": s.name,
+                            "cycles": s.cycles,
+                            "predicted_cycles": s.predicted_cycles,
+                            "link_bytes": s.link_bytes,
+                            "macs": s.macs,
+                            "utilization": s.macs / (s.cycles * pes) if s.cycles else 0.0,
+                        }
+                        for s in stats
+                    ],
+                }
+            )
+        return results
+
+    def _resident(self, path) -> dict:
+        info, image, network = self.info, self.image, self.network
         x = network.quantize_input(preprocess(path, network.input_size))
         start = time.perf_counter()
-        sums, stats = device.run_resident(image, x)
+        sums, stats = self.device.run_resident(image, x)
         wall = time.perf_counter() - start
         expected = golden.run_network(network, x, keep=False)[network.output.name]
         cycles = stats["cycles"]
-        results.append(
-            {
-                "image": str(path),
-                "mode": "resident",
-                "top5": top5(network.logits(sums), labels),
-                "golden_match": bool(np.array_equal(sums, expected)),
-                **stats,
-                "link_ratio": stats["link_bytes"] / stats["minimum_link_bytes"],
-                "engine_alone_cycles": engine_alone,
-                "device_engine_ratio": cycles / engine_alone,
-                "engine_share": stats["engine_cycles"] / cycles if cycles else 0.0,
-                "dma_wait_share": stats["dma_wait_cycles"] / cycles if cycles else 0.0,
-                "other_share": stats["other_cycles"] / cycles if cycles else 0.0,
-                "clock_hz": info.clock_hz,
-                "link_baud": baud,
-                "predicted_images_per_s": predicted_images_per_s(
-                    cycles, info.clock_hz, stats["link_bytes"], baud
-                ),
-                # the model load happens once per session, before the first image
-                "model_load": {
-                    "loaded": load.loaded and not results,
-                    "link_bytes": 0 if results else load.link_bytes,
-                    "bytes": image.load_size,
-                    "fingerprint": fingerprint,
-                },
-                "weights_mode": program.weights_mode,
-                "wall_s": wall,
-            }
-        )
-    return results
+        first, self.load_reported = not self.load_reported, True
+        return {
+            "image": str(path),
+            "mode": "resident",
+            "top5": top5(network.logits(sums), self.labels),
+            "golden_match": bool(np.array_equal(sums, expected)),
+            **stats,
+            "link_ratio": stats["link_bytes"] / stats["minimum_link_bytes"],
+            "engine_alone_cycles": self.engine_alone,
+            "device_engine_ratio": cycles / self.engine_alone,
+            "engine_share": stats["engine_cycles"] / cycles if cycles else 0.0,
+            "dma_wait_share": stats["dma_wait_cycles"] / cycles if cycles else 0.0,
+            "other_share": stats["other_cycles"] / cycles if cycles else 0.0,
+            "clock_hz": info.clock_hz,
+            "link_baud": self.baud,
+            "predicted_images_per_s": predicted_images_per_s(
+                cycles, info.clock_hz, stats["link_bytes"], self.baud
+            ),
+            # the model load happens once per session, before the first image
+            "model_load": {
+                "loaded": self.load.loaded and first,
+                "link_bytes": self.load.link_bytes if first else 0,
+                "bytes": image.load_size,
+                "fingerprint": image.fingerprint(),
+            },
+            "weights_mode": self.program.weights_mode,
+            "wall_s": wall,
+        }
 
 
 def _print_resident(r: dict) -> None:
