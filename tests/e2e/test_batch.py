@@ -61,6 +61,15 @@ def descendants(root: int) -> set[tuple[int, int]]:
     return found
 
 
+def _command(pid: int, whole: bool = False) -> bytes:
+    """The program a process runs (``whole``: with its arguments), b"" once it has ended."""
+    try:
+        line = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+    return line.replace(b"\0", b" ") if whole else line.split(b"\0")[0]
+
+
 def alive(processes: set[tuple[int, int]]) -> set[tuple[int, int]]:
     return {(pid, start) for pid, start in processes if (s := _stat(pid)) and s[1] == start}
 
@@ -69,10 +78,8 @@ def assert_all_gone(processes: set[tuple[int, int]], within: float = 20.0) -> No
     deadline = time.monotonic() + within
     while alive(processes) and time.monotonic() < deadline:
         time.sleep(0.2)
-    left = {
-        pid: Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")[:120]
-        for pid, _ in alive(processes)
-    }
+    left = {pid: _command(pid, whole=True)[:120] for pid, _ in alive(processes)}
+    left = {pid: command for pid, command in left.items() if command}  # ended since
     assert not left, f"processes left behind: {left}"
 
 
@@ -85,16 +92,13 @@ class Watch(threading.Thread):
 
     def run(self) -> None:
         while self.running:
-            self.seen |= descendants(self.root)
+            # a new set, not |=: the test thread may be iterating over the old one
+            self.seen = self.seen | descendants(self.root)
             time.sleep(0.1)
 
     def boards(self, binary: Path) -> list[int]:
         """PIDs of the simulated boards (the board binary) alive now."""
-        return sorted(
-            pid
-            for pid, _ in alive(self.seen)
-            if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0] == str(binary).encode()
-        )
+        return sorted(pid for pid, _ in alive(self.seen) if _command(pid) == str(binary).encode())
 
     def stop(self) -> set[tuple[int, int]]:
         self.running = False
