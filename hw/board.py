@@ -1,30 +1,102 @@
-"""The top that a board build elaborates: the SoC behind the board's UART pins.
+"""The top that a board build elaborates: the SoC behind the board's UART pins and DRAM.
 
 ``fpga.build`` is handed this design (``--design hw.board:board_top``, the default) rather than
 importing the gateware, so the build flow depends on the board registry and the toolchains only.
+
+A board with a ``memory`` entry (``fpga.boards``) gets the **resident SoC** (issue 12): the link,
+the Huffman decoder, the sequencer, the DMA, the engine and the board's real LiteDRAM core
+(``fpga.litedram.generate(board, sim=False)``) on the board's DRAM pins. The whole SoC runs in
+the DRAM controller's user clock, which is the board's fabric clock (``Board.clock_mhz``):
+
+- **ULX3S** (ECP5, SDR SDRAM, ``GENSDRPHY``): an ``EHXPLLL`` (``hw.pll``) makes the fabric clock
+  from the 25 MHz oscillator, and the same frequency shifted by 180 degrees, which an ``ODDRX1F``
+  forwards to the SDRAM's clock pin (the generated core has no SDRAM clock output; LiteX's own
+  ULX3S target clocks its SDRAM the same way). The core's ``clk`` is the PLL output, its ``rst``
+  is "PLL not locked"; the SDR init sequence runs in the core's hardware.
+
+A board without ``memory`` (or ``fpga.build --streamed``, which removes it) gets the streamed
+SoC in the platform's default clock: the host sends every layer's activations over the link.
 """
 
 from __future__ import annotations
 
-from amaranth import Elaboratable, Module
+from amaranth import ClockDomain, ClockSignal, Elaboratable, Module
+from amaranth.lib import io
 
-from hw.top import SoC
+from hw.pll import ECP5PLL, Output
+from hw.top import ExternalMemory, SoC
+
+#: the ULX3S's ``sdram`` resource subsignal (amaranth-boards' SDRAMResource) behind each port
+#: of the generated GENSDRPHY core; the core drives active-low pins itself, so the raw pads
+#: (``dir="-"``, no inversion) are connected
+SDR_PADS = {
+    "sdram_a": "a",
+    "sdram_ba": "ba",
+    "sdram_cas_n": "cas",
+    "sdram_ras_n": "ras",
+    "sdram_we_n": "we",
+    "sdram_cs_n": "cs",
+    "sdram_cke": "clk_en",
+    "sdram_dm": "dqm",
+    "sdram_dq": "dq",
+}
+#: the SDRAM clock's phase against the fabric clock (LiteX's ULX3S target: 180 degrees)
+SDRAM_CLOCK_PHASE = 180.0
 
 
 class BoardTop(Elaboratable):
-    """``SoC(config, link="uart")`` wired to the platform's ``uart`` resource 0."""
+    """``SoC(config, link="uart")`` wired to the platform's ``uart`` resource 0 and, with a
+    generated LiteDRAM ``core`` (``fpga.litedram.GeneratedCore``), to the board's DRAM."""
 
-    def __init__(self, board, config):
-        self.board, self.config = board, config
+    def __init__(self, board, config, core=None):
+        self.board, self.config, self.core = board, config, core
 
     def elaborate(self, platform):
         m = Module()
         uart = platform.request("uart", 0)
-        m.submodules.soc = soc = SoC(self.config, link="uart", baud=self.board.baud)
+        if self.core is None:
+            soc = SoC(self.config, link="uart", baud=self.board.baud)
+        else:
+            for path in getattr(self.core, "files", (self.core.verilog,)):
+                platform.add_file(path.name, path.read_text())
+            phy = self.board.memory.phy
+            if phy != "GENSDRPHY":
+                raise NotImplementedError(f"no board top for the {phy} core")
+            pads = platform.request("sdram", 0, dir="-")
+            memory = ExternalMemory.from_core(
+                self.core, pads={port: getattr(pads, name).io for port, name in SDR_PADS.items()}
+            )
+            soc = SoC(self.config, link="uart", baud=self.board.baud, memory=memory)
+            self._ecp5_clocks(m, platform, soc, pads.clk)
+        m.submodules.soc = soc
         m.d.comb += [soc.uart_rx.eq(uart.rx.i), uart.tx.o.eq(soc.uart_tx)]
         return m
 
+    def _ecp5_clocks(self, m, platform, soc, sdram_clk_pad):
+        """PLL: fabric clock -> the core's ``clk`` (the SoC's ``sync`` is the core's user clock);
+        the 180-degree copy -> ``ODDRX1F`` -> the SDRAM clock pin."""
+        oscillator = platform.request(platform.default_clk, 0)
+        mhz = self.board.clock_mhz
+        m.submodules.pll = pll = ECP5PLL(
+            platform.default_clk_frequency / 1e6, [Output(mhz), Output(mhz, SDRAM_CLOCK_PHASE)]
+        )
+        m.domains.sdram_clock = ClockDomain("sdram_clock", reset_less=True)
+        m.d.comb += [
+            pll.clk_in.eq(oscillator.i),
+            ClockSignal("sdram_clock").eq(pll.clk_out[1]),
+            soc.dram_clk_in.eq(pll.clk_out[0]),
+            soc.dram_rst_in.eq(~pll.locked),
+        ]
+        m.submodules.sdram_clk = clk = io.DDRBuffer("o", sdram_clk_pad, o_domain="sdram_clock")
+        m.d.comb += clk.o.eq(0b01)  # high in the first half of each cycle, low in the second
+
 
 def board_top(board, config) -> BoardTop:
-    """The design for ``board`` (a ``fpga.boards.Board``) with accelerator ``config``."""
-    return BoardTop(board, config)
+    """The design for ``board`` (a ``fpga.boards.Board``) with accelerator ``config``: resident
+    when the board has DRAM (its LiteDRAM core is generated, or taken from the cache, here)."""
+    core = None
+    if board.memory is not None and board.memory.phy == "GENSDRPHY":
+        from fpga.litedram import generate
+
+        core = generate(board, sim=False)
+    return BoardTop(board, config, core)

@@ -27,14 +27,15 @@ The simulated core is reset only at power-on; do not reset the wrapper with tran
 Clocks: *sim* (``litedram_gen --sim``): the core's ``clk`` input is the wrapper's domain clock
 (``sync`` unless renamed) and its ``user_clk`` is the same net, so the controller, the wrapper and
 everything that talks to it run in one clock. *board*: the core's PLL takes the board oscillator
-on ``clk_in`` (with ``rst_in``) and the wrapper *defines* the clock domain ``domain`` from the
-core's ``user_clk``/``user_rst`` (100 MHz on the Arty A7); logic in another clock crosses with
-async FIFOs.
+on ``clk_in`` (with ``rst_in``; on the ULX3S ``clk_in`` is the fabric clock itself) and gives its
+``user_clk``/``user_rst`` out: the parent defines the clock domain ``domain`` from them (the SoC's
+``sync``: 100 MHz on the Arty A7, the PLL's fabric clock on the ULX3S), which the wrapper then
+runs in; logic in another clock crosses with async FIFOs.
 """
 
 from __future__ import annotations
 
-from amaranth import ClockDomain, ClockSignal, Const, Instance, Module, ResetSignal, Signal
+from amaranth import ClockSignal, Const, Instance, Module, Signal
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -102,7 +103,8 @@ class LiteDRAMNative(wiring.Component):
     Ports: ``port`` (the native port, flipped), ``ready`` (commands are accepted), ``idle`` (no
     command in flight, buffers empty), ``init_error`` (the core's), ``protocol_error`` (sticky: the
     controller took write data the wrapper did not hold — must never happen). Board only:
-    ``clk_in``/``rst_in`` (the PLL's input).
+    ``clk_in``/``rst_in`` (the core's clock input and reset), ``user_clk``/``user_rst`` (the
+    clock and reset of ``domain``, which the parent defines from them).
     """
 
     def __init__(
@@ -137,7 +139,7 @@ class LiteDRAMNative(wiring.Component):
             "protocol_error": Out(1),
         }
         if not sim:
-            members.update(clk_in=In(1), rst_in=In(1))
+            members.update(clk_in=In(1), rst_in=In(1), user_clk=Out(1), user_rst=Out(1))
         super().__init__(members)
 
     def elaborate(self, platform):
@@ -181,11 +183,8 @@ class LiteDRAMNative(wiring.Component):
         if self.sim:
             connections["i_clk"] = ClockSignal(self.domain)
         else:
-            user_clk = Signal()
-            connections.update(i_clk=self.clk_in, i_rst=self.rst_in, o_user_clk=user_clk)
-            m.domains += ClockDomain(self.domain, local=False)
-            m.d.comb += [ClockSignal(self.domain).eq(user_clk)]
-            m.d.comb += [ResetSignal(self.domain).eq(user_rst)]
+            connections.update(i_clk=self.clk_in, i_rst=self.rst_in, o_user_clk=self.user_clk)
+            m.d.comb += self.user_rst.eq(user_rst)
         for name, value in self.pads.items():
             direction = self.core_ports.get(name, ("inout", None))[0]
             connections[{"input": "i_", "output": "o_", "inout": "io_"}[direction] + name] = value

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from amaranth import Module, Mux, Signal
+from amaranth import ClockDomain, ClockSignal, Module, Mux, ResetSignal, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -47,19 +47,35 @@ from hw.sequencer import Sequencer, connect_dma
 class ExternalMemory:
     """The DRAM of resident mode: the native port's word bits and word-address bits, the bytes
     the programs may address, and the generated core's ports (``fpga.litedram.GeneratedCore``:
-    the SoC instantiates the simulation core) or ``None`` (the SoC exposes the port as ``dram``)."""
+    the SoC instantiates the core) or ``None`` (the SoC exposes the port as ``dram``).
+
+    ``sim``: the core is ``litedram_gen --sim``'s (clocked by the SoC's ``sync``). A board core
+    (``sim=False``) *defines* ``sync`` from its user clock: the SoC then has ``dram_clk_in`` /
+    ``dram_rst_in`` inputs (the core's clock input and reset) and ``pads`` (``{core port: IO
+    value}``) are the board's DRAM pins."""
 
     data_width: int
     address_width: int
     size_bytes: int
     core_ports: dict | None = None
     module: str = "litedram_core"
+    sim: bool = True
+    pads: dict | None = None
 
     @classmethod
-    def from_core(cls, core) -> ExternalMemory:
-        """From a ``fpga.litedram.GeneratedCore`` (``generate(board, sim=True)``)."""
+    def from_core(cls, core, pads: dict | None = None) -> ExternalMemory:
+        """From a ``fpga.litedram.GeneratedCore`` (``generate(board, sim)``); ``pads`` for a
+        board core."""
         port = core.port
-        return cls(port.data_width, port.address_width, port.size_bytes, core.ports, core.module)
+        return cls(
+            port.data_width,
+            port.address_width,
+            port.size_bytes,
+            core.ports,
+            core.module,
+            sim=core.sim,
+            pads=pads,
+        )
 
 
 ENGINE_OUTPUTS = ("read_valid", "read_data", "busy", "done", "cycles")
@@ -95,6 +111,9 @@ class SoC(wiring.Component):
         ports["busy"] = Out(1)
         if memory is not None and memory.core_ports is None:
             ports["dram"] = Out(NativePortSignature(memory.data_width, memory.address_width))
+        if memory is not None and memory.core_ports is not None and not memory.sim:
+            ports["dram_clk_in"] = In(1)
+            ports["dram_rst_in"] = In(1)
         super().__init__(ports)
 
     def elaborate(self, platform):
@@ -243,11 +262,20 @@ class SoC(wiring.Component):
             m.submodules.dram = controller = LiteDRAMNative(
                 memory.data_width,
                 memory.address_width,
-                sim=True,
+                sim=memory.sim,
                 core_ports=memory.core_ports,
+                pads=memory.pads,
                 module=memory.module,
             )
             wiring.connect(m, dma.dram, controller.port)
+            if not memory.sim:  # the whole SoC runs in the controller's user clock
+                m.domains.sync = ClockDomain("sync", local=True)
+                m.d.comb += [
+                    controller.clk_in.eq(self.dram_clk_in),
+                    controller.rst_in.eq(self.dram_rst_in),
+                    ClockSignal("sync").eq(controller.user_clk),
+                    ResetSignal("sync").eq(controller.user_rst),
+                ]
         m.d.comb += [
             sequencer.start.eq(link.seq_start),
             sequencer.program_addr.eq(link.seq_program_addr),

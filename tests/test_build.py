@@ -125,6 +125,34 @@ def test_unknown_config_is_a_clear_error(tmp_path):
     assert out.returncode == 2 and "unknown config 'huge'" in out.stderr
 
 
+def test_ulx3s_resident_top_has_pll_sdram_pins_and_clock(tmp_path):
+    """The board top of the ULX3S (no place and route): the EHXPLLL makes the fabric clock from
+    the 25 MHz oscillator and a 180-degree copy that an ODDRX1F forwards to the SDRAM clock pin
+    (the generated core has no SDRAM clock output), every SDRAM pin reaches the LiteDRAM core
+    (sdram_dq as inout), and both PLL outputs carry a clock constraint at the fabric clock."""
+    from fpga.build import platform_for
+    from hw.board import SDR_PADS, board_top
+
+    board = get_board("ulx3s").with_clock(50.0)
+    assert board.memory.controller_clock_mhz == 50.0  # the controller runs in the fabric clock
+    platform = platform_for(board)
+    design = board_top(board, DEFAULT_CONFIG.replace(clock_mhz=50.0))
+    platform.build(design, name="top", build_dir=str(tmp_path), do_build=False).extract(
+        str(tmp_path)
+    )
+    il = (tmp_path / "top.il").read_text()
+    lpf = (tmp_path / "top.lpf").read_text()
+    assert "cell \\EHXPLLL" in il and "cell \\ODDRX1F" in il
+    assert 'FREQUENCY NET "pll.clkop" 50000000.0 HZ;' in lpf
+    assert 'FREQUENCY NET "pll.clkos" 50000000.0 HZ;' in lpf
+    assert 'LOCATE COMP "sdram_0__clk__io" SITE "F19";' in lpf
+    for port, pad in SDR_PADS.items():
+        assert f"connect \\{port} \\sdram_0__{pad}__io" in il, port
+    core = (tmp_path / "litedram_core.v").read_text()
+    assert "inout  wire   [15:0] sdram_dq," in core
+    assert "sys_clk_freq" not in core or "50000000" in core
+
+
 # -- real builds (yowasp tools) -----------------------------------------------------------------
 @pytest.mark.synthesis
 def test_ulx3s_bitstream_meets_timing_and_fits(tmp_path):

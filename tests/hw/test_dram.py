@@ -220,8 +220,9 @@ def test_dma_against_a_native_port_model():
 
 def test_board_variant_wraps_pads_and_defines_the_user_clock_domain():
     """Board mode (not simulated here): the PLL input, the pads passed by name with the
-    direction the core declares, unused CSR inputs tied off, the `dram` domain from user_clk."""
-    from amaranth import IOPort, Module
+    direction the core declares, unused CSR inputs tied off, user_clk/user_rst out for the
+    parent's domain."""
+    from amaranth import ClockDomain, ClockSignal, IOPort, Module, ResetSignal
     from amaranth.back import rtlil
 
     from hw.dram import LiteDRAMNative
@@ -234,6 +235,11 @@ def test_board_variant_wraps_pads_and_defines_the_user_clock_domain():
     wrapper = LiteDRAMNative(16, 24, sim=False, core_ports=core_ports, pads=pads, domain="dram")
     m = Module()
     m.submodules.dram = wrapper
+    m.domains.dram = ClockDomain("dram")
+    m.d.comb += [
+        ClockSignal("dram").eq(wrapper.user_clk),
+        ResetSignal("dram").eq(wrapper.user_rst),
+    ]
     text = rtlil.convert(m, ports=[wrapper.clk_in, wrapper.rst_in])
     assert "connect \\sdram_dq" in text and "connect \\wb_ctrl_adr 30'" in text
     assert "connect \\user_clk" in text
