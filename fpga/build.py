@@ -305,7 +305,10 @@ def _build_open(board, config, config_name, out: Path, design) -> dict:
     if not clocks:
         raise BuildError(f"nextpnr reported no constrained clock: timing unchecked (log: {log})")
     result["clocks"] = {
-        name: {"fmax_mhz": round(c["achieved"], 2), "target_mhz": round(c["constraint"], 3)}
+        name.removeprefix("$glbnet$"): {
+            "fmax_mhz": round(c["achieved"], 2),
+            "target_mhz": round(c["constraint"], 3),
+        }
         for name, c in sorted(clocks.items())
     }
     worst = min(clocks.values(), key=lambda c: c["achieved"] - c["constraint"])
