@@ -15,14 +15,16 @@ the DRAM controller's user clock, which is the board's fabric clock (``Board.clo
   is "PLL not locked"; the SDR init sequence runs in the core's hardware.
 
 A board without ``memory`` (or ``fpga.build --streamed``, which removes it) gets the streamed
-SoC in the platform's default clock: the host sends every layer's activations over the link.
+SoC (the host sends every layer's activations over the link) at the fabric clock: from the PLL on
+the ULX3S, the oscillator on the Arty A7.
 """
 
 from __future__ import annotations
 
-from amaranth import ClockDomain, ClockSignal, Elaboratable, Module
+from amaranth import ClockDomain, ClockSignal, Elaboratable, Module, ResetSignal
 from amaranth.lib import io
 
+from fpga.errors import UserError
 from hw.pll import ECP5PLL, Output
 from hw.top import ExternalMemory, SoC
 
@@ -40,6 +42,12 @@ SDR_PADS = {
     "sdram_dm": "dqm",
     "sdram_dq": "dq",
 }
+
+
+class BoardTopError(UserError):
+    """The board top cannot be built as asked (the message says why)."""
+
+
 #: the SDRAM clock's phase against the fabric clock (LiteX's ULX3S target: 180 degrees)
 SDRAM_CLOCK_PHASE = 180.0
 
@@ -54,41 +62,49 @@ class BoardTop(Elaboratable):
     def elaborate(self, platform):
         m = Module()
         uart = platform.request("uart", 0)
-        if self.core is None:
-            soc = SoC(self.config, link="uart", baud=self.board.baud)
-        else:
+        memory = None
+        if self.core is not None:
             for path in getattr(self.core, "files", (self.core.verilog,)):
                 platform.add_file(path.name, path.read_text())
             phy = self.board.memory.phy
             if phy != "GENSDRPHY":
                 raise NotImplementedError(f"no board top for the {phy} core")
-            pads = platform.request("sdram", 0, dir="-")
-            memory = ExternalMemory.from_core(
-                self.core, pads={port: getattr(pads, name).io for port, name in SDR_PADS.items()}
-            )
-            soc = SoC(self.config, link="uart", baud=self.board.baud, memory=memory)
-            self._ecp5_clocks(m, platform, soc, pads.clk)
-        m.submodules.soc = soc
+            sdram = platform.request("sdram", 0, dir="-")
+            pads = {port: getattr(sdram, name).io for port, name in SDR_PADS.items()}
+            memory = ExternalMemory.from_core(self.core, pads=pads)
+        m.submodules.soc = soc = SoC(self.config, link="uart", baud=self.board.baud, memory=memory)
         m.d.comb += [soc.uart_rx.eq(uart.rx.i), uart.tx.o.eq(soc.uart_tx)]
+        oscillator_mhz = platform.default_clk_frequency / 1e6
+        if "ecp5" in self.board.toolchain:
+            clock, locked = self._ecp5_pll(m, platform, sdram.clk if memory else None)
+            if memory is not None:  # the SoC's sync is the core's user clock = its clk input
+                m.d.comb += [soc.dram_clk_in.eq(clock), soc.dram_rst_in.eq(~locked)]
+            else:
+                m.domains.sync = ClockDomain("sync")
+                m.d.comb += [ClockSignal("sync").eq(clock), ResetSignal("sync").eq(~locked)]
+        elif self.board.clock_mhz != oscillator_mhz:
+            raise BoardTopError(
+                f"the streamed {self.board.name} SoC runs at its {oscillator_mhz:g} MHz "
+                f"oscillator, not {self.board.clock_mhz:g} MHz"
+            )
         return m
 
-    def _ecp5_clocks(self, m, platform, soc, sdram_clk_pad):
-        """PLL: fabric clock -> the core's ``clk`` (the SoC's ``sync`` is the core's user clock);
-        the 180-degree copy -> ``ODDRX1F`` -> the SDRAM clock pin."""
+    def _ecp5_pll(self, m, platform, sdram_clk_pad):
+        """The ``EHXPLLL``: the fabric clock from the oscillator (returned with the PLL's lock)
+        and, for the SDRAM, its 180-degree copy forwarded by an ``ODDRX1F`` to the clock pin."""
         oscillator = platform.request(platform.default_clk, 0)
         mhz = self.board.clock_mhz
-        m.submodules.pll = pll = ECP5PLL(
-            platform.default_clk_frequency / 1e6, [Output(mhz), Output(mhz, SDRAM_CLOCK_PHASE)]
-        )
-        m.domains.sdram_clock = ClockDomain("sdram_clock", reset_less=True)
-        m.d.comb += [
-            pll.clk_in.eq(oscillator.i),
-            ClockSignal("sdram_clock").eq(pll.clk_out[1]),
-            soc.dram_clk_in.eq(pll.clk_out[0]),
-            soc.dram_rst_in.eq(~pll.locked),
-        ]
-        m.submodules.sdram_clk = clk = io.DDRBuffer("o", sdram_clk_pad, o_domain="sdram_clock")
-        m.d.comb += clk.o.eq(0b01)  # high in the first half of each cycle, low in the second
+        outputs = [Output(mhz)]
+        if sdram_clk_pad is not None:
+            outputs.append(Output(mhz, SDRAM_CLOCK_PHASE))
+        m.submodules.pll = pll = ECP5PLL(platform.default_clk_frequency / 1e6, outputs)
+        m.d.comb += pll.clk_in.eq(oscillator.i)
+        if sdram_clk_pad is not None:
+            m.domains.sdram_clock = ClockDomain("sdram_clock", reset_less=True)
+            m.d.comb += ClockSignal("sdram_clock").eq(pll.clk_out[1])
+            m.submodules.sdram_clk = clk = io.DDRBuffer("o", sdram_clk_pad, o_domain="sdram_clock")
+            m.d.comb += clk.o.eq(0b01)  # high in the first half of each cycle, low in the second
+        return pll.clk_out[0], pll.locked
 
 
 def board_top(board, config) -> BoardTop:

@@ -196,6 +196,20 @@ CASES = [
     ),
     # fpga.build
     ("build-board", "fpga.build", ["--board", "nosuch"], "board"),
+    ("build-clock-nan", "fpga.build", ["--board", "ulx3s", "--clock-mhz", "nan"], "clock"),
+    ("build-clock-0", "fpga.build", ["--board", "ulx3s", "--clock-mhz", "0"], "clock"),
+    (
+        "build-clock-pll",  # the ECP5 PLL cannot make 48 MHz from 25: the near ones are named
+        "fpga.build",
+        ["--board", "ulx3s", "--clock-mhz", "48", "--out", "{dir}/b"],
+        "achievable near 48",
+    ),
+    (
+        "build-clock-streamed-arty",  # no PLL in the streamed Arty SoC
+        "fpga.build",
+        ["--board", "arty_a7", "--streamed", "--clock-mhz", "50", "--out", "{dir}/b"],
+        "oscillator",
+    ),
     # usage mistakes (fpga.cli.ArgumentParser: one line, exit 2, not argparse's usage block)
     ("usage-compress-bits", "fpga.compress", ["--bits", "5", "-o", "{dir}/o"], "invalid choice"),
     ("usage-compress-option", "fpga.compress", ["--nosuch", "-o", "{dir}/o"], "--nosuch"),
