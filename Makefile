@@ -16,7 +16,7 @@ SIM ?= verilator
 export SIM
 PYTEST_ARGS ?=
 
-.PHONY: setup test sim infer bench docs lint format clean
+.PHONY: setup test sim infer bench docs lint format clean arty-dram-tools
 
 setup: $(STAMP)
 
@@ -60,6 +60,23 @@ lint: setup
 format: setup
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+# what generating the Arty A7's DDR3 core needs beyond the dev extra's litex/litedram: its LiteDRAM
+# VexRiscv init CPU's BIOS is compiled then (fpga.litedram; pip pins as in pyproject's dev extra)
+ARTY_DRAM_PIP := pythondata-cpu-vexriscv==1.0.1.post407 pythondata-software-picolibc==1.7.9.post181 \
+	pythondata-software-compiler-rt==0.0.post6206 meson==1.12.1 ninja==1.13.2
+ARTY_DRAM_APT := gcc-riscv64-unknown-elf
+arty-dram-tools: setup
+	$(PY) -m pip install -q $(ARTY_DRAM_PIP)
+	@if [ "$$(id -u)" = 0 ]; then \
+	  apt-get update && apt-get install -y $(ARTY_DRAM_APT); \
+	elif command -v riscv64-unknown-elf-gcc >/dev/null; then \
+	  echo "riscv64-unknown-elf-gcc is installed (not root: apt-get skipped)"; \
+	else \
+	  echo "arty-dram-tools: not root, so the Debian package $(ARTY_DRAM_APT) (riscv64-unknown-elf-gcc) was not installed: run 'sudo apt-get install $(ARTY_DRAM_APT)'" >&2; \
+	  exit 1; \
+	fi
+	riscv64-unknown-elf-gcc --version | head -1
 
 clean:
 	rm -rf build sim_build .pytest_cache
