@@ -1,7 +1,8 @@
 """``python -m fpga.build --board NAME``: the SoC's bitstream, timing and fit for a board.
 
 What is built: the board's SoC (``hw.board``): the resident SoC with the board's LiteDRAM core on a
-board with DRAM (``--streamed``: the host-streamed SoC without it), at the board's fabric clock
+board with DRAM (``--mode streamed``: the host-streamed SoC without it; each board has a default,
+``fpga.boards.Board.default_mode``), at the board's fabric clock
 (``--clock-mhz`` overrides it; the DRAM controller runs in the same clock).
 
 The open-toolchain board (``ulx3s``, ECP5) builds with the pip-installed yowasp tools: Yosys
@@ -354,16 +355,16 @@ def build(
     config_name: str | None = None,
     design=None,
     clock_mhz: float | None = None,
-    streamed: bool = False,
+    mode: str | None = None,
 ) -> dict:
     """Build ``design`` (a factory ``(board, config) -> Elaboratable``; default
     :data:`DEFAULT_DESIGN`) for ``board_name`` into ``out``; the result dict (see ``--json``).
-    ``clock_mhz``: the fabric clock instead of the board's; ``streamed``: without the DRAM."""
+    ``clock_mhz``: the fabric clock instead of the board's; ``mode``: "resident" (with the
+    board's DRAM) or "streamed" (without), default the board's."""
     board = get_board(board_name)
     if clock_mhz is not None:
         board = board.with_clock(clock_mhz)
-    if streamed:
-        board = board.streamed()
+    board = board.in_mode(mode)
     design = load_design(DEFAULT_DESIGN) if design is None else design
     if config_name is not None and config_name not in CONFIGS:
         raise BoardError(f"unknown config {config_name!r}; known configs: {', '.join(CONFIGS)}")
@@ -413,9 +414,9 @@ def main(argv: list[str] | None = None) -> int:
         help="fabric clock in MHz (default: the board's; the DRAM controller runs at it too)",
     )
     parser.add_argument(
-        "--streamed",
-        action="store_true",
-        help="the host-streamed SoC without the board's DRAM (default: resident when it has DRAM)",
+        "--mode",
+        help="resident (the SoC with the board's DRAM) or streamed (without; the host sends "
+        "every activation); default: the board's",
     )
     parser.add_argument("--out", default="build", help="build directory (default: build/BOARD)")
     parser.add_argument("--json", action="store_true")
@@ -442,7 +443,7 @@ def _command(args) -> int:
             config_name=args.config,
             design=design,
             clock_mhz=args.clock_mhz,
-            streamed=args.streamed,
+            mode=args.mode,
         )
     except BuildError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -196,6 +196,7 @@ CASES = [
     ),
     # fpga.build
     ("build-board", "fpga.build", ["--board", "nosuch"], "board"),
+    ("build-mode", "fpga.build", ["--board", "ulx3s", "--mode", "fast"], "mode"),
     ("build-clock-nan", "fpga.build", ["--board", "ulx3s", "--clock-mhz", "nan"], "clock"),
     ("build-clock-0", "fpga.build", ["--board", "ulx3s", "--clock-mhz", "0"], "clock"),
     (
@@ -207,7 +208,7 @@ CASES = [
     (
         "build-clock-streamed-arty",  # no PLL in the streamed Arty SoC
         "fpga.build",
-        ["--board", "arty_a7", "--streamed", "--clock-mhz", "50", "--out", "{dir}/b"],
+        ["--board", "arty_a7", "--mode", "streamed", "--clock-mhz", "50", "--out", "{dir}/b"],
         "oscillator",
     ),
     # usage mistakes (fpga.cli.ArgumentParser: one line, exit 2, not argparse's usage block)
