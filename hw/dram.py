@@ -21,7 +21,9 @@ cycles in the simulated DDR3 core, see docs/dram.md).
 Reset and ``ready``: no command reaches the controller until the wrapper's domain is out of reset,
 the core's ``user_rst`` is low and ``settle_cycles`` more cycles have passed (a command given
 while the core leaves reset shifts every later read by one word), and, on a board,
-``init_done`` is set (the calibration, via ``wb_ctrl``, is the board issue's). ``ready`` says so.
+``init_done`` is set and ``init_error`` is not (the Arty's DDR3 core has LiteDRAM's VexRiscv init
+CPU, whose BIOS runs the init and leveling and sets ``init_done``, and also ``init_error`` when the
+calibration failed; the ULX3S's SDR core inits in hardware). ``ready`` says so.
 The simulated core is reset only at power-on; do not reset the wrapper with transfers in flight.
 
 Clocks: *sim* (``litedram_gen --sim``): the core's ``clk`` input is the wrapper's domain clock
@@ -202,7 +204,8 @@ class LiteDRAMNative(wiring.Component):
             sync += settle.eq(self.settle_cycles)
         with m.Elif(settle != 0):
             sync += settle.eq(settle - 1)
-        m.d.comb += self.ready.eq((settle == 0) & ~user_rst & (init_done if not self.sim else 1))
+        initialized = init_done & ~self.init_error if not self.sim else 1
+        m.d.comb += self.ready.eq((settle == 0) & ~user_rst & initialized)
 
         # read credits: a read command needs a free read-buffer slot for its word
         read_credits = Signal(range(self.read_buffer_depth + 1), init=self.read_buffer_depth)

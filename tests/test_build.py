@@ -45,6 +45,51 @@ def test_arty_build_tree_has_part_clock_and_uart_pins(tmp_path):
     assert "module top" in (tree / "top.v").read_text()
 
 
+def _cpu_tools_missing() -> str | None:
+    from fpga import litedram
+
+    try:
+        litedram.check_installed(sim=False, cpu=litedram.INIT_CPU)
+    except litedram.LiteDRAMMissing as error:
+        return str(error)
+    return None
+
+
+#: the Arty's DDR3 core has LiteDRAM's VexRiscv init CPU, whose BIOS needs riscv64-unknown-elf-gcc
+#: (Debian): `make arty-dram-tools`, which .ci/run runs before `make test`
+needs_cpu_tools = pytest.mark.skipif(
+    _cpu_tools_missing() is not None, reason=f"{_cpu_tools_missing()} (make arty-dram-tools)"
+)
+
+
+@needs_cpu_tools
+def test_arty_100t_resident_tree_has_the_ddr3_core_its_cpu_and_constraints(tmp_path):
+    """The Arty A7-100T builds the resident SoC: the Vivado tree holds the LiteDRAM DDR3 core,
+    its VexRiscv init CPU and BIOS ROM image beside top.v, the DDR3 pins, the bank's
+    INTERNAL_VREF, and --json names the memory."""
+    out = run_build("--board", "arty_a7_100", "--out", str(tmp_path), "--no-report", "--json")
+    assert out.returncode == NO_BITSTREAM, out.stderr
+    result = json.loads(out.stdout)
+    assert result["mode"] == "resident"
+    assert result["memory"] == {
+        "part": "MT41K128M16",
+        "type": "DDR3",
+        "size_bytes": 256 << 20,
+        "controller": "LiteDRAM A7DDRPHY",
+        "clock_mhz": 100.0,
+    }
+    tree = tmp_path / "arty_a7_100"
+    tcl = (tree / "top.tcl").read_text()
+    assert 'add_files "litedram_core.v"' in tcl and 'add_files "VexRiscv.v"' in tcl
+    assert (tree / "litedram_core_rom.init").stat().st_size > 10_000  # the init BIOS
+    assert '$readmemh("litedram_core_rom.init"' in (tree / "litedram_core.v").read_text()
+    top = (tree / "top.v").read_text()
+    assert "litedram_core " in top and ".init_done(" in top
+    xdc = (tree / "top.xdc").read_text()
+    assert "ddram_0__dq" in xdc and "SSTL135" in xdc
+    assert "INTERNAL_VREF 0.675 [get_iobanks 34]" in (tree / "constraints.xdc").read_text()
+
+
 # -- report parsers (the formats of Vivado 2023/2024 reports) ------------------------------------
 VIVADO_TIMING = """
 ------------------------------------------------------------------------------------------------
