@@ -243,15 +243,35 @@ def test_ulx3s_bitstream_meets_timing_and_fits(tmp_path):
 
 
 @pytest.mark.synthesis
-def test_arty_fit_report_counts_luts_and_fits(tmp_path):
-    out = run_build("--board", "arty_a7", "--out", str(tmp_path), "--json")
+@needs_cpu_tools
+def test_arty_100t_resident_fit_covers_the_ddr3_core_and_fits(tmp_path):
+    """The Yosys fit of the whole resident SoC on the A7-100T: the SoC, its 64 PEs + 16
+    requantizer multipliers, and the LiteDRAM DDR3 core with its VexRiscv (which has DSPs and
+    block RAM of its own) are all counted, and they fit the part."""
+    out = run_build("--board", "arty_a7_100", "--out", str(tmp_path), "--json")
     assert out.returncode == NO_BITSTREAM, out.stderr
     result = json.loads(out.stdout)
     util = result["utilization"]
     assert all(0 < used <= cap for used, cap in util.values()), util
-    # 64 PEs + 16 multipliers in the 8 requantizers
-    assert util["dsp"][0] == DEFAULT_CONFIG.pes + 2 * DEFAULT_CONFIG.cols
+    assert result["fits"] is True and result["mode"] == "resident"
+    engine_dsps = DEFAULT_CONFIG.pes + 2 * DEFAULT_CONFIG.cols
+    assert util["dsp"][0] > engine_dsps  # + the init CPU's multiplier
     assert result["timing_met"] is None  # no Vivado: timing is not claimed
     predicted = result["predicted"]
     assert predicted["variant"] == "v1.0" and predicted["mhz"] == 100.0
     assert predicted["images_per_s"] == pytest.approx(100e6 / predicted["cycles"])
+
+
+@pytest.mark.slow
+@pytest.mark.synthesis
+def test_arty_35t_streamed_fit_report_counts_luts_and_fits(tmp_path):
+    """The 35T builds the streamed SoC by default (the resident one does not fit it)."""
+    out = run_build("--board", "arty_a7", "--out", str(tmp_path), "--json")
+    assert out.returncode == NO_BITSTREAM, out.stderr
+    result = json.loads(out.stdout)
+    assert result["mode"] == "streamed" and result["memory"] is None
+    util = result["utilization"]
+    assert all(0 < used <= cap for used, cap in util.values()), util
+    # 64 PEs + 16 multipliers in the 8 requantizers
+    assert util["dsp"][0] == DEFAULT_CONFIG.pes + 2 * DEFAULT_CONFIG.cols
+    assert result["timing_met"] is None
