@@ -35,8 +35,9 @@ from fpga.errors import UserError
 
 SYNC = b"\xa5\x5a"
 #: protocol version, reported by IDENTIFY; v2 added clock_hz, baud and index_bits_max; v3 the
-#: resident mode (dram_bytes, MEM_WRITE/MEM_READ/MODEL_COMMIT/RUN_RESIDENT, the model in STATUS)
-PROTOCOL_VERSION = 3
+#: resident mode (dram_bytes, MEM_WRITE/MEM_READ/MODEL_COMMIT/RUN_RESIDENT, the model in STATUS);
+#: v4 the DRAM controller's state (STATUS dram_state, status DRAM_NOT_READY)
+PROTOCOL_VERSION = 4
 MAGIC = b"SQZF"
 RESPONSE_FLAG = 0x80
 #: inter-byte timeout of the device's frame decoder, in clock cycles
@@ -138,6 +139,7 @@ STATUS_RESPONSE = PayloadLayout(
         ("model_fingerprint", "8s"),
         ("sequencer_error", "B"),  # hw.sequencer.SequencerError of the last refused command
         ("sequencer_pc", "I"),  # the DRAM address of that command (0 for a host transfer)
+        ("dram_state", "B"),  # DramState: the DRAM controller's init/calibration
     ),
 )
 RUN_RESPONSE = PayloadLayout("RUN response", (("cycles", "I"), ("engine_error", "B")))
@@ -191,6 +193,17 @@ class Status(enum.IntEnum):
     DEVICE_ERROR = 5  # the sequencer refused a transfer or a command (code + pc in STATUS)
     NO_MODEL = 6  # RUN_RESIDENT with no committed model
     BAD_MODEL = 7  # MODEL_COMMIT: the CRC over DRAM differs (the response has the device's)
+    DRAM_NOT_READY = 8  # a resident-mode opcode before the DRAM is initialized, or it failed
+
+
+class DramState(enum.IntEnum):
+    """STATUS ``dram_state``: the board's DRAM controller (LiteDRAM's ``init_done`` /
+    ``init_error``; on the Arty A7 its VexRiscv BIOS runs the DDR3 init and leveling)."""
+
+    NONE = 0  # no DRAM: streamed mode only
+    INITIALIZING = 1  # init/calibration running: resident opcodes answer DRAM_NOT_READY
+    READY = 2
+    FAILED = 3  # the calibration failed (init_error): resident mode cannot run
 
 
 # -- frames --------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from fpga.protocol import (
     RUN_RESPONSE,
     WRITE_REQUEST,
     DeviceInfo,
+    DramState,
     Frame,
     FrameError,
     FrameParser,
@@ -71,13 +72,24 @@ class BadModel(DeviceError):
     """MODEL_COMMIT: the CRC-32 the device read back over DRAM differs from the host's."""
 
 
+class DramNotReady(DeviceError):
+    """The device's DRAM controller has not finished its init/calibration, or it failed."""
+
+
 class NoDram(UserError, RuntimeError):
     """A resident-mode command for a device whose IDENTIFY reports no DRAM."""
 
 
 #: statuses that answer a request for good: retrying the same request cannot change them
 FINAL_STATUSES = frozenset(
-    {Status.OK, Status.ENGINE_ERROR, Status.DEVICE_ERROR, Status.NO_MODEL, Status.BAD_MODEL}
+    {
+        Status.OK,
+        Status.ENGINE_ERROR,
+        Status.DEVICE_ERROR,
+        Status.NO_MODEL,
+        Status.BAD_MODEL,
+        Status.DRAM_NOT_READY,
+    }
 )
 
 
@@ -217,7 +229,21 @@ class Device:
             )
         if status == Status.DEVICE_ERROR:
             raise self._device_error(opcode, body)
+        if status == Status.DRAM_NOT_READY:
+            raise self._dram_not_ready(opcode)
         raise DeviceError(f"{opcode.name}: the device answered {status.name}")
+
+    def _dram_not_ready(self, opcode: Opcode) -> DramNotReady:
+        """DRAM_NOT_READY: still initializing, or its calibration failed (STATUS says which)."""
+        state = DramState(self.status()["dram_state"])
+        if state == DramState.FAILED:
+            why = (
+                "its DRAM init/calibration FAILED (LiteDRAM init_error): check the board's DRAM "
+                "and the bitstream's DRAM constraints, then reload the bitstream"
+            )
+        else:
+            why = f"its DRAM is not initialized yet ({state.name.lower()}): retry in a second"
+        return DramNotReady(f"{opcode.name}: the device refused resident mode: {why}")
 
     def _device_error(self, opcode: Opcode, body: bytes) -> DeviceError:
         """DEVICE_ERROR: the sequencer's error code and command address, from RUN_RESIDENT's

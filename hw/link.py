@@ -37,6 +37,7 @@ from fpga.protocol import (
     STATUS_RESPONSE,
     SYNC,
     WRITE_REQUEST,
+    DramState,
     Opcode,
     Status,
     identify_fields,
@@ -83,7 +84,10 @@ class LinkController(wiring.Component):
     :class:`fpga.resident.HostSpace` ``LINK`` (``host_*`` ports: the sequencer's buffer port
     when it addresses that space) and ``CHECKSUM`` (a CRC-32 over a model read back), starts
     programs, and keeps the model state that STATUS reports. A MEM_WRITE that starts below the
-    committed model's end forgets the model first, so a half-written model never runs."""
+    committed model's end forgets the model first, so a half-written model never runs. Until the
+    DRAM controller is initialized (``dram_ready``; ``dram_failed``: its calibration failed) the
+    resident opcodes answer DRAM_NOT_READY at once instead of waiting on the DRAM, and STATUS
+    reports ``dram_state``."""
 
     def __init__(
         self,
@@ -111,6 +115,8 @@ class LinkController(wiring.Component):
                 "seq_cycles": In(32),
                 "seq_engine_cycles": In(32),
                 "seq_dma_wait_cycles": In(32),
+                "dram_ready": In(1, init=1),  # the DRAM controller is initialized
+                "dram_failed": In(1),  # its init/calibration failed
                 "host_write_en": In(1),
                 "host_write_space": In(range(max(HostSpace) + 1)),
                 "host_write_addr": In(addr_bits),
@@ -203,6 +209,12 @@ class LinkController(wiring.Component):
             ]
             responses[Opcode.MODEL_COMMIT] = checked.as_value()
             responses[Opcode.RUN_RESIDENT] = resident_run.as_value()
+            dram_state = Mux(
+                self.dram_failed,
+                DramState.FAILED,
+                Mux(self.dram_ready, DramState.READY, DramState.INITIALIZING),
+            )
+            m.d.sync += counters.dram_state.eq(dram_state)
 
         status = Signal(8)
         resp_len = Signal(16)  # response payload bytes incl. status, held in frame[0..]
@@ -452,7 +464,9 @@ class LinkController(wiring.Component):
         cfg = self.config
         command = self.seq_command  # registered: set here, handed over in SUBMIT
         with m.Case(Opcode.MEM_WRITE):
-            with m.If(c.header.length < MEM_WRITE_REQUEST.size):
+            with m.If(~self.dram_ready):  # before init/calibration, or it failed
+                c.respond(Status.DRAM_NOT_READY)
+            with m.Elif(c.header.length < MEM_WRITE_REQUEST.size):
                 c.respond(Status.BAD_LENGTH)
             with m.Elif(c.header.length == MEM_WRITE_REQUEST.size):
                 c.respond(Status.OK)
@@ -471,7 +485,9 @@ class LinkController(wiring.Component):
                 m.next = "SUBMIT"
         with m.Case(Opcode.MEM_READ):
             too_long = c.mem_read.count > cfg.max_payload - RESPONSE_STATUS.size
-            with m.If((c.header.length != MEM_READ_REQUEST.size) | too_long):
+            with m.If(~self.dram_ready):  # before init/calibration, or it failed
+                c.respond(Status.DRAM_NOT_READY)
+            with m.Elif((c.header.length != MEM_READ_REQUEST.size) | too_long):
                 c.respond(Status.BAD_LENGTH)
             with m.Else():
                 m.d.sync += [
@@ -485,7 +501,9 @@ class LinkController(wiring.Component):
                 ]
                 m.next = "SUBMIT"
         with m.Case(Opcode.MODEL_COMMIT):
-            with m.If(c.header.length != MODEL_COMMIT_REQUEST.size):
+            with m.If(~self.dram_ready):  # before init/calibration, or it failed
+                c.respond(Status.DRAM_NOT_READY)
+            with m.Elif(c.header.length != MODEL_COMMIT_REQUEST.size):
                 c.respond(Status.BAD_LENGTH)
             with m.Else():
                 m.d.sync += [
@@ -500,7 +518,9 @@ class LinkController(wiring.Component):
                 ]
                 m.next = "SUBMIT"
         with m.Case(Opcode.RUN_RESIDENT):
-            with m.If(c.counters.model_loaded == 0):
+            with m.If(~self.dram_ready):  # before init/calibration, or it failed
+                c.respond(Status.DRAM_NOT_READY)
+            with m.Elif(c.counters.model_loaded == 0):
                 c.respond(Status.NO_MODEL)
             with m.Else():
                 m.next = "SEQ_START"

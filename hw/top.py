@@ -268,6 +268,10 @@ class SoC(wiring.Component):
                 module=memory.module,
             )
             wiring.connect(m, dma.dram, controller.port)
+            m.d.comb += [
+                link.dram_ready.eq(controller.ready),
+                link.dram_failed.eq(controller.init_error),
+            ]
             if not memory.sim:  # the whole SoC runs in the controller's user clock
                 m.domains.sync = ClockDomain("sync", local=True)
                 m.d.comb += [

@@ -33,6 +33,7 @@ from fpga.protocol import (
     RESIDENT_RUN_RESPONSE,
     STATUS_RESPONSE,
     SYNC,
+    DramState,
     FrameError,
     FrameParser,
     Opcode,
@@ -50,7 +51,15 @@ from fpga.resident import (
 )
 from fpga.resident import Opcode as Cmd
 from host.classify import choose_mode, predicted_images_per_s
-from host.driver import BadModel, Device, DeviceError, LinkError, NoDram, NoModel
+from host.driver import (
+    BadModel,
+    Device,
+    DeviceError,
+    DramNotReady,
+    LinkError,
+    NoDram,
+    NoModel,
+)
 
 SIZE = 64  # v1.1 at a reduced input size (as tests/test_resident.py)
 DRAM = 16 << 20  # the stand-in's DRAM (the simulated board has 256 MiB)
@@ -58,7 +67,7 @@ SEQ_DRAM_RANGE = 2  # hw.sequencer.SequencerError.DRAM_RANGE (tests may not need
 
 
 class FakeResidentBoard:
-    """A transport that is a protocol-v3 device with ``dram_bytes`` of DRAM (0: none)."""
+    """A transport that is a protocol-v4 device with ``dram_bytes`` of DRAM (0: none)."""
 
     def __init__(self, config=DEFAULT_CONFIG, dram_bytes: int = DRAM):
         self.config = config
@@ -73,6 +82,7 @@ class FakeResidentBoard:
         self.crc_errors = 0
         self.corrupt_dram_at: int | None = None  # a stuck DRAM byte: stores ~value there
         self.run_error: int | None = None  # RUN_RESIDENT refuses with this sequencer error
+        self.dram_state = DramState.READY if dram_bytes else DramState.NONE
 
     # -- transport -----------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
@@ -123,9 +133,12 @@ class FakeResidentBoard:
                 model_fingerprint=self.model["fingerprint"],
                 sequencer_error=self.sequencer["error"],
                 sequencer_pc=self.sequencer["pc"],
+                dram_state=self.dram_state,
             )
         if not self.dram_bytes:
             return Status.BAD_OPCODE, b""
+        if self.dram_state != DramState.READY:
+            return Status.DRAM_NOT_READY, b""
         if opcode == Opcode.MEM_WRITE:
             addr = MEM_WRITE_REQUEST.unpack(payload)["addr"]
             data = payload[MEM_WRITE_REQUEST.size :]
@@ -283,6 +296,26 @@ def test_a_transfer_outside_the_dram_is_a_device_error_naming_the_code():
     assert "host transfer" in str(caught.value)
     with pytest.raises(DeviceError, match="MEM_READ"):
         device.mem_read(DRAM - 1, 2)
+
+
+@pytest.mark.parametrize(
+    "state,message",
+    [
+        (DramState.INITIALIZING, r"its DRAM is not initialized yet \(initializing\): retry"),
+        (DramState.FAILED, r"its DRAM init/calibration FAILED \(LiteDRAM init_error\)"),
+    ],
+)
+def test_a_dram_that_is_not_ready_is_one_clear_error_and_not_retried(state, message):
+    board = FakeResidentBoard()
+    board.dram_state = state
+    device = fake_device(board)
+    board.frames.clear()
+    with pytest.raises(
+        DramNotReady, match=f"MEM_WRITE: the device refused resident mode: {message}"
+    ):
+        device.mem_write(0, b"abcd")
+    assert board.frames == [Opcode.MEM_WRITE, Opcode.STATUS]  # final: not retried
+    assert isinstance(DramNotReady("x"), UserError)  # the CLI prints one line, exit 2
 
 
 def test_a_device_without_dram_refuses_resident_mode_up_front(small):

@@ -7,13 +7,17 @@ from amaranth.sim import Simulator
 from fpga.config import SMALL_CONFIG
 from fpga.layout import BufferSpace
 from fpga.protocol import (
+    MODEL_COMMIT_REQUEST,
     RESPONSE_FLAG,
     RUN_RESPONSE,
+    DramState,
     FrameParser,
     Opcode,
     Status,
     encode_frame,
     identify_payload,
+    mem_read_payload,
+    mem_write_payload,
     parse_status,
     read_payload,
     write_payload,
@@ -23,10 +27,17 @@ from hw.link import LinkController
 RUN_CYCLES = 123_456
 
 
-def exchange(requests: list[bytes], baud: int = 0, read_byte=lambda addr: addr * 7 & 0xFF):
+def exchange(
+    requests: list[bytes],
+    baud: int = 0,
+    read_byte=lambda addr: addr * 7 & 0xFF,
+    dram_bytes: int = 0,
+    inputs: dict | None = None,
+):
     """Send the request bytes to a LinkController whose engine side is a stand-in; returns
-    (decoded response frames, engine writes as (space, addr, data))."""
-    dut = LinkController(SMALL_CONFIG, timeout_cycles=64, baud=baud)
+    (decoded response frames, engine writes as (space, addr, data)). ``inputs``: port name ->
+    value held during the exchange (e.g. the DRAM state of a resident controller)."""
+    dut = LinkController(SMALL_CONFIG, timeout_cycles=64, baud=baud, dram_bytes=dram_bytes)
     stream = b"".join(requests)
     parser = FrameParser()
     writes = []
@@ -34,6 +45,8 @@ def exchange(requests: list[bytes], baud: int = 0, read_byte=lambda addr: addr *
     async def bench(ctx):
         position, idle, pending, run_left = 0, 0, None, None
         ctx.set(dut.tx_ready, 1)
+        for name, value in (inputs or {}).items():
+            ctx.set(getattr(dut, name), value)
         while idle < 200:
             ctx.set(dut.rx_valid, position < len(stream))
             ctx.set(dut.rx_data, stream[position] if position < len(stream) else 0)
@@ -107,3 +120,40 @@ def test_link_controller_speaks_the_protocol_layouts():
     assert answers[8][1] == bytes([Status.BAD_CRC])
     after = parse_status(answers[9][1][1:])
     assert after["frames_ok"] == 8 and after["crc_errors"] == 1
+
+
+def test_resident_opcodes_wait_for_the_dram_and_status_says_why():
+    """Before the DRAM controller is initialized (or after its calibration failed) the resident
+    opcodes answer DRAM_NOT_READY at once (they do not hang on the DMA), and STATUS reports the
+    DRAM's state; a streamed opcode still works."""
+    resident = [
+        encode_frame(1, Opcode.MEM_WRITE, mem_write_payload(0, b"abcd")),
+        encode_frame(2, Opcode.MEM_READ, mem_read_payload(0, 4)),
+        encode_frame(3, Opcode.MODEL_COMMIT, bytes(MODEL_COMMIT_REQUEST.size)),
+        encode_frame(4, Opcode.RUN_RESIDENT),
+        encode_frame(5, Opcode.STATUS),
+        encode_frame(6, Opcode.WRITE, write_payload(BufferSpace.ACT_IN, 0, b"x")),
+    ]
+    for inputs, state in (
+        ({"dram_ready": 0, "dram_failed": 0}, DramState.INITIALIZING),
+        ({"dram_ready": 0, "dram_failed": 1}, DramState.FAILED),
+    ):
+        frames, writes = exchange(resident, dram_bytes=1 << 20, inputs=inputs)
+        answers = {frame.seq: frame.payload for frame in frames}
+        assert sorted(answers) == list(range(1, 7)), state
+        for seq in (1, 2, 3, 4):
+            assert answers[seq] == bytes([Status.DRAM_NOT_READY]), (state, seq)
+        assert parse_status(answers[5][1:])["dram_state"] == state
+        assert answers[6] == bytes([Status.OK]) and writes == [(BufferSpace.ACT_IN, 0, ord("x"))]
+    # ready: RUN_RESIDENT gets past the DRAM check (no model yet), STATUS says READY
+    frames, _ = exchange(
+        [encode_frame(1, Opcode.RUN_RESIDENT), encode_frame(2, Opcode.STATUS)],
+        dram_bytes=1 << 20,
+        inputs={"dram_ready": 1},
+    )
+    answers = {frame.seq: frame.payload for frame in frames}
+    assert answers[1] == bytes([Status.NO_MODEL])
+    assert parse_status(answers[2][1:])["dram_state"] == DramState.READY
+    # a streamed-only controller has no DRAM
+    frames, _ = exchange([encode_frame(1, Opcode.STATUS)])
+    assert parse_status(frames[0].payload[1:])["dram_state"] == DramState.NONE
