@@ -269,6 +269,15 @@ def check_installed(sim: bool, cpu: str | None = None) -> None:
         )
 
 
+def missing_tools(sim: bool = False, cpu: str | None = None) -> str | None:
+    """What :func:`check_installed` would raise, as text, or None when everything is there."""
+    try:
+        check_installed(sim, cpu)
+    except LiteDRAMMissing as error:
+        return str(error)
+    return None
+
+
 def _version(package: str) -> str:
     try:
         return importlib.metadata.version(package)

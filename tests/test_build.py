@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from fpga import litedram
 from fpga.boards import BOARDS, BoardError, get_board
 from fpga.build import NO_BITSTREAM
 from fpga.config import DEFAULT_CONFIG, SMALL_CONFIG
@@ -45,20 +46,11 @@ def test_arty_build_tree_has_part_clock_and_uart_pins(tmp_path):
     assert "module top" in (tree / "top.v").read_text()
 
 
-def _cpu_tools_missing() -> str | None:
-    from fpga import litedram
-
-    try:
-        litedram.check_installed(sim=False, cpu=litedram.INIT_CPU)
-    except litedram.LiteDRAMMissing as error:
-        return str(error)
-    return None
-
-
 #: the Arty's DDR3 core has LiteDRAM's VexRiscv init CPU, whose BIOS needs riscv64-unknown-elf-gcc
 #: (Debian): `make arty-dram-tools`, which .ci/run runs before `make test`
 needs_cpu_tools = pytest.mark.skipif(
-    _cpu_tools_missing() is not None, reason=f"{_cpu_tools_missing()} (make arty-dram-tools)"
+    bool(litedram.missing_tools(cpu=litedram.INIT_CPU)),
+    reason=f"{litedram.missing_tools(cpu=litedram.INIT_CPU)} (make arty-dram-tools)",
 )
 
 

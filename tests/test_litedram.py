@@ -18,17 +18,10 @@ needs_litedram = pytest.mark.skipif(
 )
 
 
-def _cpu_tools_missing() -> str | None:
-    try:
-        litedram.check_installed(sim=False, cpu=litedram.INIT_CPU)
-    except litedram.LiteDRAMMissing as error:
-        return str(error)
-    return None
-
-
 #: the Arty board core (VexRiscv + BIOS compile, ~25-40 s here): skipped without the tools
 needs_cpu_tools = pytest.mark.skipif(
-    _cpu_tools_missing() is not None, reason=f"{_cpu_tools_missing()} (make arty-dram-tools)"
+    bool(litedram.missing_tools(cpu=litedram.INIT_CPU)),
+    reason=f"{litedram.missing_tools(cpu=litedram.INIT_CPU)} (make arty-dram-tools)",
 )
 
 #: the Arty A7 board core's top-level ports (litedram 2024.12, cpu: vexriscv), as parse_ports
