@@ -1,11 +1,13 @@
 """The UART PHY and the SoC's UART link, bit-level against cocotbext-uart (independent model),
-at the boards' rates: 12 Mbaud from 100 MHz (8 1/3 cycles a bit, the fractional bit timer) and
-3 Mbaud from 25 MHz (the ULX3S)."""
+at the boards' rates and fabric clocks (fpga.boards): 12 Mbaud from 100 MHz on the Arty A7 (8 1/3
+cycles a bit, the fractional bit timer) and 3 Mbaud from the ULX3S's 40 MHz PLL clock
+(13 1/3)."""
 
 import json
 
 import pytest
 
+from fpga.boards import get_board
 from fpga.config import SMALL_CONFIG
 from hw.top import SoC
 from sim import runner
@@ -15,7 +17,10 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.mark.parametrize("clock_mhz,baud", [(100.0, 12_000_000), (25.0, 3_000_000)])
+@pytest.mark.parametrize(
+    "clock_mhz,baud",
+    [(get_board(name).clock_mhz, get_board(name).baud) for name in ("arty_a7", "ulx3s")],
+)
 def test_soc_over_uart_against_cocotbext_uart(clock_mhz, baud):
     config = SMALL_CONFIG.replace(clock_mhz=clock_mhz)  # the link is what is tested: small engine
     soc = SoC(config, link="uart", baud=baud)
