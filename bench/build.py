@@ -66,6 +66,15 @@ def main() -> dict:
             f"{cell('dsp'):>10} {cell('bram'):>10} {fmax:>7} {r['target_mhz']:>6g} "
             f"{rate(r, 'v1.0'):>10} {rate(r, 'v1.1'):>10} {r['build_s']:>6.0f}s"
         )
+    for r in rows:
+        if "error" not in r and r["clocks"]:
+            clocks = ", ".join(
+                f"{name} {c['fmax_mhz']:.1f}/{c['target_mhz']:g} MHz"
+                for name, c in r["clocks"].items()
+            )
+            memory = r["memory"]
+            dram = f"{memory['controller']} {memory['size_bytes'] >> 20} MiB" if memory else "none"
+            print(f"{r['board']} ({r['config']}): clocks (Fmax/target) {clocks}; DRAM {dram}")
     arty = next(r for r in rows if r["board"] == "arty_a7" and "error" not in r)
     best = max(p["images_per_s"] or 0 for p in arty["predicted"].values())
     print(
