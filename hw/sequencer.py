@@ -33,7 +33,7 @@ Sequential: DMA and engine never overlap (double buffering is in docs/resident.m
 
 from __future__ import annotations
 
-from amaranth import Const, Module, Mux, Signal, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -392,24 +392,27 @@ class Sequencer(wiring.Component):
                 # receive side: the same chunk sequence at ``moved``, placed at DRAM lane ``lane``
                 at = row_buffer + moved
                 n = chunk("store_chunk", at, lane, length - moved)
-                source = Signal(8 * width)
-                m.d.comb += source.eq(
-                    Mux(
-                        wide,
-                        self.read_block.bit_select(at[:block_bits] * 8, 8 * width)
-                        if block_bits
-                        else self.read_block,
-                        self.read_data,
-                    )
+                # byte ``j`` of the chunk (block byte ``at % width + j``, or read_data alone in
+                # a byte space) goes to word byte ``lane + j``: one rotation of the block by
+                # ``lane - at`` (mod width) puts every block byte on its word byte mod width
+                block = Signal(8 * width)
+                m.d.comb += block.eq(
+                    Cat(Mux(wide, self.read_block[:8], self.read_data), self.read_block[8:])
                 )
+                placed = block
+                if block_bits:
+                    rotation = Signal(block_bits)
+                    m.d.comb += rotation.eq(lane[:block_bits] - Mux(wide, at[:block_bits], 0))
+                    placed = Cat(
+                        block.word_select((k - rotation)[:block_bits], 8) for k in range(width)
+                    )
                 with m.If(self.read_valid):
                     for i in range(word_bytes):
-                        for j in range(width):
-                            with m.If((lane + j == i) & (j < n)):
-                                m.d.sync += [
-                                    word.word_select(i, 8).eq(source.word_select(j, 8)),
-                                    keep[i].eq(1),
-                                ]
+                        with m.If((lane <= i) & (i < lane + n)):
+                            m.d.sync += [
+                                word.word_select(i, 8).eq(placed.word_select(i % width, 8)),
+                                keep[i].eq(1),
+                            ]
                     m.d.sync += [moved.eq(moved + n), lane.eq(lane + n)]
                     with m.If((moved + n == length) | (lane + n == word_bytes)):
                         m.next = "STORE_PUSH"
