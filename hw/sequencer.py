@@ -151,23 +151,39 @@ class Sequencer(wiring.Component):
         lane_bits = max(1, (word_bytes - 1).bit_length())
         fetch_words = COMMAND_BYTES // word_bytes
         layout = command_layout()
+        fields = dict(command_fields())
+        dram_bits = self.byte_address_width
+        addr_bits = len(self.write_addr)
+        # widths from the config: a row is checked against the DRAM and its buffer space before
+        # any of its bytes move, so the counters of a row's bytes only reach the larger of them
+        sizes = {**self.buffer_sizes, **self.host_sizes}
+        buffer_bits = max(addr_bits, (max(sizes.values()) - 1).bit_length(), 1)
+        row_bytes = min(self.dram_size, max(sizes.values()))  # the longest row that passes
 
         record = Signal(layout)
         fetched = Signal(range(fetch_words + 1))
-        pc = Signal(32)
+        pc = Signal(fields["dram_addr"])
         cycles = Signal(32)
         engine_cycles = Signal(32)
         dma_wait_cycles = Signal(32)
         dma_wait = Signal()  # this cycle waits for the DMA (a request, read data, write drain)
         immediate = Signal()  # the command came from ``submit``, not from DRAM
-        rows_left = Signal(32)
-        row_dram = Signal(34)  # may run past the DRAM by a stride before the check refuses it
-        row_buffer = Signal(34)
-        moved = Signal(32)  # bytes of the current row handed on
+        rows_left = Signal(fields["count"])  # also counts the span's strides (SPAN)
+        # the row's DRAM and buffer addresses modulo 2^dram_bits / 2^buffer_bits; ``*_over``: the
+        # true address is at or past that (then the row is refused: both are the whole range)
+        row_dram = Signal(dram_bits)
+        dram_over = Signal()
+        row_buffer = Signal(buffer_bits)
+        buffer_over = Signal()
+        # the row's bytes not yet handed on and the buffer address of the next (receive side;
+        # the issue side of a STORE has its own)
+        left = Signal(range(row_bytes + 1))
+        at = Signal(addr_bits)
+        issue_left = Signal(range(row_bytes + 1))
+        issue_at = Signal(addr_bits)
         word = Signal(8 * word_bytes)
         keep = Signal(word_bytes)
         lane = Signal(range(word_bytes + 1))
-        issued = Signal(32)  # STORE: bytes whose read was issued
         issue_lane = Signal(range(word_bytes + 1))
         code = Signal(SequencerError)
         # WINDOWS LOADs: the span, read once into a word-wide window buffer
@@ -177,14 +193,25 @@ class Sequencer(wiring.Component):
         )
         window_fill = window.write_port()
         window_peek = window.read_port(domain="comb")
-        span = Signal(34)
-        span_left = Signal(32)
+        # the span so far, saturated at all ones (only compared with window_bytes until it fits)
+        span = Signal(self.window_bytes.bit_length())
         filled = Signal(range(window_words + 1))
+        # byte offsets into the window buffer (its first word holds the command's dram_addr):
+        # of the row, and of the row's next byte
+        window_row = Signal(range(self.window_bytes + word_bytes))
+        window_at = Signal(range(self.window_bytes + word_bytes))
         windows = (record.flags & int(Flag.WINDOWS)) != 0
+
+        def over(value, bits):
+            """``value`` does not fit ``bits`` bits."""
+            return value[bits:] != 0 if len(value) > bits else Const(0)
+
+        def saturated(value):
+            return Mux(over(value, len(span)), (1 << len(span)) - 1, value[: len(span)])
 
         length = record.length
         space_ok = Signal()
-        buffer_size = Signal(34)
+        buffer_size = Signal(range(max(sizes.values()) + 1))
         with m.Switch(record.space):
             for space, size in self.buffer_sizes.items():
                 with m.Case(space):
@@ -210,11 +237,13 @@ class Sequencer(wiring.Component):
             to_block = Signal(range(width + 1), name=f"{name}_to_block")
             to_word = Signal(range(word_bytes + 1), name=f"{name}_to_word")
             fits = Signal(range(width + 1), name=f"{name}_fits")
+            short = Signal(name=f"{name}_short")  # fewer than ``fits`` bytes left
             m.d.comb += [
                 to_block.eq(width - (buffer_at[:block_bits] if block_bits else 0)),
                 to_word.eq(word_bytes - word_lane),
                 fits.eq(Mux(to_word < to_block, to_word, to_block)),
-                n.eq(Mux(wide, Mux(left < fits, left, fits), 1)),
+                short.eq(~over(left, len(n)) & (left[: len(n)] < fits)),
+                n.eq(Mux(wide, Mux(short, left[: len(n)], fits), 1)),
             ]
             return n
 
@@ -236,6 +265,16 @@ class Sequencer(wiring.Component):
             m.d.sync += cycles.eq(cycles + 1)
         with m.If(dma_wait):
             m.d.sync += dma_wait_cycles.eq(dma_wait_cycles + 1)
+
+        # LOAD_BYTES and WINDOW_BYTES share the byte-lane shifter onto the write port
+        from_window = Signal()
+        load_lane = Signal(lane_bits)
+        load_source = Signal(8 * word_bytes)
+        m.d.comb += [
+            load_lane.eq(Mux(from_window, window_at[:lane_bits], lane[:lane_bits])),
+            load_source.eq(Mux(from_window, window_peek.data, word)),
+        ]
+        loaded = load_source.bit_select(load_lane * 8, 8 * width) if word_bytes > 1 else word
 
         def fail(reason: SequencerError):
             m.d.sync += code.eq(reason)
@@ -263,7 +302,7 @@ class Sequencer(wiring.Component):
                 m.d.sync += fetched.eq(0)
                 with m.If(pc[:lane_bits] != 0 if word_bytes > 1 else Const(0)):
                     fail(SequencerError.ALIGNMENT)
-                with m.Elif(pc + COMMAND_BYTES > self.dram_size):
+                with m.Elif(pc > self.dram_size - COMMAND_BYTES):  # pc + COMMAND_BYTES > size
                     fail(SequencerError.DRAM_RANGE)
                 with m.Else():
                     m.d.comb += [
@@ -293,7 +332,10 @@ class Sequencer(wiring.Component):
                 m.d.sync += [
                     rows_left.eq(record.count),
                     row_dram.eq(record.dram_addr),
+                    dram_over.eq(over(record.dram_addr, dram_bits)),
                     row_buffer.eq(record.buffer_offset),
+                    buffer_over.eq(over(record.buffer_offset, buffer_bits)),
+                    window_row.eq(record.dram_addr[:lane_bits] if word_bytes > 1 else 0),
                 ]
                 with m.Switch(record.opcode):
                     with m.Case(Opcode.LOAD, Opcode.STORE):
@@ -307,7 +349,7 @@ class Sequencer(wiring.Component):
                         ):
                             fail(SequencerError.FLAGS)
                         with m.Elif(windows):
-                            m.d.sync += [span.eq(length), span_left.eq(record.count - 1)]
+                            m.d.sync += span.eq(saturated(length))
                             m.next = "SPAN"
                         with m.Else():
                             m.next = "ROW"
@@ -323,10 +365,18 @@ class Sequencer(wiring.Component):
 
             with m.State("ROW"):  # check the row, then request it
                 m.d.comb += self.busy.eq(1)
-                m.d.sync += [moved.eq(0), issued.eq(0), keep.eq(0)]
-                with m.If(row_dram + length > self.dram_size):
+                m.d.sync += [
+                    left.eq(length),
+                    at.eq(row_buffer),
+                    issue_left.eq(length),
+                    issue_at.eq(row_buffer),
+                    keep.eq(0),
+                    lane.eq(row_lane),
+                    issue_lane.eq(row_lane),
+                ]
+                with m.If(dram_over | (row_dram + length > self.dram_size)):
                     fail(SequencerError.DRAM_RANGE)
-                with m.Elif(row_buffer + length > buffer_size):
+                with m.Elif(buffer_over | (row_buffer + length > buffer_size)):
                     fail(SequencerError.BUFFER_RANGE)
                 with m.Elif(record.opcode == Opcode.LOAD):
                     m.d.comb += self.dma_read_request.valid.eq(1)
@@ -337,61 +387,58 @@ class Sequencer(wiring.Component):
                     m.d.comb += self.dma_write_request.valid.eq(1)
                     m.d.comb += dma_wait.eq(~self.dma_write_request.ready)
                     with m.If(self.dma_write_request.ready):
-                        m.d.sync += [lane.eq(row_lane), issue_lane.eq(row_lane)]
                         m.next = "STORE_READ"
 
             # -- LOAD: DMA words -> one byte per cycle on the buffer write port --------------
+            # (``lane``: the row's first word starts at its address' lane, the next at 0)
             with m.State("LOAD_WORD"):
                 m.d.comb += [self.busy.eq(1), self.dma_read_data.ready.eq(1)]
                 m.d.comb += dma_wait.eq(~self.dma_read_data.valid)
                 with m.If(self.dma_read_data.valid):
-                    m.d.sync += [
-                        word.eq(self.dma_read_data.payload.data),
-                        lane.eq(0),
-                    ]
-                    with m.If(moved == 0):  # the row's first word starts at its address' lane
-                        m.d.sync += lane.eq(row_lane)
+                    m.d.sync += word.eq(self.dma_read_data.payload.data)
                     m.next = "LOAD_BYTES"
 
             with m.State("LOAD_BYTES"):
-                n = chunk("load_chunk", row_buffer + moved, lane, length - moved)
+                n = chunk("load_chunk", at, lane, left)
                 m.d.comb += [
                     self.busy.eq(1),
                     self.write_en.eq(1),
-                    self.write_addr.eq(row_buffer + moved),
-                    self.write_data.eq(
-                        word.bit_select(lane[:lane_bits] * 8, 8 * width) if word_bytes > 1 else word
-                    ),
+                    self.write_addr.eq(at),
+                    self.write_data.eq(loaded),
                     self.write_count.eq(n),
                 ]
                 with m.If(self.write_ready):
-                    m.d.sync += [moved.eq(moved + n), lane.eq(lane + n)]
-                    with m.If(moved + n == length):
+                    m.d.sync += [at.eq(at + n), left.eq(left - n), lane.eq(lane + n)]
+                    with m.If(left == n):
                         m.next = "ROW_DONE"
                     with m.Elif(lane + n == word_bytes):
                         # the word's last byte: take the next word in the same cycle if it is
                         # there (no bubble between words), else wait for it
+                        m.d.sync += lane.eq(0)
                         m.d.comb += self.dma_read_data.ready.eq(1)
                         with m.If(self.dma_read_data.valid):
-                            m.d.sync += [word.eq(self.dma_read_data.payload.data), lane.eq(0)]
+                            m.d.sync += word.eq(self.dma_read_data.payload.data)
                         with m.Else():
                             m.next = "LOAD_WORD"
 
             # -- STORE: buffer reads (pipelined, one byte per cycle) -> DMA words ------------
             with m.State("STORE_READ"):
                 m.d.comb += self.busy.eq(1)
-                # issue side: the chunk at ``issued`` (reads answer one cycle later)
-                issue_n = chunk("issue_chunk", row_buffer + issued, issue_lane, length - issued)
-                can_issue = (issued != length) & (issue_lane != word_bytes)
+                # issue side: the next chunk to read (reads answer one cycle later)
+                issue_n = chunk("issue_chunk", issue_at, issue_lane, issue_left)
+                can_issue = (issue_left != 0) & (issue_lane != word_bytes)
                 m.d.comb += [
                     self.read_en.eq(can_issue),
-                    self.read_addr.eq(row_buffer + issued),
+                    self.read_addr.eq(issue_at),
                 ]
                 with m.If(can_issue):
-                    m.d.sync += [issued.eq(issued + issue_n), issue_lane.eq(issue_lane + issue_n)]
-                # receive side: the same chunk sequence at ``moved``, placed at DRAM lane ``lane``
-                at = row_buffer + moved
-                n = chunk("store_chunk", at, lane, length - moved)
+                    m.d.sync += [
+                        issue_at.eq(issue_at + issue_n),
+                        issue_left.eq(issue_left - issue_n),
+                        issue_lane.eq(issue_lane + issue_n),
+                    ]
+                # receive side: the same chunk sequence at ``at``, placed at DRAM lane ``lane``
+                n = chunk("store_chunk", at, lane, left)
                 # byte ``j`` of the chunk (block byte ``at % width + j``, or read_data alone in
                 # a byte space) goes to word byte ``lane + j``: one rotation of the block by
                 # ``lane - at`` (mod width) puts every block byte on its word byte mod width
@@ -413,8 +460,8 @@ class Sequencer(wiring.Component):
                                 word.word_select(i, 8).eq(placed.word_select(i % width, 8)),
                                 keep[i].eq(1),
                             ]
-                    m.d.sync += [moved.eq(moved + n), lane.eq(lane + n)]
-                    with m.If((moved + n == length) | (lane + n == word_bytes)):
+                    m.d.sync += [at.eq(at + n), left.eq(left - n), lane.eq(lane + n)]
+                    with m.If((left == n) | (lane + n == word_bytes)):
                         m.next = "STORE_PUSH"
 
             with m.State("STORE_PUSH"):
@@ -423,12 +470,12 @@ class Sequencer(wiring.Component):
                     self.dma_write_data.valid.eq(1),
                     self.dma_write_data.payload.data.eq(word),
                     self.dma_write_data.payload.keep.eq(keep),
-                    self.dma_write_data.payload.last.eq(moved == length),
+                    self.dma_write_data.payload.last.eq(left == 0),
                     dma_wait.eq(~self.dma_write_data.ready),
                 ]
                 with m.If(self.dma_write_data.ready):
                     m.d.sync += [keep.eq(0), lane.eq(0), issue_lane.eq(0)]
-                    with m.If(moved != length):
+                    with m.If(left != 0):
                         m.next = "STORE_READ"
                     with m.Else():
                         m.next = "STORE_NEXT"
@@ -444,9 +491,12 @@ class Sequencer(wiring.Component):
                 m.d.sync += filled.eq(0)
                 with m.If(span > self.window_bytes):
                     fail(SequencerError.FLAGS)
-                with m.Elif(span_left != 0):
-                    m.d.sync += [span.eq(span + record.dram_stride), span_left.eq(span_left - 1)]
-                with m.Elif(row_dram + span > self.dram_size):
+                with m.Elif(rows_left != 1):
+                    m.d.sync += [
+                        span.eq(saturated(span + record.dram_stride)),
+                        rows_left.eq(rows_left - 1),
+                    ]
+                with m.Elif(dram_over | (row_dram + span > self.dram_size)):
                     fail(SequencerError.DRAM_RANGE)
                 with m.Else():
                     m.d.comb += [
@@ -455,6 +505,7 @@ class Sequencer(wiring.Component):
                         dma_wait.eq(~self.dma_read_request.ready),
                     ]
                     with m.If(self.dma_read_request.ready):
+                        m.d.sync += rows_left.eq(record.count)  # now the rows
                         m.next = "WINDOW_FILL"
 
             with m.State("WINDOW_FILL"):
@@ -473,40 +524,42 @@ class Sequencer(wiring.Component):
 
             with m.State("WINDOW_ROW"):
                 m.d.comb += self.busy.eq(1)
-                m.d.sync += moved.eq(0)
-                with m.If(row_buffer + length > buffer_size):
+                m.d.sync += [left.eq(length), at.eq(row_buffer), window_at.eq(window_row)]
+                with m.If(buffer_over | (row_buffer + length > buffer_size)):
                     fail(SequencerError.BUFFER_RANGE)
                 with m.Else():
                     m.next = "WINDOW_BYTES"
 
             with m.State("WINDOW_BYTES"):
-                at = Signal(34)
-                at_lane = at[:lane_bits] if word_bytes > 1 else Const(0, 1)
-                n = chunk("window_chunk", row_buffer + moved, at_lane, length - moved)
+                window_lane = window_at[:lane_bits] if word_bytes > 1 else Const(0, 1)
+                n = chunk("window_chunk", at, window_lane, left)
                 m.d.comb += [
                     self.busy.eq(1),
-                    at.eq(row_dram + moved),
-                    window_peek.addr.eq(at[lane_bits:] - record.dram_addr[lane_bits:]),
+                    from_window.eq(1),
+                    window_peek.addr.eq(window_at[lane_bits:] if word_bytes > 1 else window_at),
                     self.write_en.eq(1),
-                    self.write_addr.eq(row_buffer + moved),
-                    self.write_data.eq(
-                        window_peek.data.bit_select(at_lane * 8, 8 * width)
-                        if word_bytes > 1
-                        else window_peek.data
-                    ),
+                    self.write_addr.eq(at),
+                    self.write_data.eq(loaded),
                     self.write_count.eq(n),
                 ]
                 with m.If(self.write_ready):
-                    m.d.sync += moved.eq(moved + n)
-                    with m.If(moved + n == length):
+                    m.d.sync += [at.eq(at + n), left.eq(left - n), window_at.eq(window_at + n)]
+                    with m.If(left == n):
                         m.next = "ROW_DONE"
 
             with m.State("ROW_DONE"):
                 m.d.comb += self.busy.eq(1)
+                next_dram = row_dram + record.dram_stride[:dram_bits]
+                next_buffer = row_buffer + record.buffer_stride[:buffer_bits]
                 m.d.sync += [
                     rows_left.eq(rows_left - 1),
-                    row_dram.eq(row_dram + record.dram_stride),
-                    row_buffer.eq(row_buffer + record.buffer_stride),
+                    row_dram.eq(next_dram),
+                    dram_over.eq(over(next_dram, dram_bits) | over(record.dram_stride, dram_bits)),
+                    row_buffer.eq(next_buffer),
+                    buffer_over.eq(
+                        over(next_buffer, buffer_bits) | over(record.buffer_stride, buffer_bits)
+                    ),
+                    window_row.eq(window_row + record.dram_stride),
                 ]
                 with m.If(rows_left == 1):
                     m.next = "NEXT"
