@@ -32,6 +32,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from fpga import litedram
 from fpga.arch import check_variant
 from fpga.boards import BoardError, get_board
 from fpga.cli import ArgumentParser
@@ -60,12 +61,14 @@ class BuildError(RuntimeError):
     """A tool failed, or the design misses timing or does not fit."""
 
 
-#: the design a build elaborates unless told otherwise: ``module:function(board, config)``
+#: the design a build elaborates unless told otherwise: ``module:function(board, config, core)``
+#: (``core``: the board's generated LiteDRAM core, ``fpga.litedram.GeneratedCore``, or None when
+#: the board is built without its DRAM)
 DEFAULT_DESIGN = "hw.board:board_top"
 
 
 def load_design(spec: str):
-    """``"module:function"`` -> the design factory ``function(board, config) -> Elaboratable``."""
+    """``"module:function"`` -> the design factory ``function(board, config, core)``."""
     module, _, name = spec.partition(":")
     try:
         factory = getattr(importlib.import_module(module), name)
@@ -246,7 +249,7 @@ def _build_vivado(board, config, config_name, out: Path, report: bool, design) -
     extra = _constraints(board, "xdc")
     if extra:
         platform.add_file("constraints.xdc", extra)  # read_xdc'd by the generated TCL
-    plan = platform.build(design(board, config), name="top", build_dir=str(out), do_build=False)
+    plan = platform.build(design, name="top", build_dir=str(out), do_build=False)
     plan.extract(str(out))
     result = _result(board, config_name, out)
     if shutil.which("vivado"):
@@ -289,9 +292,7 @@ def _build_open(board, config, config_name, out: Path, design) -> dict:
         "nextpnr_opts": "--report top.report.json --timing-allow-fail",
         "add_preferences": _constraints(board, "lpf"),
     }
-    plan = platform.build(
-        design(board, config), name="top", build_dir=str(out), do_build=False, **options
-    )
+    plan = platform.build(design, name="top", build_dir=str(out), do_build=False, **options)
     plan.extract(str(out))
     log = out / "build.log"
     log.write_text("")
@@ -375,6 +376,9 @@ def build(
     config_name = config_name or next(k for k, v in CONFIGS.items() if v == board.config)
     config = config.replace(clock_mhz=board.clock_mhz)
     out.mkdir(parents=True, exist_ok=True)
+    # the resident SoC's DRAM controller: generated (or taken from the cache) for this clock
+    core = litedram.generate(board, sim=False) if board.memory is not None else None
+    design = design(board, config, core)
     if board.toolchain == "vivado":
         return _build_vivado(board, config, config_name, out, report, design)
     return _build_open(board, config, config_name, out, design)
@@ -428,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--design",
         default=DEFAULT_DESIGN,
-        help=f"design factory module:function(board, config) (default {DEFAULT_DESIGN})",
+        help=f"design factory module:function(board, config, core) (default {DEFAULT_DESIGN})",
     )
     args = parser.parse_args(argv)
     return run_cli(lambda: _command(args))

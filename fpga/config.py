@@ -157,8 +157,8 @@ class AcceleratorConfig:
 #: buffers take ~96 KiB of the 225 KiB block RAM.
 DEFAULT_CONFIG = AcceleratorConfig()
 
-#: The smallest useful engine (2x2): quick builds and simulations (CI's ULX3S bitstream, link tests);
-#: SqueezeNet at full size does not tile on it.
+#: The smallest useful engine (2x2): quick builds and simulations (CI's ULX3S bitstream, link
+#: tests); SqueezeNet at full size does not tile on it.
 SMALL_CONFIG = AcceleratorConfig(
     rows=2,
     cols=2,

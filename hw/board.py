@@ -5,7 +5,7 @@ importing the gateware, so the build flow depends on the board registry and the 
 
 A board with a ``memory`` entry (``fpga.boards``) gets the **resident SoC** (issue 12): the link,
 the Huffman decoder, the sequencer, the DMA, the engine and the board's real LiteDRAM core
-(``fpga.litedram.generate(board, sim=False)``) on the board's DRAM pins. The whole SoC runs in
+(``fpga.litedram.generate(board, sim=False)``, which ``fpga.build`` runs) on the board's DRAM pins. The whole SoC runs in
 the DRAM controller's user clock, which is the board's fabric clock (``Board.clock_mhz``):
 
 - **ULX3S** (ECP5, SDR SDRAM, ``GENSDRPHY``): an ``EHXPLLL`` (``hw.pll``) makes the fabric clock
@@ -122,12 +122,10 @@ class BoardTop(Elaboratable):
         return pll.clk_out[0], pll.locked
 
 
-def board_top(board, config) -> BoardTop:
+def board_top(board, config, core=None) -> BoardTop:
     """The design for ``board`` (a ``fpga.boards.Board``) with accelerator ``config``: resident
-    when the board has DRAM (its LiteDRAM core is generated, or taken from the cache, here)."""
-    core = None
-    if board.memory is not None:
-        from fpga.litedram import generate
-
-        core = generate(board, sim=False)
+    with the board's generated LiteDRAM ``core`` (``fpga.build`` generates it when the board has
+    DRAM), streamed without."""
+    if (core is None) != (board.memory is None):
+        raise ValueError(f"{board.name}: a DRAM core goes with a board memory entry, and only then")
     return BoardTop(board, config, core)

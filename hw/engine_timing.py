@@ -37,6 +37,7 @@ class EngineTimingTop(Elaboratable):
         return m
 
 
-def engine_top(board, config) -> EngineTimingTop:
-    """The engine alone for ``board`` (a ``fpga.boards.Board``) with accelerator ``config``."""
+def engine_top(board, config, core=None) -> EngineTimingTop:
+    """The engine alone for ``board`` (a ``fpga.boards.Board``) with accelerator ``config``
+    (a DRAM ``core`` is not used: build with ``--mode streamed``)."""
     return EngineTimingTop(config)

@@ -173,7 +173,8 @@ def test_ulx3s_resident_top_has_pll_sdram_pins_and_clock(tmp_path):
     board = get_board("ulx3s").with_clock(50.0)
     assert board.memory.controller_clock_mhz == 50.0  # the controller runs in the fabric clock
     platform = platform_for(board)
-    design = board_top(board, DEFAULT_CONFIG.replace(clock_mhz=50.0))
+    core = litedram.generate(board, sim=False)
+    design = board_top(board, DEFAULT_CONFIG.replace(clock_mhz=50.0), core)
     platform.build(design, name="top", build_dir=str(tmp_path), do_build=False).extract(
         str(tmp_path)
     )
