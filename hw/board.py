@@ -5,8 +5,9 @@ importing the gateware, so the build flow depends on the board registry and the 
 
 A board with a ``memory`` entry (``fpga.boards``) gets the **resident SoC** (issue 12): the link,
 the Huffman decoder, the sequencer, the DMA, the engine and the board's real LiteDRAM core
-(``fpga.litedram.generate(board, sim=False)``, which ``fpga.build`` runs) on the board's DRAM pins. The whole SoC runs in
-the DRAM controller's user clock, which is the board's fabric clock (``Board.clock_mhz``):
+(``fpga.litedram.generate(board, sim=False)``, which ``fpga.build`` runs) on the board's DRAM
+pins. The whole SoC runs in the DRAM controller's user clock, which is the board's fabric clock
+(``Board.clock_mhz``):
 
 - **ULX3S** (ECP5, SDR SDRAM, ``GENSDRPHY``): an ``EHXPLLL`` (``hw.pll``) makes the fabric clock
   from the 25 MHz oscillator, and the same frequency shifted by 180 degrees, which an ``ODDRX1F``
