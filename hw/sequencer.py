@@ -266,15 +266,21 @@ class Sequencer(wiring.Component):
         with m.If(dma_wait):
             m.d.sync += dma_wait_cycles.eq(dma_wait_cycles + 1)
 
-        # LOAD_BYTES and WINDOW_BYTES share the byte-lane shifter onto the write port
+        # LOAD_BYTES, WINDOW_BYTES and the receive side of STORE_READ share the chunk at ``at``
+        # (DRAM lane ``lane``, or ``window_at``'s), the first two the byte-lane shifter onto the
+        # write port
         from_window = Signal()
-        load_lane = Signal(lane_bits)
+        load_lane = Signal(range(word_bytes + 1))
         load_source = Signal(8 * word_bytes)
         m.d.comb += [
-            load_lane.eq(Mux(from_window, window_at[:lane_bits], lane[:lane_bits])),
+            load_lane.eq(Mux(from_window, window_at[:lane_bits] if word_bytes > 1 else 0, lane)),
             load_source.eq(Mux(from_window, window_peek.data, word)),
         ]
-        loaded = load_source.bit_select(load_lane * 8, 8 * width) if word_bytes > 1 else word
+        n = chunk("chunk", at, load_lane, left)
+        loaded = load_source  # shifted right by ``load_lane`` bytes: one 2:1 stage a bit
+        for b in reversed(range(lane_bits if word_bytes > 1 else 0)):
+            loaded = Mux(load_lane[b], loaded >> (8 << b), loaded)
+        loaded = loaded[: 8 * width]
 
         def fail(reason: SequencerError):
             m.d.sync += code.eq(reason)
@@ -399,7 +405,6 @@ class Sequencer(wiring.Component):
                     m.next = "LOAD_BYTES"
 
             with m.State("LOAD_BYTES"):
-                n = chunk("load_chunk", at, lane, left)
                 m.d.comb += [
                     self.busy.eq(1),
                     self.write_en.eq(1),
@@ -438,7 +443,6 @@ class Sequencer(wiring.Component):
                         issue_lane.eq(issue_lane + issue_n),
                     ]
                 # receive side: the same chunk sequence at ``at``, placed at DRAM lane ``lane``
-                n = chunk("store_chunk", at, lane, left)
                 # byte ``j`` of the chunk (block byte ``at % width + j``, or read_data alone in
                 # a byte space) goes to word byte ``lane + j``: one rotation of the block by
                 # ``lane - at`` (mod width) puts every block byte on its word byte mod width
@@ -450,9 +454,9 @@ class Sequencer(wiring.Component):
                 if block_bits:
                     rotation = Signal(block_bits)
                     m.d.comb += rotation.eq(lane[:block_bits] - Mux(wide, at[:block_bits], 0))
-                    placed = Cat(
-                        block.word_select((k - rotation)[:block_bits], 8) for k in range(width)
-                    )
+                    for b in range(block_bits):  # left, one 2:1 stage a bit
+                        step = 8 << b
+                        placed = Mux(rotation[b], Cat(placed[-step:], placed[:-step]), placed)
                 with m.If(self.read_valid):
                     for i in range(word_bytes):
                         with m.If((lane <= i) & (i < lane + n)):
@@ -531,8 +535,6 @@ class Sequencer(wiring.Component):
                     m.next = "WINDOW_BYTES"
 
             with m.State("WINDOW_BYTES"):
-                window_lane = window_at[:lane_bits] if word_bytes > 1 else Const(0, 1)
-                n = chunk("window_chunk", at, window_lane, left)
                 m.d.comb += [
                     self.busy.eq(1),
                     from_window.eq(1),
