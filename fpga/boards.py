@@ -57,6 +57,8 @@ class Board:
         user clock, so the controller's clock moves with it (LiteDRAM derives its timings)."""
         if not (math.isfinite(mhz) and 1.0 <= mhz <= 400.0):
             raise BoardError(f"clock {mhz!r} MHz: expected a number of MHz in 1..400")
+        if round(mhz * 1e6) / 1e6 != mhz:  # IDENTIFY and the UART's bit timer count whole Hz
+            raise BoardError(f"clock {mhz!r} MHz: give a whole number of Hz (at most 6 decimals)")
         memory = self.memory and dataclasses.replace(self.memory, controller_clock_mhz=mhz)
         return dataclasses.replace(self, clock_mhz=mhz, memory=memory)
 

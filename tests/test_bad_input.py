@@ -199,6 +199,7 @@ CASES = [
     ("build-mode", "fpga.build", ["--board", "ulx3s", "--mode", "fast"], "mode"),
     ("build-clock-nan", "fpga.build", ["--board", "ulx3s", "--clock-mhz", "nan"], "clock"),
     ("build-clock-0", "fpga.build", ["--board", "ulx3s", "--clock-mhz", "0"], "clock"),
+    ("build-clock-hz", "fpga.build", ["--board", "ulx3s", "--clock-mhz", "42.8571428"], "whole"),
     (
         "build-clock-pll",  # the ECP5 PLL cannot make 48 MHz from 25: the near ones are named
         "fpga.build",
