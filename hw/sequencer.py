@@ -181,18 +181,27 @@ class Sequencer(wiring.Component):
         at = Signal(addr_bits)
         issue_left = Signal(range(row_bytes + 1))
         issue_at = Signal(addr_bits)
-        word = Signal(8 * word_bytes)
         keep = Signal(word_bytes)
         lane = Signal(range(word_bytes + 1))
         issue_lane = Signal(range(word_bytes + 1))
         code = Signal(SequencerError)
         # WINDOWS LOADs: the span, read once into a word-wide window buffer
         window_words = self.window_bytes // word_bytes + 1
+        # one more word after the window's (``word``): the LOAD word being taken apart, the
+        # STORE word being packed (a word register's bytes, in LUTRAM; only a reset does not
+        # clear it, which shows in a STORE's bytes outside ``keep`` at most)
+        word_slot = window_words
         m.submodules.window = window = Memory(
-            shape=unsigned(8 * word_bytes), depth=window_words, init=[]
+            shape=unsigned(8 * word_bytes), depth=window_words + 1, init=[]
         )
         window_fill = window.write_port()
         window_peek = window.read_port(domain="comb")
+        word = window_peek.data  # with the read address at word_slot
+        m.d.comb += [
+            window_fill.addr.eq(word_slot),
+            window_fill.data.eq(self.dma_read_data.payload.data),
+            window_peek.addr.eq(word_slot),
+        ]
         # the span so far, saturated at all ones (only compared with window_bytes until it fits)
         span = Signal(self.window_bytes.bit_length())
         filled = Signal(range(window_words + 1))
@@ -274,7 +283,7 @@ class Sequencer(wiring.Component):
         load_source = Signal(8 * word_bytes)
         m.d.comb += [
             load_lane.eq(Mux(from_window, window_at[:lane_bits] if word_bytes > 1 else 0, lane)),
-            load_source.eq(Mux(from_window, window_peek.data, word)),
+            load_source.eq(window_peek.data),
         ]
         n = chunk("chunk", at, load_lane, left)
         loaded = load_source  # shifted right by ``load_lane`` bytes: one 2:1 stage a bit
@@ -401,7 +410,7 @@ class Sequencer(wiring.Component):
                 m.d.comb += [self.busy.eq(1), self.dma_read_data.ready.eq(1)]
                 m.d.comb += dma_wait.eq(~self.dma_read_data.valid)
                 with m.If(self.dma_read_data.valid):
-                    m.d.sync += word.eq(self.dma_read_data.payload.data)
+                    m.d.comb += window_fill.en.eq(1)
                     m.next = "LOAD_BYTES"
 
             with m.State("LOAD_BYTES"):
@@ -422,7 +431,7 @@ class Sequencer(wiring.Component):
                         m.d.sync += lane.eq(0)
                         m.d.comb += self.dma_read_data.ready.eq(1)
                         with m.If(self.dma_read_data.valid):
-                            m.d.sync += word.eq(self.dma_read_data.payload.data)
+                            m.d.comb += window_fill.en.eq(1)
                         with m.Else():
                             m.next = "LOAD_WORD"
 
@@ -458,12 +467,14 @@ class Sequencer(wiring.Component):
                         step = 8 << b
                         placed = Mux(rotation[b], Cat(placed[-step:], placed[:-step]), placed)
                 with m.If(self.read_valid):
+                    m.d.comb += window_fill.en.eq(1)
                     for i in range(word_bytes):
-                        with m.If((lane <= i) & (i < lane + n)):
-                            m.d.sync += [
-                                word.word_select(i, 8).eq(placed.word_select(i % width, 8)),
-                                keep[i].eq(1),
-                            ]
+                        chosen = (lane <= i) & (i < lane + n)
+                        m.d.comb += window_fill.data.word_select(i, 8).eq(
+                            Mux(chosen, placed.word_select(i % width, 8), word.word_select(i, 8))
+                        )
+                        with m.If(chosen):
+                            m.d.sync += keep[i].eq(1)
                     m.d.sync += [at.eq(at + n), left.eq(left - n), lane.eq(lane + n)]
                     with m.If((left == n) | (lane + n == word_bytes)):
                         m.next = "STORE_PUSH"
