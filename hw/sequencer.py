@@ -29,6 +29,11 @@ word-aligned, an engine error. Rows before a refused row of the same command hav
 
 Sequential: DMA and engine never overlap (double buffering is in docs/resident.md). The record's
 ``data.StructLayout`` is derived from :func:`fpga.resident.command_fields`.
+
+Size (7-series LUTs): a row's counters are as wide as the DRAM and the largest buffer space
+need (a row is checked before any of its bytes move; addresses past the range keep one
+out-of-range bit, so every refusal stays exact), the byte lanes go through 2:1 shifter stages,
+and the word being taken apart or packed is one more word of the window buffer's LUTRAM.
 """
 
 from __future__ import annotations
