@@ -94,8 +94,8 @@ BOARDS = {
             "vivado",
             DEFAULT_CONFIG,
             _ARTY_DDR3,
-            # the resident SoC (24.6 k LUTs by the Yosys fit, + ~5.7 k of DDR3 core and CPU) does
-            # not fit the 35T's 20,800 LUTs; the streamed one does (docs/build.md)
+            # the resident SoC (28.7 k LUTs and 53.5 RAMB36 by the Yosys fit, with the DDR3 core
+            # and its CPU) does not fit the 35T's 20,800 / 50; the streamed one does (docs/build.md)
             default_mode="streamed",
         ),
         Board(
