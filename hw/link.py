@@ -460,70 +460,72 @@ class LinkController(wiring.Component):
         return m
 
     def _resident_requests(self, m, c):
-        """CHECK's cases for the resident-mode opcodes: validate, then hand over a command."""
+        """CHECK's case for the resident-mode opcodes: refused while the DRAM is not ready (before
+        its init/calibration, or it failed); else validated, then handed over as a command."""
         cfg = self.config
         command = self.seq_command  # registered: set here, handed over in SUBMIT
-        with m.Case(Opcode.MEM_WRITE):
-            with m.If(~self.dram_ready):  # before init/calibration, or it failed
+        resident = (Opcode.MEM_WRITE, Opcode.MEM_READ, Opcode.MODEL_COMMIT, Opcode.RUN_RESIDENT)
+        with m.Case(*resident):
+            with m.If(~self.dram_ready):
                 c.respond(Status.DRAM_NOT_READY)
-            with m.Elif(c.header.length < MEM_WRITE_REQUEST.size):
-                c.respond(Status.BAD_LENGTH)
-            with m.Elif(c.header.length == MEM_WRITE_REQUEST.size):
-                c.respond(Status.OK)
-            with m.Else():
-                with m.If(c.mem_write.addr < c.counters.model_bytes):  # into the model: forget it
-                    m.d.sync += [c.counters.model_loaded.eq(0), c.counters.model_bytes.eq(0)]
-                m.d.sync += [
-                    command.eq(0),
-                    command.opcode.eq(Command.STORE),
-                    command.space.eq(HostSpace.LINK),
-                    command.length.eq(c.header.length - MEM_WRITE_REQUEST.size),
-                    command.dram_addr.eq(c.mem_write.addr),
-                    command.buffer_offset.eq(MEM_WRITE_REQUEST.size),
-                    command.count.eq(1),
-                ]
-                m.next = "SUBMIT"
-        with m.Case(Opcode.MEM_READ):
-            too_long = c.mem_read.count > cfg.max_payload - RESPONSE_STATUS.size
-            with m.If(~self.dram_ready):  # before init/calibration, or it failed
-                c.respond(Status.DRAM_NOT_READY)
-            with m.Elif((c.header.length != MEM_READ_REQUEST.size) | too_long):
-                c.respond(Status.BAD_LENGTH)
-            with m.Else():
-                m.d.sync += [
-                    command.eq(0),
-                    command.opcode.eq(Command.LOAD),
-                    command.space.eq(HostSpace.LINK),
-                    command.length.eq(c.mem_read.count),
-                    command.dram_addr.eq(c.mem_read.addr),
-                    command.buffer_offset.eq(RESPONSE_STATUS.size),
-                    command.count.eq(1),
-                ]
-                m.next = "SUBMIT"
-        with m.Case(Opcode.MODEL_COMMIT):
-            with m.If(~self.dram_ready):  # before init/calibration, or it failed
-                c.respond(Status.DRAM_NOT_READY)
-            with m.Elif(c.header.length != MODEL_COMMIT_REQUEST.size):
-                c.respond(Status.BAD_LENGTH)
-            with m.Else():
-                m.d.sync += [
-                    c.counters.model_loaded.eq(0),
-                    c.counters.model_bytes.eq(0),
-                    c.counters.model_fingerprint.eq(0),
-                    command.eq(0),
-                    command.opcode.eq(Command.LOAD),
-                    command.space.eq(HostSpace.CHECKSUM),
-                    command.length.eq(c.commit.bytes),
-                    command.count.eq(1),
-                ]
-                m.next = "SUBMIT"
-        with m.Case(Opcode.RUN_RESIDENT):
-            with m.If(~self.dram_ready):  # before init/calibration, or it failed
-                c.respond(Status.DRAM_NOT_READY)
-            with m.Elif(c.counters.model_loaded == 0):
-                c.respond(Status.NO_MODEL)
-            with m.Else():
-                m.next = "SEQ_START"
+            with m.Else(), m.Switch(c.header.opcode):
+                with m.Case(Opcode.MEM_WRITE):
+                    with m.If(c.header.length < MEM_WRITE_REQUEST.size):
+                        c.respond(Status.BAD_LENGTH)
+                    with m.Elif(c.header.length == MEM_WRITE_REQUEST.size):
+                        c.respond(Status.OK)
+                    with m.Else():
+                        # a write into the model: forget it
+                        with m.If(c.mem_write.addr < c.counters.model_bytes):
+                            m.d.sync += [
+                                c.counters.model_loaded.eq(0),
+                                c.counters.model_bytes.eq(0),
+                            ]
+                        m.d.sync += [
+                            command.eq(0),
+                            command.opcode.eq(Command.STORE),
+                            command.space.eq(HostSpace.LINK),
+                            command.length.eq(c.header.length - MEM_WRITE_REQUEST.size),
+                            command.dram_addr.eq(c.mem_write.addr),
+                            command.buffer_offset.eq(MEM_WRITE_REQUEST.size),
+                            command.count.eq(1),
+                        ]
+                        m.next = "SUBMIT"
+                with m.Case(Opcode.MEM_READ):
+                    too_long = c.mem_read.count > cfg.max_payload - RESPONSE_STATUS.size
+                    with m.If((c.header.length != MEM_READ_REQUEST.size) | too_long):
+                        c.respond(Status.BAD_LENGTH)
+                    with m.Else():
+                        m.d.sync += [
+                            command.eq(0),
+                            command.opcode.eq(Command.LOAD),
+                            command.space.eq(HostSpace.LINK),
+                            command.length.eq(c.mem_read.count),
+                            command.dram_addr.eq(c.mem_read.addr),
+                            command.buffer_offset.eq(RESPONSE_STATUS.size),
+                            command.count.eq(1),
+                        ]
+                        m.next = "SUBMIT"
+                with m.Case(Opcode.MODEL_COMMIT):
+                    with m.If(c.header.length != MODEL_COMMIT_REQUEST.size):
+                        c.respond(Status.BAD_LENGTH)
+                    with m.Else():
+                        m.d.sync += [
+                            c.counters.model_loaded.eq(0),
+                            c.counters.model_bytes.eq(0),
+                            c.counters.model_fingerprint.eq(0),
+                            command.eq(0),
+                            command.opcode.eq(Command.LOAD),
+                            command.space.eq(HostSpace.CHECKSUM),
+                            command.length.eq(c.commit.bytes),
+                            command.count.eq(1),
+                        ]
+                        m.next = "SUBMIT"
+                with m.Case(Opcode.RUN_RESIDENT):
+                    with m.If(c.counters.model_loaded == 0):
+                        c.respond(Status.NO_MODEL)
+                    with m.Else():
+                        m.next = "SEQ_START"
 
     def _resident_states(self, m, c):
         """The states that wait for the sequencer, and the frame buffer as its LINK space."""
