@@ -62,10 +62,6 @@ class Board:
         memory = self.memory and dataclasses.replace(self.memory, controller_clock_mhz=mhz)
         return dataclasses.replace(self, clock_mhz=mhz, memory=memory)
 
-    def streamed(self) -> Board:
-        """This board without its DRAM: the streamed SoC (the host sends every activation)."""
-        return self.in_mode("streamed")
-
     def in_mode(self, mode: str | None) -> Board:
         """This board as built in ``mode`` (None: its ``default_mode``): "streamed" drops the
         DRAM (the host sends every activation), "resident" needs it."""

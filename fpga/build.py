@@ -361,7 +361,7 @@ def build(
     clock_mhz: float | None = None,
     mode: str | None = None,
 ) -> dict:
-    """Build ``design`` (a factory ``(board, config) -> Elaboratable``; default
+    """Build ``design`` (a factory ``(board, config, core) -> Elaboratable``; default
     :data:`DEFAULT_DESIGN`) for ``board_name`` into ``out``; the result dict (see ``--json``).
     ``clock_mhz``: the fabric clock instead of the board's; ``mode``: "resident" (with the
     board's DRAM) or "streamed" (without), default the board's."""

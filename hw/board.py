@@ -88,7 +88,9 @@ class BoardTop(Elaboratable):
         m.d.comb += [soc.uart_rx.eq(uart.rx.i), uart.tx.o.eq(soc.uart_tx)]
         oscillator_mhz = platform.default_clk_frequency / 1e6
         if "ecp5" in self.board.toolchain:
-            clock, locked = self._ecp5_pll(m, platform, sdram.clk if memory else None)
+            clock, locked = self._ecp5_pll(
+                m, platform, oscillator_mhz, sdram.clk if memory else None
+            )
             if memory is not None:  # the SoC's sync is the core's user clock = its clk input
                 m.d.comb += [soc.dram_clk_in.eq(clock), soc.dram_rst_in.eq(~locked)]
             else:
@@ -105,7 +107,7 @@ class BoardTop(Elaboratable):
             )
         return m
 
-    def _ecp5_pll(self, m, platform, sdram_clk_pad):
+    def _ecp5_pll(self, m, platform, oscillator_mhz, sdram_clk_pad):
         """The ``EHXPLLL``: the fabric clock from the oscillator (returned with the PLL's lock)
         and, for the SDRAM, its 180-degree copy forwarded by an ``ODDRX1F`` to the clock pin."""
         oscillator = platform.request(platform.default_clk, 0)
@@ -113,7 +115,7 @@ class BoardTop(Elaboratable):
         outputs = [Output(mhz)]
         if sdram_clk_pad is not None:
             outputs.append(Output(mhz, SDRAM_CLOCK_PHASE))
-        m.submodules.pll = pll = ECP5PLL(platform.default_clk_frequency / 1e6, outputs)
+        m.submodules.pll = pll = ECP5PLL(oscillator_mhz, outputs)
         m.d.comb += pll.clk_in.eq(oscillator.i)
         if sdram_clk_pad is not None:
             m.domains.sdram_clock = ClockDomain("sdram_clock", reset_less=True)

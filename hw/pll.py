@@ -84,6 +84,24 @@ class PLLConfig:
         return params
 
 
+def _vcos(input_mhz: float):
+    """Every (CLKI_DIV, CLKFB_DIV, feedback output divider, VCO MHz) inside the PFD and VCO
+    limits: VCO = input / CLKI_DIV x CLKFB_DIV x the feedback output's divider."""
+    for clki_div in DIVIDERS:
+        pfd = input_mhz / clki_div
+        if pfd < PFD_MHZ[0]:
+            break
+        if pfd > PFD_MHZ[1]:
+            continue
+        for clkfb_div in DIVIDERS:
+            for fb_div in DIVIDERS:
+                vco = pfd * clkfb_div * fb_div
+                if vco > VCO_MHZ[1]:
+                    break
+                if vco >= VCO_MHZ[0]:
+                    yield clki_div, clkfb_div, fb_div, vco
+
+
 def _close(a: float, b: float) -> bool:
     return abs(a - b) <= EXACT * b
 
@@ -103,47 +121,35 @@ def ecp5_pll_config(input_mhz: float, outputs: list[Output]) -> PLLConfig:
                 f"PLL output {out.mhz:g} MHz is outside {OUTPUT_MHZ[0]:g}..{OUTPUT_MHZ[1]:g} MHz"
             )
     best = None
-    for clki_div in DIVIDERS:
-        pfd = input_mhz / clki_div
-        if pfd < PFD_MHZ[0]:
-            break
-        if pfd > PFD_MHZ[1]:
-            continue
-        for clkfb_div in DIVIDERS:
-            for fb_div in DIVIDERS:
-                vco = pfd * clkfb_div * fb_div
-                if vco > VCO_MHZ[1]:
-                    break
-                if vco < VCO_MHZ[0]:
+    for clki_div, clkfb_div, fb_div, vco in _vcos(input_mhz):
+        dividers = []
+        for out in outputs:
+            div = round(vco / out.mhz)
+            if div not in DIVIDERS or not _close(vco / div, out.mhz):
+                break
+            dividers.append(div)
+        else:
+            phases = [out.phase_deg for out in outputs]
+            # feedback: an unshifted requested output with this divider, else a spare
+            feedback = next(
+                (
+                    i
+                    for i, (d, p) in enumerate(zip(dividers, phases, strict=True))
+                    if d == fb_div and p == 0
+                ),
+                None,
+            )
+            if feedback is None:
+                if len(outputs) == len(OUTPUT_NAMES):
                     continue
-                dividers = []
-                for out in outputs:
-                    div = round(vco / out.mhz)
-                    if div not in DIVIDERS or not _close(vco / div, out.mhz):
-                        break
-                    dividers.append(div)
-                else:
-                    phases = [out.phase_deg for out in outputs]
-                    # feedback: an unshifted requested output with this divider, else a spare
-                    feedback = next(
-                        (
-                            i
-                            for i, (d, p) in enumerate(zip(dividers, phases, strict=True))
-                            if d == fb_div and p == 0
-                        ),
-                        None,
-                    )
-                    if feedback is None:
-                        if len(outputs) == len(OUTPUT_NAMES):
-                            continue
-                        feedback = len(dividers)
-                        dividers.append(fb_div)
-                        phases.append(0.0)
-                    config = PLLConfig(
-                        input_mhz, clki_div, clkfb_div, feedback, tuple(dividers), tuple(phases)
-                    )
-                    if best is None or config.vco_mhz < best.vco_mhz:
-                        best = config
+                feedback = len(dividers)
+                dividers.append(fb_div)
+                phases.append(0.0)
+            config = PLLConfig(
+                input_mhz, clki_div, clkfb_div, feedback, tuple(dividers), tuple(phases)
+            )
+            if best is None or config.vco_mhz < best.vco_mhz:
+                best = config
     if best is None:
         raise PLLError(
             f"the ECP5 PLL cannot make exactly {', '.join(f'{o.mhz:g}' for o in outputs)} MHz "
@@ -156,16 +162,12 @@ def ecp5_pll_config(input_mhz: float, outputs: list[Output]) -> PLLConfig:
 
 def achievable_near(input_mhz: float, mhz: float, count: int = 4) -> list[float]:
     """Output frequencies the PLL makes from ``input_mhz``, nearest to ``mhz`` first."""
-    found = set()
-    for clki_div in DIVIDERS:
-        pfd = input_mhz / clki_div
-        if pfd < PFD_MHZ[0]:
-            break
-        # VCO = pfd x (feedback divider x feedback output divider): any multiple of pfd in range
-        for multiple in range(int(VCO_MHZ[0] // pfd), int(VCO_MHZ[1] // pfd) + 1):
-            vco = pfd * multiple
-            if VCO_MHZ[0] <= vco <= VCO_MHZ[1]:
-                found.update(round(vco / d, 6) for d in DIVIDERS if vco / d >= OUTPUT_MHZ[0])
+    found = {
+        round(vco / d, 6)
+        for vco in {vco for *_, vco in _vcos(input_mhz)}
+        for d in DIVIDERS
+        if vco / d >= OUTPUT_MHZ[0]
+    }
     return sorted(found, key=lambda f: (abs(f - mhz), f))[:count]
 
 

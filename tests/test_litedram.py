@@ -78,7 +78,7 @@ def test_yaml_is_derived_from_the_board_registry():
     assert sdr["device"] == ulx3s.part  # litedram_gen requires it for the SDR PHY
     assert "iodelay_clk_freq" not in sdr
     # boards without DRAM say so in a sentence
-    streamed = get_board("arty_a7").streamed()
+    streamed = get_board("arty_a7").in_mode("streamed")
     assert streamed.memory is None
     with pytest.raises(litedram.LiteDRAMError, match="no external DRAM"):
         litedram.core_config(streamed)
