@@ -36,8 +36,10 @@ from fpga.errors import UserError
 SYNC = b"\xa5\x5a"
 #: protocol version, reported by IDENTIFY; v2 added clock_hz, baud and index_bits_max; v3 the
 #: resident mode (dram_bytes, MEM_WRITE/MEM_READ/MODEL_COMMIT/RUN_RESIDENT, the model in STATUS);
-#: v4 the DRAM controller's state (STATUS dram_state, status DRAM_NOT_READY)
-PROTOCOL_VERSION = 4
+#: v4 the DRAM controller's state (STATUS dram_state, status DRAM_NOT_READY); v5 runs that
+#: overlap the link (RUN_RESIDENT starts with input/output addresses and answers at once,
+#: RESIDENT_WAIT answers when the run ends; MEM_WRITE/MEM_READ are served while it runs)
+PROTOCOL_VERSION = 5
 MAGIC = b"SQZF"
 RESPONSE_FLAG = 0x80
 #: inter-byte timeout of the device's frame decoder, in clock cycles
@@ -140,6 +142,7 @@ STATUS_RESPONSE = PayloadLayout(
         ("sequencer_error", "B"),  # hw.sequencer.SequencerError of the last refused command
         ("sequencer_pc", "I"),  # the DRAM address of that command (0 for a host transfer)
         ("dram_state", "B"),  # DramState: the DRAM controller's init/calibration
+        ("running", "B"),  # v5: 1 while a RUN_RESIDENT program runs
     ),
 )
 RUN_RESPONSE = PayloadLayout("RUN response", (("cycles", "I"), ("engine_error", "B")))
@@ -155,13 +158,20 @@ MODEL_COMMIT_REQUEST = PayloadLayout(
 )
 #: the CRC-32 the device computed over what DRAM holds (whatever the status)
 MODEL_COMMIT_RESPONSE = PayloadLayout("MODEL_COMMIT response", (("crc", "I"),))
-#: RUN_RESIDENT (no payload) -> the sequencer's accounting of one program run
+#: RUN_RESIDENT: start the committed program with the run's input and output slots (the
+#: DRAM addresses its INPUT / OUTPUT-flagged commands are relative to); answered at once
+RESIDENT_RUN_REQUEST = PayloadLayout(
+    "RUN_RESIDENT request", (("input_addr", "I"), ("output_addr", "I"))
+)
+#: RESIDENT_WAIT (no payload) -> the sequencer's accounting of the last program run, sent when
+#: that run has ended
 RESIDENT_RUN_RESPONSE = PayloadLayout(
-    "RUN_RESIDENT response",
+    "RESIDENT_WAIT response",
     (
         ("cycles", "I"),  # start to END (or the refusal)
-        ("engine_cycles", "I"),  # spent in RUN commands, waiting for the engine
+        ("engine_cycles", "I"),  # the engine busy with the run's RUN commands
         ("dma_wait_cycles", "I"),  # spent waiting for DRAM (requests, read data, write drain)
+        ("host_cycles", "I"),  # serving the link's MEM_WRITE/MEM_READ during the run
         ("error_code", "B"),  # hw.sequencer.SequencerError, 0 when the program ended
         ("pc", "I"),  # address of the last command executed (the refused one on an error)
     ),
@@ -182,6 +192,7 @@ class Opcode(enum.IntEnum):
     MEM_READ = 0x13
     MODEL_COMMIT = 0x21
     RUN_RESIDENT = 0x22
+    RESIDENT_WAIT = 0x23
 
 
 class Status(enum.IntEnum):
@@ -194,6 +205,11 @@ class Status(enum.IntEnum):
     NO_MODEL = 6  # RUN_RESIDENT with no committed model
     BAD_MODEL = 7  # MODEL_COMMIT: the CRC over DRAM differs (the response has the device's)
     DRAM_NOT_READY = 8  # a resident-mode opcode before the DRAM is initialized, or it failed
+    #: v5: the request needs what a running program uses (the engine's buffers, the model, the
+    #: sequencer's program): WRITE/READ/RUN, MODEL_COMMIT, a MEM_WRITE into the model, another
+    #: RUN_RESIDENT; retry after RESIDENT_WAIT
+    BUSY = 9
+    BAD_ADDRESS = 10  # v5: RUN_RESIDENT's input or output address inside the committed model
 
 
 class DramState(enum.IntEnum):

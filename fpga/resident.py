@@ -93,6 +93,16 @@ class Flag(enum.IntFlag):
     #: ``(count - 1) * dram_stride + length`` once (at most :data:`WINDOW_BYTES`) and cut the
     #: rows from it on chip. The bytes written are the same as without the flag.
     WINDOWS = 1
+    #: LOAD: ``dram_addr`` is relative to the run's input slot (RUN_RESIDENT's ``input_addr``)
+    INPUT = 2
+    #: STORE: ``dram_addr`` is relative to the run's output slot (RUN_RESIDENT's ``output_addr``)
+    OUTPUT = 4
+
+
+#: input and output slots in the map: the host writes image n+1 into one input slot while the
+#: device runs image n from the other, and reads image n's logits from one output slot while
+#: image n+1's run writes the other
+SLOTS = 2
 
 
 class HostSpace(enum.IntEnum):
