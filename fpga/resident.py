@@ -12,7 +12,9 @@ and the compiler pack it with numpy (:func:`pack_commands`); the gateware
 ``opcode``     :class:`Opcode`: LOAD, STORE, RUN, END (0 is invalid: zeroed DRAM is an error,
                never a silent no-op)
 ``space``      :class:`fpga.layout.BufferSpace` of a LOAD/STORE
-``flags``      :class:`Flag`: WINDOWS (a LOAD whose rows overlap in DRAM reads their span once)
+``flags``      :class:`Flag`: WINDOWS (a LOAD whose rows overlap in DRAM reads their span once),
+               INPUT (a LOAD's ``dram_addr`` is relative to the run's input slot), OUTPUT (a
+               STORE's ``dram_addr`` is relative to the run's output slot)
 ``length``     bytes per row (a row is one contiguous DRAM range)
 ``dram_addr``  byte address of row 0 in DRAM
 ``buffer_offset`` byte offset of row 0 in the buffer space
@@ -29,15 +31,22 @@ already loaded into DESCRIPTOR and waits for it, END stops and reports cycles. A
 
 **DRAM map** (:func:`compile_resident`): ``model`` (every constant blob a run needs —
 descriptors, codebooks, weight indices or Huffman tables/streams, parameters — once each,
-deduplicated by content), ``program`` (the command records), ``input`` (the image; written by
-the host per image), ``output`` (the logits), ``activations`` (an arena holding every
-intermediate tensor in the engine's HWC channel-group layout, placed by liveness: two tensors
-share bytes only when their lifetimes do not overlap). ``[0, input end)`` is what a model load
-writes (the input region's zero border included); the rest is the device's scratch.
+deduplicated by content), ``program`` (the command records), ``input`` (:data:`SLOTS` image
+slots; the host writes one per image), ``output`` (:data:`SLOTS` logits slots),
+``activations`` (an arena holding every intermediate tensor in the engine's HWC channel-group
+layout, placed by liveness: two tensors share bytes only when their lifetimes do not overlap).
+``[0, input end)`` is what a model load writes (every input slot's zero border included); the
+rest is the device's scratch.
+
+**Relocation**: the program's input LOADs (flag INPUT) and output STOREs (flag OUTPUT) carry
+addresses relative to a slot; each run gets the absolute slot addresses (RUN_RESIDENT's
+``input_addr``/``output_addr``, :func:`run_commands`' ``input_base``/``output_base``), so the
+host can write image n+1 into one input slot while the device runs image n from the other.
+Every other address in the program is absolute.
 
 **Input**: when the compiled program lowers conv1 to a 1x1 conv over host-im2col'ed columns
 (v1.0's 7x7/2, v1.1's 3x3/2), ``device_im2col=True`` (the default) keeps the im2col on the
-device: the input region holds the raw image planar (C, H + 2p, W + 2p) with a zero border and
+device: an input slot holds the raw image planar (C, H + 2p, W + 2p) with a zero border and
 each tile's columns are gathered by strided LOADs (one per output row, input channel and kernel
 row: ``count = out_w`` runs of ``k`` bytes ``stride`` apart), so the link carries only the raw
 image. ``device_im2col=False`` stores the host's im2col'ed input instead (12x larger for v1.0).
@@ -241,11 +250,30 @@ class ResidentImage:
             "load_bytes": self.load_size,
             "link_bytes_per_image": self.link_bytes_per_image(),
             "device_im2col": self.device_im2col,
+            "slots": SLOTS,
         }
 
     @property
+    def input_slot_bytes(self) -> int:
+        """Bytes per input slot (the input region holds :data:`SLOTS` of them)."""
+        return self.regions["input"][1] // SLOTS
+
+    @property
+    def output_slot_bytes(self) -> int:
+        """Bytes per output slot (the output region holds :data:`SLOTS` of them)."""
+        return self.regions["output"][1] // SLOTS
+
+    def input_address(self, slot: int = 0) -> int:
+        """Absolute DRAM address of input slot ``slot``."""
+        return self.regions["input"][0] + _slot(slot) * self.input_slot_bytes
+
+    def output_address(self, slot: int = 0) -> int:
+        """Absolute DRAM address of output slot ``slot``."""
+        return self.regions["output"][0] + _slot(slot) * self.output_slot_bytes
+
+    @property
     def load_size(self) -> int:
-        """Bytes a model load writes: ``[0, end of the input region)``."""
+        """Bytes a model load writes: ``[0, end of the input region)`` (every input slot)."""
         base, size = self.regions["input"]
         return base + size
 
@@ -263,7 +291,7 @@ class ResidentImage:
         return digest.hexdigest()[:16]
 
     def load_bytes(self) -> bytes:
-        """What a model load writes at DRAM address 0: model, program, zeroed input region."""
+        """What a model load writes at DRAM address 0: model, program, zeroed input slots."""
         blob = bytearray(self.load_size)
         base, size = self.regions["model"]
         blob[base : base + len(self.model)] = self.model
@@ -281,25 +309,29 @@ class ResidentImage:
         return dram
 
     def input_bytes(self) -> int:
-        """Bytes the host writes per image (:meth:`input_blob`)."""
+        """Bytes the host writes per image (:meth:`input_blob`; one slot's image)."""
         if self.device_im2col:
             c, h, w = self.input_shape
             return c * (h + 2 * self.input_pad) * (w + 2 * self.input_pad)
-        return self.regions["input"][1]
+        return _tensor_bytes(self.program.input_shape, self.config.rows)
+
+    def _output_tensor_bytes(self) -> int:
+        unit = next(u for u in self.program.units if u.name == self.program.output)
+        return _tensor_bytes(unit.shape, self.config.rows)
 
     def output_bytes(self) -> int:
         """Bytes the host reads per image (the logits: int32 per class)."""
         unit = self.program.units[-1]
         if unit.op == "avgpool":
             return 4 * unit.shape[0]
-        return self.regions["output"][1]
+        return self._output_tensor_bytes()
 
     def link_bytes_per_image(self) -> int:
         """Payload bytes over the link per image in resident mode: input + logits."""
         return self.input_bytes() + self.output_bytes()
 
     def input_blob(self, image: np.ndarray) -> bytes:
-        """What the host writes per image at the input region's base: the int8 image (C, H, W)
+        """What the host writes per image at an input slot's base: the int8 image (C, H, W)
         planar with its zero border (device im2col), or host-im2col'ed in the ACT layout."""
         image = np.asarray(image)
         if image.shape != self.input_shape or image.dtype != np.int8:
@@ -314,22 +346,26 @@ class ResidentImage:
             return planar.tobytes()
         return pack_activations(_prepare_input(self.program, image), self.config.rows)
 
-    def write_input(self, dram: bytearray, image: np.ndarray) -> None:
-        """What the host does per image: :meth:`input_blob` into the input region."""
+    def write_input(self, dram: bytearray, image: np.ndarray, slot: int = 0) -> None:
+        """What the host does per image: :meth:`input_blob` into input slot ``slot``."""
         blob = self.input_blob(image)
-        base = self.regions["input"][0]
+        base = self.input_address(slot)
         dram[base : base + len(blob)] = blob
 
-    def read_tensor(self, dram: bytes, name: str) -> np.ndarray:
-        """An activation tensor (or the output) from its DRAM region, as golden shapes it."""
-        base, size = self.regions["output"] if name == self.program.output else self.tensors[name]
+    def read_tensor(self, dram: bytes, name: str, slot: int = 0) -> np.ndarray:
+        """An activation tensor from its DRAM region (the output from output slot ``slot``), as
+        golden shapes it."""
+        if name == self.program.output:
+            base, size = self.output_address(slot), self._output_tensor_bytes()
+        else:
+            base, size = self.tensors[name]
         return self._decode(name, bytes(dram[base : base + size]))
 
-    def read_output(self, dram: bytes) -> np.ndarray:
-        return self.read_tensor(dram, self.program.output)
+    def read_output(self, dram: bytes, slot: int = 0) -> np.ndarray:
+        return self.read_tensor(dram, self.program.output, slot)
 
     def decode_output(self, blob: bytes) -> np.ndarray:
-        """The output from the first :meth:`output_bytes` bytes of its region (what the host
+        """The output from the first :meth:`output_bytes` bytes of an output slot (what the host
         reads back per image)."""
         return self._decode(self.program.output, bytes(blob))
 
@@ -339,6 +375,12 @@ class ResidentImage:
             return unpack_sums(blob, unit.shape[0])
         c, h, w = unit.shape
         return unpack_activations(blob, c, h, w, self.config.rows)
+
+
+def _slot(slot: int) -> int:
+    if slot not in range(SLOTS):
+        raise ValueError(f"slot {slot} is outside range({SLOTS})")
+    return slot
 
 
 # -- the compiler ---------------------------------------------------------------------------------
@@ -544,11 +586,12 @@ def compile_resident(
         input_size = c * (h + 2 * pad) * (w + 2 * pad)
     else:
         input_size = _tensor_bytes(program.input_shape, lanes)
+    output_size = _tensor_bytes(shapes[program.output], lanes)
     sizes = {
         "model": len(model),
         "program": len(proto) * COMMAND_BYTES,
-        "input": input_size,
-        "output": _tensor_bytes(shapes[program.output], lanes),
+        "input": SLOTS * _align(input_size, REGION_ALIGN),
+        "output": SLOTS * _align(output_size, REGION_ALIGN),
         "activations": arena_size,
     }
     regions, address = {}, 0
@@ -560,9 +603,15 @@ def compile_resident(
                 f"the {name} region ({region_size:,} bytes at {regions[name][0]:,}) ends beyond "
                 f"the {dram_size:,}-byte DRAM; use a board with more memory or a smaller input"
             )
+    # the input and output are relocated per run (slot-relative, flagged); the rest is absolute
+    relocated = {"input": (Opcode.LOAD, Flag.INPUT), "output": (Opcode.STORE, Flag.OUTPUT)}
     commands = np.zeros(len(proto), dtype=COMMAND_DTYPE)
     for i, (rec, region) in enumerate(proto):
-        if region is not None:
+        if region in relocated:
+            opcode, flag = relocated[region]
+            assert int(rec["opcode"]) == opcode, (region, int(rec["opcode"]))
+            rec["flags"] = int(rec["flags"]) | flag
+        elif region is not None:
             rec["dram_addr"] = int(rec["dram_addr"]) + regions[region][0]
         commands[i] = rec
     arena = regions["activations"][0]
@@ -611,6 +660,7 @@ def _gather_conv1(program, load, offset: int, image_shape, pad: int) -> list:
     ``(c, oy * s + ky, ox * s + kx)``: for fixed (oy, c, ky) the k bytes of each pixel are
     contiguous in DRAM and pixels are ``s`` bytes apart; in ACT_IN they are ``G * lanes`` apart.
     The windows overlap (k > s): flagged WINDOWS, the sequencer reads the padded row once.
+    ``dram_addr`` is relative to the input slot (the caller flags the records INPUT).
     """
     lanes = program.config.rows
     kernel, stride, _ = program.conv1_lowering
@@ -681,7 +731,9 @@ def transfer_totals(
     """What the command list (or ``commands``, a slice of it) moves, counted statically: bytes
     loaded per source region, bytes stored, buffer-port chunks (``load_chunks``/
     ``store_chunks``), DMA transfers (``rows``), WINDOWS rows and spans, commands, runs, and
-    the engine's predicted cycles."""
+    the engine's predicted cycles. INPUT-flagged LOADs count as ``loaded_input``; chunks of
+    relocated rows are counted at slot 0 (slots are :data:`REGION_ALIGN`-aligned, so every
+    slot gives the same counts)."""
     commands = image.commands if commands is None else commands
     width = min(transfer_bytes(image.config), word_bytes)
     totals = {"commands": len(commands), "runs": 0, "rows": 0, "store_rows": 0, "stored": 0}
@@ -689,6 +741,7 @@ def transfer_totals(
     totals.update({"load_chunks": 0, "store_chunks": 0})
     totals.update({f"loaded_{name}": 0 for name in image.regions})
     bases = sorted((base, name) for name, (base, _) in image.regions.items())
+    slot_bases = {Flag.INPUT: image.input_address(0), Flag.OUTPUT: image.output_address(0)}
     for rec in commands:
         op, rows = int(rec["opcode"]), int(rec["count"]) if int(rec["length"]) else 0
         if op == Opcode.RUN:
@@ -696,7 +749,10 @@ def transfer_totals(
         elif op in (Opcode.LOAD, Opcode.STORE):
             length = int(rec["length"])
             moved = rows * length
-            if rows and int(rec["flags"]) & Flag.WINDOWS:
+            flags = int(rec["flags"])
+            relocation = next((b for f, b in slot_bases.items() if flags & f), 0)
+            first = int(rec["dram_addr"]) + relocation
+            if rows and flags & Flag.WINDOWS:
                 totals["rows"] += 1  # one DMA transfer of the span
                 totals["windows"] += rows
                 totals["window_span"] += (rows - 1) * int(rec["dram_stride"]) + length
@@ -707,7 +763,7 @@ def transfer_totals(
             r = np.arange(rows, dtype=np.int64)
             chunks = row_chunks(
                 int(rec["buffer_offset"]) + r * int(rec["buffer_stride"]),
-                int(rec["dram_addr"]) + r * int(rec["dram_stride"]),
+                first + r * int(rec["dram_stride"]),
                 length,
                 width if wide else 1,
                 word_bytes,
@@ -717,7 +773,10 @@ def transfer_totals(
                 totals["stored"] += moved
                 totals["store_chunks"] += int(chunks.sum())
             else:
-                region = [name for base, name in bases if base <= int(rec["dram_addr"])][-1]
+                if flags & Flag.INPUT:
+                    region = "input"
+                else:
+                    region = [name for base, name in bases if base <= first][-1]
                 totals[f"loaded_{region}"] += moved
                 totals["load_chunks"] += int(chunks.sum())
     totals["loaded"] = sum(totals[f"loaded_{name}"] for name in image.regions)
@@ -747,14 +806,22 @@ def sequential_cycles(image: ResidentImage, costs: dict = SEQUENCER_COSTS) -> di
 
 # -- validation ---------------------------------------------------------------------------------
 def check_commands(image: ResidentImage, dram_size: int | None = None, commands=None) -> None:
-    """Refuse a command list the device must not run: unknown opcode or space, a LOAD/STORE row
-    outside ``[0, dram_size)`` or outside every region of the map, a STORE into the model,
-    program or input, a buffer range beyond its space, no END. Raises :class:`ResidentError`
-    naming the command."""
+    """Refuse a command list the device must not run: unknown opcode or space, unknown flags
+    (WINDOWS and INPUT only on a LOAD, OUTPUT only on a STORE), a flagged row outside
+    ``[0, slot bytes)`` of its slot, a LOAD/STORE row outside ``[0, dram_size)`` (relocated
+    rows: in the last slot) or an unflagged one outside every region of the map, an unflagged
+    row in the input or output region (every run relocates those), a STORE into the model or
+    program, a buffer range beyond its space, no END. Raises :class:`ResidentError` naming the
+    command."""
     dram_size = image.dram_size if dram_size is None else dram_size
     commands = image.commands if commands is None else commands
     sizes = buffer_sizes(image.config)
-    writable = ("output", "activations")
+    writable = ("activations",)
+    allowed = {Opcode.LOAD: Flag.WINDOWS | Flag.INPUT, Opcode.STORE: Flag.OUTPUT}
+    slots = {
+        Flag.INPUT: ("input", image.input_slot_bytes, image.input_address(SLOTS - 1)),
+        Flag.OUTPUT: ("output", image.output_slot_bytes, image.output_address(SLOTS - 1)),
+    }
     for i, rec in enumerate(commands):
         op = int(rec["opcode"])
         where = f"command {i}"
@@ -767,7 +834,7 @@ def check_commands(image: ResidentImage, dram_size: int | None = None, commands=
             continue
         count, length = int(rec["count"]), int(rec["length"])
         flags = int(rec["flags"])
-        if flags & ~int(Flag.WINDOWS) or (flags and op != Opcode.LOAD):
+        if flags & ~int(allowed[op]):
             raise ResidentError(f"{where}: unknown flags {flags:#x} for {op.name}")
         if count == 0 or length == 0:
             continue
@@ -790,11 +857,30 @@ def check_commands(image: ResidentImage, dram_size: int | None = None, commands=
             )
         first = int(rec["dram_addr"])
         end = first + (count - 1) * int(rec["dram_stride"]) + length
+        slot = next((slots[f] for f in slots if flags & f), None)
+        if slot is not None:
+            kind, slot_bytes, last_slot = slot
+            if end > slot_bytes:
+                raise ResidentError(
+                    f"{where}: {op.name} addresses [{first:,}, {end:,}) of the {kind} slot "
+                    f"({slot_bytes:,} bytes)"
+                )
+            first, end = first + last_slot, end + last_slot  # the highest slot a run may use
         if end > dram_size:
             raise ResidentError(
                 f"{where}: {op.name} addresses DRAM [{first:,}, {end:,}), beyond the "
                 f"{dram_size:,}-byte DRAM"
             )
+        if slot is not None:
+            continue
+        for name, flag, kind in (("input", "INPUT", "LOAD"), ("output", "OUTPUT", "STORE")):
+            base, size = image.regions[name]
+            if first < base + size and base < end:
+                raise ResidentError(
+                    f"{where}: {op.name} at an absolute address in the {name} region; every "
+                    f"run relocates it to its {name} slot (a {flag}-flagged, slot-relative "
+                    f"{kind})"
+                )
         inside = [
             name
             for name, (base, size) in image.regions.items()
@@ -820,15 +906,25 @@ class ResidentStats:
 
 
 def run_commands(
-    dram: bytearray, engine, pc: int, dram_size: int | None = None, after=None
+    dram: bytearray,
+    engine,
+    pc: int,
+    dram_size: int | None = None,
+    after=None,
+    input_base: int = 0,
+    output_base: int = 0,
 ) -> ResidentStats:
     """Interpret the command records at DRAM byte ``pc`` until END, as the sequencer does:
     fetch from DRAM, LOAD/STORE through ``engine.write``/``engine.read`` (an
     :class:`fpga.emulator.EngineEmulator` or any object with those and ``run``).
 
+    A command flagged INPUT addresses DRAM at ``input_base + dram_addr + r * dram_stride``,
+    one flagged OUTPUT at ``output_base + ...`` (the run's slots: the base is added before
+    anything else).
+
     Raises :class:`ResidentError` (like the sequencer's error codes) on an unknown opcode or a
-    DRAM address outside ``[0, dram_size)``. ``after(index, record)`` is called after each
-    command (index counts from the first one executed)."""
+    DRAM address (relocated) outside ``[0, dram_size)``. ``after(index, record)`` is called
+    after each command (index counts from the first one executed)."""
     dram_size = len(dram) if dram_size is None else dram_size
     stats = ResidentStats()
     while True:
@@ -844,7 +940,12 @@ def run_commands(
         elif op in (Opcode.LOAD, Opcode.STORE):
             length = int(rec["length"])
             addr, offset = int(rec["dram_addr"]), int(rec["buffer_offset"])
-            windows = op == Opcode.LOAD and int(rec["flags"]) & Flag.WINDOWS
+            flags = int(rec["flags"])
+            if flags & Flag.INPUT:
+                addr += input_base
+            elif flags & Flag.OUTPUT:
+                addr += output_base
+            windows = op == Opcode.LOAD and flags & Flag.WINDOWS
             for row in range(int(rec["count"]) if length else 0):
                 if addr + length > dram_size:
                     raise ResidentError(
@@ -867,17 +968,32 @@ def run_commands(
         pc += COMMAND_BYTES
 
 
-def run_resident(image: ResidentImage, dram: bytearray, input_int8: np.ndarray, engine, after=None):
-    """One inference in resident mode: write the input, run the program from DRAM, read the
-    output. ``dram`` must hold :meth:`ResidentImage.load_bytes` at 0 (a model load);
-    ``engine``: ``fpga.emulator.EngineEmulator(image.config)`` (passed in: this module is spec
-    and does not import the emulator), or anything with its ``write``/``read``/``run``.
+def run_resident(
+    image: ResidentImage,
+    dram: bytearray,
+    input_int8: np.ndarray,
+    engine,
+    after=None,
+    slot: int = 0,
+):
+    """One inference in resident mode: write the input into input slot ``slot``, run the
+    program from DRAM with that slot's input and output addresses, read output slot ``slot``.
+    ``dram`` must hold :meth:`ResidentImage.load_bytes` at 0 (a model load); ``engine``:
+    ``fpga.emulator.EngineEmulator(image.config)`` (passed in: this module is spec and does not
+    import the emulator), or anything with its ``write``/``read``/``run``.
 
     Returns ``(output, stats)``: int32 (classes,) sums for SqueezeNet, and
     :class:`ResidentStats`."""
-    image.write_input(dram, input_int8)
-    stats = run_commands(dram, engine, image.program_address, after=after)
-    return image.read_output(dram), stats
+    image.write_input(dram, input_int8, slot)
+    stats = run_commands(
+        dram,
+        engine,
+        image.program_address,
+        after=after,
+        input_base=image.input_address(slot),
+        output_base=image.output_address(slot),
+    )
+    return image.read_output(dram, slot), stats
 
 
 __all__ = [
@@ -888,6 +1004,7 @@ __all__ = [
     "Flag",
     "HostSpace",
     "ResidentError",
+    "SLOTS",
     "WINDOW_BYTES",
     "ResidentImage",
     "ResidentStats",

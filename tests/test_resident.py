@@ -2,7 +2,8 @@
 
 Whole v1.0/v1.1 networks (reduced size) run from a bytearray DRAM through the command list and
 the engine emulator; logits and every intermediate tensor (read from its DRAM region right after
-its unit's last STORE) equal fpga.golden bit for bit, in both weights modes and both input modes.
+its unit's last STORE) equal fpga.golden bit for bit, in both weights modes and both input modes,
+from either input/output slot (the program's input LOADs and output STOREs are relocated per run).
 """
 
 import numpy as np
@@ -18,6 +19,7 @@ from fpga.layout import BufferSpace
 from fpga.resident import (
     COMMAND_BYTES,
     COMMAND_DTYPE,
+    SLOTS,
     Flag,
     Opcode,
     ResidentError,
@@ -136,11 +138,29 @@ def test_network_from_dram_equals_golden(networks, variant, weights_mode, device
         assert streamed.writes == engine.writes
     assert streamed.reads == engine.reads
 
-    # a second image with the same loaded model (nothing but the input changes)
+    # the same image from slot 1: the same logits, slot 0's input and output bytes untouched
+    assert SLOTS == 2
+    slot0 = resident.input_address(0), resident.input_slot_bytes
+    out0 = resident.output_address(0), resident.output_slot_bytes
+    before = [bytes(dram[base : base + size]) for base, size in (slot0, out0)]
+    again, again_stats = run_resident(resident, dram, image, EngineEmulator(DEFAULT_CONFIG), slot=1)
+    np.testing.assert_array_equal(again, logits)
+    assert (again_stats.loaded_bytes, again_stats.stored_bytes) == (
+        stats.loaded_bytes,
+        stats.stored_bytes,
+    )
+    slot1 = resident.input_address(1), resident.input_slot_bytes
+    out1 = resident.output_address(1), resident.output_slot_bytes
+    after_run = [bytes(dram[base : base + size]) for base, size in (slot0, out0, slot1, out1)]
+    assert after_run == before + before  # slot 0 untouched; slot 1 holds the same bytes
+
+    # a second image with the same loaded model (nothing but the input changes), in slot 1:
+    # slot 0 still holds the first image, so a run reading it would give the first logits
     other = network.quantize_input(preprocess(bundled_photos()[1], SIZES[variant]))
-    logits, _ = run_resident(resident, dram, other, EngineEmulator(DEFAULT_CONFIG))
+    logits, _ = run_resident(resident, dram, other, EngineEmulator(DEFAULT_CONFIG), slot=1)
     expected = golden.run_network(network, other, keep=False)[network.output.name]
     np.testing.assert_array_equal(logits, expected)
+    assert [bytes(dram[base : base + size]) for base, size in (slot0, out0)] == before
 
 
 def test_map_regions_and_arena_liveness(networks):
@@ -163,8 +183,65 @@ def test_map_regions_and_arena_liveness(networks):
     # identical constant blobs are stored once: fewer model bytes than constant LOAD bytes
     model = regions["model"]
     loads = resident.commands[resident.commands["opcode"] == Opcode.LOAD]
+    absolute = (loads["flags"] & Flag.INPUT) == 0
     in_model = (loads["dram_addr"] >= model[0]) & (loads["dram_addr"] < model[0] + model[1])
+    in_model &= absolute
     assert model[1] < int(loads["length"][in_model].astype(np.int64).sum())
+
+
+@pytest.mark.parametrize("device_im2col", [True, False], ids=["device-im2col", "host-im2col"])
+def test_input_and_output_are_relocated_into_slots(networks, device_im2col):
+    network, _ = networks("v1.1")
+    program = compile_network(network, DEFAULT_CONFIG)
+    resident = compile_resident(program, device_im2col=device_im2col, input_size=64)
+    commands = resident.commands
+    opcode, flags = commands["opcode"], commands["flags"]
+    # every INPUT-flagged command is a LOAD, every OUTPUT-flagged one a STORE; both exist
+    assert (flags & Flag.INPUT).any() and (flags & Flag.OUTPUT).any()
+    assert set(opcode[(flags & Flag.INPUT) != 0]) == {Opcode.LOAD}
+    assert set(opcode[(flags & Flag.OUTPUT) != 0]) == {Opcode.STORE}
+    assert not (((flags & Flag.INPUT) != 0) & ((flags & Flag.OUTPUT) != 0)).any()
+    # conv1's gathers: WINDOWS and INPUT together
+    windows = (flags & Flag.WINDOWS) != 0
+    assert windows.sum() == (31 * 3 * 3 if device_im2col else 0)
+    assert (flags[windows] & Flag.INPUT).all()
+
+    # rows: flagged ones inside [0, slot bytes), no absolute one in the input/output regions
+    slots = {Flag.INPUT: resident.input_slot_bytes, Flag.OUTPUT: resident.output_slot_bytes}
+    relocated = [resident.regions["input"], resident.regions["output"]]
+    for rec in commands[(opcode == Opcode.LOAD) | (opcode == Opcode.STORE)]:
+        first = int(rec["dram_addr"])
+        end = first + (int(rec["count"]) - 1) * int(rec["dram_stride"]) + int(rec["length"])
+        flag = int(rec["flags"]) & (Flag.INPUT | Flag.OUTPUT)
+        if flag:
+            assert end <= slots[Flag(flag)]
+        else:
+            assert all(end <= base or base + size <= first for base, size in relocated)
+
+    # the map: SLOTS aligned slots per region; one image's bytes per run
+    assert SLOTS == 2 and resident.report()["slots"] == SLOTS
+    for name, slot_bytes, address in (
+        ("input", resident.input_slot_bytes, resident.input_address),
+        ("output", resident.output_slot_bytes, resident.output_address),
+    ):
+        base, size = resident.regions[name]
+        assert size == SLOTS * slot_bytes and slot_bytes % 64 == 0
+        assert [address(k) for k in range(SLOTS)] == [base + k * slot_bytes for k in range(SLOTS)]
+        for slot in (-1, SLOTS):
+            with pytest.raises(ValueError, match="slot"):
+                address(slot)
+    assert resident.input_slot_bytes - 64 < resident.input_bytes() <= resident.input_slot_bytes
+    assert resident.output_bytes() <= resident.output_slot_bytes
+    assert resident.load_size == sum(resident.regions["input"])
+    assert resident.commit_size == resident.regions["input"][0]
+    assert len(resident.load_bytes()) == resident.load_size
+    assert not any(resident.load_bytes()[resident.commit_size :])  # every input slot zeroed
+    totals = transfer_totals(resident)
+    gathered = commands[(flags & Flag.INPUT) != 0]
+    assert totals["loaded_input"] == int(
+        (gathered["count"].astype(np.int64) * gathered["length"]).sum()
+    )
+    assert totals["loaded_output"] == 0
 
 
 def test_a_map_beyond_the_dram_names_the_region(networks):
@@ -186,8 +263,13 @@ def test_check_commands_refuses_what_the_device_must_not_run(networks):
     resident = compile_resident(program, input_size=64)
     check_commands(resident)
     total = resident.describe()["total"][1]
-    loads = np.flatnonzero(resident.commands["opcode"] == Opcode.LOAD)
-    stores = np.flatnonzero(resident.commands["opcode"] == Opcode.STORE)
+    flags = resident.commands["flags"]
+    is_load = resident.commands["opcode"] == Opcode.LOAD
+    is_store = resident.commands["opcode"] == Opcode.STORE
+    loads = np.flatnonzero(is_load & ((flags & Flag.INPUT) == 0))  # absolute (model) LOADs
+    stores = np.flatnonzero(is_store & ((flags & Flag.OUTPUT) == 0))  # into the arena
+    inputs = np.flatnonzero(flags & Flag.INPUT)
+    outputs = np.flatnonzero(flags & Flag.OUTPUT)
 
     def refused(index, match, dram_size=None, **fields):
         commands = resident.commands.copy()
@@ -204,13 +286,32 @@ def test_check_commands_refuses_what_the_device_must_not_run(networks):
     refused(stores[0], "only ACT_OUT", space=BufferSpace.WEIGHT)
     refused(loads[0], "unknown opcode 0", opcode=0)
     refused(loads[0], "unknown buffer space 9", space=9)
-    refused(loads[0], "of ACT_IN", buffer_offset=DEFAULT_CONFIG.act_in_bytes)
+    refused(inputs[0], "of ACT_IN", buffer_offset=DEFAULT_CONFIG.act_in_bytes)
     refused(len(resident.commands) - 1, "no END", opcode=Opcode.RUN)
-    refused(loads[0], "unknown flags 0x2", flags=2)
+    refused(loads[0], "unknown flags 0x8 for LOAD", flags=8)
     refused(stores[0], "unknown flags 0x1 for STORE", flags=Flag.WINDOWS)
     windows = np.flatnonzero(resident.commands["flags"] & Flag.WINDOWS)
     assert len(windows) == 31 * 3 * 3  # v1.1's conv1: per output row, channel, kernel row
     refused(windows[0], "spans 2,001 bytes; the window buffer has 1,024", count=1000)
+
+    # relocation: INPUT only on a LOAD, OUTPUT only on a STORE, flagged rows inside their slot,
+    # no absolute address in the input or output region
+    refused(outputs[0], "unknown flags 0x2 for STORE", flags=Flag.INPUT)
+    refused(outputs[0], "unknown flags 0x6 for STORE", flags=Flag.INPUT | Flag.OUTPUT)
+    refused(loads[0], "unknown flags 0x4 for LOAD", flags=Flag.OUTPUT)
+    refused(inputs[0], "unknown flags 0x7 for LOAD", flags=Flag.WINDOWS | Flag.INPUT | Flag.OUTPUT)
+    slot = resident.input_slot_bytes
+    refused(inputs[0], f"of the input slot \\({slot:,} bytes\\)", dram_addr=slot - 1)
+    refused(inputs[0], "beyond the 4,096-byte DRAM", dram_size=4096)
+    refused(outputs[0], "of the output slot", dram_addr=resident.output_slot_bytes)
+    input_base, output_base = resident.input_address(0), resident.output_address(0)
+    relocates = "absolute address in the {} region; every run relocates"
+    refused(loads[0], relocates.format("input"), dram_addr=input_base)
+    refused(stores[0], relocates.format("output"), dram_addr=output_base)
+    refused(stores[0], "absolute address in the input region", dram_addr=input_base)
+    refused(inputs[0], "absolute address in the input region", flags=0, dram_addr=input_base)
+    refused(outputs[0], "absolute address in the output region", flags=0, dram_addr=output_base)
+    refused(loads[0], relocates.format("input"), dram_addr=input_base - 8)  # overlapping it
 
 
 def test_reference_executor_errors_like_the_sequencer():
@@ -226,6 +327,27 @@ def test_reference_executor_errors_like_the_sequencer():
         run_commands(dram, engine, 0)
     with pytest.raises(ResidentError, match="fetch"):
         run_commands(dram, engine, 4090)
+    # an INPUT / OUTPUT-flagged row is relocated by the run's base before the range check
+    dram[0:64] = pack_commands(
+        [
+            command(Opcode.LOAD, BufferSpace.ACT_IN, flags=Flag.INPUT, length=16, dram_addr=8),
+            command(Opcode.END),
+        ]
+    )
+    assert run_commands(dram, engine, 0, input_base=4000).loaded_bytes == 16
+    with pytest.raises(ResidentError, match=r"DRAM \[4,090, 4,106\) is outside"):
+        run_commands(dram, engine, 0, input_base=4082)
+    assert run_commands(dram, engine, 0, output_base=4082).loaded_bytes == 16  # not its base
+    dram[0:64] = pack_commands(
+        [
+            command(Opcode.STORE, BufferSpace.ACT_OUT, flags=Flag.OUTPUT, length=4, dram_addr=4),
+            command(Opcode.END),
+        ]
+    )
+    dram[104:108] = dram[2004:2008] = b"\xff" * 4
+    run_commands(dram, engine, 0, input_base=100, output_base=2000)
+    assert bytes(dram[2004:2008]) == bytes(engine.read(BufferSpace.ACT_OUT, 0, 4)) != b"\xff" * 4
+    assert bytes(dram[104:108]) == b"\xff" * 4
     # count 0 / length 0 move nothing
     dram[0:64] = pack_commands(
         [command(Opcode.LOAD, BufferSpace.ACT_IN, length=0, dram_addr=1 << 30), command(Opcode.END)]
