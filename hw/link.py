@@ -30,6 +30,7 @@ from fpga.protocol import (
     MODEL_COMMIT_REQUEST,
     MODEL_COMMIT_RESPONSE,
     READ_REQUEST,
+    RESIDENT_RUN_REQUEST,
     RESIDENT_RUN_RESPONSE,
     RESPONSE_FLAG,
     RESPONSE_STATUS,
@@ -62,7 +63,14 @@ def view(layout, value):
 
 
 #: request layouts whose fields the controller reads from the first payload bytes
-REQUESTS = (WRITE_REQUEST, READ_REQUEST, MEM_WRITE_REQUEST, MEM_READ_REQUEST, MODEL_COMMIT_REQUEST)
+REQUESTS = (
+    WRITE_REQUEST,
+    READ_REQUEST,
+    MEM_WRITE_REQUEST,
+    MEM_READ_REQUEST,
+    MODEL_COMMIT_REQUEST,
+    RESIDENT_RUN_REQUEST,
+)
 #: response layouts filled after the status byte, per opcode
 RESPONSES = (IDENTIFY_RESPONSE, STATUS_RESPONSE, RUN_RESPONSE)
 RESIDENT_RESPONSES = (MODEL_COMMIT_RESPONSE, RESIDENT_RUN_RESPONSE)
@@ -107,8 +115,15 @@ class LinkController(wiring.Component):
             resident = {
                 "seq_start": Out(1),
                 "seq_program_addr": Out(32),
-                "seq_submit": Out(1),
+                "seq_input_base": Out(32),
+                "seq_output_base": Out(32),
+                "seq_submit": Out(1),  # held until seq_submit_taken
                 "seq_command": Out(command_layout()),
+                "seq_submit_taken": In(1),
+                "seq_submit_done": In(1),
+                "seq_submit_error": In(SequencerError),
+                "seq_running": In(1),
+                "seq_host_cycles": In(32),
                 "seq_done": In(1),
                 "seq_error_code": In(SequencerError),
                 "seq_pc": In(32),
@@ -176,6 +191,7 @@ class LinkController(wiring.Component):
         mem_write = view(MEM_WRITE_REQUEST, request[: 8 * MEM_WRITE_REQUEST.size])
         mem_read = view(MEM_READ_REQUEST, request[: 8 * MEM_READ_REQUEST.size])
         commit = view(MODEL_COMMIT_REQUEST, request[: 8 * MODEL_COMMIT_REQUEST.size])
+        run_request = view(RESIDENT_RUN_REQUEST, request[: 8 * RESIDENT_RUN_REQUEST.size])
         index = Signal(16)
         timer = Signal(range(self.timeout_cycles + 1))
 
@@ -203,18 +219,36 @@ class LinkController(wiring.Component):
                 resident_run.cycles.eq(self.seq_cycles),
                 resident_run.engine_cycles.eq(self.seq_engine_cycles),
                 resident_run.dma_wait_cycles.eq(self.seq_dma_wait_cycles),
+                resident_run.host_cycles.eq(self.seq_host_cycles),
                 resident_run.error_code.eq(self.seq_error_code),
                 resident_run.pc.eq(self.seq_pc),
                 self.seq_program_addr.eq(program_addr),
             ]
             responses[Opcode.MODEL_COMMIT] = checked.as_value()
-            responses[Opcode.RUN_RESIDENT] = resident_run.as_value()
+            responses[Opcode.RESIDENT_WAIT] = resident_run.as_value()
             dram_state = Mux(
                 self.dram_failed,
                 DramState.FAILED,
                 Mux(self.dram_ready, DramState.READY, DramState.INITIALIZING),
             )
-            m.d.sync += counters.dram_state.eq(dram_state)
+            m.d.sync += [
+                counters.dram_state.eq(dram_state),
+                counters.running.eq(self.seq_running),
+            ]
+            # a program's end, whatever the controller is doing then (it serves frames while
+            # the program runs): what RESIDENT_WAIT and STATUS report
+            run_failed = Signal()  # the last program run ended in a refusal
+            run_seq = Signal(8)  # the frame seq of the RUN_RESIDENT that started it
+            with m.If(self.seq_done):
+                failed = self.seq_error_code != SequencerError.NONE
+                m.d.sync += run_failed.eq(failed)
+                with m.If(failed):
+                    m.d.sync += [
+                        counters.sequencer_error.eq(self.seq_error_code),
+                        counters.sequencer_pc.eq(self.seq_pc),
+                    ]
+                    with m.If(self.seq_error_code == SequencerError.ENGINE):
+                        m.d.sync += counters.engine_errors.eq(counters.engine_errors + 1)
 
         status = Signal(8)
         resp_len = Signal(16)  # response payload bytes incl. status, held in frame[0..]
@@ -275,6 +309,11 @@ class LinkController(wiring.Component):
         )
         if resident:
             context.checksum, context.program_addr = checksum, program_addr
+            context.run_request, context.run_failed, context.run_seq = (
+                run_request,
+                run_failed,
+                run_seq,
+            )
 
         with m.FSM():
             with m.State("SYNC0"):
@@ -326,6 +365,9 @@ class LinkController(wiring.Component):
                 with m.If(~frame_crc.match_detected):
                     count(counters.crc_errors)
                     respond(Status.BAD_CRC)
+                with m.Elif(self._refused_busy(context)):
+                    count(counters.frames_ok)
+                    respond(Status.BUSY)
                 with m.Else():
                     count(counters.frames_ok)
                     with m.Switch(header.opcode):
@@ -459,12 +501,35 @@ class LinkController(wiring.Component):
 
         return m
 
+    def _refused_busy(self, c):
+        """While a program runs: the requests that need what it uses (the engine's buffers,
+        the model, the sequencer's program) are answered BUSY; IDENTIFY, STATUS, CLEAR,
+        MEM_READ, a MEM_WRITE above the model, RESIDENT_WAIT and a replayed RUN_RESIDENT
+        (the same seq as the run's) go on."""
+        if not self.dram_bytes:
+            return Const(0)
+        opcode = c.header.opcode
+        return self.seq_running & (
+            (opcode == Opcode.WRITE)
+            | (opcode == Opcode.READ)
+            | (opcode == Opcode.RUN)
+            | (opcode == Opcode.MODEL_COMMIT)
+            | ((opcode == Opcode.MEM_WRITE) & (c.mem_write.addr < c.counters.model_bytes))
+            | ((opcode == Opcode.RUN_RESIDENT) & (c.header.seq != c.run_seq))
+        )
+
     def _resident_requests(self, m, c):
         """CHECK's case for the resident-mode opcodes: refused while the DRAM is not ready (before
         its init/calibration, or it failed); else validated, then handed over as a command."""
         cfg = self.config
         command = self.seq_command  # registered: set here, handed over in SUBMIT
-        resident = (Opcode.MEM_WRITE, Opcode.MEM_READ, Opcode.MODEL_COMMIT, Opcode.RUN_RESIDENT)
+        resident = (
+            Opcode.MEM_WRITE,
+            Opcode.MEM_READ,
+            Opcode.MODEL_COMMIT,
+            Opcode.RUN_RESIDENT,
+            Opcode.RESIDENT_WAIT,
+        )
         with m.Case(*resident):
             with m.If(~self.dram_ready):
                 c.respond(Status.DRAM_NOT_READY)
@@ -522,21 +587,45 @@ class LinkController(wiring.Component):
                         ]
                         m.next = "SUBMIT"
                 with m.Case(Opcode.RUN_RESIDENT):
-                    with m.If(c.counters.model_loaded == 0):
+                    run = c.run_request
+                    model_end = c.counters.model_bytes
+                    with m.If(c.header.length != RESIDENT_RUN_REQUEST.size):
+                        c.respond(Status.BAD_LENGTH)
+                    with m.Elif(c.counters.model_loaded == 0):
+                        c.respond(Status.NO_MODEL)
+                    with m.Elif(self.seq_running):  # the replay of the running one's request
+                        c.respond(Status.OK)
+                    with m.Elif((run.input_addr < model_end) | (run.output_addr < model_end)):
+                        c.respond(Status.BAD_ADDRESS)
+                    with m.Else():
+                        m.d.sync += [
+                            self.seq_input_base.eq(run.input_addr),
+                            self.seq_output_base.eq(run.output_addr),
+                            c.run_seq.eq(c.header.seq),
+                        ]
+                        m.next = "SEQ_START"
+                with m.Case(Opcode.RESIDENT_WAIT):
+                    with m.If(c.header.length != 0):
+                        c.respond(Status.BAD_LENGTH)
+                    with m.Elif(c.counters.model_loaded == 0):
                         c.respond(Status.NO_MODEL)
                     with m.Else():
-                        m.next = "SEQ_START"
+                        m.next = "PROGRAM_WAIT"
 
     def _resident_states(self, m, c):
         """The states that wait for the sequencer, and the frame buffer as its LINK space."""
         # reads of the LINK space answer one cycle later, as the engine's buffers do
         m.d.sync += [self.host_read_data.eq(c.rd.data), self.host_read_valid.eq(self.host_read_en)]
-        with m.State("SUBMIT"):
+        with m.State("SUBMIT"):  # between two program commands, or while its engine runs
             m.d.comb += [self.seq_submit.eq(1), c.checksum.start.eq(1)]
-            m.next = "SEQ_WAIT"
-        with m.State("SEQ_START"):
+            with m.If(self.seq_submit_taken):
+                m.next = "SEQ_WAIT"
+        with m.State("SEQ_START"):  # the run goes on alone; RESIDENT_WAIT answers its end
             m.d.comb += self.seq_start.eq(1)
-            m.next = "SEQ_WAIT"
+            c.respond(Status.OK)
+        with m.State("PROGRAM_WAIT"):
+            with m.If(~self.seq_running):
+                c.fill(Mux(c.run_failed, Status.DEVICE_ERROR, Status.OK))
         with m.State("SEQ_WAIT"):
             # the sequencer owns the frame buffer: LOADs into LINK write it, STOREs read it
             to_link = self.host_write_en & (self.host_write_space == HostSpace.LINK)
@@ -546,15 +635,13 @@ class LinkController(wiring.Component):
                 c.wr.en.eq(to_link),
                 c.rd.addr.eq(self.host_read_addr),
             ]
-            with m.If(self.seq_done):
-                failed = self.seq_error_code != SequencerError.NONE
+            with m.If(self.seq_submit_done):
+                failed = self.seq_submit_error != SequencerError.NONE
                 with m.If(failed):
                     m.d.sync += [
-                        c.counters.sequencer_error.eq(self.seq_error_code),
-                        c.counters.sequencer_pc.eq(self.seq_pc),
+                        c.counters.sequencer_error.eq(self.seq_submit_error),
+                        c.counters.sequencer_pc.eq(0),  # a host transfer
                     ]
-                    with m.If(self.seq_error_code == SequencerError.ENGINE):
-                        c.count(c.counters.engine_errors)
                 with m.Switch(c.header.opcode):
                     with m.Case(Opcode.MEM_READ):
                         with m.If(failed):
@@ -579,7 +666,5 @@ class LinkController(wiring.Component):
                                 failed, Status.DEVICE_ERROR, Mux(match, Status.OK, Status.BAD_MODEL)
                             )
                         )
-                    with m.Case(Opcode.RUN_RESIDENT):
-                        c.fill(Mux(failed, Status.DEVICE_ERROR, Status.OK))
                     with m.Default():  # MEM_WRITE
                         c.respond(Mux(failed, Status.DEVICE_ERROR, Status.OK))

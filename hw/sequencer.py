@@ -27,7 +27,14 @@ buffer, a row outside its buffer space (sizes from
 :func:`fpga.resident.buffer_sizes`), an unknown space, a program address that is not
 word-aligned, an engine error. Rows before a refused row of the same command have moved.
 
-Sequential: DMA and engine never overlap (double buffering is in docs/resident.md). The record's
+A program's own LOADs/STOREs and its RUNs do not overlap (double buffering is in
+docs/resident.md), but the link's transfers do: a command the link submits (``submit`` ..
+``submit_taken``) runs alone when idle, and during a program between two of its commands or
+while a RUN's engine computes (the engine's done is latched meanwhile), then the program goes
+on; ``submit_done``/``submit_error`` answer it, ``done``/``error_code`` the program, and
+``host_cycles`` counts the run's cycles spent on the link's commands. Commands flagged
+``Flag.INPUT``/``Flag.OUTPUT`` address DRAM relative to ``input_base``/``output_base`` (the
+run's slots, so the host fills the next image's input while this one runs). The record's
 ``data.StructLayout`` is derived from :func:`fpga.resident.command_fields`.
 
 Size (7-series LUTs): a row's counters are as wide as the DRAM and the largest buffer space
@@ -110,13 +117,23 @@ class Sequencer(wiring.Component):
             {
                 "start": In(1),
                 "program_addr": In(fields["dram_addr"]),
-                # one command from the host side (hw.link), executed alone: LOAD/STORE only,
-                # the only commands that may name a HostSpace
+                # the run's slots: INPUT / OUTPUT-flagged commands address DRAM relative to them
+                "input_base": In(fields["dram_addr"]),
+                "output_base": In(fields["dram_addr"]),
+                # one command from the host side (hw.link): LOAD/STORE only, the only commands
+                # that may name a HostSpace; held until ``submit_taken``, executed alone when
+                # idle, or between two program commands / while a RUN's engine computes;
+                # ``submit_done`` pulses when it ends, ``submit_error`` its SequencerError
                 "submit": In(1),
                 "command": In(command_layout()),
+                "submit_taken": Out(1),
+                "submit_done": Out(1),
+                "submit_error": Out(SequencerError),
                 "dma_wait_cycles": Out(32),
+                "host_cycles": Out(32),  # a run's cycles spent on submitted commands
                 "busy": Out(1),
-                "done": Out(1),
+                "running": Out(1),  # a program runs (start .. its done)
+                "done": Out(1),  # the program's end (END or a refusal)
                 "error": Out(1),
                 "error_code": Out(SequencerError),
                 "pc": Out(fields["dram_addr"]),
@@ -171,8 +188,12 @@ class Sequencer(wiring.Component):
         cycles = Signal(32)
         engine_cycles = Signal(32)
         dma_wait_cycles = Signal(32)
+        host_cycles = Signal(32)
         dma_wait = Signal()  # this cycle waits for the DMA (a request, read data, write drain)
         immediate = Signal()  # the command came from ``submit``, not from DRAM
+        running = Signal()  # a program runs (a submitted command may interleave)
+        engine_busy = Signal()  # a RUN's engine computes (from its start to its done)
+        host_code = Signal(SequencerError)  # the submitted command's refusal
         rows_left = Signal(fields["count"])  # also counts the span's strides (SPAN)
         # the row's DRAM and buffer addresses modulo 2^dram_bits / 2^buffer_bits; ``*_over``: the
         # true address is at or past that (then the row is refused: both are the whole range)
@@ -215,6 +236,15 @@ class Sequencer(wiring.Component):
         window_row = Signal(range(self.window_bytes + word_bytes))
         window_at = Signal(range(self.window_bytes + word_bytes))
         windows = (record.flags & int(Flag.WINDOWS)) != 0
+        # relocation: an INPUT / OUTPUT-flagged command's dram_addr is relative to the run's
+        # slot (one adder: a command may not carry both flags)
+        to_input = (record.flags & int(Flag.INPUT)) != 0
+        to_output = (record.flags & int(Flag.OUTPUT)) != 0
+        relocated = Signal(fields["dram_addr"] + 1)
+        m.d.comb += relocated.eq(
+            record.dram_addr + Mux(to_input, self.input_base, Mux(to_output, self.output_base, 0))
+        )
+        known_flags = int(Flag.WINDOWS | Flag.INPUT | Flag.OUTPUT)
 
         def over(value, bits):
             """``value`` does not fit ``bits`` bits."""
@@ -268,6 +298,9 @@ class Sequencer(wiring.Component):
             self.dma_wait_cycles.eq(dma_wait_cycles),
             self.error_code.eq(code),
             self.error.eq(code != SequencerError.NONE),
+            self.submit_error.eq(host_code),
+            self.host_cycles.eq(host_cycles),
+            self.running.eq(running),
             self.write_space.eq(record.space),
             self.read_space.eq(record.space),
             self.dma_read_request.payload.length.eq(length),
@@ -275,10 +308,17 @@ class Sequencer(wiring.Component):
             self.dma_read_request.payload.addr.eq(row_dram),
             self.dma_write_request.payload.addr.eq(row_dram),
         ]
-        with m.If(self.busy):
+        with m.If(running):
             m.d.sync += cycles.eq(cycles + 1)
-        with m.If(dma_wait):
+            with m.If(immediate):
+                m.d.sync += host_cycles.eq(host_cycles + 1)
+        with m.If(dma_wait & ~immediate):
             m.d.sync += dma_wait_cycles.eq(dma_wait_cycles + 1)
+        # the engine computes from a RUN's start to its done, whatever the sequencer does then
+        with m.If(engine_busy):
+            m.d.sync += engine_cycles.eq(engine_cycles + 1)
+        with m.If(self.engine_done):
+            m.d.sync += engine_busy.eq(0)
 
         # LOAD_BYTES, WINDOW_BYTES and the receive side of STORE_READ share the chunk at ``at``
         # (DRAM lane ``lane``, or ``window_at``'s), the first two the byte-lane shifter onto the
@@ -297,25 +337,36 @@ class Sequencer(wiring.Component):
         loaded = loaded[: 8 * width]
 
         def fail(reason: SequencerError):
-            m.d.sync += code.eq(reason)
-            m.next = "FAIL"
+            with m.If(immediate):  # the submitted command's refusal; a program goes on
+                m.d.sync += host_code.eq(reason)
+                m.next = "HOST_DONE"
+            with m.Else():
+                m.d.sync += code.eq(reason)
+                m.next = "FAIL"
+
+        def take_submit():
+            """Execute the submitted command next (the program's state waits: ``pc`` and the
+            RUN's engine are untouched; HOST_DONE returns to RUN_WAIT)."""
+            m.d.comb += self.submit_taken.eq(1)
+            m.d.sync += [record.eq(self.command), immediate.eq(1), host_code.eq(0)]
+            m.next = "DECODE"
 
         with m.FSM():
             with m.State("IDLE"):
-                with m.If(self.start | self.submit):
+                with m.If(self.start):
                     m.d.sync += [
-                        pc.eq(Mux(self.start, self.program_addr, 0)),
+                        pc.eq(self.program_addr),
                         cycles.eq(0),
                         engine_cycles.eq(0),
                         dma_wait_cycles.eq(0),
+                        host_cycles.eq(0),
                         code.eq(SequencerError.NONE),
-                        immediate.eq(~self.start),
+                        immediate.eq(0),
+                        running.eq(1),
                     ]
-                    with m.If(self.start):
-                        m.next = "FETCH"
-                    with m.Else():
-                        m.d.sync += record.eq(self.command)
-                        m.next = "DECODE"
+                    m.next = "FETCH"
+                with m.Elif(self.submit):
+                    take_submit()
 
             with m.State("FETCH"):
                 m.d.comb += self.busy.eq(1)
@@ -351,11 +402,11 @@ class Sequencer(wiring.Component):
                 m.d.comb += self.busy.eq(1)
                 m.d.sync += [
                     rows_left.eq(record.count),
-                    row_dram.eq(record.dram_addr),
-                    dram_over.eq(over(record.dram_addr, dram_bits)),
+                    row_dram.eq(relocated),
+                    dram_over.eq(over(relocated, dram_bits)),
                     row_buffer.eq(record.buffer_offset),
                     buffer_over.eq(over(record.buffer_offset, buffer_bits)),
-                    window_row.eq(record.dram_addr[:lane_bits] if word_bytes > 1 else 0),
+                    window_row.eq(relocated[:lane_bits] if word_bytes > 1 else 0),
                 ]
                 with m.Switch(record.opcode):
                     with m.Case(Opcode.LOAD, Opcode.STORE):
@@ -364,8 +415,9 @@ class Sequencer(wiring.Component):
                         with m.Elif(~space_ok):
                             fail(SequencerError.SPACE)
                         with m.Elif(
-                            ((record.flags & (0xFFFF ^ int(Flag.WINDOWS))) != 0)
+                            ((record.flags & (0xFFFF ^ known_flags)) != 0)
                             | (windows & (record.opcode != Opcode.LOAD))
+                            | (to_input & to_output)
                         ):
                             fail(SequencerError.FLAGS)
                         with m.Elif(windows):
@@ -379,7 +431,10 @@ class Sequencer(wiring.Component):
                         with m.Else():
                             m.next = "RUN"
                     with m.Case(Opcode.END):
-                        m.next = "END"
+                        with m.If(immediate):
+                            fail(SequencerError.OPCODE)
+                        with m.Else():
+                            m.next = "END"
                     with m.Default():
                         fail(SequencerError.OPCODE)
 
@@ -589,30 +644,44 @@ class Sequencer(wiring.Component):
             # -- RUN ---------------------------------------------------------------------------
             with m.State("RUN"):
                 m.d.comb += [self.busy.eq(1), self.engine_start.eq(1)]
+                m.d.sync += engine_busy.eq(1)
                 m.next = "RUN_WAIT"
 
-            with m.State("RUN_WAIT"):
+            with m.State("RUN_WAIT"):  # the link's transfers go on while the engine computes
                 m.d.comb += self.busy.eq(1)
-                m.d.sync += engine_cycles.eq(engine_cycles + 1)
                 with m.If(self.engine_error):
                     fail(SequencerError.ENGINE)
-                with m.Elif(self.engine_done):
+                with m.Elif(self.engine_done | ~engine_busy):
                     m.next = "NEXT"
+                with m.Elif(self.submit):
+                    take_submit()
 
             with m.State("NEXT"):
                 m.d.comb += self.busy.eq(1)
                 with m.If(immediate):
-                    m.next = "END"
+                    m.next = "HOST_DONE"
+                with m.Elif(self.submit):  # between two program commands
+                    take_submit()
                 with m.Else():
                     m.d.sync += pc.eq(pc + COMMAND_BYTES)
                     m.next = "FETCH"
 
+            with m.State("HOST_DONE"):  # back to the program, if one runs
+                m.d.comb += [self.busy.eq(1), self.submit_done.eq(1)]
+                m.d.sync += immediate.eq(0)
+                with m.If(running):
+                    m.next = "RUN_WAIT"  # the engine's RUN, or straight on to NEXT
+                with m.Else():
+                    m.next = "IDLE"
+
             with m.State("END"):
                 m.d.comb += [self.busy.eq(1), self.done.eq(1)]
+                m.d.sync += running.eq(0)
                 m.next = "IDLE"
 
             with m.State("FAIL"):
                 m.d.comb += [self.busy.eq(1), self.done.eq(1)]
+                m.d.sync += [running.eq(0), engine_busy.eq(0)]
                 m.next = "IDLE"
         return m
 
