@@ -8,6 +8,7 @@ from fpga.config import SMALL_CONFIG
 from fpga.layout import BufferSpace
 from fpga.protocol import (
     MODEL_COMMIT_REQUEST,
+    RESIDENT_RUN_REQUEST,
     RESPONSE_FLAG,
     RUN_RESPONSE,
     DramState,
@@ -130,7 +131,7 @@ def test_resident_opcodes_wait_for_the_dram_and_status_says_why():
         encode_frame(1, Opcode.MEM_WRITE, mem_write_payload(0, b"abcd")),
         encode_frame(2, Opcode.MEM_READ, mem_read_payload(0, 4)),
         encode_frame(3, Opcode.MODEL_COMMIT, bytes(MODEL_COMMIT_REQUEST.size)),
-        encode_frame(4, Opcode.RUN_RESIDENT),
+        encode_frame(4, Opcode.RUN_RESIDENT, bytes(RESIDENT_RUN_REQUEST.size)),
         encode_frame(5, Opcode.STATUS),
         encode_frame(6, Opcode.WRITE, write_payload(BufferSpace.ACT_IN, 0, b"x")),
     ]
@@ -147,7 +148,10 @@ def test_resident_opcodes_wait_for_the_dram_and_status_says_why():
         assert answers[6] == bytes([Status.OK]) and writes == [(BufferSpace.ACT_IN, 0, ord("x"))]
     # ready: RUN_RESIDENT gets past the DRAM check (no model yet), STATUS says READY
     frames, _ = exchange(
-        [encode_frame(1, Opcode.RUN_RESIDENT), encode_frame(2, Opcode.STATUS)],
+        [
+            encode_frame(1, Opcode.RUN_RESIDENT, bytes(RESIDENT_RUN_REQUEST.size)),
+            encode_frame(2, Opcode.STATUS),
+        ],
         dram_bytes=1 << 20,
         inputs={"dram_ready": 1},
     )

@@ -91,8 +91,11 @@ class FixedRng:
         return self.value
 
 
-def run_sequencer(dram, pc, engine, rng, dram_size=None, write_stall=0.0, limit=200_000):
-    """The sequencer + DMA from ``pc`` until ``done``; returns (result dict, byte write log)."""
+def run_sequencer(
+    dram, pc, engine, rng, dram_size=None, write_stall=0.0, limit=200_000, bases=(0, 0)
+):
+    """The sequencer + DMA from ``pc`` until ``done`` (``bases``: the run's input and output
+    slots); returns (result dict, byte write log)."""
     address_width = (len(dram) // WORD_BYTES - 1).bit_length()
     seq = Sequencer(DEFAULT_CONFIG, 8 * WORD_BYTES, address_width, dram_size or len(dram))
     # a fixed latency measures costs with the SoC's read depth; random runs stress a shallow one
@@ -140,6 +143,8 @@ def run_sequencer(dram, pc, engine, rng, dram_size=None, write_stall=0.0, limit=
 
     async def driver(ctx):
         ctx.set(seq.program_addr, pc)
+        ctx.set(seq.input_base, bases[0])
+        ctx.set(seq.output_base, bases[1])
         ctx.set(seq.start, 1)
         await ctx.tick()
         ctx.set(seq.start, 0)
@@ -232,7 +237,9 @@ def test_small_program_equals_the_reference_executor():
         ([command(Opcode.END)], 8, SequencerError.ALIGNMENT, None),
         ([command(Opcode.END)], 8192 - 16, SequencerError.DRAM_RANGE, None),  # fetch off the end
         ([command(Opcode.RUN), command(Opcode.END)], 0, SequencerError.ENGINE, None),
-        ([command(Opcode.LOAD, 1, flags=2, length=1)], 0, SequencerError.FLAGS, None),
+        ([command(Opcode.LOAD, 1, flags=8, length=1)], 0, SequencerError.FLAGS, None),
+        ([command(Opcode.LOAD, 1, flags=Flag.INPUT | Flag.OUTPUT, length=1)], 0,
+         SequencerError.FLAGS, None),
         ([command(Opcode.STORE, 2, flags=Flag.WINDOWS, length=1)], 0, SequencerError.FLAGS, None),
         ([command(Opcode.LOAD, 1, flags=Flag.WINDOWS, length=7, count=600, dram_stride=2)], 0,
          SequencerError.FLAGS, None),
@@ -242,8 +249,8 @@ def test_small_program_equals_the_reference_executor():
                   buffer_offset=32760, buffer_stride=1)], 0, SequencerError.BUFFER_RANGE, None),
     ],
     ids=["zero", "opcode-9", "dram", "dram-size", "stride-past-end", "buffer", "space",
-         "alignment", "fetch", "engine", "flags", "windows-store", "window-span", "window-dram",
-         "window-buffer"],
+         "alignment", "fetch", "engine", "flags", "input-and-output", "windows-store",
+         "window-span", "window-dram", "window-buffer"],
 )  # fmt: skip
 def test_refusals_end_in_an_error_code_not_a_hang(records, pc, code, dram_size):
     rng = random.Random(7)
@@ -286,7 +293,8 @@ def test_one_real_tile_and_the_sequential_overhead(name):
     # the reference up to the tile (the engine keeps the constants it already holds)
     engine = EngineEmulator(DEFAULT_CONFIG)
     prefix = with_end_at(first, dram)
-    run_commands(prefix, engine, base)
+    slots = {"input_base": resident.input_address(0), "output_base": resident.output_address(0)}
+    run_commands(prefix, engine, base, **slots)
     before = with_end_at(end, prefix)
     before[base + first * COMMAND_BYTES : base + (first + 1) * COMMAND_BYTES] = dram[
         base + first * COMMAND_BYTES : base + (first + 1) * COMMAND_BYTES
@@ -383,9 +391,10 @@ def test_transfer_costs():
     assert abs(windows - model) < 0.03 * windows, (windows, model)
 
 
-def _random_program(rng, data_bytes):
+def _random_program(rng, data_bytes, bases=(0, 0)):
     """LOADs into any space, STOREs from ACT_OUT, RUNs: random lengths, counts, strides (rows
-    may overlap), alignments; every row inside the DRAM and its buffer."""
+    may overlap), alignments; every row inside the DRAM and its buffer. A fifth of the LOADs
+    (STOREs) address DRAM relative to the input (output) slot at ``bases``."""
     sizes = buffer_sizes(DEFAULT_CONFIG)
     records = []
     for _ in range(rng.randint(8, 20)):
@@ -405,6 +414,10 @@ def _random_program(rng, data_bytes):
         flags = 0
         if op == Opcode.LOAD and rng.random() < 0.3:
             flags = Flag.WINDOWS  # the same bytes, the span read once
+        base = bases[op == Opcode.STORE]
+        if rng.random() < 0.2 and dram_addr >= base:
+            flags |= Flag.OUTPUT if op == Opcode.STORE else Flag.INPUT
+            dram_addr -= base  # the same bytes, relocated
         if rng.random() < 0.05:
             length = 0  # moves nothing
         records.append(
@@ -429,11 +442,14 @@ def test_random_programs_equal_the_reference_executor():
     for _ in range(3):
         dram = bytearray(rng.randbytes(16384))
         pc = 12288
-        blob = pack_commands(_random_program(rng, pc))
+        bases = (rng.randrange(0, 4096), rng.randrange(0, 4096))
+        blob = pack_commands(_random_program(rng, pc, bases))
         dram[pc : pc + len(blob)] = blob
         expected, reference = bytearray(dram), ByteLog(ByteEngine(latency=5))
-        run_commands(expected, reference, pc)
-        result, writes = run_sequencer(dram, pc, ByteEngine(latency=5), rng, write_stall=0.3)
+        run_commands(expected, reference, pc, input_base=bases[0], output_base=bases[1])
+        result, writes = run_sequencer(
+            dram, pc, ByteEngine(latency=5), rng, write_stall=0.3, bases=bases
+        )
         assert not result["error"], (seed, result)
         assert writes == reference.writes, seed
         assert dram == expected, seed
