@@ -701,7 +701,7 @@ SEQUENCER_COSTS = {
     "store_chunk": 2.0,  # a read, its answer, and a word push every two chunks
     "row": 23,  # a LOAD row's DMA request + read latency
     "store_row": 6,  # a STORE row's request + drain
-    "window": 3,
+    "window": 1,  # a window's next row starts as its last chunk goes
     "span_byte": 1 / 16,
 }
 #: the DRAM word the estimates assume (the Arty A7's 128-bit native port)

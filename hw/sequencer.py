@@ -617,8 +617,27 @@ class Sequencer(wiring.Component):
                 ]
                 with m.If(self.write_ready):
                     m.d.sync += [at.eq(at + n), left.eq(left - n), window_at.eq(window_at + n)]
-                    with m.If(left == n):
-                        m.next = "ROW_DONE"
+                    with m.If((left == n) & (rows_left == 1)):
+                        m.next = "NEXT"
+                    with m.Elif(left == n):
+                        # the row's last chunk: the next row starts in the next cycle (what
+                        # ROW_DONE and WINDOW_ROW do, in this cycle: one cycle a window, not 3)
+                        step_buffer = row_buffer + record.buffer_stride[:buffer_bits]
+                        step_over = over(step_buffer, buffer_bits) | over(
+                            record.buffer_stride, buffer_bits
+                        )
+                        step_window = window_row + record.dram_stride
+                        m.d.sync += [
+                            rows_left.eq(rows_left - 1),
+                            row_buffer.eq(step_buffer),
+                            buffer_over.eq(step_over),
+                            window_row.eq(step_window),
+                            left.eq(length),
+                            at.eq(step_buffer),
+                            window_at.eq(step_window),
+                        ]
+                        with m.If(step_over | (step_buffer + length > buffer_size)):
+                            fail(SequencerError.BUFFER_RANGE)
 
             with m.State("ROW_DONE"):
                 m.d.comb += self.busy.eq(1)
