@@ -698,9 +698,9 @@ def _gather_conv1(program, load, offset: int, image_shape, pad: int) -> list:
 SEQUENCER_COSTS = {
     "command": 24,
     "load_chunk": 1.0,
-    "store_chunk": 2.0,  # a read, its answer, and a word push every two chunks
+    "store_chunk": 1.0,  # a read a cycle; finished words go out while the next is read
     "row": 23,  # a LOAD row's DMA request + read latency
-    "store_row": 6,  # a STORE row's request + drain
+    "store_row": 8,  # a STORE row's request, the pipeline's fill, the drain
     "window": 1,  # a window's next row starts as its last chunk goes
     "span_byte": 1 / 16,
 }

@@ -208,6 +208,11 @@ class Sequencer(wiring.Component):
         issue_left = Signal(range(row_bytes + 1))
         issue_at = Signal(addr_bits)
         keep = Signal(word_bytes)
+        # STORE: the finished word on its way to the DMA writer
+        push_word = Signal(8 * word_bytes)
+        push_keep = Signal(word_bytes)
+        push_last = Signal()
+        push_valid = Signal()
         lane = Signal(range(word_bytes + 1))
         issue_lane = Signal(range(word_bytes + 1))
         code = Signal(SequencerError)
@@ -497,10 +502,30 @@ class Sequencer(wiring.Component):
 
             # -- STORE: buffer reads (pipelined, one byte per cycle) -> DMA words ------------
             with m.State("STORE_READ"):
+                # reads (one chunk a cycle, answered a cycle later) are packed into DRAM words;
+                # a finished word moves to the push register and goes to the DMA writer while
+                # the next word's chunks are read (one cycle a chunk when the writer keeps up)
                 m.d.comb += self.busy.eq(1)
-                # issue side: the next chunk to read (reads answer one cycle later)
+                receive_word_done = Signal()
+                push_taken = push_valid & self.dma_write_data.ready
+                m.d.comb += [
+                    self.dma_write_data.valid.eq(push_valid),
+                    self.dma_write_data.payload.data.eq(push_word),
+                    self.dma_write_data.payload.keep.eq(push_keep),
+                    self.dma_write_data.payload.last.eq(push_last),
+                    dma_wait.eq(push_valid & ~self.dma_write_data.ready),
+                ]
+                with m.If(push_taken):
+                    m.d.sync += push_valid.eq(0)
+                    with m.If(push_last):
+                        m.next = "STORE_NEXT"
+                # issue side: the next chunk to read. A chunk that finishes a word is read only
+                # when the push register will be free when it arrives (no stall: a read's
+                # answer cannot wait)
                 issue_n = chunk("issue_chunk", issue_at, issue_lane, issue_left)
-                can_issue = (issue_left != 0) & (issue_lane != word_bytes)
+                issue_word_done = (issue_left == issue_n) | (issue_lane + issue_n == word_bytes)
+                push_free = ~receive_word_done & (~push_valid | push_taken)
+                can_issue = (issue_left != 0) & (~issue_word_done | push_free)
                 m.d.comb += [
                     self.read_en.eq(can_issue),
                     self.read_addr.eq(issue_at),
@@ -509,7 +534,7 @@ class Sequencer(wiring.Component):
                     m.d.sync += [
                         issue_at.eq(issue_at + issue_n),
                         issue_left.eq(issue_left - issue_n),
-                        issue_lane.eq(issue_lane + issue_n),
+                        issue_lane.eq(Mux(issue_word_done, 0, issue_lane + issue_n)),
                     ]
                 # receive side: the same chunk sequence at ``at``, placed at DRAM lane ``lane``
                 # byte ``j`` of the chunk (block byte ``at % width + j``, or read_data alone in
@@ -526,34 +551,27 @@ class Sequencer(wiring.Component):
                     for b in range(block_bits):  # left, one 2:1 stage a bit
                         step = 8 << b
                         placed = Mux(rotation[b], Cat(placed[-step:], placed[:-step]), placed)
+                chosen = Signal(word_bytes)
+                for i in range(word_bytes):
+                    m.d.comb += chosen[i].eq((lane <= i) & (i < lane + n))
                 with m.If(self.read_valid):
                     m.d.comb += window_fill.en.eq(1)
                     for i in range(word_bytes):
-                        chosen = (lane <= i) & (i < lane + n)
                         m.d.comb += window_fill.data.word_select(i, 8).eq(
-                            Mux(chosen, placed.word_select(i % width, 8), word.word_select(i, 8))
+                            Mux(chosen[i], placed.word_select(i % width, 8), word.word_select(i, 8))
                         )
-                        with m.If(chosen):
-                            m.d.sync += keep[i].eq(1)
                     m.d.sync += [at.eq(at + n), left.eq(left - n), lane.eq(lane + n)]
+                    m.d.sync += keep.eq(keep | chosen)
                     with m.If((left == n) | (lane + n == word_bytes)):
-                        m.next = "STORE_PUSH"
-
-            with m.State("STORE_PUSH"):
-                m.d.comb += [
-                    self.busy.eq(1),
-                    self.dma_write_data.valid.eq(1),
-                    self.dma_write_data.payload.data.eq(word),
-                    self.dma_write_data.payload.keep.eq(keep),
-                    self.dma_write_data.payload.last.eq(left == 0),
-                    dma_wait.eq(~self.dma_write_data.ready),
-                ]
-                with m.If(self.dma_write_data.ready):
-                    m.d.sync += [keep.eq(0), lane.eq(0), issue_lane.eq(0)]
-                    with m.If(left != 0):
-                        m.next = "STORE_READ"
-                    with m.Else():
-                        m.next = "STORE_NEXT"
+                        m.d.comb += receive_word_done.eq(1)
+                        m.d.sync += [
+                            push_word.eq(window_fill.data),
+                            push_keep.eq(keep | chosen),
+                            push_last.eq(left == n),
+                            push_valid.eq(1),
+                            keep.eq(0),
+                            lane.eq(0),
+                        ]
 
             with m.State("STORE_NEXT"):  # the row's last word is out: wait until DRAM has it all
                 m.d.comb += [self.busy.eq(1), dma_wait.eq(self.dma_write_busy)]
