@@ -7,13 +7,19 @@ definite refusal (the engine's or the sequencer's error, no model, a model whose
 is not retried: it becomes one :class:`DeviceError` saying what the device reported.
 
 Streamed mode (``write``/``read``/``run``: the host walks the program, ``fpga.compile.execute``)
-and resident mode (``load_model``/``run_resident``: the model lives in the board's DRAM and the
-device's sequencer walks the command list, docs/resident.md) share the framing.
+and resident mode (``load_model``/``run_resident``/``run_resident_many``: the model lives in the
+board's DRAM and the device's sequencer walks the command list, docs/resident.md) share the
+framing. Since protocol v5 a resident run is started (``start_program``, RUN_RESIDENT answers at
+once) and waited for (``wait_program``, RESIDENT_WAIT); while it runs the device serves MEM_WRITE
+and MEM_READ, so ``run_resident_many`` moves the next image's input and the last one's logits
+while the device computes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
 import numpy as np
@@ -27,6 +33,7 @@ from fpga.protocol import (
     MODEL_COMMIT_REQUEST,
     MODEL_COMMIT_RESPONSE,
     PROTOCOL_VERSION,
+    RESIDENT_RUN_REQUEST,
     RESIDENT_RUN_RESPONSE,
     RESPONSE_FLAG,
     RESPONSE_STATUS,
@@ -47,7 +54,7 @@ from fpga.protocol import (
     read_payload,
     write_payload,
 )
-from fpga.resident import ResidentImage, sequential_cycles
+from fpga.resident import SLOTS, ResidentImage, sequential_cycles
 from host.transport import open_transport
 
 
@@ -76,6 +83,11 @@ class DramNotReady(DeviceError):
     """The device's DRAM controller has not finished its init/calibration, or it failed."""
 
 
+class DeviceBusy(DeviceError):
+    """BUSY: a resident program is running on the device and the request would disturb it
+    (streamed WRITE/READ/RUN, MODEL_COMMIT, a MEM_WRITE into the model, another RUN_RESIDENT)."""
+
+
 class NoDram(UserError, RuntimeError):
     """A resident-mode command for a device whose IDENTIFY reports no DRAM."""
 
@@ -89,6 +101,8 @@ FINAL_STATUSES = frozenset(
         Status.NO_MODEL,
         Status.BAD_MODEL,
         Status.DRAM_NOT_READY,
+        Status.BUSY,
+        Status.BAD_ADDRESS,
     }
 )
 
@@ -231,6 +245,19 @@ class Device:
             raise self._device_error(opcode, body)
         if status == Status.DRAM_NOT_READY:
             raise self._dram_not_ready(opcode)
+        if status == Status.BUSY:
+            raise DeviceBusy(
+                f"{opcode.name}: the device is busy running a resident program (a RUN_RESIDENT "
+                "not yet waited for, perhaps from an earlier session) and refuses what would "
+                "disturb it: wait for the run to end (Device.wait_program, RESIDENT_WAIT; a "
+                "run ends by itself, so from the CLI simply run again), then retry"
+            )
+        if status == Status.BAD_ADDRESS:
+            raise DeviceError(
+                f"{opcode.name}: the input or output address lies inside the committed model "
+                "(below its end in DRAM): the host's map does not match the model the device "
+                "holds; load the model again (Device.load_model(image, force=True))"
+            )
         raise DeviceError(f"{opcode.name}: the device answered {status.name}")
 
     def _dram_not_ready(self, opcode: Opcode) -> DramNotReady:
@@ -246,9 +273,10 @@ class Device:
         return DramNotReady(f"{opcode.name}: the device refused resident mode: {why}")
 
     def _device_error(self, opcode: Opcode, body: bytes) -> DeviceError:
-        """DEVICE_ERROR: the sequencer's error code and command address, from RUN_RESIDENT's
-        response or else from STATUS."""
-        if opcode == Opcode.RUN_RESIDENT and len(body) >= RESIDENT_RUN_RESPONSE.size:
+        """DEVICE_ERROR: the sequencer's error code and command address, from RESIDENT_WAIT's
+        response (the run's) or else from STATUS."""
+        run_opcodes = (Opcode.RUN_RESIDENT, Opcode.RESIDENT_WAIT)
+        if opcode in run_opcodes and len(body) >= RESIDENT_RUN_RESPONSE.size:
             run = RESIDENT_RUN_RESPONSE.unpack(body)
             code, pc = run["error_code"], run["pc"]
         else:
@@ -426,36 +454,131 @@ class Device:
             )
         return ModelLoad(True, self.link_bytes - before)
 
-    def run_program(self, expected_cycles: int = 0) -> dict:
-        """RUN_RESIDENT: run the committed model's program; the device's accounting
-        (``RESIDENT_RUN_RESPONSE``). Raises :class:`NoModel` / :class:`DeviceError`."""
+    def start_program(self, input_addr: int, output_addr: int) -> None:
+        """RUN_RESIDENT: start the committed model's program with the run's input and output
+        slots (the DRAM addresses its INPUT/OUTPUT-flagged commands are relative to). The device
+        answers at once; :meth:`wait_program` answers the run's end. A lost answer is resent
+        with the same seq, which the device answers OK without starting a second run.
+
+        Raises :class:`DeviceBusy` (another run is going), :class:`NoModel`,
+        :class:`DeviceError` (an address inside the model), :class:`DramNotReady`."""
+        self._require_dram("RUN_RESIDENT")
+        payload = RESIDENT_RUN_REQUEST.pack(input_addr=input_addr, output_addr=output_addr)
+        self.request(Opcode.RUN_RESIDENT, payload)
+
+    def wait_program(self, expected_cycles: int = 0) -> dict:
+        """RESIDENT_WAIT: the device's accounting of the last run (``RESIDENT_RUN_RESPONSE``:
+        ``cycles``, ``engine_cycles``, ``dma_wait_cycles``, ``host_cycles``, ``error_code``,
+        ``pc``), answered when it ends (at once when none runs). Raises :class:`DeviceError`
+        naming the refused command when the run failed, :class:`NoModel`."""
+        self._require_dram("RESIDENT_WAIT")
         # a lost response is retried after a bounded wait; the estimate (the engine's cycles)
         # is rough: the sequential sequencer needs up to ~2.5x (huffman weights), allow 4x
         timeout = self.timeout + 4 * expected_cycles / self.MIN_CYCLES_PER_SECOND
-        return RESIDENT_RUN_RESPONSE.unpack(self.request(Opcode.RUN_RESIDENT, timeout=timeout))
+        return RESIDENT_RUN_RESPONSE.unpack(self.request(Opcode.RESIDENT_WAIT, timeout=timeout))
 
-    def run_resident(self, image: ResidentImage, input_int8: np.ndarray) -> tuple[np.ndarray, dict]:
-        """One inference on the model :meth:`load_model` put on the device: write the image into
-        the input region, RUN_RESIDENT, read the logits back.
+    def run_program(
+        self,
+        expected_cycles: int = 0,
+        input_addr: int | None = None,
+        output_addr: int | None = None,
+    ) -> dict:
+        """Run the committed program to its end (:meth:`start_program`, :meth:`wait_program`);
+        the device's accounting. Addresses left out are the committed model's end (STATUS
+        ``model_bytes``): enough for a hand-built program without INPUT/OUTPUT commands."""
+        if input_addr is None or output_addr is None:
+            end = self.status()["model_bytes"]
+            input_addr = end if input_addr is None else input_addr
+            output_addr = end if output_addr is None else output_addr
+        self.start_program(input_addr, output_addr)
+        return self.wait_program(expected_cycles)
 
-        Returns ``(output, stats)``: the output as ``ResidentImage.read_output`` decodes it
-        (int32 class sums for SqueezeNet) and the device's cycles (``cycles`` =
-        ``engine_cycles`` + ``dma_wait_cycles`` + ``other_cycles``), the link bytes this image
-        took (frames both ways, retries included) and ``minimum_link_bytes`` (input + logits
-        payload, ``ResidentImage.link_bytes_per_image``)."""
-        self._check_image(image)
-        before = self.link_bytes
-        self.mem_write(image.regions["input"][0], image.input_blob(input_int8))
-        run = self.run_program(sequential_cycles(image)["total"])
-        base = image.regions["output"][0]
-        data = self.mem_read(base, image.output_bytes())
-        output = image.decode_output(data)
-        stats = {
+    @staticmethod
+    def _run_stats(image: ResidentImage, run: dict, link_bytes: int, overlapped: bool) -> dict:
+        return {
             "cycles": run["cycles"],
             "engine_cycles": run["engine_cycles"],
             "dma_wait_cycles": run["dma_wait_cycles"],
             "other_cycles": run["cycles"] - run["engine_cycles"] - run["dma_wait_cycles"],
-            "link_bytes": self.link_bytes - before,
+            "host_cycles": run["host_cycles"],
+            "link_bytes": link_bytes,
             "minimum_link_bytes": image.link_bytes_per_image(),
+            "overlapped": overlapped,
         }
-        return output, stats
+
+    def run_resident(
+        self, image: ResidentImage, input_int8: np.ndarray, slot: int = 0
+    ) -> tuple[np.ndarray, dict]:
+        """One inference on the model :meth:`load_model` put on the device: write the image into
+        input slot ``slot``, start the program on that slot's input and output, wait for its
+        end, read the logits back (nothing overlaps: :meth:`run_resident_many` does).
+
+        Returns ``(output, stats)``: the output as ``ResidentImage.decode_output`` decodes it
+        (int32 class sums for SqueezeNet) and the device's cycles (``cycles`` =
+        ``engine_cycles`` + ``dma_wait_cycles`` + ``other_cycles``; ``host_cycles``, the
+        sequencer's cycles serving MEM_WRITE/MEM_READ during the run, are inside ``other`` or
+        overlap the engine's), the link bytes this image took (frames both ways, retries
+        included), ``minimum_link_bytes`` (input + logits payload,
+        ``ResidentImage.link_bytes_per_image``) and ``overlapped`` (False)."""
+        self._check_image(image)
+        before = self.link_bytes
+        blob = image.input_blob(input_int8)
+        self.mem_write(image.input_address(slot), blob)
+        self.start_program(image.input_address(slot), image.output_address(slot))
+        run = self.wait_program(sequential_cycles(image)["total"])
+        data = self.mem_read(image.output_address(slot), image.output_bytes())
+        stats = self._run_stats(image, run, self.link_bytes - before, overlapped=False)
+        return image.decode_output(data), stats
+
+    def run_resident_many(
+        self, image: ResidentImage, inputs: Iterable[np.ndarray]
+    ) -> Iterator[tuple[np.ndarray, dict]]:
+        """Inferences on a stream of images with the link and the device working at once;
+        yields ``(output, stats)`` per image, in order (stats as :meth:`run_resident`'s, with
+        ``overlapped`` True).
+
+        The schedule (image ``i`` uses input and output slot ``i % SLOTS``): write x0, start
+        run 0; then for each next image i: MEM_WRITE x_i while run i-1 goes, RESIDENT_WAIT run
+        i-1, start run i, MEM_READ run i-1's logits while run i goes (then yield them); at the
+        end wait for and read the last run. An image's ``link_bytes`` are its own frames: its
+        input write, its start and wait, its output read. Closing the generator early waits for
+        a run still going, so the device is left idle."""
+        self._check_image(image)
+        expected = sequential_cycles(image)["total"]
+        in_flight = None  # (slot, link bytes so far) of the run started and not yet waited for
+        try:
+            for index, x in enumerate(inputs):
+                slot = index % SLOTS
+                blob = image.input_blob(x)
+                before = self.link_bytes
+                self.mem_write(image.input_address(slot), blob)
+                own = self.link_bytes - before
+                finished = None
+                if in_flight is not None:
+                    waited, in_flight = in_flight, None  # a failed wait is not repeated
+                    before = self.link_bytes
+                    run = self.wait_program(expected)
+                    finished = (*waited, run, self.link_bytes - before)
+                before = self.link_bytes
+                self.start_program(image.input_address(slot), image.output_address(slot))
+                in_flight = (slot, own + self.link_bytes - before)
+                if finished is not None:
+                    yield self._collect(image, *finished)
+            if in_flight is not None:
+                waited, in_flight = in_flight, None
+                before = self.link_bytes
+                run = self.wait_program(expected)
+                yield self._collect(image, *waited, run, self.link_bytes - before)
+        finally:
+            if in_flight is not None:  # stopped early (or failed): leave the device idle
+                with contextlib.suppress(UserError):
+                    self.wait_program(expected)
+
+    def _collect(
+        self, image: ResidentImage, slot: int, link_bytes: int, run: dict, wait_bytes: int
+    ) -> tuple[np.ndarray, dict]:
+        """Read a finished run's logits from its output slot (overlapping the next run)."""
+        before = self.link_bytes
+        data = self.mem_read(image.output_address(slot), image.output_bytes())
+        link_bytes += wait_bytes + self.link_bytes - before
+        return image.decode_output(data), self._run_stats(image, run, link_bytes, True)

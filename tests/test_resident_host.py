@@ -1,9 +1,10 @@
 """The host's resident mode (host.driver.Device.load_model/run_resident, host.classify --mode)
 against a Python stand-in for the device: no simulator needed.
 
-``FakeResidentBoard`` is a transport that answers protocol v3 as docs/protocol.md describes the
+``FakeResidentBoard`` is a transport that answers protocol v5 as docs/protocol.md describes the
 device: a DRAM bytearray, MEM_WRITE/MEM_READ, MODEL_COMMIT (CRC-32 over DRAM), RUN_RESIDENT
-(the command list run by ``fpga.resident.run_commands`` on ``fpga.emulator.EngineEmulator``).
+starting a run that RESIDENT_WAIT ends (the command list run by ``fpga.resident.run_commands``
+on ``fpga.emulator.EngineEmulator`` with the run's input and output slots), BUSY while it runs.
 It drops frames whose CRC fails (the host must time out and retry). The e2e tests run the same
 host code against the simulated board's RTL (tests/e2e/test_resident.py).
 """
@@ -30,6 +31,7 @@ from fpga.protocol import (
     MEM_WRITE_REQUEST,
     MODEL_COMMIT_REQUEST,
     MODEL_COMMIT_RESPONSE,
+    RESIDENT_RUN_REQUEST,
     RESIDENT_RUN_RESPONSE,
     STATUS_RESPONSE,
     SYNC,
@@ -54,6 +56,7 @@ from host.classify import choose_mode, predicted_images_per_s
 from host.driver import (
     BadModel,
     Device,
+    DeviceBusy,
     DeviceError,
     DramNotReady,
     LinkError,
@@ -67,7 +70,15 @@ SEQ_DRAM_RANGE = 2  # hw.sequencer.SequencerError.DRAM_RANGE (tests may not need
 
 
 class FakeResidentBoard:
-    """A transport that is a protocol-v4 device with ``dram_bytes`` of DRAM (0: none)."""
+    """A transport that is a protocol-v5 device with ``dram_bytes`` of DRAM (0: none).
+
+    RUN_RESIDENT starts a run and answers at once; the stand-in decides when it completes: on
+    RESIDENT_WAIT, or (``run_frames`` K) before the K-th frame received after the start. The
+    program executes when the run completes (``fpga.resident.run_commands`` with the run's
+    input and output addresses), so a host that wrote into the running slot or read the
+    running slot's output would get wrong logits. While a run goes: BUSY for WRITE/READ/RUN,
+    MODEL_COMMIT, a MEM_WRITE into the model and a RUN_RESIDENT with another seq; a replayed
+    RUN_RESIDENT (same seq) answers OK without a second start."""
 
     def __init__(self, config=DEFAULT_CONFIG, dram_bytes: int = DRAM):
         self.config = config
@@ -81,8 +92,14 @@ class FakeResidentBoard:
         self.sequencer = {"error": 0, "pc": 0}
         self.crc_errors = 0
         self.corrupt_dram_at: int | None = None  # a stuck DRAM byte: stores ~value there
-        self.run_error: int | None = None  # RUN_RESIDENT refuses with this sequencer error
+        self.run_error: int | None = None  # the run fails with this sequencer error
         self.dram_state = DramState.READY if dram_bytes else DramState.NONE
+        self.run_frames: int | None = None  # a run completes K frames after its start
+        self.running: dict | None = None  # seq, input, output, frames left, host bytes
+        self.last_run = (Status.OK, run_response())  # what RESIDENT_WAIT answers
+        self.starts: list[tuple[int, int]] = []  # (input, output) of every run started
+        self.during_run: list[Opcode] = []  # opcodes received while a run was going
+        self.drop: list[Opcode] = []  # drop the response to the next frame of each opcode
 
     # -- transport -----------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
@@ -97,7 +114,16 @@ class FakeResidentBoard:
                 return
             opcode = Opcode(frame.opcode)
             self.frames.append(opcode)
-            status, body = self.handle(opcode, frame.payload)
+            if self.running is not None and self.running["left"] is not None:
+                self.running["left"] -= 1
+                if self.running["left"] <= 0:
+                    self.complete()
+            if self.running is not None:
+                self.during_run.append(opcode)
+            status, body = self.handle(opcode, frame.payload, frame.seq)
+            if opcode in self.drop:
+                self.drop.remove(opcode)
+                continue
             reply = bytes([status]) + body
             self.pending += encode_frame(frame.seq, frame.opcode | 0x80, reply)
 
@@ -117,7 +143,17 @@ class FakeResidentBoard:
     def forget(self) -> None:
         self.model = {**self.model, "loaded": 0}
 
-    def handle(self, opcode: Opcode, payload: bytes) -> tuple[int, bytes]:
+    def busy(self, opcode: Opcode, payload: bytes, seq: int) -> bool:
+        """Whether a running program refuses this request (hw.link's list)."""
+        if self.running is None:
+            return False
+        if opcode in (Opcode.WRITE, Opcode.READ, Opcode.RUN, Opcode.MODEL_COMMIT):
+            return True
+        if opcode == Opcode.MEM_WRITE:
+            return MEM_WRITE_REQUEST.unpack(payload)["addr"] < self.model["bytes"]
+        return opcode == Opcode.RUN_RESIDENT and seq != self.running["seq"]
+
+    def handle(self, opcode: Opcode, payload: bytes, seq: int = 0) -> tuple[int, bytes]:
         if opcode == Opcode.IDENTIFY:
             return Status.OK, identify_payload(self.config, dram_bytes=self.dram_bytes)
         if opcode == Opcode.STATUS:
@@ -134,7 +170,12 @@ class FakeResidentBoard:
                 sequencer_error=self.sequencer["error"],
                 sequencer_pc=self.sequencer["pc"],
                 dram_state=self.dram_state,
+                running=int(self.running is not None),
             )
+        if self.busy(opcode, payload, seq):
+            return Status.BUSY, b""
+        if opcode in (Opcode.WRITE, Opcode.READ, Opcode.RUN):
+            return Status.BAD_OPCODE, b""  # the stand-in does only resident mode
         if not self.dram_bytes:
             return Status.BAD_OPCODE, b""
         if self.dram_state != DramState.READY:
@@ -150,12 +191,16 @@ class FakeResidentBoard:
             at = self.corrupt_dram_at
             if at is not None and addr <= at < addr + len(data):
                 self.dram[at] ^= 0xFF
+            if self.running is not None:
+                self.running["host"] += len(data)
             return Status.OK, b""
         if opcode == Opcode.MEM_READ:
             req = MEM_READ_REQUEST.unpack(payload)
             addr, count = req["addr"], req["count"]
             if addr + count > self.dram_bytes:
                 return self.refuse(SEQ_DRAM_RANGE)
+            if self.running is not None:
+                self.running["host"] += count
             return Status.OK, bytes(self.dram[addr : addr + count])
         if opcode == Opcode.MODEL_COMMIT:
             req = MODEL_COMMIT_REQUEST.unpack(payload)
@@ -174,43 +219,78 @@ class FakeResidentBoard:
             }
             return Status.OK, MODEL_COMMIT_RESPONSE.pack(crc=crc)
         if opcode == Opcode.RUN_RESIDENT:
-            return self.run()
+            if len(payload) != RESIDENT_RUN_REQUEST.size:
+                return Status.BAD_LENGTH, b""
+            if not self.model["loaded"]:
+                return Status.NO_MODEL, b""
+            if self.running is not None:  # the replay of the running one's request
+                return Status.OK, b""
+            req = RESIDENT_RUN_REQUEST.unpack(payload)
+            end = self.model["bytes"]
+            if req["input_addr"] < end or req["output_addr"] < end:
+                return Status.BAD_ADDRESS, b""
+            self.starts.append((req["input_addr"], req["output_addr"]))
+            self.running = {
+                "seq": seq,
+                "input": req["input_addr"],
+                "output": req["output_addr"],
+                "left": self.run_frames,
+                "host": 0,
+            }
+            return Status.OK, b""
+        if opcode == Opcode.RESIDENT_WAIT:
+            if payload:
+                return Status.BAD_LENGTH, b""
+            if not self.model["loaded"]:
+                return Status.NO_MODEL, b""
+            if self.running is not None:
+                self.complete()
+            return self.last_run
         return Status.BAD_OPCODE, b""
 
-    def run(self) -> tuple[int, bytes]:
+    def complete(self) -> None:
+        """The running program ends: execute it, keep its answer for RESIDENT_WAIT."""
+        run, self.running = self.running, None
+        self.last_run = self.execute(run)
+
+    def execute(self, run: dict) -> tuple[int, bytes]:
         from fpga.resident import run_commands
 
-        if not self.model["loaded"]:
-            return Status.NO_MODEL, RESIDENT_RUN_RESPONSE.pack(
-                cycles=0, engine_cycles=0, dma_wait_cycles=0, error_code=0, pc=0
-            )
         start = self.model["program_addr"]
         if self.run_error is not None:
             self.sequencer = {"error": self.run_error, "pc": start}
-            return Status.DEVICE_ERROR, RESIDENT_RUN_RESPONSE.pack(
-                cycles=1, engine_cycles=0, dma_wait_cycles=0, error_code=self.run_error, pc=start
-            )
+            return Status.DEVICE_ERROR, run_response(cycles=1, error_code=self.run_error, pc=start)
         executed = []
         try:
             stats = run_commands(
-                self.dram, self.engine, start, after=lambda i, rec: executed.append(i)
+                self.dram,
+                self.engine,
+                start,
+                after=lambda i, rec: executed.append(i),
+                input_base=run["input"],
+                output_base=run["output"],
             )
         except ResidentError:
             pc = start + len(executed) * COMMAND_BYTES
             self.sequencer = {"error": SEQ_DRAM_RANGE, "pc": pc}
-            return Status.DEVICE_ERROR, RESIDENT_RUN_RESPONSE.pack(
-                cycles=1, engine_cycles=0, dma_wait_cycles=0, error_code=SEQ_DRAM_RANGE, pc=pc
-            )
+            return Status.DEVICE_ERROR, run_response(cycles=1, error_code=SEQ_DRAM_RANGE, pc=pc)
         # made-up but distinct costs: the host only splits and reports them
         dma = 20 * stats.dma_requests
         other = 24 * stats.commands + stats.loaded_bytes + stats.stored_bytes
-        return Status.OK, RESIDENT_RUN_RESPONSE.pack(
+        return Status.OK, run_response(
             cycles=stats.engine_cycles + dma + other,
             engine_cycles=stats.engine_cycles,
             dma_wait_cycles=dma,
-            error_code=0,
+            host_cycles=run["host"],
             pc=start + (stats.commands - 1) * COMMAND_BYTES,
         )
+
+
+def run_response(**fields) -> bytes:
+    """A RESIDENT_WAIT response payload; fields left out are 0."""
+    return RESIDENT_RUN_RESPONSE.pack(
+        **{name: fields.get(name, 0) for name in RESIDENT_RUN_RESPONSE.names}
+    )
 
 
 def sent_opcode(data: bytes) -> int | None:
@@ -345,6 +425,21 @@ def test_mode_defaults_to_resident_only_with_dram():
         choose_mode("resident", without)
 
 
+def test_predicted_images_per_s_with_overlap_is_the_longer_of_compute_and_link():
+    """Overlapped (run_resident_many's steady state): the period is max(compute, link)."""
+    baud, clock = 12_000_000, 100e6
+    # the device dominates: 1 s of cycles, 0.1 s of link
+    assert predicted_images_per_s(100_000_000, clock, 120_000, baud, overlap=True) == 1.0
+    assert predicted_images_per_s(100_000_000, clock, 120_000, baud) == pytest.approx(1 / 1.1)
+    # the link dominates: 0.01 s of cycles, 1 s of link
+    assert predicted_images_per_s(1_000_000, clock, 1_200_000, baud, overlap=True) == 1.0
+    assert predicted_images_per_s(1_000_000, clock, 1_200_000, baud) == pytest.approx(1 / 1.01)
+    # balanced: overlap doubles the rate
+    assert predicted_images_per_s(50_000_000, clock, 600_000, baud, overlap=True) == pytest.approx(
+        2 * predicted_images_per_s(50_000_000, clock, 600_000, baud)
+    )
+
+
 def test_predicted_images_per_s_adds_compute_and_8n1_link_time():
     """The one formula (bench/e2e.py and bench/resident.py call it too): a 12 Mbaud 8N1 UART
     moves 1.2 MB/s; compute and transfer do not overlap."""
@@ -427,8 +522,13 @@ def test_run_resident_equals_golden_and_accounts_its_cycles_and_bytes(small, wei
     assert stats["engine_cycles"] == sum(image.program.predicted_cycles().values())
     assert stats["minimum_link_bytes"] == image.input_bytes() + image.output_bytes()
     assert stats["minimum_link_bytes"] < stats["link_bytes"] < 1.1 * stats["minimum_link_bytes"]
-    assert Opcode.MEM_WRITE in board.frames and Opcode.RUN_RESIDENT in board.frames
-    assert Opcode.MODEL_COMMIT not in board.frames
+    assert stats["overlapped"] is False and stats["host_cycles"] == 0  # nothing during the run
+    assert board.frames == [Opcode.MEM_WRITE] * board.frames.count(Opcode.MEM_WRITE) + [
+        Opcode.RUN_RESIDENT,
+        Opcode.RESIDENT_WAIT,
+        *[Opcode.MEM_READ] * board.frames.count(Opcode.MEM_READ),
+    ]
+    assert board.starts == [(image.input_address(0), image.output_address(0))]
     # the model is still there: a second image needs no load
     assert not device.load_model(image).loaded
 
@@ -486,8 +586,149 @@ def test_a_program_outside_the_dram_is_a_device_error_naming_the_command():
         size, crc32(bytes(size - len(program)) + program), addr, "00" * 8
     )
     assert status == Status.OK and crc == crc32(bytes(board.dram[:size]))
-    with pytest.raises(DeviceError, match=rf"RUN_RESIDENT.*{addr + COMMAND_BYTES:#x}.*error 2"):
+    with pytest.raises(DeviceError, match=rf"RESIDENT_WAIT.*{addr + COMMAND_BYTES:#x}.*error 2"):
         device.run_program()
+
+
+# -- overlapped runs (protocol v5) -------------------------------------------------------------
+@pytest.fixture(scope="module")
+def three(small):
+    """Three different images and their golden logits (v1.1 at 64)."""
+    network = small[0]
+    xs = [network.quantize_input(preprocess(p, SIZE)) for p in bundled_photos()[:3]]
+    return xs, [golden.run_network(network, x, keep=False)[network.output.name] for x in xs]
+
+
+def collapse(opcodes) -> list[Opcode]:
+    """``opcodes`` with each run of one opcode (a chunked transfer) as one entry."""
+    return [op for i, op in enumerate(opcodes) if i == 0 or opcodes[i - 1] != op]
+
+
+@pytest.mark.parametrize("run_frames", [None, 2])
+def test_run_resident_many_equals_golden_and_moves_data_while_runs_go(small, three, run_frames):
+    """run_frames None: each run ends at its RESIDENT_WAIT; 2: it ends on its own, before the
+    WAIT (which then answers at once)."""
+    _, _, images, _ = small
+    xs, expected = three
+    image = images["indices"]
+    board = FakeResidentBoard()
+    board.run_frames = run_frames
+    device = fake_device(board)
+    device.load_model(image)
+    board.frames.clear()
+    before = device.link_bytes
+    results = list(device.run_resident_many(image, xs))
+    assert len(results) == 3
+    for (logits, stats), want in zip(results, expected, strict=True):
+        np.testing.assert_array_equal(logits, want)
+        assert stats["overlapped"] is True
+        assert stats["cycles"] == (
+            stats["engine_cycles"] + stats["dma_wait_cycles"] + stats["other_cycles"]
+        )
+        assert stats["minimum_link_bytes"] < stats["link_bytes"] < 1.1 * stats["minimum_link_bytes"]
+    # every frame of the stream is some image's own
+    assert sum(stats["link_bytes"] for _, stats in results) == device.link_bytes - before
+    # the schedule: write the next input while a run goes, wait, start, read the last logits
+    W, R, S, A = Opcode.MEM_WRITE, Opcode.MEM_READ, Opcode.RUN_RESIDENT, Opcode.RESIDENT_WAIT
+    assert collapse(board.frames) == [W, S, W, A, S, R, W, A, S, R, A, R]
+    slots = [(image.input_address(i % 2), image.output_address(i % 2)) for i in range(3)]
+    assert board.starts == slots
+    if run_frames is None:
+        # the device served the link while it ran: inputs and logits of other images
+        assert W in board.during_run and R in board.during_run
+        assert results[0][1]["host_cycles"] == image.input_bytes()  # x1 written during run 0
+        assert results[2][1]["host_cycles"] == image.output_bytes()  # logits 1 during run 2
+    assert board.running is None
+
+
+def test_stopping_run_resident_many_early_leaves_the_device_idle(small, three):
+    _, _, images, _ = small
+    xs, expected = three
+    image = images["huffman"]
+    board = FakeResidentBoard()
+    device = fake_device(board)
+    device.load_model(image)
+    runs = device.run_resident_many(image, xs)
+    logits, _ = next(runs)
+    np.testing.assert_array_equal(logits, expected[0])
+    assert board.running is not None  # run 1 goes
+    runs.close()
+    assert board.running is None and board.frames[-1] == Opcode.RESIDENT_WAIT
+
+
+def test_a_replayed_run_resident_does_not_start_a_second_run(small):
+    _, x, images, expected = small
+    image = images["indices"]
+    board = FakeResidentBoard()
+    device = fake_device(board)
+    device.load_model(image)
+    board.drop = [Opcode.RUN_RESIDENT]  # the device starts the run, its answer is lost
+    board.frames.clear()
+    logits, _ = device.run_resident(image, x)
+    np.testing.assert_array_equal(logits, expected)
+    assert board.frames.count(Opcode.RUN_RESIDENT) == 2 and device.retried == 1
+    assert len(board.starts) == 1  # the replay (same seq) was answered OK, nothing restarted
+
+
+def test_busy_while_a_run_goes_is_device_busy_and_not_retried(small):
+    _, x, images, expected = small
+    image = images["indices"]
+    board = FakeResidentBoard()
+    device = fake_device(board)
+    device.load_model(image)
+    device.mem_write(image.input_address(0), image.input_blob(x))
+    device.start_program(image.input_address(0), image.output_address(0))
+    assert device.status()["running"] == 1
+    board.frames.clear()
+    refused = [
+        lambda: device.start_program(image.input_address(1), image.output_address(1)),
+        lambda: device.mem_write(0, b"x"),  # into the model
+        lambda: device.commit_model(image.commit_size, 0, image.program_address, "00" * 8),
+        lambda: device.write(BufferSpace.WEIGHT, 0, b"x"),  # a streamed opcode
+    ]
+    for call in refused:
+        with pytest.raises(DeviceBusy, match=r"busy running a resident program.*wait_program"):
+            call()
+    assert board.frames == [
+        Opcode.RUN_RESIDENT,
+        Opcode.MEM_WRITE,
+        Opcode.MODEL_COMMIT,
+        Opcode.WRITE,
+    ]  # each refused once, never retried
+    assert board.model["loaded"] and len(board.starts) == 1
+    device.mem_write(image.input_address(1), image.input_blob(x))  # above the model: served
+    run = device.wait_program()
+    assert run["host_cycles"] == image.input_bytes() and device.status()["running"] == 0
+    logits = image.decode_output(device.mem_read(image.output_address(0), image.output_bytes()))
+    np.testing.assert_array_equal(logits, expected)
+    assert isinstance(DeviceBusy("x"), DeviceError)
+
+
+def test_run_addresses_inside_the_model_are_refused(small):
+    _, _, images, _ = small
+    image = images["indices"]
+    board = FakeResidentBoard()
+    device = fake_device(board)
+    device.load_model(image)
+    with pytest.raises(DeviceError, match="RUN_RESIDENT: the input or output address lies inside"):
+        device.start_program(0, image.output_address(0))
+    assert not board.starts
+
+
+def test_a_failed_run_is_reported_by_its_wait(small, three):
+    _, _, images, _ = small
+    xs, _ = three
+    image = images["indices"]
+    board = FakeResidentBoard()
+    device = fake_device(board)
+    device.load_model(image)
+    board.run_error = 6  # hw.sequencer.SequencerError.ENGINE
+    pc = image.program_address
+    with pytest.raises(DeviceError, match=rf"RESIDENT_WAIT: .* {pc:#x} with sequencer error 6"):
+        list(device.run_resident_many(image, xs))
+    assert board.running is None and len(board.starts) == 1  # nothing started after it
+    with pytest.raises(NoModel, match="RESIDENT_WAIT"):
+        fake_device().wait_program()
 
 
 # -- the CLI ------------------------------------------------------------------------------------
@@ -551,11 +792,19 @@ def test_infer_cli_in_resident_mode_reports_the_accounting(sqz_model, capsys):
             assert shares == pytest.approx(1.0)
             assert r["link_ratio"] == r["link_bytes"] / r["minimum_link_bytes"]
             assert r["link_baud"] == 12_000_000 and r["clock_hz"] == 100_000_000
+            assert r["overlapped"] and r["host_cycles"] >= 0
+            assert r["predicted_images_per_s"] > r["predicted_sequential_images_per_s"] > 0
+        # the three images went through one overlapped stream: runs in alternating slots,
+        # inputs and logits moving while a run went
+        starts = server.board.starts
+        assert len(starts) == 3 and starts[0] == starts[2] != starts[1]
+        assert {Opcode.MEM_WRITE, Opcode.MEM_READ} <= set(server.board.during_run)
         # a second session: the board still holds the model, nothing is written
         assert main(argv[:1] + argv[3:]) == 0
         out = capsys.readouterr().out
         assert "already on the device" in out and "engine" in out and "DMA wait" in out
-        assert "images/s at 100 MHz over a 12 Mbaud UART" in out
+        assert "images/s (link and compute overlapped) at 100 MHz over a 12 Mbaud UART" in out
+        assert "images/s (compute, then transfer)" in out and "host cycles" in out
         assert "equals fpga.golden: yes" in out
         assert server.board.frames.count(Opcode.MODEL_COMMIT) == 1
     finally:
@@ -586,8 +835,10 @@ def test_infer_cli_turns_a_device_refusal_into_one_error_line(sqz_model, capsys)
         photo = str(bundled_photos()[0])
         assert main([photo, "--model", str(sqz_model), "--device", server.url]) == 2
         err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and "RUN_RESIDENT" in err[0] and "sequencer error 6" in err[0]
-        assert board.frames.count(Opcode.RUN_RESIDENT) == 1  # a refusal is not retried
+        assert len(err) == 1 and "RESIDENT_WAIT" in err[0] and "sequencer error 6" in err[0]
+        # a refusal is not retried
+        assert board.frames.count(Opcode.RUN_RESIDENT) == 1
+        assert board.frames.count(Opcode.RESIDENT_WAIT) == 1
     finally:
         server.close()
 
