@@ -9,8 +9,16 @@ back from ACT_OUT. Tiling:
   and ACT_OUT; the padding of a band's edge rows is expressed in the descriptor (pad_top,
   in_base), never by copying zeros;
 * output-channel chunks: as many blocks of ``cols`` channels as the weight buffer holds;
-* a fire module's expand1x1 and expand3x3 share one loaded band of the squeeze output and write
-  into one ACT_OUT band at different group offsets: the concat is done by output addressing;
+* two orders per conv unit (``Unit.order``): "band" (row band outer: a tile loads a band and runs
+  every chunk into ACT_OUT, which holds all of the band's output groups) and "chunk" (chunk
+  outer: a tile per chunk and band, the bands sized for that chunk's conv and groups alone, its
+  Store a channel-group slice of the output; consecutive tiles hold the chunk's constants, so
+  its weights load once, not once per band, and the input bands load once per chunk). Each unit
+  takes the order with fewer estimated resident device cycles (:func:`_transfer_estimate`);
+  a tie, one chunk or one band keeps "band";
+* a fire module's expand1x1 and expand3x3 are one unit, the concat done by output addressing:
+  band outer, they share one loaded band of the squeeze output and write into one ACT_OUT band
+  at different group offsets; chunk outer, each chunk's Store writes its channel groups' slice;
 * conv1 is lowered to a 1x1 conv by host im2col (input prep): v1.0's 7x7/2 to 147 channels,
   v1.1's 3x3/2 to 27 (its 3 input channels alone would use 3 of the array's lanes);
 * the global average pool is tiled over channel groups.
@@ -35,6 +43,7 @@ from fpga import golden
 from fpga.config import WEIGHTS_MODES, AcceleratorConfig
 from fpga.errors import UserError
 from fpga.layout import (
+    BYTE_SPACES,
     BufferSpace,
     LayerDescriptor,
     Op,
@@ -49,6 +58,7 @@ from fpga.layout import (
     pack_params,
     pack_weight_indices,
     predict_cycles,
+    transfer_bytes,
     unpack_activations,
     unpack_sums,
 )
@@ -105,6 +115,7 @@ class Unit:
     shape: tuple[int, ...]  # (C, H, W) int8, or (C,) int32 sums
     tiles: list[Tile]
     layers: list[str]  # graph layers computed by this unit
+    order: str = ""  # a conv unit's tiling order (CONV_ORDERS)
 
     @property
     def macs(self) -> int:
@@ -171,6 +182,11 @@ def prepare_input(program: Program, image: np.ndarray) -> np.ndarray:
 
 
 # -- planning ------------------
+#: tiling orders of a conv unit (:func:`_conv_unit`): "band" = row band outer, every weight chunk
+#: run per band; "chunk" = weight chunk outer, the chunk's bands inner (its constants loaded once)
+CONV_ORDERS = ("band", "chunk")
+
+
 def _conv_unit(
     name: str,
     convs: list[QLayer],
@@ -179,7 +195,15 @@ def _conv_unit(
     weights: list[ConvWeights],
     config: AcceleratorConfig,
     weights_mode: str = "indices",
+    order: str = "auto",
 ) -> Unit:
+    """Tile one conv unit (a conv, or convs concatenated by output addressing).
+
+    ``order``: "band", "chunk" or "auto" (the one :func:`_transfer_estimate` finds cheaper; a tie,
+    one chunk or one band keeps "band").
+    """
+    if order not in (*CONV_ORDERS, "auto"):
+        raise CompileError(f"{name}: unknown tiling order {order!r}")
     lanes = config.rows
     c_in, h, w = in_shape
     g_in = groups(c_in, lanes)
@@ -199,23 +223,30 @@ def _conv_unit(
         offsets.append(total)
         total += groups(conv.weight.shape[0], lanes)
 
-    def band_rows(oy0: int, oy1: int) -> tuple[int, int]:
-        lo = min(max(0, oy0 * c.stride - c.pad) for c in convs)
-        hi = max(min(h, (oy1 - 1) * c.stride - c.pad + c.kernel) for c in convs)
+    def band_rows(oy0: int, oy1: int, band_convs) -> tuple[int, int]:
+        lo = min(max(0, oy0 * c.stride - c.pad) for c in band_convs)
+        hi = max(min(h, (oy1 - 1) * c.stride - c.pad + c.kernel) for c in band_convs)
         return lo, hi
 
-    def fits(rows: int) -> bool:
-        for oy0 in range(0, out_h, rows):
-            lo, hi = band_rows(oy0, min(out_h, oy0 + rows))
-            if (hi - lo) * w * g_in * lanes > config.act_in_bytes:
-                return False
-        return min(rows, out_h) * out_w * total * lanes <= config.act_out_bytes
+    def band_height(band_convs, out_groups: int) -> int:
+        """The most output rows a band can have: its input rows (halo included) fit ACT_IN and
+        its ``out_groups`` channel groups fit ACT_OUT."""
 
-    rows = out_h
-    while rows > 0 and not fits(rows):
-        rows -= 1
-    if rows == 0:
-        raise CompileError(f"{name}: one output row does not fit the activation buffers")
+        def fits(rows: int) -> bool:
+            for oy0 in range(0, out_h, rows):
+                lo, hi = band_rows(oy0, min(out_h, oy0 + rows), band_convs)
+                if (hi - lo) * w * g_in * lanes > config.act_in_bytes:
+                    return False
+            return min(rows, out_h) * out_w * out_groups * lanes <= config.act_out_bytes
+
+        rows = out_h
+        while rows > 0 and not fits(rows):
+            rows -= 1
+        if rows == 0:
+            raise CompileError(f"{name}: one output row does not fit the activation buffers")
+        return rows
+
+    rows = band_height(convs, total)
 
     # weight chunks per conv: blocks that fit the weight buffer
     chunks = []
@@ -257,37 +288,115 @@ def _conv_unit(
             ]
             chunks.append((conv, offset + b0, b1 - b0, c1 - c0, consts))
 
-    tiles = []
-    for oy0 in range(0, out_h, rows):
-        oy1 = min(out_h, oy0 + rows)
-        lo, hi = band_rows(oy0, oy1)
-        runs = []
-        for conv, group_offset, blocks, channels, consts in chunks:
-            start = oy0 * conv.stride - conv.pad  # first input row of the band's windows
-            first = max(0, start)
-            desc = LayerDescriptor(
-                op=Op.CONV,
-                kernel=conv.kernel,
-                stride=conv.stride,
-                relu=conv.relu,
-                pad_top=first - start,
-                pad_left=conv.pad,
-                in_groups=g_in,
-                in_h=hi - first,
-                in_w=w,
-                out_h=oy1 - oy0,
-                out_w=out_w,
-                blocks=blocks,
-                out_group_offset=group_offset,
-                out_groups=total,
-                in_base=(first - lo) * w * g_in,
-            )
-            check_fits(desc, config)
-            macs = channels * c_in * conv.kernel**2 * (oy1 - oy0) * out_w
-            runs.append(Run(conv.name, desc, consts, macs))
-        tiles.append(Tile([Load(src, lo, hi, 0, g_in)], runs, Store(oy0, oy1, 0, total, out_w)))
+    def conv_run(chunk, oy0, oy1, lo, hi, group_offset, out_groups) -> Run:
+        conv, _, blocks, channels, consts = chunk
+        start = oy0 * conv.stride - conv.pad  # first input row of the band's windows
+        first = max(0, start)
+        desc = LayerDescriptor(
+            op=Op.CONV,
+            kernel=conv.kernel,
+            stride=conv.stride,
+            relu=conv.relu,
+            pad_top=first - start,
+            pad_left=conv.pad,
+            in_groups=g_in,
+            in_h=hi - first,
+            in_w=w,
+            out_h=oy1 - oy0,
+            out_w=out_w,
+            blocks=blocks,
+            out_group_offset=group_offset,
+            out_groups=out_groups,
+            in_base=(first - lo) * w * g_in,
+        )
+        check_fits(desc, config)
+        macs = channels * c_in * conv.kernel**2 * (oy1 - oy0) * out_w
+        return Run(conv.name, desc, consts, macs)
+
+    def band_outer() -> list[Tile]:
+        # a band of the input, every chunk's runs into one ACT_OUT band of all output groups
+        tiles = []
+        for oy0 in range(0, out_h, rows):
+            oy1 = min(out_h, oy0 + rows)
+            lo, hi = band_rows(oy0, oy1, convs)
+            runs = [conv_run(chunk, oy0, oy1, lo, hi, chunk[1], total) for chunk in chunks]
+            tiles.append(Tile([Load(src, lo, hi, 0, g_in)], runs, Store(oy0, oy1, 0, total, out_w)))
+        return tiles
+
+    def chunk_outer() -> list[Tile]:
+        # per chunk, bands sized for its conv and its groups alone; ACT_OUT holds the chunk's
+        # groups and the store writes their slice of the output (consecutive tiles share the
+        # chunk's constants, so the device loads them once)
+        tiles = []
+        for chunk in chunks:
+            conv, g0, blocks = chunk[:3]
+            chunk_rows = band_height([conv], blocks)
+            for oy0 in range(0, out_h, chunk_rows):
+                oy1 = min(out_h, oy0 + chunk_rows)
+                lo, hi = band_rows(oy0, oy1, [conv])
+                run = conv_run(chunk, oy0, oy1, lo, hi, 0, blocks)
+                store = Store(oy0, oy1, g0, g0 + blocks, out_w)
+                tiles.append(Tile([Load(src, lo, hi, 0, g_in)], [run], store))
+        return tiles
+
+    if order == "chunk":
+        tiles = chunk_outer()
+    else:
+        tiles = band_outer()
+        if order == "auto":
+            order = "band"
+            if len(chunks) > 1 and rows < out_h:
+                chunked = chunk_outer()
+                cost = [_transfer_estimate(t, config, w, total) for t in (tiles, chunked)]
+                if cost[1] < cost[0]:
+                    order, tiles = "chunk", chunked
     c_out = sum(conv.weight.shape[0] for conv in convs)
-    return Unit(name, "conv", (c_out, out_h, out_w), tiles, [c.name for c in convs])
+    return Unit(name, "conv", (c_out, out_h, out_w), tiles, [c.name for c in convs], order)
+
+
+def _transfer_estimate(
+    tiles: list[Tile], config: AcceleratorConfig, in_w: int, out_groups: int
+) -> float:
+    """Device cycles of a conv unit's ``tiles`` in resident mode, one after the other: the
+    engine's runs plus the transfers at the costs of :data:`fpga.resident.SEQUENCER_COSTS`
+    (aligned rows, no Huffman decoder stalls): the constants the device does not already hold
+    (:func:`execute`'s rule, from an empty device), the input bands (``in_w`` pixels a row),
+    the stores (a slice of the output's ``out_groups`` channel groups is one STORE row a pixel).
+    Only the comparison of two orders of one unit matters."""
+    from fpga.resident import SEQUENCER_COSTS as costs
+
+    width = transfer_bytes(config)
+    lanes = config.rows
+    held: dict[tuple[int, int], bytes] = {}
+    cycles = 0.0
+
+    def load(space, nbytes: int) -> float:
+        chunks = nbytes if space in BYTE_SPACES else -(-nbytes // width)
+        return costs["command"] + costs["row"] + chunks * costs["load_chunk"]
+
+    for tile in tiles:
+        for ld in tile.loads:
+            cycles += load(BufferSpace.ACT_IN, (ld.y1 - ld.y0) * in_w * (ld.g1 - ld.g0) * lanes)
+        for run in tile.runs:
+            for space, offset, blob in [
+                *run.consts,
+                (BufferSpace.DESCRIPTOR, 0, run.descriptor.pack()),
+            ]:
+                key = (int(space), offset)
+                if held.get(key) == blob:
+                    continue
+                if space == BufferSpace.HUFFMAN_TABLE:
+                    held = {k: v for k, v in held.items() if k[0] != BufferSpace.HUFFMAN_STREAM}
+                held[key] = blob
+                cycles += load(space, len(blob))
+            cycles += costs["command"] + predict_cycles(run.descriptor, config)  # RUN
+        store = tile.store
+        pixels = (store.y1 - store.y0) * store.width
+        whole = store.g0 == 0 and store.g1 == out_groups
+        channels = (store.g1 - store.g0) * lanes
+        cycles += costs["command"] + (1 if whole else pixels) * costs["store_row"]
+        cycles += -(-pixels * channels // width) * costs["store_chunk"]
+    return cycles
 
 
 def _maxpool_unit(layer: QLayer, in_shape, config) -> Unit:
@@ -399,6 +508,7 @@ def compile_network(
     config: AcceleratorConfig,
     compressed: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
     weights_mode: str = "indices",
+    orders: dict[str, str] | None = None,
 ) -> Program:
     """Tile ``network`` for ``config``.
 
@@ -407,6 +517,8 @@ def compile_network(
     ``weights_mode``: "indices" sends each weight chunk's indices as WEIGHT bytes; "huffman"
     sends a per-layer canonical Huffman table and each chunk as a bitstream that the device
     decodes into WEIGHT itself (hw.huffman).
+    ``orders`` forces a conv unit's tiling order by unit name ("band", "chunk"; "*" for every
+    conv unit); the default picks per unit (:func:`_conv_unit`).
     """
     if weights_mode not in WEIGHTS_MODES:
         raise CompileError(
@@ -452,7 +564,8 @@ def compile_network(
                 input_shape = in_shape
                 shapes["input"] = in_shape
             name = concat.name if concat else layer.name
-            unit = _conv_unit(name, convs, src, in_shape, weights, config, weights_mode)
+            order = (orders or {}).get(name, (orders or {}).get("*", "auto"))
+            unit = _conv_unit(name, convs, src, in_shape, weights, config, weights_mode, order)
             done.update(c.name for c in convs)
             if concat:
                 done.add(concat.name)

@@ -9,6 +9,14 @@ from fpga.config import DEFAULT_CONFIG, SMALL_CONFIG
 from fpga.emulator import EngineEmulator
 from fpga.image import bundled_photos, preprocess
 from fpga.layout import BufferSpace, predict_cycles
+from fpga.resident import (
+    SEQUENCER_COSTS,
+    check_commands,
+    compile_resident,
+    run_resident,
+    sequential_cycles,
+    transfer_totals,
+)
 
 
 def run_both(variant, size, config, photo=1, weights_mode="indices"):
@@ -100,3 +108,137 @@ def test_untileable_config_is_a_clear_error():
     tiny = SMALL_CONFIG.replace(weight_bytes=1024)
     with pytest.raises(CompileError, match="exceeds the weight buffer"):
         compile_network(net, tiny)
+
+
+# -- tiling order: band outer (every chunk per row band) or weight chunk outer ------------------
+def conv_orders(program):
+    return {u.name: u.order for u in program.units if u.op == "conv"}
+
+
+def test_chunk_outer_where_weights_would_be_reloaded_per_band():
+    # v1.0 at 131: conv10 is 7x7 over 512 channels, 1000 outputs = 16 weight chunks; band outer
+    # needs 2 bands (all 1000 channels of a row band in ACT_OUT), so every chunk loads twice
+    net, program, tensors, stats, ref = run_both("v1.0", 131, DEFAULT_CONFIG)
+    conv10 = next(u for u in program.units if u.name == "conv10")
+    assert conv10.order == "chunk"
+    chunks = [(t.store.g0, t.store.g1) for t in conv10.tiles]
+    # a chunk's 64 channels of all 7 rows fit ACT_OUT: one taller band per chunk
+    assert chunks == [(g, min(g + 8, 125)) for g in range(0, 125, 8)]  # 1000 = 125 groups
+    for tile in conv10.tiles:
+        (run,) = tile.runs
+        assert run.descriptor.out_groups == tile.store.g1 - tile.store.g0
+        assert run.descriptor.out_group_offset == 0
+    forced = compile_network(net, DEFAULT_CONFIG, orders={"conv10": "band"})
+    band = next(u for u in forced.units if u.name == "conv10")
+    assert band.order == "band" and len(band.tiles) == 2 and len(band.tiles[0].runs) == 16
+    for unit in program.units:
+        np.testing.assert_array_equal(tensors[unit.name], ref[unit.name], err_msg=unit.name)
+    assert all(s.cycles == s.predicted_cycles for s in stats)
+    # the streamed link carries conv10's weights once instead of once per band
+    _, forced_stats = execute(
+        forced,
+        EngineEmulator(DEFAULT_CONFIG),
+        net.quantize_input(preprocess(bundled_photos()[1], 131)),
+    )
+    link = {s.name: s.link_bytes for s in stats}
+    assert link["conv10"] < {s.name: s.link_bytes for s in forced_stats}["conv10"]
+
+
+def test_concat_chunk_outer_stores_each_chunk_at_its_channel_offset():
+    net = quant.quantize_network("v1.1", size=64)
+    x = net.quantize_input(preprocess(bundled_photos()[1], 64))
+    program = compile_network(net, SMALL_CONFIG, orders={"*": "chunk"})
+    assert set(conv_orders(program).values()) == {"chunk"}
+    fire = next(u for u in program.units if u.name == "fire2.concat")
+    expand1x1 = net.layer("fire2.expand1x1").weight.shape[0] // SMALL_CONFIG.rows
+    slices = {}
+    for tile in fire.tiles:
+        (run,) = tile.runs
+        slices.setdefault(run.layer, set()).add((tile.store.g0, tile.store.g1))
+    assert min(slices["fire2.expand1x1"])[0] == 0
+    assert max(g1 for _, g1 in slices["fire2.expand1x1"]) == expand1x1
+    assert min(slices["fire2.expand3x3"])[0] == expand1x1
+    assert max(g1 for _, g1 in slices["fire2.expand3x3"]) == fire.shape[0] // SMALL_CONFIG.rows
+    tensors, stats = execute(program, EngineEmulator(SMALL_CONFIG), x)
+    ref = golden.run_network(net, x)
+    for unit in program.units:
+        np.testing.assert_array_equal(tensors[unit.name], ref[unit.name], err_msg=unit.name)
+    assert all(s.cycles == s.predicted_cycles for s in stats)
+
+
+@pytest.mark.parametrize("weights_mode", ["indices", "huffman"])
+def test_chunk_outer_runs_resident_equal_to_golden(weights_mode):
+    net = quant.quantize_network("v1.0", size=67)
+    x = net.quantize_input(preprocess(bundled_photos()[0], 67))
+    program = compile_network(net, DEFAULT_CONFIG, weights_mode=weights_mode, orders={"*": "chunk"})
+    resident = compile_resident(program, input_size=67)
+    check_commands(resident)
+    logits, stats = run_resident(
+        resident, resident.initial_dram(), x, EngineEmulator(DEFAULT_CONFIG)
+    )
+    np.testing.assert_array_equal(logits, golden.run_network(net, x)[net.output.name])
+    assert stats.engine_cycles == sum(program.predicted_cycles().values())
+
+
+def unit_transfer_cycles(resident):
+    """Per unit: fpga.resident's sequential estimate of its transfers (+ model bytes loaded)."""
+    costs, out = SEQUENCER_COSTS, {}
+    for name, (a, b) in resident.unit_commands.items():
+        t = transfer_totals(resident, commands=resident.commands[a:b])
+        cycles = (
+            t["commands"] * costs["command"]
+            + t["load_chunks"] * costs["load_chunk"]
+            + t["store_chunks"] * costs["store_chunk"]
+            + (t["rows"] - t["store_rows"]) * costs["row"]
+            + t["store_rows"] * costs["store_row"]
+            + t["windows"] * costs["window"]
+            + t["window_span"] * costs["span_byte"]
+        )
+        out[name] = cycles, t["loaded_model"]
+    return out
+
+
+@pytest.mark.parametrize("weights_mode", ["indices", "huffman"])
+@pytest.mark.parametrize("variant,size", [("v1.0", 227), ("v1.1", 224)])
+def test_chosen_order_never_moves_more_than_band_outer(variant, size, weights_mode):
+    net = quant.quantize_network(variant, size=size)
+    programs = {
+        order: compile_network(
+            net, DEFAULT_CONFIG, weights_mode=weights_mode, orders=order and {"*": order}
+        )
+        for order in ("band", "chunk", None)
+    }
+    chosen = programs[None]
+    assert set(conv_orders(programs["band"]).values()) == {"band"}
+    moved = {
+        o: unit_transfer_cycles(compile_resident(p, input_size=size)) for o, p in programs.items()
+    }
+    engine = {
+        o: dict(zip([u.name for u in p.units], p.predicted_cycles().values(), strict=True))
+        for o, p in programs.items()
+    }
+    switched = []
+    for name, order in conv_orders(chosen).items():
+        band, picked = moved["band"][name], moved[None][name]
+        assert picked == moved[order][name]
+        # the device's transfer cycles and the model bytes it loads: never more than band outer
+        assert picked[0] <= band[0] and picked[1] <= band[1], name
+        # the choice is right by fpga.resident's own count: engine + transfer cycles
+        other = "chunk" if order == "band" else "band"
+        total = {o: moved[o][name][0] + engine[o][name] for o in (order, other)}
+        assert total[order] <= total[other], name
+        if order == "chunk":
+            switched.append(name)
+    assert "conv10" in switched
+    # whole image: fewer model bytes per image and fewer sequential cycles
+    before = compile_resident(programs["band"], input_size=size)
+    after = compile_resident(chosen, input_size=size)
+    assert transfer_totals(after)["loaded_model"] < transfer_totals(before)["loaded_model"] / 2
+    assert sequential_cycles(after)["total"] < sequential_cycles(before)["total"]
+    assert chosen.minimum_link_bytes == programs["band"].minimum_link_bytes
+
+
+def test_unknown_order_is_a_clear_error():
+    net = quant.quantize_network("v1.1", size=64)
+    with pytest.raises(CompileError, match="unknown tiling order 'zigzag'"):
+        compile_network(net, DEFAULT_CONFIG, orders={"*": "zigzag"})
