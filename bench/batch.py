@@ -10,8 +10,9 @@ with each row: other work on the 2 cores shows in these numbers.
 
 Predicted for real boards: the per-board figure is the resident bench's
 (``python -m bench resident``, saved in bench/results/resident.json: host.classify's
-predicted_images_per_s of the simulated board's measured cycles and link bytes at the Arty
-A7's 100 MHz over its 12 Mbaud UART; not re-run here). Each board has its own UART, so N boards
+sequential images/s of the simulated board's measured cycles and link bytes at the Arty A7's
+100 MHz over its 12 Mbaud UART, since host.batch gives a board one image at a time; not re-run
+here). Each board has its own UART, so N boards
 give N times that, until the host's own per-image work (preprocessing and the fpga.golden check,
 on the host's cores) is the limit.
 """
@@ -134,8 +135,10 @@ def _host_work(variant: str, size: int) -> dict:
 
 def _arty() -> list[dict] | None:
     """Images/s for N Arty A7 boards: the per-board figure of ``python -m bench resident``
-    (bench/results/resident.json: host.classify.predicted_images_per_s of the simulated board's
-    measured cycles and link bytes) times N, capped by the host's per-image work."""
+    (bench/results/resident.json: host.classify's predicted images/s of the simulated board's
+    measured cycles and link bytes, *sequential*: host.batch hands each board one image at a
+    time, so its link and compute do not overlap) times N, capped by the host's per-image
+    work."""
     if not RESIDENT_RESULTS.exists():
         return None
     cores = os.cpu_count() or 1
@@ -144,17 +147,19 @@ def _arty() -> list[dict] | None:
         key = (r["variant"], r["size"])
         work[key] = work.get(key) or _host_work(*key)
         host_limit = cores / work[key]["host_s"]
+        # one image at a time per board (older results have only the sequential figure)
+        per_board = r.get("predicted_sequential_images_per_s", r["predicted_images_per_s"])
         rows.append(
             {
                 "variant": r["variant"],
                 "size": r["size"],
                 "weights_mode": r["weights_mode"],
-                "per_board_images_per_s": r["predicted_images_per_s"],
+                "per_board_images_per_s": per_board,
                 "host_s_per_image": work[key]["host_s"],
                 "host_cores": cores,
                 "host_limit_images_per_s": host_limit,
                 "predicted_images_per_s": {
-                    n: min(n * r["predicted_images_per_s"], host_limit) for n in ARTY_COUNTS
+                    n: min(n * per_board, host_limit) for n in ARTY_COUNTS
                 },
             }
         )
