@@ -784,11 +784,11 @@ def transfer_totals(
     return totals
 
 
-def sequential_cycles(image: ResidentImage, costs: dict = SEQUENCER_COSTS) -> dict[str, int]:
-    """Device cycles of one inference on the sequential ``hw.sequencer`` (no overlap of DMA and
-    engine), estimated from :func:`transfer_totals` and the measured per-item ``costs``."""
-    t = transfer_totals(image)
-    transfer = (
+def transfer_cycles(totals: dict, costs: dict = SEQUENCER_COSTS) -> float:
+    """The sequencer's cycles for what :func:`transfer_totals` counted (fetches, chunks, DMA
+    transfers, windows), at the measured per-item ``costs``."""
+    t = totals
+    return (
         t["commands"] * costs["command"]
         + t["load_chunks"] * costs["load_chunk"]
         + t["store_chunks"] * costs["store_chunk"]
@@ -797,6 +797,13 @@ def sequential_cycles(image: ResidentImage, costs: dict = SEQUENCER_COSTS) -> di
         + t["windows"] * costs["window"]
         + t["window_span"] * costs["span_byte"]
     )
+
+
+def sequential_cycles(image: ResidentImage, costs: dict = SEQUENCER_COSTS) -> dict[str, int]:
+    """Device cycles of one inference on the sequential ``hw.sequencer`` (no overlap of DMA and
+    engine), estimated from :func:`transfer_totals` and the measured per-item ``costs``."""
+    t = transfer_totals(image)
+    transfer = transfer_cycles(t, costs)
     return {
         "engine": t["engine_cycles"],
         "transfer": int(transfer),
@@ -1018,6 +1025,7 @@ __all__ = [
     "run_commands",
     "run_resident",
     "sequential_cycles",
+    "transfer_cycles",
     "transfer_totals",
     "unpack_commands",
 ]

@@ -10,11 +10,11 @@ from fpga.emulator import EngineEmulator
 from fpga.image import bundled_photos, preprocess
 from fpga.layout import BufferSpace, predict_cycles
 from fpga.resident import (
-    SEQUENCER_COSTS,
     check_commands,
     compile_resident,
     run_resident,
     sequential_cycles,
+    transfer_cycles,
     transfer_totals,
 )
 
@@ -182,19 +182,10 @@ def test_chunk_outer_runs_resident_equal_to_golden(weights_mode):
 
 def unit_transfer_cycles(resident):
     """Per unit: fpga.resident's sequential estimate of its transfers (+ model bytes loaded)."""
-    costs, out = SEQUENCER_COSTS, {}
+    out = {}
     for name, (a, b) in resident.unit_commands.items():
         t = transfer_totals(resident, commands=resident.commands[a:b])
-        cycles = (
-            t["commands"] * costs["command"]
-            + t["load_chunks"] * costs["load_chunk"]
-            + t["store_chunks"] * costs["store_chunk"]
-            + (t["rows"] - t["store_rows"]) * costs["row"]
-            + t["store_rows"] * costs["store_row"]
-            + t["windows"] * costs["window"]
-            + t["window_span"] * costs["span_byte"]
-        )
-        out[name] = cycles, t["loaded_model"]
+        out[name] = transfer_cycles(t), t["loaded_model"]
     return out
 
 
