@@ -90,7 +90,7 @@ BOARDS = {
             "vivado",
             DEFAULT_CONFIG,
             _ARTY_DDR3,
-            # the resident SoC (28.7 k LUTs and 53.5 RAMB36 by the Yosys fit, with the DDR3 core
+            # the resident SoC (29.1 k LUTs and 53.5 RAMB36 by the Yosys fit, with the DDR3 core
             # and its CPU) does not fit the 35T's 20,800 / 50; the streamed one does (docs/build.md)
             default_mode="streamed",
         ),
