@@ -135,20 +135,16 @@ def streamed_figures(path: Path = E2E_RESULTS) -> dict[tuple[str, str], float] |
     return {(r["variant"], r["weights_mode"]): r["uart_12mbaud_images_per_s"] for r in rows}
 
 
-def _goal(value: float, goal: float | None, fmt: str, unit: str = "") -> str:
-    """``value`` with its goal beside it (never asserted)."""
+def _goal(
+    value: float, goal: float | None, fmt: str, unit: str = "", at_least: bool = False
+) -> str:
+    """``value`` with its goal beside it, an upper bound (or a lower one, ``at_least``); never
+    asserted."""
     if goal is None:
         return f"{value:{fmt}}{unit}"
-    verdict = "met" if value <= goal else "NOT met"
-    return f"{value:{fmt}}{unit} (goal <= {goal:{fmt}}{unit}, {verdict})"
-
-
-def _goal_at_least(value: float, goal: float | None, fmt: str) -> str:
-    """``value`` with its lower bound beside it (never asserted)."""
-    if goal is None:
-        return f"{value:{fmt}}"
-    verdict = "met" if value >= goal else "NOT met"
-    return f"{value:{fmt}} (goal >= {goal:{fmt}}, {verdict})"
+    met = value >= goal if at_least else value <= goal
+    bound = ">=" if at_least else "<="
+    return f"{value:{fmt}}{unit} (goal {bound} {goal:{fmt}}{unit}, {'met' if met else 'NOT met'})"
 
 
 def print_row(row: dict, streamed: dict | None) -> None:
@@ -187,7 +183,9 @@ def print_row(row: dict, streamed: dict | None) -> None:
     host = ", ".join("-" if c is None else f"{c:,}" for c in row["host_cycles_each"])
     print(f"  host cycles   {host} per image (the device serving the link during each run)")
     arty = f"on the Arty A7 at {row['clock_hz'] / 1e6:g} MHz over its {row['link_baud'] / 1e6:g}"
-    overlapped = _goal_at_least(row["predicted_images_per_s"], row["images_per_s_goal"], ".3f")
+    overlapped = _goal(
+        row["predicted_images_per_s"], row["images_per_s_goal"], ".3f", at_least=True
+    )
     print(
         f"  predicted     {overlapped} images/s (link and compute overlapped) {arty} Mbaud "
         f"UART{versus}"

@@ -377,6 +377,16 @@ class ResidentImage:
         return unpack_activations(blob, c, h, w, self.config.rows)
 
 
+def relocation(flags: int, input_base: int, output_base: int) -> int:
+    """What a command with ``flags`` adds to its ``dram_addr``: the run's input slot (INPUT),
+    its output slot (OUTPUT), else 0 (as ``hw.sequencer`` does before anything else)."""
+    if flags & Flag.INPUT:
+        return input_base
+    if flags & Flag.OUTPUT:
+        return output_base
+    return 0
+
+
 def _slot(slot: int) -> int:
     if slot not in range(SLOTS):
         raise ValueError(f"slot {slot} is outside range({SLOTS})")
@@ -741,7 +751,7 @@ def transfer_totals(
     totals.update({"load_chunks": 0, "store_chunks": 0})
     totals.update({f"loaded_{name}": 0 for name in image.regions})
     bases = sorted((base, name) for name, (base, _) in image.regions.items())
-    slot_bases = {Flag.INPUT: image.input_address(0), Flag.OUTPUT: image.output_address(0)}
+    slot_bases = (image.input_address(0), image.output_address(0))
     for rec in commands:
         op, rows = int(rec["opcode"]), int(rec["count"]) if int(rec["length"]) else 0
         if op == Opcode.RUN:
@@ -750,8 +760,7 @@ def transfer_totals(
             length = int(rec["length"])
             moved = rows * length
             flags = int(rec["flags"])
-            relocation = next((b for f, b in slot_bases.items() if flags & f), 0)
-            first = int(rec["dram_addr"]) + relocation
+            first = int(rec["dram_addr"]) + relocation(flags, *slot_bases)
             if rows and flags & Flag.WINDOWS:
                 totals["rows"] += 1  # one DMA transfer of the span
                 totals["windows"] += rows
@@ -948,10 +957,7 @@ def run_commands(
             length = int(rec["length"])
             addr, offset = int(rec["dram_addr"]), int(rec["buffer_offset"])
             flags = int(rec["flags"])
-            if flags & Flag.INPUT:
-                addr += input_base
-            elif flags & Flag.OUTPUT:
-                addr += output_base
+            addr += relocation(flags, input_base, output_base)
             windows = op == Opcode.LOAD and flags & Flag.WINDOWS
             for row in range(int(rec["count"]) if length else 0):
                 if addr + length > dram_size:
