@@ -158,9 +158,7 @@ def _arty() -> list[dict] | None:
                 "host_s_per_image": work[key]["host_s"],
                 "host_cores": cores,
                 "host_limit_images_per_s": host_limit,
-                "predicted_images_per_s": {
-                    n: min(n * per_board, host_limit) for n in ARTY_COUNTS
-                },
+                "predicted_images_per_s": {n: min(n * per_board, host_limit) for n in ARTY_COUNTS},
             }
         )
     return rows
