@@ -60,6 +60,11 @@ class EngineEmulator:
         buf = self.buffers[BufferSpace(space)]
         if offset < 0 or offset + len(data) > len(buf):
             raise ValueError(f"write of {len(data)} bytes at {offset} overflows {space!r}")
+        if BufferSpace(space) == BufferSpace.WEIGHT:
+            # like the RTL: each index is decoded through the codebook as it is written, and
+            # the buffer holds int8 weights
+            codebook = np.frombuffer(bytes(self.buffers[BufferSpace.CODEBOOK]), dtype=np.uint8)
+            data = codebook[np.frombuffer(bytes(data), dtype=np.uint8)].tobytes()
         buf[offset : offset + len(data)] = data
 
     def read(self, space, offset: int, length: int) -> bytes:
@@ -108,10 +113,10 @@ class EngineEmulator:
             pr = max(0, (d.out_w - 1) * s + k - d.pad_left - d.in_w)
             xp = np.pad(x, ((0, 0), (d.pad_top, pb), (d.pad_left, pr)))
             n_words = d.blocks * k * k * d.in_groups
-            idx = np.frombuffer(bytes(self.buffers[BufferSpace.WEIGHT]), dtype=np.uint8)
-            idx = idx[: n_words * lanes * lanes].reshape(d.blocks, k, k, d.in_groups, lanes, lanes)
-            codebook = np.frombuffer(bytes(self.buffers[BufferSpace.CODEBOOK]), dtype=np.int8)
-            weight = codebook[idx].transpose(0, 5, 3, 4, 1, 2)
+            weight = np.frombuffer(bytes(self.buffers[BufferSpace.WEIGHT]), dtype=np.int8)
+            weight = weight[: n_words * lanes * lanes]
+            weight = weight.reshape(d.blocks, k, k, d.in_groups, lanes, lanes)
+            weight = weight.transpose(0, 5, 3, 4, 1, 2)
             weight = weight.reshape(d.blocks * lanes, d.in_groups * lanes, k, k)
             params = np.frombuffer(
                 bytes(self.buffers[BufferSpace.PARAMS][: d.blocks * lanes * PARAM_BYTES]),

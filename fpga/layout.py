@@ -74,9 +74,14 @@ CODEBOOK_ENTRIES = 256
 #: Latencies of the engine's CONV blocks, in cycles. The gateware's blocks export these same
 #: numbers as their ``latency`` (hw/engine_parts.py, hw/array.py) and each block's test measures
 #: it; the engine's pipeline depth below is their sum, paid once per run (not per pixel).
-BUFFER_LATENCY = 1  # address generator issue -> activation / weight-index buffer data
-CODEBOOK_LATENCY = 1  # codebook index -> registered int8 weight (hw.engine_parts.CodebookLUT)
+BUFFER_LATENCY = 1  # address generator issue -> activation / weight buffer data
+#: buffer data -> the registered activation vector and int8 weight word (block-RAM output
+#: registers) that enter the array
+OPERAND_LATENCY = 1
 ACCUMULATOR_LATENCY = 5  # last tap's sums -> requantized output word (hw.engine_parts.Accumulator)
+#: a weight chunk's codebook indices -> its int8 weights at the weight buffer's write port
+#: (hw.engine_parts.WeightDecoder; on the write side, so not in the runs' cycles)
+WEIGHT_DECODE_LATENCY = 1
 RUN_OVERHEAD = 3  # the setup cycle after start, the output-buffer write, done
 #: pipeline depth of the non-CONV runs (start -> done beyond the issue cycles); see hw/engine.py
 PIPELINE_LATENCY = {Op.MAXPOOL: 7, Op.ADD: 7, Op.AVGPOOL: 4}
@@ -97,7 +102,7 @@ def pipeline_latency(op: int, config: AcceleratorConfig) -> int:
         return (
             RUN_OVERHEAD
             + BUFFER_LATENCY
-            + CODEBOOK_LATENCY
+            + OPERAND_LATENCY
             + array_latency(config.rows, config.cols)
             + ACCUMULATOR_LATENCY
         )

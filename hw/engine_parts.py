@@ -4,7 +4,7 @@
 ``wiring.connect``::
 
     address generator --operands--> MacArray --sums--> Accumulator --results--> output buffer
-                          ^ CodebookLUT (weights)
+                          ^ weight buffer (int8) <--weights-- WeightDecoder <--indices-- host writes
 
 The streams are fixed-latency pipelines: ``always_ready`` (no backpressure), ``valid`` marks
 the cycles that carry a tap. Everything a tap needs downstream travels with it as one
@@ -20,7 +20,13 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from fpga.config import AcceleratorConfig
-from fpga.layout import ACCUMULATOR_LATENCY, CODEBOOK_ENTRIES, CODEBOOK_LATENCY, params_fields
+from fpga.layout import (
+    ACCUMULATOR_LATENCY,
+    CODEBOOK_ENTRIES,
+    WEIGHT_DECODE_LATENCY,
+    params_fields,
+    transfer_bytes,
+)
 from hw.array import partial_sum_bits
 from hw.requant import Requantizer
 
@@ -95,43 +101,80 @@ def delayed(m: Module, value, cycles: int, name: str):
     return value
 
 
-class CodebookLUT(wiring.Component):
-    """Codebook indices -> int8 weights, one lookup per PE per cycle, registered.
+def weight_chunk_layout(config: AcceleratorConfig, lane: data.Layout) -> data.StructLayout:
+    """One chunk written into the weight buffer: its word, the byte lanes it enables (one bit
+    per PE) and ``transfer_bytes`` lanes of ``lane`` (replicated across the word's blocks)."""
+    return data.StructLayout(
+        {
+            "addr": unsigned(config.weight_word_bits),
+            "enable": unsigned(config.pes),
+            "lanes": data.ArrayLayout(lane, transfer_bytes(config)),
+        }
+    )
 
-    One copy of the 256-entry codebook per PE, each with one write and one asynchronous read
-    port: exactly a distributed-RAM primitive (8 x RAM256X1S on Xilinx); one memory with
-    ``pes`` read ports would be synthesised as multiplexer trees. The host's codebook write
-    (``write_*``, a byte per cycle) goes to every copy. Latency ``CODEBOOK_LATENCY`` (1).
+
+class WeightDecoder(wiring.Component):
+    """Codebook indices -> int8 weights, once per weight, on the weight buffer's write side.
+
+    A chunk of up to ``transfer_bytes`` indices (``indices``: the word address, byte enables
+    and the indices) is registered, then each lane looks its index up in a copy of the
+    256-entry codebook (``weights``: the same word and enables, int8 weights), which the
+    engine writes into the weight buffer. The buffer then holds each weight decoded, and the
+    array reads it straight from block RAM: no codebook copy per PE. ``transfer_bytes`` copies
+    (8 on 8 x 8, was one per PE: 64), each with one write and one asynchronous read port:
+    exactly a distributed-RAM primitive (8 x RAM256X1S on Xilinx). The host's codebook write
+    (``codebook_*``, a byte per cycle) goes to every copy; a chunk is decoded under every
+    codebook write before it and none after it (the engine's one write port carries either).
+    Latency ``WEIGHT_DECODE_LATENCY`` (1): ``indices`` -> ``weights``.
     """
 
-    latency = CODEBOOK_LATENCY
+    latency = WEIGHT_DECODE_LATENCY
 
     def __init__(self, config: AcceleratorConfig):
         self.config = config
+        self.lanes = transfer_bytes(config)
         super().__init__(
             {
-                "index": In(data.ArrayLayout(unsigned(INDEX_BITS), config.pes)),
-                "weight": Out(data.ArrayLayout(signed(config.weight_bits), config.pes)),
-                "write_en": In(1),
-                "write_addr": In(INDEX_BITS),
-                "write_data": In(config.weight_bits),
+                "indices": In(
+                    stream.Signature(
+                        weight_chunk_layout(config, unsigned(INDEX_BITS)), always_ready=True
+                    )
+                ),
+                "weights": Out(
+                    stream.Signature(
+                        weight_chunk_layout(config, signed(config.weight_bits)), always_ready=True
+                    )
+                ),
+                "codebook_en": In(1),
+                "codebook_addr": In(INDEX_BITS),
+                "codebook_data": In(config.weight_bits),
             }
         )
 
     def elaborate(self, platform):
         m = Module()
-        for i in range(self.config.pes):
+        chunk = Signal.like(self.indices.payload)
+        valid = Signal()
+        m.d.sync += [chunk.eq(self.indices.payload), valid.eq(self.indices.valid)]
+        m.d.comb += [
+            self.weights.valid.eq(valid),
+            self.weights.payload.addr.eq(chunk.addr),
+            self.weights.payload.enable.eq(chunk.enable),
+        ]
+        for i in range(self.lanes):
             table = Memory(shape=signed(self.config.weight_bits), depth=CODEBOOK_ENTRIES, init=[])
             m.submodules[f"codebook_{i}"] = table
             write = table.write_port()
             m.d.comb += [
-                write.addr.eq(self.write_addr),
-                write.data.eq(self.write_data),
-                write.en.eq(self.write_en),
+                write.addr.eq(self.codebook_addr),
+                write.data.eq(self.codebook_data),
+                write.en.eq(self.codebook_en),
             ]
             lookup = table.read_port(domain="comb")
-            m.d.comb += lookup.addr.eq(self.index[i])
-            m.d.sync += self.weight[i].eq(lookup.data)
+            m.d.comb += [
+                lookup.addr.eq(chunk.lanes[i]),
+                self.weights.payload.lanes[i].eq(lookup.data),
+            ]
         return m
 
 

@@ -6,42 +6,69 @@ from amaranth.sim import Simulator
 
 from fpga import golden
 from fpga.config import DEFAULT_CONFIG
-from fpga.layout import ACCUMULATOR_LATENCY, CODEBOOK_LATENCY
-from hw.engine_parts import Accumulator, CodebookLUT
+from fpga.layout import ACCUMULATOR_LATENCY, WEIGHT_DECODE_LATENCY, transfer_bytes
+from hw.engine_parts import Accumulator, WeightDecoder
 
 CONFIG = DEFAULT_CONFIG.replace(rows=4, cols=4)  # small: quick to simulate, same structure
 
 
-def test_codebook_lut_turns_indices_into_weights():
-    """A random codebook written through the host port; random index words: every PE's
-    weight is ``codebook[index]`` exactly ``latency`` cycles later."""
-    dut = CodebookLUT(CONFIG)
-    assert dut.latency == CODEBOOK_LATENCY
+def test_weight_decoder_turns_index_chunks_into_weights():
+    """A random codebook written through the host port, then a random mix (as the engine's
+    one write port carries them) of index chunks (word, byte enables, indices), codebook
+    writes and idle cycles: every chunk comes out ``latency`` cycles later with its word and
+    enables and ``codebook[index]`` per lane, under every codebook write before it and none
+    after it."""
+    dut = WeightDecoder(CONFIG)
+    assert dut.latency == WEIGHT_DECODE_LATENCY
+    lanes = transfer_bytes(CONFIG)
+    assert dut.lanes == lanes
     rng = np.random.default_rng(21)
     codebook = rng.integers(-128, 128, 256)
-    indices = rng.integers(0, 256, (40, CONFIG.pes))
-    seen = []
+    expected, seen = [], []
 
     async def bench(ctx):
-        ctx.set(dut.write_en, 1)
+        ctx.set(dut.codebook_en, 1)
         for address, value in enumerate(codebook):
-            ctx.set(dut.write_addr, address)
-            ctx.set(dut.write_data, int(value))
+            ctx.set(dut.codebook_addr, address)
+            ctx.set(dut.codebook_data, int(value))
             await ctx.tick()
-        ctx.set(dut.write_en, 0)
-        for cycle in range(len(indices) + dut.latency):
-            if cycle < len(indices):
-                for i in range(CONFIG.pes):
-                    ctx.set(dut.index[i], int(indices[cycle, i]))
+        table = codebook.copy()
+        cycles = 200
+        for cycle in range(cycles + dut.latency):
+            kind = int(rng.integers(0, 3)) if cycle < cycles else 2
+            ctx.set(dut.indices.valid, kind == 0)
+            ctx.set(dut.codebook_en, kind == 1)
+            if kind == 0:  # a chunk; its indices favour a few entries that get rewritten
+                addr = int(rng.integers(0, CONFIG.weight_words))
+                enable = int(rng.integers(0, 2**CONFIG.pes))
+                indices = rng.integers(0, 8, lanes)
+                ctx.set(dut.indices.payload.addr, addr)
+                ctx.set(dut.indices.payload.enable, enable)
+                for i in range(lanes):
+                    ctx.set(dut.indices.payload.lanes[i], int(indices[i]))
+                expected.append((addr, enable, table[indices].tolist()))
+            elif kind == 1:  # a codebook write
+                entry, value = int(rng.integers(0, 8)), int(rng.integers(-128, 128))
+                ctx.set(dut.codebook_addr, entry)
+                ctx.set(dut.codebook_data, value)
+                table[entry] = value
             await ctx.tick()
-            if cycle + 1 >= dut.latency:
-                seen.append([ctx.get(dut.weight[i]) for i in range(CONFIG.pes)])
+            if ctx.get(dut.weights.valid):
+                out = dut.weights.payload
+                seen.append(
+                    (
+                        ctx.get(out.addr),
+                        ctx.get(out.enable),
+                        [ctx.get(out.lanes[i]) for i in range(lanes)],
+                    )
+                )
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
-    assert seen[: len(indices)] == codebook[indices].tolist()
+    assert len(expected) > 40
+    assert seen == expected
 
 
 def test_accumulator_equals_golden_requantize():
