@@ -80,6 +80,17 @@ def _mhz_images_per_s(variant: str, mhz: float = 100.0) -> float:
     return mhz * 1e6 / _cycles(variant)
 
 
+def _board(name: str):
+    from fpga.boards import get_board
+
+    return get_board(name)
+
+
+def _board_images_per_s(board: str, variant: str) -> float:
+    """Compute-bound images/s at the clock the board's engine computes at."""
+    return _mhz_images_per_s(variant, _board(board).compute_mhz)
+
+
 def _count(value: int) -> str:
     return f"{value:,}"
 
@@ -98,6 +109,9 @@ FACTS: dict[str, Callable[[], str]] = {
     "v1.1.images_per_s_100mhz": lambda: f"{_mhz_images_per_s('v1.1'):.1f}",
     "v1.0.6bit.bytes": lambda: _count(_compressed_bytes("v1.0", 6)),
     "release.bytes": lambda: _count(_release_bytes()),
+    "ulx3s.engine_mhz": lambda: f"{_board('ulx3s').engine_clock_mhz:g}",
+    "ulx3s.v1.0.images_per_s": lambda: f"{_board_images_per_s('ulx3s', 'v1.0'):.2f}",
+    "ulx3s.v1.1.images_per_s": lambda: f"{_board_images_per_s('ulx3s', 'v1.1'):.2f}",
 }
 
 

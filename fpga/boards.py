@@ -30,9 +30,19 @@ class DramPart:
 #: the ULX3S's fabric clock: the ECP5 PLL's output from the 25 MHz oscillator (hw.pll), below
 #: the resident SoC's measured nextpnr Fmax (docs/build.md)
 _ULX3S_MHZ = 40.0
+#: the ULX3S engine's own clock (a third output of the same PLL), below the engine's measured
+#: nextpnr Fmax in the resident SoC (docs/build.md)
+_ULX3S_ENGINE_MHZ = 60.0
 
 #: one x16 MT41K128M16 DDR3L chip (256 MiB) on both Arty A7 variants
 _ARTY_DDR3 = DramPart("MT41K128M16", "DDR3", "A7DDRPHY", 1, 16, 256 << 20, 100.0)
+
+
+def _check_mhz(mhz: float, what: str) -> None:
+    if not (math.isfinite(mhz) and 1.0 <= mhz <= 400.0):
+        raise BoardError(f"{what} {mhz!r} MHz: expected a number of MHz in 1..400")
+    if round(mhz * 1e6) / 1e6 != mhz:  # IDENTIFY and the UART's bit timer count whole Hz
+        raise BoardError(f"{what} {mhz!r} MHz: give a whole number of Hz (at most 6 decimals)")
 
 
 @dataclass(frozen=True)
@@ -49,18 +59,33 @@ class Board:
     toolchain: str
     config: AcceleratorConfig
     memory: DramPart | None = None  # external DRAM (resident mode); None: host-streamed only
+    #: the engine's own clock (its ``engine`` clock domain, a PLL output beside the fabric
+    #: clock), or None: the engine runs on the fabric clock
+    engine_clock_mhz: float | None = None
     # the SoC ``fpga.build`` builds unless told: "resident" (needs ``memory``) or "streamed"
     default_mode: str = "resident"
 
     def with_clock(self, mhz: float) -> Board:
         """This board with its fabric clock at ``mhz``: the SoC runs in the DRAM controller's
         user clock, so the controller's clock moves with it (LiteDRAM derives its timings)."""
-        if not (math.isfinite(mhz) and 1.0 <= mhz <= 400.0):
-            raise BoardError(f"clock {mhz!r} MHz: expected a number of MHz in 1..400")
-        if round(mhz * 1e6) / 1e6 != mhz:  # IDENTIFY and the UART's bit timer count whole Hz
-            raise BoardError(f"clock {mhz!r} MHz: give a whole number of Hz (at most 6 decimals)")
+        _check_mhz(mhz, "clock")
         memory = self.memory and dataclasses.replace(self.memory, controller_clock_mhz=mhz)
         return dataclasses.replace(self, clock_mhz=mhz, memory=memory)
+
+    def with_engine_clock(self, mhz: float) -> Board:
+        """This board with the engine's own clock at ``mhz`` (only where the board has one)."""
+        _check_mhz(mhz, "engine clock")
+        if self.engine_clock_mhz is None:
+            raise BoardError(
+                f"board {self.name!r} has no engine clock of its own: its engine runs on the "
+                "fabric clock (--clock-mhz)"
+            )
+        return dataclasses.replace(self, engine_clock_mhz=mhz)
+
+    @property
+    def compute_mhz(self) -> float:
+        """The clock the engine computes at: its own, or the fabric clock."""
+        return self.engine_clock_mhz or self.clock_mhz
 
     def in_mode(self, mode: str | None) -> Board:
         """This board as built in ``mode`` (None: its ``default_mode``): "streamed" drops the
@@ -120,6 +145,7 @@ BOARDS = {
             DEFAULT_CONFIG,
             # one x16 MT48LC16M16 SDR SDRAM (32 MiB), its controller in the fabric clock
             DramPart("MT48LC16M16", "SDR", "GENSDRPHY", 1, 16, 32 << 20, _ULX3S_MHZ),
+            engine_clock_mhz=_ULX3S_ENGINE_MHZ,
         ),
     )
 }

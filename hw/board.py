@@ -22,6 +22,10 @@ pins. The whole SoC runs in the DRAM controller's user clock, which is the board
   ``init_done``, which the SoC waits for. The pins are LiteX's ``ddram`` resource
   (``hw.resources``); the bank's ``INTERNAL_VREF`` is in ``constraints/arty_a7.xdc``.
 
+The engine computes in a clock domain of its own (``engine``, behind ``hw.engine``'s
+clock-domain crossing): on the ULX3S a third PLL output at ``Board.engine_clock_mhz``; on the
+Arty A7 the fabric clock (no MMCM yet: nothing times a faster clock without Vivado).
+
 A board without ``memory`` (or ``fpga.build --streamed``, which removes it) gets the streamed
 SoC (the host sends every layer's activations over the link) at the fabric clock: from the PLL on
 the ULX3S, the oscillator on the Arty A7.
@@ -67,6 +71,9 @@ class BoardTop(Elaboratable):
 
     def __init__(self, board, config, core=None):
         self.board, self.config, self.core = board, config, core
+        #: the clock nets nextpnr times, by the clock domain each drives (set when elaborated;
+        #: ``fpga.build`` names its per-clock results by domain)
+        self.clock_domains: dict[str, str] = {}
 
     def elaborate(self, platform):
         m = Module()
@@ -84,12 +91,21 @@ class BoardTop(Elaboratable):
                 if "uart_rx" in self.core.ports:  # the init CPU's console: idle, not connected
                     pads["uart_rx"] = C(1, 1)
             memory = ExternalMemory.from_core(self.core, pads=pads)
-        m.submodules.soc = soc = SoC(self.config, link="uart", baud=self.board.baud, memory=memory)
+        engine_clock = self.board.engine_clock_mhz is not None
+        m.submodules.soc = soc = SoC(
+            self.config,
+            link="uart",
+            baud=self.board.baud,
+            memory=memory,
+            engine_clock=engine_clock,
+        )
+        if engine_clock and "ecp5" not in self.board.toolchain:
+            raise BoardTopError(f"{self.board.name}: an engine clock of its own needs an ECP5 PLL")
         m.d.comb += [soc.uart_rx.eq(uart.rx.i), uart.tx.o.eq(soc.uart_tx)]
         oscillator_mhz = platform.default_clk_frequency / 1e6
         if "ecp5" in self.board.toolchain:
             clock, locked = self._ecp5_pll(
-                m, platform, oscillator_mhz, sdram.clk if memory else None
+                m, platform, oscillator_mhz, sdram.clk if memory else None, soc
             )
             if memory is not None:  # the SoC's sync is the core's user clock = its clk input
                 m.d.comb += [soc.dram_clk_in.eq(clock), soc.dram_rst_in.eq(~locked)]
@@ -107,16 +123,24 @@ class BoardTop(Elaboratable):
             )
         return m
 
-    def _ecp5_pll(self, m, platform, oscillator_mhz, sdram_clk_pad):
-        """The ``EHXPLLL``: the fabric clock from the oscillator (returned with the PLL's lock)
-        and, for the SDRAM, its 180-degree copy forwarded by an ``ODDRX1F`` to the clock pin."""
+    def _ecp5_pll(self, m, platform, oscillator_mhz, sdram_clk_pad, soc):
+        """The ``EHXPLLL``: the fabric clock from the oscillator (returned with the PLL's lock);
+        for the SDRAM, its 180-degree copy forwarded by an ``ODDRX1F`` to the clock pin; and
+        the engine's own clock (``Board.engine_clock_mhz``) into the SoC's ``engine_clk``."""
         oscillator = platform.request(platform.default_clk, 0)
         mhz = self.board.clock_mhz
-        outputs = [Output(mhz)]
+        outputs, domains = [Output(mhz)], ["sync"]
         if sdram_clk_pad is not None:
             outputs.append(Output(mhz, SDRAM_CLOCK_PHASE))
+            domains.append("sdram_clock")
+        if self.board.engine_clock_mhz is not None:
+            outputs.append(Output(self.board.engine_clock_mhz))
+            domains.append("engine")
         m.submodules.pll = pll = ECP5PLL(oscillator_mhz, outputs)
+        self.clock_domains = {f"pll.{pll.output_name(i)}": name for i, name in enumerate(domains)}
         m.d.comb += pll.clk_in.eq(oscillator.i)
+        if self.board.engine_clock_mhz is not None:
+            m.d.comb += soc.engine_clk.eq(pll.clk_out[domains.index("engine")])
         if sdram_clk_pad is not None:
             m.domains.sdram_clock = ClockDomain("sdram_clock", reset_less=True)
             m.d.comb += ClockSignal("sdram_clock").eq(pll.clk_out[1])

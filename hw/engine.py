@@ -22,6 +22,13 @@ everything about the buffers' byte layouts is in :mod:`fpga.layout`. One run exe
 * ADD: two operand vectors per cycle (two read ports), ``(a*ma + b*mb + round) >> s``.
 * AVGPOOL: int32 sums per channel, 4 output words per channel group.
 
+Clocks: the host side (buffer writes, the weight decoder, the descriptor, ACT_OUT reads, the
+start/done handshake) runs in ``sync``; the compute side (address generator, array,
+accumulator, pool/add/avgpool, the ACT_OUT writes, the cycle counter) in ``engine``, a clock
+domain the parent defines (``hw.top.SoC``: its own clock from the board's PLL, or ``sync``'s).
+They meet at dual-clock block RAMs and two ``AsyncFIFO``s (start token in, cycle count out);
+``cycles`` counts ``engine`` clock cycles.
+
 Ports (fixed interface for the SoC):
 ``write_en/space/addr/data`` one byte per cycle into a buffer (dropped and flagged in ``error``
 while busy); ``read_en/space/addr`` -> ``read_valid/read_data`` one cycle later (ACT_OUT only;
@@ -31,8 +38,9 @@ sticky ``error`` (bad descriptor or write while busy) cleared by ``clear_error``
 
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth import Cat, Const, DomainRenamer, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, wiring
+from amaranth.lib.fifo import AsyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -76,10 +84,10 @@ def shift_add_multiply(value, factor):
 
 
 def _delayed(m: Module, value, cycles: int, name: str):
-    """``value`` as it was ``cycles`` clock cycles ago (a chain of registers)."""
+    """``value`` as it was ``cycles`` engine clock cycles ago (a chain of registers)."""
     for k in range(cycles):
         register = Signal(Value.cast(value).shape(), name=f"{name}_d{k + 1}")
-        m.d.sync += register.eq(value)
+        m.d.engine += register.eq(value)
         value = register
     return value
 
@@ -141,10 +149,10 @@ class ConvEngine(wiring.Component):
 
         # the CONV datapath: weight decode (write side); systolic array -> accumulate + requantize
         m.submodules.decoder = decoder = WeightDecoder(cfg)
-        m.submodules.array = array = MacArray(
-            cfg.rows, cfg.cols, cfg.act_bits, cfg.weight_bits, tag=tap_tag(cfg)
-        )
-        m.submodules.accumulator = accumulator = Accumulator(cfg)
+        array = MacArray(cfg.rows, cfg.cols, cfg.act_bits, cfg.weight_bits, tag=tap_tag(cfg))
+        accumulator = Accumulator(cfg)
+        m.submodules.array = DomainRenamer("engine")(array)
+        m.submodules.accumulator = DomainRenamer("engine")(accumulator)
         wiring.connect(m, array.sums, accumulator.sums)
         # cycles from the last issue to ``done``: CONV, the blocks' latencies and the output
         # write (the cycle model, fpga.layout.pipeline_latency, adds the setup and done cycles)
@@ -250,10 +258,38 @@ class ConvEngine(wiring.Component):
             Mux(read_space_ok, out_read.data.word_select(read_lane, act), 0)
         )
 
-        # -- descriptor fields -------------------------------------------------------------
+        # -- the clock-domain crossing: a run's start and its end --------------------------
+        # The host side (``sync``: buffer writes, the codebook, the descriptor, ACT_OUT reads)
+        # and the compute side (``engine``) meet at dual-clock block RAMs (written on one
+        # clock, read on the other) and two AsyncFIFOs: a start token in, the run's cycle
+        # count out. The descriptor is checked on the host side; the engine copies it when the
+        # token arrives (it cannot change while the run is pending: writes are refused while
+        # busy) and starts the run the cycle after, from its own copy.
+        m.submodules.start_cdc = start_cdc = AsyncFIFO(
+            width=1, depth=2, w_domain="sync", r_domain="engine"
+        )
+        m.submodules.done_cdc = done_cdc = AsyncFIFO(
+            width=len(self.cycles), depth=2, w_domain="engine", r_domain="sync"
+        )
+        host_fields = {}
+        for name, (offset, width) in LayerDescriptor.field_offsets().items():
+            host_fields[name] = Cat(*descriptor[offset : offset + width])
+        engine_descriptor = [
+            Signal(8, name=f"engine_descriptor_{i}") for i in range(DESCRIPTOR_BYTES)
+        ]
+        start = Signal()  # the run starts (engine domain)
+        busy = Signal()  # a run is under way (engine domain)
+        m.d.comb += start_cdc.r_en.eq(1)
+        m.d.engine += start.eq(start_cdc.r_rdy)
+        with m.If(start_cdc.r_rdy):
+            m.d.engine += [
+                copy.eq(byte) for copy, byte in zip(engine_descriptor, descriptor, strict=True)
+            ]
+
+        # -- descriptor fields (the engine's copy) ----------------------------------------------
         fields = {}
         for name, (offset, width) in LayerDescriptor.field_offsets().items():
-            fields[name] = Cat(*descriptor[offset : offset + width])
+            fields[name] = Cat(*engine_descriptor[offset : offset + width])
         op = fields["op"][:OP_BITS]
         kernel = fields["kernel"][:KERNEL_BITS]
         stride = fields["stride"][:KERNEL_BITS]
@@ -324,10 +360,10 @@ class ConvEngine(wiring.Component):
         m.d.comb += in_bounds.eq((iy >= 0) & (iy < in_h) & (ix >= 0) & (ix < in_w))
 
         # -- read ports of the engine ---------------------------------------------------------
-        act_read = act_in.read_port()
-        act_read_b = act_in.read_port()
-        weight_read = weights.read_port()
-        param_read = params.read_port()
+        act_read = act_in.read_port(domain="engine")
+        act_read_b = act_in.read_port(domain="engine")
+        weight_read = weights.read_port(domain="engine")
+        param_read = params.read_port(domain="engine")
         m.d.comb += [
             act_read.en.eq(1),
             act_read_b.en.eq(1),
@@ -344,63 +380,73 @@ class ConvEngine(wiring.Component):
                     act_read_b.addr.eq(linear + fields["b_base"]),
                 ]
 
-        # -- start / validity ------------------------------------------------------------------
+        # -- start / validity (host side) -------------------------------------------------------
+        h_op = host_fields["op"][:OP_BITS]
+        h_kernel = host_fields["kernel"][:KERNEL_BITS]
+        h_stride = host_fields["stride"][:KERNEL_BITS]
         descriptor_ok = Signal()
         m.d.comb += descriptor_ok.eq(
-            ((kernel == 1) | (kernel == 3) | (op != Op.CONV))
-            & ((stride == 1) | (stride == 2) | (op != Op.CONV))
-            & (groups != 0)
-            & (out_h != 0)
-            & (out_w != 0)
-            & ((blocks != 0) | (op != Op.CONV))
-            & (in_h != 0)
-            & (in_w != 0)
+            ((h_kernel == 1) | (h_kernel == 3) | (h_op != Op.CONV))
+            & ((h_stride == 1) | (h_stride == 2) | (h_op != Op.CONV))
+            & (host_fields["in_groups"] != 0)
+            & (host_fields["out_h"] != 0)
+            & (host_fields["out_w"] != 0)
+            & ((host_fields["blocks"] != 0) | (h_op != Op.CONV))
+            & (host_fields["in_h"] != 0)
+            & (host_fields["in_w"] != 0)
         )
         m.d.comb += self.done.eq(0)
         with m.If(self.clear_error):
             m.d.sync += self.error.eq(0)
+        with m.If(self.start & ~self.busy):
+            with m.If(descriptor_ok):
+                m.d.sync += self.busy.eq(1)
+                m.d.comb += start_cdc.w_en.eq(1)
+            with m.Else():
+                m.d.sync += self.error.eq(1)
+                m.d.comb += self.done.eq(1)
+        m.d.comb += done_cdc.r_en.eq(1)
+        with m.If(done_cdc.r_rdy):  # the run's end: its cycle count arrived
+            m.d.sync += [self.busy.eq(0), self.cycles.eq(done_cdc.r_data)]
+            m.d.comb += self.done.eq(1)
 
         pool_stride = Signal(range(MAX_KERNEL))
         m.d.comb += pool_stride.eq(Mux(op == Op.MAXPOOL, 2, stride))
 
-        with m.If(self.start & ~self.busy):
-            with m.If(descriptor_ok):
-                m.d.sync += [
-                    self.busy.eq(1),
-                    issuing.eq(1),
-                    cycle_count.eq(1),
-                    c_block.eq(0),
-                    c_oy.eq(0),
-                    c_ox.eq(0),
-                    c_ky.eq(0),
-                    c_kx.eq(0),
-                    c_g.eq(0),
-                    iy0.eq(-fields["pad_top"]),
-                    ix0.eq(-fields["pad_left"]),
-                    out_addr.eq(Mux(op == Op.CONV, out_offset, 0)),
-                    out_row_addr.eq(Mux(op == Op.CONV, out_offset, 0)),
-                    w_addr.eq(0),
-                    w_block_base.eq(0),
-                    linear.eq(0),
-                    flush.eq(0),
-                    drain.eq(0),
-                    row_words.eq(shift_add_multiply(fields["in_w"], groups)),
-                    left_offset.eq(shift_add_multiply(fields["pad_left"], groups)),
-                    out_row_words.eq(shift_add_multiply(out_w, out_groups)),
-                    pixel_step.eq(Mux(pool_stride == 2, groups << 1, groups)),
-                ]
-            with m.Else():
-                m.d.sync += [self.error.eq(1)]
-                m.d.comb += self.done.eq(1)
+        with m.If(start):
+            m.d.engine += [
+                busy.eq(1),
+                issuing.eq(1),
+                cycle_count.eq(1),
+                c_block.eq(0),
+                c_oy.eq(0),
+                c_ox.eq(0),
+                c_ky.eq(0),
+                c_kx.eq(0),
+                c_g.eq(0),
+                iy0.eq(-fields["pad_top"]),
+                ix0.eq(-fields["pad_left"]),
+                out_addr.eq(Mux(op == Op.CONV, out_offset, 0)),
+                out_row_addr.eq(Mux(op == Op.CONV, out_offset, 0)),
+                w_addr.eq(0),
+                w_block_base.eq(0),
+                linear.eq(0),
+                flush.eq(0),
+                drain.eq(0),
+                row_words.eq(shift_add_multiply(fields["in_w"], groups)),
+                left_offset.eq(shift_add_multiply(fields["pad_left"], groups)),
+                out_row_words.eq(shift_add_multiply(out_w, out_groups)),
+                pixel_step.eq(Mux(pool_stride == 2, groups << 1, groups)),
+            ]
 
         # The first window's base depends on row_words, available one cycle after start; the
         # issue loop therefore begins with a one-cycle SETUP (counted in the pipeline latency).
         setup = Signal()
-        m.d.sync += setup.eq(self.start & ~self.busy & descriptor_ok)
+        m.d.engine += setup.eq(start)
         with m.If(setup):
             top = fields["in_base"] - shift_add_multiply(fields["pad_top"], row_words).as_signed()
             base = top - left_offset
-            m.d.sync += [
+            m.d.engine += [
                 first_row.eq(top),
                 row_step.eq(Mux(pool_stride == 2, row_words << 1, row_words)),
                 row_base.eq(top),
@@ -409,8 +455,8 @@ class ConvEngine(wiring.Component):
                 tap.eq(base),
             ]
 
-        with m.If(self.busy):
-            m.d.sync += cycle_count.eq(cycle_count + 1)
+        with m.If(busy):
+            m.d.engine += cycle_count.eq(cycle_count + 1)
 
         active = Signal()
         m.d.comb += active.eq(issuing & ~setup & (flush == 0))
@@ -422,7 +468,7 @@ class ConvEngine(wiring.Component):
         )
         s1 = Signal(stage_token)
         s1_block = Signal(cfg.param_word_bits)
-        m.d.sync += [
+        m.d.engine += [
             s1.valid.eq(active),
             s1.in_bounds.eq(in_bounds),
             s1.out_addr.eq(out_addr),
@@ -433,7 +479,7 @@ class ConvEngine(wiring.Component):
         def next_pixel():
             """Advance (ox, oy[, block]) after the last tap of a pixel."""
             with m.If(~last_ox):
-                m.d.sync += [
+                m.d.engine += [
                     c_ox.eq(c_ox + 1),
                     ix0.eq(ix0 + pool_stride),
                     pix_base.eq(pix_base + pixel_step),
@@ -441,23 +487,23 @@ class ConvEngine(wiring.Component):
                     tap.eq(pix_base + pixel_step),
                 ]
             with m.Else():
-                m.d.sync += [c_ox.eq(0), ix0.eq(-fields["pad_left"])]
+                m.d.engine += [c_ox.eq(0), ix0.eq(-fields["pad_left"])]
                 new_row = Signal(in_word)
                 with m.If(~last_oy):
                     m.d.comb += new_row.eq(row_base + row_step)
-                    m.d.sync += [c_oy.eq(c_oy + 1), iy0.eq(iy0 + pool_stride)]
+                    m.d.engine += [c_oy.eq(c_oy + 1), iy0.eq(iy0 + pool_stride)]
                 with m.Else():
                     m.d.comb += new_row.eq(first_row)
-                    m.d.sync += [c_oy.eq(0), iy0.eq(-fields["pad_top"])]
+                    m.d.engine += [c_oy.eq(0), iy0.eq(-fields["pad_top"])]
                     with m.If(op == Op.CONV):
                         with m.If(last_block):
-                            m.d.sync += issuing.eq(0)
+                            m.d.engine += issuing.eq(0)
                         with m.Else():
-                            m.d.sync += c_block.eq(c_block + 1)
+                            m.d.engine += c_block.eq(c_block + 1)
                     with m.Else():
-                        m.d.sync += issuing.eq(0)
+                        m.d.engine += issuing.eq(0)
                 left = new_row - left_offset
-                m.d.sync += [
+                m.d.engine += [
                     row_base.eq(new_row),
                     pix_base.eq(left),
                     tap_row.eq(left),
@@ -470,15 +516,15 @@ class ConvEngine(wiring.Component):
                     # inner loop: g, then kx, then ky (HWC: (kx, g) taps of a row are contiguous)
                     first_tap = (c_g == 0) & (c_kx == 0) & (c_ky == 0)
                     last_tap = last_g & last_kx & last_ky
-                    m.d.sync += w_addr.eq(w_addr + 1)
+                    m.d.engine += w_addr.eq(w_addr + 1)
                     with m.If(~(last_g & last_kx)):
-                        m.d.sync += [
+                        m.d.engine += [
                             tap.eq(tap + 1),
                             c_g.eq(Mux(last_g, 0, c_g + 1)),
                             c_kx.eq(Mux(last_g, c_kx + 1, c_kx)),
                         ]
                     with m.Elif(~last_ky):
-                        m.d.sync += [
+                        m.d.engine += [
                             c_g.eq(0),
                             c_kx.eq(0),
                             c_ky.eq(c_ky + 1),
@@ -486,88 +532,88 @@ class ConvEngine(wiring.Component):
                             tap.eq(tap_row + row_words),
                         ]
                     with m.Else():
-                        m.d.sync += [c_g.eq(0), c_kx.eq(0), c_ky.eq(0)]
+                        m.d.engine += [c_g.eq(0), c_kx.eq(0), c_ky.eq(0)]
                         # weights: same block again for the next pixel, next block after the
                         # last pixel of the block
                         with m.If(last_ox & last_oy):
-                            m.d.sync += [w_block_base.eq(w_addr + 1), w_addr.eq(w_addr + 1)]
-                            m.d.sync += [
+                            m.d.engine += [w_block_base.eq(w_addr + 1), w_addr.eq(w_addr + 1)]
+                            m.d.engine += [
                                 out_row_addr.eq(out_offset + c_block + 1),
                                 out_addr.eq(out_offset + c_block + 1),
                             ]
                         with m.Else():
-                            m.d.sync += w_addr.eq(w_block_base)
+                            m.d.engine += w_addr.eq(w_block_base)
                             with m.If(last_ox):
-                                m.d.sync += [
+                                m.d.engine += [
                                     out_row_addr.eq(out_row_addr + out_row_words),
                                     out_addr.eq(out_row_addr + out_row_words),
                                 ]
                             with m.Else():
-                                m.d.sync += out_addr.eq(out_addr + out_groups)
+                                m.d.engine += out_addr.eq(out_addr + out_groups)
                         next_pixel()
-                    m.d.sync += [s1.first.eq(first_tap), s1.last.eq(last_tap)]
+                    m.d.engine += [s1.first.eq(first_tap), s1.last.eq(last_tap)]
                 with m.Case(Op.MAXPOOL):
                     # inner loop: kx, then ky, then g
                     first_tap = (c_kx == 0) & (c_ky == 0)
                     last_tap = last_kx & last_ky
-                    m.d.sync += [s1.first.eq(first_tap), s1.last.eq(last_tap)]
+                    m.d.engine += [s1.first.eq(first_tap), s1.last.eq(last_tap)]
                     with m.If(~last_kx):
-                        m.d.sync += [c_kx.eq(c_kx + 1), tap.eq(tap + groups)]
+                        m.d.engine += [c_kx.eq(c_kx + 1), tap.eq(tap + groups)]
                     with m.Elif(~last_ky):
-                        m.d.sync += [
+                        m.d.engine += [
                             c_kx.eq(0),
                             c_ky.eq(c_ky + 1),
                             tap_row.eq(tap_row + row_words),
                             tap.eq(tap_row + row_words),
                         ]
                     with m.Else():
-                        m.d.sync += [c_kx.eq(0), c_ky.eq(0), out_addr.eq(out_addr + 1)]
+                        m.d.engine += [c_kx.eq(0), c_ky.eq(0), out_addr.eq(out_addr + 1)]
                         with m.If(~last_g):
-                            m.d.sync += [
+                            m.d.engine += [
                                 c_g.eq(c_g + 1),
                                 tap_row.eq(pix_base + c_g + 1),
                                 tap.eq(pix_base + c_g + 1),
                             ]
                         with m.Else():
-                            m.d.sync += c_g.eq(0)
+                            m.d.engine += c_g.eq(0)
                             next_pixel()
                 with m.Case(Op.ADD):
-                    m.d.sync += [
+                    m.d.engine += [
                         s1.first.eq(1),
                         s1.last.eq(1),
                         linear.eq(linear + 1),
                         out_addr.eq(out_addr + 1),
                     ]
                     with m.If(~last_g):
-                        m.d.sync += c_g.eq(c_g + 1)
+                        m.d.engine += c_g.eq(c_g + 1)
                     with m.Else():
-                        m.d.sync += c_g.eq(0)
+                        m.d.engine += c_g.eq(0)
                         next_pixel()
                 with m.Case(Op.AVGPOOL):
                     # for each group g: every pixel p at word p*groups + g
                     last_x = c_ox == fields["in_w"] - 1
                     last_y = c_oy == fields["in_h"] - 1
-                    m.d.sync += [
+                    m.d.engine += [
                         s1.first.eq((c_ox == 0) & (c_oy == 0)),
                         s1.last.eq(last_x & last_y),
                     ]
                     with m.If(~last_x):
-                        m.d.sync += [c_ox.eq(c_ox + 1), linear.eq(linear + groups)]
+                        m.d.engine += [c_ox.eq(c_ox + 1), linear.eq(linear + groups)]
                     with m.Elif(~last_y):
-                        m.d.sync += [c_ox.eq(0), c_oy.eq(c_oy + 1), linear.eq(linear + groups)]
+                        m.d.engine += [c_ox.eq(0), c_oy.eq(c_oy + 1), linear.eq(linear + groups)]
                     with m.Else():
-                        m.d.sync += [
+                        m.d.engine += [
                             c_ox.eq(0),
                             c_oy.eq(0),
                             linear.eq(c_g + 1),
                             flush.eq(sum_words),
                         ]
                         with m.If(~last_g):
-                            m.d.sync += c_g.eq(c_g + 1)
+                            m.d.engine += c_g.eq(c_g + 1)
                         with m.Else():
-                            m.d.sync += issuing.eq(0)
+                            m.d.engine += issuing.eq(0)
         with m.If(flush != 0):
-            m.d.sync += flush.eq(flush - 1)
+            m.d.engine += flush.eq(flush - 1)
 
         # -- stage 1: memory data available -------------------------------------------------
         act_vector = Signal(act * lanes)
@@ -581,7 +627,7 @@ class ConvEngine(wiring.Component):
         t = Signal(stage_token)
         t_block = Signal.like(s1_block)
         weight_r = Signal.like(weight_read.data)
-        m.d.sync += [
+        m.d.engine += [
             act_r.eq(act_vector),
             b_r.eq(act_read_b.data),
             weight_r.eq(weight_read.data),
@@ -634,40 +680,40 @@ class ConvEngine(wiring.Component):
             product_a = Signal(product_shape, name=f"add_pa_{i}")
             product_b = Signal(product_shape, name=f"add_pb_{i}")
             shifted = Signal(signed(len(product_a) + 1), name=f"add_shifted_{i}")
-            m.d.sync += [
+            m.d.engine += [
                 product_a.eq(shift_add_multiply(act_lanes[i], fields["mult_a"])),
                 product_b.eq(shift_add_multiply(b_lanes[i], fields["mult_b"])),
                 shifted.eq((product_a + product_b + rounding) >> shift),
             ]
             clamped = Mux(shifted > act_max, act_max, Mux(shifted < low, low, shifted))
             max_2 = _delayed(m, best, 2, f"max_{i}")
-            m.d.sync += add_result.word_select(i, act).eq(Mux(op == Op.ADD, clamped, max_2))
+            m.d.engine += add_result.word_select(i, act).eq(Mux(op == Op.ADD, clamped, max_2))
             with m.If(t.valid):
                 with m.Switch(op):
                     with m.Case(Op.MAXPOOL):
-                        m.d.sync += pool_max[i].eq(best)
+                        m.d.engine += pool_max[i].eq(best)
                     with m.Case(Op.AVGPOOL):
-                        m.d.sync += sums[i].eq(sum_next)
+                        m.d.engine += sums[i].eq(sum_next)
                         with m.If(t.last):
-                            m.d.sync += snapshot.word_select(i, cfg.acc_bits).eq(sum_next)
+                            m.d.engine += snapshot.word_select(i, cfg.acc_bits).eq(sum_next)
 
         # avgpool flush: sum_words (4) words per group from the snapshot, 4 cycles after the
         # group's last pixel was issued (the snapshot is taken in stage 1b)
         flush_group = Signal.like(c_g)
         flushing = Signal()
         flush_index = Signal(range(sum_words))
-        m.d.sync += [flushing.eq(0)]
+        m.d.engine += [flushing.eq(0)]
         with m.If((op == Op.AVGPOOL) & t.valid & t.last):
-            m.d.sync += [flushing.eq(1), flush_index.eq(0)]
+            m.d.engine += [flushing.eq(1), flush_index.eq(0)]
         with m.If(flushing & (flush_index != sum_words - 1)):
-            m.d.sync += [flushing.eq(1), flush_index.eq(flush_index + 1)]
+            m.d.engine += [flushing.eq(1), flush_index.eq(flush_index + 1)]
         with m.If(flushing & (flush_index == sum_words - 1)):
-            m.d.sync += flush_group.eq(flush_group + 1)
-        with m.If(self.start & ~self.busy):
-            m.d.sync += flush_group.eq(0)
+            m.d.engine += flush_group.eq(flush_group + 1)
+        with m.If(start):
+            m.d.engine += flush_group.eq(0)
 
         # -- output buffer write port (one writer per op) ---------------------------------------
-        out_write = act_out.write_port()
+        out_write = act_out.write_port(domain="engine")
         with m.Switch(op):
             with m.Case(Op.CONV):
                 m.d.comb += [
@@ -689,14 +735,14 @@ class ConvEngine(wiring.Component):
                 ]
 
         # -- completion: drain the pipeline after the last issue ---------------------------------
-        with m.If(self.busy & ~issuing & ~setup):
-            m.d.sync += drain.eq(drain + 1)
+        with m.If(busy & ~issuing & ~setup):
+            m.d.engine += drain.eq(drain + 1)
             target = Signal(range(max(drain_cycles.values()) + 1))
             with m.Switch(op):
                 for key, value in drain_cycles.items():
                     with m.Case(key):
                         m.d.comb += target.eq(value)
             with m.If(drain == target):
-                m.d.sync += [self.busy.eq(0), self.cycles.eq(cycle_count)]
-                m.d.comb += self.done.eq(1)
+                m.d.engine += busy.eq(0)
+                m.d.comb += [done_cdc.w_en.eq(1), done_cdc.w_data.eq(cycle_count)]
         return m

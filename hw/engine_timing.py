@@ -9,7 +9,7 @@ functional design: timing and fit only.
 
 from __future__ import annotations
 
-from amaranth import Cat, Elaboratable, Module, Signal
+from amaranth import Cat, ClockDomain, ClockSignal, Elaboratable, Module, ResetSignal, Signal
 from amaranth.lib.wiring import In
 
 from hw.engine import ConvEngine
@@ -18,11 +18,18 @@ from hw.engine import ConvEngine
 class EngineTimingTop(Elaboratable):
     def __init__(self, config):
         self.config = config
+        #: the one clock net (the platform's ``sync``) clocks the engine: report it as ``engine``
+        self.clock_domains = {"cd_sync.clk": "engine"}
 
     def elaborate(self, platform):
         m = Module()
         uart = platform.request("uart", 0)
         m.submodules.engine = engine = ConvEngine(self.config)
+        m.domains.engine = ClockDomain("engine")  # the engine on the same clock as its ports
+        m.d.comb += [
+            ClockSignal("engine").eq(ClockSignal("sync")),
+            ResetSignal("engine").eq(ResetSignal("sync")),
+        ]
         inputs, outputs = [], []
         for _, member, value in engine.signature.flatten(engine):
             (inputs if member.flow == In else outputs).append(value)

@@ -185,10 +185,16 @@ class ECP5PLL(wiring.Component):
         self.config = ecp5_pll_config(input_mhz, self.outputs)
         super().__init__({"clk_in": In(1), "locked": Out(1), "clk_out": Out(len(self.outputs))})
 
+    @staticmethod
+    def output_name(index: int) -> str:
+        """The name of ``clk_out[index]``'s net inside this component (``clkop``, ...): the
+        netlist, and nextpnr's timing report, call it ``<submodule name>.<this>``."""
+        return f"clko{OUTPUT_NAMES[index].lower()}"
+
     def elaborate(self, platform):
         m = Module()
         used = OUTPUT_NAMES[: len(self.config.dividers)]
-        clocks = [Signal(name=f"clko{name.lower()}") for name in used]
+        clocks = [Signal(name=self.output_name(index)) for index in range(len(used))]
         m.submodules.pll = Instance(
             "EHXPLLL",
             i_CLKI=self.clk_in,

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from amaranth import ClockDomain, ClockSignal, Module, Mux, ResetSignal, Signal
 from amaranth.lib import wiring
+from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In, Out
 
 from fpga.config import DEFAULT_CONFIG, AcceleratorConfig
@@ -89,6 +90,7 @@ class SoC(wiring.Component):
         baud: int = 0,
         timeout_cycles: int = FRAME_TIMEOUT_CYCLES,
         memory: ExternalMemory | None = None,
+        engine_clock: bool = False,
     ):
         if link not in ("stream", "uart"):
             raise ValueError(f"link must be 'stream' or 'uart', not {link!r}")
@@ -96,6 +98,10 @@ class SoC(wiring.Component):
             raise ValueError("a UART link needs the board's baud (fpga.boards), not 0")
         self.config, self.link, self.baud, self.timeout_cycles = config, link, baud, timeout_cycles
         self.memory = memory
+        #: the engine's clock domain (``engine``): its own clock from the ``engine_clk`` input,
+        #: or (False) the SoC's ``sync`` clock; either way it meets the rest through the
+        #: engine's clock-domain crossing (``hw.engine``), and its reset is ``sync``'s
+        self.engine_clock = engine_clock
         if link == "stream":
             ports = {
                 "rx_data": In(8),
@@ -114,6 +120,8 @@ class SoC(wiring.Component):
         if memory is not None and memory.core_ports is not None and not memory.sim:
             ports["dram_clk_in"] = In(1)
             ports["dram_rst_in"] = In(1)
+        if engine_clock:
+            ports["engine_clk"] = In(1)
         super().__init__(ports)
 
     def elaborate(self, platform):
@@ -121,6 +129,15 @@ class SoC(wiring.Component):
         memory = self.memory
         dram_bytes = memory.size_bytes if memory is not None else 0
         m.submodules.engine = engine = ConvEngine(self.config)
+        m.domains.engine = ClockDomain("engine", local=True)
+        if self.engine_clock:
+            m.d.comb += ClockSignal("engine").eq(self.engine_clk)
+            m.submodules.engine_reset = ResetSynchronizer(ResetSignal("sync"), domain="engine")
+        else:
+            m.d.comb += [
+                ClockSignal("engine").eq(ClockSignal("sync")),
+                ResetSignal("engine").eq(ResetSignal("sync")),
+            ]
         m.submodules.link = link = LinkController(
             self.config, self.timeout_cycles, self.baud, dram_bytes
         )

@@ -14,6 +14,9 @@ from cocotb.triggers import FallingEdge
 
 from fpga.layout import BYTE_SPACES, BufferSpace
 
+HOST_PERIOD_NS = 10
+ENGINE_PERIOD_NS = 7  # the engine clock: not a multiple of the host's, faster (as on a board)
+
 
 class EngineDriver:
     """Puts stimuli in through the buffer write port (chunks of up to the port's width inside
@@ -29,9 +32,11 @@ class EngineDriver:
             getattr(dut, name).value = 0
         dut.write_count.value = 1
         dut.rst.value = 1
-        await FallingEdge(dut.clk)
-        await FallingEdge(dut.clk)
+        dut.engine_rst.value = 1
+        for _ in range(4):  # both clocks see the reset (the engine's is the faster)
+            await FallingEdge(dut.clk)
         dut.rst.value = 0
+        dut.engine_rst.value = 0
 
     async def write(self, space: int, offset: int, data: bytes):
         dut = self.dut
@@ -103,7 +108,10 @@ def check(case: dict, actual: bytes) -> list[int]:
 @cocotb.test()
 async def engine_cases(dut):
     cases = json.loads(open(os.environ["ENGINE_CASES"]).read())
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    # the engine's own clock domain runs at another frequency than the host side (the buffer
+    # ports): every case crosses the clock-domain boundary both ways
+    cocotb.start_soon(Clock(dut.clk, HOST_PERIOD_NS, unit="ns").start())
+    cocotb.start_soon(Clock(dut.engine_clk, ENGINE_PERIOD_NS, unit="ns").start())
     driver, monitor = EngineDriver(dut), EngineMonitor(dut)
     await driver.reset()
     await FallingEdge(dut.clk)

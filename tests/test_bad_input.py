@@ -207,6 +207,24 @@ CASES = [
         "achievable near 48",
     ),
     (
+        "build-engine-clock-nan",
+        "fpga.build",
+        ["--board", "ulx3s", "--engine-clock-mhz", "nan"],
+        "engine clock",
+    ),
+    (
+        "build-engine-clock-arty",  # the Arty's engine runs on the fabric clock
+        "fpga.build",
+        ["--board", "arty_a7", "--engine-clock-mhz", "150", "--out", "{dir}/b"],
+        "no engine clock of its own",
+    ),
+    (
+        "build-engine-clock-pll",  # 64 MHz beside the 40 MHz fabric clock: not from one PLL
+        "fpga.build",
+        ["--board", "ulx3s", "--engine-clock-mhz", "64", "--out", "{dir}/b"],
+        "40, 40, 64 MHz",
+    ),
+    (
         "build-clock-streamed-arty",  # no PLL in the streamed Arty SoC
         "fpga.build",
         ["--board", "arty_a7", "--mode", "streamed", "--clock-mhz", "50", "--out", "{dir}/b"],
@@ -387,6 +405,7 @@ def test_program_runs_only_after_timing_and_fit_passed(
         "utilization": {},
         "fmax_mhz": 40.0,
         "target_mhz": 50.0,
+        "engine_mhz": 60.0,
         "timing_met": timing_met,
         "fits": fits,
         "bitstream": str(tmp_path / "top.bit"),

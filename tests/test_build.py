@@ -126,6 +126,21 @@ VIVADO_UTILIZATION = """
 """
 
 
+def test_clock_results_are_named_by_domain():
+    """nextpnr's clock nets -> the domains they clock: as the design names them, Amaranth's
+    ``cd_<domain>.clk``, else the net itself."""
+    from fpga.build import clock_domain
+
+    class Design:
+        clock_domains = {"pll.clkop": "sync", "pll.clkos2": "engine"}
+
+    assert clock_domain(Design(), "$glbnet$pll.clkos2") == "engine"
+    assert clock_domain(Design(), "pll.clkop") == "sync"
+    assert clock_domain(Design(), "$glbnet$cd_sync.clk") == "sync"
+    assert clock_domain(object(), "$glbnet$cd_engine.clk") == "engine"
+    assert clock_domain(object(), "$glbnet$pll.clkos") == "pll.clkos"
+
+
 def test_vivado_report_parsers():
     from fpga.build import parse_vivado_utilization, parse_vivado_wns
 
@@ -166,7 +181,9 @@ def test_ulx3s_resident_top_has_pll_sdram_pins_and_clock(tmp_path):
     """The board top of the ULX3S (no place and route): the EHXPLLL makes the fabric clock from
     the 25 MHz oscillator and a 180-degree copy that an ODDRX1F forwards to the SDRAM clock pin
     (the generated core has no SDRAM clock output), every SDRAM pin reaches the LiteDRAM core
-    (sdram_dq as inout), and both PLL outputs carry a clock constraint at the fabric clock."""
+    (sdram_dq as inout), both carry a clock constraint at the fabric clock, and a third output
+    at the engine's own clock drives the SoC's ``engine`` domain; the design names each clock
+    net's domain for the build's per-domain timing."""
     from fpga.build import platform_for
     from hw.board import SDR_PADS, board_top
 
@@ -183,6 +200,14 @@ def test_ulx3s_resident_top_has_pll_sdram_pins_and_clock(tmp_path):
     assert "cell \\EHXPLLL" in il and "cell \\ODDRX1F" in il
     assert 'FREQUENCY NET "pll.clkop" 50000000.0 HZ;' in lpf
     assert 'FREQUENCY NET "pll.clkos" 50000000.0 HZ;' in lpf
+    engine_hz = board.engine_clock_mhz * 1e6
+    assert board.engine_clock_mhz not in (None, 50.0)
+    assert f'FREQUENCY NET "pll.clkos2" {engine_hz:.1f} HZ;' in lpf
+    assert design.clock_domains == {
+        "pll.clkop": "sync",
+        "pll.clkos": "sdram_clock",
+        "pll.clkos2": "engine",
+    }
     assert 'LOCATE COMP "sdram_0__clk__io" SITE "F19";' in lpf
     for port, pad in SDR_PADS.items():
         assert f"connect \\{port} \\sdram_0__{pad}__io" in il, port
@@ -221,11 +246,14 @@ def test_ulx3s_bitstream_meets_timing_and_fits(tmp_path):
         "controller": "LiteDRAM GENSDRPHY",
         "clock_mhz": board.clock_mhz,
     }
-    # the PLL's two outputs (fabric clock, SDRAM clock), both at the fabric clock, not the 25 MHz
-    # oscillator (which clocks no flip-flop), each timed by nextpnr and met
+    # the PLL's three outputs by the domain each clocks: the fabric clock and the SDRAM clock
+    # at the fabric clock (not the 25 MHz oscillator, which clocks no flip-flop), the engine's
+    # own clock; each timed by nextpnr and met
     clocks = result["clocks"]
-    assert len(clocks) == 2, clocks
-    assert all(c["target_mhz"] == board.clock_mhz != 25.0 for c in clocks.values()), clocks
+    assert set(clocks) == {"sync", "sdram_clock", "engine"}, clocks
+    assert clocks["sync"]["target_mhz"] == clocks["sdram_clock"]["target_mhz"] == board.clock_mhz
+    assert board.clock_mhz != 25.0
+    assert clocks["engine"]["target_mhz"] == board.engine_clock_mhz == result["engine_mhz"]
     assert all(c["fmax_mhz"] >= c["target_mhz"] for c in clocks.values()), clocks
     assert result["fmax_mhz"] == min(c["fmax_mhz"] for c in clocks.values())
     assert result["timing_met"] and result["target_mhz"] == board.clock_mhz
