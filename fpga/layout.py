@@ -95,6 +95,13 @@ def array_latency(rows: int, cols: int) -> int:
     return rows + cols + 1
 
 
+def add_cycles_per_vector(config: AcceleratorConfig) -> int:
+    """Cycles an ADD run spends per channel vector: its lanes go through half as many
+    multiplier pairs (DSPs: ``rows`` of them) in two cycles, instead of ``2 * rows`` multipliers
+    as shift-add trees in fabric (3.1 k LUTs on xc7 for 8 lanes)."""
+    return 2 if config.rows >= 2 else 1
+
+
 def pipeline_latency(op: int, config: AcceleratorConfig) -> int:
     """Cycles a run of ``op`` takes beyond its issue cycles (once per run, not per pixel).
     CONV: the sum of its blocks' latencies, 27 for the 8 x 8 array."""
@@ -378,7 +385,7 @@ def predict_cycles(desc: LayerDescriptor, config: AcceleratorConfig) -> int:
     elif desc.op == Op.MAXPOOL:
         work = desc.in_groups * pixels * 9
     elif desc.op == Op.ADD:
-        work = desc.in_groups * pixels
+        work = desc.in_groups * pixels * add_cycles_per_vector(config)
     else:
         work = desc.in_groups * (desc.in_h * desc.in_w + 4)
     return work + pipeline_latency(desc.op, config)

@@ -19,7 +19,8 @@ everything about the buffers' byte layouts is in :mod:`fpga.layout`. One run exe
   :class:`hw.engine_parts.Accumulator` (accumulate + requantize) on the read side; the pipeline
   latency is the sum of the read side's exported latencies.
 * MAXPOOL 3x3/2 ceil mode: 9 taps per output vector, taps outside the image don't count.
-* ADD: two operand vectors per cycle (two read ports), ``(a*ma + b*mb + round) >> s``.
+* ADD: two operand vectors (two read ports) every ``add_cycles_per_vector`` (2) cycles,
+  ``(a*ma + b*mb + round) >> s``, half the lanes per cycle through DSP multipliers.
 * AVGPOOL: int32 sums per channel, 4 output words per channel group.
 
 Clocks: the host side (buffer writes, the weight decoder, the descriptor, ACT_OUT reads, the
@@ -54,6 +55,7 @@ from fpga.layout import (
     BufferSpace,
     LayerDescriptor,
     Op,
+    add_cycles_per_vector,
     transfer_bytes,
 )
 from fpga.protocol import RUN_RESPONSE
@@ -64,8 +66,7 @@ from hw.engine_parts import PARAM_LAYOUT, Accumulator, WeightDecoder, tap_tag
 def shift_add_multiply(value, factor):
     """``value * factor`` as a sum of shifted partial products (adders in fabric).
 
-    For products that are not worth a DSP48E1 (the bypass add's 8 x 16 bit lanes, the per-run
-    address products): writing ``*`` would make Yosys spend DSPs the PE array needs. ``value``
+    For products that are not worth a DSP48E1 (the per-run address products): writing ``*`` would make Yosys spend DSPs the PE array needs. ``value``
     may be signed (two's complement: its top bit weighs negative); ``factor`` is unsigned.
     """
     width = len(value)
@@ -157,7 +158,9 @@ class ConvEngine(wiring.Component):
         # cycles from the last issue to ``done``: CONV, the blocks' latencies and the output
         # write (the cycle model, fpga.layout.pipeline_latency, adds the setup and done cycles)
         conv_drain = BUFFER_LATENCY + OPERAND_LATENCY + array.latency + accumulator.latency + 1
-        drain_cycles = {Op.CONV: conv_drain, Op.MAXPOOL: 5, Op.ADD: 5, Op.AVGPOOL: 6}
+        # ADD: the second half's lanes reach the output word a cycle after the first's
+        add_phases = add_cycles_per_vector(cfg)
+        drain_cycles = {Op.CONV: conv_drain, Op.MAXPOOL: 5, Op.ADD: 4 + add_phases, Op.AVGPOOL: 6}
 
         # -- buffers -------------------------------------------------------------------------
         act = cfg.act_bits  # bits per activation (and per byte lane of a buffer word)
@@ -459,7 +462,10 @@ class ConvEngine(wiring.Component):
             m.d.engine += cycle_count.eq(cycle_count + 1)
 
         active = Signal()
-        m.d.comb += active.eq(issuing & ~setup & (flush == 0))
+        add_gap = Signal()  # ADD: the cycle after an issue, in which its second half is multiplied
+        m.d.comb += active.eq(issuing & ~setup & (flush == 0) & ~add_gap)
+        if add_phases > 1:
+            m.d.engine += add_gap.eq(active & (op == Op.ADD))
 
         # -- pipeline stage registers ---------------------------------------------------------
         # what an issued tap carries down the pipeline, as one token (stage 1, then 1b)
@@ -656,38 +662,82 @@ class ConvEngine(wiring.Component):
             m.d.comb += operands.payload.act[r].eq(act_lanes[r])
 
         # -- maxpool / add / avgpool datapaths --------------------------------------------------
-        # MAXPOOL and ADD results leave through three registers (stage 1 -> p3 write) so that the
-        # bypass add's 8 x 16-bit products, rounding shift and clamp each get a cycle of their own.
+        # MAXPOOL results leave through three registers (stage 1b -> write). ADD: a vector every
+        # add_phases cycles; its lanes go through lanes / add_phases multiplier pairs (DSPs),
+        # half h in cycle h after stage 1b, then a rounding-shift and a clamp register each: the
+        # output word is complete, and written, add_phases - 1 cycles after MAXPOOL's would be.
         pool_max = [Signal(signed(act), name=f"max_{i}") for i in range(lanes)]
         sums = [Signal(signed(cfg.acc_bits), name=f"sum_{i}") for i in range(lanes)]
         snapshot = Signal(cfg.acc_bits * lanes)
         add_result = Signal(act * lanes)
-        pool_done = t.valid & t.last & ((op == Op.MAXPOOL) | (op == Op.ADD))
-        pool_write = _delayed(m, pool_done, 3, "pool_write")
-        pool_out = _delayed(m, t.out_addr, 3, "pool_out")
+        max_done = t.valid & t.last & (op == Op.MAXPOOL)
+        add_done = t.valid & t.last & (op == Op.ADD)
+        pool_write = _delayed(m, max_done, 3, "max_write") | _delayed(
+            m, add_done, 2 + add_phases, "add_write"
+        )
+        pool_out = Mux(
+            op == Op.ADD,
+            _delayed(m, t.out_addr, 2 + add_phases, "add_out"),
+            _delayed(m, t.out_addr, 3, "max_out"),
+        )
         shift = fields["add_shift"][: golden.MAX_SHIFT.bit_length()]
         rounding = Signal(golden.MAX_SHIFT)  # 2**(shift - 1), shift <= MAX_SHIFT
         m.d.comb += rounding.eq(Mux(shift == 0, 0, (Const(1, len(rounding) + 1) << shift) >> 1))
         act_min, act_max = -(1 << (act - 1)), (1 << (act - 1)) - 1
         low = Mux(relu, 0, act_min)
-        # a lane's ADD operand times a 16-bit multiplier, and the sum of two such products
+        # ADD: a lane's operand times a 16-bit multiplier (one DSP each), the sum of two such
+        # products; the first half of the lanes is multiplied with stage 1b, the rest (held in
+        # a register) in the following cycles
         product_shape = signed(act + golden.MULT_BITS + 1)
+        units = lanes // add_phases
+        phase_valid = [t.valid & (op == Op.ADD)]  # half h's operands are at the multipliers
+        held_a, held_b = act_lanes[units:], b_lanes[units:]
+        for h in range(1, add_phases):
+            held_a = [
+                _delayed(m, value, 1, f"add_held_a_{h}_{k}") for k, value in enumerate(held_a)
+            ]
+            held_b = [
+                _delayed(m, value, 1, f"add_held_b_{h}_{k}") for k, value in enumerate(held_b)
+            ]
+            phase_valid.append(_delayed(m, phase_valid[-1], 1, f"add_phase_{h}"))
+        phase = Signal(range(add_phases))
+        for h in range(1, add_phases):
+            with m.If(phase_valid[h]):
+                m.d.comb += phase.eq(h)
+        # the half of the lanes in the clamp stage (two registers after the multipliers)
+        clamp_valid = _delayed(m, phase_valid[0] | (phase != 0), 2, "add_clamp_valid")
+        clamp_phase = _delayed(m, phase, 2, "add_clamp_phase")
+        for u in range(units):
+            operand_a = [act_lanes[u], *held_a[u::units]]
+            operand_b = [b_lanes[u], *held_b[u::units]]
+            a = Signal(signed(act), name=f"add_a_{u}")
+            b = Signal(signed(act), name=f"add_b_{u}")
+            with m.Switch(phase):
+                for h in range(add_phases):
+                    with m.Case(h):
+                        m.d.comb += [a.eq(operand_a[h]), b.eq(operand_b[h])]
+            product_a = Signal(product_shape, name=f"add_pa_{u}")
+            product_b = Signal(product_shape, name=f"add_pb_{u}")
+            shifted = Signal(signed(len(product_a) + 1), name=f"add_shifted_{u}")
+            m.d.engine += [
+                product_a.eq(a * fields["mult_a"]),
+                product_b.eq(b * fields["mult_b"]),
+                shifted.eq((product_a + product_b + rounding) >> shift),
+            ]
+            clamped = Mux(shifted > act_max, act_max, Mux(shifted < low, low, shifted))
+            with m.If((op == Op.ADD) & clamp_valid):
+                with m.Switch(clamp_phase):
+                    for h in range(add_phases):
+                        with m.Case(h):
+                            lane = h * units + u
+                            m.d.engine += add_result.word_select(lane, act).eq(clamped)
         for i in range(lanes):
             tap_value = Mux(t.in_bounds, act_lanes[i], act_min)
             best = Mux(t.first | (tap_value > pool_max[i]), tap_value, pool_max[i])
             sum_next = Mux(t.first, act_lanes[i], sums[i] + act_lanes[i])
-            # ADD: p1 products, p2 rounding shift, p3 clamp; MAXPOOL: the max rides along
-            product_a = Signal(product_shape, name=f"add_pa_{i}")
-            product_b = Signal(product_shape, name=f"add_pb_{i}")
-            shifted = Signal(signed(len(product_a) + 1), name=f"add_shifted_{i}")
-            m.d.engine += [
-                product_a.eq(shift_add_multiply(act_lanes[i], fields["mult_a"])),
-                product_b.eq(shift_add_multiply(b_lanes[i], fields["mult_b"])),
-                shifted.eq((product_a + product_b + rounding) >> shift),
-            ]
-            clamped = Mux(shifted > act_max, act_max, Mux(shifted < low, low, shifted))
-            max_2 = _delayed(m, best, 2, f"max_{i}")
-            m.d.engine += add_result.word_select(i, act).eq(Mux(op == Op.ADD, clamped, max_2))
+            max_2 = _delayed(m, best, 2, f"max_{i}")  # MAXPOOL: the max rides along
+            with m.If(op != Op.ADD):
+                m.d.engine += add_result.word_select(i, act).eq(max_2)
             with m.If(t.valid):
                 with m.Switch(op):
                     with m.Case(Op.MAXPOOL):
