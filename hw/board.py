@@ -137,7 +137,11 @@ class BoardTop(Elaboratable):
             outputs.append(Output(self.board.engine_clock_mhz))
             domains.append("engine")
         m.submodules.pll = pll = ECP5PLL(oscillator_mhz, outputs)
-        self.clock_domains = {f"pll.{pll.output_name(i)}": name for i, name in enumerate(domains)}
+        # nextpnr names a PLL output's global net after the PLL's pin or after the port it
+        # drives (``pll.clkop`` or ``pll.clk_out[0]``, depending on the netlist): both map
+        for index, name in enumerate(domains):
+            self.clock_domains[f"pll.{pll.output_name(index)}"] = name
+            self.clock_domains[f"pll.clk_out[{index}]"] = name
         m.d.comb += pll.clk_in.eq(oscillator.i)
         if self.board.engine_clock_mhz is not None:
             m.d.comb += soc.engine_clk.eq(pll.clk_out[domains.index("engine")])

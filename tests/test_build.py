@@ -207,6 +207,9 @@ def test_ulx3s_resident_top_has_pll_sdram_pins_and_clock(tmp_path):
         "pll.clkop": "sync",
         "pll.clkos": "sdram_clock",
         "pll.clkos2": "engine",
+        "pll.clk_out[0]": "sync",
+        "pll.clk_out[1]": "sdram_clock",
+        "pll.clk_out[2]": "engine",
     }
     assert 'LOCATE COMP "sdram_0__clk__io" SITE "F19";' in lpf
     for port, pad in SDR_PADS.items():
