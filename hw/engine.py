@@ -66,8 +66,9 @@ from hw.engine_parts import PARAM_LAYOUT, Accumulator, WeightDecoder, tap_tag
 def shift_add_multiply(value, factor):
     """``value * factor`` as a sum of shifted partial products (adders in fabric).
 
-    For products that are not worth a DSP48E1 (the per-run address products): writing ``*`` would make Yosys spend DSPs the PE array needs. ``value``
-    may be signed (two's complement: its top bit weighs negative); ``factor`` is unsigned.
+    For products that are not worth a DSP48E1 (the per-run address products): writing ``*``
+    would make Yosys spend DSPs the PE array needs. ``value`` may be signed (two's complement:
+    its top bit weighs negative); ``factor`` is unsigned.
     """
     width = len(value)
     signed_value = value.shape().signed
