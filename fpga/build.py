@@ -391,7 +391,7 @@ def build(
         raise BoardError(f"unknown config {config_name!r}; known configs: {', '.join(CONFIGS)}")
     config = CONFIGS[config_name] if config_name else board.config
     config_name = config_name or next(k for k, v in CONFIGS.items() if v == board.config)
-    config = config.replace(clock_mhz=board.clock_mhz)
+    config = config.replace(clock_mhz=board.clock_mhz, engine_clock_mhz=board.engine_clock_mhz)
     out.mkdir(parents=True, exist_ok=True)
     # the resident SoC's DRAM controller: generated (or taken from the cache) for this clock
     core = litedram.generate(board, sim=False) if board.memory is not None else None

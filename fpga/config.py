@@ -49,9 +49,11 @@ class AcceleratorConfig:
     index_bits_max: int = 8  # widest codebook index the weight buffer stores (4/6/8 supported)
     act_in_bytes: int = 32 * 1024  # input activation tile buffer (two operands for bypass add)
     act_out_bytes: int = 32 * 1024  # output activation tile buffer
-    weight_bytes: int = 32 * 1024  # codebook-index buffer, one output-channel block at a time
+    weight_bytes: int = 32 * 1024  # weight buffer (int8, decoded from codebook indices)
     max_out_channels: int = 1024  # per-channel bias/requant parameter entries
     clock_mhz: float = 100.0
+    #: the engine's own clock domain's clock; None: the engine runs on ``clock_mhz``
+    engine_clock_mhz: float | None = None
     max_payload: int = 1024  # link frame payload bytes (the device buffers one frame)
 
     def __post_init__(self) -> None:
@@ -148,6 +150,11 @@ class AcceleratorConfig:
         """Short stable hash of the configuration (sent by IDENTIFY, keys build caches)."""
         blob = json.dumps(self.to_dict(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+    @property
+    def compute_mhz(self) -> float:
+        """The clock the engine computes at (its cycles are counted in it)."""
+        return self.engine_clock_mhz or self.clock_mhz
 
     def replace(self, **changes) -> AcceleratorConfig:
         return dataclasses.replace(self, **changes)

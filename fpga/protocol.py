@@ -38,8 +38,9 @@ SYNC = b"\xa5\x5a"
 #: resident mode (dram_bytes, MEM_WRITE/MEM_READ/MODEL_COMMIT/RUN_RESIDENT, the model in STATUS);
 #: v4 the DRAM controller's state (STATUS dram_state, status DRAM_NOT_READY); v5 runs that
 #: overlap the link (RUN_RESIDENT starts with input/output addresses and answers at once,
-#: RESIDENT_WAIT answers when the run ends; MEM_WRITE/MEM_READ are served while it runs)
-PROTOCOL_VERSION = 5
+#: RESIDENT_WAIT answers when the run ends; MEM_WRITE/MEM_READ are served while it runs); v6 the
+#: engine's own clock (IDENTIFY engine_clock_hz: engine cycles are counted in it)
+PROTOCOL_VERSION = 6
 MAGIC = b"SQZF"
 RESPONSE_FLAG = 0x80
 #: inter-byte timeout of the device's frame decoder, in clock cycles
@@ -123,6 +124,7 @@ IDENTIFY_RESPONSE = PayloadLayout(
         ("baud", "I"),  # UART bit rate the bitstream was built for; 0 for a non-UART link
         ("fingerprint", "8s"),  # AcceleratorConfig.fingerprint() of the built configuration
         ("dram_bytes", "I"),  # external memory for resident mode; 0: streamed mode only
+        ("engine_clock_hz", "I"),  # the engine's clock (== clock_hz: it runs on the fabric's)
     ),
 )
 STATUS_RESPONSE = PayloadLayout(
@@ -342,9 +344,18 @@ def mem_read_payload(addr: int, length: int) -> bytes:
 # -- IDENTIFY ------------------------------------------------------------------------------------
 def clock_hz(config: AcceleratorConfig) -> int:
     """The configuration's clock in whole Hz (IDENTIFY carries it as u32)."""
-    hz = round(config.clock_mhz * 1e6)
-    if hz / 1e6 != config.clock_mhz or not 0 < hz < 1 << 32:
-        raise ValueError(f"clock_mhz={config.clock_mhz} is not a whole number of Hz below 4.3 GHz")
+    return _whole_hz("clock_mhz", config.clock_mhz)
+
+
+def engine_clock_hz(config: AcceleratorConfig) -> int:
+    """The clock the engine computes at, in whole Hz (its own, or the fabric clock)."""
+    return _whole_hz("engine_clock_mhz", config.compute_mhz)
+
+
+def _whole_hz(name: str, mhz: float) -> int:
+    hz = round(mhz * 1e6)
+    if hz / 1e6 != mhz or not 0 < hz < 1 << 32:
+        raise ValueError(f"{name}={mhz} is not a whole number of Hz below 4.3 GHz")
     return hz
 
 
@@ -366,6 +377,7 @@ def identify_fields(config: AcceleratorConfig, baud: int = 0, dram_bytes: int = 
         "baud": baud,
         "fingerprint": bytes.fromhex(config.fingerprint()),
         "dram_bytes": dram_bytes,
+        "engine_clock_hz": engine_clock_hz(config),
     }
 
 
@@ -390,6 +402,7 @@ class DeviceInfo:
     baud: int
     fingerprint: str
     dram_bytes: int
+    engine_clock_hz: int
 
     @classmethod
     def parse(cls, payload: bytes) -> DeviceInfo:
@@ -411,6 +424,9 @@ class DeviceInfo:
             max_out_channels=self.max_out_channels,
             max_payload=self.max_payload,
             clock_mhz=self.clock_hz / 1e6,
+            engine_clock_mhz=(
+                None if self.engine_clock_hz == self.clock_hz else self.engine_clock_hz / 1e6
+            ),
         )
 
 

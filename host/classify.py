@@ -242,7 +242,9 @@ class Session:
             **stats,
             "link_ratio": stats["link_bytes"] / stats["minimum_link_bytes"],
             "engine_alone_cycles": self.engine_alone,
-            "device_engine_ratio": cycles / self.engine_alone,
+            # in time: the engine's cycles may be of its own clock (IDENTIFY engine_clock_hz)
+            "device_engine_ratio": (cycles / info.clock_hz)
+            / (self.engine_alone / info.engine_clock_hz),
             "engine_share": stats["engine_cycles"] / cycles if cycles else 0.0,
             "dma_wait_share": stats["dma_wait_cycles"] / cycles if cycles else 0.0,
             "other_share": stats["other_cycles"] / cycles if cycles else 0.0,
@@ -279,7 +281,7 @@ def _print_resident(r: dict) -> None:
     )
     print(
         f"  engine alone  {r['engine_alone_cycles']:>13,}  (the device needs "
-        f"{r['device_engine_ratio']:.2f}x its cycles)"
+        f"{r['device_engine_ratio']:.2f}x its time)"
     )
     print(
         f"  link bytes    {r['link_bytes']:>13,}  (minimum {r['minimum_link_bytes']:,}: input "

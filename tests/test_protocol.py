@@ -66,14 +66,18 @@ def test_the_host_runs_without_amaranth():
 
 
 def test_identify_round_trips_the_full_configuration():
-    for config in (DEFAULT_CONFIG, SMALL_CONFIG.replace(index_bits_max=4)):
+    own_clock = DEFAULT_CONFIG.replace(clock_mhz=40.0, engine_clock_mhz=60.0)
+    for config in (DEFAULT_CONFIG, SMALL_CONFIG.replace(index_bits_max=4), own_clock):
         info = DeviceInfo.parse(identify_payload(config, baud=12_000_000, dram_bytes=1 << 28))
         assert info.config() == config and info.fingerprint == config.fingerprint()
-        assert info.version == protocol.PROTOCOL_VERSION == 5 and info.baud == 12_000_000
+        assert info.engine_clock_hz == round(config.compute_mhz * 1e6)
+        assert info.version == protocol.PROTOCOL_VERSION == 6 and info.baud == 12_000_000
         assert info.dram_bytes == 1 << 28
     assert IDENTIFY_RESPONSE.size == len(identify_payload(DEFAULT_CONFIG))
     with pytest.raises(ValueError, match="whole number of Hz"):
         identify_payload(DEFAULT_CONFIG.replace(clock_mhz=100.0000001))
+    with pytest.raises(ValueError, match="engine_clock_mhz=.* whole number of Hz"):
+        identify_payload(DEFAULT_CONFIG.replace(engine_clock_mhz=60.0000001))
 
 
 def test_frame_parser_hunts_splits_and_rejects():
