@@ -102,6 +102,19 @@ def add_cycles_per_vector(config: AcceleratorConfig) -> int:
     return 2 if config.rows >= 2 else 1
 
 
+#: hardware multipliers in one requantizer: its 32 x 16-bit product needs two (a DSP48E1 is
+#: 25 x 18, a MULT18X18D 18 x 18)
+REQUANT_MULTIPLIERS = 2
+
+
+def multipliers(config: AcceleratorConfig) -> int:
+    """Hardware multipliers (DSP48E1 on xc7, MULT18X18D on ECP5) the engine takes: one per PE,
+    :data:`REQUANT_MULTIPLIERS` per column's requantizer, and the bypass ADD's multiplier pairs
+    (``rows / add_cycles_per_vector`` of them)."""
+    add_pairs = config.rows // add_cycles_per_vector(config)
+    return config.pes + REQUANT_MULTIPLIERS * config.cols + 2 * add_pairs
+
+
 def pipeline_latency(op: int, config: AcceleratorConfig) -> int:
     """Cycles a run of ``op`` takes beyond its issue cycles (once per run, not per pixel).
     CONV: the sum of its blocks' latencies, 27 for the 8 x 8 array."""

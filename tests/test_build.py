@@ -10,6 +10,7 @@ from fpga import litedram
 from fpga.boards import BOARDS, BoardError, get_board
 from fpga.build import NO_BITSTREAM
 from fpga.config import DEFAULT_CONFIG, SMALL_CONFIG
+from fpga.layout import multipliers
 
 
 def run_build(*args: str) -> subprocess.CompletedProcess:
@@ -27,8 +28,13 @@ def test_unknown_board_lists_the_boards():
 
 
 def test_registry_configs_fit_the_dsp_budget():
+    """Each board's config fits its multipliers, and the next array size (square, a power of
+    two: fpga.config's rule) would not: the config spends what the part allows."""
     for board in BOARDS.values():
-        assert board.config.pes <= board.capacity["dsp"], board.name
+        config = board.config
+        assert multipliers(config) <= board.capacity["dsp"], board.name
+        bigger = config.replace(rows=2 * config.rows, cols=2 * config.cols)
+        assert multipliers(bigger) > board.capacity["dsp"], board.name
 
 
 def test_arty_build_tree_has_part_clock_and_uart_pins(tmp_path):
@@ -271,17 +277,16 @@ def test_ulx3s_bitstream_meets_timing_and_fits(tmp_path):
 @pytest.mark.synthesis
 @needs_cpu_tools
 def test_arty_100t_resident_fit_covers_the_ddr3_core_and_fits(tmp_path):
-    """The Yosys fit of the whole resident SoC on the A7-100T: the SoC, its 64 PEs + 16
-    requantizer multipliers, and the LiteDRAM DDR3 core with its VexRiscv (which has DSPs and
-    block RAM of its own) are all counted, and they fit the part."""
+    """The Yosys fit of the whole resident SoC on the A7-100T: the SoC, its engine's
+    multipliers (PEs, requantizers, bypass ADD), and the LiteDRAM DDR3 core with its VexRiscv
+    (which has DSPs and block RAM of its own) are all counted, and they fit the part."""
     out = run_build("--board", "arty_a7_100", "--out", str(tmp_path), "--json")
     assert out.returncode == NO_BITSTREAM, out.stderr
     result = json.loads(out.stdout)
     util = result["utilization"]
     assert all(0 < used <= cap for used, cap in util.values()), util
     assert result["fits"] is True and result["mode"] == "resident"
-    engine_dsps = DEFAULT_CONFIG.pes + 2 * DEFAULT_CONFIG.cols
-    assert util["dsp"][0] > engine_dsps  # + the init CPU's multiplier
+    assert util["dsp"][0] > multipliers(DEFAULT_CONFIG)  # + the init CPU's multiplier
     assert result["timing_met"] is None  # no Vivado: timing is not claimed
     predicted = result["predicted"]
     assert predicted["variant"] == "v1.0" and predicted["mhz"] == 100.0
@@ -298,6 +303,6 @@ def test_arty_35t_streamed_fit_report_counts_luts_and_fits(tmp_path):
     assert result["mode"] == "streamed" and result["memory"] is None
     util = result["utilization"]
     assert all(0 < used <= cap for used, cap in util.values()), util
-    # 64 PEs + 16 multipliers in the 8 requantizers
-    assert util["dsp"][0] == DEFAULT_CONFIG.pes + 2 * DEFAULT_CONFIG.cols
+    # 64 PEs, 16 multipliers in the 8 requantizers, 8 in the bypass ADD
+    assert util["dsp"][0] == multipliers(DEFAULT_CONFIG) == 88
     assert result["timing_met"] is None
