@@ -39,6 +39,7 @@ from fpga.layout import (
     BUFFER_LATENCY,
     DESCRIPTOR_BYTES,
     PARAM_BYTES,
+    SETUP_CYCLES,
     BufferSpace,
     LayerDescriptor,
     Op,
@@ -52,9 +53,9 @@ from hw.engine_parts import INDEX_BITS, PARAM_LAYOUT, Accumulator, CodebookLUT, 
 def shift_add_multiply(value, factor):
     """``value * factor`` as a sum of shifted partial products (adders in fabric).
 
-    For products that are not worth a DSP48E1 (the bypass add's 8 x 16 bit lanes, the per-run
-    address products): writing ``*`` would make Yosys spend DSPs the PE array needs. ``value``
-    may be signed (two's complement: its top bit weighs negative); ``factor`` is unsigned.
+    For products that are not worth a DSP48E1 (the bypass add's 8 x 16 bit lanes): writing
+    ``*`` would make Yosys spend DSPs the PE array needs. ``value`` may be signed (two's
+    complement: its top bit weighs negative); ``factor`` is unsigned.
     """
     width = len(value)
     signed_value = value.shape().signed
@@ -69,6 +70,30 @@ def shift_add_multiply(value, factor):
         pairs = [terms[i] + terms[i + 1] for i in range(0, len(terms) - 1, 2)]
         terms = pairs + ([terms[-1]] if len(terms) % 2 else [])
     return terms[0]
+
+
+def _partial_products(value, factor, width: int) -> list:
+    """The shifted partial products of ``value * factor`` (both unsigned) modulo ``2**width``:
+    bits of ``value`` at or above ``width`` contribute nothing."""
+    return [(Mux(value[bit], factor, 0) << bit)[:width] for bit in range(min(len(value), width))]
+
+
+def _adder_stage(m: Module, terms: list, levels: int, name: str) -> list:
+    """``levels`` levels of a balanced adder tree over ``terms`` (modulo their width), then a
+    register per remaining term: one pipeline stage of a per-run product (free-running, so its
+    value is right ``stages`` cycles after its operands settle)."""
+    width = max(len(Value.cast(term)) for term in terms)
+    for _ in range(levels):
+        if len(terms) == 1:
+            break
+        pairs = [(terms[i] + terms[i + 1])[:width] for i in range(0, len(terms) - 1, 2)]
+        terms = pairs + ([terms[-1]] if len(terms) % 2 else [])
+    registers = []
+    for k, term in enumerate(terms):
+        register = Signal(width, name=f"{name}_{k}")
+        m.d.sync += register.eq(term)
+        registers.append(register)
+    return registers
 
 
 def _delayed(m: Module, value, cycles: int, name: str):
@@ -259,13 +284,51 @@ class ConvEngine(wiring.Component):
         counter = {name: len(fields[name]) for name in ("blocks", "out_h", "out_w", "in_groups")}
         sum_words = cfg.acc_bits // act  # AVGPOOL: output words per channel group (int32 sums)
 
-        # words per input row; computed once per run (a constant-per-layer product)
-        row_words = Signal(in_word)
+        # -- per-run constants ----------------------------------------------------------------
+        # Products and sums of descriptor fields, in free-running registers: the descriptor does
+        # not change while busy, so stage k of this pipeline holds its run's value k cycles after
+        # start. The issue loop begins after SETUP_CYCLES (fpga.layout) setup cycles, when the
+        # last stage (the first window's address, stage 4) is right; each stage is at most two
+        # adder levels deep.
+        in_w_raw, pad_top, pad_left = fields["in_w"], fields["pad_top"], fields["pad_left"]
+        # stages 1-2: words per input row, pad_left * groups, ACT_OUT words per output row
+        (row_words,) = _adder_stage(
+            m,
+            _adder_stage(m, _partial_products(in_w_raw, groups, in_word.width), 2, "rw_s1"),
+            2,
+            "row_words",
+        )
+        (left_offset,) = _adder_stage(
+            m,
+            _adder_stage(m, _partial_products(pad_left, groups, in_word.width), 2, "lo_s1"),
+            2,
+            "left_offset",
+        )
+        (out_row_words,) = _adder_stage(
+            m,
+            _adder_stage(m, _partial_products(out_w, out_groups, out_word.width), 2, "orw_s1"),
+            2,
+            "out_row_words",
+        )
         pixel_step = Signal(in_word)  # words between horizontally adjacent output pixels' windows
         row_step = Signal(in_word)  # words between vertically adjacent output rows' windows
-        first_row = Signal(in_word)  # word address of input row -pad_top
-        left_offset = Signal(in_word)  # pad_left * groups
-        out_row_words = Signal(out_word)  # ACT_OUT words per output row
+        # stage 3: pad_top * row_words (two partial sums), in_base - pad_left * groups
+        pad_rows = _adder_stage(m, _partial_products(pad_top, row_words, in_word.width), 2, "pr")
+        in_left = Signal(in_word)
+        # stage 4: word address of the first window (input row -pad_top, column -pad_left)
+        first_window = Signal(in_word)
+        m.d.sync += [
+            in_left.eq(fields["in_base"] - left_offset),
+            first_window.eq(in_left - pad_rows[0] - pad_rows[1]),
+        ]
+        assert SETUP_CYCLES == 4 and len(pad_rows) == 2
+        # the counters' last values (stage 1), so no compare waits for a subtraction
+        last_value = {
+            name: Signal(len(fields[name]), name=f"{name}_m1")
+            for name in ("in_groups", "out_w", "out_h", "blocks", "in_w", "in_h")
+        }
+        for name, register in last_value.items():
+            m.d.sync += register.eq(fields[name] - 1)
 
         # -- sequencer state ------------------------------------------------------------------
         c_block = Signal(counter["blocks"])
@@ -276,7 +339,7 @@ class ConvEngine(wiring.Component):
         c_g = Signal(counter["in_groups"])
         iy0 = Signal(coordinate)  # top row of the current window (may be negative: padding)
         ix0 = Signal(coordinate)
-        row_base = Signal(in_word)  # word address of (iy0, left edge of output row)
+        row_left = Signal(in_word)  # word address of (iy0, ix0 of the row's first window)
         pix_base = Signal(in_word)  # word address of (iy0, ix0)
         tap_row = Signal(in_word)  # word address of (iy0 + ky, ix0)
         tap = Signal(in_word)  # word address of the current tap
@@ -292,12 +355,12 @@ class ConvEngine(wiring.Component):
 
         kernel_m1 = Signal(range(MAX_KERNEL))
         m.d.comb += kernel_m1.eq(Mux(op == Op.MAXPOOL, 2, kernel - 1))
-        last_g = c_g == groups - 1
+        last_g = c_g == last_value["in_groups"]
         last_kx = c_kx == kernel_m1
         last_ky = c_ky == kernel_m1
-        last_ox = c_ox == out_w - 1
-        last_oy = c_oy == out_h - 1
-        last_block = c_block == blocks - 1
+        last_ox = c_ox == last_value["out_w"]
+        last_oy = c_oy == last_value["out_h"]
+        last_block = c_block == last_value["blocks"]
 
         iy = Signal(coordinate)
         ix = Signal(coordinate)
@@ -366,29 +429,31 @@ class ConvEngine(wiring.Component):
                     linear.eq(0),
                     flush.eq(0),
                     drain.eq(0),
-                    row_words.eq(shift_add_multiply(fields["in_w"], groups)),
-                    left_offset.eq(shift_add_multiply(fields["pad_left"], groups)),
-                    out_row_words.eq(shift_add_multiply(out_w, out_groups)),
-                    pixel_step.eq(Mux(pool_stride == 2, groups << 1, groups)),
                 ]
             with m.Else():
                 m.d.sync += [self.error.eq(1)]
                 m.d.comb += self.done.eq(1)
 
-        # The first window's base depends on row_words, available one cycle after start; the
-        # issue loop therefore begins with a one-cycle SETUP (counted in the pipeline latency).
+        # The first window's address is the per-run pipeline's last stage: the issue loop
+        # begins after SETUP_CYCLES setup cycles (counted in the pipeline latency); the last
+        # setup cycle loads the address registers.
+        m.d.sync += [
+            pixel_step.eq(Mux(pool_stride == 2, groups << 1, groups)),  # stage 1
+            row_step.eq(Mux(pool_stride == 2, row_words << 1, row_words)),  # stage 3
+        ]
+        setup_left = Signal(range(SETUP_CYCLES + 1))  # setup cycles still to go
         setup = Signal()
-        m.d.sync += setup.eq(self.start & ~self.busy & descriptor_ok)
-        with m.If(setup):
-            top = fields["in_base"] - shift_add_multiply(fields["pad_top"], row_words).as_signed()
-            base = top - left_offset
+        m.d.comb += setup.eq(setup_left != 0)
+        with m.If(self.start & ~self.busy & descriptor_ok):
+            m.d.sync += setup_left.eq(SETUP_CYCLES)
+        with m.Elif(setup):
+            m.d.sync += setup_left.eq(setup_left - 1)
+        with m.If(setup_left == 1):
             m.d.sync += [
-                first_row.eq(top),
-                row_step.eq(Mux(pool_stride == 2, row_words << 1, row_words)),
-                row_base.eq(top),
-                pix_base.eq(base),
-                tap_row.eq(base),
-                tap.eq(base),
+                row_left.eq(first_window),
+                pix_base.eq(first_window),
+                tap_row.eq(first_window),
+                tap.eq(first_window),
             ]
 
         with m.If(self.busy):
@@ -424,12 +489,12 @@ class ConvEngine(wiring.Component):
                 ]
             with m.Else():
                 m.d.sync += [c_ox.eq(0), ix0.eq(-fields["pad_left"])]
-                new_row = Signal(in_word)
+                left = Signal(in_word)  # the next row's first window
                 with m.If(~last_oy):
-                    m.d.comb += new_row.eq(row_base + row_step)
+                    m.d.comb += left.eq(row_left + row_step)
                     m.d.sync += [c_oy.eq(c_oy + 1), iy0.eq(iy0 + pool_stride)]
                 with m.Else():
-                    m.d.comb += new_row.eq(first_row)
+                    m.d.comb += left.eq(first_window)
                     m.d.sync += [c_oy.eq(0), iy0.eq(-fields["pad_top"])]
                     with m.If(op == Op.CONV):
                         with m.If(last_block):
@@ -438,9 +503,8 @@ class ConvEngine(wiring.Component):
                             m.d.sync += c_block.eq(c_block + 1)
                     with m.Else():
                         m.d.sync += issuing.eq(0)
-                left = new_row - left_offset
                 m.d.sync += [
-                    row_base.eq(new_row),
+                    row_left.eq(left),
                     pix_base.eq(left),
                     tap_row.eq(left),
                     tap.eq(left),
@@ -527,8 +591,8 @@ class ConvEngine(wiring.Component):
                         next_pixel()
                 with m.Case(Op.AVGPOOL):
                     # for each group g: every pixel p at word p*groups + g
-                    last_x = c_ox == fields["in_w"] - 1
-                    last_y = c_oy == fields["in_h"] - 1
+                    last_x = c_ox == last_value["in_w"]
+                    last_y = c_oy == last_value["in_h"]
                     m.d.sync += [
                         s1.first.eq((c_ox == 0) & (c_oy == 0)),
                         s1.last.eq(last_x & last_y),
