@@ -76,15 +76,15 @@ CODEBOOK_ENTRIES = 256
 #: it; the engine's pipeline depth below is their sum, paid once per run (not per pixel).
 BUFFER_LATENCY = 1  # address generator issue -> activation / weight-index buffer data
 CODEBOOK_LATENCY = 1  # codebook index -> registered int8 weight (hw.engine_parts.CodebookLUT)
-ACCUMULATOR_LATENCY = 5  # last tap's sums -> requantized output word (hw.engine_parts.Accumulator)
+ACCUMULATOR_LATENCY = 7  # last tap's sums -> requantized output word (hw.engine_parts.Accumulator)
 #: cycles between ``start`` and the first issue: the per-run address constants (products of
 #: descriptor fields) computed in a pipeline of registers, one adder level pair per cycle
 SETUP_CYCLES = 4
 RUN_OVERHEAD = SETUP_CYCLES + 2  # the setup cycles after start, the output-buffer write, done
 #: pipeline depth of the non-CONV runs (start -> done beyond the issue cycles); see hw/engine.py
 PIPELINE_LATENCY = {
-    Op.MAXPOOL: SETUP_CYCLES + 6,
-    Op.ADD: SETUP_CYCLES + 6,
+    Op.MAXPOOL: SETUP_CYCLES + 7,
+    Op.ADD: SETUP_CYCLES + 7,
     Op.AVGPOOL: SETUP_CYCLES + 3,
 }
 

@@ -48,14 +48,16 @@ from fpga.layout import (
 from fpga.protocol import RUN_RESPONSE
 from hw.array import MacArray
 from hw.engine_parts import INDEX_BITS, PARAM_LAYOUT, Accumulator, CodebookLUT, tap_tag
+from hw.requant import round_shifted
 
 
-def shift_add_multiply(value, factor):
-    """``value * factor`` as a sum of shifted partial products (adders in fabric).
+def shift_add_terms(value, factor) -> list:
+    """The shifted partial products of ``value * factor`` (their sum is the product), for an
+    adder tree in fabric (:func:`add_levels`).
 
-    For products that are not worth a DSP48E1 (the bypass add's 8 x 16 bit lanes): writing
-    ``*`` would make Yosys spend DSPs the PE array needs. ``value`` may be signed (two's
-    complement: its top bit weighs negative); ``factor`` is unsigned.
+    For products that are not worth a DSP (the bypass add's 8 x 16 bit lanes): writing ``*``
+    would make Yosys spend DSPs the PE array needs. ``value`` may be signed (two's complement:
+    its top bit weighs negative); ``factor`` is unsigned.
     """
     width = len(value)
     signed_value = value.shape().signed
@@ -66,10 +68,17 @@ def shift_add_multiply(value, factor):
             terms.append(-(partial << bit))  # unary minus widens an unsigned value: exact
         else:
             terms.append((partial << bit).as_unsigned())
-    while len(terms) > 1:  # a balanced adder tree: log2(width) adders deep, not width
+    return terms
+
+
+def add_levels(terms: list, levels: int) -> list:
+    """``levels`` levels of a balanced adder tree over ``terms`` (exact: Amaranth widens)."""
+    for _ in range(levels):
+        if len(terms) == 1:
+            break
         pairs = [terms[i] + terms[i + 1] for i in range(0, len(terms) - 1, 2)]
         terms = pairs + ([terms[-1]] if len(terms) % 2 else [])
-    return terms[0]
+    return terms
 
 
 def _partial_products(value, factor, width: int) -> list:
@@ -170,7 +179,7 @@ class ConvEngine(wiring.Component):
         # cycles from the last issue to ``done``: CONV, the blocks' latencies and the output
         # write (the cycle model, fpga.layout.pipeline_latency, adds the setup and done cycles)
         conv_drain = BUFFER_LATENCY + codebook.latency + array.latency + accumulator.latency + 1
-        drain_cycles = {Op.CONV: conv_drain, Op.MAXPOOL: 5, Op.ADD: 5, Op.AVGPOOL: 6}
+        drain_cycles = {Op.CONV: conv_drain, Op.MAXPOOL: 6, Op.ADD: 6, Op.AVGPOOL: 6}
 
         # -- buffers -------------------------------------------------------------------------
         act = cfg.act_bits  # bits per activation (and per byte lane of a buffer word)
@@ -650,38 +659,42 @@ class ConvEngine(wiring.Component):
             m.d.comb += operands.payload.act[r].eq(act_lanes[r])
 
         # -- maxpool / add / avgpool datapaths --------------------------------------------------
-        # MAXPOOL and ADD results leave through three registers (stage 1 -> p3 write) so that the
-        # bypass add's 8 x 16-bit products, rounding shift and clamp each get a cycle of their own.
+        # MAXPOOL and ADD results leave through four registers (stage 1b -> p4 write) so that no
+        # stage is more than two adder levels, the shifter or the clamp deep: p1 the bypass add's
+        # 8 x 16-bit products as two partial sums each, p2 their sum, p3 the shift, p4 the
+        # rounding and clamp (hw.requant.round_shifted).
         pool_max = [Signal(signed(act), name=f"max_{i}") for i in range(lanes)]
         sums = [Signal(signed(cfg.acc_bits), name=f"sum_{i}") for i in range(lanes)]
         snapshot = Signal(cfg.acc_bits * lanes)
         add_result = Signal(act * lanes)
         pool_done = t.valid & t.last & ((op == Op.MAXPOOL) | (op == Op.ADD))
-        pool_write = _delayed(m, pool_done, 3, "pool_write")
-        pool_out = _delayed(m, t.out_addr, 3, "pool_out")
+        pool_write = _delayed(m, pool_done, 4, "pool_write")
+        pool_out = _delayed(m, t.out_addr, 4, "pool_out")
         shift = fields["add_shift"][: golden.MAX_SHIFT.bit_length()]
-        rounding = Signal(golden.MAX_SHIFT)  # 2**(shift - 1), shift <= MAX_SHIFT
-        m.d.comb += rounding.eq(Mux(shift == 0, 0, (Const(1, len(rounding) + 1) << shift) >> 1))
-        act_min, act_max = -(1 << (act - 1)), (1 << (act - 1)) - 1
-        low = Mux(relu, 0, act_min)
-        # a lane's ADD operand times a 16-bit multiplier, and the sum of two such products
-        product_shape = signed(act + golden.MULT_BITS + 1)
+        act_min = -(1 << (act - 1))
+        # the sum of a lane's two ADD operands times their 16-bit multipliers
+        total_shape = signed(act + golden.MULT_BITS + 2)
         for i in range(lanes):
             tap_value = Mux(t.in_bounds, act_lanes[i], act_min)
             best = Mux(t.first | (tap_value > pool_max[i]), tap_value, pool_max[i])
             sum_next = Mux(t.first, act_lanes[i], sums[i] + act_lanes[i])
-            # ADD: p1 products, p2 rounding shift, p3 clamp; MAXPOOL: the max rides along
-            product_a = Signal(product_shape, name=f"add_pa_{i}")
-            product_b = Signal(product_shape, name=f"add_pb_{i}")
-            shifted = Signal(signed(len(product_a) + 1), name=f"add_shifted_{i}")
+            # ADD: p1 partial sums, p2 sum, p3 shift, p4 round + clamp; MAXPOOL: the max rides
+            partials = []
+            for operand, mult in ((act_lanes[i], fields["mult_a"]), (b_lanes[i], fields["mult_b"])):
+                for term in add_levels(shift_add_terms(operand, mult), 2):
+                    register = Signal(term.shape(), name=f"add_p{len(partials)}_{i}")
+                    m.d.sync += register.eq(term)
+                    partials.append(register)
+            total = Signal(total_shape, name=f"add_total_{i}")
+            halved = Signal(signed(len(total) + 1), name=f"add_halved_{i}")
             m.d.sync += [
-                product_a.eq(shift_add_multiply(act_lanes[i], fields["mult_a"])),
-                product_b.eq(shift_add_multiply(b_lanes[i], fields["mult_b"])),
-                shifted.eq((product_a + product_b + rounding) >> shift),
+                total.eq(add_levels(partials, 2)[0]),
+                halved.eq((total << 1) >> shift),
             ]
-            clamped = Mux(shifted > act_max, act_max, Mux(shifted < low, low, shifted))
-            max_2 = _delayed(m, best, 2, f"max_{i}")
-            m.d.sync += add_result.word_select(i, act).eq(Mux(op == Op.ADD, clamped, max_2))
+            max_3 = _delayed(m, best, 3, f"max_{i}")
+            m.d.sync += add_result.word_select(i, act).eq(
+                Mux(op == Op.ADD, round_shifted(halved, relu, act), max_3)
+            )
             with m.If(t.valid):
                 with m.Switch(op):
                     with m.Case(Op.MAXPOOL):
