@@ -78,13 +78,20 @@ BUFFER_LATENCY = 1  # address generator issue -> activation / weight buffer data
 #: buffer data -> the registered activation vector and int8 weight word (block-RAM output
 #: registers) that enter the array
 OPERAND_LATENCY = 1
-ACCUMULATOR_LATENCY = 5  # last tap's sums -> requantized output word (hw.engine_parts.Accumulator)
+ACCUMULATOR_LATENCY = 7  # last tap's sums -> requantized output word (hw.engine_parts.Accumulator)
 #: a weight chunk's codebook indices -> its int8 weights at the weight buffer's write port
 #: (hw.engine_parts.WeightDecoder; on the write side, so not in the runs' cycles)
 WEIGHT_DECODE_LATENCY = 1
-RUN_OVERHEAD = 3  # the setup cycle after start, the output-buffer write, done
+#: cycles between ``start`` and the first issue: the per-run address constants (products of
+#: descriptor fields) computed in a pipeline of registers, one adder level pair per cycle
+SETUP_CYCLES = 4
+RUN_OVERHEAD = SETUP_CYCLES + 2  # the setup cycles after start, the output-buffer write, done
 #: pipeline depth of the non-CONV runs (start -> done beyond the issue cycles); see hw/engine.py
-PIPELINE_LATENCY = {Op.MAXPOOL: 7, Op.ADD: 7, Op.AVGPOOL: 4}
+PIPELINE_LATENCY = {
+    Op.MAXPOOL: SETUP_CYCLES + 7,
+    Op.ADD: SETUP_CYCLES + 7,
+    Op.AVGPOOL: SETUP_CYCLES + 3,
+}
 
 
 def array_latency(rows: int, cols: int) -> int:

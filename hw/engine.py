@@ -52,6 +52,7 @@ from fpga.layout import (
     DESCRIPTOR_BYTES,
     OPERAND_LATENCY,
     PARAM_BYTES,
+    SETUP_CYCLES,
     BufferSpace,
     LayerDescriptor,
     Op,
@@ -61,28 +62,34 @@ from fpga.layout import (
 from fpga.protocol import RUN_RESPONSE
 from hw.array import MacArray
 from hw.engine_parts import PARAM_LAYOUT, Accumulator, WeightDecoder, tap_tag
+from hw.requant import round_shifted
 
 
-def shift_add_multiply(value, factor):
-    """``value * factor`` as a sum of shifted partial products (adders in fabric).
+def _partial_products(value, factor, width: int) -> list:
+    """The shifted partial products of ``value * factor`` (both unsigned) modulo ``2**width``:
+    bits of ``value`` at or above ``width`` contribute nothing."""
+    return [(Mux(value[bit], factor, 0) << bit)[:width] for bit in range(min(len(value), width))]
 
-    For products that are not worth a DSP48E1 (the per-run address products): writing ``*``
-    would make Yosys spend DSPs the PE array needs. ``value`` may be signed (two's complement:
-    its top bit weighs negative); ``factor`` is unsigned.
-    """
-    width = len(value)
-    signed_value = value.shape().signed
-    terms = []
-    for bit in range(width):
-        partial = Mux(value[bit], factor, 0)
-        if signed_value and bit == width - 1:
-            terms.append(-(partial << bit))  # unary minus widens an unsigned value: exact
-        else:
-            terms.append((partial << bit).as_unsigned())
-    while len(terms) > 1:  # a balanced adder tree: log2(width) adders deep, not width
-        pairs = [terms[i] + terms[i + 1] for i in range(0, len(terms) - 1, 2)]
+
+def _adder_stage(m: Module, terms: list, levels: int, name: str) -> list:
+    """``levels`` levels of a balanced adder tree over ``terms`` (modulo their width), then a
+    register per remaining term (``engine`` domain): one pipeline stage of a per-run product
+    (free-running, so its value is right ``stages`` cycles after its operands settle).
+
+    For products that are not worth a DSP (the per-run address products): writing ``*`` would
+    make Yosys spend DSPs the PE array needs."""
+    width = max(len(Value.cast(term)) for term in terms)
+    for _ in range(levels):
+        if len(terms) == 1:
+            break
+        pairs = [(terms[i] + terms[i + 1])[:width] for i in range(0, len(terms) - 1, 2)]
         terms = pairs + ([terms[-1]] if len(terms) % 2 else [])
-    return terms[0]
+    registers = []
+    for k, term in enumerate(terms):
+        register = Signal(width, name=f"{name}_{k}")
+        m.d.engine += register.eq(term)
+        registers.append(register)
+    return registers
 
 
 def _delayed(m: Module, value, cycles: int, name: str):
@@ -161,7 +168,7 @@ class ConvEngine(wiring.Component):
         conv_drain = BUFFER_LATENCY + OPERAND_LATENCY + array.latency + accumulator.latency + 1
         # ADD: the second half's lanes reach the output word a cycle after the first's
         add_phases = add_cycles_per_vector(cfg)
-        drain_cycles = {Op.CONV: conv_drain, Op.MAXPOOL: 5, Op.ADD: 4 + add_phases, Op.AVGPOOL: 6}
+        drain_cycles = {Op.CONV: conv_drain, Op.MAXPOOL: 6, Op.ADD: 5 + add_phases, Op.AVGPOOL: 6}
 
         # -- buffers -------------------------------------------------------------------------
         act = cfg.act_bits  # bits per activation (and per byte lane of a buffer word)
@@ -300,8 +307,7 @@ class ConvEngine(wiring.Component):
         relu = fields["relu"][0]
         groups = fields["in_groups"]
         in_h, in_w = fields["in_h"].as_signed(), fields["in_w"].as_signed()
-        out_h, out_w = fields["out_h"], fields["out_w"]
-        blocks = fields["blocks"]
+        out_w = fields["out_w"]
         out_groups = fields["out_groups"]
         out_offset = fields["out_group_offset"]
 
@@ -317,13 +323,51 @@ class ConvEngine(wiring.Component):
         counter = {name: len(fields[name]) for name in ("blocks", "out_h", "out_w", "in_groups")}
         sum_words = cfg.acc_bits // act  # AVGPOOL: output words per channel group (int32 sums)
 
-        # words per input row; computed once per run (a constant-per-layer product)
-        row_words = Signal(in_word)
+        # -- per-run constants ----------------------------------------------------------------
+        # Products and sums of descriptor fields, in free-running registers: the descriptor does
+        # not change while busy, so stage k of this pipeline holds its run's value k cycles after
+        # start. The issue loop begins after SETUP_CYCLES (fpga.layout) setup cycles, when the
+        # last stage (the first window's address, stage 4) is right; each stage is at most two
+        # adder levels deep.
+        in_w_raw, pad_top, pad_left = fields["in_w"], fields["pad_top"], fields["pad_left"]
+        # stages 1-2: words per input row, pad_left * groups, ACT_OUT words per output row
+        (row_words,) = _adder_stage(
+            m,
+            _adder_stage(m, _partial_products(in_w_raw, groups, in_word.width), 2, "rw_s1"),
+            2,
+            "row_words",
+        )
+        (left_offset,) = _adder_stage(
+            m,
+            _adder_stage(m, _partial_products(pad_left, groups, in_word.width), 2, "lo_s1"),
+            2,
+            "left_offset",
+        )
+        (out_row_words,) = _adder_stage(
+            m,
+            _adder_stage(m, _partial_products(out_w, out_groups, out_word.width), 2, "orw_s1"),
+            2,
+            "out_row_words",
+        )
         pixel_step = Signal(in_word)  # words between horizontally adjacent output pixels' windows
         row_step = Signal(in_word)  # words between vertically adjacent output rows' windows
-        first_row = Signal(in_word)  # word address of input row -pad_top
-        left_offset = Signal(in_word)  # pad_left * groups
-        out_row_words = Signal(out_word)  # ACT_OUT words per output row
+        # stage 3: pad_top * row_words (two partial sums), in_base - pad_left * groups
+        pad_rows = _adder_stage(m, _partial_products(pad_top, row_words, in_word.width), 2, "pr")
+        in_left = Signal(in_word)
+        # stage 4: word address of the first window (input row -pad_top, column -pad_left)
+        first_window = Signal(in_word)
+        m.d.engine += [
+            in_left.eq(fields["in_base"] - left_offset),
+            first_window.eq(in_left - pad_rows[0] - pad_rows[1]),
+        ]
+        assert SETUP_CYCLES == 4 and len(pad_rows) == 2
+        # the counters' last values (stage 1), so no compare waits for a subtraction
+        last_value = {
+            name: Signal(len(fields[name]), name=f"{name}_m1")
+            for name in ("in_groups", "out_w", "out_h", "blocks", "in_w", "in_h")
+        }
+        for name, register in last_value.items():
+            m.d.engine += register.eq(fields[name] - 1)
 
         # -- sequencer state ------------------------------------------------------------------
         c_block = Signal(counter["blocks"])
@@ -334,7 +378,7 @@ class ConvEngine(wiring.Component):
         c_g = Signal(counter["in_groups"])
         iy0 = Signal(coordinate)  # top row of the current window (may be negative: padding)
         ix0 = Signal(coordinate)
-        row_base = Signal(in_word)  # word address of (iy0, left edge of output row)
+        row_left = Signal(in_word)  # word address of (iy0, ix0 of the row's first window)
         pix_base = Signal(in_word)  # word address of (iy0, ix0)
         tap_row = Signal(in_word)  # word address of (iy0 + ky, ix0)
         tap = Signal(in_word)  # word address of the current tap
@@ -350,12 +394,12 @@ class ConvEngine(wiring.Component):
 
         kernel_m1 = Signal(range(MAX_KERNEL))
         m.d.comb += kernel_m1.eq(Mux(op == Op.MAXPOOL, 2, kernel - 1))
-        last_g = c_g == groups - 1
+        last_g = c_g == last_value["in_groups"]
         last_kx = c_kx == kernel_m1
         last_ky = c_ky == kernel_m1
-        last_ox = c_ox == out_w - 1
-        last_oy = c_oy == out_h - 1
-        last_block = c_block == blocks - 1
+        last_ox = c_ox == last_value["out_w"]
+        last_oy = c_oy == last_value["out_h"]
+        last_block = c_block == last_value["blocks"]
 
         iy = Signal(coordinate)
         ix = Signal(coordinate)
@@ -437,26 +481,28 @@ class ConvEngine(wiring.Component):
                 linear.eq(0),
                 flush.eq(0),
                 drain.eq(0),
-                row_words.eq(shift_add_multiply(fields["in_w"], groups)),
-                left_offset.eq(shift_add_multiply(fields["pad_left"], groups)),
-                out_row_words.eq(shift_add_multiply(out_w, out_groups)),
-                pixel_step.eq(Mux(pool_stride == 2, groups << 1, groups)),
             ]
 
-        # The first window's base depends on row_words, available one cycle after start; the
-        # issue loop therefore begins with a one-cycle SETUP (counted in the pipeline latency).
+        # The first window's address is the per-run pipeline's last stage: the issue loop
+        # begins after SETUP_CYCLES setup cycles (counted in the pipeline latency); the last
+        # setup cycle loads the address registers.
+        m.d.engine += [
+            pixel_step.eq(Mux(pool_stride == 2, groups << 1, groups)),  # stage 1
+            row_step.eq(Mux(pool_stride == 2, row_words << 1, row_words)),  # stage 3
+        ]
+        setup_left = Signal(range(SETUP_CYCLES + 1))  # setup cycles still to go
         setup = Signal()
-        m.d.engine += setup.eq(start)
-        with m.If(setup):
-            top = fields["in_base"] - shift_add_multiply(fields["pad_top"], row_words).as_signed()
-            base = top - left_offset
+        m.d.comb += setup.eq(setup_left != 0)
+        with m.If(start):
+            m.d.engine += setup_left.eq(SETUP_CYCLES)
+        with m.Elif(setup):
+            m.d.engine += setup_left.eq(setup_left - 1)
+        with m.If(setup_left == 1):
             m.d.engine += [
-                first_row.eq(top),
-                row_step.eq(Mux(pool_stride == 2, row_words << 1, row_words)),
-                row_base.eq(top),
-                pix_base.eq(base),
-                tap_row.eq(base),
-                tap.eq(base),
+                row_left.eq(first_window),
+                pix_base.eq(first_window),
+                tap_row.eq(first_window),
+                tap.eq(first_window),
             ]
 
         with m.If(busy):
@@ -495,12 +541,12 @@ class ConvEngine(wiring.Component):
                 ]
             with m.Else():
                 m.d.engine += [c_ox.eq(0), ix0.eq(-fields["pad_left"])]
-                new_row = Signal(in_word)
+                left = Signal(in_word)  # the next row's first window
                 with m.If(~last_oy):
-                    m.d.comb += new_row.eq(row_base + row_step)
+                    m.d.comb += left.eq(row_left + row_step)
                     m.d.engine += [c_oy.eq(c_oy + 1), iy0.eq(iy0 + pool_stride)]
                 with m.Else():
-                    m.d.comb += new_row.eq(first_row)
+                    m.d.comb += left.eq(first_window)
                     m.d.engine += [c_oy.eq(0), iy0.eq(-fields["pad_top"])]
                     with m.If(op == Op.CONV):
                         with m.If(last_block):
@@ -509,9 +555,8 @@ class ConvEngine(wiring.Component):
                             m.d.engine += c_block.eq(c_block + 1)
                     with m.Else():
                         m.d.engine += issuing.eq(0)
-                left = new_row - left_offset
                 m.d.engine += [
-                    row_base.eq(new_row),
+                    row_left.eq(left),
                     pix_base.eq(left),
                     tap_row.eq(left),
                     tap.eq(left),
@@ -598,8 +643,8 @@ class ConvEngine(wiring.Component):
                         next_pixel()
                 with m.Case(Op.AVGPOOL):
                     # for each group g: every pixel p at word p*groups + g
-                    last_x = c_ox == fields["in_w"] - 1
-                    last_y = c_oy == fields["in_h"] - 1
+                    last_x = c_ox == last_value["in_w"]
+                    last_y = c_oy == last_value["in_h"]
                     m.d.engine += [
                         s1.first.eq((c_ox == 0) & (c_oy == 0)),
                         s1.last.eq(last_x & last_y),
@@ -663,29 +708,28 @@ class ConvEngine(wiring.Component):
             m.d.comb += operands.payload.act[r].eq(act_lanes[r])
 
         # -- maxpool / add / avgpool datapaths --------------------------------------------------
-        # MAXPOOL results leave through three registers (stage 1b -> write). ADD: a vector every
-        # add_phases cycles; its lanes go through lanes / add_phases multiplier pairs (DSPs),
-        # half h in cycle h after stage 1b, then a rounding-shift and a clamp register each: the
-        # output word is complete, and written, add_phases - 1 cycles after MAXPOOL's would be.
+        # MAXPOOL results leave through four registers (stage 1b -> p4 write). ADD: a vector every
+        # add_phases cycles; its lanes go through lanes / add_phases multiplier pairs (DSPs), half
+        # h in cycle h after stage 1b, then p2 the products' sum, p3 the shift, p4 the rounding and
+        # clamp (hw.requant.round_shifted): no stage is more than an adder, the shifter or the
+        # clamp deep. The output word is complete, and written, add_phases - 1 cycles after
+        # MAXPOOL's would be.
         pool_max = [Signal(signed(act), name=f"max_{i}") for i in range(lanes)]
         sums = [Signal(signed(cfg.acc_bits), name=f"sum_{i}") for i in range(lanes)]
         snapshot = Signal(cfg.acc_bits * lanes)
         add_result = Signal(act * lanes)
         max_done = t.valid & t.last & (op == Op.MAXPOOL)
         add_done = t.valid & t.last & (op == Op.ADD)
-        pool_write = _delayed(m, max_done, 3, "max_write") | _delayed(
-            m, add_done, 2 + add_phases, "add_write"
+        pool_write = _delayed(m, max_done, 4, "max_write") | _delayed(
+            m, add_done, 3 + add_phases, "add_write"
         )
         pool_out = Mux(
             op == Op.ADD,
-            _delayed(m, t.out_addr, 2 + add_phases, "add_out"),
-            _delayed(m, t.out_addr, 3, "max_out"),
+            _delayed(m, t.out_addr, 3 + add_phases, "add_out"),
+            _delayed(m, t.out_addr, 4, "max_out"),
         )
         shift = fields["add_shift"][: golden.MAX_SHIFT.bit_length()]
-        rounding = Signal(golden.MAX_SHIFT)  # 2**(shift - 1), shift <= MAX_SHIFT
-        m.d.comb += rounding.eq(Mux(shift == 0, 0, (Const(1, len(rounding) + 1) << shift) >> 1))
-        act_min, act_max = -(1 << (act - 1)), (1 << (act - 1)) - 1
-        low = Mux(relu, 0, act_min)
+        act_min = -(1 << (act - 1))
         # ADD: a lane's operand times a 16-bit multiplier (one DSP each), the sum of two such
         # products; the first half of the lanes is multiplied with stage 1b, the rest (held in
         # a register) in the following cycles
@@ -705,9 +749,9 @@ class ConvEngine(wiring.Component):
         for h in range(1, add_phases):
             with m.If(phase_valid[h]):
                 m.d.comb += phase.eq(h)
-        # the half of the lanes in the clamp stage (two registers after the multipliers)
-        clamp_valid = _delayed(m, phase_valid[0] | (phase != 0), 2, "add_clamp_valid")
-        clamp_phase = _delayed(m, phase, 2, "add_clamp_phase")
+        # the half of the lanes in the last stage (three registers after the multipliers)
+        clamp_valid = _delayed(m, phase_valid[0] | (phase != 0), 3, "add_clamp_valid")
+        clamp_phase = _delayed(m, phase, 3, "add_clamp_phase")
         for u in range(units):
             operand_a = [act_lanes[u], *held_a[u::units]]
             operand_b = [b_lanes[u], *held_b[u::units]]
@@ -719,13 +763,15 @@ class ConvEngine(wiring.Component):
                         m.d.comb += [a.eq(operand_a[h]), b.eq(operand_b[h])]
             product_a = Signal(product_shape, name=f"add_pa_{u}")
             product_b = Signal(product_shape, name=f"add_pb_{u}")
-            shifted = Signal(signed(len(product_a) + 1), name=f"add_shifted_{u}")
+            total = Signal(signed(len(product_a) + 1), name=f"add_total_{u}")
+            halved = Signal(signed(len(total) + 1), name=f"add_halved_{u}")
             m.d.engine += [
                 product_a.eq(a * fields["mult_a"]),
                 product_b.eq(b * fields["mult_b"]),
-                shifted.eq((product_a + product_b + rounding) >> shift),
+                total.eq(product_a + product_b),
+                halved.eq((total << 1) >> shift),
             ]
-            clamped = Mux(shifted > act_max, act_max, Mux(shifted < low, low, shifted))
+            clamped = round_shifted(halved, relu, act)
             with m.If((op == Op.ADD) & clamp_valid):
                 with m.Switch(clamp_phase):
                     for h in range(add_phases):
@@ -736,9 +782,9 @@ class ConvEngine(wiring.Component):
             tap_value = Mux(t.in_bounds, act_lanes[i], act_min)
             best = Mux(t.first | (tap_value > pool_max[i]), tap_value, pool_max[i])
             sum_next = Mux(t.first, act_lanes[i], sums[i] + act_lanes[i])
-            max_2 = _delayed(m, best, 2, f"max_{i}")  # MAXPOOL: the max rides along
+            max_3 = _delayed(m, best, 3, f"max_{i}")  # MAXPOOL: the max rides along
             with m.If(op != Op.ADD):
-                m.d.engine += add_result.word_select(i, act).eq(max_2)
+                m.d.engine += add_result.word_select(i, act).eq(max_3)
             with m.If(t.valid):
                 with m.Switch(op):
                     with m.Case(Op.MAXPOOL):

@@ -185,9 +185,10 @@ class Accumulator(wiring.Component):
     every tap's sum; after the last tap the final sum goes, with the channel's multiplier and
     shift, through the column's :class:`~hw.requant.Requantizer`. The block's parameters are
     read from the parameter memory (``param_addr`` -> ``params`` one cycle later, the memory's
-    read latency), so sums and tags wait one register for them. Stages: parameter read (the
-    sums registered), accumulate into the final-sum register, requantizer (3).
-    Latency tap -> result: ``ACCUMULATOR_LATENCY`` (5) after the last tap.
+    read latency) and registered, so sums and tags wait two registers for them. Stages:
+    parameter read (the sums registered), parameters registered (no path from the RAM through
+    the accumulate adder), accumulate into the final-sum register, requantizer (4).
+    Latency tap -> result: ``ACCUMULATOR_LATENCY`` (7) after the last tap.
     """
 
     latency = ACCUMULATOR_LATENCY
@@ -209,16 +210,21 @@ class Accumulator(wiring.Component):
         cfg = self.config
         # stage 1: the block's parameters are read while the sums wait a register
         m.d.comb += self.param_addr.eq(self.sums.payload.tag.block)
+        read = Signal.like(self.sums.payload)
+        read_valid = Signal()
+        m.d.sync += [read.eq(self.sums.payload), read_valid.eq(self.sums.valid)]
+        # stage 1b: the parameters registered, the sums wait another register
+        params = Signal.like(self.params)
         taps = Signal.like(self.sums.payload)
         taps_valid = Signal()
-        m.d.sync += [taps.eq(self.sums.payload), taps_valid.eq(self.sums.valid)]
+        m.d.sync += [params.eq(self.params), taps.eq(read), taps_valid.eq(read_valid)]
         # stage 2: accumulate; the final sum and its parameters are registered (no path from
         # the parameter RAM through the accumulate adder into the requantizer's multiplier)
         start = Signal()  # the final sums are registered: requantize
         m.d.sync += start.eq(taps_valid & taps.tag.last)
         requantizers = []
         for c in range(cfg.cols):
-            channel = self.params[c]
+            channel = params[c]
             accumulator = Signal(signed(cfg.acc_bits), name=f"acc_{c}")
             total = Signal.like(accumulator, name=f"total_{c}")
             first = taps.tag.first

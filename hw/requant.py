@@ -1,8 +1,11 @@
 """Requantization + ReLU, exactly :func:`fpga.golden.requantize`, one lane.
 
 ``y = clamp((acc * multiplier + round) >> shift, lo, 127)`` with ``round = 2**(shift-1)``
-(0 for shift 0) — round half up — and ``lo`` = 0 with ReLU, -128 without. Three pipeline
-stages: the 32 x 16 product (DSP), the rounding add, then the shift and clamp.
+(0 for shift 0) — round half up — and ``lo`` = 0 with ReLU, -128 without. Four pipeline
+stages: the two 16-bit halves of the 32 x 16 product (one DSP each), their sum, the shift, the
+rounding and clamp. The rounding add is done after the shift, on a few bits
+(:func:`round_shifted`): ``(x + 2**(s-1)) >> s == ((x << 1 >> s) + 1) >> 1``, so no 50-bit
+adder sits next to the 50-bit barrel shifter.
 Widths: the accumulator and output from the configuration, the multiplier and shift from
 :mod:`fpga.golden` (``MULT_BITS``, ``MAX_SHIFT``).
 """
@@ -15,9 +18,25 @@ from fpga import golden
 from fpga.config import DEFAULT_CONFIG
 
 
+def round_shifted(halved, relu, act_bits: int):
+    """``clamp((halved + 1) >> 1, lo, hi)`` for ``halved = (x << 1) >> s``: the round half
+    up of ``(x + 2**(s-1)) >> s`` and the clamp to ``[lo, hi]`` (``lo`` 0 with ``relu``, else
+    ``-2**(act_bits-1)``; ``hi = 2**(act_bits-1) - 1``), with the add on ``act_bits + 2``
+    bits only: outside ``[2*lo - 1, 2*hi]`` the result is clamped without it."""
+    high = (1 << (act_bits - 1)) - 1
+    low = -(1 << (act_bits - 1))
+    narrow = halved[: act_bits + 2].as_signed()  # exact where it is used: [2*low - 1, 2*high]
+    rounded = (narrow + 1) >> 1
+    return Mux(
+        halved >= 2 * high,
+        high,
+        Mux(relu, Mux(halved < -1, 0, rounded), Mux(halved < 2 * low - 1, low, rounded)),
+    )
+
+
 class Requantizer(wiring.Component):
     #: cycles from ``acc``/``valid`` to ``result``/``result_valid``
-    latency = 3
+    latency = 4
 
     def __init__(
         self, acc_bits: int = DEFAULT_CONFIG.acc_bits, act_bits: int = DEFAULT_CONFIG.act_bits
@@ -37,34 +56,31 @@ class Requantizer(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        # signed x unsigned: one bit more than the two widths
+        half = self.acc_bits // 2
+        # stage 1: the low (unsigned) and high (signed) halves of acc times the multiplier
+        low = Signal(unsigned(half + golden.MULT_BITS))
+        high = Signal(signed(self.acc_bits - half + golden.MULT_BITS + 1))
+        # stage 2: their sum, acc * multiplier (signed x unsigned: one bit more than the widths)
         product = Signal(signed(self.acc_bits + golden.MULT_BITS + 1))
-        shift = Signal.like(self.shift)
-        relu = Signal()
-        valid = Signal()
+        # stage 3: (product << 1) >> shift; stage 4: rounded and clamped
+        halved = Signal(signed(len(product) + 1))
+        shifts = [Signal.like(self.shift, name=f"shift_{k}") for k in range(2)]
+        relus = [Signal(name=f"relu_{k}") for k in range(3)]
+        valids = [Signal(name=f"valid_{k}") for k in range(3)]
         m.d.sync += [
-            product.eq(self.acc * self.multiplier),
-            shift.eq(self.shift),
-            relu.eq(self.relu),
-            valid.eq(self.valid),
+            low.eq(self.acc[:half] * self.multiplier),
+            high.eq(self.acc[half:].as_signed() * self.multiplier),
+            product.eq((high << half) + low),
+            halved.eq((product << 1) >> shifts[1]),
+            shifts[0].eq(self.shift),
+            shifts[1].eq(shifts[0]),
+            relus[0].eq(self.relu),
+            valids[0].eq(self.valid),
         ]
-        # round = 2**(shift - 1) < 2**(MAX_SHIFT - 1): one bit more than the product
-        rounding = Signal(signed(max(len(product), golden.MAX_SHIFT) + 1))
-        m.d.comb += rounding.eq(Mux(shift == 0, 0, (1 << shift) >> 1))
-        rounded = Signal.like(rounding)
-        shift_2 = Signal.like(shift)
-        relu_2 = Signal()
-        valid_2 = Signal()
+        for k in range(2):
+            m.d.sync += [relus[k + 1].eq(relus[k]), valids[k + 1].eq(valids[k])]
         m.d.sync += [
-            rounded.eq(product + rounding),
-            shift_2.eq(shift),
-            relu_2.eq(relu),
-            valid_2.eq(valid),
+            self.result.eq(round_shifted(halved, relus[2], self.act_bits)),
+            self.result_valid.eq(valids[2]),
         ]
-        shifted = Signal.like(rounded)
-        m.d.comb += shifted.eq(rounded >> shift_2)
-        high = (1 << (self.act_bits - 1)) - 1  # 127
-        low = Mux(relu_2, 0, -(1 << (self.act_bits - 1)))  # 0 or -128
-        clamped = Mux(shifted > high, high, Mux(shifted < low, low, shifted))
-        m.d.sync += [self.result.eq(clamped), self.result_valid.eq(valid_2)]
         return m

@@ -23,9 +23,17 @@ def test_requantizer_matches_golden():
         relu = bool(rng.integers(0, 2))
         cases.append((acc, mult, shift, relu))
     cases += [(-3, 1, 1, False), (3, 1, 1, False), (-1, 1, 1, False), (2**31 - 1, 65535, 0, False)]
-    got = []
+    # around the clamp bounds and the rounding, with and without ReLU (shift 0, 1 and 2)
+    cases += [
+        (acc, 1, shift, relu)
+        for shift in (0, 1, 2)
+        for acc in range(-520 << shift >> 1, 520 << shift >> 1, 1 + shift)
+        for relu in (False, True)
+    ]
+    got, first_valid = [], []
 
     async def bench(ctx):
+        ticks = 0
         for acc, mult, shift, relu in cases:
             ctx.set(dut.acc, acc)
             ctx.set(dut.multiplier, mult)
@@ -33,10 +41,12 @@ def test_requantizer_matches_golden():
             ctx.set(dut.relu, relu)
             ctx.set(dut.valid, 1)
             await ctx.tick()
+            ticks += 1
             if ctx.get(dut.result_valid):
                 got.append(ctx.get(dut.result))
+                first_valid.append(ticks)
         ctx.set(dut.valid, 0)
-        for _ in range(3):
+        for _ in range(dut.latency):
             await ctx.tick()
             if ctx.get(dut.result_valid):
                 got.append(ctx.get(dut.result))
@@ -50,6 +60,7 @@ def test_requantizer_matches_golden():
         for acc, m, s, relu in cases
     ]
     assert got == expected
+    assert first_valid[0] == dut.latency  # the exported latency is the real one
 
 
 # -- UART PHY (hw.uart): the fractional bit timer ----------------------------------------------
