@@ -672,15 +672,30 @@ class ConvEngine(wiring.Component):
         pool_out = _delayed(m, t.out_addr, 4, "pool_out")
         shift = fields["add_shift"][: golden.MAX_SHIFT.bit_length()]
         act_min = -(1 << (act - 1))
+        # these datapaths' own stage-1b copy of the activation vector (taps in the padding read
+        # act_min: they never win a max), so that the register the array reads stays beside
+        # the array and this one beside the pools (one register for both cost 3.5 ns routing)
+        pool_act = Signal(act * lanes)
+        m.d.sync += pool_act.eq(
+            Mux(
+                s1.in_bounds | (op == Op.ADD) | (op == Op.AVGPOOL),
+                act_read.data,
+                Cat(*[Const(act_min, signed(act))] * lanes),
+            )
+        )
+        pool_lanes = [pool_act.word_select(i, act).as_signed() for i in range(lanes)]
         # the sum of a lane's two ADD operands times their 16-bit multipliers
         total_shape = signed(act + golden.MULT_BITS + 2)
         for i in range(lanes):
-            tap_value = Mux(t.in_bounds, act_lanes[i], act_min)
+            tap_value = pool_lanes[i]  # MAXPOOL: act_min outside the image
             best = Mux(t.first | (tap_value > pool_max[i]), tap_value, pool_max[i])
-            sum_next = Mux(t.first, act_lanes[i], sums[i] + act_lanes[i])
+            sum_next = Mux(t.first, pool_lanes[i], sums[i] + pool_lanes[i])
             # ADD: p1 partial sums, p2 sum, p3 shift, p4 round + clamp; MAXPOOL: the max rides
             partials = []
-            for operand, mult in ((act_lanes[i], fields["mult_a"]), (b_lanes[i], fields["mult_b"])):
+            for operand, mult in (
+                (pool_lanes[i], fields["mult_a"]),
+                (b_lanes[i], fields["mult_b"]),
+            ):
                 for term in add_levels(shift_add_terms(operand, mult), 2):
                     register = Signal(term.shape(), name=f"add_p{len(partials)}_{i}")
                     m.d.sync += register.eq(term)
