@@ -290,12 +290,13 @@ def _build_vivado(board, config, config_name, out: Path, report: bool, design) -
 def clock_domain(design, net: str) -> str:
     """The clock domain that nextpnr's clock ``net`` drives: as the design names it
     (``design.clock_domains``: {net: domain}, e.g. the PLL outputs of ``hw.board.BoardTop``),
-    else Amaranth's ``cd_<domain>.clk``, else the net's own name."""
+    else Amaranth's ``cd_<domain>.clk`` or a submodule's ``<domain>_clk`` port (the name Yosys
+    may keep for a clock that a parent drives), else the net's own name."""
     net = net.removeprefix("$glbnet$")
     named = getattr(design, "clock_domains", {})
     if net in named:
         return named[net]
-    match = re.fullmatch(r"cd_(\w+)\.clk", net)
+    match = re.fullmatch(r"cd_(\w+)\.clk", net) or re.fullmatch(r"(?:.*\.)?(\w+)_clk", net)
     return match.group(1) if match else net
 
 

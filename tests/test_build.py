@@ -144,6 +144,7 @@ def test_clock_results_are_named_by_domain():
     assert clock_domain(Design(), "pll.clkop") == "sync"
     assert clock_domain(Design(), "$glbnet$cd_sync.clk") == "sync"
     assert clock_domain(object(), "$glbnet$cd_engine.clk") == "engine"
+    assert clock_domain(object(), "$glbnet$engine.accumulator.engine_clk") == "engine"
     assert clock_domain(object(), "$glbnet$pll.clkos") == "pll.clkos"
 
 
