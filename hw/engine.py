@@ -497,13 +497,18 @@ class ConvEngine(wiring.Component):
             m.d.engine += setup_left.eq(SETUP_CYCLES)
         with m.Elif(setup):
             m.d.engine += setup_left.eq(setup_left - 1)
-        with m.If(setup_left == 1):
-            m.d.engine += [
-                row_left.eq(first_window),
-                pix_base.eq(first_window),
-                tap_row.eq(first_window),
-                tap.eq(first_window),
+
+        def window_at(address):
+            """Start a row of windows at ``address``: its first window, its first tap."""
+            return [
+                row_left.eq(address),
+                pix_base.eq(address),
+                tap_row.eq(address),
+                tap.eq(address),
             ]
+
+        with m.If(setup_left == 1):
+            m.d.engine += window_at(first_window)
 
         with m.If(busy):
             m.d.engine += cycle_count.eq(cycle_count + 1)
@@ -555,12 +560,7 @@ class ConvEngine(wiring.Component):
                             m.d.engine += c_block.eq(c_block + 1)
                     with m.Else():
                         m.d.engine += issuing.eq(0)
-                m.d.engine += [
-                    row_left.eq(left),
-                    pix_base.eq(left),
-                    tap_row.eq(left),
-                    tap.eq(left),
-                ]
+                m.d.engine += window_at(left)
 
         with m.If(active):
             with m.Switch(op):
