@@ -86,11 +86,6 @@ def _board(name: str):
     return get_board(name)
 
 
-def _board_images_per_s(board: str, variant: str) -> float:
-    """Compute-bound images/s at the clock the board's engine computes at."""
-    return _mhz_images_per_s(variant, _board(board).compute_mhz)
-
-
 def _count(value: int) -> str:
     return f"{value:,}"
 
@@ -110,8 +105,6 @@ FACTS: dict[str, Callable[[], str]] = {
     "v1.0.6bit.bytes": lambda: _count(_compressed_bytes("v1.0", 6)),
     "release.bytes": lambda: _count(_release_bytes()),
     "ulx3s.engine_mhz": lambda: f"{_board('ulx3s').engine_clock_mhz:g}",
-    "ulx3s.v1.0.images_per_s": lambda: f"{_board_images_per_s('ulx3s', 'v1.0'):.2f}",
-    "ulx3s.v1.1.images_per_s": lambda: f"{_board_images_per_s('ulx3s', 'v1.1'):.2f}",
 }
 
 

@@ -82,11 +82,6 @@ class Board:
             )
         return dataclasses.replace(self, engine_clock_mhz=mhz)
 
-    @property
-    def compute_mhz(self) -> float:
-        """The clock the engine computes at: its own, or the fabric clock."""
-        return self.engine_clock_mhz or self.clock_mhz
-
     def in_mode(self, mode: str | None) -> Board:
         """This board as built in ``mode`` (None: its ``default_mode``): "streamed" drops the
         DRAM (the host sends every activation), "resident" needs it."""

@@ -226,7 +226,7 @@ def memory_info(board) -> dict | None:
     }
 
 
-def _result(board, config_name, out) -> dict:
+def _result(board, config, config_name, out) -> dict:
     return {
         "board": board.name,
         "part": board.part,
@@ -236,7 +236,7 @@ def _result(board, config_name, out) -> dict:
         "bitstream": None,
         "fmax_mhz": None,
         "target_mhz": board.clock_mhz,
-        "engine_mhz": board.compute_mhz,  # the clock the engine computes at (own or fabric)
+        "engine_mhz": config.compute_mhz,  # the clock the engine computes at (own or fabric)
         "clocks": {},
         "timing_met": None,
         "fits": None,
@@ -252,7 +252,7 @@ def _build_vivado(board, config, config_name, out: Path, report: bool, design) -
         platform.add_file("constraints.xdc", extra)  # read_xdc'd by the generated TCL
     plan = platform.build(design, name="top", build_dir=str(out), do_build=False)
     plan.extract(str(out))
-    result = _result(board, config_name, out)
+    result = _result(board, config, config_name, out)
     if shutil.which("vivado"):
         log = out / "vivado.log"
         log.write_text("")
@@ -317,7 +317,7 @@ def _build_open(board, config, config_name, out: Path, design) -> dict:
         (out / stale).unlink(missing_ok=True)
     _run(["sh", "build_top.sh"], out, log, env=env)
     report = json.loads((out / "top.report.json").read_text())
-    result = _result(board, config_name, out)
+    result = _result(board, config, config_name, out)
     bitstream = out / "top.bit"
     result["bitstream"] = str(bitstream) if bitstream.exists() else None
     clocks = report.get("fmax", {})
