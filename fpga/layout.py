@@ -78,7 +78,7 @@ BUFFER_LATENCY = 1  # address generator issue -> activation / weight buffer data
 #: buffer data -> the registered activation vector and int8 weight word (block-RAM output
 #: registers) that enter the array
 OPERAND_LATENCY = 1
-ACCUMULATOR_LATENCY = 7  # last tap's sums -> requantized output word (hw.engine_parts.Accumulator)
+ACCUMULATOR_LATENCY = 8  # last tap's sums -> requantized output word (hw.engine_parts.Accumulator)
 #: a weight chunk's codebook indices -> its int8 weights at the weight buffer's write port
 #: (hw.engine_parts.WeightDecoder; on the write side, so not in the runs' cycles)
 WEIGHT_DECODE_LATENCY = 1
@@ -89,7 +89,7 @@ RUN_OVERHEAD = SETUP_CYCLES + 2  # the setup cycles after start, the output-buff
 #: pipeline depth of the non-CONV runs (start -> done beyond the issue cycles); see hw/engine.py
 PIPELINE_LATENCY = {
     Op.MAXPOOL: SETUP_CYCLES + 7,
-    Op.ADD: SETUP_CYCLES + 7,
+    Op.ADD: SETUP_CYCLES + 9,
     Op.AVGPOOL: SETUP_CYCLES + 3,
 }
 
@@ -124,7 +124,7 @@ def multipliers(config: AcceleratorConfig) -> int:
 
 def pipeline_latency(op: int, config: AcceleratorConfig) -> int:
     """Cycles a run of ``op`` takes beyond its issue cycles (once per run, not per pixel).
-    CONV: the sum of its blocks' latencies, 32 for the 8 x 8 array."""
+    CONV: the sum of its blocks' latencies, 33 for the 8 x 8 array."""
     if op == Op.CONV:
         return (
             RUN_OVERHEAD

@@ -79,10 +79,37 @@ class ProcessingElement(wiring.Component):
 ECP5_MULT_BITS = 18  # MULT18X18D operand width (product 36 bits)
 
 
+class Multiplier(wiring.Component):
+    """``product = a * b`` (signed; an unsigned operand is zero-extended), ``latency`` (2)
+    cycles later: the operands registered, then the product registered. On ECP5 one
+    MULT18X18D with its input (``REG_INPUTA/B``) and pipeline registers: Yosys does not pack
+    registers into it and nextpnr then times it as combinational. Elsewhere two registers in
+    fabric, which Yosys packs into a DSP48E1's A/B and M registers. Data registers only (no
+    reset, no enable); ``sync`` is the clock (rename it with ``DomainRenamer``)."""
+
+    latency = 2
+
+    def __init__(self, a_shape, b_shape, product_shape):
+        super().__init__({"a": In(a_shape), "b": In(b_shape), "product": Out(product_shape)})
+
+    def elaborate(self, platform):
+        m = Module()
+        if getattr(platform, "family", None) == "ecp5":
+            m.submodules.mult = _ecp5_multiplier(self.a, self.b, self.product)
+        else:
+            a = Signal.like(self.a, reset_less=True)
+            b = Signal.like(self.b, reset_less=True)
+            product = Signal.like(self.product, reset_less=True)
+            m.d.sync += [a.eq(self.a), b.eq(self.b), product.eq(a * b)]
+            m.d.comb += self.product.eq(product)
+        return m
+
+
 def _ecp5_multiplier(a, b, product) -> Module:
     """``product`` = ``a * b`` (signed) two clock cycles later, in one ECP5 MULT18X18D with
     ``REG_INPUTA/B`` and ``REG_PIPELINE`` on the ``sync`` clock."""
-    assert len(a) <= ECP5_MULT_BITS and len(b) <= ECP5_MULT_BITS
+    assert len(a) + (not a.shape().signed) <= ECP5_MULT_BITS
+    assert len(b) + (not b.shape().signed) <= ECP5_MULT_BITS
     assert len(product) <= 2 * ECP5_MULT_BITS
     wide_a = Signal(signed(ECP5_MULT_BITS))
     wide_b = Signal(signed(ECP5_MULT_BITS))

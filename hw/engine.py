@@ -60,9 +60,13 @@ from fpga.layout import (
     transfer_bytes,
 )
 from fpga.protocol import RUN_RESPONSE
-from hw.array import MacArray
+from hw.array import MacArray, Multiplier
 from hw.engine_parts import PARAM_LAYOUT, Accumulator, WeightDecoder, tap_tag
 from hw.requant import round_shifted
+
+#: an ADD half's stages up to its products: the selected operands registered beside the
+#: multipliers, then the multipliers' own operand and product registers
+ADD_MULTIPLY = 1 + Multiplier.latency
 
 
 def _partial_products(value, factor, width: int) -> list:
@@ -168,7 +172,13 @@ class ConvEngine(wiring.Component):
         conv_drain = BUFFER_LATENCY + OPERAND_LATENCY + array.latency + accumulator.latency + 1
         # ADD: the second half's lanes reach the output word a cycle after the first's
         add_phases = add_cycles_per_vector(cfg)
-        drain_cycles = {Op.CONV: conv_drain, Op.MAXPOOL: 6, Op.ADD: 5 + add_phases, Op.AVGPOOL: 6}
+        # ADD: each half's operands registered, then a Multiplier (ADD_MULTIPLY stages)
+        drain_cycles = {
+            Op.CONV: conv_drain,
+            Op.MAXPOOL: 6,
+            Op.ADD: 4 + ADD_MULTIPLY + add_phases,
+            Op.AVGPOOL: 6,
+        }
 
         # -- buffers -------------------------------------------------------------------------
         act = cfg.act_bits  # bits per activation (and per byte lane of a buffer word)
@@ -710,22 +720,25 @@ class ConvEngine(wiring.Component):
         # -- maxpool / add / avgpool datapaths --------------------------------------------------
         # MAXPOOL results leave through four registers (stage 1b -> p4 write). ADD: a vector every
         # add_phases cycles; its lanes go through lanes / add_phases multiplier pairs (DSPs), half
-        # h in cycle h after stage 1b, then p2 the products' sum, p3 the shift, p4 the rounding and
-        # clamp (hw.requant.round_shifted): no stage is more than an adder, the shifter or the
-        # clamp deep. The output word is complete, and written, add_phases - 1 cycles after
-        # MAXPOOL's would be.
+        # h selected in cycle h after stage 1b and registered next to the multipliers, then the
+        # Multipliers (operand and product registers), the products' sum, the shift, the rounding
+        # and clamp (hw.requant.round_shifted): no stage is more than an adder, the shifter or
+        # the clamp deep, and no path runs from fabric through a multiplier. The output word is
+        # complete, and written, ADD_MULTIPLY - 1 + add_phases - 1 cycles after MAXPOOL's would
+        # be.
         pool_max = [Signal(signed(act), name=f"max_{i}") for i in range(lanes)]
         sums = [Signal(signed(cfg.acc_bits), name=f"sum_{i}") for i in range(lanes)]
         snapshot = Signal(cfg.acc_bits * lanes)
         add_result = Signal(act * lanes)
         max_done = t.valid & t.last & (op == Op.MAXPOOL)
         add_done = t.valid & t.last & (op == Op.ADD)
+        add_depth = 2 + ADD_MULTIPLY  # stage 1b -> the halved sum: multiply, sum, shift
         pool_write = _delayed(m, max_done, 4, "max_write") | _delayed(
-            m, add_done, 3 + add_phases, "add_write"
+            m, add_done, add_depth + add_phases, "add_write"
         )
         pool_out = Mux(
             op == Op.ADD,
-            _delayed(m, t.out_addr, 3 + add_phases, "add_out"),
+            _delayed(m, t.out_addr, add_depth + add_phases, "add_out"),
             _delayed(m, t.out_addr, 4, "max_out"),
         )
         shift = fields["add_shift"][: golden.MAX_SHIFT.bit_length()]
@@ -761,26 +774,28 @@ class ConvEngine(wiring.Component):
         for h in range(1, add_phases):
             with m.If(phase_valid[h]):
                 m.d.comb += phase.eq(h)
-        # the half of the lanes in the last stage (three registers after the multipliers)
-        clamp_valid = _delayed(m, phase_valid[0] | (phase != 0), 3, "add_clamp_valid")
-        clamp_phase = _delayed(m, phase, 3, "add_clamp_phase")
+        # the half of the lanes in the last stage
+        clamp_valid = _delayed(m, phase_valid[0] | (phase != 0), add_depth, "add_clamp_valid")
+        clamp_phase = _delayed(m, phase, add_depth, "add_clamp_phase")
         for u in range(units):
             operand_a = [pool_lanes[u], *held_a[u::units]]
             operand_b = [b_lanes[u], *held_b[u::units]]
-            a = Signal(signed(act), name=f"add_a_{u}")
-            b = Signal(signed(act), name=f"add_b_{u}")
+            a = Signal(signed(act), name=f"add_a_{u}", reset_less=True)
+            b = Signal(signed(act), name=f"add_b_{u}", reset_less=True)
             with m.Switch(phase):
                 for h in range(add_phases):
                     with m.Case(h):
-                        m.d.comb += [a.eq(operand_a[h]), b.eq(operand_b[h])]
-            product_a = Signal(product_shape, name=f"add_pa_{u}")
-            product_b = Signal(product_shape, name=f"add_pb_{u}")
-            total = Signal(signed(len(product_a) + 1), name=f"add_total_{u}")
+                        m.d.engine += [a.eq(operand_a[h]), b.eq(operand_b[h])]
+            products = []
+            for name, operand, factor in (("a", a, fields["mult_a"]), ("b", b, fields["mult_b"])):
+                multiplier = Multiplier(operand.shape(), factor.shape(), product_shape)
+                m.submodules[f"add_mult_{name}_{u}"] = DomainRenamer("engine")(multiplier)
+                m.d.comb += [multiplier.a.eq(operand), multiplier.b.eq(factor)]
+                products.append(multiplier.product)
+            total = Signal(signed(product_shape.width + 1), name=f"add_total_{u}")
             halved = Signal(signed(len(total) + 1), name=f"add_halved_{u}")
             m.d.engine += [
-                product_a.eq(a * fields["mult_a"]),
-                product_b.eq(b * fields["mult_b"]),
-                total.eq(product_a + product_b),
+                total.eq(products[0] + products[1]),
                 halved.eq((total << 1) >> shift),
             ]
             clamped = round_shifted(halved, relu, act)

@@ -1,21 +1,23 @@
 """Requantization + ReLU, exactly :func:`fpga.golden.requantize`, one lane.
 
 ``y = clamp((acc * multiplier + round) >> shift, lo, 127)`` with ``round = 2**(shift-1)``
-(0 for shift 0) — round half up — and ``lo`` = 0 with ReLU, -128 without. Four pipeline
-stages: the two 16-bit halves of the 32 x 16 product (one DSP each), their sum, the shift, the
-rounding and clamp. The rounding add is done after the shift, on a few bits
-(:func:`round_shifted`): ``(x + 2**(s-1)) >> s == ((x << 1 >> s) + 1) >> 1``, so no 50-bit
-adder sits next to the 50-bit barrel shifter.
+(0 for shift 0) — round half up — and ``lo`` = 0 with ReLU, -128 without. Five pipeline
+stages: the two 16-bit halves of the 32 x 16 product (one :class:`hw.array.Multiplier` each:
+its operand and product registers, two stages), their sum, the shift, the rounding and clamp.
+The rounding add is done after the shift, on a few bits (:func:`round_shifted`):
+``(x + 2**(s-1)) >> s == ((x << 1 >> s) + 1) >> 1``, so no 50-bit adder sits next to the
+50-bit barrel shifter.
 Widths: the accumulator and output from the configuration, the multiplier and shift from
 :mod:`fpga.golden` (``MULT_BITS``, ``MAX_SHIFT``).
 """
 
-from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from fpga import golden
 from fpga.config import DEFAULT_CONFIG
+from hw.array import Multiplier
 
 
 def round_shifted(halved, relu, act_bits: int):
@@ -36,7 +38,7 @@ def round_shifted(halved, relu, act_bits: int):
 
 class Requantizer(wiring.Component):
     #: cycles from ``acc``/``valid`` to ``result``/``result_valid``
-    latency = 4
+    latency = Multiplier.latency + 3
 
     def __init__(
         self, acc_bits: int = DEFAULT_CONFIG.acc_bits, act_bits: int = DEFAULT_CONFIG.act_bits
@@ -57,30 +59,43 @@ class Requantizer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         half = self.acc_bits // 2
-        # stage 1: the low (unsigned) and high (signed) halves of acc times the multiplier
+        # stages 1-2: the low (unsigned) and high (signed) halves of acc times the multiplier
         low = Signal(unsigned(half + golden.MULT_BITS))
         high = Signal(signed(self.acc_bits - half + golden.MULT_BITS + 1))
-        # stage 2: their sum, acc * multiplier (signed x unsigned: one bit more than the widths)
+        for name, operand, product in (
+            ("mult_low", self.acc[:half], low),
+            ("mult_high", self.acc[half:].as_signed(), high),
+        ):
+            m.submodules[name] = multiplier = Multiplier(
+                operand.shape(), self.multiplier.shape(), product.shape()
+            )
+            m.d.comb += [
+                multiplier.a.eq(operand),
+                multiplier.b.eq(self.multiplier),
+                product.eq(multiplier.product),
+            ]
+        # stage 3: their sum, acc * multiplier (signed x unsigned: one bit more than the
+        # widths); the low half's low bits pass through, only the rest is added
         product = Signal(signed(self.acc_bits + golden.MULT_BITS + 1))
-        # stage 3: (product << 1) >> shift; stage 4: rounded and clamped
+        # stage 4: (product << 1) >> shift; stage 5: rounded and clamped
         halved = Signal(signed(len(product) + 1))
-        shifts = [Signal.like(self.shift, name=f"shift_{k}") for k in range(2)]
-        relus = [Signal(name=f"relu_{k}") for k in range(3)]
-        valids = [Signal(name=f"valid_{k}") for k in range(3)]
+        delay = Multiplier.latency  # cycles before the product's stage
+        shifts = [Signal.like(self.shift, name=f"shift_{k}") for k in range(delay + 1)]
+        relus = [Signal(name=f"relu_{k}") for k in range(delay + 2)]
+        valids = [Signal(name=f"valid_{k}") for k in range(delay + 2)]
         m.d.sync += [
-            low.eq(self.acc[:half] * self.multiplier),
-            high.eq(self.acc[half:].as_signed() * self.multiplier),
-            product.eq((high << half) + low),
-            halved.eq((product << 1) >> shifts[1]),
+            product.eq(Cat(low[:half], (high + low[half:]))),
+            halved.eq((product << 1) >> shifts[-1]),
             shifts[0].eq(self.shift),
-            shifts[1].eq(shifts[0]),
             relus[0].eq(self.relu),
             valids[0].eq(self.valid),
         ]
-        for k in range(2):
+        for k in range(delay):
+            m.d.sync += shifts[k + 1].eq(shifts[k])
+        for k in range(delay + 1):
             m.d.sync += [relus[k + 1].eq(relus[k]), valids[k + 1].eq(valids[k])]
         m.d.sync += [
-            self.result.eq(round_shifted(halved, relus[2], self.act_bits)),
-            self.result_valid.eq(valids[2]),
+            self.result.eq(round_shifted(halved, relus[-1], self.act_bits)),
+            self.result_valid.eq(valids[-1]),
         ]
         return m
