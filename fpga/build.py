@@ -133,7 +133,8 @@ def yosys_xilinx_report(verilog: Path, top: str, extra: tuple[str, ...] = ()) ->
         "xilinx_srl -fixed -minlen 3; "
         "techmap -map +/xilinx/lut_map.v -map +/xilinx/cells_map.v -D LUT_WIDTH=6; "
         "xilinx_dffopt; opt_lut_ins -tech xilinx; clean; flatten; "
-        "tee -q -o resources.txt stat -tech xilinx; write_json mapped.json"
+        "tee -q -o resources.txt stat -tech xilinx; "
+        f"select {top}; write_json -selected -noscopeinfo mapped.json"
     )
     log = verilog.parent / "yosys_fit.log"
     log.write_text("")

@@ -78,7 +78,16 @@ BUFFER_LATENCY = 1  # address generator issue -> activation / weight buffer data
 #: buffer data -> the registered activation vector and int8 weight word (block-RAM output
 #: registers) that enter the array
 OPERAND_LATENCY = 1
-ACCUMULATOR_LATENCY = 8  # last tap's sums -> requantized output word (hw.engine_parts.Accumulator)
+#: a hardware multiplier's registers, operands to product (``hw.array.Multiplier.latency``):
+#: input, pipeline and output
+MULTIPLIER_LATENCY = 3
+#: ``hw.requant.Requantizer``: its two multipliers, their sum, the shift, rounding and clamp
+REQUANT_LATENCY = MULTIPLIER_LATENCY + 3
+#: last tap's sums -> requantized output word (hw.engine_parts.Accumulator): the parameter
+#: read, the parameters registered, the final sum, the requantizer
+ACCUMULATOR_LATENCY = 3 + REQUANT_LATENCY
+#: the bypass ADD's operand half selected and registered beside its multipliers, then them
+ADD_MULTIPLY_LATENCY = 1 + MULTIPLIER_LATENCY
 #: a weight chunk's codebook indices -> its int8 weights at the weight buffer's write port
 #: (hw.engine_parts.WeightDecoder; on the write side, so not in the runs' cycles)
 WEIGHT_DECODE_LATENCY = 1
@@ -89,17 +98,17 @@ RUN_OVERHEAD = SETUP_CYCLES + 2  # the setup cycles after start, the output-buff
 #: pipeline depth of the non-CONV runs (start -> done beyond the issue cycles); see hw/engine.py
 PIPELINE_LATENCY = {
     Op.MAXPOOL: SETUP_CYCLES + 7,
-    Op.ADD: SETUP_CYCLES + 9,
+    Op.ADD: SETUP_CYCLES + 6 + ADD_MULTIPLY_LATENCY,
     Op.AVGPOOL: SETUP_CYCLES + 3,
 }
 
 
 def array_latency(rows: int, cols: int) -> int:
-    """Cycles through the systolic MAC array (``hw.array.MacArray.latency``): the PE operand
-    register, the product register, ``rows`` partial-sum registers down a column, and
+    """Cycles through the systolic MAC array (``hw.array.MacArray.latency``): the PE's
+    multiplier (:data:`MULTIPLIER_LATENCY`), ``rows`` partial-sum registers down a column, and
     ``cols - 1`` cycles of skew (activations entering row r are delayed r cycles, column c's
     sums c cycles later are deskewed to the last column's)."""
-    return rows + cols + 1
+    return MULTIPLIER_LATENCY + rows + cols - 1
 
 
 def add_cycles_per_vector(config: AcceleratorConfig) -> int:
@@ -124,7 +133,7 @@ def multipliers(config: AcceleratorConfig) -> int:
 
 def pipeline_latency(op: int, config: AcceleratorConfig) -> int:
     """Cycles a run of ``op`` takes beyond its issue cycles (once per run, not per pixel).
-    CONV: the sum of its blocks' latencies, 33 for the 8 x 8 array."""
+    CONV: the sum of its blocks' latencies, 35 for the 8 x 8 array."""
     if op == Op.CONV:
         return (
             RUN_OVERHEAD

@@ -18,7 +18,7 @@ no bubbles between pixels, taps or runs); the skew costs ``rows + cols - 1`` cyc
 paid once per run by the engine's drain, never per pixel. See docs/engine.md for why this
 dataflow (and not a weight-stationary or pixel-parallel output-stationary one) for SqueezeNet.
 
-Latency (``MacArray.latency``): ``rows + cols + 1`` cycles from the inputs to ``column_sums``.
+Latency (``MacArray.latency``): ``rows + cols + 2`` cycles from the inputs to ``column_sums``.
 """
 
 from amaranth import ClockSignal, Instance, Module, Signal, Value, signed
@@ -26,7 +26,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from fpga.config import DEFAULT_CONFIG
-from fpga.layout import array_latency
+from fpga.layout import MULTIPLIER_LATENCY, array_latency
 
 
 def partial_sum_bits(rows: int, product_bits: int) -> int:
@@ -36,12 +36,15 @@ def partial_sum_bits(rows: int, product_bits: int) -> int:
 
 
 class ProcessingElement(wiring.Component):
-    """One PE (one DSP48E1 with its A/B input, M product and P sum registers).
+    """One PE: one hardware multiplier (a DSP48E1, an ECP5 MULT18X18D) and the sum register.
 
-    ``act_in`` and ``weight_in`` are registered (A/B); ``act_out`` is that register, for the
-    right-hand neighbour. The product is registered (M); ``psum_out = psum_in + product`` is
-    registered (P), for the PE below. Latency act/weight -> ``psum_out``: 3 cycles; the partial
-    sum from above must arrive 2 cycles after the PE's own operands.
+    ``act_in`` is registered; ``act_out`` is that register, for the right-hand neighbour. The
+    product of ``act_in`` and ``weight_in`` leaves the multiplier ``Multiplier.latency`` (3)
+    cycles later, through the multiplier's input, pipeline and output registers (on ECP5 the
+    MULT18X18D's own; elsewhere in fabric, which Yosys packs into the DSP48E1's A/B, M and P
+    registers where it can). ``psum_out = psum_in + product`` is registered, for the PE below.
+    Latency act/weight -> ``psum_out``: 4 cycles; the partial sum from above must arrive 3
+    cycles after the PE's own operands (it does: the PE above got them a cycle earlier).
     """
 
     def __init__(self, act_bits: int, weight_bits: int, sum_bits: int):
@@ -65,14 +68,15 @@ class ProcessingElement(wiring.Component):
         m.d.sync += [act.eq(self.act_in), psum.eq(self.psum_in + product)]
         m.d.comb += [self.act_out.eq(act), self.psum_out.eq(psum)]
         if getattr(platform, "family", None) == "ecp5":
-            # Yosys does not pack registers into the ECP5 multiplier and nextpnr then times it
-            # as combinational: instantiate MULT18X18D with its input (A/B) and pipeline
-            # registers, the same two stages as below. The activation register for the right
-            # neighbour stays in fabric beside the multiplier's own input register.
+            # the multiplier's own input register beside the fabric activation register for
+            # the right neighbour
             m.submodules.multiplier = _ecp5_multiplier(self.act_in, self.weight_in, product)
         else:
-            weight = Signal(signed(self.weight_bits), reset_less=True)
-            m.d.sync += [weight.eq(self.weight_in), product.eq(act * weight)]
+            # the same three stages: operands (the activation's is the shared register),
+            # product, output
+            weight = Signal.like(self.weight_in, reset_less=True)
+            raw = Signal.like(product, reset_less=True)
+            m.d.sync += [weight.eq(self.weight_in), raw.eq(act * weight), product.eq(raw)]
         return m
 
 
@@ -80,14 +84,14 @@ ECP5_MULT_BITS = 18  # MULT18X18D operand width (product 36 bits)
 
 
 class Multiplier(wiring.Component):
-    """``product = a * b`` (signed; an unsigned operand is zero-extended), ``latency`` (2)
-    cycles later: the operands registered, then the product registered. On ECP5 one
-    MULT18X18D with its input (``REG_INPUTA/B``) and pipeline registers: Yosys does not pack
-    registers into it and nextpnr then times it as combinational. Elsewhere two registers in
-    fabric, which Yosys packs into a DSP48E1's A/B and M registers. Data registers only (no
-    reset, no enable); ``sync`` is the clock (rename it with ``DomainRenamer``)."""
+    """``product = a * b`` (signed; an unsigned operand is zero-extended), ``latency`` (3)
+    cycles later: the operands registered, the product registered, then registered again at
+    the output. On ECP5 one MULT18X18D with its input, pipeline and output registers (see
+    :func:`_ecp5_multiplier`). Elsewhere three registers in fabric, which Yosys packs into a
+    DSP48E1's A/B, M and P registers. Data registers only (no reset, no enable); ``sync`` is
+    the clock (rename it with ``DomainRenamer``)."""
 
-    latency = 2
+    latency = MULTIPLIER_LATENCY
 
     def __init__(self, a_shape, b_shape, product_shape):
         super().__init__({"a": In(a_shape), "b": In(b_shape), "product": Out(product_shape)})
@@ -99,15 +103,21 @@ class Multiplier(wiring.Component):
         else:
             a = Signal.like(self.a, reset_less=True)
             b = Signal.like(self.b, reset_less=True)
+            raw = Signal.like(self.product, reset_less=True)
             product = Signal.like(self.product, reset_less=True)
-            m.d.sync += [a.eq(self.a), b.eq(self.b), product.eq(a * b)]
+            m.d.sync += [a.eq(self.a), b.eq(self.b), raw.eq(a * b), product.eq(raw)]
             m.d.comb += self.product.eq(product)
         return m
 
 
 def _ecp5_multiplier(a, b, product) -> Module:
-    """``product`` = ``a * b`` (signed) two clock cycles later, in one ECP5 MULT18X18D with
-    ``REG_INPUTA/B`` and ``REG_PIPELINE`` on the ``sync`` clock."""
+    """``product`` = ``a * b`` (signed) three clock cycles later, in one ECP5 MULT18X18D with
+    its input (``REG_INPUTA/B``), pipeline and output registers on the ``sync`` clock.
+
+    Yosys does not pack registers into the ECP5 multiplier (without them nextpnr times it as
+    combinational, fabric to fabric), and nextpnr's timing model of a MULT18X18D without its
+    output register starts the output's path at the input register's clock (3.9 ns through
+    the multiplier), whatever the pipeline register: so all three."""
     assert len(a) + (not a.shape().signed) <= ECP5_MULT_BITS
     assert len(b) + (not b.shape().signed) <= ECP5_MULT_BITS
     assert len(product) <= 2 * ECP5_MULT_BITS
@@ -125,7 +135,7 @@ def _ecp5_multiplier(a, b, product) -> Module:
         p_REG_INPUTA_CLK="CLK0",
         p_REG_INPUTB_CLK="CLK0",
         p_REG_PIPELINE_CLK="CLK0",
-        p_REG_OUTPUT_CLK="NONE",
+        p_REG_OUTPUT_CLK="CLK0",
         p_GSR="DISABLED",
         p_RESETMODE="SYNC",
         i_SIGNEDA=1,

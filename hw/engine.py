@@ -48,6 +48,7 @@ from amaranth.lib.wiring import In, Out
 from fpga import golden
 from fpga.config import DEFAULT_CONFIG, AcceleratorConfig
 from fpga.layout import (
+    ADD_MULTIPLY_LATENCY,
     BUFFER_LATENCY,
     DESCRIPTOR_BYTES,
     OPERAND_LATENCY,
@@ -63,10 +64,6 @@ from fpga.protocol import RUN_RESPONSE
 from hw.array import MacArray, Multiplier
 from hw.engine_parts import PARAM_LAYOUT, Accumulator, WeightDecoder, tap_tag
 from hw.requant import round_shifted
-
-#: an ADD half's stages up to its products: the selected operands registered beside the
-#: multipliers, then the multipliers' own operand and product registers
-ADD_MULTIPLY = 1 + Multiplier.latency
 
 
 def _partial_products(value, factor, width: int) -> list:
@@ -172,11 +169,11 @@ class ConvEngine(wiring.Component):
         conv_drain = BUFFER_LATENCY + OPERAND_LATENCY + array.latency + accumulator.latency + 1
         # ADD: the second half's lanes reach the output word a cycle after the first's
         add_phases = add_cycles_per_vector(cfg)
-        # ADD: each half's operands registered, then a Multiplier (ADD_MULTIPLY stages)
+        # ADD: each half's operands registered, then a Multiplier (ADD_MULTIPLY_LATENCY stages)
         drain_cycles = {
             Op.CONV: conv_drain,
             Op.MAXPOOL: 6,
-            Op.ADD: 4 + ADD_MULTIPLY + add_phases,
+            Op.ADD: 4 + ADD_MULTIPLY_LATENCY + add_phases,
             Op.AVGPOOL: 6,
         }
 
@@ -719,20 +716,20 @@ class ConvEngine(wiring.Component):
 
         # -- maxpool / add / avgpool datapaths --------------------------------------------------
         # MAXPOOL results leave through four registers (stage 1b -> p4 write). ADD: a vector every
-        # add_phases cycles; its lanes go through lanes / add_phases multiplier pairs (DSPs), half
-        # h selected in cycle h after stage 1b and registered next to the multipliers, then the
-        # Multipliers (operand and product registers), the products' sum, the shift, the rounding
-        # and clamp (hw.requant.round_shifted): no stage is more than an adder, the shifter or
-        # the clamp deep, and no path runs from fabric through a multiplier. The output word is
-        # complete, and written, ADD_MULTIPLY - 1 + add_phases - 1 cycles after MAXPOOL's would
-        # be.
+        # add_phases cycles; its lanes go through lanes / add_phases multiplier pairs (DSPs),
+        # half h selected in cycle h after stage 1b and registered next to the multipliers, then
+        # the Multipliers (operand, product, output registers), the products' sum, the shift,
+        # the rounding and clamp (hw.requant.round_shifted): no stage is more than an adder, the
+        # shifter or the clamp deep, and no path runs from fabric through a multiplier. The
+        # output word is complete, and written, (ADD_MULTIPLY_LATENCY - 1) + (add_phases - 1)
+        # cycles after MAXPOOL's would be.
         pool_max = [Signal(signed(act), name=f"max_{i}") for i in range(lanes)]
         sums = [Signal(signed(cfg.acc_bits), name=f"sum_{i}") for i in range(lanes)]
         snapshot = Signal(cfg.acc_bits * lanes)
         add_result = Signal(act * lanes)
         max_done = t.valid & t.last & (op == Op.MAXPOOL)
         add_done = t.valid & t.last & (op == Op.ADD)
-        add_depth = 2 + ADD_MULTIPLY  # stage 1b -> the halved sum: multiply, sum, shift
+        add_depth = 2 + ADD_MULTIPLY_LATENCY  # stage 1b -> the halved sum: multiply, sum, shift
         pool_write = _delayed(m, max_done, 4, "max_write") | _delayed(
             m, add_done, add_depth + add_phases, "add_write"
         )

@@ -187,8 +187,8 @@ class Accumulator(wiring.Component):
     read from the parameter memory (``param_addr`` -> ``params`` one cycle later, the memory's
     read latency) and registered, so sums and tags wait two registers for them. Stages:
     parameter read (the sums registered), parameters registered (no path from the RAM through
-    the accumulate adder), accumulate into the final-sum register, requantizer (5).
-    Latency tap -> result: ``ACCUMULATOR_LATENCY`` (8) after the last tap.
+    the accumulate adder), accumulate into the final-sum register, requantizer (6).
+    Latency tap -> result: ``ACCUMULATOR_LATENCY`` (9) after the last tap.
     """
 
     latency = ACCUMULATOR_LATENCY

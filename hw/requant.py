@@ -1,9 +1,10 @@
 """Requantization + ReLU, exactly :func:`fpga.golden.requantize`, one lane.
 
 ``y = clamp((acc * multiplier + round) >> shift, lo, 127)`` with ``round = 2**(shift-1)``
-(0 for shift 0) — round half up — and ``lo`` = 0 with ReLU, -128 without. Five pipeline
+(0 for shift 0) — round half up — and ``lo`` = 0 with ReLU, -128 without. Six pipeline
 stages: the two 16-bit halves of the 32 x 16 product (one :class:`hw.array.Multiplier` each:
-its operand and product registers, two stages), their sum, the shift, the rounding and clamp.
+its operand, product and output registers, three stages), their sum, the shift, the rounding
+and clamp.
 The rounding add is done after the shift, on a few bits (:func:`round_shifted`):
 ``(x + 2**(s-1)) >> s == ((x << 1 >> s) + 1) >> 1``, so no 50-bit adder sits next to the
 50-bit barrel shifter.
@@ -17,6 +18,7 @@ from amaranth.lib.wiring import In, Out
 
 from fpga import golden
 from fpga.config import DEFAULT_CONFIG
+from fpga.layout import REQUANT_LATENCY
 from hw.array import Multiplier
 
 
@@ -38,7 +40,7 @@ def round_shifted(halved, relu, act_bits: int):
 
 class Requantizer(wiring.Component):
     #: cycles from ``acc``/``valid`` to ``result``/``result_valid``
-    latency = Multiplier.latency + 3
+    latency = REQUANT_LATENCY
 
     def __init__(
         self, acc_bits: int = DEFAULT_CONFIG.acc_bits, act_bits: int = DEFAULT_CONFIG.act_bits
@@ -59,7 +61,7 @@ class Requantizer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         half = self.acc_bits // 2
-        # stages 1-2: the low (unsigned) and high (signed) halves of acc times the multiplier
+        # stages 1-3: the low (unsigned) and high (signed) halves of acc times the multiplier
         low = Signal(unsigned(half + golden.MULT_BITS))
         high = Signal(signed(self.acc_bits - half + golden.MULT_BITS + 1))
         for name, operand, product in (
@@ -74,10 +76,10 @@ class Requantizer(wiring.Component):
                 multiplier.b.eq(self.multiplier),
                 product.eq(multiplier.product),
             ]
-        # stage 3: their sum, acc * multiplier (signed x unsigned: one bit more than the
+        # stage 4: their sum, acc * multiplier (signed x unsigned: one bit more than the
         # widths); the low half's low bits pass through, only the rest is added
         product = Signal(signed(self.acc_bits + golden.MULT_BITS + 1))
-        # stage 4: (product << 1) >> shift; stage 5: rounded and clamped
+        # stage 5: (product << 1) >> shift; stage 6: rounded and clamped
         halved = Signal(signed(len(product) + 1))
         delay = Multiplier.latency  # cycles before the product's stage
         shifts = [Signal.like(self.shift, name=f"shift_{k}") for k in range(delay + 1)]
