@@ -66,6 +66,32 @@ from hw.engine_parts import PARAM_LAYOUT, Accumulator, WeightDecoder, tap_tag
 from hw.requant import round_shifted
 
 
+class _Counter:
+    """A loop counter of the address generator and its "at the last value" flag, kept in a
+    register beside it, so that no compare sits between the counters and the address adders
+    they steer. ``limit`` is the run's last value (a register, constant while issuing); the
+    flag of a step is ``value == limit - 1`` (``limit - 1`` registered once per run). Assign
+    the counter only through :meth:`restart` and :meth:`step`; :meth:`load` sets the flag of
+    value 0 once the run's limit is registered (the last setup cycle)."""
+
+    def __init__(self, m: Module, shape, name: str, limit):
+        self.value = Signal(shape, name=f"c_{name}")
+        self.last = Signal(name=f"last_{name}")
+        limit_m1 = Signal(len(limit), name=f"{name}_limit_m1")
+        self._zero = Signal(name=f"{name}_limit_zero")
+        self._step_last = self.value == limit_m1
+        m.d.engine += [limit_m1.eq(limit - 1), self._zero.eq(limit == 0)]
+
+    def restart(self) -> list:
+        return [self.value.eq(0), self.last.eq(self._zero)]
+
+    def step(self) -> list:
+        return [self.value.eq(self.value + 1), self.last.eq(self._step_last)]
+
+    def load(self):
+        return self.last.eq(self._zero)
+
+
 def _partial_products(value, factor, width: int) -> list:
     """The shifted partial products of ``value * factor`` (both unsigned) modulo ``2**width``:
     bits of ``value`` at or above ``width`` contribute nothing."""
@@ -377,12 +403,22 @@ class ConvEngine(wiring.Component):
             m.d.engine += register.eq(fields[name] - 1)
 
         # -- sequencer state ------------------------------------------------------------------
-        c_block = Signal(counter["blocks"])
-        c_oy = Signal(counter["out_h"])
-        c_ox = Signal(counter["out_w"])
-        c_ky = Signal(range(MAX_KERNEL))
-        c_kx = Signal(range(MAX_KERNEL))
-        c_g = Signal(counter["in_groups"])
+        # the loop counters' limits: stage 1 (kernel), stage 2 (x and y, chosen by op)
+        kernel_m1 = Signal(range(MAX_KERNEL))
+        x_limit = Signal(max(len(last_value["out_w"]), len(last_value["in_w"])))
+        y_limit = Signal(max(len(last_value["out_h"]), len(last_value["in_h"])))
+        m.d.engine += [
+            kernel_m1.eq(Mux(op == Op.MAXPOOL, 2, kernel - 1)),
+            x_limit.eq(Mux(op == Op.AVGPOOL, last_value["in_w"], last_value["out_w"])),
+            y_limit.eq(Mux(op == Op.AVGPOOL, last_value["in_h"], last_value["out_h"])),
+        ]
+        c_block = _Counter(m, counter["blocks"], "block", last_value["blocks"])
+        c_oy = _Counter(m, counter["out_h"], "oy", y_limit)  # AVGPOOL: the input row
+        c_ox = _Counter(m, counter["out_w"], "ox", x_limit)  # AVGPOOL: the input column
+        c_ky = _Counter(m, range(MAX_KERNEL), "ky", kernel_m1)
+        c_kx = _Counter(m, range(MAX_KERNEL), "kx", kernel_m1)
+        c_g = _Counter(m, counter["in_groups"], "g", last_value["in_groups"])
+        counters = (c_block, c_oy, c_ox, c_ky, c_kx, c_g)
         iy0 = Signal(coordinate)  # top row of the current window (may be negative: padding)
         ix0 = Signal(coordinate)
         row_left = Signal(in_word)  # word address of (iy0, ix0 of the row's first window)
@@ -399,18 +435,12 @@ class ConvEngine(wiring.Component):
         drain = Signal(range(max(drain_cycles.values()) + 1))
         cycle_count = Signal.like(self.cycles)
 
-        kernel_m1 = Signal(range(MAX_KERNEL))
-        m.d.comb += kernel_m1.eq(Mux(op == Op.MAXPOOL, 2, kernel - 1))
-        last_g = c_g == last_value["in_groups"]
-        last_kx = c_kx == kernel_m1
-        last_ky = c_ky == kernel_m1
-        last_ox = c_ox == last_value["out_w"]
-        last_oy = c_oy == last_value["out_h"]
-        last_block = c_block == last_value["blocks"]
+        last_g, last_kx, last_ky = c_g.last, c_kx.last, c_ky.last
+        last_ox, last_oy, last_block = c_ox.last, c_oy.last, c_block.last
 
         iy = Signal(coordinate)
         ix = Signal(coordinate)
-        m.d.comb += [iy.eq(iy0 + c_ky), ix.eq(ix0 + c_kx)]
+        m.d.comb += [iy.eq(iy0 + c_ky.value), ix.eq(ix0 + c_kx.value)]
         in_bounds = Signal()
         m.d.comb += in_bounds.eq((iy >= 0) & (iy < in_h) & (ix >= 0) & (ix < in_w))
 
@@ -473,12 +503,7 @@ class ConvEngine(wiring.Component):
                 busy.eq(1),
                 issuing.eq(1),
                 cycle_count.eq(1),
-                c_block.eq(0),
-                c_oy.eq(0),
-                c_ox.eq(0),
-                c_ky.eq(0),
-                c_kx.eq(0),
-                c_g.eq(0),
+                *[counter.value.eq(0) for counter in counters],
                 iy0.eq(-fields["pad_top"]),
                 ix0.eq(-fields["pad_left"]),
                 out_addr.eq(Mux(op == Op.CONV, out_offset, 0)),
@@ -516,6 +541,7 @@ class ConvEngine(wiring.Component):
 
         with m.If(setup_left == 1):
             m.d.engine += window_at(first_window)
+            m.d.engine += [counter.load() for counter in counters]
 
         with m.If(busy):
             m.d.engine += cycle_count.eq(cycle_count + 1)
@@ -537,7 +563,7 @@ class ConvEngine(wiring.Component):
             s1.valid.eq(active),
             s1.in_bounds.eq(in_bounds),
             s1.out_addr.eq(out_addr),
-            s1_block.eq(c_block),
+            s1_block.eq(c_block.value),
         ]
 
         # -- sequencer: advance counters ------------------------------------------------------
@@ -545,26 +571,26 @@ class ConvEngine(wiring.Component):
             """Advance (ox, oy[, block]) after the last tap of a pixel."""
             with m.If(~last_ox):
                 m.d.engine += [
-                    c_ox.eq(c_ox + 1),
+                    *c_ox.step(),
                     ix0.eq(ix0 + pool_stride),
                     pix_base.eq(pix_base + pixel_step),
                     tap_row.eq(pix_base + pixel_step),
                     tap.eq(pix_base + pixel_step),
                 ]
             with m.Else():
-                m.d.engine += [c_ox.eq(0), ix0.eq(-fields["pad_left"])]
+                m.d.engine += [*c_ox.restart(), ix0.eq(-fields["pad_left"])]
                 left = Signal(in_word)  # the next row's first window
                 with m.If(~last_oy):
                     m.d.comb += left.eq(row_left + row_step)
-                    m.d.engine += [c_oy.eq(c_oy + 1), iy0.eq(iy0 + pool_stride)]
+                    m.d.engine += [*c_oy.step(), iy0.eq(iy0 + pool_stride)]
                 with m.Else():
                     m.d.comb += left.eq(first_window)
-                    m.d.engine += [c_oy.eq(0), iy0.eq(-fields["pad_top"])]
+                    m.d.engine += [*c_oy.restart(), iy0.eq(-fields["pad_top"])]
                     with m.If(op == Op.CONV):
                         with m.If(last_block):
                             m.d.engine += issuing.eq(0)
                         with m.Else():
-                            m.d.engine += c_block.eq(c_block + 1)
+                            m.d.engine += c_block.step()
                     with m.Else():
                         m.d.engine += issuing.eq(0)
                 m.d.engine += window_at(left)
@@ -573,32 +599,32 @@ class ConvEngine(wiring.Component):
             with m.Switch(op):
                 with m.Case(Op.CONV):
                     # inner loop: g, then kx, then ky (HWC: (kx, g) taps of a row are contiguous)
-                    first_tap = (c_g == 0) & (c_kx == 0) & (c_ky == 0)
+                    first_tap = (c_g.value == 0) & (c_kx.value == 0) & (c_ky.value == 0)
                     last_tap = last_g & last_kx & last_ky
                     m.d.engine += w_addr.eq(w_addr + 1)
                     with m.If(~(last_g & last_kx)):
-                        m.d.engine += [
-                            tap.eq(tap + 1),
-                            c_g.eq(Mux(last_g, 0, c_g + 1)),
-                            c_kx.eq(Mux(last_g, c_kx + 1, c_kx)),
-                        ]
+                        m.d.engine += tap.eq(tap + 1)
+                        with m.If(last_g):
+                            m.d.engine += [*c_g.restart(), *c_kx.step()]
+                        with m.Else():
+                            m.d.engine += c_g.step()
                     with m.Elif(~last_ky):
                         m.d.engine += [
-                            c_g.eq(0),
-                            c_kx.eq(0),
-                            c_ky.eq(c_ky + 1),
+                            *c_g.restart(),
+                            *c_kx.restart(),
+                            *c_ky.step(),
                             tap_row.eq(tap_row + row_words),
                             tap.eq(tap_row + row_words),
                         ]
                     with m.Else():
-                        m.d.engine += [c_g.eq(0), c_kx.eq(0), c_ky.eq(0)]
+                        m.d.engine += [*c_g.restart(), *c_kx.restart(), *c_ky.restart()]
                         # weights: same block again for the next pixel, next block after the
                         # last pixel of the block
                         with m.If(last_ox & last_oy):
                             m.d.engine += [w_block_base.eq(w_addr + 1), w_addr.eq(w_addr + 1)]
                             m.d.engine += [
-                                out_row_addr.eq(out_offset + c_block + 1),
-                                out_addr.eq(out_offset + c_block + 1),
+                                out_row_addr.eq(out_offset + c_block.value + 1),
+                                out_addr.eq(out_offset + c_block.value + 1),
                             ]
                         with m.Else():
                             m.d.engine += w_addr.eq(w_block_base)
@@ -613,28 +639,28 @@ class ConvEngine(wiring.Component):
                     m.d.engine += [s1.first.eq(first_tap), s1.last.eq(last_tap)]
                 with m.Case(Op.MAXPOOL):
                     # inner loop: kx, then ky, then g
-                    first_tap = (c_kx == 0) & (c_ky == 0)
+                    first_tap = (c_kx.value == 0) & (c_ky.value == 0)
                     last_tap = last_kx & last_ky
                     m.d.engine += [s1.first.eq(first_tap), s1.last.eq(last_tap)]
                     with m.If(~last_kx):
-                        m.d.engine += [c_kx.eq(c_kx + 1), tap.eq(tap + groups)]
+                        m.d.engine += [*c_kx.step(), tap.eq(tap + groups)]
                     with m.Elif(~last_ky):
                         m.d.engine += [
-                            c_kx.eq(0),
-                            c_ky.eq(c_ky + 1),
+                            *c_kx.restart(),
+                            *c_ky.step(),
                             tap_row.eq(tap_row + row_words),
                             tap.eq(tap_row + row_words),
                         ]
                     with m.Else():
-                        m.d.engine += [c_kx.eq(0), c_ky.eq(0), out_addr.eq(out_addr + 1)]
+                        m.d.engine += [*c_kx.restart(), *c_ky.restart(), out_addr.eq(out_addr + 1)]
                         with m.If(~last_g):
                             m.d.engine += [
-                                c_g.eq(c_g + 1),
-                                tap_row.eq(pix_base + c_g + 1),
-                                tap.eq(pix_base + c_g + 1),
+                                *c_g.step(),
+                                tap_row.eq(pix_base + c_g.value + 1),
+                                tap.eq(pix_base + c_g.value + 1),
                             ]
                         with m.Else():
-                            m.d.engine += c_g.eq(0)
+                            m.d.engine += c_g.restart()
                             next_pixel()
                 with m.Case(Op.ADD):
                     m.d.engine += [
@@ -644,31 +670,30 @@ class ConvEngine(wiring.Component):
                         out_addr.eq(out_addr + 1),
                     ]
                     with m.If(~last_g):
-                        m.d.engine += c_g.eq(c_g + 1)
+                        m.d.engine += c_g.step()
                     with m.Else():
-                        m.d.engine += c_g.eq(0)
+                        m.d.engine += c_g.restart()
                         next_pixel()
                 with m.Case(Op.AVGPOOL):
                     # for each group g: every pixel p at word p*groups + g
-                    last_x = c_ox == last_value["in_w"]
-                    last_y = c_oy == last_value["in_h"]
+                    last_x, last_y = c_ox.last, c_oy.last  # (their limits are in_w, in_h)
                     m.d.engine += [
-                        s1.first.eq((c_ox == 0) & (c_oy == 0)),
+                        s1.first.eq((c_ox.value == 0) & (c_oy.value == 0)),
                         s1.last.eq(last_x & last_y),
                     ]
                     with m.If(~last_x):
-                        m.d.engine += [c_ox.eq(c_ox + 1), linear.eq(linear + groups)]
+                        m.d.engine += [*c_ox.step(), linear.eq(linear + groups)]
                     with m.Elif(~last_y):
-                        m.d.engine += [c_ox.eq(0), c_oy.eq(c_oy + 1), linear.eq(linear + groups)]
+                        m.d.engine += [*c_ox.restart(), *c_oy.step(), linear.eq(linear + groups)]
                     with m.Else():
                         m.d.engine += [
-                            c_ox.eq(0),
-                            c_oy.eq(0),
-                            linear.eq(c_g + 1),
+                            *c_ox.restart(),
+                            *c_oy.restart(),
+                            linear.eq(c_g.value + 1),
                             flush.eq(sum_words),
                         ]
                         with m.If(~last_g):
-                            m.d.engine += c_g.eq(c_g + 1)
+                            m.d.engine += c_g.step()
                         with m.Else():
                             m.d.engine += issuing.eq(0)
         with m.If(flush != 0):
@@ -820,7 +845,7 @@ class ConvEngine(wiring.Component):
 
         # avgpool flush: sum_words (4) words per group from the snapshot, 4 cycles after the
         # group's last pixel was issued (the snapshot is taken in stage 1b)
-        flush_group = Signal.like(c_g)
+        flush_group = Signal.like(c_g.value)
         flushing = Signal()
         flush_index = Signal(range(sum_words))
         m.d.engine += [flushing.eq(0)]
