@@ -420,6 +420,11 @@ class ConvEngine(wiring.Component):
         c_g = _Counter(m, counter["in_groups"], "g", last_value["in_groups"])
         counters = (c_block, c_oy, c_ox, c_ky, c_kx, c_g)
         iy0 = Signal(coordinate)  # top row of the current window (may be negative: padding)
+        # the first window's top row and left column, -pad_top and -pad_left, in registers (a
+        # constant operand, not a subtraction Yosys would share with the window's adders)
+        top_row = Signal(coordinate)
+        left_column = Signal(coordinate)
+        m.d.engine += [top_row.eq(-fields["pad_top"]), left_column.eq(-fields["pad_left"])]
         ix0 = Signal(coordinate)
         row_left = Signal(in_word)  # word address of (iy0, ix0 of the row's first window)
         pix_base = Signal(in_word)  # word address of (iy0, ix0)
@@ -431,6 +436,7 @@ class ConvEngine(wiring.Component):
         w_block_base = Signal(weight_word)
         linear = Signal(in_word)  # ADD/AVGPOOL: operand word address
         flush = Signal(range(sum_words + 1))  # AVGPOOL: output words still to write after a group
+        flush_idle = Signal(init=1)  # registered: flush == 0
         issuing = Signal()
         drain = Signal(range(max(drain_cycles.values()) + 1))
         cycle_count = Signal.like(self.cycles)
@@ -504,14 +510,13 @@ class ConvEngine(wiring.Component):
                 issuing.eq(1),
                 cycle_count.eq(1),
                 *[counter.value.eq(0) for counter in counters],
-                iy0.eq(-fields["pad_top"]),
-                ix0.eq(-fields["pad_left"]),
                 out_addr.eq(Mux(op == Op.CONV, out_offset, 0)),
                 out_row_addr.eq(Mux(op == Op.CONV, out_offset, 0)),
                 w_addr.eq(0),
                 w_block_base.eq(0),
                 linear.eq(0),
                 flush.eq(0),
+                flush_idle.eq(1),
                 drain.eq(0),
             ]
 
@@ -523,12 +528,11 @@ class ConvEngine(wiring.Component):
             row_step.eq(Mux(pool_stride == 2, row_words << 1, row_words)),  # stage 3
         ]
         setup_left = Signal(range(SETUP_CYCLES + 1))  # setup cycles still to go
-        setup = Signal()
-        m.d.comb += setup.eq(setup_left != 0)
+        setup = Signal()  # registered: setup_left != 0
         with m.If(start):
-            m.d.engine += setup_left.eq(SETUP_CYCLES)
+            m.d.engine += [setup_left.eq(SETUP_CYCLES), setup.eq(1)]
         with m.Elif(setup):
-            m.d.engine += setup_left.eq(setup_left - 1)
+            m.d.engine += [setup_left.eq(setup_left - 1), setup.eq(setup_left != 1)]
 
         def window_at(address):
             """Start a row of windows at ``address``: its first window, its first tap."""
@@ -540,7 +544,7 @@ class ConvEngine(wiring.Component):
             ]
 
         with m.If(setup_left == 1):
-            m.d.engine += window_at(first_window)
+            m.d.engine += [*window_at(first_window), iy0.eq(top_row), ix0.eq(left_column)]
             m.d.engine += [counter.load() for counter in counters]
 
         with m.If(busy):
@@ -548,7 +552,8 @@ class ConvEngine(wiring.Component):
 
         active = Signal()
         add_gap = Signal()  # ADD: the cycle after an issue, in which its second half is multiplied
-        m.d.comb += active.eq(issuing & ~setup & (flush == 0) & ~add_gap)
+        # one LUT of four registers: it steers every counter and address register
+        m.d.comb += active.eq(issuing & ~setup & flush_idle & ~add_gap)
         if add_phases > 1:
             m.d.engine += add_gap.eq(active & (op == Op.ADD))
 
@@ -578,14 +583,14 @@ class ConvEngine(wiring.Component):
                     tap.eq(pix_base + pixel_step),
                 ]
             with m.Else():
-                m.d.engine += [*c_ox.restart(), ix0.eq(-fields["pad_left"])]
+                m.d.engine += [*c_ox.restart(), ix0.eq(left_column)]
                 left = Signal(in_word)  # the next row's first window
                 with m.If(~last_oy):
                     m.d.comb += left.eq(row_left + row_step)
                     m.d.engine += [*c_oy.step(), iy0.eq(iy0 + pool_stride)]
                 with m.Else():
                     m.d.comb += left.eq(first_window)
-                    m.d.engine += [*c_oy.restart(), iy0.eq(-fields["pad_top"])]
+                    m.d.engine += [*c_oy.restart(), iy0.eq(top_row)]
                     with m.If(op == Op.CONV):
                         with m.If(last_block):
                             m.d.engine += issuing.eq(0)
@@ -691,13 +696,14 @@ class ConvEngine(wiring.Component):
                             *c_oy.restart(),
                             linear.eq(c_g.value + 1),
                             flush.eq(sum_words),
+                            flush_idle.eq(0),
                         ]
                         with m.If(~last_g):
                             m.d.engine += c_g.step()
                         with m.Else():
                             m.d.engine += issuing.eq(0)
-        with m.If(flush != 0):
-            m.d.engine += flush.eq(flush - 1)
+        with m.If(~flush_idle):
+            m.d.engine += [flush.eq(flush - 1), flush_idle.eq(flush == 1)]
 
         # -- stage 1: memory data available -------------------------------------------------
         act_vector = Signal(act * lanes)
