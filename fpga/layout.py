@@ -88,6 +88,16 @@ REQUANT_LATENCY = MULTIPLIER_LATENCY + 3
 ACCUMULATOR_LATENCY = 3 + REQUANT_LATENCY
 #: the bypass ADD's operand half selected and registered beside its multipliers, then them
 ADD_MULTIPLY_LATENCY = 1 + MULTIPLIER_LATENCY
+#: Latencies of the engine's pool/add unit (``hw.pool.PoolUnit``), from its stage-1b token:
+#: the bypass ADD, one half of a vector's lanes from the cycle it is selected in to its lanes
+#: in the output word: the multiply, the products' sum, the shift, the rounding and clamp (a
+#: whole vector: :func:`add_latency`)
+ADD_LATENCY = ADD_MULTIPLY_LATENCY + 3
+#: MAXPOOL, a window's last tap -> its output word: the running max, then three registers
+MAXPOOL_LATENCY = 4
+#: AVGPOOL, a channel group's last pixel -> the first of its output words (the sums' snapshot
+#: register); the group's other words follow one per cycle
+AVGPOOL_LATENCY = 1
 #: a weight chunk's codebook indices -> its int8 weights at the weight buffer's write port
 #: (hw.engine_parts.WeightDecoder; on the write side, so not in the runs' cycles)
 WEIGHT_DECODE_LATENCY = 1
@@ -95,11 +105,13 @@ WEIGHT_DECODE_LATENCY = 1
 #: descriptor fields) computed in a pipeline of registers, one adder level pair per cycle
 SETUP_CYCLES = 4
 RUN_OVERHEAD = SETUP_CYCLES + 2  # the setup cycles after start, the output-buffer write, done
-#: pipeline depth of the non-CONV runs (start -> done beyond the issue cycles); see hw/engine.py
+#: pipeline depth of the non-CONV runs (start -> done beyond the issue cycles); see hw/engine.py:
+#: the setup cycles, the buffer read, the operand register, the pool/add unit's latency and done.
+#: The issue cycles count an ADD vector's later halves and an AVGPOOL group's output words.
 PIPELINE_LATENCY = {
-    Op.MAXPOOL: SETUP_CYCLES + 7,
-    Op.ADD: SETUP_CYCLES + 6 + ADD_MULTIPLY_LATENCY,
-    Op.AVGPOOL: SETUP_CYCLES + 3,
+    Op.MAXPOOL: SETUP_CYCLES + BUFFER_LATENCY + OPERAND_LATENCY + MAXPOOL_LATENCY + 1,
+    Op.ADD: SETUP_CYCLES + BUFFER_LATENCY + OPERAND_LATENCY + ADD_LATENCY + 1,
+    Op.AVGPOOL: SETUP_CYCLES + BUFFER_LATENCY + OPERAND_LATENCY + AVGPOOL_LATENCY,
 }
 
 
@@ -116,6 +128,13 @@ def add_cycles_per_vector(config: AcceleratorConfig) -> int:
     multiplier pairs (DSPs: ``rows`` of them) in two cycles, instead of ``2 * rows`` multipliers
     as shift-add trees in fabric (3.1 k LUTs on xc7 for 8 lanes)."""
     return 2 if config.rows >= 2 else 1
+
+
+def add_latency(config: AcceleratorConfig) -> int:
+    """The bypass ADD (``hw.pool.PoolUnit.add_latency``): a vector's token -> its output word.
+    Its last half is selected ``add_cycles_per_vector - 1`` cycles after the first, then
+    :data:`ADD_LATENCY`."""
+    return add_cycles_per_vector(config) - 1 + ADD_LATENCY
 
 
 #: hardware multipliers in one requantizer: its 32 x 16-bit product needs two (a DSP48E1 is

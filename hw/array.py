@@ -181,8 +181,9 @@ def sums_layout(rows: int, cols: int, act_bits: int, weight_bits: int, tag: data
     return data.StructLayout({"sums": data.ArrayLayout(signed(sum_bits), cols), "tag": tag})
 
 
-def _delayed(m: Module, value, cycles: int, name: str, reset_less: bool = True):
-    """``value`` ``cycles`` clock cycles ago: a chain of registers (data: no reset, no enable)."""
+def delayed(m: Module, value, cycles: int, name: str, *, reset_less: bool = False):
+    """``value`` as it was ``cycles`` ``sync`` cycles ago: a chain of registers (data registers
+    with ``reset_less``: no reset, no enable)."""
     for k in range(cycles):
         register = Signal.like(value, name=f"{name}_d{k + 1}", reset_less=reset_less)
         m.d.sync += register.eq(value)
@@ -237,21 +238,25 @@ class MacArray(wiring.Component):
                 m.submodules[f"pe_{r}_{c}"] = pe
                 # activations from the left neighbour's register (row entry: skewed by r)
                 if c == 0:
-                    act = _delayed(m, operands.act[r], r, f"act_skew_{r}")
+                    act = delayed(m, operands.act[r], r, f"act_skew_{r}", reset_less=True)
                 else:
                     act = self.pes[r][c - 1].act_out
                 m.d.comb += pe.act_in.eq(act)
                 # this PE's own weight, skewed by r + c
-                weight = _delayed(m, operands.weight[r * cols + c], r + c, f"weight_skew_{r}_{c}")
+                weight = delayed(
+                    m, operands.weight[r * cols + c], r + c, f"weight_skew_{r}_{c}", reset_less=True
+                )
                 m.d.comb += pe.weight_in.eq(weight)
                 # partial sums from the PE above (row 0 starts from zero)
                 if r > 0:
                     m.d.comb += pe.psum_in.eq(self.pes[r - 1][c].psum_out)
         for c in range(cols):  # deskew: column c finished c cycles after column 0
-            total = _delayed(m, self.pes[rows - 1][c].psum_out, cols - 1 - c, f"deskew_{c}")
+            total = delayed(
+                m, self.pes[rows - 1][c].psum_out, cols - 1 - c, f"deskew_{c}", reset_less=True
+            )
             m.d.comb += self.sums.payload.sums[c].eq(total)
         side = Signal(data.StructLayout({"valid": 1, "tag": operands.tag.shape()}))
         m.d.comb += [side.valid.eq(self.operands.valid), side.tag.eq(operands.tag)]
-        side = _delayed(m, side, self.latency, "side", reset_less=False)  # valid resets
+        side = delayed(m, side, self.latency, "side")  # valid resets
         m.d.comb += [self.sums.valid.eq(side.valid), self.sums.payload.tag.eq(side.tag)]
         return m

@@ -23,6 +23,10 @@ everything about the buffers' byte layouts is in :mod:`fpga.layout`. One run exe
   ``(a*ma + b*mb + round) >> s``, half the lanes per cycle through DSP multipliers.
 * AVGPOOL: int32 sums per channel, 4 output words per channel group.
 
+The three are one component, :class:`hw.pool.PoolUnit` (stage-1b tokens in, output words out,
+its latencies exported); :class:`hw.pool.Writeback` lets the run's op choose the output buffer's
+one writer (the accumulator's results or the pool unit's words).
+
 Clocks: the host side (buffer writes, the weight decoder, the descriptor, ACT_OUT reads, the
 start/done handshake) runs in ``sync``; the compute side (address generator, array,
 accumulator, pool/add/avgpool, the ACT_OUT writes, the cycle counter) in ``engine``, a clock
@@ -45,10 +49,8 @@ from amaranth.lib.fifo import AsyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from fpga import golden
 from fpga.config import DEFAULT_CONFIG, AcceleratorConfig
 from fpga.layout import (
-    ADD_MULTIPLY_LATENCY,
     BUFFER_LATENCY,
     DESCRIPTOR_BYTES,
     OPERAND_LATENCY,
@@ -61,9 +63,9 @@ from fpga.layout import (
     transfer_bytes,
 )
 from fpga.protocol import RUN_RESPONSE
-from hw.array import MacArray, Multiplier
+from hw.array import MacArray
 from hw.engine_parts import PARAM_LAYOUT, Accumulator, WeightDecoder, tap_tag
-from hw.requant import round_shifted
+from hw.pool import PoolUnit, Writeback
 
 
 class _Counter:
@@ -117,15 +119,6 @@ def _adder_stage(m: Module, terms: list, levels: int, name: str) -> list:
         m.d.engine += register.eq(term)
         registers.append(register)
     return registers
-
-
-def _delayed(m: Module, value, cycles: int, name: str):
-    """``value`` as it was ``cycles`` engine clock cycles ago (a chain of registers)."""
-    for k in range(cycles):
-        register = Signal(Value.cast(value).shape(), name=f"{name}_d{k + 1}")
-        m.d.engine += register.eq(value)
-        value = register
-    return value
 
 
 def _log2(value: int) -> int:
@@ -190,17 +183,25 @@ class ConvEngine(wiring.Component):
         m.submodules.array = DomainRenamer("engine")(array)
         m.submodules.accumulator = DomainRenamer("engine")(accumulator)
         wiring.connect(m, array.sums, accumulator.sums)
+        # the MAXPOOL / ADD / AVGPOOL datapath; the output buffer's one writer (CONV or pool)
+        pool = PoolUnit(cfg)
+        writeback = Writeback(cfg)
+        m.submodules.pool = DomainRenamer("engine")(pool)
+        m.submodules.writeback = writeback
+        wiring.connect(m, accumulator.results, writeback.conv)
+        wiring.connect(m, pool.writes, writeback.pool)
         # cycles from the last issue to ``done``: CONV, the blocks' latencies and the output
-        # write (the cycle model, fpga.layout.pipeline_latency, adds the setup and done cycles)
+        # write (the cycle model, fpga.layout.pipeline_latency, adds the setup and done cycles);
+        # the pools, the unit's latency to the run's last output word
         conv_drain = BUFFER_LATENCY + OPERAND_LATENCY + array.latency + accumulator.latency + 1
-        # ADD: the second half's lanes reach the output word a cycle after the first's
+        # ADD: a vector every add_phases cycles (its halves share the multipliers)
         add_phases = add_cycles_per_vector(cfg)
-        # ADD: each half's operands registered, then a Multiplier (ADD_MULTIPLY_LATENCY stages)
         drain_cycles = {
             Op.CONV: conv_drain,
-            Op.MAXPOOL: 6,
-            Op.ADD: 4 + ADD_MULTIPLY_LATENCY + add_phases,
-            Op.AVGPOOL: 6,
+            **{
+                op: BUFFER_LATENCY + OPERAND_LATENCY + cycles
+                for op, cycles in pool.last_write.items()
+            },
         }
 
         # -- buffers -------------------------------------------------------------------------
@@ -745,35 +746,11 @@ class ConvEngine(wiring.Component):
         for r in range(lanes):
             m.d.comb += operands.payload.act[r].eq(act_lanes[r])
 
-        # -- maxpool / add / avgpool datapaths --------------------------------------------------
-        # MAXPOOL results leave through four registers (stage 1b -> p4 write). ADD: a vector every
-        # add_phases cycles; its lanes go through lanes / add_phases multiplier pairs (DSPs),
-        # half h selected in cycle h after stage 1b and registered next to the multipliers, then
-        # the Multipliers (operand, product, output registers), the products' sum, the shift,
-        # the rounding and clamp (hw.requant.round_shifted): no stage is more than an adder, the
-        # shifter or the clamp deep, and no path runs from fabric through a multiplier. The
-        # output word is complete, and written, (ADD_MULTIPLY_LATENCY - 1) + (add_phases - 1)
-        # cycles after MAXPOOL's would be.
-        pool_max = [Signal(signed(act), name=f"max_{i}") for i in range(lanes)]
-        sums = [Signal(signed(cfg.acc_bits), name=f"sum_{i}") for i in range(lanes)]
-        snapshot = Signal(cfg.acc_bits * lanes)
-        add_result = Signal(act * lanes)
-        max_done = t.valid & t.last & (op == Op.MAXPOOL)
-        add_done = t.valid & t.last & (op == Op.ADD)
-        add_depth = 2 + ADD_MULTIPLY_LATENCY  # stage 1b -> the halved sum: multiply, sum, shift
-        pool_write = _delayed(m, max_done, 4, "max_write") | _delayed(
-            m, add_done, add_depth + add_phases, "add_write"
-        )
-        pool_out = Mux(
-            op == Op.ADD,
-            _delayed(m, t.out_addr, add_depth + add_phases, "add_out"),
-            _delayed(m, t.out_addr, 4, "max_out"),
-        )
-        shift = fields["add_shift"][: golden.MAX_SHIFT.bit_length()]
+        # -- maxpool / add / avgpool datapaths (hw.pool.PoolUnit) -------------------------------
+        # their own stage-1b copy of the activation vector (taps in the padding read act_min:
+        # they never win a max), so that the register the array reads stays beside the array
+        # and this one beside the pools (one register for both cost 3.5 ns routing)
         act_min = -(1 << (act - 1))
-        # these datapaths' own stage-1b copy of the activation vector (taps in the padding read
-        # act_min: they never win a max), so that the register the array reads stays beside
-        # the array and this one beside the pools (one register for both cost 3.5 ns routing)
         pool_act = Signal(act * lanes)
         m.d.engine += pool_act.eq(
             Mux(
@@ -782,109 +759,28 @@ class ConvEngine(wiring.Component):
                 Cat(*[Const(act_min, signed(act))] * lanes),
             )
         )
-        pool_lanes = [pool_act.word_select(i, act).as_signed() for i in range(lanes)]
-        # ADD: a lane's operand times a 16-bit multiplier (one DSP each), the sum of two such
-        # products; the first half of the lanes is multiplied with stage 1b, the rest (held in
-        # a register) in the following cycles
-        product_shape = signed(act + golden.MULT_BITS + 1)
-        units = lanes // add_phases
-        phase_valid = [t.valid & (op == Op.ADD)]  # half h's operands are at the multipliers
-        held_a, held_b = pool_lanes[units:], b_lanes[units:]
-        for h in range(1, add_phases):
-            held_a = [
-                _delayed(m, value, 1, f"add_held_a_{h}_{k}") for k, value in enumerate(held_a)
-            ]
-            held_b = [
-                _delayed(m, value, 1, f"add_held_b_{h}_{k}") for k, value in enumerate(held_b)
-            ]
-            phase_valid.append(_delayed(m, phase_valid[-1], 1, f"add_phase_{h}"))
-        phase = Signal(range(add_phases))
-        for h in range(1, add_phases):
-            with m.If(phase_valid[h]):
-                m.d.comb += phase.eq(h)
-        # the half of the lanes in the last stage
-        clamp_valid = _delayed(m, phase_valid[0] | (phase != 0), add_depth, "add_clamp_valid")
-        clamp_phase = _delayed(m, phase, add_depth, "add_clamp_phase")
-        for u in range(units):
-            operand_a = [pool_lanes[u], *held_a[u::units]]
-            operand_b = [b_lanes[u], *held_b[u::units]]
-            a = Signal(signed(act), name=f"add_a_{u}", reset_less=True)
-            b = Signal(signed(act), name=f"add_b_{u}", reset_less=True)
-            with m.Switch(phase):
-                for h in range(add_phases):
-                    with m.Case(h):
-                        m.d.engine += [a.eq(operand_a[h]), b.eq(operand_b[h])]
-            products = []
-            for name, operand, factor in (("a", a, fields["mult_a"]), ("b", b, fields["mult_b"])):
-                multiplier = Multiplier(operand.shape(), factor.shape(), product_shape)
-                m.submodules[f"add_mult_{name}_{u}"] = DomainRenamer("engine")(multiplier)
-                m.d.comb += [multiplier.a.eq(operand), multiplier.b.eq(factor)]
-                products.append(multiplier.product)
-            total = Signal(signed(product_shape.width + 1), name=f"add_total_{u}")
-            halved = Signal(signed(len(total) + 1), name=f"add_halved_{u}")
-            m.d.engine += [
-                total.eq(products[0] + products[1]),
-                halved.eq((total << 1) >> shift),
-            ]
-            clamped = round_shifted(halved, relu, act)
-            with m.If((op == Op.ADD) & clamp_valid):
-                with m.Switch(clamp_phase):
-                    for h in range(add_phases):
-                        with m.Case(h):
-                            lane = h * units + u
-                            m.d.engine += add_result.word_select(lane, act).eq(clamped)
+        assert pool.sum_words == sum_words and pool.add_phases == add_phases
+        tokens = pool.tokens.payload
+        m.d.comb += [
+            tokens.act.eq(pool_act),
+            tokens.tag.first.eq(t.first),
+            tokens.tag.last.eq(t.last),
+            tokens.tag.out_addr.eq(t.out_addr),
+            pool.tokens.valid.eq(t.valid & (op != Op.CONV)),
+            pool.op.eq(op),
+            pool.relu.eq(relu),
+            pool.mult_a.eq(fields["mult_a"]),
+            pool.mult_b.eq(fields["mult_b"]),
+            pool.shift.eq(fields["add_shift"][: len(pool.shift)]),
+            pool.start.eq(start),
+        ]
         for i in range(lanes):
-            tap_value = pool_lanes[i]  # MAXPOOL: act_min outside the image
-            best = Mux(t.first | (tap_value > pool_max[i]), tap_value, pool_max[i])
-            sum_next = Mux(t.first, pool_lanes[i], sums[i] + pool_lanes[i])
-            max_3 = _delayed(m, best, 3, f"max_{i}")  # MAXPOOL: the max rides along
-            with m.If(op != Op.ADD):
-                m.d.engine += add_result.word_select(i, act).eq(max_3)
-            with m.If(t.valid):
-                with m.Switch(op):
-                    with m.Case(Op.MAXPOOL):
-                        m.d.engine += pool_max[i].eq(best)
-                    with m.Case(Op.AVGPOOL):
-                        m.d.engine += sums[i].eq(sum_next)
-                        with m.If(t.last):
-                            m.d.engine += snapshot.word_select(i, cfg.acc_bits).eq(sum_next)
+            m.d.comb += tokens.b[i].eq(b_lanes[i])
 
-        # avgpool flush: sum_words (4) words per group from the snapshot, 4 cycles after the
-        # group's last pixel was issued (the snapshot is taken in stage 1b)
-        flush_group = Signal.like(c_g.value)
-        flushing = Signal()
-        flush_index = Signal(range(sum_words))
-        m.d.engine += [flushing.eq(0)]
-        with m.If((op == Op.AVGPOOL) & t.valid & t.last):
-            m.d.engine += [flushing.eq(1), flush_index.eq(0)]
-        with m.If(flushing & (flush_index != sum_words - 1)):
-            m.d.engine += [flushing.eq(1), flush_index.eq(flush_index + 1)]
-        with m.If(flushing & (flush_index == sum_words - 1)):
-            m.d.engine += flush_group.eq(flush_group + 1)
-        with m.If(start):
-            m.d.engine += flush_group.eq(0)
-
-        # -- output buffer write port (one writer per op) ---------------------------------------
+        # -- output buffer write port (one writer per op: hw.pool.Writeback) ---------------------
         out_write = act_out.write_port(domain="engine")
-        with m.Switch(op):
-            with m.Case(Op.CONV):
-                m.d.comb += [
-                    out_write.en.eq(accumulator.results.valid),
-                    out_write.addr.eq(accumulator.results.payload.addr),
-                    out_write.data.eq(accumulator.results.payload.data),
-                ]
-            with m.Case(Op.MAXPOOL, Op.ADD):
-                m.d.comb += [
-                    out_write.en.eq(pool_write),
-                    out_write.addr.eq(pool_out),
-                    out_write.data.eq(add_result),
-                ]
-            with m.Case(Op.AVGPOOL):
-                m.d.comb += [
-                    out_write.en.eq(flushing),
-                    out_write.addr.eq((flush_group << _log2(sum_words)) + flush_index),
-                    out_write.data.eq(snapshot.word_select(flush_index, act * lanes)),
-                ]
+        wiring.connect(m, writeback.write, out_write)
+        m.d.comb += writeback.op.eq(op)
 
         # -- completion: drain the pipeline after the last issue ---------------------------------
         with m.If(busy & ~issuing & ~setup):

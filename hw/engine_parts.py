@@ -27,7 +27,7 @@ from fpga.layout import (
     params_fields,
     transfer_bytes,
 )
-from hw.array import partial_sum_bits
+from hw.array import delayed, partial_sum_bits
 from hw.requant import Requantizer
 
 #: a codebook index (one byte per index in the weight buffer)
@@ -90,15 +90,6 @@ def results_signature(config: AcceleratorConfig) -> stream.Signature:
         ),
         always_ready=True,
     )
-
-
-def delayed(m: Module, value, cycles: int, name: str):
-    """``value`` as it was ``cycles`` clock cycles ago (a chain of registers)."""
-    for k in range(cycles):
-        register = Signal.like(value, name=f"{name}_d{k + 1}")
-        m.d.sync += register.eq(value)
-        value = register
-    return value
 
 
 def weight_chunk_layout(config: AcceleratorConfig, lane: data.Layout) -> data.StructLayout:

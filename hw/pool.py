@@ -1,0 +1,285 @@
+"""The engine's MAXPOOL / bypass ADD / AVGPOOL datapath and its output-buffer writeback.
+
+``ConvEngine`` (``hw/engine.py``) feeds :class:`PoolUnit` the stage-1b token of every tap,
+vector or pixel a pool/add run issues and joins the unit's writes and the CONV
+:class:`~hw.engine_parts.Accumulator`'s results in :class:`Writeback`, the one writer of the
+output buffer::
+
+    address generator --tokens--> PoolUnit --writes--+
+                                                      +--> Writeback --write--> ACT_OUT
+                      ... Accumulator --results-------+
+
+As in ``hw/engine_parts.py`` the streams are fixed-latency pipelines (``always_ready``, ``valid``
+marks the cycles that carry a token) and each block's latency is the cycle model's figure
+(``fpga.layout``), measured by its test (``tests/hw/test_pool.py``).
+"""
+
+from __future__ import annotations
+
+from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import exact_log2
+
+from fpga import golden
+from fpga.config import AcceleratorConfig
+from fpga.layout import (
+    ADD_LATENCY,
+    AVGPOOL_LATENCY,
+    MAXPOOL_LATENCY,
+    Op,
+    add_cycles_per_vector,
+    add_latency,
+)
+from hw.array import Multiplier, delayed
+from hw.engine_parts import results_signature
+from hw.requant import round_shifted
+
+
+def pool_tag(config: AcceleratorConfig) -> data.StructLayout:
+    """What a pool/add token carries besides its vectors: first/last tap of its MAXPOOL window
+    (first/last pixel of its AVGPOOL channel group; both set for an ADD vector) and its
+    output-buffer word (MAXPOOL and ADD)."""
+    return data.StructLayout(
+        {"first": 1, "last": 1, "out_addr": unsigned(config.act_out_word_bits)}
+    )
+
+
+def tokens_signature(config: AcceleratorConfig) -> stream.Signature:
+    """One stage-1b token of a pool/add run: the activation vector as the pools see it (a
+    MAXPOOL tap in the padding reads the smallest activation, which never wins a max), the
+    ADD's second operand vector and the token's tag."""
+    vector = data.ArrayLayout(signed(config.act_bits), config.rows)
+    return stream.Signature(
+        data.StructLayout({"act": vector, "b": vector, "tag": pool_tag(config)}),
+        always_ready=True,
+    )
+
+
+def write_signature(config: AcceleratorConfig) -> memory.WritePort.Signature:
+    """The output buffer's write port (ACT_OUT: ``cols`` bytes a word, one enable)."""
+    return memory.WritePort.Signature(
+        addr_width=config.act_out_word_bits, shape=unsigned(config.act_bits * config.cols)
+    )
+
+
+class PoolUnit(wiring.Component):
+    """MAXPOOL, the bypass ADD and AVGPOOL: stage-1b ``tokens`` -> output-buffer ``writes``.
+
+    The run's ``op`` selects the datapath; ``relu``, ``mult_a``, ``mult_b`` and ``shift`` are
+    the run's descriptor fields (constant during a run); ``start`` marks a run's start.
+
+    * MAXPOOL: a running max per lane over a window's taps (``first`` restarts it); the last
+      tap's max leaves, at the token's ``out_addr``, ``MAXPOOL_LATENCY`` (4) cycles later.
+    * ADD: ``clamp((a * mult_a + b * mult_b + round) >> shift)`` per lane (exactly
+      :func:`fpga.golden.add`), a vector every ``add_cycles_per_vector`` (2) cycles at most:
+      its lanes go through ``rows / add_cycles_per_vector`` multiplier pairs (DSPs), half
+      ``h`` selected in cycle ``h`` after the token and registered beside the multipliers,
+      then the multipliers (:class:`~hw.array.Multiplier`: operand, product, output registers), the
+      products' sum, the shift, the rounding and clamp (:func:`hw.requant.round_shifted`): no
+      stage is more than an adder, the shifter or the clamp deep, and no path runs from
+      fabric through a multiplier. Half ``h``'s lanes are in the output word ``ADD_LATENCY``
+      (7) cycles after their cycle; the word leaves at the token's ``out_addr``
+      :func:`fpga.layout.add_latency` (8) cycles after the token.
+    * AVGPOOL: int32 sums per lane over a channel group's pixels (``first`` restarts them); the
+      group's last pixel snapshots them, and its ``sum_words`` (4) words (lane ``c``'s sum
+      little-endian at byte ``4c``) leave one per cycle from ``AVGPOOL_LATENCY`` (1) cycle
+      after it, at words ``sum_words * g ...`` for the run's ``g``-th group. The next token
+      may come ``sum_words`` cycles after a group's last (the engine stalls its issue).
+
+    ``latency[op]``: token -> its (first) output word; ``last_write[op]``: the last token of a
+    run -> the run's last output word (the engine's drain).
+    """
+
+    max_latency = MAXPOOL_LATENCY
+    avgpool_latency = AVGPOOL_LATENCY
+
+    def __init__(self, config: AcceleratorConfig):
+        self.config = config
+        self.lanes = config.rows  # == cols (checked by the config)
+        #: cycles an ADD vector takes (its halves through the multipliers one per cycle)
+        self.add_phases = add_cycles_per_vector(config)
+        self.add_latency = add_latency(config)
+        #: AVGPOOL: output words per channel group (``rows`` int32 sums)
+        self.sum_words = config.acc_bits // config.act_bits
+        self.latency = {
+            Op.MAXPOOL: self.max_latency,
+            Op.ADD: self.add_latency,
+            Op.AVGPOOL: self.avgpool_latency,
+        }
+        self.last_write = dict(self.latency)
+        self.last_write[Op.AVGPOOL] += self.sum_words - 1
+        super().__init__(
+            {
+                "tokens": In(tokens_signature(config)),
+                "op": In(Op),
+                "relu": In(1),
+                "mult_a": In(unsigned(golden.MULT_BITS)),
+                "mult_b": In(unsigned(golden.MULT_BITS)),
+                "shift": In(range(golden.MAX_SHIFT + 1)),
+                "start": In(1),
+                "writes": Out(results_signature(config)),
+            }
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, lanes, act = self.config, self.lanes, self.config.act_bits
+        op, token, valid = self.op, self.tokens.payload, self.tokens.valid
+        tag = token.tag
+        a_lanes = [token.act[i] for i in range(lanes)]
+        b_lanes = [token.b[i] for i in range(lanes)]
+
+        # the output word of MAXPOOL (the max, its last register) and of ADD (the lanes as
+        # their halves finish)
+        result = Signal(act * lanes)
+        max_done = valid & tag.last & (op == Op.MAXPOOL)
+        add_done = valid & tag.last & (op == Op.ADD)
+        max_write = delayed(m, max_done, self.max_latency, "max_write")
+        add_write = delayed(m, add_done, self.add_latency, "add_write")
+        result_valid = max_write | add_write
+        result_addr = Mux(
+            op == Op.ADD,
+            delayed(m, tag.out_addr, self.add_latency, "add_out"),
+            delayed(m, tag.out_addr, self.max_latency, "max_out"),
+        )
+
+        # -- ADD: a half of the lanes per cycle through lanes / add_phases multiplier pairs
+        # (one DSP each: an operand times a 16-bit multiplier); the first half is selected
+        # with the token, the rest (held in registers) in the following cycles
+        phases = self.add_phases
+        product_shape = signed(act + golden.MULT_BITS + 1)
+        units = lanes // phases
+        phase_valid = [valid & (op == Op.ADD)]  # half h's operands are at the multipliers
+        held_a, held_b = a_lanes[units:], b_lanes[units:]
+        for h in range(1, phases):
+            held_a = [delayed(m, value, 1, f"add_held_a_{h}_{k}") for k, value in enumerate(held_a)]
+            held_b = [delayed(m, value, 1, f"add_held_b_{h}_{k}") for k, value in enumerate(held_b)]
+            phase_valid.append(delayed(m, phase_valid[-1], 1, f"add_phase_{h}"))
+        phase = Signal(range(phases))
+        for h in range(1, phases):
+            with m.If(phase_valid[h]):
+                m.d.comb += phase.eq(h)
+        # the half of the lanes in the last stage (the rounding and clamp)
+        clamp_delay = ADD_LATENCY - 1
+        clamp_valid = delayed(m, phase_valid[0] | (phase != 0), clamp_delay, "add_clamp_valid")
+        clamp_phase = delayed(m, phase, clamp_delay, "add_clamp_phase")
+        for u in range(units):
+            operand_a = [a_lanes[u], *held_a[u::units]]
+            operand_b = [b_lanes[u], *held_b[u::units]]
+            a = Signal(signed(act), name=f"add_a_{u}", reset_less=True)
+            b = Signal(signed(act), name=f"add_b_{u}", reset_less=True)
+            with m.Switch(phase):
+                for h in range(phases):
+                    with m.Case(h):
+                        m.d.sync += [a.eq(operand_a[h]), b.eq(operand_b[h])]
+            products = []
+            for name, operand, factor in (("a", a, self.mult_a), ("b", b, self.mult_b)):
+                multiplier = Multiplier(operand.shape(), factor.shape(), product_shape)
+                m.submodules[f"add_mult_{name}_{u}"] = multiplier
+                m.d.comb += [multiplier.a.eq(operand), multiplier.b.eq(factor)]
+                products.append(multiplier.product)
+            total = Signal(signed(product_shape.width + 1), name=f"add_total_{u}")
+            halved = Signal(signed(len(total) + 1), name=f"add_halved_{u}")
+            m.d.sync += [
+                total.eq(products[0] + products[1]),
+                halved.eq((total << 1) >> self.shift),
+            ]
+            clamped = round_shifted(halved, self.relu, act)
+            with m.If((op == Op.ADD) & clamp_valid):
+                with m.Switch(clamp_phase):
+                    for h in range(phases):
+                        with m.Case(h):
+                            lane = h * units + u
+                            m.d.sync += result.word_select(lane, act).eq(clamped)
+
+        # -- MAXPOOL: the running max; the last tap's rides along through registers into the
+        # output word. AVGPOOL: the running sums, snapshot at a group's last pixel
+        pool_max = [Signal(signed(act), name=f"max_{i}") for i in range(lanes)]
+        sums = [Signal(signed(cfg.acc_bits), name=f"sum_{i}") for i in range(lanes)]
+        snapshot = Signal(cfg.acc_bits * lanes)
+        for i in range(lanes):
+            tap_value = a_lanes[i]  # MAXPOOL: the smallest activation outside the image
+            best = Mux(tag.first | (tap_value > pool_max[i]), tap_value, pool_max[i])
+            sum_next = Mux(tag.first, a_lanes[i], sums[i] + a_lanes[i])
+            max_ready = delayed(m, best, self.max_latency - 1, f"max_{i}")
+            with m.If(op != Op.ADD):
+                m.d.sync += result.word_select(i, act).eq(max_ready)
+            with m.If(valid):
+                with m.Switch(op):
+                    with m.Case(Op.MAXPOOL):
+                        m.d.sync += pool_max[i].eq(best)
+                    with m.Case(Op.AVGPOOL):
+                        m.d.sync += sums[i].eq(sum_next)
+                        with m.If(tag.last):
+                            m.d.sync += snapshot.word_select(i, cfg.acc_bits).eq(sum_next)
+
+        # -- AVGPOOL flush: sum_words words per group from the snapshot, from the cycle after
+        # the group's last pixel (AVGPOOL_LATENCY)
+        assert self.avgpool_latency == 1  # the snapshot register
+        words = self.sum_words
+        flush_group = Signal(unsigned(cfg.act_out_word_bits))  # the run's groups, modulo
+        flushing = Signal()
+        flush_index = Signal(range(words))
+        m.d.sync += flushing.eq(0)
+        with m.If((op == Op.AVGPOOL) & valid & tag.last):
+            m.d.sync += [flushing.eq(1), flush_index.eq(0)]
+        with m.If(flushing & (flush_index != words - 1)):
+            m.d.sync += [flushing.eq(1), flush_index.eq(flush_index + 1)]
+        with m.If(flushing & (flush_index == words - 1)):
+            m.d.sync += flush_group.eq(flush_group + 1)
+        with m.If(self.start):
+            m.d.sync += flush_group.eq(0)
+
+        # -- the unit's one write stream: the flush (AVGPOOL) or the result word
+        writes = self.writes
+        with m.If(op == Op.AVGPOOL):
+            m.d.comb += [
+                writes.valid.eq(flushing),
+                writes.payload.addr.eq((flush_group << exact_log2(words)) + flush_index),
+                writes.payload.data.eq(snapshot.word_select(flush_index, act * lanes)),
+            ]
+        with m.Else():
+            m.d.comb += [
+                writes.valid.eq(result_valid),
+                writes.payload.addr.eq(result_addr),
+                writes.payload.data.eq(result),
+            ]
+        return m
+
+
+class Writeback(wiring.Component):
+    """The output buffer's one writer: the run's ``op`` chooses which unit drives the ACT_OUT
+    write port ``write``: the CONV accumulator's ``conv`` results, or the pool/add unit's
+    ``pool`` writes (MAXPOOL, ADD, AVGPOOL). A selected stream's valid cycle is a write of its
+    word at its address, in the same cycle (combinational: ``latency`` 0)."""
+
+    latency = 0
+
+    def __init__(self, config: AcceleratorConfig):
+        self.config = config
+        super().__init__(
+            {
+                "conv": In(results_signature(config)),
+                "pool": In(results_signature(config)),
+                "op": In(Op),
+                "write": Out(write_signature(config).flip()),
+            }
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        write = self.write
+        with m.If(self.op == Op.CONV):
+            m.d.comb += [
+                write.en.eq(self.conv.valid),
+                write.addr.eq(self.conv.payload.addr),
+                write.data.eq(self.conv.payload.data),
+            ]
+        with m.Else():
+            m.d.comb += [
+                write.en.eq(self.pool.valid),
+                write.addr.eq(self.pool.payload.addr),
+                write.data.eq(self.pool.payload.data),
+            ]
+        return m
