@@ -749,16 +749,22 @@ class ConvEngine(wiring.Component):
         # -- maxpool / add / avgpool datapaths (hw.pool.PoolUnit) -------------------------------
         # their own stage-1b copy of the activation vector (taps in the padding read act_min:
         # they never win a max), so that the register the array reads stays beside the array
-        # and this one beside the pools (one register for both cost 3.5 ns routing)
+        # and this one beside the pools (one register for both cost 3.5 ns routing, and 4.7 ns
+        # in the 8x8 SoC). It holds the vector inverted: bits 0-6 of act_min are those of the
+        # array's zero, and Yosys merges flip-flops with equal inputs, which had made the two
+        # copies one register again for 7 bits of every lane; the inverse is taken back in
+        # the pools' first LUTs.
         act_min = -(1 << (act - 1))
-        pool_act = Signal(act * lanes)
-        m.d.engine += pool_act.eq(
-            Mux(
+        pool_act_inverted = Signal(act * lanes)
+        m.d.engine += pool_act_inverted.eq(
+            ~Mux(
                 s1.in_bounds | (op == Op.ADD) | (op == Op.AVGPOOL),
                 act_read.data,
                 Cat(*[Const(act_min, signed(act))] * lanes),
             )
         )
+        pool_act = Signal(act * lanes)
+        m.d.comb += pool_act.eq(~pool_act_inverted)
         assert pool.sum_words == sum_words and pool.add_phases == add_phases
         tokens = pool.tokens.payload
         m.d.comb += [
