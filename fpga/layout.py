@@ -74,7 +74,9 @@ CODEBOOK_ENTRIES = 256
 #: Latencies of the engine's CONV blocks, in cycles. The gateware's blocks export these same
 #: numbers as their ``latency`` (hw/engine_parts.py, hw/array.py) and each block's test measures
 #: it; the engine's pipeline depth below is their sum, paid once per run (not per pixel).
-BUFFER_LATENCY = 1  # address generator issue -> activation / weight buffer data
+#: address generator issue -> activation / weight buffer data, with the issue's stage-1 token
+#: (``hw.addrgen.AddressGenerator.latency``)
+BUFFER_LATENCY = 1
 #: buffer data -> the registered activation vector and int8 weight word (block-RAM output
 #: registers) that enter the array
 OPERAND_LATENCY = 1
@@ -103,6 +105,7 @@ AVGPOOL_LATENCY = 1
 WEIGHT_DECODE_LATENCY = 1
 #: cycles between ``start`` and the first issue: the per-run address constants (products of
 #: descriptor fields) computed in a pipeline of registers, one adder level pair per cycle
+#: (``hw.addrgen.AddressGenerator.setup_cycles``)
 SETUP_CYCLES = 4
 RUN_OVERHEAD = SETUP_CYCLES + 2  # the setup cycles after start, the output-buffer write, done
 #: pipeline depth of the non-CONV runs (start -> done beyond the issue cycles); see hw/engine.py:
