@@ -41,8 +41,9 @@ class ProcessingElement(wiring.Component):
     ``act_in`` is registered; ``act_out`` is that register, for the right-hand neighbour. The
     product of ``act_in`` and ``weight_in`` leaves the multiplier ``Multiplier.latency`` (3)
     cycles later, through the multiplier's input, pipeline and output registers (on ECP5 the
-    MULT18X18D's own; elsewhere in fabric, which Yosys packs into the DSP48E1's A/B, M and P
-    registers where it can). ``psum_out = psum_in + product`` is registered, for the PE below.
+    MULT18X18D's own; elsewhere two operand registers and the product register, which Yosys
+    packs into the DSP48E1's A/B and M registers, and the sum into its P register with the
+    adder). ``psum_out = psum_in + product`` is registered, for the PE below.
     Latency act/weight -> ``psum_out``: 4 cycles; the partial sum from above must arrive 3
     cycles after the PE's own operands (it does: the PE above got them a cycle earlier).
     """
@@ -72,11 +73,18 @@ class ProcessingElement(wiring.Component):
             # the right neighbour
             m.submodules.multiplier = _ecp5_multiplier(self.act_in, self.weight_in, product)
         else:
-            # the same three stages: operands (the activation's is the shared register),
-            # product, output
-            weight = Signal.like(self.weight_in, reset_less=True)
-            raw = Signal.like(product, reset_less=True)
-            m.d.sync += [weight.eq(self.weight_in), raw.eq(act * weight), product.eq(raw)]
+            # the same three stages, laid out for a DSP48E1: a second operand register (its A/B
+            # registers; the first activation register is the one shared with the neighbour,
+            # the first weight register joins the weight's skew line), the product (M), so that
+            # the partial sum is the DSP's P register with its adder, not fabric
+            act_mul = Signal.like(act, reset_less=True)
+            weights = [Signal.like(self.weight_in, reset_less=True) for _ in range(2)]
+            m.d.sync += [
+                act_mul.eq(act),
+                weights[0].eq(self.weight_in),
+                weights[1].eq(weights[0]),
+                product.eq(act_mul * weights[1]),
+            ]
         return m
 
 

@@ -58,8 +58,9 @@ class _ECP5:
 
 
 def test_every_ecp5_pe_is_one_registered_mult18x18d(tmp_path):
-    """On ECP5 each PE instantiates one MULT18X18D with its input and pipeline registers
-    (nextpnr then times the multiplier register to register), and Yosys maps no other
+    """On ECP5 each PE instantiates one MULT18X18D with its input, pipeline and output
+    registers (nextpnr then times the multiplier register to register: without the output
+    register it starts the output's path at the input register), and Yosys maps no other
     multiplier."""
     array = MacArray(DEFAULT_CONFIG.rows, DEFAULT_CONFIG.cols)
     source = verilog.convert(
@@ -67,6 +68,7 @@ def test_every_ecp5_pe_is_one_registered_mult18x18d(tmp_path):
     )
     assert source.count('.REG_INPUTA_CLK("CLK0")') == DEFAULT_CONFIG.pes
     assert source.count('.REG_PIPELINE_CLK("CLK0")') == DEFAULT_CONFIG.pes
+    assert source.count('.REG_OUTPUT_CLK("CLK0")') == DEFAULT_CONFIG.pes
     path = tmp_path / "mac_array.v"
     path.write_text(source)
     stat = tmp_path / "stat.txt"
