@@ -170,28 +170,41 @@ class ConvEngine(wiring.Component):
         with m.If(self.write_en & self.busy):
             m.d.sync += self.error.eq(1)
 
+        # The buffer writes are registered at the engine's boundary: the writer's logic (the
+        # link, the sequencer's window and Huffman paths) ends here, not in the block RAMs'
+        # write ports. The one-cycle delay cannot be seen: the engine reads its buffers only
+        # after a start token crossed the clock-domain FIFO, and the descriptor (checked at
+        # the start) is written directly.
+        write = {
+            name: Signal.like(getattr(self, f"write_{name}"), name=f"buffer_write_{name}")
+            for name in ("space", "addr", "data", "count")
+        }
+        buffer_write = Signal()
+        m.d.sync += buffer_write.eq(writable)
+        m.d.sync += [signal.eq(getattr(self, f"write_{name}")) for name, signal in write.items()]
+
         width = self.transfer_bytes
         block_shift = _log2(width)
         # the chunk rotated to its lanes in an aligned block: lane (addr + i) % width <- byte i
-        block_lane = self.write_addr[:block_shift] if block_shift else Const(0, 1)
+        block_lane = write["addr"][:block_shift] if block_shift else Const(0, 1)
         rotated = Signal(8 * width)
         rotation = Signal(range(8 * width + 1))
         m.d.comb += [
             rotation.eq(8 * (width - block_lane)),
-            rotated.eq(Cat(self.write_data, self.write_data).bit_select(rotation, 8 * width)),
+            rotated.eq(Cat(write["data"], write["data"]).bit_select(rotation, 8 * width)),
         ]
         chunk_mask = Signal(width)
-        m.d.comb += chunk_mask.eq((Const(1, width + 1) << self.write_count) - 1)
+        m.d.comb += chunk_mask.eq((Const(1, width + 1) << write["count"]) - 1)
 
         def host_write_port(memory, bytes_per_word, space):
             port = memory.write_port(granularity=8)
             shift = _log2(bytes_per_word)
             m.d.comb += [
-                port.addr.eq(self.write_addr >> shift),
+                port.addr.eq(write["addr"] >> shift),
                 port.data.eq(Cat(*[rotated] * (bytes_per_word // width))),
             ]
-            lane = self.write_addr[:shift] if shift else Const(0, 1)
-            with m.If(writable & (self.write_space == space)):
+            lane = write["addr"][:shift] if shift else Const(0, 1)
+            with m.If(buffer_write & (write["space"] == space)):
                 m.d.comb += port.en.eq(chunk_mask << lane)
             return port
 
@@ -199,15 +212,15 @@ class ConvEngine(wiring.Component):
         host_write_port(params, PARAM_BYTES * cfg.cols, BufferSpace.PARAMS)
         # weights: the chunk's indices through the decoder, whose int8 weights are written
         weight_shift = _log2(pes)
-        weight_lane = self.write_addr[:weight_shift] if weight_shift else Const(0, 1)
+        weight_lane = write["addr"][:weight_shift] if weight_shift else Const(0, 1)
         m.d.comb += [
-            decoder.indices.payload.addr.eq(self.write_addr >> weight_shift),
+            decoder.indices.payload.addr.eq(write["addr"] >> weight_shift),
             decoder.indices.payload.enable.eq(chunk_mask << weight_lane),
             decoder.indices.payload.lanes.eq(rotated),
-            decoder.indices.valid.eq(writable & (self.write_space == BufferSpace.WEIGHT)),
-            decoder.codebook_addr.eq(self.write_addr[: len(decoder.codebook_addr)]),
-            decoder.codebook_data.eq(self.write_data[:8]),
-            decoder.codebook_en.eq(writable & (self.write_space == BufferSpace.CODEBOOK)),
+            decoder.indices.valid.eq(buffer_write & (write["space"] == BufferSpace.WEIGHT)),
+            decoder.codebook_addr.eq(write["addr"][: len(decoder.codebook_addr)]),
+            decoder.codebook_data.eq(write["data"][:8]),
+            decoder.codebook_en.eq(buffer_write & (write["space"] == BufferSpace.CODEBOOK)),
         ]
         weight_write = weights.write_port(granularity=8)
         decoded = decoder.weights.payload
