@@ -90,16 +90,21 @@ REQUANT_LATENCY = MULTIPLIER_LATENCY + 3
 ACCUMULATOR_LATENCY = 3 + REQUANT_LATENCY
 #: the bypass ADD's operand half selected and registered beside its multipliers, then them
 ADD_MULTIPLY_LATENCY = 1 + MULTIPLIER_LATENCY
-#: Latencies of the engine's pool/add unit (``hw.pool.PoolUnit``), from its stage-1b token:
+#: Latencies of the engine's pool/add unit (``hw.pool.PoolUnit``), from its stage-1b token.
+#: The unit first registers the token (its operand vectors) beside its datapaths: the stage-1b
+#: register sits beside the buffers, and the route from there to the running max had been the
+#: 8x8 SoC's engine critical path (3.4 ns).
+POOL_INPUT_LATENCY = 1
 #: the bypass ADD, one half of a vector's lanes from the cycle it is selected in to its lanes
 #: in the output word: the multiply, the products' sum, the shift, the rounding and clamp (a
 #: whole vector: :func:`add_latency`)
 ADD_LATENCY = ADD_MULTIPLY_LATENCY + 3
-#: MAXPOOL, a window's last tap -> its output word: the running max, then three registers
-MAXPOOL_LATENCY = 4
-#: AVGPOOL, a channel group's last pixel -> the first of its output words (the sums' snapshot
-#: register); the group's other words follow one per cycle
-AVGPOOL_LATENCY = 1
+#: MAXPOOL, a window's last tap -> its output word: the input register, the running max, then
+#: three registers
+MAXPOOL_LATENCY = POOL_INPUT_LATENCY + 4
+#: AVGPOOL, a channel group's last pixel -> the first of its output words (the input register,
+#: the sums' snapshot register); the group's other words follow one per cycle
+AVGPOOL_LATENCY = POOL_INPUT_LATENCY + 1
 #: a weight chunk's codebook indices -> its int8 weights at the weight buffer's write port
 #: (hw.engine_parts.WeightDecoder; on the write side, so not in the runs' cycles)
 WEIGHT_DECODE_LATENCY = 1
@@ -113,7 +118,7 @@ RUN_OVERHEAD = SETUP_CYCLES + 2  # the setup cycles after start, the output-buff
 #: The issue cycles count an ADD vector's later halves and an AVGPOOL group's output words.
 PIPELINE_LATENCY = {
     Op.MAXPOOL: SETUP_CYCLES + BUFFER_LATENCY + OPERAND_LATENCY + MAXPOOL_LATENCY + 1,
-    Op.ADD: SETUP_CYCLES + BUFFER_LATENCY + OPERAND_LATENCY + ADD_LATENCY + 1,
+    Op.ADD: SETUP_CYCLES + BUFFER_LATENCY + OPERAND_LATENCY + POOL_INPUT_LATENCY + ADD_LATENCY + 1,
     Op.AVGPOOL: SETUP_CYCLES + BUFFER_LATENCY + OPERAND_LATENCY + AVGPOOL_LATENCY,
 }
 
@@ -135,9 +140,9 @@ def add_cycles_per_vector(config: AcceleratorConfig) -> int:
 
 def add_latency(config: AcceleratorConfig) -> int:
     """The bypass ADD (``hw.pool.PoolUnit.add_latency``): a vector's token -> its output word.
-    Its last half is selected ``add_cycles_per_vector - 1`` cycles after the first, then
-    :data:`ADD_LATENCY`."""
-    return add_cycles_per_vector(config) - 1 + ADD_LATENCY
+    The unit's input register, its last half selected ``add_cycles_per_vector - 1`` cycles
+    after the first, then :data:`ADD_LATENCY`."""
+    return POOL_INPUT_LATENCY + add_cycles_per_vector(config) - 1 + ADD_LATENCY
 
 
 #: hardware multipliers in one requantizer: its 32 x 16-bit product needs two (a DSP48E1 is

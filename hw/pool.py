@@ -27,6 +27,7 @@ from fpga.layout import (
     ADD_LATENCY,
     AVGPOOL_LATENCY,
     MAXPOOL_LATENCY,
+    POOL_INPUT_LATENCY,
     Op,
     add_cycles_per_vector,
     add_latency,
@@ -67,23 +68,26 @@ class PoolUnit(wiring.Component):
     """MAXPOOL, the bypass ADD and AVGPOOL: stage-1b ``tokens`` -> output-buffer ``writes``.
 
     The run's ``op`` selects the datapath; ``relu``, ``mult_a``, ``mult_b`` and ``shift`` are
-    the run's descriptor fields (constant during a run); ``start`` marks a run's start.
+    the run's descriptor fields (constant during a run); ``start`` marks a run's start. The
+    unit first registers each token beside its datapaths (``POOL_INPUT_LATENCY``, 1 cycle,
+    counted in the latencies below).
 
     * MAXPOOL: a running max per lane over a window's taps (``first`` restarts it); the last
-      tap's max leaves, at the token's ``out_addr``, ``MAXPOOL_LATENCY`` (4) cycles later.
+      tap's max leaves, at the token's ``out_addr``, ``MAXPOOL_LATENCY`` (5) cycles later.
     * ADD: ``clamp((a * mult_a + b * mult_b + round) >> shift)`` per lane (exactly
       :func:`fpga.golden.add`), a vector every ``add_cycles_per_vector`` (2) cycles at most:
       its lanes go through ``rows / add_cycles_per_vector`` multiplier pairs (DSPs), half
-      ``h`` selected in cycle ``h`` after the token and registered beside the multipliers,
-      then the multipliers (:class:`~hw.array.Multiplier`: operand, product, output registers), the
+      ``h`` selected in cycle ``h`` after the registered token and registered beside the
+      multipliers, then the multipliers (:class:`~hw.array.Multiplier`: operand, product,
+      output registers), the
       products' sum, the shift, the rounding and clamp (:func:`hw.requant.round_shifted`): no
       stage is more than an adder, the shifter or the clamp deep, and no path runs from
       fabric through a multiplier. Half ``h``'s lanes are in the output word ``ADD_LATENCY``
       (7) cycles after their cycle; the word leaves at the token's ``out_addr``
-      :func:`fpga.layout.add_latency` (8) cycles after the token.
+      :func:`fpga.layout.add_latency` (9) cycles after the token.
     * AVGPOOL: int32 sums per lane over a channel group's pixels (``first`` restarts them); the
       group's last pixel snapshots them, and its ``sum_words`` (4) words (lane ``c``'s sum
-      little-endian at byte ``4c``) leave one per cycle from ``AVGPOOL_LATENCY`` (1) cycle
+      little-endian at byte ``4c``) leave one per cycle from ``AVGPOOL_LATENCY`` (2) cycles
       after it, at words ``sum_words * g ...`` for the run's ``g``-th group. The next token
       may come ``sum_words`` cycles after a group's last (the engine stalls its issue).
 
@@ -125,7 +129,16 @@ class PoolUnit(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg, lanes, act = self.config, self.lanes, self.config.act_bits
-        op, token, valid = self.op, self.tokens.payload, self.tokens.valid
+        op = self.op
+        # the input register (POOL_INPUT_LATENCY): the token, with its operand vectors, in a
+        # copy beside these datapaths (the stage-1b register is beside the buffers)
+        assert POOL_INPUT_LATENCY == 1
+        token = Signal(self.tokens.payload.shape(), name="input_token")
+        valid = Signal(name="input_valid")
+        m.d.sync += [token.eq(self.tokens.payload), valid.eq(self.tokens.valid)]
+        # latencies below count from the registered token
+        max_delay = self.max_latency - POOL_INPUT_LATENCY
+        add_delay = self.add_latency - POOL_INPUT_LATENCY
         tag = token.tag
         a_lanes = [token.act[i] for i in range(lanes)]
         b_lanes = [token.b[i] for i in range(lanes)]
@@ -135,13 +148,13 @@ class PoolUnit(wiring.Component):
         result = Signal(act * lanes)
         max_done = valid & tag.last & (op == Op.MAXPOOL)
         add_done = valid & tag.last & (op == Op.ADD)
-        max_write = delayed(m, max_done, self.max_latency, "max_write")
-        add_write = delayed(m, add_done, self.add_latency, "add_write")
+        max_write = delayed(m, max_done, max_delay, "max_write")
+        add_write = delayed(m, add_done, add_delay, "add_write")
         result_valid = max_write | add_write
         result_addr = Mux(
             op == Op.ADD,
-            delayed(m, tag.out_addr, self.add_latency, "add_out"),
-            delayed(m, tag.out_addr, self.max_latency, "max_out"),
+            delayed(m, tag.out_addr, add_delay, "add_out"),
+            delayed(m, tag.out_addr, max_delay, "max_out"),
         )
 
         # -- ADD: a half of the lanes per cycle through lanes / add_phases multiplier pairs
@@ -202,7 +215,7 @@ class PoolUnit(wiring.Component):
             tap_value = a_lanes[i]  # MAXPOOL: the smallest activation outside the image
             best = Mux(tag.first | (tap_value > pool_max[i]), tap_value, pool_max[i])
             sum_next = Mux(tag.first, a_lanes[i], sums[i] + a_lanes[i])
-            max_ready = delayed(m, best, self.max_latency - 1, f"max_{i}")
+            max_ready = delayed(m, best, max_delay - 1, f"max_{i}")
             with m.If(op != Op.ADD):
                 m.d.sync += result.word_select(i, act).eq(max_ready)
             with m.If(valid):
@@ -215,8 +228,8 @@ class PoolUnit(wiring.Component):
                             m.d.sync += snapshot.word_select(i, cfg.acc_bits).eq(sum_next)
 
         # -- AVGPOOL flush: sum_words words per group from the snapshot, from the cycle after
-        # the group's last pixel (AVGPOOL_LATENCY)
-        assert self.avgpool_latency == 1  # the snapshot register
+        # the group's last pixel reached the registered token (AVGPOOL_LATENCY)
+        assert self.avgpool_latency == POOL_INPUT_LATENCY + 1  # the snapshot register
         words = self.sum_words
         flush_group = Signal(unsigned(cfg.act_out_word_bits))  # the run's groups, modulo
         flushing = Signal()

@@ -16,6 +16,7 @@ from fpga.layout import (
     ADD_LATENCY,
     AVGPOOL_LATENCY,
     MAXPOOL_LATENCY,
+    POOL_INPUT_LATENCY,
     Op,
     add_cycles_per_vector,
     add_latency,
@@ -162,7 +163,7 @@ def test_add_equals_golden_add(config):
     phases = add_cycles_per_vector(config)
     assert dut.add_phases == phases
     assert dut.latency[Op.ADD] == dut.add_latency == add_latency(config)
-    assert dut.add_latency == phases - 1 + ADD_LATENCY
+    assert dut.add_latency == POOL_INPUT_LATENCY + phases - 1 + ADD_LATENCY
     lanes = config.rows
     rng = seeded(2)
     settings = [
