@@ -74,8 +74,11 @@ CODEBOOK_ENTRIES = 256
 #: Latencies of the engine's CONV blocks, in cycles. The gateware's blocks export these same
 #: numbers as their ``latency`` (hw/engine_parts.py, hw/array.py) and each block's test measures
 #: it; the engine's pipeline depth below is their sum, paid once per run (not per pixel).
-#: address generator issue -> activation / weight buffer data, with the issue's stage-1 token
-#: (``hw.addrgen.AddressGenerator.latency``)
+#: address generator issue -> the buffers' read addresses, registered (the generator's loop
+#: registers are then not pulled toward the block RAMs they address)
+ADDRESS_LATENCY = 1
+#: read addresses -> activation / weight buffer data, with the issue's stage-1 token
+#: (``hw.addrgen.AddressGenerator.latency`` is ``ADDRESS_LATENCY + BUFFER_LATENCY``)
 BUFFER_LATENCY = 1
 #: buffer data -> the registered activation vector and int8 weight word (block-RAM output
 #: registers) that enter the array
@@ -114,12 +117,16 @@ WEIGHT_DECODE_LATENCY = 1
 SETUP_CYCLES = 4
 RUN_OVERHEAD = SETUP_CYCLES + 2  # the setup cycles after start, the output-buffer write, done
 #: pipeline depth of the non-CONV runs (start -> done beyond the issue cycles); see hw/engine.py:
-#: the setup cycles, the buffer read, the operand register, the pool/add unit's latency and done.
+#: the setup cycles, the address register, the buffer read, the operand register, the pool/add
+#: unit's latency and done.
 #: The issue cycles count an ADD vector's later halves and an AVGPOOL group's output words.
+#: (``_TO_OPERANDS``: a run's first issue -> its operands in their registers, stage 1b, plus the
+#: setup cycles before that issue.)
+_TO_OPERANDS = SETUP_CYCLES + ADDRESS_LATENCY + BUFFER_LATENCY + OPERAND_LATENCY
 PIPELINE_LATENCY = {
-    Op.MAXPOOL: SETUP_CYCLES + BUFFER_LATENCY + OPERAND_LATENCY + MAXPOOL_LATENCY + 1,
-    Op.ADD: SETUP_CYCLES + BUFFER_LATENCY + OPERAND_LATENCY + POOL_INPUT_LATENCY + ADD_LATENCY + 1,
-    Op.AVGPOOL: SETUP_CYCLES + BUFFER_LATENCY + OPERAND_LATENCY + AVGPOOL_LATENCY,
+    Op.MAXPOOL: _TO_OPERANDS + MAXPOOL_LATENCY + 1,
+    Op.ADD: _TO_OPERANDS + POOL_INPUT_LATENCY + ADD_LATENCY + 1,
+    Op.AVGPOOL: _TO_OPERANDS + AVGPOOL_LATENCY,
 }
 
 
@@ -160,10 +167,11 @@ def multipliers(config: AcceleratorConfig) -> int:
 
 def pipeline_latency(op: int, config: AcceleratorConfig) -> int:
     """Cycles a run of ``op`` takes beyond its issue cycles (once per run, not per pixel).
-    CONV: the sum of its blocks' latencies, 35 for the 8 x 8 array."""
+    CONV: the sum of its blocks' latencies, 36 for the 8 x 8 array."""
     if op == Op.CONV:
         return (
             RUN_OVERHEAD
+            + ADDRESS_LATENCY
             + BUFFER_LATENCY
             + OPERAND_LATENCY
             + array_latency(config.rows, config.cols)

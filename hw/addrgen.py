@@ -2,8 +2,9 @@
 
 ``ConvEngine`` (``hw/engine.py``) hands :class:`AddressGenerator` its copy of the run's
 descriptor and the run's ``start``; the generator issues one tap (CONV, MAXPOOL), operand
-vector (ADD) or pixel (AVGPOOL) per cycle: the buffer read addresses in the issue cycle and,
-``BUFFER_LATENCY`` (1) cycle later, with the buffers' data, the stage-1 ``tokens`` stream::
+vector (ADD) or pixel (AVGPOOL) per cycle: the buffer read addresses, registered
+(``ADDRESS_LATENCY``, 1 cycle after the issue), and, ``BUFFER_LATENCY`` (1) cycle after them,
+with the buffers' data, the stage-1 ``tokens`` stream::
 
     descriptor, start --> AddressGenerator --addresses--> ACT_IN (two ports), WEIGHT
                                            --tokens-----> stage 1b -> MacArray / PoolUnit
@@ -20,7 +21,14 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from fpga.config import AcceleratorConfig
-from fpga.layout import BUFFER_LATENCY, SETUP_CYCLES, LayerDescriptor, Op, add_cycles_per_vector
+from fpga.layout import (
+    ADDRESS_LATENCY,
+    BUFFER_LATENCY,
+    SETUP_CYCLES,
+    LayerDescriptor,
+    Op,
+    add_cycles_per_vector,
+)
 
 #: widths the descriptor's small fields need (the fields are bytes)
 OP_BITS = max(Op).bit_length()
@@ -128,12 +136,13 @@ class AddressGenerator(wiring.Component):
     the ``start`` cycle. ``issuing`` is high from the cycle after ``start`` to the run's last
     issue (inclusive).
 
-    In an issue cycle ``act_addr`` (ACT_IN: the tap, CONV/MAXPOOL; the operand, ADD/AVGPOOL),
-    ``b_addr`` (ACT_IN: the ADD's second operand, ``act_addr + b_base``) and ``weight_addr``
-    (WEIGHT, CONV) address the buffers; ``latency`` (``BUFFER_LATENCY``, 1) cycle later, with
-    their data, ``tokens`` carries the issue's :func:`token_layout` (``valid`` high). Word
-    addresses are modulo the buffers' depths (HWC activations: word ``(y * in_w + x) *
-    in_groups + g`` from ``in_base``; weights ``(block * k*k + ky * k + kx) * in_groups + g``).
+    ``address_latency`` (1) cycle after an issue cycle ``act_addr`` (ACT_IN: the tap,
+    CONV/MAXPOOL; the operand, ADD/AVGPOOL), ``b_addr`` (ACT_IN: the ADD's second operand,
+    ``act_addr + b_base``) and ``weight_addr`` (WEIGHT, CONV) address the buffers; ``latency``
+    (2) cycles after the issue, with their data, ``tokens`` carries the issue's
+    :func:`token_layout` (``valid`` high). Word addresses are modulo the buffers' depths
+    (HWC activations: word ``(y * in_w + x) * in_groups + g`` from ``in_base``; weights
+    ``(block * k*k + ky * k + kx) * in_groups + g``).
 
     * CONV: for each block, output pixel (oy, ox), tap (ky, kx) and input group g (g fastest):
       one issue per cycle, no bubbles; the tap at input ``(oy*s - pad_top + ky, ox*s -
@@ -149,7 +158,8 @@ class AddressGenerator(wiring.Component):
       unit writes the group's sums).
     """
 
-    latency = BUFFER_LATENCY  # addresses -> their token (with the buffers' data)
+    address_latency = ADDRESS_LATENCY  # issue -> its (registered) read addresses
+    latency = ADDRESS_LATENCY + BUFFER_LATENCY  # issue -> its token (with the buffers' data)
     setup_cycles = SETUP_CYCLES  # after the start cycle, before the first issue
 
     def __init__(self, config: AcceleratorConfig):
@@ -292,19 +302,25 @@ class AddressGenerator(wiring.Component):
         in_bounds = Signal()
         m.d.comb += in_bounds.eq((iy >= 0) & (iy < in_h) & (ix >= 0) & (ix < in_w))
 
-        # -- read addresses -------------------------------------------------------------------
-        m.d.comb += self.weight_addr.eq(w_addr)
-        with m.Switch(op):
-            with m.Case(Op.CONV, Op.MAXPOOL):
-                m.d.comb += self.act_addr.eq(tap)
-            with m.Default():
-                m.d.comb += [
-                    self.act_addr.eq(linear),
-                    self.b_addr.eq(linear + fields["b_base"]),
-                ]
+        # The run's op as one-hot flags in registers of this block (settled one cycle after
+        # start; the issue loop begins after the setup cycles): the loop's decisions read them,
+        # not the descriptor's register, which sits among its other readers.
+        is_op = {kind: Signal(name=f"is_{kind.name.lower()}") for kind in Op}
+        m.d.sync += [flag.eq(op == kind) for kind, flag in is_op.items()]
 
-        pool_stride = Signal(range(MAX_KERNEL))
-        m.d.comb += pool_stride.eq(Mux(op == Op.MAXPOOL, 2, stride))
+        # -- read addresses (ADDRESS_LATENCY: registered, so the loop's registers are not pulled
+        # toward the block RAMs they address) --------------------------------------------------
+        m.d.sync += self.weight_addr.eq(w_addr)
+        with m.If(is_op[Op.CONV] | is_op[Op.MAXPOOL]):
+            m.d.sync += self.act_addr.eq(tap)
+        with m.Else():
+            m.d.sync += [
+                self.act_addr.eq(linear),
+                self.b_addr.eq(linear + fields["b_base"]),
+            ]
+
+        pool_stride = Signal(range(MAX_KERNEL))  # stage 1
+        m.d.sync += pool_stride.eq(Mux(op == Op.MAXPOOL, 2, stride))
 
         with m.If(start):
             m.d.sync += [
@@ -351,12 +367,16 @@ class AddressGenerator(wiring.Component):
         # one LUT of four registers: it steers every counter and address register
         m.d.comb += active.eq(issuing & ~setup & flush_idle & ~add_gap)
         if add_phases > 1:
-            m.d.sync += add_gap.eq(active & (op == Op.ADD))
+            m.d.sync += add_gap.eq(active & is_op[Op.ADD])
 
-        # -- the stage-1 token: registered with the issue, out with the buffers' data ----------
-        s1 = self.tokens.payload
+        # -- the stage-1 token: registered with the issue, then with the addresses, out with
+        # the buffers' data ----------------------------------------------------------------------
+        s1 = Signal(token_layout(cfg), name="issued")
+        s1_valid = Signal(name="issued_valid")
+        assert ADDRESS_LATENCY == 1
+        m.d.sync += [self.tokens.payload.eq(s1), self.tokens.valid.eq(s1_valid)]
         m.d.sync += [
-            self.tokens.valid.eq(active),
+            s1_valid.eq(active),
             s1.in_bounds.eq(in_bounds),
             s1.out_addr.eq(out_addr),
             s1.block.eq(c_block.value),
@@ -382,7 +402,7 @@ class AddressGenerator(wiring.Component):
                 with m.Else():
                     m.d.comb += left.eq(first_window)
                     m.d.sync += [*c_oy.restart(), iy0.eq(top_row)]
-                    with m.If(op == Op.CONV):
+                    with m.If(is_op[Op.CONV]):
                         with m.If(last_block):
                             m.d.sync += issuing.eq(0)
                         with m.Else():
@@ -392,107 +412,106 @@ class AddressGenerator(wiring.Component):
                 m.d.sync += window_at(left)
 
         with m.If(active):
-            with m.Switch(op):
-                with m.Case(Op.CONV):
-                    # inner loop: g, then kx, then ky (HWC: (kx, g) taps of a row are contiguous)
-                    first_tap = (c_g.value == 0) & (c_kx.value == 0) & (c_ky.value == 0)
-                    last_tap = last_g & last_kx & last_ky
-                    m.d.sync += w_addr.eq(w_addr + 1)
-                    with m.If(~(last_g & last_kx)):
-                        m.d.sync += tap.eq(tap + 1)
-                        with m.If(last_g):
-                            m.d.sync += [*c_g.restart(), *c_kx.step()]
-                        with m.Else():
-                            m.d.sync += c_g.step()
-                    with m.Elif(~last_ky):
-                        m.d.sync += [
-                            *c_g.restart(),
-                            *c_kx.restart(),
-                            *c_ky.step(),
-                            tap_row.eq(tap_row + row_words),
-                            tap.eq(tap_row + row_words),
-                        ]
+            with m.If(is_op[Op.CONV]):
+                # inner loop: g, then kx, then ky (HWC: (kx, g) taps of a row are contiguous)
+                first_tap = (c_g.value == 0) & (c_kx.value == 0) & (c_ky.value == 0)
+                last_tap = last_g & last_kx & last_ky
+                m.d.sync += w_addr.eq(w_addr + 1)
+                with m.If(~(last_g & last_kx)):
+                    m.d.sync += tap.eq(tap + 1)
+                    with m.If(last_g):
+                        m.d.sync += [*c_g.restart(), *c_kx.step()]
                     with m.Else():
-                        m.d.sync += [*c_g.restart(), *c_kx.restart(), *c_ky.restart()]
-                        # weights: same block again for the next pixel, next block after the
-                        # last pixel of the block
-                        with m.If(last_ox & last_oy):
-                            m.d.sync += [w_block_base.eq(w_addr + 1), w_addr.eq(w_addr + 1)]
-                            m.d.sync += [
-                                out_row_addr.eq(out_offset + c_block.value + 1),
-                                out_addr.eq(out_offset + c_block.value + 1),
-                            ]
-                        with m.Else():
-                            m.d.sync += w_addr.eq(w_block_base)
-                            with m.If(last_ox):
-                                m.d.sync += [
-                                    out_row_addr.eq(out_row_addr + out_row_words),
-                                    out_addr.eq(out_row_addr + out_row_words),
-                                ]
-                            with m.Else():
-                                m.d.sync += out_addr.eq(out_addr + out_groups)
-                        next_pixel()
-                    m.d.sync += [s1.first.eq(first_tap), s1.last.eq(last_tap)]
-                with m.Case(Op.MAXPOOL):
-                    # inner loop: kx, then ky, then g
-                    first_tap = (c_kx.value == 0) & (c_ky.value == 0)
-                    last_tap = last_kx & last_ky
-                    m.d.sync += [s1.first.eq(first_tap), s1.last.eq(last_tap)]
-                    with m.If(~last_kx):
-                        m.d.sync += [*c_kx.step(), tap.eq(tap + groups)]
-                    with m.Elif(~last_ky):
-                        m.d.sync += [
-                            *c_kx.restart(),
-                            *c_ky.step(),
-                            tap_row.eq(tap_row + row_words),
-                            tap.eq(tap_row + row_words),
-                        ]
-                    with m.Else():
-                        m.d.sync += [*c_kx.restart(), *c_ky.restart(), out_addr.eq(out_addr + 1)]
-                        with m.If(~last_g):
-                            m.d.sync += [
-                                *c_g.step(),
-                                tap_row.eq(pix_base + c_g.value + 1),
-                                tap.eq(pix_base + c_g.value + 1),
-                            ]
-                        with m.Else():
-                            m.d.sync += c_g.restart()
-                            next_pixel()
-                with m.Case(Op.ADD):
+                        m.d.sync += c_g.step()
+                with m.Elif(~last_ky):
                     m.d.sync += [
-                        s1.first.eq(1),
-                        s1.last.eq(1),
-                        linear.eq(linear + 1),
-                        out_addr.eq(out_addr + 1),
+                        *c_g.restart(),
+                        *c_kx.restart(),
+                        *c_ky.step(),
+                        tap_row.eq(tap_row + row_words),
+                        tap.eq(tap_row + row_words),
+                    ]
+                with m.Else():
+                    m.d.sync += [*c_g.restart(), *c_kx.restart(), *c_ky.restart()]
+                    # weights: same block again for the next pixel, next block after the
+                    # last pixel of the block
+                    with m.If(last_ox & last_oy):
+                        m.d.sync += [w_block_base.eq(w_addr + 1), w_addr.eq(w_addr + 1)]
+                        m.d.sync += [
+                            out_row_addr.eq(out_offset + c_block.value + 1),
+                            out_addr.eq(out_offset + c_block.value + 1),
+                        ]
+                    with m.Else():
+                        m.d.sync += w_addr.eq(w_block_base)
+                        with m.If(last_ox):
+                            m.d.sync += [
+                                out_row_addr.eq(out_row_addr + out_row_words),
+                                out_addr.eq(out_row_addr + out_row_words),
+                            ]
+                        with m.Else():
+                            m.d.sync += out_addr.eq(out_addr + out_groups)
+                    next_pixel()
+                m.d.sync += [s1.first.eq(first_tap), s1.last.eq(last_tap)]
+            with m.Elif(is_op[Op.MAXPOOL]):
+                # inner loop: kx, then ky, then g
+                first_tap = (c_kx.value == 0) & (c_ky.value == 0)
+                last_tap = last_kx & last_ky
+                m.d.sync += [s1.first.eq(first_tap), s1.last.eq(last_tap)]
+                with m.If(~last_kx):
+                    m.d.sync += [*c_kx.step(), tap.eq(tap + groups)]
+                with m.Elif(~last_ky):
+                    m.d.sync += [
+                        *c_kx.restart(),
+                        *c_ky.step(),
+                        tap_row.eq(tap_row + row_words),
+                        tap.eq(tap_row + row_words),
+                    ]
+                with m.Else():
+                    m.d.sync += [*c_kx.restart(), *c_ky.restart(), out_addr.eq(out_addr + 1)]
+                    with m.If(~last_g):
+                        m.d.sync += [
+                            *c_g.step(),
+                            tap_row.eq(pix_base + c_g.value + 1),
+                            tap.eq(pix_base + c_g.value + 1),
+                        ]
+                    with m.Else():
+                        m.d.sync += c_g.restart()
+                        next_pixel()
+            with m.Elif(is_op[Op.ADD]):
+                m.d.sync += [
+                    s1.first.eq(1),
+                    s1.last.eq(1),
+                    linear.eq(linear + 1),
+                    out_addr.eq(out_addr + 1),
+                ]
+                with m.If(~last_g):
+                    m.d.sync += c_g.step()
+                with m.Else():
+                    m.d.sync += c_g.restart()
+                    next_pixel()
+            with m.Elif(is_op[Op.AVGPOOL]):
+                # for each group g: every pixel p at word p*groups + g
+                last_x, last_y = c_ox.last, c_oy.last  # (their limits are in_w, in_h)
+                m.d.sync += [
+                    s1.first.eq((c_ox.value == 0) & (c_oy.value == 0)),
+                    s1.last.eq(last_x & last_y),
+                ]
+                with m.If(~last_x):
+                    m.d.sync += [*c_ox.step(), linear.eq(linear + groups)]
+                with m.Elif(~last_y):
+                    m.d.sync += [*c_ox.restart(), *c_oy.step(), linear.eq(linear + groups)]
+                with m.Else():
+                    m.d.sync += [
+                        *c_ox.restart(),
+                        *c_oy.restart(),
+                        linear.eq(c_g.value + 1),
+                        flush.eq(sum_words),
+                        flush_idle.eq(0),
                     ]
                     with m.If(~last_g):
                         m.d.sync += c_g.step()
                     with m.Else():
-                        m.d.sync += c_g.restart()
-                        next_pixel()
-                with m.Case(Op.AVGPOOL):
-                    # for each group g: every pixel p at word p*groups + g
-                    last_x, last_y = c_ox.last, c_oy.last  # (their limits are in_w, in_h)
-                    m.d.sync += [
-                        s1.first.eq((c_ox.value == 0) & (c_oy.value == 0)),
-                        s1.last.eq(last_x & last_y),
-                    ]
-                    with m.If(~last_x):
-                        m.d.sync += [*c_ox.step(), linear.eq(linear + groups)]
-                    with m.Elif(~last_y):
-                        m.d.sync += [*c_ox.restart(), *c_oy.step(), linear.eq(linear + groups)]
-                    with m.Else():
-                        m.d.sync += [
-                            *c_ox.restart(),
-                            *c_oy.restart(),
-                            linear.eq(c_g.value + 1),
-                            flush.eq(sum_words),
-                            flush_idle.eq(0),
-                        ]
-                        with m.If(~last_g):
-                            m.d.sync += c_g.step()
-                        with m.Else():
-                            m.d.sync += issuing.eq(0)
+                        m.d.sync += issuing.eq(0)
         with m.If(~flush_idle):
             m.d.sync += [flush.eq(flush - 1), flush_idle.eq(flush == 1)]
         return m

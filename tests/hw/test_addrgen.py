@@ -1,7 +1,8 @@
 """The engine's address generator (hw.addrgen) under Amaranth's simulator, against a Python
 model of the run's loops (docs/engine.md, fpga.layout's word layouts): for random descriptors
 of every op, the exact cycle of every issue after ``start`` (the setup cycles, the ADD's and
-AVGPOOL's idle cycles), its buffer addresses and, ``latency`` cycles later, its stage-1 token;
+AVGPOOL's idle cycles), its buffer addresses (``address_latency`` cycles after it) and,
+``latency`` cycles after it, its stage-1 token;
 the issue count, and nothing issued after the run.
 
 Random descriptors, seeded (the seed is printed; ADDRGEN_SEED=... reproduces a run)."""
@@ -14,6 +15,7 @@ from amaranth.sim import Simulator
 
 from fpga.config import DEFAULT_CONFIG
 from fpga.layout import (
+    ADDRESS_LATENCY,
     BUFFER_LATENCY,
     DESCRIPTOR_BYTES,
     SETUP_CYCLES,
@@ -231,7 +233,7 @@ def simulate(dut: AddressGenerator, runs: list[LayerDescriptor], rng) -> list[di
                 if ctx.get(dut.tokens.valid):
                     token = dut.tokens.payload
                     issue = cycle - dut.latency
-                    fields = dict(addresses[issue])
+                    fields = dict(addresses[issue + dut.address_latency])
                     for name in ("in_bounds", "first", "last", "out_addr", "block"):
                         fields[name] = ctx.get(getattr(token, name))
                     issues.append((issue, fields))
@@ -255,7 +257,8 @@ def test_issue_sequence_equals_model(config):
     issue in the model's cycle with the model's addresses and token, the model's issue count,
     ``issuing`` until the last issue, nothing after it."""
     dut = AddressGenerator(config)
-    assert dut.latency == BUFFER_LATENCY and dut.setup_cycles == SETUP_CYCLES
+    assert dut.address_latency == ADDRESS_LATENCY
+    assert dut.latency == ADDRESS_LATENCY + BUFFER_LATENCY and dut.setup_cycles == SETUP_CYCLES
     assert dut.add_phases == add_cycles_per_vector(config)
     rng = seeded(0 if config == DEFAULT_CONFIG else 1)
     ops = [Op.CONV] * 12 + [Op.MAXPOOL] * 4 + [Op.ADD] * 4 + [Op.AVGPOOL] * 4
