@@ -79,12 +79,11 @@ class PoolUnit(wiring.Component):
       its lanes go through ``rows / add_cycles_per_vector`` multiplier pairs (DSPs), half
       ``h`` selected in cycle ``h`` after the registered token and registered beside the
       multipliers, then the multipliers (:class:`~hw.array.Multiplier`: operand, product,
-      output registers), the
-      products' sum, the shift, the rounding and clamp (:func:`hw.requant.round_shifted`): no
-      stage is more than an adder, the shifter or the clamp deep, and no path runs from
-      fabric through a multiplier. Half ``h``'s lanes are in the output word ``ADD_LATENCY``
-      (7) cycles after their cycle; the word leaves at the token's ``out_addr``
-      :func:`fpga.layout.add_latency` (9) cycles after the token.
+      output registers), the products' sum, the shift, the rounding and clamp
+      (:func:`hw.requant.round_shifted`): no stage is more than an adder, the shifter or the
+      clamp deep, and no path runs from fabric through a multiplier. Half ``h``'s lanes are in
+      the output word ``ADD_LATENCY`` (7) cycles after their cycle; the word leaves at the
+      token's ``out_addr`` :func:`fpga.layout.add_latency` (9) cycles after the token.
     * AVGPOOL: int32 sums per lane over a channel group's pixels (``first`` restarts them); the
       group's last pixel snapshots them, and its ``sum_words`` (4) words (lane ``c``'s sum
       little-endian at byte ``4c``) leave one per cycle from ``AVGPOOL_LATENCY`` (2) cycles
