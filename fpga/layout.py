@@ -108,6 +108,9 @@ MAXPOOL_LATENCY = POOL_INPUT_LATENCY + 4
 #: AVGPOOL, a channel group's last pixel -> the first of its output words (the input register,
 #: the sums' snapshot register); the group's other words follow one per cycle
 AVGPOOL_LATENCY = POOL_INPUT_LATENCY + 1
+#: ``hw.pool.Writeback``: a CONV result or pool/add write -> the ACT_OUT write port (its
+#: enable, address and word registered after the op's select)
+WRITEBACK_LATENCY = 1
 #: a weight chunk's codebook indices -> its int8 weights at the weight buffer's write port
 #: (hw.engine_parts.WeightDecoder; on the write side, so not in the runs' cycles)
 WEIGHT_DECODE_LATENCY = 1
@@ -115,18 +118,19 @@ WEIGHT_DECODE_LATENCY = 1
 #: descriptor fields) computed in a pipeline of registers, one adder level pair per cycle
 #: (``hw.addrgen.AddressGenerator.setup_cycles``)
 SETUP_CYCLES = 4
-RUN_OVERHEAD = SETUP_CYCLES + 2  # the setup cycles after start, the output-buffer write, done
+#: the setup cycles after start, the output write's register, the output-buffer write, done
+RUN_OVERHEAD = SETUP_CYCLES + WRITEBACK_LATENCY + 2
 #: pipeline depth of the non-CONV runs (start -> done beyond the issue cycles); see hw/engine.py:
 #: the setup cycles, the address register, the buffer read, the operand register, the pool/add
-#: unit's latency and done.
+#: unit's latency, the output write's register and done.
 #: The issue cycles count an ADD vector's later halves and an AVGPOOL group's output words.
 #: (``_TO_OPERANDS``: a run's first issue -> its operands in their registers, stage 1b, plus the
 #: setup cycles before that issue.)
 _TO_OPERANDS = SETUP_CYCLES + ADDRESS_LATENCY + BUFFER_LATENCY + OPERAND_LATENCY
 PIPELINE_LATENCY = {
-    Op.MAXPOOL: _TO_OPERANDS + MAXPOOL_LATENCY + 1,
-    Op.ADD: _TO_OPERANDS + POOL_INPUT_LATENCY + ADD_LATENCY + 1,
-    Op.AVGPOOL: _TO_OPERANDS + AVGPOOL_LATENCY,
+    Op.MAXPOOL: _TO_OPERANDS + MAXPOOL_LATENCY + WRITEBACK_LATENCY + 1,
+    Op.ADD: _TO_OPERANDS + POOL_INPUT_LATENCY + ADD_LATENCY + WRITEBACK_LATENCY + 1,
+    Op.AVGPOOL: _TO_OPERANDS + AVGPOOL_LATENCY + WRITEBACK_LATENCY,
 }
 
 
@@ -167,7 +171,7 @@ def multipliers(config: AcceleratorConfig) -> int:
 
 def pipeline_latency(op: int, config: AcceleratorConfig) -> int:
     """Cycles a run of ``op`` takes beyond its issue cycles (once per run, not per pixel).
-    CONV: the sum of its blocks' latencies, 36 for the 8 x 8 array."""
+    CONV: the sum of its blocks' latencies, 37 for the 8 x 8 array."""
     if op == Op.CONV:
         return (
             RUN_OVERHEAD

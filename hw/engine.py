@@ -130,19 +130,27 @@ class ConvEngine(wiring.Component):
         pool = PoolUnit(cfg)
         writeback = Writeback(cfg)
         m.submodules.pool = DomainRenamer("engine")(pool)
-        m.submodules.writeback = writeback
+        m.submodules.writeback = DomainRenamer("engine")(writeback)
         wiring.connect(m, accumulator.results, writeback.conv)
         wiring.connect(m, pool.writes, writeback.pool)
-        # cycles from the last issue to ``done``: CONV, the blocks' latencies and the output
-        # write (the cycle model, fpga.layout.pipeline_latency, adds the setup and done cycles);
-        # the pools, the unit's latency to the run's last output word
-        conv_drain = addrgen.latency + OPERAND_LATENCY + array.latency + accumulator.latency + 1
+        # cycles from the last issue to ``done``: CONV, the blocks' latencies, the writeback's
+        # register and the output write (the cycle model, fpga.layout.pipeline_latency, adds the
+        # setup and done cycles); the pools, the unit's latency to the run's last output word,
+        # then the writeback's register
+        conv_drain = (
+            addrgen.latency
+            + OPERAND_LATENCY
+            + array.latency
+            + accumulator.latency
+            + writeback.latency
+            + 1
+        )
         # ADD: a vector every add_phases cycles (its halves share the multipliers)
         add_phases = add_cycles_per_vector(cfg)
         drain_cycles = {
             Op.CONV: conv_drain,
             **{
-                op: addrgen.latency + OPERAND_LATENCY + cycles
+                op: addrgen.latency + OPERAND_LATENCY + cycles + writeback.latency
                 for op, cycles in pool.last_write.items()
             },
         }

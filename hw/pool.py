@@ -28,6 +28,7 @@ from fpga.layout import (
     AVGPOOL_LATENCY,
     MAXPOOL_LATENCY,
     POOL_INPUT_LATENCY,
+    WRITEBACK_LATENCY,
     Op,
     add_cycles_per_vector,
     add_latency,
@@ -264,9 +265,12 @@ class Writeback(wiring.Component):
     """The output buffer's one writer: the run's ``op`` chooses which unit drives the ACT_OUT
     write port ``write``: the CONV accumulator's ``conv`` results, or the pool/add unit's
     ``pool`` writes (MAXPOOL, ADD, AVGPOOL). A selected stream's valid cycle is a write of its
-    word at its address, in the same cycle (combinational: ``latency`` 0)."""
+    word at its address :data:`~fpga.layout.WRITEBACK_LATENCY` cycles later: the port's enable,
+    address and word are registered, so the select (and the op register that drives it) ends in
+    this register and not in the block RAMs' write ports, spread over the die (the 8x8 SoC's
+    engine critical path placed for 100 MHz: 11 ns of routing)."""
 
-    latency = 0
+    latency = WRITEBACK_LATENCY
 
     def __init__(self, config: AcceleratorConfig):
         self.config = config
@@ -282,16 +286,11 @@ class Writeback(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         write = self.write
-        with m.If(self.op == Op.CONV):
-            m.d.comb += [
-                write.en.eq(self.conv.valid),
-                write.addr.eq(self.conv.payload.addr),
-                write.data.eq(self.conv.payload.data),
-            ]
-        with m.Else():
-            m.d.comb += [
-                write.en.eq(self.pool.valid),
-                write.addr.eq(self.pool.payload.addr),
-                write.data.eq(self.pool.payload.data),
-            ]
+        for chosen, when in ((self.conv, self.op == Op.CONV), (self.pool, self.op != Op.CONV)):
+            with m.If(when):
+                m.d.sync += [
+                    write.en.eq(chosen.valid),
+                    write.addr.eq(chosen.payload.addr),
+                    write.data.eq(chosen.payload.data),
+                ]
         return m

@@ -17,6 +17,7 @@ from fpga.layout import (
     AVGPOOL_LATENCY,
     MAXPOOL_LATENCY,
     POOL_INPUT_LATENCY,
+    WRITEBACK_LATENCY,
     Op,
     add_cycles_per_vector,
     add_latency,
@@ -247,16 +248,17 @@ def test_avgpool_equals_golden_global_avgpool(config):
 def test_writeback_is_one_writer_per_op():
     """Random CONV results and pool writes every cycle under a random op: the ACT_OUT write
     port carries the accumulator's stream under CONV and the pool unit's under the other ops
-    (enable, address and word), in the same cycle (``latency`` 0)."""
+    (enable, address and word), ``latency`` cycles later (``fpga.layout.WRITEBACK_LATENCY``)."""
     config = CONFIGS[0]
     dut = Writeback(config)
-    assert dut.latency == 0
+    assert dut.latency == WRITEBACK_LATENCY >= 1
     lanes = config.cols
     rng = seeded(4)
     seen = {op: 0 for op in Op}
 
     async def bench(ctx):
-        for _ in range(200):
+        chosen = []  # what each cycle's op selects, in order
+        for cycle in range(200 + dut.latency):
             op = Op(int(rng.integers(0, len(Op))))
             ctx.set(dut.op, op)
             streams = {}
@@ -270,13 +272,16 @@ def test_writeback_is_one_writer_per_op():
                     ctx.set(port.payload.data[i], data[i])
                 word = sum((value & 0xFF) << (8 * i) for i, value in enumerate(data))
                 streams[name] = (valid, addr, word)
-            chosen = streams["conv" if op == Op.CONV else "pool"]
-            got = (ctx.get(dut.write.en), ctx.get(dut.write.addr), ctx.get(dut.write.data))
-            assert got == chosen, (op, got, streams)
-            seen[op] += 1
-            await ctx.delay(1e-8)  # combinational: no clock
+            chosen.append((op, streams["conv" if op == Op.CONV else "pool"]))
+            await ctx.tick()
+            if cycle + 1 >= dut.latency:
+                got = (ctx.get(dut.write.en), ctx.get(dut.write.addr), ctx.get(dut.write.data))
+                op, want = chosen[cycle + 1 - dut.latency]
+                assert got == want, (cycle, op, got, want)
+                seen[op] += 1
 
     sim = Simulator(dut)
+    sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
     assert all(seen.values())
