@@ -69,7 +69,8 @@ class PoolUnit(wiring.Component):
     """MAXPOOL, the bypass ADD and AVGPOOL: stage-1b ``tokens`` -> output-buffer ``writes``.
 
     The run's ``op`` selects the datapath; ``relu``, ``mult_a``, ``mult_b`` and ``shift`` are
-    the run's descriptor fields (constant during a run); ``start`` marks a run's start. The
+    the run's descriptor fields (constant during a run; ``op`` from the cycle of ``start`` on,
+    with the run's first token at least a cycle later); ``start`` marks a run's start. The
     unit first registers each token beside its datapaths (``POOL_INPUT_LATENCY``, 1 cycle,
     counted in the latencies below).
 
@@ -130,31 +131,42 @@ class PoolUnit(wiring.Component):
         m = Module()
         cfg, lanes, act = self.config, self.lanes, self.config.act_bits
         op = self.op
-        # the input register (POOL_INPUT_LATENCY): the token, with its operand vectors, in a
-        # copy beside these datapaths (the stage-1b register is beside the buffers)
+        # The input register (POOL_INPUT_LATENCY): a copy of the token per op, each beside its
+        # own datapath and loaded only under its op (so Yosys keeps the copies apart). One
+        # register for all three sat between them, and its route to the running max was the
+        # 8x8 SoC's engine critical path (3.9 ns of 10.3). The op's one-hot flags are this
+        # unit's own registers: they settle the cycle after ``start``, before the run's first
+        # token, and the op does not change until the run is done.
         assert POOL_INPUT_LATENCY == 1
-        token = Signal(self.tokens.payload.shape(), name="input_token")
-        valid = Signal(name="input_valid")
-        m.d.sync += [token.eq(self.tokens.payload), valid.eq(self.tokens.valid)]
+        token, valid, is_op = {}, {}, {}
+        for kind in (Op.MAXPOOL, Op.ADD, Op.AVGPOOL):
+            name = kind.name.lower()
+            is_op[kind] = Signal(name=f"is_{name}")
+            token[kind] = Signal(self.tokens.payload.shape(), name=f"{name}_token")
+            valid[kind] = Signal(name=f"{name}_valid")
+            m.d.sync += [
+                is_op[kind].eq(op == kind),
+                valid[kind].eq(self.tokens.valid & is_op[kind]),
+            ]
+            with m.If(is_op[kind]):
+                m.d.sync += token[kind].eq(self.tokens.payload)
         # latencies below count from the registered token
         max_delay = self.max_latency - POOL_INPUT_LATENCY
         add_delay = self.add_latency - POOL_INPUT_LATENCY
-        tag = token.tag
-        a_lanes = [token.act[i] for i in range(lanes)]
-        b_lanes = [token.b[i] for i in range(lanes)]
 
         # the output word of MAXPOOL (the max, its last register) and of ADD (the lanes as
         # their halves finish)
         result = Signal(act * lanes)
-        max_done = valid & tag.last & (op == Op.MAXPOOL)
-        add_done = valid & tag.last & (op == Op.ADD)
+        max_tag, add_tag = token[Op.MAXPOOL].tag, token[Op.ADD].tag
+        max_done = valid[Op.MAXPOOL] & max_tag.last
+        add_done = valid[Op.ADD] & add_tag.last
         max_write = delayed(m, max_done, max_delay, "max_write")
         add_write = delayed(m, add_done, add_delay, "add_write")
         result_valid = max_write | add_write
         result_addr = Mux(
-            op == Op.ADD,
-            delayed(m, tag.out_addr, add_delay, "add_out"),
-            delayed(m, tag.out_addr, max_delay, "max_out"),
+            is_op[Op.ADD],
+            delayed(m, add_tag.out_addr, add_delay, "add_out"),
+            delayed(m, max_tag.out_addr, max_delay, "max_out"),
         )
 
         # -- ADD: a half of the lanes per cycle through lanes / add_phases multiplier pairs
@@ -163,7 +175,9 @@ class PoolUnit(wiring.Component):
         phases = self.add_phases
         product_shape = signed(act + golden.MULT_BITS + 1)
         units = lanes // phases
-        phase_valid = [valid & (op == Op.ADD)]  # half h's operands are at the multipliers
+        phase_valid = [valid[Op.ADD]]  # half h's operands are at the multipliers
+        a_lanes = [token[Op.ADD].act[i] for i in range(lanes)]
+        b_lanes = [token[Op.ADD].b[i] for i in range(lanes)]
         held_a, held_b = a_lanes[units:], b_lanes[units:]
         for h in range(1, phases):
             held_a = [delayed(m, value, 1, f"add_held_a_{h}_{k}") for k, value in enumerate(held_a)]
@@ -199,7 +213,7 @@ class PoolUnit(wiring.Component):
                 halved.eq((total << 1) >> self.shift),
             ]
             clamped = round_shifted(halved, self.relu, act)
-            with m.If((op == Op.ADD) & clamp_valid):
+            with m.If(is_op[Op.ADD] & clamp_valid):
                 with m.Switch(clamp_phase):
                     for h in range(phases):
                         with m.Case(h):
@@ -211,21 +225,20 @@ class PoolUnit(wiring.Component):
         pool_max = [Signal(signed(act), name=f"max_{i}") for i in range(lanes)]
         sums = [Signal(signed(cfg.acc_bits), name=f"sum_{i}") for i in range(lanes)]
         snapshot = Signal(cfg.acc_bits * lanes)
+        avg = token[Op.AVGPOOL]
         for i in range(lanes):
-            tap_value = a_lanes[i]  # MAXPOOL: the smallest activation outside the image
-            best = Mux(tag.first | (tap_value > pool_max[i]), tap_value, pool_max[i])
-            sum_next = Mux(tag.first, a_lanes[i], sums[i] + a_lanes[i])
+            tap_value = token[Op.MAXPOOL].act[i]  # the smallest activation outside the image
+            best = Mux(max_tag.first | (tap_value > pool_max[i]), tap_value, pool_max[i])
+            sum_next = Mux(avg.tag.first, avg.act[i], sums[i] + avg.act[i])
             max_ready = delayed(m, best, max_delay - 1, f"max_{i}")
-            with m.If(op != Op.ADD):
+            with m.If(~is_op[Op.ADD]):
                 m.d.sync += result.word_select(i, act).eq(max_ready)
-            with m.If(valid):
-                with m.Switch(op):
-                    with m.Case(Op.MAXPOOL):
-                        m.d.sync += pool_max[i].eq(best)
-                    with m.Case(Op.AVGPOOL):
-                        m.d.sync += sums[i].eq(sum_next)
-                        with m.If(tag.last):
-                            m.d.sync += snapshot.word_select(i, cfg.acc_bits).eq(sum_next)
+            with m.If(valid[Op.MAXPOOL]):
+                m.d.sync += pool_max[i].eq(best)
+            with m.If(valid[Op.AVGPOOL]):
+                m.d.sync += sums[i].eq(sum_next)
+                with m.If(avg.tag.last):
+                    m.d.sync += snapshot.word_select(i, cfg.acc_bits).eq(sum_next)
 
         # -- AVGPOOL flush: sum_words words per group from the snapshot, from the cycle after
         # the group's last pixel reached the registered token (AVGPOOL_LATENCY)
@@ -235,7 +248,7 @@ class PoolUnit(wiring.Component):
         flushing = Signal()
         flush_index = Signal(range(words))
         m.d.sync += flushing.eq(0)
-        with m.If((op == Op.AVGPOOL) & valid & tag.last):
+        with m.If(valid[Op.AVGPOOL] & avg.tag.last):
             m.d.sync += [flushing.eq(1), flush_index.eq(0)]
         with m.If(flushing & (flush_index != words - 1)):
             m.d.sync += [flushing.eq(1), flush_index.eq(flush_index + 1)]
@@ -246,7 +259,7 @@ class PoolUnit(wiring.Component):
 
         # -- the unit's one write stream: the flush (AVGPOOL) or the result word
         writes = self.writes
-        with m.If(op == Op.AVGPOOL):
+        with m.If(is_op[Op.AVGPOOL]):
             m.d.comb += [
                 writes.valid.eq(flushing),
                 writes.payload.addr.eq((flush_group << exact_log2(words)) + flush_index),
