@@ -292,6 +292,21 @@ class AddressGenerator(wiring.Component):
         linear = Signal(in_word)  # ADD/AVGPOOL: operand word address
         flush = Signal(range(sum_words + 1))  # AVGPOOL: output words still to write after a group
         flush_idle = Signal(init=1)  # registered: flush == 0
+        # ``active`` (an issue this cycle) is a register of its own, loaded with the function
+        # of the next values of the four registers it is a function of: ``issuing``, ``setup``,
+        # ``flush_idle`` and ``add_gap``. Those are assigned through ``following`` (comb
+        # signals, last assignment wins as in ``sync``), so ``active`` equals that function of
+        # their current values, with one register between them and its ~150 readers.
+        add_gap = Signal()  # ADD: the cycle after an issue, in which its second half is multiplied
+        following = {}  # register name -> its next value
+        for register in (issuing, self.setup, flush_idle, add_gap):
+            following[register.name] = Signal(name=f"{register.name}_next")
+            m.d.comb += following[register.name].eq(register)
+            m.d.sync += register.eq(following[register.name])
+
+        def update(register, value):
+            """Assign ``register``'s next value (one of ``active``'s inputs)."""
+            return following[register.name].eq(value)
 
         last_g, last_kx, last_ky = c_g.last, c_kx.last, c_ky.last
         last_ox, last_oy, last_block = c_ox.last, c_oy.last, c_block.last
@@ -324,7 +339,6 @@ class AddressGenerator(wiring.Component):
 
         with m.If(start):
             m.d.sync += [
-                issuing.eq(1),
                 *[counter.value.eq(0) for counter in counters],
                 out_addr.eq(Mux(op == Op.CONV, out_offset, 0)),
                 out_row_addr.eq(Mux(op == Op.CONV, out_offset, 0)),
@@ -332,8 +346,8 @@ class AddressGenerator(wiring.Component):
                 w_block_base.eq(0),
                 linear.eq(0),
                 flush.eq(0),
-                flush_idle.eq(1),
             ]
+            m.d.comb += [update(issuing, 1), update(flush_idle, 1)]
 
         # The first window's address is the per-run pipeline's last stage: the issue loop
         # begins after SETUP_CYCLES setup cycles (counted in the pipeline latency); the last
@@ -345,9 +359,11 @@ class AddressGenerator(wiring.Component):
         setup_left = Signal(range(SETUP_CYCLES + 1))  # setup cycles still to go
         setup = self.setup  # registered: setup_left != 0
         with m.If(start):
-            m.d.sync += [setup_left.eq(SETUP_CYCLES), setup.eq(1)]
+            m.d.sync += setup_left.eq(SETUP_CYCLES)
+            m.d.comb += update(setup, 1)
         with m.Elif(setup):
-            m.d.sync += [setup_left.eq(setup_left - 1), setup.eq(setup_left != 1)]
+            m.d.sync += setup_left.eq(setup_left - 1)
+            m.d.comb += update(setup, setup_left != 1)
 
         def window_at(address):
             """Start a row of windows at ``address``: its first window, its first tap."""
@@ -362,12 +378,15 @@ class AddressGenerator(wiring.Component):
             m.d.sync += [*window_at(first_window), iy0.eq(top_row), ix0.eq(left_column)]
             m.d.sync += [counter.load() for counter in counters]
 
-        active = Signal()
-        add_gap = Signal()  # ADD: the cycle after an issue, in which its second half is multiplied
-        # one LUT of four registers: it steers every counter and address register
-        m.d.comb += active.eq(issuing & ~setup & flush_idle & ~add_gap)
+        active = Signal()  # registered: it steers every counter and address register
         if add_phases > 1:
-            m.d.sync += add_gap.eq(active & is_op[Op.ADD])
+            m.d.comb += update(add_gap, active & is_op[Op.ADD])
+        m.d.sync += active.eq(
+            following[issuing.name]
+            & ~following[setup.name]
+            & following[flush_idle.name]
+            & ~following[add_gap.name]
+        )
 
         # -- the stage-1 token: registered with the issue, then with the addresses, out with
         # the buffers' data ----------------------------------------------------------------------
@@ -404,11 +423,11 @@ class AddressGenerator(wiring.Component):
                     m.d.sync += [*c_oy.restart(), iy0.eq(top_row)]
                     with m.If(is_op[Op.CONV]):
                         with m.If(last_block):
-                            m.d.sync += issuing.eq(0)
+                            m.d.comb += update(issuing, 0)
                         with m.Else():
                             m.d.sync += c_block.step()
                     with m.Else():
-                        m.d.sync += issuing.eq(0)
+                        m.d.comb += update(issuing, 0)
                 m.d.sync += window_at(left)
 
         with m.If(active):
@@ -506,12 +525,13 @@ class AddressGenerator(wiring.Component):
                         *c_oy.restart(),
                         linear.eq(c_g.value + 1),
                         flush.eq(sum_words),
-                        flush_idle.eq(0),
                     ]
+                    m.d.comb += update(flush_idle, 0)
                     with m.If(~last_g):
                         m.d.sync += c_g.step()
                     with m.Else():
-                        m.d.sync += issuing.eq(0)
+                        m.d.comb += update(issuing, 0)
         with m.If(~flush_idle):
-            m.d.sync += [flush.eq(flush - 1), flush_idle.eq(flush == 1)]
+            m.d.sync += flush.eq(flush - 1)
+            m.d.comb += update(flush_idle, flush == 1)
         return m
