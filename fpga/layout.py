@@ -80,9 +80,10 @@ ADDRESS_LATENCY = 1
 #: read addresses -> activation / weight buffer data, with the issue's stage-1 token
 #: (``hw.addrgen.AddressGenerator.latency`` is ``ADDRESS_LATENCY + BUFFER_LATENCY``)
 BUFFER_LATENCY = 1
-#: buffer data -> the registered activation vector and int8 weight word (block-RAM output
-#: registers) that enter the array
-OPERAND_LATENCY = 1
+#: buffer data -> the registered activation vector and int8 weight word that enter the array:
+#: the data captured in registers beside the block RAMs (nextpnr times a DP16KD's output at
+#: 5.8 ns), then registered again beside the array and the pools
+OPERAND_LATENCY = 2
 #: a hardware multiplier's registers, operands to product (``hw.array.Multiplier.latency``):
 #: input, pipeline and output
 MULTIPLIER_LATENCY = 3

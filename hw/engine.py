@@ -364,14 +364,29 @@ class ConvEngine(wiring.Component):
             m.d.engine += cycle_count.eq(cycle_count + 1)
 
         # -- stage 1 (addrgen.latency): memory data available, with the issue's token ----------
-        s1 = addrgen.tokens.payload
-        s1_valid = addrgen.tokens.valid
+        # -- stage 1a: the buffers' data captured in registers that read nothing else, so that
+        # they sit beside their block RAMs: nextpnr times a DP16KD's output at 5.8 ns, and the
+        # route from there to the operand registers below (placed beside the array and the
+        # pools) had been the engine's critical path (4.1 ns of routing in the 8x8 SoC)
+        assert OPERAND_LATENCY == 2  # stage 1a, stage 1b
+        act_data = Signal.like(act_read.data, name="captured_act")
+        b_data = Signal.like(act_read_b.data, name="captured_b")
+        weight_data = Signal.like(weight_read.data, name="captured_weight")
+        s1 = Signal.like(addrgen.tokens.payload, name="captured_token")
+        s1_valid = Signal(name="captured_valid")
+        m.d.engine += [
+            act_data.eq(act_read.data),
+            b_data.eq(act_read_b.data),
+            weight_data.eq(weight_read.data),
+            s1.eq(addrgen.tokens.payload),
+            s1_valid.eq(addrgen.tokens.valid),
+        ]
         act_vector = Signal(act * lanes)
         m.d.comb += act_vector.eq(
-            Mux(s1.in_bounds | (op == Op.ADD) | (op == Op.AVGPOOL), act_read.data, 0)
+            Mux(s1.in_bounds | (op == Op.ADD) | (op == Op.AVGPOOL), act_data, 0)
         )
-        # -- stage 1b (OPERAND_LATENCY): the memory data registered (block-RAM output
-        # registers / DSP input registers), so no path runs from a RAM through arithmetic
+        # -- stage 1b: the captured data registered again (with the padding zeroed), beside
+        # the array and the DSP input registers, so no path runs from a RAM through arithmetic
         act_r = Signal(act * lanes)
         b_r = Signal(act * lanes)
         t = Signal.like(s1)  # the token, registered with the data
@@ -379,8 +394,8 @@ class ConvEngine(wiring.Component):
         weight_r = Signal.like(weight_read.data)
         m.d.engine += [
             act_r.eq(act_vector),
-            b_r.eq(act_read_b.data),
-            weight_r.eq(weight_read.data),
+            b_r.eq(b_data),
+            weight_r.eq(weight_data),
             t.eq(s1),
             t_valid.eq(s1_valid),
         ]
@@ -418,7 +433,7 @@ class ConvEngine(wiring.Component):
         m.d.engine += pool_act_inverted.eq(
             ~Mux(
                 s1.in_bounds | (op == Op.ADD) | (op == Op.AVGPOOL),
-                act_read.data,
+                act_data,
                 Cat(*[Const(act_min, signed(act))] * lanes),
             )
         )
