@@ -33,7 +33,7 @@ _ULX3S_MHZ = 40.0
 #: the ULX3S engine's own clock (a third output of the same PLL), below the engine's measured
 #: nextpnr Fmax in the resident SoC (docs/build.md: 101.8 MHz placed for 80, but 80.0 placed for
 #: 100; the PLL makes 80 and 100 exactly beside the 40 MHz fabric clock, nothing in between)
-_ULX3S_ENGINE_MHZ = 100.0
+_ULX3S_ENGINE_MHZ = 80.0
 
 #: one x16 MT41K128M16 DDR3L chip (256 MiB) on both Arty A7 variants
 _ARTY_DDR3 = DramPart("MT41K128M16", "DDR3", "A7DDRPHY", 1, 16, 256 << 20, 100.0)

@@ -87,8 +87,9 @@ OPERAND_LATENCY = 2
 #: a hardware multiplier's registers, operands to product (``hw.array.Multiplier.latency``):
 #: input, pipeline and output
 MULTIPLIER_LATENCY = 3
-#: ``hw.requant.Requantizer``: its two multipliers, their sum, the shift, rounding and clamp
-REQUANT_LATENCY = MULTIPLIER_LATENCY + 3
+#: ``hw.requant.Requantizer``: its two multipliers, their sum, the shift (two stages), rounding
+#: and clamp
+REQUANT_LATENCY = MULTIPLIER_LATENCY + 4
 #: last tap's sums -> requantized output word (hw.engine_parts.Accumulator): the parameter
 #: read, the parameters registered, the final sum, the requantizer
 ACCUMULATOR_LATENCY = 3 + REQUANT_LATENCY
