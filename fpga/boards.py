@@ -31,8 +31,9 @@ class DramPart:
 #: the resident SoC's measured nextpnr Fmax (docs/build.md)
 _ULX3S_MHZ = 40.0
 #: the ULX3S engine's own clock (a third output of the same PLL), below the engine's measured
-#: nextpnr Fmax in the resident SoC (docs/build.md: 101.8 MHz placed for 80, but 80.0 placed for
-#: 100; the PLL makes 80 and 100 exactly beside the 40 MHz fabric clock, nothing in between)
+#: nextpnr Fmax in the resident SoC (docs/build.md: 104.5 MHz placed for 80). Placed for 100 the
+#: 8x8 SoC is marginal (101.1 met, then 98.5 missed, two builds a change apart), so 100 is not
+#: the default; the PLL makes 80 and 100 exactly beside the 40 MHz fabric clock, nothing between)
 _ULX3S_ENGINE_MHZ = 80.0
 
 #: one x16 MT41K128M16 DDR3L chip (256 MiB) on both Arty A7 variants
