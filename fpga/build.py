@@ -37,6 +37,7 @@ from fpga.arch import check_variant
 from fpga.boards import BoardError, get_board
 from fpga.cli import ArgumentParser
 from fpga.config import DEFAULT_CONFIG, LARGE_CONFIG, SMALL_CONFIG
+from fpga.ecp5_outreg import absorb_file
 from fpga.errors import UserError, run_cli
 from fpga.netlist import deepest_lut_path_of_file
 
@@ -306,6 +307,21 @@ def clock_domain(design, net: str) -> str:
     return match.group(1) if match else net
 
 
+def _split_after_synthesis(script: Path) -> tuple[Path, Path]:
+    """Amaranth's build script as two: its Yosys run, then nextpnr and the packer (each with the
+    script's preamble), so that :func:`fpga.ecp5_outreg.absorb_file` runs on the netlist
+    between them."""
+    lines = script.read_text().splitlines(keepends=True)
+    synth = [i for i, line in enumerate(lines) if line.startswith('"$YOSYS"')]
+    if len(synth) != 1 or not any('"$NEXTPNR_ECP5"' in line for line in lines[synth[0] :]):
+        raise BuildError(f"{script}: expected one Yosys run before nextpnr (Amaranth changed?)")
+    preamble, after = lines[: synth[0]], lines[synth[0] + 1 :]
+    parts = (script.with_name("synth_top.sh"), script.with_name("pnr_top.sh"))
+    for part, body in zip(parts, ([lines[synth[0]]], after), strict=True):
+        part.write_text("".join(preamble + body))
+    return parts
+
+
 def _build_open(board, config, config_name, out: Path, design) -> dict:
     platform = platform_for(board)
     options = {
@@ -319,11 +335,15 @@ def _build_open(board, config, config_name, out: Path, design) -> dict:
     env = {**os.environ, **{var: tool(name) for var, name in YOWASP_ENV.items()}}
     # the timing report and the bitstream that --program loads come from this run only: a previous
     # run's files are removed first, so a build that stops half-way leaves nothing to trust
-    for stale in ("top.report.json", "top.bit", "top.bin"):
+    for stale in ("top.json", "top.report.json", "top.bit", "top.bin"):
         (out / stale).unlink(missing_ok=True)
-    _run(["sh", "build_top.sh"], out, log, env=env)
+    synthesis, place_and_route = _split_after_synthesis(out / "build_top.sh")
+    _run(["sh", synthesis.name], out, log, env=env)
+    moved = absorb_file(out / "top.json")
+    _run(["sh", place_and_route.name], out, log, env=env)
     report = json.loads((out / "top.report.json").read_text())
     result = _result(board, config, config_name, out)
+    result["bram_output_registers"] = moved.as_dict()
     bitstream = out / "top.bit"
     result["bitstream"] = str(bitstream) if bitstream.exists() else None
     clocks = report.get("fmax", {})
@@ -522,6 +542,12 @@ def print_result(result: dict) -> None:
                 f"(+ {path['carry4']} CARRY4), {path['from']} -> {path['to']}"
             )
     else:
+        moved = result.get("bram_output_registers")
+        if moved:
+            print(
+                f"  block RAM output registers: {moved['ports']} read ports "
+                f"({moved['flip_flops']} flip-flops moved into them)"
+            )
         for name, clock in result["clocks"].items():
             verdict = "met" if clock["fmax_mhz"] >= clock["target_mhz"] else "FAILED"
             print(

@@ -364,14 +364,15 @@ class ConvEngine(wiring.Component):
             m.d.engine += cycle_count.eq(cycle_count + 1)
 
         # -- stage 1 (addrgen.latency): memory data available, with the issue's token ----------
-        # -- stage 1a: the buffers' data captured in registers that read nothing else, so that
-        # they sit beside their block RAMs: nextpnr times a DP16KD's output at 5.8 ns, and the
-        # route from there to the operand registers below (placed beside the array and the
-        # pools) had been the engine's critical path (4.1 ns of routing in the 8x8 SoC)
+        # -- stage 1a: the buffers' data captured in registers that read nothing else, without
+        # reset or enable: on ECP5 the build moves them into the block RAMs' output registers
+        # (fpga.ecp5_outreg; a DP16KD's data leaves it 5.8 ns after the clock without its
+        # output register, 0.97 ns with it), so the route on to the operand registers below
+        # (beside the array and the pools) starts at a register
         assert OPERAND_LATENCY == 2  # stage 1a, stage 1b
-        act_data = Signal.like(act_read.data, name="captured_act")
-        b_data = Signal.like(act_read_b.data, name="captured_b")
-        weight_data = Signal.like(weight_read.data, name="captured_weight")
+        act_data = Signal.like(act_read.data, name="captured_act", reset_less=True)
+        b_data = Signal.like(act_read_b.data, name="captured_b", reset_less=True)
+        weight_data = Signal.like(weight_read.data, name="captured_weight", reset_less=True)
         s1 = Signal.like(addrgen.tokens.payload, name="captured_token")
         s1_valid = Signal(name="captured_valid")
         m.d.engine += [

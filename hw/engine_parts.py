@@ -204,8 +204,9 @@ class Accumulator(wiring.Component):
         read = Signal.like(self.sums.payload)
         read_valid = Signal()
         m.d.sync += [read.eq(self.sums.payload), read_valid.eq(self.sums.valid)]
-        # stage 1b: the parameters registered, the sums wait another register
-        params = Signal.like(self.params)
+        # stage 1b: the parameters registered (no reset: on ECP5 the build makes this register
+        # the parameter RAM's output register, fpga.ecp5_outreg), the sums wait another register
+        params = Signal.like(self.params, reset_less=True)
         taps = Signal.like(self.sums.payload)
         taps_valid = Signal()
         m.d.sync += [params.eq(self.params), taps.eq(read), taps_valid.eq(read_valid)]
