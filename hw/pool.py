@@ -84,8 +84,8 @@ class PoolUnit(wiring.Component):
       output registers), the products' sum, the shift, the rounding and clamp
       (:func:`hw.requant.round_shifted`): no stage is more than an adder, the shifter or the
       clamp deep, and no path runs from fabric through a multiplier. Half ``h``'s lanes are in
-      the output word ``ADD_LATENCY`` (7) cycles after their cycle; the word leaves at the
-      token's ``out_addr`` :func:`fpga.layout.add_latency` (9) cycles after the token.
+      the output word ``ADD_LATENCY`` (8) cycles after their cycle; the word leaves at the
+      token's ``out_addr`` :func:`fpga.layout.add_latency` (10) cycles after the token.
     * AVGPOOL: int32 sums per lane over a channel group's pixels (``first`` restarts them); the
       group's last pixel snapshots them, and its ``sum_words`` (4) words (lane ``c``'s sum
       little-endian at byte ``4c``) leave one per cycle from ``AVGPOOL_LATENCY`` (2) cycles
@@ -212,7 +212,7 @@ class PoolUnit(wiring.Component):
                 total.eq(products[0] + products[1]),
                 halved.eq((total << 1) >> self.shift),
             ]
-            clamped = round_shifted(halved, self.relu, act)
+            clamped = round_shifted(m, halved, self.relu, act, f"add_round_{u}")
             with m.If(is_op[Op.ADD] & clamp_valid):
                 with m.Switch(clamp_phase):
                     for h in range(phases):

@@ -1,10 +1,11 @@
 """Requantization + ReLU, exactly :func:`fpga.golden.requantize`, one lane.
 
 ``y = clamp((acc * multiplier + round) >> shift, lo, 127)`` with ``round = 2**(shift-1)``
-(0 for shift 0) — round half up — and ``lo`` = 0 with ReLU, -128 without. Seven pipeline
+(0 for shift 0) — round half up — and ``lo`` = 0 with ReLU, -128 without. Eight pipeline
 stages: the two 16-bit halves of the 32 x 16 product (one :class:`hw.array.Multiplier` each:
 its operand, product and output registers, three stages), their sum, the shift in two stages
-(by the multiple of :data:`FINE_SHIFT`, then the rest), the rounding and clamp.
+(by the multiple of :data:`FINE_SHIFT`, then the rest), the rounding and clamp in two
+(:func:`round_shifted`).
 The rounding add is done after the shift, on a few bits (:func:`round_shifted`):
 ``(x + 2**(s-1)) >> s == ((x << 1 >> s) + 1) >> 1``, so no 50-bit adder sits next to the
 50-bit barrel shifter.
@@ -19,27 +20,38 @@ from amaranth.utils import exact_log2
 
 from fpga import golden
 from fpga.config import DEFAULT_CONFIG
-from fpga.layout import REQUANT_LATENCY
+from fpga.layout import REQUANT_LATENCY, ROUND_LATENCY
 from hw.array import Multiplier
 
 #: the shift's second stage shifts by ``shift % FINE_SHIFT``, the first by the rest
 FINE_SHIFT = 8
 
 
-def round_shifted(halved, relu, act_bits: int):
+def round_shifted(m: Module, halved, relu, act_bits: int, name: str):
     """``clamp((halved + 1) >> 1, lo, hi)`` for ``halved = (x << 1) >> s``: the round half
     up of ``(x + 2**(s-1)) >> s`` and the clamp to ``[lo, hi]`` (``lo`` 0 with ``relu``, else
     ``-2**(act_bits-1)``; ``hi = 2**(act_bits-1) - 1``), with the add on ``act_bits + 2``
-    bits only: outside ``[2*lo - 1, 2*hi]`` the result is clamped without it."""
+    bits only: outside ``[2*lo - 1, 2*hi]`` the result is clamped without it.
+
+    Two stages (:data:`ROUND_LATENCY`): this registers the clamp's decisions (the compares on
+    all of ``halved``'s bits, carry chains) and the rounded narrow value, and returns the
+    select among them, which the caller registers. (The compares and the select in one stage,
+    after the route from ``halved``'s register, had been the engine's critical path: 9.3 ns.)
+    """
     high = (1 << (act_bits - 1)) - 1
     low = -(1 << (act_bits - 1))
     narrow = halved[: act_bits + 2].as_signed()  # exact where it is used: [2*low - 1, 2*high]
-    rounded = (narrow + 1) >> 1
-    return Mux(
-        halved >= 2 * high,
-        high,
-        Mux(relu, Mux(halved < -1, 0, rounded), Mux(halved < 2 * low - 1, low, rounded)),
-    )
+    rounded = Signal(signed(act_bits + 1), name=f"{name}_rounded", reset_less=True)
+    over = Signal(name=f"{name}_over", reset_less=True)
+    under = Signal(name=f"{name}_under", reset_less=True)
+    floor = Signal(signed(act_bits), name=f"{name}_floor", reset_less=True)
+    m.d.sync += [
+        rounded.eq((narrow + 1) >> 1),
+        over.eq(halved >= 2 * high),
+        under.eq(Mux(relu, halved < -1, halved < 2 * low - 1)),
+        floor.eq(Mux(relu, 0, low)),
+    ]
+    return Mux(over, high, Mux(under, floor, rounded))
 
 
 class Requantizer(wiring.Component):
@@ -84,7 +96,7 @@ class Requantizer(wiring.Component):
         # widths); the low half's low bits pass through, only the rest is added
         product = Signal(signed(self.acc_bits + golden.MULT_BITS + 1))
         # stage 5: (product << 1) shifted right by the shift's high bits (multiples of
-        # FINE_SHIFT), stage 6: by its low bits; stage 7: rounded and clamped. (The whole shift
+        # FINE_SHIFT), stage 6: by its low bits; stages 7-8: rounded and clamped. (The whole shift
         # in one stage, after the route from the product's register, was the engine's critical
         # path alone: 5 LUT levels, 9.0 ns.)
         coarse = Signal(signed(len(product) + 1))
@@ -92,7 +104,7 @@ class Requantizer(wiring.Component):
         delay = Multiplier.latency  # cycles before the product's stage
         shifts = [Signal.like(self.shift, name=f"shift_{k}") for k in range(delay + 2)]
         relus = [Signal(name=f"relu_{k}") for k in range(delay + 3)]
-        valids = [Signal(name=f"valid_{k}") for k in range(delay + 3)]
+        valids = [Signal(name=f"valid_{k}") for k in range(delay + 2 + ROUND_LATENCY)]
         fine = exact_log2(FINE_SHIFT)
         m.d.sync += [
             product.eq(Cat(low[:half], (high + low[half:]))),
@@ -105,9 +117,11 @@ class Requantizer(wiring.Component):
         for k in range(delay + 1):
             m.d.sync += shifts[k + 1].eq(shifts[k])
         for k in range(delay + 2):
-            m.d.sync += [relus[k + 1].eq(relus[k]), valids[k + 1].eq(valids[k])]
+            m.d.sync += relus[k + 1].eq(relus[k])
+        for k in range(len(valids) - 1):
+            m.d.sync += valids[k + 1].eq(valids[k])
         m.d.sync += [
-            self.result.eq(round_shifted(halved, relus[-1], self.act_bits)),
+            self.result.eq(round_shifted(m, halved, relus[-1], self.act_bits, "round")),
             self.result_valid.eq(valids[-1]),
         ]
         return m

@@ -273,6 +273,10 @@ def test_ulx3s_bitstream_meets_timing_and_fits(tmp_path):
     assert set(util) == {"lut", "ff", "dsp", "bram"}
     assert all(0 < used <= cap for used, cap in util.values())
     assert util["dsp"][0] >= SMALL_CONFIG.pes  # one multiplier per PE at least
+    # the engine's buffer reads (ACT_IN twice, WEIGHT, PARAMS) were captured in flip-flops that
+    # became their block RAMs' output registers (fpga.ecp5_outreg), and the bitstream packed
+    moved = result["bram_output_registers"]
+    assert moved["ports"] >= 4 and moved["flip_flops"] >= moved["ports"], moved
     # the 2x2 config's 8 KiB activation buffers cannot hold one row of v1.1@224's conv10 output
     assert "does not tile" in result["predicted"]["note"]
 
