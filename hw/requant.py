@@ -21,7 +21,7 @@ from amaranth.utils import exact_log2
 from fpga import golden
 from fpga.config import DEFAULT_CONFIG
 from fpga.layout import REQUANT_LATENCY, ROUND_LATENCY
-from hw.array import Multiplier
+from hw.array import Multiplier, delayed
 
 #: the shift's second stage shifts by ``shift % FINE_SHIFT``, the first by the rest
 FINE_SHIFT = 8
@@ -102,26 +102,16 @@ class Requantizer(wiring.Component):
         coarse = Signal(signed(len(product) + 1))
         halved = Signal(signed(len(product) + 1))
         delay = Multiplier.latency  # cycles before the product's stage
-        shifts = [Signal.like(self.shift, name=f"shift_{k}") for k in range(delay + 2)]
-        relus = [Signal(name=f"relu_{k}") for k in range(delay + 3)]
-        valids = [Signal(name=f"valid_{k}") for k in range(delay + 2 + ROUND_LATENCY)]
+        shift = delayed(m, self.shift, delay + 1, "shift")  # with the product
+        fine_shift = delayed(m, shift, 1, "fine_shift")  # with coarse
+        relu = delayed(m, self.relu, delay + 3, "relu")  # with halved
+        valid = delayed(m, self.valid, delay + 2 + ROUND_LATENCY, "valid")
         fine = exact_log2(FINE_SHIFT)
         m.d.sync += [
             product.eq(Cat(low[:half], (high + low[half:]))),
-            coarse.eq((product << 1) >> (shifts[-2] >> fine << fine)),
-            halved.eq(coarse >> shifts[-1][:fine]),
-            shifts[0].eq(self.shift),
-            relus[0].eq(self.relu),
-            valids[0].eq(self.valid),
-        ]
-        for k in range(delay + 1):
-            m.d.sync += shifts[k + 1].eq(shifts[k])
-        for k in range(delay + 2):
-            m.d.sync += relus[k + 1].eq(relus[k])
-        for k in range(len(valids) - 1):
-            m.d.sync += valids[k + 1].eq(valids[k])
-        m.d.sync += [
-            self.result.eq(round_shifted(m, halved, relus[-1], self.act_bits, "round")),
-            self.result_valid.eq(valids[-1]),
+            coarse.eq((product << 1) >> (shift >> fine << fine)),
+            halved.eq(coarse >> fine_shift[:fine]),
+            self.result.eq(round_shifted(m, halved, relu, self.act_bits, "round")),
+            self.result_valid.eq(valid),
         ]
         return m
