@@ -31,10 +31,10 @@ class DramPart:
 #: the resident SoC's measured nextpnr Fmax (docs/build.md)
 _ULX3S_MHZ = 40.0
 #: the ULX3S engine's own clock (a third output of the same PLL), below the engine's measured
-#: nextpnr Fmax in the resident SoC (docs/build.md: 104.5 MHz placed for 80). Placed for 100 the
-#: 8x8 SoC is marginal (101.1 met, then 98.5 missed, two builds a change apart), so 100 is not
-#: the default; the PLL makes 80 and 100 exactly beside the 40 MHz fabric clock, nothing between)
-_ULX3S_ENGINE_MHZ = 80.0
+#: nextpnr Fmax in the resident SoC (docs/build.md: 116.0 MHz placed for 100, once the block
+#: RAMs' output registers capture the buffers' reads; the PLL makes 80 and 100 exactly beside
+#: the 40 MHz fabric clock, nothing between)
+_ULX3S_ENGINE_MHZ = 100.0
 
 #: one x16 MT41K128M16 DDR3L chip (256 MiB) on both Arty A7 variants
 _ARTY_DDR3 = DramPart("MT41K128M16", "DDR3", "A7DDRPHY", 1, 16, 256 << 20, 100.0)
