@@ -37,7 +37,7 @@ from fpga.arch import check_variant
 from fpga.boards import BoardError, get_board
 from fpga.cli import ArgumentParser
 from fpga.config import DEFAULT_CONFIG, LARGE_CONFIG, SMALL_CONFIG
-from fpga.ecp5_outreg import absorb_file
+from fpga.ecp5_outreg import NetlistFormatError, absorb_file
 from fpga.errors import UserError, run_cli
 from fpga.netlist import deepest_lut_path_of_file
 
@@ -339,7 +339,10 @@ def _build_open(board, config, config_name, out: Path, design) -> dict:
         (out / stale).unlink(missing_ok=True)
     synthesis, place_and_route = _split_after_synthesis(out / "build_top.sh")
     _run(["sh", synthesis.name], out, log, env=env)
-    moved = absorb_file(out / "top.json")
+    try:
+        moved = absorb_file(out / "top.json")
+    except NetlistFormatError as exc:  # Yosys wrote it: not the user's to fix
+        raise BuildError(f"Yosys's netlist: {exc}") from None
     _run(["sh", place_and_route.name], out, log, env=env)
     report = json.loads((out / "top.report.json").read_text())
     result = _result(board, config, config_name, out)
