@@ -22,7 +22,7 @@ output belong to the read port B: both ``REGMODE``\\ s change and both output en
 nextpnr's own ``PDPW16KD`` conversion does.
 
 ``python -m fpga.ecp5_outreg NETLIST.json`` rewrites a netlist in place (atomically) and prints
-what it moved; ``fpga.build`` runs :func:`absorb_output_registers` between Yosys and nextpnr.
+what it moved; ``fpga.build`` runs it (:func:`absorb_file`) between Yosys and nextpnr.
 """
 
 from __future__ import annotations
