@@ -94,8 +94,9 @@ ROUND_LATENCY = 2
 #: rounding and clamp
 REQUANT_LATENCY = MULTIPLIER_LATENCY + 3 + ROUND_LATENCY
 #: last tap's sums -> requantized output word (hw.engine_parts.Accumulator): the parameter
-#: read, the parameters registered, the final sum, the requantizer
-ACCUMULATOR_LATENCY = 3 + REQUANT_LATENCY
+#: read, the parameters registered twice (at the RAM, beside the accumulators), the final
+#: sum, the requantizer
+ACCUMULATOR_LATENCY = 4 + REQUANT_LATENCY
 #: the bypass ADD's operand half selected and registered beside its multipliers, then them
 ADD_MULTIPLY_LATENCY = 1 + MULTIPLIER_LATENCY
 #: Latencies of the engine's pool/add unit (``hw.pool.PoolUnit``), from its stage-1b token.

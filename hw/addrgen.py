@@ -75,26 +75,36 @@ class _Counter:
     """A loop counter of the address generator and its "at the last value" flag, kept in a
     register beside it, so that no compare sits between the counters and the address adders
     they steer. ``limit`` is the run's last value (a register, constant while issuing); the
-    flag of a step is ``value == limit - 1`` (``limit - 1`` registered once per run). Assign
-    the counter only through :meth:`restart` and :meth:`step`; :meth:`load` sets the flag of
-    value 0 once the run's limit is registered (the last setup cycle)."""
+    flag of a step is ``value == limit - 1`` (``limit - 1`` registered once per run).
+
+    Assign the counter only through :meth:`restart` and :meth:`step` (which add their
+    statements to ``m`` in the current control context); :meth:`load` sets the flag of value 0
+    once the run's limit is registered (the last setup cycle). The flag's next value is
+    ``last_next`` (comb, last assignment wins as in ``sync``), so that registers of decisions
+    over several flags can be loaded with their next values."""
 
     def __init__(self, m: Module, shape, name: str, limit):
+        self._m = m
         self.value = Signal(shape, name=f"c_{name}")
         self.last = Signal(name=f"last_{name}")
+        self.last_next = Signal(name=f"last_{name}_next")
         limit_m1 = Signal(len(limit), name=f"{name}_limit_m1")
         self._zero = Signal(name=f"{name}_limit_zero")
         self._step_last = self.value == limit_m1
         m.d.sync += [limit_m1.eq(limit - 1), self._zero.eq(limit == 0)]
+        m.d.comb += self.last_next.eq(self.last)
+        m.d.sync += self.last.eq(self.last_next)
 
-    def restart(self) -> list:
-        return [self.value.eq(0), self.last.eq(self._zero)]
+    def restart(self) -> None:
+        self._m.d.sync += self.value.eq(0)
+        self._m.d.comb += self.last_next.eq(self._zero)
 
-    def step(self) -> list:
-        return [self.value.eq(self.value + 1), self.last.eq(self._step_last)]
+    def step(self) -> None:
+        self._m.d.sync += self.value.eq(self.value + 1)
+        self._m.d.comb += self.last_next.eq(self._step_last)
 
-    def load(self):
-        return self.last.eq(self._zero)
+    def load(self) -> None:
+        self._m.d.comb += self.last_next.eq(self._zero)
 
 
 def _partial_products(value, factor, width: int) -> list:
@@ -263,7 +273,8 @@ class AddressGenerator(wiring.Component):
         x_limit = Signal(max(len(last_value["out_w"]), len(last_value["in_w"])))
         y_limit = Signal(max(len(last_value["out_h"]), len(last_value["in_h"])))
         m.d.sync += [
-            kernel_m1.eq(Mux(op == Op.MAXPOOL, 2, kernel - 1)),
+            # ADD and AVGPOOL do not step the kernel counters: their flags stay set
+            kernel_m1.eq(Mux(op == Op.MAXPOOL, 2, Mux(op == Op.CONV, kernel - 1, 0))),
             x_limit.eq(Mux(op == Op.AVGPOOL, last_value["in_w"], last_value["out_w"])),
             y_limit.eq(Mux(op == Op.AVGPOOL, last_value["in_h"], last_value["out_h"])),
         ]
@@ -313,7 +324,7 @@ class AddressGenerator(wiring.Component):
             return following[register.name].eq(value)
 
         last_g, last_kx, last_ky = c_g.last, c_kx.last, c_ky.last
-        last_ox, last_oy, last_block = c_ox.last, c_oy.last, c_block.last
+        last_block = c_block.last
 
         iy = Signal(coordinate)
         ix = Signal(coordinate)
@@ -384,7 +395,8 @@ class AddressGenerator(wiring.Component):
         first_rows = (first_window, first_window + row_step)
         with m.If(setup_left == 1):
             m.d.sync += [*window_at(*first_rows), iy0.eq(top_row), ix0.eq(left_column)]
-            m.d.sync += [counter.load() for counter in counters]
+            for counter in counters:
+                counter.load()
 
         active = Signal()  # registered: it steers every counter and address register
         if add_phases > 1:
@@ -410,57 +422,48 @@ class AddressGenerator(wiring.Component):
         ]
 
         # -- sequencer: advance counters ------------------------------------------------------
-        def next_pixel():
-            """Advance (ox, oy[, block]) after the last tap of a pixel."""
-            with m.If(~last_ox):
-                m.d.sync += [
-                    *c_ox.step(),
-                    ix0.eq(ix0 + pool_stride),
-                    pix_base.eq(pix_base + pixel_step),
-                    tap_row.eq(pix_base + pixel_step),
-                    tap.eq(pix_base + pixel_step),
-                ]
-            with m.Else():
-                m.d.sync += [*c_ox.restart(), ix0.eq(left_column)]
-                with m.If(~last_oy):
-                    m.d.sync += [*c_oy.step(), iy0.eq(iy0 + pool_stride)]
-                    m.d.sync += window_at(next_row, next_row + row_step)
-                with m.Else():
-                    m.d.sync += [*c_oy.restart(), iy0.eq(top_row)]
-                    m.d.sync += window_at(*first_rows)
-                    with m.If(is_op[Op.CONV]):
-                        with m.If(last_block):
-                            m.d.comb += update(issuing, 0)
-                        with m.Else():
-                            m.d.sync += c_block.step()
-                    with m.Else():
-                        m.d.comb += update(issuing, 0)
+        # The step decisions over several counters' flags are registers of their own, loaded
+        # with the flags' next values (as ``active`` is), so that the window registers' enables
+        # are a LUT from registers (the AND of the flags in front of them had been the 8x8 SoC's
+        # engine critical path, 8.8 ns): the last (g, kx) of a kernel row (CONV), the last tap
+        # of an output pixel (CONV, MAXPOOL; an ADD vector, whose kernel flags stay set; never
+        # in AVGPOOL, which runs its own loop), of a row of output pixels, of the image.
+        kernel_row_end = Signal()
+        pixel_end = Signal()
+        row_end = Signal()
+        image_end = Signal()
+        pixel_end_next = c_g.last_next & c_kx.last_next & c_ky.last_next & ~is_op[Op.AVGPOOL]
+        m.d.sync += [
+            kernel_row_end.eq(c_g.last_next & c_kx.last_next),
+            pixel_end.eq(pixel_end_next),
+            row_end.eq(pixel_end_next & c_ox.last_next),
+            image_end.eq(pixel_end_next & c_ox.last_next & c_oy.last_next),
+        ]
 
         with m.If(active):
             with m.If(is_op[Op.CONV]):
                 # inner loop: g, then kx, then ky (HWC: (kx, g) taps of a row are contiguous)
                 first_tap = (c_g.value == 0) & (c_kx.value == 0) & (c_ky.value == 0)
-                last_tap = last_g & last_kx & last_ky
                 m.d.sync += w_addr.eq(w_addr + 1)
-                with m.If(~(last_g & last_kx)):
+                with m.If(~kernel_row_end):
                     m.d.sync += tap.eq(tap + 1)
                     with m.If(last_g):
-                        m.d.sync += [*c_g.restart(), *c_kx.step()]
+                        c_g.restart()
+                        c_kx.step()
                     with m.Else():
-                        m.d.sync += c_g.step()
+                        c_g.step()
                 with m.Elif(~last_ky):
-                    m.d.sync += [
-                        *c_g.restart(),
-                        *c_kx.restart(),
-                        *c_ky.step(),
-                        tap_row.eq(tap_row + row_words),
-                        tap.eq(tap_row + row_words),
-                    ]
+                    c_g.restart()
+                    c_kx.restart()
+                    c_ky.step()
+                    m.d.sync += [tap_row.eq(tap_row + row_words), tap.eq(tap_row + row_words)]
                 with m.Else():
-                    m.d.sync += [*c_g.restart(), *c_kx.restart(), *c_ky.restart()]
+                    c_g.restart()
+                    c_kx.restart()
+                    c_ky.restart()
                     # weights: same block again for the next pixel, next block after the
-                    # last pixel of the block
-                    with m.If(last_ox & last_oy):
+                    # last pixel of the block (the window moves on below: next_pixel)
+                    with m.If(image_end):
                         m.d.sync += [w_block_base.eq(w_addr + 1), w_addr.eq(w_addr + 1)]
                         m.d.sync += [
                             out_row_addr.eq(out_offset + c_block.value + 1),
@@ -468,40 +471,38 @@ class AddressGenerator(wiring.Component):
                         ]
                     with m.Else():
                         m.d.sync += w_addr.eq(w_block_base)
-                        with m.If(last_ox):
+                        with m.If(row_end):
                             m.d.sync += [
                                 out_row_addr.eq(out_row_addr + out_row_words),
                                 out_addr.eq(out_row_addr + out_row_words),
                             ]
                         with m.Else():
                             m.d.sync += out_addr.eq(out_addr + out_groups)
-                    next_pixel()
-                m.d.sync += [s1.first.eq(first_tap), s1.last.eq(last_tap)]
+                m.d.sync += [s1.first.eq(first_tap), s1.last.eq(pixel_end)]
             with m.Elif(is_op[Op.MAXPOOL]):
                 # inner loop: kx, then ky, then g
                 first_tap = (c_kx.value == 0) & (c_ky.value == 0)
                 last_tap = last_kx & last_ky
                 m.d.sync += [s1.first.eq(first_tap), s1.last.eq(last_tap)]
                 with m.If(~last_kx):
-                    m.d.sync += [*c_kx.step(), tap.eq(tap + groups)]
+                    c_kx.step()
+                    m.d.sync += tap.eq(tap + groups)
                 with m.Elif(~last_ky):
-                    m.d.sync += [
-                        *c_kx.restart(),
-                        *c_ky.step(),
-                        tap_row.eq(tap_row + row_words),
-                        tap.eq(tap_row + row_words),
-                    ]
+                    c_kx.restart()
+                    c_ky.step()
+                    m.d.sync += [tap_row.eq(tap_row + row_words), tap.eq(tap_row + row_words)]
                 with m.Else():
-                    m.d.sync += [*c_kx.restart(), *c_ky.restart(), out_addr.eq(out_addr + 1)]
+                    c_kx.restart()
+                    c_ky.restart()
+                    m.d.sync += out_addr.eq(out_addr + 1)
                     with m.If(~last_g):
+                        c_g.step()
                         m.d.sync += [
-                            *c_g.step(),
                             tap_row.eq(pix_base + c_g.value + 1),
                             tap.eq(pix_base + c_g.value + 1),
                         ]
                     with m.Else():
-                        m.d.sync += c_g.restart()
-                        next_pixel()
+                        c_g.restart()  # the window moves on below: next_pixel
             with m.Elif(is_op[Op.ADD]):
                 m.d.sync += [
                     s1.first.eq(1),
@@ -510,10 +511,9 @@ class AddressGenerator(wiring.Component):
                     out_addr.eq(out_addr + 1),
                 ]
                 with m.If(~last_g):
-                    m.d.sync += c_g.step()
+                    c_g.step()
                 with m.Else():
-                    m.d.sync += c_g.restart()
-                    next_pixel()
+                    c_g.restart()  # the next pixel: next_pixel below
             with m.Elif(is_op[Op.AVGPOOL]):
                 # for each group g: every pixel p at word p*groups + g
                 last_x, last_y = c_ox.last, c_oy.last  # (their limits are in_w, in_h)
@@ -522,19 +522,47 @@ class AddressGenerator(wiring.Component):
                     s1.last.eq(last_x & last_y),
                 ]
                 with m.If(~last_x):
-                    m.d.sync += [*c_ox.step(), linear.eq(linear + groups)]
+                    c_ox.step()
+                    m.d.sync += linear.eq(linear + groups)
                 with m.Elif(~last_y):
-                    m.d.sync += [*c_ox.restart(), *c_oy.step(), linear.eq(linear + groups)]
+                    c_ox.restart()
+                    c_oy.step()
+                    m.d.sync += linear.eq(linear + groups)
                 with m.Else():
-                    m.d.sync += [
-                        *c_ox.restart(),
-                        *c_oy.restart(),
-                        linear.eq(c_g.value + 1),
-                        flush.eq(sum_words),
-                    ]
+                    c_ox.restart()
+                    c_oy.restart()
+                    m.d.sync += [linear.eq(c_g.value + 1), flush.eq(sum_words)]
                     m.d.comb += update(flush_idle, 0)
                     with m.If(~last_g):
-                        m.d.sync += c_g.step()
+                        c_g.step()
+                    with m.Else():
+                        m.d.comb += update(issuing, 0)
+
+        # after the last tap of an output pixel (CONV, MAXPOOL; an ADD vector): the next window
+        # (ox, then oy, then the CONV's next block; after the last, the run's last issue)
+        with m.If(active & pixel_end):
+            with m.If(~row_end):
+                c_ox.step()
+                m.d.sync += [
+                    ix0.eq(ix0 + pool_stride),
+                    pix_base.eq(pix_base + pixel_step),
+                    tap_row.eq(pix_base + pixel_step),
+                    tap.eq(pix_base + pixel_step),
+                ]
+            with m.Else():
+                c_ox.restart()
+                m.d.sync += ix0.eq(left_column)
+                with m.If(~image_end):
+                    c_oy.step()
+                    m.d.sync += [
+                        iy0.eq(iy0 + pool_stride),
+                        *window_at(next_row, next_row + row_step),
+                    ]
+                with m.Else():
+                    c_oy.restart()
+                    m.d.sync += [iy0.eq(top_row), *window_at(*first_rows)]
+                    with m.If(is_op[Op.CONV] & ~last_block):
+                        c_block.step()
                     with m.Else():
                         m.d.comb += update(issuing, 0)
         with m.If(~flush_idle):

@@ -176,10 +176,11 @@ class Accumulator(wiring.Component):
     every tap's sum; after the last tap the final sum goes, with the channel's multiplier and
     shift, through the column's :class:`~hw.requant.Requantizer`. The block's parameters are
     read from the parameter memory (``param_addr`` -> ``params`` one cycle later, the memory's
-    read latency) and registered, so sums and tags wait two registers for them. Stages:
-    parameter read (the sums registered), parameters registered (no path from the RAM through
-    the accumulate adder), accumulate into the final-sum register, requantizer (6).
-    Latency tap -> result: ``ACCUMULATOR_LATENCY`` (9) after the last tap.
+    read latency) and registered twice, so sums and tags wait three registers for them. Stages:
+    parameter read (the sums registered), parameters registered at the RAM (its output
+    register on ECP5), parameters registered again beside the accumulators (no path from the
+    RAM through the accumulate adder), accumulate into the final-sum register, requantizer
+    (``REQUANT_LATENCY``). Latency tap -> result: ``ACCUMULATOR_LATENCY`` after the last tap.
     """
 
     latency = ACCUMULATOR_LATENCY
@@ -206,10 +207,16 @@ class Accumulator(wiring.Component):
         m.d.sync += [read.eq(self.sums.payload), read_valid.eq(self.sums.valid)]
         # stage 1b: the parameters registered (no reset: on ECP5 the build makes this register
         # the parameter RAM's output register, fpga.ecp5_outreg), the sums wait another register
+        params_out = Signal.like(self.params, reset_less=True)
+        held = Signal.like(self.sums.payload)
+        held_valid = Signal()
+        m.d.sync += [params_out.eq(self.params), held.eq(read), held_valid.eq(read_valid)]
+        # stage 1c: the parameters registered again beside the accumulators (the route from the
+        # parameter RAM is long, the bias add behind it a 32-bit carry chain), the sums wait
         params = Signal.like(self.params, reset_less=True)
         taps = Signal.like(self.sums.payload)
         taps_valid = Signal()
-        m.d.sync += [params.eq(self.params), taps.eq(read), taps_valid.eq(read_valid)]
+        m.d.sync += [params.eq(params_out), taps.eq(held), taps_valid.eq(held_valid)]
         # stage 2: accumulate; the final sum and its parameters are registered (no path from
         # the parameter RAM through the accumulate adder into the requantizer's multiplier)
         start = Signal()  # the final sums are registered: requantize
