@@ -36,6 +36,7 @@ from pathlib import Path
 from fpga.cli import ArgumentParser
 from fpga.errors import UserError, run_cli
 from fpga.files import atomic_write
+from fpga.netlist import NetlistError, design_module
 
 RAM = "DP16KD"
 FLIP_FLOP = "TRELLIS_FF"
@@ -81,18 +82,6 @@ def _is_constant(bit, value: str) -> bool:
     return bit is None and value == "0" or bit == value
 
 
-def _top_module(netlist: dict) -> dict:
-    modules = netlist.get("modules") if isinstance(netlist, dict) else None
-    if not isinstance(modules, dict):
-        raise NetlistFormatError("not a Yosys JSON netlist (no 'modules')")
-    tops = [m for m in modules.values() if _int_param(m, "top", 0, "attributes")]
-    if len(tops) != 1:
-        raise NetlistFormatError(
-            f"the netlist has {len(tops)} top modules, not one (write it after synthesis)"
-        )
-    return tops[0]
-
-
 def _sinks(module: dict) -> dict:
     """Net bit -> [(cell name, port)] of every cell input it drives; a top-level output or inout
     port counts as a sink named ``None``."""
@@ -135,27 +124,30 @@ def _capture(module: dict, sinks: dict, bit, clock) -> str | None:
     return name if ok else None
 
 
-def _read_ports(cell: dict) -> list[tuple[list[str], str]]:
-    """A DP16KD's read ports: (its output pins, its side's letter). In the 36-bit pseudo dual
-    port mode all 36 outputs are port B's."""
+def _read_ports(cell: dict) -> list[tuple[list[str], str, str]]:
+    """A DP16KD's read ports: (its output pins, its side's letter, the letters of the output
+    registers that capture them). In the 36-bit pseudo dual port mode all 36 outputs are port
+    B's, and both halves' ``REGMODE`` is set (as nextpnr's own ``PDPW16KD`` conversion does)."""
     outputs = {side: [f"DO{side}{i}" for i in range(DATA_BITS)] for side in "AB"}
     if _int_param(cell, "DATA_WIDTH_A", 18) == 36:
-        return [(outputs["A"] + outputs["B"], "B")]
-    return [(outputs["A"], "A"), (outputs["B"], "B")]
+        return [(outputs["A"] + outputs["B"], "B", "AB")]
+    return [(outputs["A"], "A", "A"), (outputs["B"], "B", "B")]
 
 
 def absorb_output_registers(netlist: dict) -> Absorbed:
     """Give every DP16KD read port whose data is captured by plain flip-flops its output register
     instead (in place; see the module's docstring). Returns what moved."""
-    module = _top_module(netlist)
+    try:
+        module = design_module(netlist)
+    except NetlistError as exc:
+        raise NetlistFormatError(str(exc)) from None
     cells = module.get("cells", {})
     sinks = _sinks(module)
     ports = flip_flops = 0
     for cell in list(cells.values()):
         if cell.get("type") != RAM:
             continue
-        pdp = _int_param(cell, "DATA_WIDTH_A", 18) == 36
-        for pins, side in _read_ports(cell):
+        for pins, side, regmodes in _read_ports(cell):
             if _param(cell, f"REGMODE_{side}", "NOREG") != "NOREG":
                 continue
             clock = _bit(cell, f"CLK{side}")
@@ -179,7 +171,6 @@ def absorb_output_registers(netlist: dict) -> Absorbed:
             for pin, name in captures.items():
                 cell["connections"][pin] = [_bit(cells[name], "Q")]
                 del cells[name]
-            regmodes = ("A", "B") if pdp else (side,)
             for letter in regmodes:
                 cell["parameters"][f"REGMODE_{letter}"] = "OUTREG"
                 cell["connections"][f"OCE{letter}"] = ["1"]

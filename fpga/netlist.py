@@ -75,14 +75,33 @@ def _comb_inputs(cell: dict) -> list:
     return bits
 
 
-def deepest_lut_path(netlist: dict, top: str | None = None) -> LutPath:
-    """The deepest LUT path of the flattened module ``top`` (default: the one with cells)."""
-    modules = netlist.get("modules")
+def design_module(netlist: dict) -> dict:
+    """The design's module of a Yosys JSON netlist: the one whose ``top`` attribute is set
+    (synthesis marks it), or, in a netlist without the mark, the one with the most cells."""
+    modules = netlist.get("modules") if isinstance(netlist, dict) else None
     if not isinstance(modules, dict) or not modules:
         raise NetlistError("not a Yosys JSON netlist (no modules)")
+    tops = []
+    for name, module in modules.items():
+        mark = str(module.get("attributes", {}).get("top", "0")).strip()
+        try:
+            marked = int(mark, 2 if set(mark) <= {"0", "1"} else 10) != 0
+        except ValueError:
+            raise NetlistError(f"module {name!r}: a top attribute {mark!r}") from None
+        if marked:
+            tops.append(name)
+    if len(tops) > 1:
+        raise NetlistError(f"the netlist has {len(tops)} top modules, not one")
+    top = tops[0] if tops else max(modules, key=lambda name: len(modules[name].get("cells", {})))
+    return modules[top]
+
+
+def deepest_lut_path(netlist: dict, top: str | None = None) -> LutPath:
+    """The deepest LUT path of the flattened module ``top`` (default: :func:`design_module`)."""
     if top is None:
-        top = max(modules, key=lambda name: len(modules[name].get("cells", {})))
-    module = modules[top]
+        module = design_module(netlist)
+    else:
+        module = netlist["modules"][top]
     cells = module.get("cells", {})
     names: dict = {}
     for name, net in module.get("netnames", {}).items():

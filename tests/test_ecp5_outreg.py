@@ -212,7 +212,10 @@ def test_cli_rewrites_the_netlist(tmp_path):
     [
         ("{not json", "cannot read the netlist"),
         ('{"creator": "x"}', "not a Yosys JSON netlist"),
-        ('{"modules": {"a": {}, "b": {}}}', "0 top modules"),
+        (
+            '{"modules": {"a": {"attributes": {"top": "1"}}, "b": {"attributes": {"top": "1"}}}}',
+            "2 top modules",
+        ),
     ],
 )
 def test_bad_netlist_is_one_clear_error_and_the_file_is_kept(tmp_path, text, message):

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from fpga.netlist import NetlistError, deepest_lut_path, deepest_lut_path_of_file
+from fpga.netlist import NetlistError, deepest_lut_path, deepest_lut_path_of_file, design_module
 
 
 def _cell(kind: str, inputs: dict, outputs: dict) -> dict:
@@ -88,3 +88,18 @@ def test_a_file_that_is_not_a_netlist_is_an_error(tmp_path):
     good = tmp_path / "good.json"
     good.write_text(json.dumps(_two_paths()))
     assert deepest_lut_path_of_file(good).levels == 3
+
+
+def test_the_design_module_is_the_marked_top_else_the_one_with_most_cells():
+    big = {"cells": {"x": {}, "y": {}}}
+    small = {"cells": {"x": {}}}
+    # synthesis marks the top (Yosys writes the attribute as a bit string)
+    marked = dict(small, attributes={"top": "00000000000000000000000000000001"})
+    assert design_module({"modules": {"big": big, "top": marked}}) is marked
+    # without the mark (write_json -selected): the module with the most cells
+    assert design_module({"modules": {"small": small, "big": big}}) is big
+    two = {"modules": {"a": dict(marked), "b": dict(marked)}}
+    with pytest.raises(NetlistError, match="2 top modules"):
+        design_module(two)
+    with pytest.raises(NetlistError, match="top attribute"):
+        design_module({"modules": {"a": {"attributes": {"top": "yes"}}}})
