@@ -138,18 +138,21 @@ class PoolUnit(wiring.Component):
         # unit's own registers: they settle the cycle after ``start``, before the run's first
         # token, and the op does not change until the run is done.
         assert POOL_INPUT_LATENCY == 1
+        # (MAXPOOL's copy carries the tag only: its activations are loaded into the running
+        # max's taps below, flipped.)
         token, valid, is_op = {}, {}, {}
         for kind in (Op.MAXPOOL, Op.ADD, Op.AVGPOOL):
             name = kind.name.lower()
             is_op[kind] = Signal(name=f"is_{name}")
-            token[kind] = Signal(self.tokens.payload.shape(), name=f"{name}_token")
+            carried = self.tokens.payload if kind != Op.MAXPOOL else self.tokens.payload.tag
+            token[kind] = Signal(carried.shape(), name=f"{name}_token")
             valid[kind] = Signal(name=f"{name}_valid")
             m.d.sync += [
                 is_op[kind].eq(op == kind),
                 valid[kind].eq(self.tokens.valid & is_op[kind]),
             ]
             with m.If(is_op[kind]):
-                m.d.sync += token[kind].eq(self.tokens.payload)
+                m.d.sync += token[kind].eq(carried)
         # latencies below count from the registered token
         max_delay = self.max_latency - POOL_INPUT_LATENCY
         add_delay = self.add_latency - POOL_INPUT_LATENCY
@@ -157,7 +160,7 @@ class PoolUnit(wiring.Component):
         # the output word of MAXPOOL (the max, its last register) and of ADD (the lanes as
         # their halves finish)
         result = Signal(act * lanes)
-        max_tag, add_tag = token[Op.MAXPOOL].tag, token[Op.ADD].tag
+        max_tag, add_tag = token[Op.MAXPOOL], token[Op.ADD].tag
         max_done = valid[Op.MAXPOOL] & max_tag.last
         add_done = valid[Op.ADD] & add_tag.last
         max_write = delayed(m, max_done, max_delay, "max_write")
