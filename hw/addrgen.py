@@ -248,6 +248,10 @@ class AddressGenerator(wiring.Component):
             "out_row_words",
         )
         pixel_step = Signal(in_word)  # words between horizontally adjacent output pixels' windows
+        # words between a window's taps along its row: CONV 1 (g fastest), MAXPOOL in_groups
+        # (kx fastest); one register beside the tap's adder (the MAXPOOL step read the
+        # descriptor's field across the engine: 3.1 ns of routing on the critical path)
+        tap_step = Signal(in_word)
         row_step = Signal(in_word)  # words between vertically adjacent output rows' windows
         # stage 3: pad_top * row_words (two partial sums), in_base - pad_left * groups
         pad_rows = _adder_stage(m, _partial_products(pad_top, row_words, in_word.width), 2, "pr")
@@ -376,6 +380,7 @@ class AddressGenerator(wiring.Component):
         # setup cycle loads the address registers.
         m.d.sync += [
             pixel_step.eq(Mux(pool_stride == 2, groups << 1, groups)),  # stage 1
+            tap_step.eq(Mux(op == Op.MAXPOOL, groups, 1)),  # stage 1
             row_step.eq(Mux(pool_stride == 2, row_words << 1, row_words)),  # stage 3
         ]
         setup_left = Signal(range(SETUP_CYCLES + 1))  # setup cycles still to go
@@ -453,7 +458,7 @@ class AddressGenerator(wiring.Component):
                 first_tap = (c_g.value == 0) & (c_kx.value == 0) & (c_ky.value == 0)
                 m.d.sync += w_addr.eq(w_addr + 1)
                 with m.If(~kernel_row_end):
-                    m.d.sync += tap.eq(tap + 1)
+                    m.d.sync += tap.eq(tap + tap_step)
                     with m.If(last_g):
                         c_g.restart()
                         c_kx.step()
@@ -493,7 +498,7 @@ class AddressGenerator(wiring.Component):
                 m.d.sync += [s1.first.eq(first_tap), s1.last.eq(last_tap)]
                 with m.If(~last_kx):
                     c_kx.step()
-                    m.d.sync += tap.eq(tap + groups)
+                    m.d.sync += tap.eq(tap + tap_step)
                 with m.Elif(~last_ky):
                     c_kx.restart()
                     c_ky.step()
