@@ -462,7 +462,7 @@ class AddressGenerator(wiring.Component):
                     c_kx.restart()
                     c_ky.restart()
                     # weights: same block again for the next pixel, next block after the
-                    # last pixel of the block (the window moves on below: next_pixel)
+                    # last pixel of the block (the window moves on below)
                     with m.If(image_end):
                         m.d.sync += [w_block_base.eq(w_addr + 1), w_addr.eq(w_addr + 1)]
                         m.d.sync += [
@@ -502,7 +502,7 @@ class AddressGenerator(wiring.Component):
                             tap.eq(pix_base + c_g.value + 1),
                         ]
                     with m.Else():
-                        c_g.restart()  # the window moves on below: next_pixel
+                        c_g.restart()  # the window moves on below
             with m.Elif(is_op[Op.ADD]):
                 m.d.sync += [
                     s1.first.eq(1),
@@ -513,7 +513,7 @@ class AddressGenerator(wiring.Component):
                 with m.If(~last_g):
                     c_g.step()
                 with m.Else():
-                    c_g.restart()  # the next pixel: next_pixel below
+                    c_g.restart()  # the next pixel: the window moves on below
             with m.Elif(is_op[Op.AVGPOOL]):
                 # for each group g: every pixel p at word p*groups + g
                 last_x, last_y = c_ox.last, c_oy.last  # (their limits are in_w, in_h)
