@@ -16,6 +16,10 @@ marks the cycles that carry a token) and the latencies are the cycle model's fig
 
 from __future__ import annotations
 
+import functools
+import operator
+from dataclasses import dataclass
+
 from amaranth import Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -71,33 +75,83 @@ def tokens_signature(config: AcceleratorConfig) -> stream.Signature:
     return stream.Signature(token_layout(config), always_ready=True)
 
 
+#: loops in the generator's nest (see AddressGenerator.elaborate's table)
+LEVELS = 6
+
+
 class _Counter:
-    """A loop counter of the address generator and its "at the last value" flag, kept in a
-    register beside it, so that no compare sits between the counters and the address adders
+    """A loop counter of the address generator and its "at the last value" and "at 0" flags,
+    kept in registers beside it, so that no compare sits between the counters and the logic
     they steer. ``limit`` is the run's last value (a register, constant while issuing); the
     flag of a step is ``value == limit - 1`` (``limit - 1`` registered once per run).
 
     Assign the counter only through :meth:`restart` and :meth:`step` (which add their
-    statements to ``m`` in the current control context); :meth:`load` sets the flag of value 0
-    once the run's limit is registered (the last setup cycle)."""
+    statements to ``m`` in the current control context); :meth:`load` sets the flags of value
+    0 once the run's limit is registered (the last setup cycle)."""
 
     def __init__(self, m: Module, shape, name: str, limit):
         self._m = m
         self.value = Signal(shape, name=f"c_{name}")
         self.last = Signal(name=f"last_{name}")
+        self.first = Signal(name=f"first_{name}")
         limit_m1 = Signal(len(limit), name=f"{name}_limit_m1")
         self._zero = Signal(name=f"{name}_limit_zero")
         self._step_last = self.value == limit_m1
         m.d.sync += [limit_m1.eq(limit - 1), self._zero.eq(limit == 0)]
 
     def restart(self) -> None:
-        self._m.d.sync += [self.value.eq(0), self.last.eq(self._zero)]
+        self._m.d.sync += [self.value.eq(0), self.last.eq(self._zero), self.first.eq(1)]
 
     def step(self) -> None:
-        self._m.d.sync += [self.value.eq(self.value + 1), self.last.eq(self._step_last)]
+        self._m.d.sync += [
+            self.value.eq(self.value + 1),
+            self.last.eq(self._step_last),
+            self.first.eq(0),
+        ]
 
     def load(self) -> None:
-        self._m.d.sync += self.last.eq(self._zero)
+        self._m.d.sync += [self.last.eq(self._zero), self.first.eq(1)]
+
+
+@dataclass
+class _Moves:
+    """The move of an issue's addresses, registered in the cycle after the issue: ``load`` the
+    run's first values; ``step[i]`` level i steps (one-hot, or none); ``rebase[i]`` level i
+    steps or restarts (or ``load``); ``hold`` no move."""
+
+    load: Signal
+    step: list
+    rebase: list
+    hold: Signal
+
+
+class _Stream:
+    """One of an issue's addresses (or window coordinates), an affine function of the loop
+    counters (``first`` + the sum of counter i times ``strides[i]``, modulo ``2**width``),
+    in a register ``value`` that follows the issue by one cycle.
+
+    Per level i with a stride inside it, ``base{i}`` holds the value where the levels inside i
+    last restarted. A step of level i moves ``value`` to ``base{i} + strides[i]`` (level 0:
+    ``value + strides[0]``; a level without stride: to its base) and every base up to level i
+    with it. ``strides`` maps a level to its per-run stride (a register or a constant); levels
+    absent move nothing. As ``moves`` is a register, the next value is an AND-OR of adders of
+    registers: no loop decision in front of it."""
+
+    def __init__(self, m: Module, name: str, width: int, first, strides: dict, moves: _Moves):
+        self.value = Signal(width, name=name)
+        following = Signal(width, name=f"{name}_next")
+        terms = [Mux(moves.load, first, 0), Mux(moves.hold, self.value, 0)]
+        for i, step in enumerate(moves.step):
+            if any(level in strides for level in range(i)):
+                base = Signal(width, name=f"{name}_base{i}")
+                with m.If(moves.rebase[i]):
+                    m.d.sync += base.eq(following)
+            else:
+                base = self.value  # nothing inside level i moves this stream
+            candidate = (base + strides[i])[:width] if i in strides else base
+            terms.append(Mux(step, candidate, 0))
+        m.d.comb += following.eq(functools.reduce(operator.or_, terms))
+        m.d.sync += self.value.eq(following)
 
 
 def _partial_products(value, factor, width: int) -> list:
@@ -212,7 +266,6 @@ class AddressGenerator(wiring.Component):
         weight_word = unsigned(cfg.weight_word_bits)
         # a window coordinate: a descriptor size, minus padding, plus a kernel offset
         coordinate = signed(8 * LayerDescriptor.field_offsets()["in_h"][1] + KERNEL_BITS + 1)
-        counter = {name: len(fields[name]) for name in ("blocks", "out_h", "out_w", "in_groups")}
 
         # -- per-run constants ----------------------------------------------------------------
         # Products and sums of descriptor fields, in free-running registers: the descriptor does
@@ -221,6 +274,8 @@ class AddressGenerator(wiring.Component):
         # last stage (the first window's address, stage 4) is right; each stage is at most two
         # adder levels deep.
         in_w_raw, pad_top, pad_left = fields["in_w"], fields["pad_top"], fields["pad_left"]
+        # ACT_OUT words per output pixel: CONV out_groups, else in_groups
+        pixel_words = Mux(op == Op.CONV, out_groups, groups)
         # stages 1-2: words per input row, pad_left * groups, ACT_OUT words per output row
         (row_words,) = _adder_stage(
             m,
@@ -236,15 +291,11 @@ class AddressGenerator(wiring.Component):
         )
         (out_row_words,) = _adder_stage(
             m,
-            _adder_stage(m, _partial_products(out_w, out_groups, out_word.width), 2, "orw_s1"),
+            _adder_stage(m, _partial_products(out_w, pixel_words, out_word.width), 2, "orw_s1"),
             2,
             "out_row_words",
         )
         pixel_step = Signal(in_word)  # words between horizontally adjacent output pixels' windows
-        # words between a window's taps along its row: CONV 1 (g fastest), MAXPOOL in_groups
-        # (kx fastest); one register beside the tap's adder (the MAXPOOL step read the
-        # descriptor's field across the engine: 3.1 ns of routing on the critical path)
-        tap_step = Signal(in_word)
         row_step = Signal(in_word)  # words between vertically adjacent output rows' windows
         # stage 3: pad_top * row_words (two partial sums), in_base - pad_left * groups
         pad_rows = _adder_stage(m, _partial_products(pad_top, row_words, in_word.width), 2, "pr")
@@ -263,59 +314,72 @@ class AddressGenerator(wiring.Component):
         }
         for name, register in last_value.items():
             m.d.sync += register.eq(fields[name] - 1)
-
-        # -- sequencer state ------------------------------------------------------------------
-        # the loop counters' limits: stage 1 (kernel), stage 2 (x and y, chosen by op)
-        kernel_m1 = Signal(range(MAX_KERNEL))
-        x_limit = Signal(max(len(last_value["out_w"]), len(last_value["in_w"])))
-        y_limit = Signal(max(len(last_value["out_h"]), len(last_value["in_h"])))
-        m.d.sync += [
-            # ADD and AVGPOOL do not step the kernel counters: their flags stay set
-            kernel_m1.eq(Mux(op == Op.MAXPOOL, 2, Mux(op == Op.CONV, kernel - 1, 0))),
-            x_limit.eq(Mux(op == Op.AVGPOOL, last_value["in_w"], last_value["out_w"])),
-            y_limit.eq(Mux(op == Op.AVGPOOL, last_value["in_h"], last_value["out_h"])),
-        ]
-        c_block = _Counter(m, counter["blocks"], "block", last_value["blocks"])
-        c_oy = _Counter(m, counter["out_h"], "oy", y_limit)  # AVGPOOL: the input row
-        c_ox = _Counter(m, counter["out_w"], "ox", x_limit)  # AVGPOOL: the input column
-        c_ky = _Counter(m, range(MAX_KERNEL), "ky", kernel_m1)
-        c_kx = _Counter(m, range(MAX_KERNEL), "kx", kernel_m1)
-        c_g = _Counter(m, counter["in_groups"], "g", last_value["in_groups"])
-        counters = (c_block, c_oy, c_ox, c_ky, c_kx, c_g)
-        iy0 = Signal(coordinate)  # top row of the current window (may be negative: padding)
-        # the first window's top row and left column, -pad_top and -pad_left, in registers (a
-        # constant operand, not a subtraction Yosys would share with the window's adders)
+        pool_stride = Signal(range(MAX_KERNEL))  # stage 1: MAXPOOL 2, CONV its stride
+        # the first window's top row and left column, -pad_top and -pad_left (stage 1)
         top_row = Signal(coordinate)
         left_column = Signal(coordinate)
-        m.d.sync += [top_row.eq(-fields["pad_top"]), left_column.eq(-fields["pad_left"])]
-        ix0 = Signal(coordinate)
-        row_left = Signal(in_word)  # word address of (iy0, ix0 of the row's first window)
-        # row_left + row_step, kept in a register of its own (loaded whenever row_left is), so
-        # that the next row's address is a register when the window registers select it: the
-        # add in front of their select had been the 8x8 SoC's engine critical path (8.6 ns)
-        next_row = Signal(in_word)
-        pix_base = Signal(in_word)  # word address of (iy0, ix0)
-        tap_row = Signal(in_word)  # word address of (iy0 + ky, ix0)
-        # tap_row + row_words (the window's next kernel row), free-running a cycle behind
-        # tap_row: the add in front of the tap's select had been the critical path (8.1 ns
-        # alone, 9.6 in the SoC). It is read only at a kernel row's last tap, at least two
-        # issues after tap_row last changed (ky steps only when the kernel is >= 2 wide, and a
-        # kernel row then has >= 2 taps), so the cycle's lag is never seen.
-        tap_below = Signal(in_word)
-        m.d.sync += tap_below.eq(tap_row + row_words)
-        tap = Signal(in_word)  # word address of the current tap
-        out_addr = Signal(out_word)  # ACT_OUT word address of the current output
-        out_row_addr = Signal(out_word)
-        w_addr = Signal(weight_word)
-        w_block_base = Signal(weight_word)
-        linear = Signal(in_word)  # ADD/AVGPOOL: operand word address
+        m.d.sync += [
+            pool_stride.eq(Mux(op == Op.MAXPOOL, 2, stride)),
+            top_row.eq(-fields["pad_top"]),
+            left_column.eq(-fields["pad_left"]),
+            pixel_step.eq(Mux(pool_stride == 2, groups << 1, groups)),  # stage 2
+            row_step.eq(Mux(pool_stride == 2, row_words << 1, row_words)),  # stage 3
+        ]
+
+        # -- the loop nest ----------------------------------------------------------------------
+        # Every op is one nest of LEVELS loops (level 0 innermost), each a _Counter with a per-run
+        # last value (0: the level does not loop in this op):
+        #
+        #   level     0    1    2    3    4    5
+        #   CONV      g    kx   ky   ox   oy   block    (HWC: a kernel row's (kx, g) taps are
+        #   MAXPOOL   kx   ky   g    ox   oy   -         contiguous words)
+        #   ADD       g    -    -    x    y    -
+        #   AVGPOOL   x    y    g    -    -    -
+        #
+        # so the loop control is the same for every op and reads no op flag: level i steps when
+        # the levels inside it are all at their last values (``carry[i]``), and restarts when it
+        # is at its own last value too. (Per-op loops had put op flags and select chains between
+        # the counters' flags and the address registers: 8.8-9.0 ns, the engine's critical path.)
+        def by_op(values: dict, default=0):
+            """A per-run value chosen by the run's op (a Mux chain on the descriptor's field)."""
+            result = default
+            for kind, value in values.items():
+                result = Mux(op == kind, value, result)
+            return result
+
+        # stage 1: CONV's kernel - 1; stage 2: each level's last value
+        kernel_m1 = Signal(range(MAX_KERNEL))
+        m.d.sync += kernel_m1.eq(kernel - 1)
+        pool_kernel_m1 = MAX_KERNEL - 1  # MAXPOOL 3x3
+        g_m1, out_w_m1, out_h_m1 = (last_value[name] for name in ("in_groups", "out_w", "out_h"))
+        level_last = [
+            {
+                Op.CONV: g_m1,
+                Op.MAXPOOL: pool_kernel_m1,
+                Op.ADD: g_m1,
+                Op.AVGPOOL: last_value["in_w"],
+            },
+            {Op.CONV: kernel_m1, Op.MAXPOOL: pool_kernel_m1, Op.AVGPOOL: last_value["in_h"]},
+            {Op.CONV: kernel_m1, Op.MAXPOOL: g_m1, Op.AVGPOOL: g_m1},
+            {Op.CONV: out_w_m1, Op.MAXPOOL: out_w_m1, Op.ADD: out_w_m1},
+            {Op.CONV: out_h_m1, Op.MAXPOOL: out_h_m1, Op.ADD: out_h_m1},
+            {Op.CONV: last_value["blocks"]},
+        ]
+        levels = []
+        for i, values in enumerate(level_last):
+            width = max(len(Value.cast(value)) for value in values.values())
+            last = Signal(width, name=f"level{i}_last")  # stage 2
+            m.d.sync += last.eq(by_op(values))
+            levels.append(_Counter(m, unsigned(width), f"l{i}", last))
+        assert len(levels) == LEVELS
+
         flush = Signal(range(sum_words + 1))  # AVGPOOL: output words still to write after a group
         flush_idle = Signal(init=1)  # registered: flush == 0
         # ``active`` (an issue this cycle) is a register of its own, loaded with the function
         # of the next values of the four registers it is a function of: ``issuing``, ``setup``,
         # ``flush_idle`` and ``add_gap``. Those are assigned through ``following`` (comb
         # signals, last assignment wins as in ``sync``), so ``active`` equals that function of
-        # their current values, with one register between them and its ~150 readers.
+        # their current values, with one register between them and its readers.
         add_gap = Signal()  # ADD: the cycle after an issue, in which its second half is multiplied
         following = {}  # register name -> its next value
         for register in (issuing, self.setup, flush_idle, add_gap):
@@ -327,55 +391,15 @@ class AddressGenerator(wiring.Component):
             """Assign ``register``'s next value (one of ``active``'s inputs)."""
             return following[register.name].eq(value)
 
-        last_g, last_kx, last_ky = c_g.last, c_kx.last, c_ky.last
-        last_block = c_block.last
-
-        iy = Signal(coordinate)
-        ix = Signal(coordinate)
-        m.d.comb += [iy.eq(iy0 + c_ky.value), ix.eq(ix0 + c_kx.value)]
-        in_bounds = Signal()
-        m.d.comb += in_bounds.eq((iy >= 0) & (iy < in_h) & (ix >= 0) & (ix < in_w))
-
         # The run's op as one-hot flags in registers of this block (settled one cycle after
-        # start; the issue loop begins after the setup cycles): the loop's decisions read them,
-        # not the descriptor's register, which sits among its other readers.
+        # start; the issue loop begins after the setup cycles).
         is_op = {kind: Signal(name=f"is_{kind.name.lower()}") for kind in Op}
         m.d.sync += [flag.eq(op == kind) for kind, flag in is_op.items()]
 
-        # -- read addresses (ADDRESS_LATENCY: registered, so the loop's registers are not pulled
-        # toward the block RAMs they address) --------------------------------------------------
-        m.d.sync += self.weight_addr.eq(w_addr)
-        with m.If(is_op[Op.CONV] | is_op[Op.MAXPOOL]):
-            m.d.sync += self.act_addr.eq(tap)
-        with m.Else():
-            m.d.sync += [
-                self.act_addr.eq(linear),
-                self.b_addr.eq(linear + fields["b_base"]),
-            ]
-
-        pool_stride = Signal(range(MAX_KERNEL))  # stage 1
-        m.d.sync += pool_stride.eq(Mux(op == Op.MAXPOOL, 2, stride))
-
         with m.If(start):
-            m.d.sync += [
-                *[counter.value.eq(0) for counter in counters],
-                out_addr.eq(Mux(op == Op.CONV, out_offset, 0)),
-                out_row_addr.eq(Mux(op == Op.CONV, out_offset, 0)),
-                w_addr.eq(0),
-                w_block_base.eq(0),
-                linear.eq(0),
-                flush.eq(0),
-            ]
+            m.d.sync += [*[level.value.eq(0) for level in levels], flush.eq(0)]
             m.d.comb += [update(issuing, 1), update(flush_idle, 1)]
 
-        # The first window's address is the per-run pipeline's last stage: the issue loop
-        # begins after SETUP_CYCLES setup cycles (counted in the pipeline latency); the last
-        # setup cycle loads the address registers.
-        m.d.sync += [
-            pixel_step.eq(Mux(pool_stride == 2, groups << 1, groups)),  # stage 1
-            tap_step.eq(Mux(op == Op.MAXPOOL, groups, 1)),  # stage 1
-            row_step.eq(Mux(pool_stride == 2, row_words << 1, row_words)),  # stage 3
-        ]
         setup_left = Signal(range(SETUP_CYCLES + 1))  # setup cycles still to go
         setup = self.setup  # registered: setup_left != 0
         with m.If(start):
@@ -384,26 +408,13 @@ class AddressGenerator(wiring.Component):
         with m.Elif(setup):
             m.d.sync += setup_left.eq(setup_left - 1)
             m.d.comb += update(setup, setup_left != 1)
+        load = Signal()  # the last setup cycle: the counters' flags settle
+        m.d.comb += load.eq(setup_left == 1)
+        with m.If(load):
+            for level in levels:
+                level.load()
 
-        def window_at(address, address_plus_row):
-            """Start a row of windows at ``address`` (``address_plus_row``: ``address +
-            row_step``): its first window, its first tap."""
-            return [
-                row_left.eq(address),
-                next_row.eq(address_plus_row),
-                pix_base.eq(address),
-                tap_row.eq(address),
-                tap.eq(address),
-            ]
-
-        # the first window's row and the one below it
-        first_rows = (first_window, first_window + row_step)
-        with m.If(setup_left == 1):
-            m.d.sync += [*window_at(*first_rows), iy0.eq(top_row), ix0.eq(left_column)]
-            for counter in counters:
-                counter.load()
-
-        active = Signal()  # registered: it steers every counter and address register
+        active = Signal()  # registered: it steers every counter
         if add_phases > 1:
             m.d.comb += update(add_gap, active & is_op[Op.ADD])
         m.d.sync += active.eq(
@@ -413,159 +424,171 @@ class AddressGenerator(wiring.Component):
             & ~following[add_gap.name]
         )
 
-        # -- the stage-1 token: registered with the issue, then with the addresses, out with
-        # the buffers' data ----------------------------------------------------------------------
-        s1 = Signal(token_layout(cfg), name="issued")
-        s1_valid = Signal(name="issued_valid")
-        assert ADDRESS_LATENCY == 1
-        m.d.sync += [self.tokens.payload.eq(s1), self.tokens.valid.eq(s1_valid)]
-        m.d.sync += [
-            s1_valid.eq(active),
-            s1.in_bounds.eq(in_bounds),
-            s1.out_addr.eq(out_addr),
-            s1.block.eq(c_block.value),
-        ]
-
-        # -- sequencer: advance counters ------------------------------------------------------
-        # The step decisions, one AND each of the counters' registered flags, the same for every
-        # op, so that the window moves on in one place after the op's loop (the op's branches
-        # had put their select chain in front of the window registers' enables: the 8x8 SoC's
-        # engine critical path, 8.8 ns; registers loaded from the flags' next values instead
-        # made those next values' select chains the path, 10.3 ns): the last (g, kx) of a
-        # kernel row (CONV), the last tap of an output pixel (CONV, MAXPOOL; an ADD vector,
-        # whose kernel flags stay set; never in AVGPOOL, which runs its own loop), of a row of
-        # output pixels, of the image.
-        kernel_row_end = last_g & last_kx
-        pixel_end = kernel_row_end & last_ky & ~is_op[Op.AVGPOOL]
-        row_end = pixel_end & c_ox.last
-        image_end = row_end & c_oy.last
-
-        with m.If(active):
-            with m.If(is_op[Op.CONV]):
-                # inner loop: g, then kx, then ky (HWC: (kx, g) taps of a row are contiguous)
-                first_tap = (c_g.value == 0) & (c_kx.value == 0) & (c_ky.value == 0)
-                m.d.sync += w_addr.eq(w_addr + 1)
-                with m.If(~kernel_row_end):
-                    m.d.sync += tap.eq(tap + tap_step)
-                    with m.If(last_g):
-                        c_g.restart()
-                        c_kx.step()
-                    with m.Else():
-                        c_g.step()
-                with m.Elif(~last_ky):
-                    c_g.restart()
-                    c_kx.restart()
-                    c_ky.step()
-                    m.d.sync += [tap_row.eq(tap_below), tap.eq(tap_below)]
-                with m.Else():
-                    c_g.restart()
-                    c_kx.restart()
-                    c_ky.restart()
-                    # weights: same block again for the next pixel, next block after the
-                    # last pixel of the block (the window moves on below)
-                    with m.If(image_end):
-                        m.d.sync += [w_block_base.eq(w_addr + 1), w_addr.eq(w_addr + 1)]
-                        m.d.sync += [
-                            out_row_addr.eq(out_offset + c_block.value + 1),
-                            out_addr.eq(out_offset + c_block.value + 1),
-                        ]
-                    with m.Else():
-                        m.d.sync += w_addr.eq(w_block_base)
-                        with m.If(row_end):
-                            m.d.sync += [
-                                out_row_addr.eq(out_row_addr + out_row_words),
-                                out_addr.eq(out_row_addr + out_row_words),
-                            ]
-                        with m.Else():
-                            m.d.sync += out_addr.eq(out_addr + out_groups)
-                m.d.sync += [s1.first.eq(first_tap), s1.last.eq(pixel_end)]
-            with m.Elif(is_op[Op.MAXPOOL]):
-                # inner loop: kx, then ky, then g
-                first_tap = (c_kx.value == 0) & (c_ky.value == 0)
-                last_tap = last_kx & last_ky
-                m.d.sync += [s1.first.eq(first_tap), s1.last.eq(last_tap)]
-                with m.If(~last_kx):
-                    c_kx.step()
-                    m.d.sync += tap.eq(tap + tap_step)
-                with m.Elif(~last_ky):
-                    c_kx.restart()
-                    c_ky.step()
-                    m.d.sync += [tap_row.eq(tap_below), tap.eq(tap_below)]
-                with m.Else():
-                    c_kx.restart()
-                    c_ky.restart()
-                    m.d.sync += out_addr.eq(out_addr + 1)
-                    with m.If(~last_g):
-                        c_g.step()
-                        m.d.sync += [
-                            tap_row.eq(pix_base + c_g.value + 1),
-                            tap.eq(pix_base + c_g.value + 1),
-                        ]
-                    with m.Else():
-                        c_g.restart()  # the window moves on below
-            with m.Elif(is_op[Op.ADD]):
-                m.d.sync += [
-                    s1.first.eq(1),
-                    s1.last.eq(1),
-                    linear.eq(linear + 1),
-                    out_addr.eq(out_addr + 1),
-                ]
-                with m.If(~last_g):
-                    c_g.step()
-                with m.Else():
-                    c_g.restart()  # the next pixel: the window moves on below
-            with m.Elif(is_op[Op.AVGPOOL]):
-                # for each group g: every pixel p at word p*groups + g
-                last_x, last_y = c_ox.last, c_oy.last  # (their limits are in_w, in_h)
-                m.d.sync += [
-                    s1.first.eq((c_ox.value == 0) & (c_oy.value == 0)),
-                    s1.last.eq(last_x & last_y),
-                ]
-                with m.If(~last_x):
-                    c_ox.step()
-                    m.d.sync += linear.eq(linear + groups)
-                with m.Elif(~last_y):
-                    c_ox.restart()
-                    c_oy.step()
-                    m.d.sync += linear.eq(linear + groups)
-                with m.Else():
-                    c_ox.restart()
-                    c_oy.restart()
-                    m.d.sync += [linear.eq(c_g.value + 1), flush.eq(sum_words)]
-                    m.d.comb += update(flush_idle, 0)
-                    with m.If(~last_g):
-                        c_g.step()
-                    with m.Else():
-                        m.d.comb += update(issuing, 0)
-
-        # after the last tap of an output pixel (CONV, MAXPOOL; an ADD vector): the next window
-        # (ox, then oy, then the CONV's next block; after the last, the run's last issue)
-        with m.If(active & pixel_end):
-            with m.If(~row_end):
-                c_ox.step()
-                m.d.sync += [
-                    ix0.eq(ix0 + pool_stride),
-                    pix_base.eq(pix_base + pixel_step),
-                    tap_row.eq(pix_base + pixel_step),
-                    tap.eq(pix_base + pixel_step),
-                ]
-            with m.Else():
-                c_ox.restart()
-                m.d.sync += ix0.eq(left_column)
-                with m.If(~image_end):
-                    c_oy.step()
-                    m.d.sync += [
-                        iy0.eq(iy0 + pool_stride),
-                        *window_at(next_row, next_row + row_step),
-                    ]
-                with m.Else():
-                    c_oy.restart()
-                    m.d.sync += [iy0.eq(top_row), *window_at(*first_rows)]
-                    with m.If(is_op[Op.CONV] & ~last_block):
-                        c_block.step()
-                    with m.Else():
-                        m.d.comb += update(issuing, 0)
+        carry = [active]  # carry[i]: an issue, and every level inside level i at its last value
+        for level in levels:
+            carry.append(carry[-1] & level.last)
+        done = carry[LEVELS]  # the run's last issue
+        for i, level in enumerate(levels):
+            with m.If(carry[i] & level.last):
+                level.restart()
+            with m.Elif(carry[i]):
+                level.step()
+        with m.If(done):
+            m.d.comb += update(issuing, 0)
+        # AVGPOOL: after each group's last pixel, sum_words idle cycles (the pool unit writes)
+        with m.If(carry[2] & is_op[Op.AVGPOOL]):
+            m.d.sync += flush.eq(sum_words)
+            m.d.comb += update(flush_idle, 0)
         with m.If(~flush_idle):
             m.d.sync += flush.eq(flush - 1)
             m.d.comb += update(flush_idle, flush == 1)
+
+        # The issue's move, registered: the addresses follow the counters one cycle behind, so
+        # between the counters' flags and the address registers there is this register, not a
+        # decision (see _Stream).
+        moves = _Moves(
+            load=Signal(name="move_load"),
+            step=[Signal(name=f"move_step{i}") for i in range(LEVELS)],
+            rebase=[Signal(name=f"move_rebase{i}") for i in range(LEVELS)],
+            hold=Signal(name="move_hold", init=1),
+        )
+        m.d.sync += [
+            moves.load.eq(load),
+            *[moves.step[i].eq(carry[i] & ~level.last) for i, level in enumerate(levels)],
+            *[moves.rebase[i].eq(load | (carry[i] & ~done)) for i in range(LEVELS)],
+            moves.hold.eq(~load & ~(active & ~done)),
+        ]
+
+        # -- the issue's token: registered with the issue, then with the addresses, out with the
+        # buffers' data ---------------------------------------------------------------------------
+        # first/last tap of the output pixel: of levels 0-2 (CONV), 0-1 (MAXPOOL; AVGPOOL's group),
+        # none (ADD: each vector is one); per-run masks (stage 1)
+        token_levels = [Signal(name=f"token_level{i}") for i in range(3)]
+        m.d.sync += [
+            token_levels[0].eq(op != Op.ADD),
+            token_levels[1].eq(op != Op.ADD),
+            token_levels[2].eq(op == Op.CONV),
+        ]
+        issued_first = Signal()
+        issued_last = Signal()
+        issued_block = Signal(self.tokens.payload.block.shape())
+        issued_valid = Signal()
+        m.d.sync += [
+            issued_valid.eq(active),
+            issued_first.eq(
+                functools.reduce(
+                    operator.and_,
+                    [levels[i].first | ~token_levels[i] for i in range(len(token_levels))],
+                )
+            ),
+            issued_last.eq(
+                functools.reduce(
+                    operator.and_,
+                    [levels[i].last | ~token_levels[i] for i in range(len(token_levels))],
+                )
+            ),
+            issued_block.eq(levels[5].value),
+        ]
+
+        # -- the address streams (per level: the words (or rows, columns) one step of that level
+        # moves, per run, stage 4; a level absent moves nothing) ---------------------------------
+        stride_registers = {}
+
+        def stride(name, width, values):
+            """A per-run stride register: ``values`` per op (ops whose level does not loop
+            are left out: their stride is never used)."""
+            register = Signal(width, name=f"{name}_stride")
+            m.d.sync += register.eq(by_op(values))
+            stride_registers[name] = register
+            return register
+
+        conv, maxpool, add, avgpool = Op.CONV, Op.MAXPOOL, Op.ADD, Op.AVGPOOL
+        w = in_word.width
+        act_strides = {
+            0: stride("act0", w, {conv: 1, maxpool: groups, add: 1, avgpool: groups}),
+            1: stride("act1", w, {conv: groups, maxpool: row_words, avgpool: row_words}),
+            2: stride("act2", w, {conv: row_words, maxpool: 1, avgpool: 1}),
+            3: stride("act3", w, {conv: pixel_step, maxpool: pixel_step, add: groups}),
+            4: stride("act4", w, {conv: row_step, maxpool: row_step, add: row_words}),
+        }
+        # CONV's weights: (block * k*k + ky * k + kx) * in_groups + g
+        kernel_groups = Signal(weight_word)  # k * in_groups (stage 1)
+        kernel_words = Signal(weight_word)  # k * k * in_groups (stage 1)
+        m.d.sync += [
+            kernel_groups.eq(
+                Mux(kernel == 3, groups + (groups << 1), Mux(kernel == 2, groups << 1, groups))
+            ),
+            kernel_words.eq(
+                Mux(kernel == 3, groups + (groups << 3), Mux(kernel == 2, groups << 2, groups))
+            ),
+        ]
+        assert MAX_KERNEL == 3
+        weight_strides = {
+            0: 1,
+            1: stride("weight1", weight_word.width, {conv: groups}),
+            2: kernel_groups,
+            5: kernel_words,
+        }
+        out_strides = {
+            0: stride("out0", 1, {add: 1}),
+            2: stride("out2", 1, {maxpool: 1}),
+            3: stride("out3", out_word.width, {conv: out_groups, maxpool: groups, add: groups}),
+            4: out_row_words,
+            5: 1,
+        }
+        iy_strides = {
+            1: stride("iy1", 1, {maxpool: 1}),
+            2: stride("iy2", 1, {conv: 1}),
+            4: pool_stride,
+        }
+        ix_strides = {
+            0: stride("ix0", 1, {maxpool: 1}),
+            1: stride("ix1", 1, {conv: 1}),
+            3: pool_stride,
+        }
+
+        def first(name, width, value):
+            """A stream's first value, a register (stage 5: moves.load is the first issue's
+            cycle, SETUP_CYCLES + 1 after start)."""
+            register = Signal(width, name=f"{name}_first")
+            m.d.sync += register.eq(value)
+            return register
+
+        act = _Stream(
+            m,
+            "act",
+            w,
+            first("act", w, by_op({conv: first_window, maxpool: first_window})),
+            act_strides,
+            moves,
+        )
+        b = _Stream(m, "b", w, first("b", w, fields["b_base"]), act_strides, moves)
+        weight = _Stream(m, "weight", weight_word.width, 0, weight_strides, moves)
+        out = _Stream(
+            m,
+            "out",
+            out_word.width,
+            first("out", out_word.width, by_op({conv: out_offset})),
+            out_strides,
+            moves,
+        )
+        iy = _Stream(m, "iy", coordinate.width, top_row, iy_strides, moves)
+        ix = _Stream(m, "ix", coordinate.width, left_column, ix_strides, moves)
+
+        assert ADDRESS_LATENCY == 1  # the streams are the issue's addresses one cycle after it
+        m.d.comb += [
+            self.act_addr.eq(act.value),
+            self.b_addr.eq(b.value),
+            self.weight_addr.eq(weight.value),
+        ]
+        row, column = iy.value.as_signed(), ix.value.as_signed()
+        payload = self.tokens.payload
+        m.d.sync += [
+            self.tokens.valid.eq(issued_valid),
+            payload.first.eq(issued_first),
+            payload.last.eq(issued_last),
+            payload.block.eq(issued_block),
+            payload.out_addr.eq(out.value),
+            payload.in_bounds.eq((row >= 0) & (row < in_h) & (column >= 0) & (column < in_w)),
+        ]
         return m
