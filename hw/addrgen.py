@@ -188,10 +188,16 @@ class AddressGenerator(wiring.Component):
     ``descriptor`` (:data:`DESCRIPTOR_LAYOUT`) is the run's descriptor, constant from the
     ``start`` pulse to the end of the run. ``start`` begins a run: the per-run constants
     (products of descriptor fields) settle in a free-running pipeline of registers during
-    ``SETUP_CYCLES`` (4) setup cycles (``setup`` high), the last of which loads the first
-    window; the first tap is issued in the cycle after it, ``setup_cycles + 1`` cycles after
-    the ``start`` cycle. ``issuing`` is high from the cycle after ``start`` to the run's last
-    issue (inclusive).
+    ``SETUP_CYCLES`` (4) setup cycles (``setup`` high), the last of which loads the loop
+    counters' flags; the first tap is issued in the cycle after it, ``setup_cycles + 1`` cycles
+    after the ``start`` cycle. ``issuing`` is high from the cycle after ``start`` to the run's
+    last issue (inclusive).
+
+    Inside, every op is one nest of six loops with per-run limits, the same control for every
+    op, and each address (and the window's row and column) is an affine function of the loop
+    counters kept in a register of its own one cycle behind the issue (:class:`_Stream`): the
+    registers that address the buffers are those streams, moved by a registered one-hot "which
+    level stepped", so the read addresses are registered without a register of their own.
 
     ``address_latency`` (1) cycle after an issue cycle ``act_addr`` (ACT_IN: the tap,
     CONV/MAXPOOL; the operand, ADD/AVGPOOL), ``b_addr`` (ACT_IN: the ADD's second operand,
@@ -207,7 +213,7 @@ class AddressGenerator(wiring.Component):
       block + (oy * out_w + ox) * out_groups``.
     * MAXPOOL 3x3/2: for each output pixel, group g and tap (ky, kx) (kx fastest), one per
       cycle; ``out_addr`` ``(oy * out_w + ox) * in_groups + g``.
-    * ADD: for each pixel and group, word ``p``, one every ``add_phases``
+    * ADD (``in_w == out_w``): for each pixel and group, word ``p``, one every ``add_phases``
       (``add_cycles_per_vector``, 2) cycles (the cycles between are the vector's other halves
       in the pool unit): ``act_addr`` ``p``, ``b_addr`` ``b_base + p``, ``out_addr`` ``p``.
     * AVGPOOL: for each group g, every input pixel ``(y, x)`` at word ``(y * in_w + x) *
@@ -270,9 +276,9 @@ class AddressGenerator(wiring.Component):
         # -- per-run constants ----------------------------------------------------------------
         # Products and sums of descriptor fields, in free-running registers: the descriptor does
         # not change while busy, so stage k of this pipeline holds its run's value k cycles after
-        # start. The issue loop begins after SETUP_CYCLES (fpga.layout) setup cycles, when the
-        # last stage (the first window's address, stage 4) is right; each stage is at most two
-        # adder levels deep.
+        # start. The issue loop begins after SETUP_CYCLES (fpga.layout) setup cycles; the
+        # address streams take their first values (stage 5) in the first issue's cycle and the
+        # strides (stage 4) from the next; each stage is at most two adder levels deep.
         in_w_raw, pad_top, pad_left = fields["in_w"], fields["pad_top"], fields["pad_left"]
         # ACT_OUT words per output pixel: CONV out_groups, else in_groups
         pixel_words = Mux(op == Op.CONV, out_groups, groups)
