@@ -6,7 +6,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from fpga.config import DEFAULT_CONFIG, AcceleratorConfig
+from fpga.config import DEFAULT_CONFIG, WIDE_CONFIG, AcceleratorConfig
 from fpga.errors import UserError
 
 
@@ -40,6 +40,11 @@ _ULX3S_ENGINE_MHZ = 100.0
 _ARTY_DDR3 = DramPart("MT41K128M16", "DDR3", "A7DDRPHY", 1, 16, 256 << 20, 100.0)
 
 
+#: DSP48E1s of the Arty DDR3 core's LiteDRAM VexRiscv init CPU (its multiplier; Yosys fit of the
+#: resident A7 SoC: 92 = the engine's 88 + 4)
+INIT_CPU_DSPS = 4
+
+
 def _check_mhz(mhz: float, what: str) -> None:
     if not (math.isfinite(mhz) and 1.0 <= mhz <= 400.0):
         raise BoardError(f"{what} {mhz!r} MHz: expected a number of MHz in 1..400")
@@ -66,6 +71,14 @@ class Board:
     engine_clock_mhz: float | None = None
     # the SoC ``fpga.build`` builds unless told: "resident" (needs ``memory``) or "streamed"
     default_mode: str = "resident"
+
+    def engine_dsps(self) -> int:
+        """Hardware multipliers the engine may take: the part's, less the Arty DDR3 core's
+        LiteDRAM VexRiscv init CPU's 4 DSP48E1 (Yosys fit) when this board is built with it
+        (resident). The engine spends them on its requantizers and ADD, then on PEs; the PEs
+        beyond them multiply in fabric (``fpga.layout.fabric_pes``)."""
+        cpu = self.memory is not None and self.memory.phy == "A7DDRPHY"
+        return self.capacity["dsp"] - (INIT_CPU_DSPS if cpu else 0)
 
     def with_clock(self, mhz: float) -> Board:
         """This board with its fabric clock at ``mhz``: the SoC runs in the DRAM controller's
@@ -126,7 +139,9 @@ BOARDS = {
             "uart 12 Mbaud (FT2232H)",
             12_000_000,
             "vivado",
-            DEFAULT_CONFIG,
+            # 16 x 16: 304 multipliers, of which the 236 DSP48E1 the init CPU leaves take the
+            # requantizers', the ADD's and 188 PEs'; 68 PEs multiply in fabric (docs/build.md)
+            WIDE_CONFIG,
             _ARTY_DDR3,
         ),
         Board(

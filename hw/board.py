@@ -37,6 +37,7 @@ from amaranth import C, ClockDomain, ClockSignal, Elaboratable, Module, ResetSig
 from amaranth.lib import io
 
 from fpga.errors import UserError
+from fpga.layout import fabric_pes
 from hw.pll import ECP5PLL, Output
 from hw.resources import ARTY_DDR3, ARTY_DDR3_NAME, ddr3_pads
 from hw.top import ExternalMemory, SoC
@@ -98,6 +99,7 @@ class BoardTop(Elaboratable):
             baud=self.board.baud,
             memory=memory,
             engine_clock=engine_clock,
+            fabric_pes=fabric_pes(self.config, self.board.engine_dsps()),
         )
         if engine_clock and "ecp5" not in self.board.toolchain:
             raise BoardTopError(f"{self.board.name}: an engine clock of its own needs an ECP5 PLL")

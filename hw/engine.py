@@ -74,8 +74,10 @@ def _log2(value: int) -> int:
 
 
 class ConvEngine(wiring.Component):
-    def __init__(self, config: AcceleratorConfig = DEFAULT_CONFIG):
+    def __init__(self, config: AcceleratorConfig = DEFAULT_CONFIG, fabric_pes: int = 0):
         self.config = config
+        #: PEs that multiply in fabric (``fpga.layout.fabric_pes``: the part's DSPs run out)
+        self.fabric_pes = fabric_pes
         # host byte addresses span the largest buffer; the space code is the link's field
         buffer_bytes = (
             config.act_in_bytes,
@@ -119,7 +121,14 @@ class ConvEngine(wiring.Component):
 
         # the CONV datapath: weight decode (write side); systolic array -> accumulate + requantize
         m.submodules.decoder = decoder = WeightDecoder(cfg)
-        array = MacArray(cfg.rows, cfg.cols, cfg.act_bits, cfg.weight_bits, tag=tap_tag(cfg))
+        array = MacArray(
+            cfg.rows,
+            cfg.cols,
+            cfg.act_bits,
+            cfg.weight_bits,
+            tag=tap_tag(cfg),
+            fabric_pes=self.fabric_pes,
+        )
         accumulator = Accumulator(cfg)
         m.submodules.array = DomainRenamer("engine")(array)
         m.submodules.accumulator = DomainRenamer("engine")(accumulator)

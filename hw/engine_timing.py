@@ -18,13 +18,14 @@ from amaranth import Cat, ClockDomain, ClockSignal, Elaboratable, Module, ResetS
 from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In
 
+from fpga.layout import fabric_pes
 from hw.engine import ConvEngine
 from hw.pll import ECP5PLL, Output
 
 
 class EngineTimingTop(Elaboratable):
-    def __init__(self, config, engine_mhz: float | None = None):
-        self.config, self.engine_mhz = config, engine_mhz
+    def __init__(self, config, engine_mhz: float | None = None, fabric_pes: int = 0):
+        self.config, self.engine_mhz, self.fabric_pes = config, engine_mhz, fabric_pes
         #: nextpnr's clock nets by the domain each clocks (``fpga.build`` names results so)
         if engine_mhz is None:
             self.clock_domains = {"cd_sync.clk": "engine"}
@@ -38,7 +39,7 @@ class EngineTimingTop(Elaboratable):
     def elaborate(self, platform):
         m = Module()
         uart = platform.request("uart", 0)
-        m.submodules.engine = engine = ConvEngine(self.config)
+        m.submodules.engine = engine = ConvEngine(self.config, self.fabric_pes)
         m.domains.engine = ClockDomain("engine")
         if self.engine_mhz is None:  # the engine on the same clock as its ports
             m.d.comb += [
@@ -72,4 +73,4 @@ def engine_top(board, config, core=None) -> EngineTimingTop:
     (a DRAM ``core`` is not used: build with ``--mode streamed``); its own clock on an ECP5
     board that has one."""
     own = board.engine_clock_mhz if "ecp5" in board.toolchain else None
-    return EngineTimingTop(config, own)
+    return EngineTimingTop(config, own, fabric_pes(config, board.engine_dsps()))

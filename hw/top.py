@@ -91,6 +91,7 @@ class SoC(wiring.Component):
         timeout_cycles: int = FRAME_TIMEOUT_CYCLES,
         memory: ExternalMemory | None = None,
         engine_clock: bool = False,
+        fabric_pes: int = 0,
     ):
         if link not in ("stream", "uart"):
             raise ValueError(f"link must be 'stream' or 'uart', not {link!r}")
@@ -102,6 +103,8 @@ class SoC(wiring.Component):
         #: or (False) the SoC's ``sync`` clock; either way it meets the rest through the
         #: engine's clock-domain crossing (``hw.engine``), and its reset is ``sync``'s
         self.engine_clock = engine_clock
+        #: the engine's PEs that multiply in fabric (``fpga.layout.fabric_pes``)
+        self.fabric_pes = fabric_pes
         if link == "stream":
             ports = {
                 "rx_data": In(8),
@@ -128,7 +131,7 @@ class SoC(wiring.Component):
         m = Module()
         memory = self.memory
         dram_bytes = memory.size_bytes if memory is not None else 0
-        m.submodules.engine = engine = ConvEngine(self.config)
+        m.submodules.engine = engine = ConvEngine(self.config, self.fabric_pes)
         m.domains.engine = ClockDomain("engine", local=True)
         if self.engine_clock:
             m.d.comb += ClockSignal("engine").eq(self.engine_clk)

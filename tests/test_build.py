@@ -10,7 +10,7 @@ from fpga import litedram
 from fpga.boards import BOARDS, BoardError, get_board
 from fpga.build import NO_BITSTREAM
 from fpga.config import DEFAULT_CONFIG, SMALL_CONFIG
-from fpga.layout import multipliers
+from fpga.layout import fabric_pes, multipliers
 
 
 def run_build(*args: str) -> subprocess.CompletedProcess:
@@ -27,14 +27,26 @@ def test_unknown_board_lists_the_boards():
     assert "Traceback" not in out.stderr
 
 
-def test_registry_configs_fit_the_dsp_budget():
-    """Each board's config fits its multipliers, and the next array size (square, a power of
-    two: fpga.config's rule) would not: the config spends what the part allows."""
+#: LUTs one fabric PE takes (``hw.array.fabric_product`` and its registers; Yosys, 16 of them
+#: in a 4 x 4 array less the DSP array): 111 LUT6 on xc7
+FABRIC_PE_LUTS_XC7 = 111
+
+
+@pytest.mark.parametrize("mode", ["resident", "streamed"])
+def test_registry_configs_spend_the_dsps(mode):
+    """In either mode, each board's config fits the DSPs its engine may take
+    (``Board.engine_dsps``: the Arty's init CPU takes 4 in resident mode) with the PEs beyond
+    them in fabric, and spends them: it takes every one, or (the A7-35T's 8 x 8) the next
+    square array would build more PEs in fabric than the part has LUTs for."""
     for board in BOARDS.values():
-        config = board.config
-        assert multipliers(config) <= board.capacity["dsp"], board.name
-        bigger = config.replace(rows=2 * config.rows, cols=2 * config.cols)
-        assert multipliers(bigger) > board.capacity["dsp"], board.name
+        board = board.in_mode(mode) if board.memory is not None else board
+        config, dsps = board.config, board.engine_dsps()
+        fabric = fabric_pes(config, dsps)
+        assert multipliers(config) - fabric <= dsps, board.name
+        if multipliers(config) - fabric < dsps:
+            assert fabric == 0, board.name
+            bigger = config.replace(rows=2 * config.rows, cols=2 * config.cols)
+            assert fabric_pes(bigger, dsps) * FABRIC_PE_LUTS_XC7 > board.capacity["lut"]
 
 
 def test_arty_build_tree_has_part_clock_and_uart_pins(tmp_path):

@@ -23,12 +23,16 @@ from fpga.layout import array_latency
 from hw.array import MacArray, ProcessingElement, signal_ports
 
 
-@pytest.mark.parametrize("rows,cols", [(DEFAULT_CONFIG.rows, DEFAULT_CONFIG.cols), (4, 2), (1, 1)])
-def test_array_equals_numpy_matmul_every_cycle(rows, cols):
+@pytest.mark.parametrize(
+    "rows,cols,fabric_pes",
+    [(DEFAULT_CONFIG.rows, DEFAULT_CONFIG.cols, 0), (4, 2, 0), (1, 1, 0), (4, 4, 7), (1, 1, 1)],
+)
+def test_array_equals_numpy_matmul_every_cycle(rows, cols, fabric_pes):
     """Random int8 operands, one pair per cycle with gaps in ``valid``: each valid pair's
-    column sums equal numpy's ``act @ weight`` exactly ``latency`` cycles later, with its tag."""
-    dut = MacArray(rows, cols, tag=unsigned(8))
-    rng = np.random.default_rng(11 + rows * cols)
+    column sums equal numpy's ``act @ weight`` exactly ``latency`` cycles later, with its tag,
+    whether a PE multiplies in a DSP or in fabric (the last ``fabric_pes``)."""
+    dut = MacArray(rows, cols, tag=unsigned(8), fabric_pes=fabric_pes)
+    rng = np.random.default_rng(11 + rows * cols + fabric_pes)
     count = 60
     acts = rng.integers(-128, 128, (count, rows))
     weights = rng.integers(-128, 128, (count, rows, cols))
@@ -63,6 +67,38 @@ def test_array_equals_numpy_matmul_every_cycle(rows, cols):
     assert seen == expected
     # the latency the cycle model (fpga.layout) uses is the array's real one
     assert dut.latency == array_latency(rows, cols)
+
+
+def test_fabric_pe_multiplies_every_int8_pair():
+    """A PE whose multiplier is fabric (``hard=False``: shifted copies and adders) gives
+    ``psum_in + act * weight`` for all 65,536 int8 pairs, one pair per cycle, at the same
+    latency as the DSP PE (4 cycles to ``psum_out``)."""
+    pe = ProcessingElement(8, 8, 20, hard=False)
+    pairs = [(a, w) for a in range(-128, 128) for w in range(-128, 128)]
+    latency = 4
+    mismatches = []
+
+    async def bench(ctx):
+        for cycle in range(len(pairs) + latency):
+            if cycle < len(pairs):
+                a, w = pairs[cycle]
+                ctx.set(pe.act_in, a)
+                ctx.set(pe.weight_in, w)
+            if cycle >= latency:
+                a, w = pairs[cycle - latency]
+                # the partial sum from above arrives 3 cycles after the PE's own operands
+                expected = a * w + (cycle - latency) % 1000
+                if ctx.get(pe.psum_out) != expected:
+                    mismatches.append((a, w, ctx.get(pe.psum_out), expected))
+            if cycle >= latency - 1:
+                ctx.set(pe.psum_in, (cycle - latency + 1) % 1000)
+            await ctx.tick()
+
+    sim = Simulator(pe)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert not mismatches, mismatches[:5]
 
 
 def test_every_pe_reads_its_neighbours_registers():

@@ -11,7 +11,9 @@ import os
 import numpy as np
 import pytest
 
-from fpga.config import DEFAULT_CONFIG
+from fpga.boards import get_board
+from fpga.config import DEFAULT_CONFIG, WIDE_CONFIG
+from fpga.layout import fabric_pes
 from hw.engine import ConvEngine
 from sim import cases as case_lib
 from sim import runner
@@ -21,14 +23,24 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+def DEFAULT_ENGINE():
+    return ConvEngine(DEFAULT_CONFIG)
+
+
+def WIDE_ENGINE():
+    """The 16 x 16 engine as the ULX3S builds it: 148 of its PEs multiply in fabric."""
+    return ConvEngine(WIDE_CONFIG, fabric_pes(WIDE_CONFIG, get_board("ulx3s").engine_dsps()))
+
+
 @pytest.fixture(scope="module")
 def engine_build():
-    return runner.build(ConvEngine(DEFAULT_CONFIG), "conv_engine")
+    return runner.build(DEFAULT_ENGINE(), "conv_engine")
 
 
-def run_cases(engine_build, cases, tmp_path, rerun: str = "make sim"):
+def run_cases(engine_build, cases, tmp_path, rerun: str = "make sim", engine=DEFAULT_ENGINE):
     """Run ``cases`` on the engine; on any failure, rerun just the failing cases with waveform
-    tracing, keep the waveform under build/sim/failures/ and say how to reproduce."""
+    tracing (on a traced build of ``engine()``), keep the waveform under build/sim/failures/
+    and say how to reproduce."""
     results, _ = case_lib.run_engine(engine_build, cases, tmp_path)
     bad = [
         i
@@ -39,7 +51,7 @@ def run_cases(engine_build, cases, tmp_path, rerun: str = "make sim"):
         bad.append(len(results))  # the case the bench stopped in
     if bad:
         failing = [cases[i] for i in bad]
-        waves = capture_waveform(failing, tmp_path)
+        waves = capture_waveform(failing, tmp_path, engine)
         summary = [results[i] if i < len(results) else {"label": cases[i]["label"]} for i in bad]
         raise AssertionError(
             f"{len(bad)} engine cases failed: {[c['label'] for c in failing][:5]}\n"
@@ -49,8 +61,8 @@ def run_cases(engine_build, cases, tmp_path, rerun: str = "make sim"):
     return results
 
 
-def capture_waveform(cases, tmp_path) -> str:
-    traced = runner.build(ConvEngine(DEFAULT_CONFIG), "conv_engine", waves=True)
+def capture_waveform(cases, tmp_path, engine=DEFAULT_ENGINE) -> str:
+    traced = runner.build(engine(), "conv_engine", waves=True)
     case_lib.run_engine(traced, cases, tmp_path, "failing", waves=True)
     build_dir = traced[1]
     dumps = sorted(build_dir.glob("*.fst")) + sorted(build_dir.glob("*.vcd"))
@@ -100,6 +112,38 @@ def test_every_squeezenet_layer_shape_bit_exact(engine_build, tmp_path, full):
         engine_build, cases, tmp_path, "pytest tests/sim/test_engine.py -k layer_shape"
     )
     assert len(results) == len(cases)
+    for r in results:
+        assert r["mismatches"] == 0, r
+        assert r["cycles"] == r["predicted"], r
+
+
+def test_wide_array_with_fabric_pes_bit_exact(tmp_path):
+    """The 16 x 16 engine with the PEs beyond the ECP5-85F's multipliers in fabric
+    (``hw.array.fabric_product``, simulated here as it is built): random layers of every type
+    and every SqueezeNet layer shape (reduced), bit- and cycle-exact."""
+    engine = WIDE_ENGINE()
+    assert 0 < engine.fabric_pes < WIDE_CONFIG.pes
+    seed = int(os.environ.get("ENGINE_SEED", np.random.SeedSequence().entropy % 2**32))
+    print(f"ENGINE_SEED={seed}")
+    rng = np.random.default_rng(seed)
+    cases = [case_lib.random_case(rng, WIDE_CONFIG, i) for i in range(40)]
+    for variant, size in (("v1.0", 227), ("v1.1", 224)):
+        for shape in case_lib.squeezenet_shapes(variant, size):
+            cases.append(case_lib.shape_case(rng, WIDE_CONFIG, shape, False))
+    results = run_cases(
+        runner.build(engine, "conv_engine"),
+        cases,
+        tmp_path,
+        f"ENGINE_SEED={seed} pytest tests/sim/test_engine.py -k wide",
+        engine=WIDE_ENGINE,
+    )
+    assert len(results) == len(cases)
+    assert {r["label"].split(":")[1].split()[0] for r in results[:40]} == {
+        "conv",
+        "maxpool",
+        "add",
+        "avgpool",
+    }
     for r in results:
         assert r["mismatches"] == 0, r
         assert r["cycles"] == r["predicted"], r

@@ -43,12 +43,16 @@ def xilinx_cells(source: str, top: str, tmp_path) -> dict[str, int]:
     return cells
 
 
-@pytest.mark.parametrize("rows,cols", [(DEFAULT_CONFIG.rows, DEFAULT_CONFIG.cols), (4, 2)])
-def test_every_pe_is_one_dsp48e1(rows, cols, tmp_path):
-    array = MacArray(rows, cols)
+@pytest.mark.parametrize(
+    "rows,cols,fabric_pes", [(DEFAULT_CONFIG.rows, DEFAULT_CONFIG.cols, 0), (4, 2, 0), (4, 4, 5)]
+)
+def test_every_pe_is_one_dsp48e1(rows, cols, fabric_pes, tmp_path):
+    """Each PE is one DSP48E1, but the ``fabric_pes`` that multiply in fabric (the part's DSPs
+    ran out: ``fpga.layout.fabric_pes``), which take none."""
+    array = MacArray(rows, cols, fabric_pes=fabric_pes)
     source = verilog.convert(array, name="mac_array", ports=signal_ports(array), emit_src=False)
     cells = xilinx_cells(source, "mac_array", tmp_path)
-    assert cells.get("DSP48E1", 0) == rows * cols
+    assert cells.get("DSP48E1", 0) == rows * cols - fabric_pes
 
 
 class _ECP5:
@@ -57,18 +61,20 @@ class _ECP5:
     family = "ecp5"
 
 
-def test_every_ecp5_pe_is_one_registered_mult18x18d(tmp_path):
+@pytest.mark.parametrize("fabric_pes", [0, 9])
+def test_every_ecp5_pe_is_one_registered_mult18x18d(fabric_pes, tmp_path):
     """On ECP5 each PE instantiates one MULT18X18D with its input, pipeline and output
     registers (nextpnr then times the multiplier register to register: without the output
     register it starts the output's path at the input register), and Yosys maps no other
-    multiplier."""
-    array = MacArray(DEFAULT_CONFIG.rows, DEFAULT_CONFIG.cols)
+    multiplier: the ``fabric_pes`` multiply with LUTs and carry chains."""
+    array = MacArray(DEFAULT_CONFIG.rows, DEFAULT_CONFIG.cols, fabric_pes=fabric_pes)
     source = verilog.convert(
         array, name="mac_array", ports=signal_ports(array), platform=_ECP5(), emit_src=False
     )
-    assert source.count('.REG_INPUTA_CLK("CLK0")') == DEFAULT_CONFIG.pes
-    assert source.count('.REG_PIPELINE_CLK("CLK0")') == DEFAULT_CONFIG.pes
-    assert source.count('.REG_OUTPUT_CLK("CLK0")') == DEFAULT_CONFIG.pes
+    hard = DEFAULT_CONFIG.pes - fabric_pes
+    assert source.count('.REG_INPUTA_CLK("CLK0")') == hard
+    assert source.count('.REG_PIPELINE_CLK("CLK0")') == hard
+    assert source.count('.REG_OUTPUT_CLK("CLK0")') == hard
     path = tmp_path / "mac_array.v"
     path.write_text(source)
     stat = tmp_path / "stat.txt"
@@ -86,5 +92,5 @@ def test_every_ecp5_pe_is_one_registered_mult18x18d(tmp_path):
     )
     text = stat.read_text().split("=== design hierarchy ===")[-1]
     cells = {cell: int(count) for count, cell in re.findall(r"^\s+(\d+)\s+(\S+)$", text, re.M)}
-    assert cells.get("MULT18X18D", 0) == DEFAULT_CONFIG.pes
+    assert cells.get("MULT18X18D", 0) == hard
     assert not any("mul" in cell.lower() and cell != "MULT18X18D" for cell in cells), cells
