@@ -11,7 +11,10 @@ register of the PE above, and its weight from a delay line of its own.
 
 Skew: tap ``t``'s activation reaches PE ``(r, c)`` ``r + c`` cycles after it entered, so
 activation lane ``r`` is delayed ``r`` cycles before row ``r`` and the weight of PE ``(r, c)``
-``r + c`` cycles (a per-PE delay line: SRLs on Xilinx); column ``c``'s finished sum leaves the
+``r + c`` cycles: by a per-PE delay line, or (``skewed_weights``, as the engine does) by the
+caller, whose weight buffer is banked by diagonal and reads bank ``r + c`` that many cycles late
+(``sum(r + c)`` bytes of delay line, 30 KiB of flip-flops for 16 x 16, become one delayed
+read address per diagonal); column ``c``'s finished sum leaves the
 bottom row ``c`` cycles after column 0's and is delayed ``cols - 1 - c`` cycles (deskew), so
 the ``cols`` sums of one tap come out together. The array is fully pipelined (one tap per cycle,
 no bubbles between pixels, taps or runs); the skew costs ``rows + cols - 1`` cycles of latency,
@@ -202,6 +205,15 @@ def _ecp5_multiplier(a, b, product) -> Module:
     return module
 
 
+def diagonal_lanes(rows: int, cols: int) -> list[list[int]]:
+    """The weight lanes (``r * cols + c``) of each diagonal ``d = r + c`` of the array, ``r``
+    ascending: the PEs whose weights reach them ``d`` cycles after their tap entered."""
+    return [
+        [r * cols + (d - r) for r in range(rows) if 0 <= d - r < cols]
+        for d in range(rows + cols - 1)
+    ]
+
+
 def signal_ports(component: wiring.Component) -> list[Signal]:
     """``component``'s ports as signals, for ``back.rtlil/verilog.convert(..., ports=...)``: an
     ``always_ready`` stream's ``ready`` is a constant 1, which is no port."""
@@ -259,9 +271,14 @@ class MacArray(wiring.Component):
         weight_bits: int = DEFAULT_CONFIG.weight_bits,
         tag: data.Layout = NO_TAG,
         fabric_pes: int = 0,
+        skewed_weights: bool = False,
     ):
         assert 0 <= fabric_pes <= rows * cols
         self.rows, self.cols = rows, cols
+        #: the caller delivers PE ``(r, c)``'s weight ``r + c`` cycles after its tap's
+        #: activations (the engine's weight buffer is banked by diagonal, each bank read
+        #: ``r + c`` cycles late: :func:`diagonal_lanes`), so the array has no weight delay lines
+        self.skewed_weights = skewed_weights
         #: the last ``fabric_pes`` PEs in row-major order multiply in fabric (``hard=False``)
         self.fabric_pes = fabric_pes
         self.act_bits, self.weight_bits = act_bits, weight_bits
@@ -304,9 +321,10 @@ class MacArray(wiring.Component):
                 else:
                     act = self.pes[r][c - 1].act_out
                 m.d.comb += pe.act_in.eq(act)
-                # this PE's own weight, skewed by r + c
+                # this PE's own weight, skewed by r + c (here, or by the caller)
+                skew = 0 if self.skewed_weights else r + c
                 weight = delayed(
-                    m, operands.weight[r * cols + c], r + c, f"weight_skew_{r}_{c}", reset_less=True
+                    m, operands.weight[r * cols + c], skew, f"weight_skew_{r}_{c}", reset_less=True
                 )
                 m.d.comb += pe.weight_in.eq(weight)
                 # partial sums from the PE above (row 0 starts from zero)

@@ -63,7 +63,7 @@ from fpga.layout import (
 )
 from fpga.protocol import RUN_RESPONSE
 from hw.addrgen import DESCRIPTOR_LAYOUT, KERNEL_BITS, OP_BITS, AddressGenerator
-from hw.array import MacArray
+from hw.array import MacArray, diagonal_lanes
 from hw.engine_parts import PARAM_LAYOUT, Accumulator, WeightDecoder, tap_tag
 from hw.pool import PoolUnit, Writeback
 
@@ -128,6 +128,7 @@ class ConvEngine(wiring.Component):
             cfg.weight_bits,
             tag=tap_tag(cfg),
             fabric_pes=self.fabric_pes,
+            skewed_weights=True,  # the weight banks below are read r + c cycles late
         )
         accumulator = Accumulator(cfg)
         m.submodules.array = DomainRenamer("engine")(array)
@@ -172,9 +173,17 @@ class ConvEngine(wiring.Component):
         m.submodules.act_out = act_out = Memory(
             shape=unsigned(act * lanes), depth=cfg.act_out_words, init=[]
         )
-        m.submodules.weights = weights = Memory(
-            shape=unsigned(cfg.weight_bits * pes), depth=cfg.weight_words, init=[]
-        )
+        # the weight buffer, banked by the array's diagonals: bank d holds the weights of the
+        # PEs (r, c) with r + c = d (hw.array.diagonal_lanes) and is read d cycles after bank
+        # 0, which skews the weights as the systolic array needs them (no per-PE delay lines)
+        diagonals = diagonal_lanes(cfg.rows, cfg.cols)
+        weight_banks = []
+        for d, bank_lanes in enumerate(diagonals):
+            bank = Memory(
+                shape=unsigned(cfg.weight_bits * len(bank_lanes)), depth=cfg.weight_words, init=[]
+            )
+            m.submodules[f"weights_{d}"] = bank
+            weight_banks.append(bank)
         param_words = data.ArrayLayout(PARAM_LAYOUT, cfg.cols)
         m.submodules.params = params = Memory(
             shape=unsigned(param_words.size), depth=cfg.param_words, init=[]
@@ -239,14 +248,16 @@ class ConvEngine(wiring.Component):
             decoder.codebook_data.eq(write["data"][:8]),
             decoder.codebook_en.eq(buffer_write & (write["space"] == BufferSpace.CODEBOOK)),
         ]
-        weight_write = weights.write_port(granularity=8)
         decoded = decoder.weights.payload
-        m.d.comb += [
-            weight_write.addr.eq(decoded.addr),
-            weight_write.data.eq(Cat(*[decoded.lanes] * (pes // width))),
-        ]
-        with m.If(decoder.weights.valid):
-            m.d.comb += weight_write.en.eq(decoded.enable)
+        word = Cat(*[decoded.lanes] * (pes // width))  # the chunk in every aligned block
+        for bank, bank_lanes in zip(weight_banks, diagonals, strict=True):
+            weight_write = bank.write_port(granularity=8)
+            m.d.comb += [
+                weight_write.addr.eq(decoded.addr),
+                weight_write.data.eq(Cat(*[word.word_select(i, 8) for i in bank_lanes])),
+            ]
+            with m.If(decoder.weights.valid):
+                m.d.comb += weight_write.en.eq(Cat(*[decoded.enable[i] for i in bank_lanes]))
         with m.If(writable & (self.write_space == BufferSpace.DESCRIPTOR)):
             for i, byte in enumerate(descriptor):
                 with m.If(self.write_addr == i):
@@ -325,17 +336,23 @@ class ConvEngine(wiring.Component):
         # -- read ports of the engine ---------------------------------------------------------
         act_read = act_in.read_port(domain="engine")
         act_read_b = act_in.read_port(domain="engine")
-        weight_read = weights.read_port(domain="engine")
+        weight_reads = [bank.read_port(domain="engine") for bank in weight_banks]
         param_read = params.read_port(domain="engine")
         m.d.comb += [
             act_read.en.eq(1),
             act_read_b.en.eq(1),
-            weight_read.en.eq(1),
             param_read.en.eq(1),
             act_read.addr.eq(addrgen.act_addr),
             act_read_b.addr.eq(addrgen.b_addr),
-            weight_read.addr.eq(addrgen.weight_addr),
         ]
+        # bank d's address: the weight address d cycles late, through one shared chain
+        weight_addr = addrgen.weight_addr
+        for d, weight_read in enumerate(weight_reads):
+            if d:
+                late = Signal.like(weight_addr, name=f"weight_addr_d{d}", reset_less=True)
+                m.d.engine += late.eq(weight_addr)
+                weight_addr = late
+            m.d.comb += [weight_read.en.eq(1), weight_read.addr.eq(weight_addr)]
 
         # -- start / validity (host side) -------------------------------------------------------
         h_op = host_fields["op"][:OP_BITS]
@@ -381,13 +398,16 @@ class ConvEngine(wiring.Component):
         assert OPERAND_LATENCY == 2  # stage 1a, stage 1b
         act_data = Signal.like(act_read.data, name="captured_act", reset_less=True)
         b_data = Signal.like(act_read_b.data, name="captured_b", reset_less=True)
-        weight_data = Signal.like(weight_read.data, name="captured_weight", reset_less=True)
+        weight_data = [
+            Signal.like(read.data, name=f"captured_weight_{d}", reset_less=True)
+            for d, read in enumerate(weight_reads)
+        ]
         s1 = Signal.like(addrgen.tokens.payload, name="captured_token")
         s1_valid = Signal(name="captured_valid")
         m.d.engine += [
             act_data.eq(act_read.data),
             b_data.eq(act_read_b.data),
-            weight_data.eq(weight_read.data),
+            *[held.eq(read.data) for held, read in zip(weight_data, weight_reads, strict=True)],
             s1.eq(addrgen.tokens.payload),
             s1_valid.eq(addrgen.tokens.valid),
         ]
@@ -401,11 +421,11 @@ class ConvEngine(wiring.Component):
         b_r = Signal(act * lanes)
         t = Signal.like(s1)  # the token, registered with the data
         t_valid = Signal()
-        weight_r = Signal.like(weight_read.data)
+        weight_r = [Signal.like(held, name=f"weight_r_{d}") for d, held in enumerate(weight_data)]
         m.d.engine += [
             act_r.eq(act_vector),
             b_r.eq(b_data),
-            weight_r.eq(weight_data),
+            *[r.eq(held) for r, held in zip(weight_r, weight_data, strict=True)],
             t.eq(s1),
             t_valid.eq(s1_valid),
         ]
@@ -417,7 +437,11 @@ class ConvEngine(wiring.Component):
         # and hands back finished output words
         operands = array.operands
         m.d.comb += [
-            operands.payload.weight.eq(weight_r),
+            *[
+                operands.payload.weight[lane].eq(bank.word_select(k, cfg.weight_bits))
+                for bank, bank_lanes in zip(weight_r, diagonals, strict=True)
+                for k, lane in enumerate(bank_lanes)
+            ],
             operands.payload.tag.first.eq(t.first),
             operands.payload.tag.last.eq(t.last),
             operands.payload.tag.out_addr.eq(t.out_addr),

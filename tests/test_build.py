@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from fpga import litedram
-from fpga.boards import BOARDS, BoardError, get_board
+from fpga.boards import BOARDS, INIT_CPU_DSPS, BoardError, get_board
 from fpga.build import NO_BITSTREAM
 from fpga.config import DEFAULT_CONFIG, SMALL_CONFIG
 from fpga.layout import fabric_pes, multipliers
@@ -305,7 +305,12 @@ def test_arty_100t_resident_fit_covers_the_ddr3_core_and_fits(tmp_path):
     util = result["utilization"]
     assert all(0 < used <= cap for used, cap in util.values()), util
     assert result["fits"] is True and result["mode"] == "resident"
-    assert util["dsp"][0] > multipliers(DEFAULT_CONFIG)  # + the init CPU's multiplier
+    # the engine's multipliers in DSPs (its fabric PEs take none) and the init CPU's: all 240
+    board = get_board("arty_a7_100")
+    engine = result["multipliers"]
+    assert engine["dsp"] + engine["fabric_pes"] == multipliers(board.config)
+    assert engine["fabric_pes"] == fabric_pes(board.config, board.engine_dsps()) > 0
+    assert util["dsp"][0] == engine["dsp"] + INIT_CPU_DSPS == board.capacity["dsp"]
     assert result["timing_met"] is None  # no Vivado: timing is not claimed
     predicted = result["predicted"]
     assert predicted["variant"] == "v1.0" and predicted["mhz"] == 100.0

@@ -20,19 +20,29 @@ from amaranth.sim import Simulator
 
 from fpga.config import DEFAULT_CONFIG
 from fpga.layout import array_latency
-from hw.array import MacArray, ProcessingElement, signal_ports
+from hw.array import MacArray, ProcessingElement, diagonal_lanes, signal_ports
 
 
 @pytest.mark.parametrize(
-    "rows,cols,fabric_pes",
-    [(DEFAULT_CONFIG.rows, DEFAULT_CONFIG.cols, 0), (4, 2, 0), (1, 1, 0), (4, 4, 7), (1, 1, 1)],
+    "rows,cols,fabric_pes,skewed",
+    [
+        (DEFAULT_CONFIG.rows, DEFAULT_CONFIG.cols, 0, False),
+        (4, 2, 0, False),
+        (1, 1, 0, False),
+        (4, 4, 7, False),
+        (1, 1, 1, False),
+        (DEFAULT_CONFIG.rows, DEFAULT_CONFIG.cols, 0, True),
+        (4, 2, 3, True),
+    ],
 )
-def test_array_equals_numpy_matmul_every_cycle(rows, cols, fabric_pes):
+def test_array_equals_numpy_matmul_every_cycle(rows, cols, fabric_pes, skewed):
     """Random int8 operands, one pair per cycle with gaps in ``valid``: each valid pair's
     column sums equal numpy's ``act @ weight`` exactly ``latency`` cycles later, with its tag,
-    whether a PE multiplies in a DSP or in fabric (the last ``fabric_pes``)."""
-    dut = MacArray(rows, cols, tag=unsigned(8), fabric_pes=fabric_pes)
-    rng = np.random.default_rng(11 + rows * cols + fabric_pes)
+    whether a PE multiplies in a DSP or in fabric (the last ``fabric_pes``), and whether the
+    array skews the weights or (``skewed``) the bench delivers PE (r, c)'s weight r + c cycles
+    after its tap, as the engine's diagonal weight banks do."""
+    dut = MacArray(rows, cols, tag=unsigned(8), fabric_pes=fabric_pes, skewed_weights=skewed)
+    rng = np.random.default_rng(11 + rows * cols + fabric_pes + skewed)
     count = 60
     acts = rng.integers(-128, 128, (count, rows))
     weights = rng.integers(-128, 128, (count, rows, cols))
@@ -44,11 +54,13 @@ def test_array_equals_numpy_matmul_every_cycle(rows, cols, fabric_pes):
 
     async def bench(ctx):
         for cycle in range(count + dut.latency + 2):
+            for i in range(rows * cols):
+                tap = cycle - (i // cols + i % cols if skewed else 0)
+                if 0 <= tap < count:
+                    ctx.set(dut.operands.payload.weight[i], int(weights[tap].reshape(-1)[i]))
             if cycle < count:
                 for r in range(rows):
                     ctx.set(dut.operands.payload.act[r], int(acts[cycle, r]))
-                for i in range(rows * cols):
-                    ctx.set(dut.operands.payload.weight[i], int(weights[cycle].reshape(-1)[i]))
                 ctx.set(dut.operands.payload.tag, cycle)
                 ctx.set(dut.operands.valid, int(valid[cycle]))
             else:
@@ -99,6 +111,17 @@ def test_fabric_pe_multiplies_every_int8_pair():
     sim.add_testbench(bench)
     sim.run()
     assert not mismatches, mismatches[:5]
+
+
+def test_diagonal_lanes_cover_every_pe_once():
+    """``diagonal_lanes``: every weight lane in exactly one diagonal, the diagonal of PE (r, c)
+    being r + c."""
+    for rows, cols in ((8, 8), (16, 16), (4, 2), (1, 1)):
+        diagonals = diagonal_lanes(rows, cols)
+        assert len(diagonals) == rows + cols - 1
+        assert sorted(lane for d in diagonals for lane in d) == list(range(rows * cols))
+        for d, lanes in enumerate(diagonals):
+            assert all(lane // cols + lane % cols == d for lane in lanes)
 
 
 def test_every_pe_reads_its_neighbours_registers():
