@@ -28,23 +28,23 @@ SIZES = {"v1.0": 227, "v1.1": 224}
 
 
 @functools.cache
-def _program(variant: str):
+def _program(variant: str, config: str = "default"):
     from fpga import quant
+    from fpga.build import CONFIGS
     from fpga.compile import compile_network
-    from fpga.config import DEFAULT_CONFIG
 
     network = quant.quantize_network(variant, size=SIZES[variant])
-    return compile_network(network, DEFAULT_CONFIG)
+    return compile_network(network, CONFIGS[config])
 
 
-def _cycles(variant: str) -> int:
-    return sum(_program(variant).predicted_cycles().values())
+def _cycles(variant: str, config: str = "default") -> int:
+    return sum(_program(variant, config).predicted_cycles().values())
 
 
-def _utilization(variant: str) -> float:
-    program = _program(variant)
+def _utilization(variant: str, config: str = "default") -> float:
+    program = _program(variant, config)
     macs = sum(unit.macs for unit in program.units)
-    return macs / (_cycles(variant) * program.config.pes)
+    return macs / (_cycles(variant, config) * program.config.pes)
 
 
 def _params(variant: str) -> int:
@@ -105,6 +105,10 @@ FACTS: dict[str, Callable[[], str]] = {
     "v1.0.6bit.bytes": lambda: _count(_compressed_bytes("v1.0", 6)),
     "release.bytes": lambda: _count(_release_bytes()),
     "ulx3s.engine_mhz": lambda: f"{_board('ulx3s').engine_clock_mhz:g}",
+    "wide.v1.0.cycles": lambda: _count(_cycles("v1.0", "wide")),
+    "wide.v1.1.cycles": lambda: _count(_cycles("v1.1", "wide")),
+    "wide.v1.0.utilization": lambda: f"{100 * _utilization('v1.0', 'wide'):.1f}",
+    "wide.v1.1.utilization": lambda: f"{100 * _utilization('v1.1', 'wide'):.1f}",
 }
 
 

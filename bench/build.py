@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from fpga.boards import BOARDS
 from fpga.build import CONFIGS, BuildError, build, predicted_images_per_s
 
 ANCHOR = "SqueezeJet-2: 14.2 images/s on a Zynq-7020"
@@ -29,8 +30,15 @@ def rate(row: dict, variant: str) -> str:
 
 
 def main() -> dict:
-    ulx3s = "small" if os.environ.get("BENCH_QUICK") else None  # None: the board's config
+    quick = bool(os.environ.get("BENCH_QUICK"))
+    ulx3s = "small" if quick else None  # None: the board's config
     runs = [("arty_a7", None), ("arty_a7_100", None), ("ulx3s", ulx3s)]
+    if not quick:  # and the configs that spend a part's DSPs where they are not its default
+        runs += [
+            (name, next(key for key, cfg in CONFIGS.items() if cfg == board.max_config))
+            for name, board in BOARDS.items()
+            if board.max_config is not None
+        ]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for board, config in runs:

@@ -71,6 +71,15 @@ class Board:
     engine_clock_mhz: float | None = None
     # the SoC ``fpga.build`` builds unless told: "resident" (needs ``memory``) or "streamed"
     default_mode: str = "resident"
+    #: the config that spends the part's DSPs (the PEs beyond them in fabric) where it is not
+    #: ``config`` yet, because its build does not meet the board's clocks (docs/build.md);
+    #: None: ``config`` is that config
+    max_config: AcceleratorConfig | None = None
+
+    @property
+    def spending_config(self) -> AcceleratorConfig:
+        """The config that spends the part's DSPs: ``max_config``, else ``config``."""
+        return self.max_config or self.config
 
     def engine_dsps(self) -> int:
         """Hardware multipliers the engine may take: the part's, less the Arty DDR3 core's
@@ -158,6 +167,10 @@ BOARDS = {
             # one x16 MT48LC16M16 SDR SDRAM (32 MiB), its controller in the fabric clock
             DramPart("MT48LC16M16", "SDR", "GENSDRPHY", 1, 16, 32 << 20, _ULX3S_MHZ),
             engine_clock_mhz=_ULX3S_ENGINE_MHZ,
+            # 16 x 16 (`--config wide`): the 156 MULT18X18D take the requantizers', the ADD's and
+            # 108 PEs', 148 PEs multiply in fabric; it fits (74 % of the LUT4s) but its SoC
+            # does not meet the 100 MHz engine and 40 MHz fabric clocks yet (docs/build.md)
+            max_config=WIDE_CONFIG,
         ),
     )
 }

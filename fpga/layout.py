@@ -168,9 +168,10 @@ REQUANT_MULTIPLIERS = 2
 
 
 def multipliers(config: AcceleratorConfig) -> int:
-    """Hardware multipliers (DSP48E1 on xc7, MULT18X18D on ECP5) the engine takes: one per PE,
-    :data:`REQUANT_MULTIPLIERS` per column's requantizer, and the bypass ADD's multiplier pairs
-    (``rows / add_cycles_per_vector`` of them)."""
+    """Multipliers the engine has (DSP48E1 on xc7, MULT18X18D on ECP5, but for the PEs beyond
+    a part's DSPs: :func:`fabric_pes`): one per PE, :data:`REQUANT_MULTIPLIERS` per column's
+    requantizer, and the bypass ADD's multiplier pairs (``rows / add_cycles_per_vector`` of
+    them)."""
     add_pairs = config.rows // add_cycles_per_vector(config)
     return config.pes + REQUANT_MULTIPLIERS * config.cols + 2 * add_pairs
 

@@ -8,7 +8,9 @@ everything about the buffers' byte layouts is in :mod:`fpga.layout`. One run exe
   group, one activation vector (``rows`` lanes, zero outside the image = zero padding) meets one
   ``rows x cols`` int8 weight word (the weight buffer holds weights: the host writes the
   compressed model's codebook indices and the per-layer codebook decodes each one as it is
-  written, once, instead of a codebook copy per PE);
+  written, once, instead of a codebook copy per PE; the buffer is banked by the array's
+  diagonals, bank ``r + c`` read ``r + c`` cycles late, which skews the weights for the
+  systolic array without a delay line per PE);
   a column's accumulator starts at its bias and, after the pixel's last tap, goes through the
   column's requantizer into the output buffer at the pixel's (concat-)address. No bubbles:
   cycles = blocks * pixels * k*k * groups + pipeline latency (``fpga.layout.predict_cycles``).
