@@ -7,7 +7,8 @@ one PE to the right per cycle through each PE's activation register; the partial
 output column ``c`` starts at the top and moves one PE down per cycle through each PE's sum
 register, picking up that PE's product on the way. No signal fans out to more than one PE:
 every PE reads its activation from its left neighbour's register, its partial sum from the
-register of the PE above, and its weight from a delay line of its own.
+register of the PE above, and its weight from a delay line of its own (or, skewed by the
+caller, from its own byte of a diagonal weight bank's register).
 
 Skew: tap ``t``'s activation reaches PE ``(r, c)`` ``r + c`` cycles after it entered, so
 activation lane ``r`` is delayed ``r`` cycles before row ``r`` and the weight of PE ``(r, c)``
@@ -39,7 +40,8 @@ def partial_sum_bits(rows: int, product_bits: int) -> int:
 
 
 class ProcessingElement(wiring.Component):
-    """One PE: one hardware multiplier (a DSP48E1, an ECP5 MULT18X18D) and the sum register.
+    """One PE: one hardware multiplier (a DSP48E1, an ECP5 MULT18X18D; with ``hard=False`` one
+    built in fabric, :func:`fabric_product`, at the same latency) and the sum register.
 
     ``act_in`` is registered; ``act_out`` is that register, for the right-hand neighbour. The
     product of ``act_in`` and ``weight_in`` leaves the multiplier ``Multiplier.latency`` (3)
