@@ -23,21 +23,21 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def DEFAULT_ENGINE():
+def default_engine():
     return ConvEngine(DEFAULT_CONFIG)
 
 
-def WIDE_ENGINE():
+def wide_engine():
     """The 16 x 16 engine as the ULX3S builds it: 148 of its PEs multiply in fabric."""
     return ConvEngine(WIDE_CONFIG, fabric_pes(WIDE_CONFIG, get_board("ulx3s").engine_dsps()))
 
 
 @pytest.fixture(scope="module")
 def engine_build():
-    return runner.build(DEFAULT_ENGINE(), "conv_engine")
+    return runner.build(default_engine(), "conv_engine")
 
 
-def run_cases(engine_build, cases, tmp_path, rerun: str = "make sim", engine=DEFAULT_ENGINE):
+def run_cases(engine_build, cases, tmp_path, rerun: str = "make sim", engine=default_engine):
     """Run ``cases`` on the engine; on any failure, rerun just the failing cases with waveform
     tracing (on a traced build of ``engine()``), keep the waveform under build/sim/failures/
     and say how to reproduce."""
@@ -61,7 +61,7 @@ def run_cases(engine_build, cases, tmp_path, rerun: str = "make sim", engine=DEF
     return results
 
 
-def capture_waveform(cases, tmp_path, engine=DEFAULT_ENGINE) -> str:
+def capture_waveform(cases, tmp_path, engine=default_engine) -> str:
     traced = runner.build(engine(), "conv_engine", waves=True)
     case_lib.run_engine(traced, cases, tmp_path, "failing", waves=True)
     build_dir = traced[1]
@@ -121,7 +121,7 @@ def test_wide_array_with_fabric_pes_bit_exact(tmp_path):
     """The 16 x 16 engine with the PEs beyond the ECP5-85F's multipliers in fabric
     (``hw.array.fabric_product``, simulated here as it is built): random layers of every type
     and every SqueezeNet layer shape (reduced), bit- and cycle-exact."""
-    engine = WIDE_ENGINE()
+    engine = wide_engine()
     assert 0 < engine.fabric_pes < WIDE_CONFIG.pes
     seed = int(os.environ.get("ENGINE_SEED", np.random.SeedSequence().entropy % 2**32))
     print(f"ENGINE_SEED={seed}")
@@ -135,7 +135,7 @@ def test_wide_array_with_fabric_pes_bit_exact(tmp_path):
         cases,
         tmp_path,
         f"ENGINE_SEED={seed} pytest tests/sim/test_engine.py -k wide",
-        engine=WIDE_ENGINE,
+        engine=wide_engine,
     )
     assert len(results) == len(cases)
     assert {r["label"].split(":")[1].split()[0] for r in results[:40]} == {
