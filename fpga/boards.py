@@ -168,7 +168,7 @@ BOARDS = {
             DramPart("MT48LC16M16", "SDR", "GENSDRPHY", 1, 16, 32 << 20, _ULX3S_MHZ),
             engine_clock_mhz=_ULX3S_ENGINE_MHZ,
             # 16 x 16 (`--config wide`): the 156 MULT18X18D take the requantizers', the ADD's and
-            # 108 PEs', 148 PEs multiply in fabric; its SoC fits (74 % of the LUT4s) but its
+            # 108 PEs', 148 PEs multiply in fabric; its SoC fits (75 % of the LUT4s) but its
             # engine domain routed at 93.9 MHz against the 100 MHz engine clock (docs/build.md)
             max_config=WIDE_CONFIG,
         ),

@@ -544,6 +544,12 @@ def print_result(result: dict) -> None:
             f"{memory['controller']} at {memory['clock_mhz']:g} MHz"
         )
     print(f"  {result['note']}; build directory {result['build_dir']}")
+    engine = result.get("multipliers")
+    if engine and engine["fabric_pes"]:
+        print(
+            f"  engine multipliers: {engine['dsp']} in DSPs, {engine['fabric_pes']} PEs in fabric "
+            "(the part's DSPs ran out)"
+        )
     for key, (used, cap) in result["utilization"].items():
         flag = "  OVER CAPACITY" if used > cap else ""
         print(f"  {key:<5} {used:>8} / {cap:<8} {used / cap:6.1%}{flag}")
