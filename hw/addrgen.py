@@ -280,9 +280,13 @@ class AddressGenerator(wiring.Component):
         # address streams take their first values (stage 5) in the first issue's cycle and the
         # strides (stage 4) from the next; each stage is at most two adder levels deep.
         in_w_raw, pad_top, pad_left = fields["in_w"], fields["pad_top"], fields["pad_left"]
-        # ACT_OUT words per output pixel: CONV out_groups, else in_groups
-        pixel_words = Mux(op == Op.CONV, out_groups, groups)
-        # stages 1-2: words per input row, pad_left * groups, ACT_OUT words per output row
+        # ACT_OUT words per output pixel: CONV out_groups, else in_groups (stage 1: its op
+        # decode had been in front of the out_row_words adder stage, from the descriptor's op
+        # register across the engine: the engine's critical path, 8.45 ns)
+        pixel_words = Signal.like(out_groups, name="pixel_words")
+        m.d.sync += pixel_words.eq(Mux(op == Op.CONV, out_groups, groups))
+        # stages 1-2: words per input row, pad_left * groups; stages 2-3: ACT_OUT words per
+        # output row (a stride from stage 4 on)
         (row_words,) = _adder_stage(
             m,
             _adder_stage(m, _partial_products(in_w_raw, groups, in_word.width), 2, "rw_s1"),
