@@ -20,7 +20,7 @@ import functools
 import operator
 from dataclasses import dataclass
 
-from amaranth import Module, Mux, Signal, Value, signed, unsigned
+from amaranth import Cat, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -435,8 +435,10 @@ class AddressGenerator(wiring.Component):
         )
 
         carry = [active]  # carry[i]: an issue, and every level inside level i at its last value
-        for level in levels:
-            carry.append(carry[-1] & level.last)
+        for _ in levels:
+            # a flat AND of the flags, not a chain through carry[i - 1]: the chain mapped to one
+            # LUT per level in front of the counters (10.1 ns in the 2x2 SoC's engine domain)
+            carry.append(Cat(active, *[inner.last for inner in levels[: len(carry)]]).all())
         done = carry[LEVELS]  # the run's last issue
         for i, level in enumerate(levels):
             with m.If(carry[i] & level.last):
