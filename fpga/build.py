@@ -239,6 +239,7 @@ def memory_info(board) -> dict | None:
 
 
 def _result(board, config, config_name, out) -> dict:
+    fabric = fabric_pes(config, board.engine_dsps())
     return {
         "board": board.name,
         "part": board.part,
@@ -251,8 +252,8 @@ def _result(board, config, config_name, out) -> dict:
         "engine_mhz": config.compute_mhz,  # the clock the engine computes at (own or fabric)
         # the engine's multipliers: in DSP blocks, and the PEs built in fabric beyond them
         "multipliers": {
-            "dsp": multipliers(config) - fabric_pes(config, board.engine_dsps()),
-            "fabric_pes": fabric_pes(config, board.engine_dsps()),
+            "dsp": multipliers(config) - fabric,
+            "fabric_pes": fabric,
         },
         "clocks": {},
         "timing_met": None,

@@ -435,10 +435,10 @@ class AddressGenerator(wiring.Component):
         )
 
         carry = [active]  # carry[i]: an issue, and every level inside level i at its last value
-        for _ in levels:
+        for i in range(1, LEVELS + 1):
             # a flat AND of the flags, not a chain through carry[i - 1]: the chain mapped to one
             # LUT per level in front of the counters (10.1 ns in the 2x2 SoC's engine domain)
-            carry.append(Cat(active, *[inner.last for inner in levels[: len(carry)]]).all())
+            carry.append(Cat(active, *[inner.last for inner in levels[:i]]).all())
         done = carry[LEVELS]  # the run's last issue
         for i, level in enumerate(levels):
             with m.If(carry[i] & level.last):
