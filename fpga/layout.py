@@ -90,9 +90,12 @@ MULTIPLIER_LATENCY = 3
 #: the rounding and clamp after a shift (``hw.requant.round_shifted``): the clamp's decisions
 #: and the rounded value registered, then the select among them
 ROUND_LATENCY = 2
-#: ``hw.requant.Requantizer``: its two multipliers, their sum, the shift (two stages), the
-#: rounding and clamp
-REQUANT_LATENCY = MULTIPLIER_LATENCY + 3 + ROUND_LATENCY
+#: a right shift by up to ``fpga.golden.MAX_SHIFT`` (``hw.requant.shift_halved``): by the
+#: shift's multiple of 8, then by the rest
+SHIFT_LATENCY = 2
+#: ``hw.requant.Requantizer``: its two multipliers, their sum, the shift, the rounding and
+#: clamp
+REQUANT_LATENCY = MULTIPLIER_LATENCY + 1 + SHIFT_LATENCY + ROUND_LATENCY
 #: last tap's sums -> requantized output word (hw.engine_parts.Accumulator): the parameter
 #: read, the parameters registered twice (at the RAM, beside the accumulators), the final
 #: sum, the requantizer
@@ -107,7 +110,7 @@ POOL_INPUT_LATENCY = 1
 #: the bypass ADD, one half of a vector's lanes from the cycle it is selected in to its lanes
 #: in the output word: the multiply, the products' sum, the shift, the rounding and clamp (a
 #: whole vector: :func:`add_latency`)
-ADD_LATENCY = ADD_MULTIPLY_LATENCY + 2 + ROUND_LATENCY
+ADD_LATENCY = ADD_MULTIPLY_LATENCY + 1 + SHIFT_LATENCY + ROUND_LATENCY
 #: MAXPOOL, a window's last tap -> its output word: the input register, the running max, then
 #: three registers
 MAXPOOL_LATENCY = POOL_INPUT_LATENCY + 4

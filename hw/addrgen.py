@@ -434,11 +434,24 @@ class AddressGenerator(wiring.Component):
             & ~following[add_gap.name]
         )
 
-        carry = [active]  # carry[i]: an issue, and every level inside level i at its last value
-        for i in range(1, LEVELS + 1):
-            # a flat AND of the flags, not a chain through carry[i - 1]: the chain mapped to one
-            # LUT per level in front of the counters (10.1 ns in the 2x2 SoC's engine domain)
-            carry.append(Cat(active, *[inner.last for inner in levels[:i]]).all())
+        # carry[i]: an issue, and every level inside level i at its last value. Two LUT levels
+        # deep: ``keep`` wires of at most four registers each (``active`` with levels 0 and 1,
+        # and levels 2 .. i - 1), then carry[i] their AND (in the counters' enable and restart
+        # LUT). Yosys otherwise shares the ANDs as a chain through carry[i - 1], one LUT per level
+        # in front of the counters: 10.1 ns in the 2x2 SoC's engine domain; written as a flat AND
+        # it still mapped to four LUTs from ``last_l0`` to ``c_l4``'s reset (8.0 ns, the 8x8
+        # engine's critical path alone at 125 MHz).
+        def kept_and(name: str, flags: list) -> Signal:
+            assert len(flags) <= 4  # one LUT4
+            wire = Signal(name=name, attrs={"keep": 1})
+            m.d.comb += wire.eq(Cat(*flags).all())
+            return wire
+
+        inner = kept_and("carry_inner", [active, levels[0].last, levels[1].last])
+        carry = [active, kept_and("carry_l0", [active, levels[0].last]), inner]
+        for i in range(3, LEVELS + 1):
+            outer = kept_and(f"carry_outer{i}", [level.last for level in levels[2:i]])
+            carry.append(inner & outer)
         done = carry[LEVELS]  # the run's last issue
         for i, level in enumerate(levels):
             with m.If(carry[i] & level.last):

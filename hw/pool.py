@@ -35,7 +35,7 @@ from fpga.layout import (
 )
 from hw.array import Multiplier, delayed
 from hw.engine_parts import results_signature
-from hw.requant import round_shifted
+from hw.requant import round_shifted, shift_halved
 
 
 def pool_tag(config: AcceleratorConfig) -> data.StructLayout:
@@ -80,12 +80,12 @@ class PoolUnit(wiring.Component):
       :func:`fpga.golden.add`), a vector every ``add_cycles_per_vector`` (2) cycles at most:
       its lanes go through ``rows / add_cycles_per_vector`` multiplier pairs (DSPs), half
       ``h`` selected in cycle ``h`` after the registered token and registered beside the
-      multipliers, then the multipliers (:class:`~hw.array.Multiplier`: operand, product,
-      output registers), the products' sum, the shift, the rounding and clamp
-      (:func:`hw.requant.round_shifted`): no stage is more than an adder, the shifter or the
-      clamp deep, and no path runs from fabric through a multiplier. Half ``h``'s lanes are in
-      the output word ``ADD_LATENCY`` (8) cycles after their cycle; the word leaves at the
-      token's ``out_addr`` :func:`fpga.layout.add_latency` (10) cycles after the token.
+      multipliers, then the multipliers (:class:`~hw.array.Multiplier`: operand, product, output
+      registers), the products' sum, the shift (:func:`hw.requant.shift_halved`, two stages), the
+      rounding and clamp (:func:`hw.requant.round_shifted`): no stage is more than an adder, half
+      the shifter or the clamp deep, and no path runs from fabric through a multiplier. Half ``h``'s
+      lanes are in the output word ``ADD_LATENCY`` (9) cycles after their cycle; the word leaves at
+      the token's ``out_addr`` :func:`fpga.layout.add_latency` (11) cycles after the token.
     * AVGPOOL: int32 sums per lane over a channel group's pixels (``first`` restarts them); the
       group's last pixel snapshots them, and its ``sum_words`` (4) words (lane ``c``'s sum
       little-endian at byte ``4c``) leave one per cycle from ``AVGPOOL_LATENCY`` (2) cycles
@@ -210,11 +210,8 @@ class PoolUnit(wiring.Component):
                 m.d.comb += [multiplier.a.eq(operand), multiplier.b.eq(factor)]
                 products.append(multiplier.product)
             total = Signal(signed(product_shape.width + 1), name=f"add_total_{u}")
-            halved = Signal(signed(len(total) + 1), name=f"add_halved_{u}")
-            m.d.sync += [
-                total.eq(products[0] + products[1]),
-                halved.eq((total << 1) >> self.shift),
-            ]
+            m.d.sync += total.eq(products[0] + products[1])
+            halved = shift_halved(m, total, self.shift, f"add_shift_{u}")
             clamped = round_shifted(m, halved, self.relu, act, f"add_round_{u}")
             with m.If(is_op[Op.ADD] & clamp_valid):
                 with m.Switch(clamp_phase):

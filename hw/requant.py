@@ -20,11 +20,30 @@ from amaranth.utils import exact_log2
 
 from fpga import golden
 from fpga.config import DEFAULT_CONFIG
-from fpga.layout import REQUANT_LATENCY, ROUND_LATENCY
+from fpga.layout import REQUANT_LATENCY, SHIFT_LATENCY
 from hw.array import Multiplier, delayed
 
 #: the shift's second stage shifts by ``shift % FINE_SHIFT``, the first by the rest
 FINE_SHIFT = 8
+
+
+def shift_halved(m: Module, value, shift, name: str):
+    """``(value << 1) >> shift`` (the input of :func:`round_shifted`) in two stages
+    (:data:`~fpga.layout.SHIFT_LATENCY`): ``value`` shifted by the shift's multiple of
+    :data:`FINE_SHIFT` and registered, then by the rest and registered; returns the second
+    register. ``shift`` is the one that goes with ``value`` (this delays its low bits for the
+    second stage). A whole shift by up to :data:`~fpga.golden.MAX_SHIFT` in one stage is six
+    LUT levels after the route from ``value``'s register: the engine's critical path alone,
+    in the requantizer (9.0 ns) and then in the bypass ADD (8.45 ns)."""
+    fine = exact_log2(FINE_SHIFT)
+    coarse = Signal(signed(len(value) + 1), name=f"{name}_coarse")
+    halved = Signal(signed(len(value) + 1), name=f"{name}_halved")
+    fine_shift = delayed(m, shift[:fine], 1, f"{name}_fine_shift")  # with coarse
+    m.d.sync += [
+        coarse.eq((value << 1) >> (shift >> fine << fine)),
+        halved.eq(coarse >> fine_shift),
+    ]
+    return halved
 
 
 def round_shifted(m: Module, halved, relu, act_bits: int, name: str):
@@ -33,9 +52,9 @@ def round_shifted(m: Module, halved, relu, act_bits: int, name: str):
     ``-2**(act_bits-1)``; ``hi = 2**(act_bits-1) - 1``), with the add on ``act_bits + 2``
     bits only: outside ``[2*lo - 1, 2*hi]`` the result is clamped without it.
 
-    Two stages (:data:`ROUND_LATENCY`): this registers the clamp's decisions (the compares on
-    all of ``halved``'s bits, carry chains) and the rounded narrow value, and returns the
-    select among them, which the caller registers. (The compares and the select in one stage,
+    Two stages (:data:`~fpga.layout.ROUND_LATENCY`): this registers the clamp's decisions (the
+    compares on all of ``halved``'s bits, carry chains) and the rounded narrow value, and returns
+    the select among them, which the caller registers. (The compares and the select in one stage,
     after the route from ``halved``'s register, had been the engine's critical path: 9.3 ns.)
     """
     high = (1 << (act_bits - 1)) - 1
@@ -95,22 +114,15 @@ class Requantizer(wiring.Component):
         # stage 4: their sum, acc * multiplier (signed x unsigned: one bit more than the
         # widths); the low half's low bits pass through, only the rest is added
         product = Signal(signed(self.acc_bits + golden.MULT_BITS + 1))
-        # stage 5: (product << 1) shifted right by the shift's high bits (multiples of
-        # FINE_SHIFT), stage 6: by its low bits; stages 7-8: rounded and clamped. (The whole shift
-        # in one stage, after the route from the product's register, was the engine's critical
-        # path alone: 5 LUT levels, 9.0 ns.)
-        coarse = Signal(signed(len(product) + 1))
-        halved = Signal(signed(len(product) + 1))
+        # stages 5-6: (product << 1) shifted right (:func:`shift_halved`); stages 7-8: rounded
+        # and clamped
         delay = Multiplier.latency  # cycles before the product's stage
         shift = delayed(m, self.shift, delay + 1, "shift")  # with the product
-        fine_shift = delayed(m, shift, 1, "fine_shift")  # with coarse
-        relu = delayed(m, self.relu, delay + 3, "relu")  # with halved
-        valid = delayed(m, self.valid, delay + 2 + ROUND_LATENCY, "valid")
-        fine = exact_log2(FINE_SHIFT)
+        relu = delayed(m, self.relu, delay + 1 + SHIFT_LATENCY, "relu")  # with halved
+        valid = delayed(m, self.valid, REQUANT_LATENCY - 1, "valid")  # then registered
+        m.d.sync += product.eq(Cat(low[:half], (high + low[half:])))
+        halved = shift_halved(m, product, shift, "shift")
         m.d.sync += [
-            product.eq(Cat(low[:half], (high + low[half:]))),
-            coarse.eq((product << 1) >> (shift >> fine << fine)),
-            halved.eq(coarse >> fine_shift[:fine]),
             self.result.eq(round_shifted(m, halved, relu, self.act_bits, "round")),
             self.result_valid.eq(valid),
         ]
