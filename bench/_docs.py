@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FILES = (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")))
 INLINE = re.compile(r"<!--fact:([\w.\-]+)-->(.*?)<!--/fact-->")
 BLOCK = re.compile(r"<!--block-fact:([\w.\-]+)=(.*?)-->")
-SIZES = {"v1.0": 227, "v1.1": 224}
+SIZES = {"v1.0": 227, "v1.1": 224, "simple-bypass": 227, "complex-bypass": 227}
 
 
 @functools.cache
@@ -39,6 +39,20 @@ def _program(variant: str, config: str = "default"):
 
 def _cycles(variant: str, config: str = "default") -> int:
     return sum(_program(variant, config).predicted_cycles().values())
+
+
+def _op_cycles(variant: str, op: str) -> int:
+    """Cycles the default engine spends in ``variant``'s units of ``op`` (``"add"``, ...)."""
+    program = _program(variant)
+    cycles = program.predicted_cycles()
+    return sum(cycles[unit.name] for unit in program.units if unit.op == op)
+
+
+def _latency(op: str) -> str:
+    from fpga.config import DEFAULT_CONFIG
+    from fpga.layout import Op, pipeline_latency
+
+    return str(pipeline_latency(Op[op], DEFAULT_CONFIG))
 
 
 def _utilization(variant: str, config: str = "default") -> float:
@@ -105,8 +119,26 @@ FACTS: dict[str, Callable[[], str]] = {
     "v1.0.6bit.bytes": lambda: _count(_compressed_bytes("v1.0", 6)),
     "release.bytes": lambda: _count(_release_bytes()),
     "ulx3s.engine_mhz": lambda: f"{_board('ulx3s').engine_clock_mhz:g}",
+    **{
+        f"{variant}.{what}": function
+        for variant in ("simple-bypass", "complex-bypass")
+        for what, function in (
+            ("cycles", lambda v=variant: _count(_cycles(v))),
+            ("add_cycles", lambda v=variant: _count(_op_cycles(v, "add"))),
+            ("add_share", lambda v=variant: f"{100 * _op_cycles(v, 'add') / _cycles(v):.1f}"),
+        )
+    },
+    **{f"latency.{op.lower()}": lambda op=op: _latency(op) for op in ("MAXPOOL", "ADD", "AVGPOOL")},
     "wide.v1.0.cycles": lambda: _count(_cycles("v1.0", "wide")),
     "wide.v1.1.cycles": lambda: _count(_cycles("v1.1", "wide")),
+    **{
+        f"wide.{variant}.{what}": function
+        for variant in ("v1.0", "v1.1")
+        for what, function in (
+            ("images_per_s_100mhz", lambda v=variant: f"{1e8 / _cycles(v, 'wide'):.1f}"),
+            ("speedup", lambda v=variant: f"{_cycles(v) / _cycles(v, 'wide'):.2f}"),
+        )
+    },
     "wide.v1.0.utilization": lambda: f"{100 * _utilization('v1.0', 'wide'):.1f}",
     "wide.v1.1.utilization": lambda: f"{100 * _utilization('v1.1', 'wide'):.1f}",
 }

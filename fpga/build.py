@@ -334,10 +334,11 @@ def _split_after_synthesis(script: Path) -> tuple[Path, Path]:
     return parts
 
 
-def _build_open(board, config, config_name, out: Path, design) -> dict:
+def _build_open(board, config, config_name, out: Path, design, seed: int | None = None) -> dict:
     platform = platform_for(board)
     options = {
-        "nextpnr_opts": "--report top.report.json --timing-allow-fail",
+        "nextpnr_opts": "--report top.report.json --timing-allow-fail"
+        + ("" if seed is None else f" --seed {seed}"),
         "add_preferences": _constraints(board, "lpf"),
     }
     plan = platform.build(design, name="top", build_dir=str(out), do_build=False, **options)
@@ -382,6 +383,7 @@ def _build_open(board, config, config_name, out: Path, design) -> dict:
     }
     result["fits"] = all(used <= cap for used, cap in result["utilization"].values())
     result["note"] = "yosys + nextpnr-ecp5 (yowasp)"
+    result["seed"] = seed
     return result
 
 
@@ -416,13 +418,19 @@ def build(
     clock_mhz: float | None = None,
     mode: str | None = None,
     engine_clock_mhz: float | None = None,
+    seed: int | None = None,
 ) -> dict:
     """Build ``design`` (a factory ``(board, config, core) -> Elaboratable``; default
     :data:`DEFAULT_DESIGN`) for ``board_name`` into ``out``; the result dict (see ``--json``).
     ``clock_mhz``: the fabric clock instead of the board's; ``engine_clock_mhz``: the engine's
     own clock instead of the board's (a board that has one); ``mode``: "resident" (with the
-    board's DRAM) or "streamed" (without), default the board's."""
+    board's DRAM) or "streamed" (without), default the board's; ``seed``: nextpnr's placement
+    seed (open-toolchain boards; default nextpnr's)."""
     board = get_board(board_name)
+    if seed is not None and not 0 <= seed < 2**31:
+        raise BoardError(f"--seed must be 0 .. {2**31 - 1}, not {seed}")
+    if seed is not None and board.toolchain == "vivado":
+        raise BoardError(f"--seed is nextpnr's placement seed: the {board_name} builds with Vivado")
     if clock_mhz is not None:
         board = board.with_clock(clock_mhz)
     if engine_clock_mhz is not None:
@@ -440,7 +448,7 @@ def build(
     design = design(board, config, core)
     if board.toolchain == "vivado":
         return _build_vivado(board, config, config_name, out, report, design)
-    return _build_open(board, config, config_name, out, design)
+    return _build_open(board, config, config_name, out, design, seed)
 
 
 def program_board(board_name: str, bitstream: str | None) -> None:
@@ -489,6 +497,11 @@ def main(argv: list[str] | None = None) -> int:
         help="resident (the SoC with the board's DRAM) or streamed (without; the host sends "
         "every activation); default: the board's",
     )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        help="nextpnr's placement seed (ECP5): Fmax moves by several %% from seed to seed",
+    )
     parser.add_argument("--out", default="build", help="build directory (default: build/BOARD)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--no-report", action="store_true", help="Arty: skip the Yosys fit report")
@@ -516,6 +529,7 @@ def _command(args) -> int:
             clock_mhz=args.clock_mhz,
             mode=args.mode,
             engine_clock_mhz=args.engine_clock_mhz,
+            seed=args.seed,
         )
     except BuildError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -111,9 +111,13 @@ POOL_INPUT_LATENCY = 1
 #: in the output word: the multiply, the products' sum, the shift, the rounding and clamp (a
 #: whole vector: :func:`add_latency`)
 ADD_LATENCY = ADD_MULTIPLY_LATENCY + 1 + SHIFT_LATENCY + ROUND_LATENCY
-#: MAXPOOL, a window's last tap -> its output word: the input register, the running max, then
-#: three registers
-MAXPOOL_LATENCY = POOL_INPUT_LATENCY + 4
+#: MAXPOOL, a window's last tap pair -> its output word: the input register, the pair's max,
+#: the running max, then three registers
+MAXPOOL_LATENCY = POOL_INPUT_LATENCY + 5
+#: MAXPOOL 3x3/2 issues per window row: each issue reads two taps of the row (ACT_IN's two read
+#: ports, columns ``kx`` and ``kx + 1``), so a window takes 3 x 2 issues, not 9
+MAXPOOL_ROW_ISSUES = 2
+MAXPOOL_WINDOW_ISSUES = 3 * MAXPOOL_ROW_ISSUES
 #: AVGPOOL, a channel group's last pixel -> the first of its output words (the input register,
 #: the sums' snapshot register); the group's other words follow one per cycle
 AVGPOOL_LATENCY = POOL_INPUT_LATENCY + 1
@@ -472,7 +476,7 @@ def predict_cycles(desc: LayerDescriptor, config: AcceleratorConfig) -> int:
     if desc.op == Op.CONV:
         work = desc.blocks * pixels * desc.kernel**2 * desc.in_groups
     elif desc.op == Op.MAXPOOL:
-        work = desc.in_groups * pixels * 9
+        work = desc.in_groups * pixels * MAXPOOL_WINDOW_ISSUES
     elif desc.op == Op.ADD:
         work = desc.in_groups * pixels * add_cycles_per_vector(config)
     else:

@@ -28,6 +28,7 @@ from fpga.config import AcceleratorConfig
 from fpga.layout import (
     ADDRESS_LATENCY,
     BUFFER_LATENCY,
+    MAXPOOL_ROW_ISSUES,
     SETUP_CYCLES,
     LayerDescriptor,
     Op,
@@ -57,12 +58,14 @@ DESCRIPTOR_LAYOUT = descriptor_layout()
 
 def token_layout(config: AcceleratorConfig) -> data.StructLayout:
     """What an issued tap carries down the pipeline (stage 1): its tap inside the image
-    (CONV/MAXPOOL; padding otherwise), first/last tap of its output pixel (MAXPOOL window,
+    (CONV/MAXPOOL; padding otherwise), MAXPOOL's second tap (``b_addr``'s) inside the image and
+    the window, first/last tap of its output pixel (MAXPOOL window,
     AVGPOOL channel group; both set for an ADD vector), its output-buffer word (CONV, MAXPOOL,
     ADD) and its output-channel block (CONV: parameter memory word)."""
     return data.StructLayout(
         {
             "in_bounds": 1,
+            "b_in_bounds": 1,
             "first": 1,
             "last": 1,
             "out_addr": unsigned(config.act_out_word_bits),
@@ -199,20 +202,22 @@ class AddressGenerator(wiring.Component):
     registers that address the buffers are those streams, moved by a registered one-hot "which
     level stepped", so the read addresses are registered without a register of their own.
 
-    ``address_latency`` (1) cycle after an issue cycle ``act_addr`` (ACT_IN: the tap,
-    CONV/MAXPOOL; the operand, ADD/AVGPOOL), ``b_addr`` (ACT_IN: the ADD's second operand,
-    ``act_addr + b_base``) and ``weight_addr`` (WEIGHT, CONV) address the buffers; ``latency``
-    (2) cycles after the issue, with their data, ``tokens`` carries the issue's
-    :func:`token_layout` (``valid`` high). Word addresses are modulo the buffers' depths
-    (HWC activations: word ``(y * in_w + x) * in_groups + g`` from ``in_base``; weights
-    ``(block * k*k + ky * k + kx) * in_groups + g``).
+    ``address_latency`` (1) cycle after an issue cycle ``act_addr`` (ACT_IN: the tap, CONV/MAXPOOL;
+    the operand, ADD/AVGPOOL), ``b_addr`` (ACT_IN: the ADD's second operand, ``act_addr + b_base``;
+    MAXPOOL's second tap, ``act_addr + in_groups``) and ``weight_addr`` (WEIGHT, CONV) address the
+    buffers; ``latency`` (2) cycles after the issue, with their data, ``tokens`` carries the issue's
+    :func:`token_layout` (``valid`` high). Word addresses are modulo the buffers' depths (HWC
+    activations: word ``(y * in_w + x) * in_groups + g`` from ``in_base``; weights ``(block * k*k +
+    ky * k + kx) * in_groups + g``).
 
     * CONV: for each block, output pixel (oy, ox), tap (ky, kx) and input group g (g fastest):
       one issue per cycle, no bubbles; the tap at input ``(oy*s - pad_top + ky, ox*s -
       pad_left + kx)``, ``in_bounds`` low in the padding; ``out_addr`` ``out_group_offset +
       block + (oy * out_w + ox) * out_groups``.
-    * MAXPOOL 3x3/2: for each output pixel, group g and tap (ky, kx) (kx fastest), one per
-      cycle; ``out_addr`` ``(oy * out_w + ox) * in_groups + g``.
+    * MAXPOOL 3x3/2: for each output pixel, group g, window row ky and tap pair (kx 0 and 1,
+      then 2; :data:`~fpga.layout.MAXPOOL_ROW_ISSUES`), one pair per cycle: ``act_addr`` the
+      tap ``kx``, ``b_addr`` the tap ``kx + 1`` (``b_in_bounds`` low outside the image and for
+      the pair of kx 2); ``out_addr`` ``(oy * out_w + ox) * in_groups + g``.
     * ADD (``in_w == out_w``): for each pixel and group, word ``p``, one every ``add_phases``
       (``add_cycles_per_vector``, 2) cycles (the cycles between are the vector's other halves
       in the pool unit): ``act_addr`` ``p``, ``b_addr`` ``b_base + p``, ``out_addr`` ``p``.
@@ -328,10 +333,12 @@ class AddressGenerator(wiring.Component):
         # the first window's top row and left column, -pad_top and -pad_left (stage 1)
         top_row = Signal(coordinate)
         left_column = Signal(coordinate)
+        b_left_column = Signal(coordinate)  # MAXPOOL: the second tap's, 1 - pad_left
         m.d.sync += [
             pool_stride.eq(Mux(op == Op.MAXPOOL, 2, stride)),
             top_row.eq(-fields["pad_top"]),
             left_column.eq(-fields["pad_left"]),
+            b_left_column.eq(1 - fields["pad_left"]),
             pixel_step.eq(Mux(pool_stride == 2, groups << 1, groups)),  # stage 2
             row_step.eq(Mux(pool_stride == 2, row_words << 1, row_words)),  # stage 3
         ]
@@ -342,7 +349,8 @@ class AddressGenerator(wiring.Component):
         #
         #   level     0    1    2    3    4    5
         #   CONV      g    kx   ky   ox   oy   block    (HWC: a kernel row's (kx, g) taps are
-        #   MAXPOOL   kx   ky   g    ox   oy   -         contiguous words)
+        #   MAXPOOL   kxp  ky   g    ox   oy   -         contiguous words; MAXPOOL's kxp a pair
+        #                                                of taps, kx = 2 * kxp and kx + 1)
         #   ADD       g    -    -    x    y    -
         #   AVGPOOL   x    y    g    -    -    -
         #
@@ -361,11 +369,12 @@ class AddressGenerator(wiring.Component):
         kernel_m1 = Signal(range(MAX_KERNEL))
         m.d.sync += kernel_m1.eq(kernel - 1)
         pool_kernel_m1 = MAX_KERNEL - 1  # MAXPOOL 3x3
+        assert MAXPOOL_ROW_ISSUES == (MAX_KERNEL + 1) // 2  # pairs of a window row's taps
         g_m1, out_w_m1, out_h_m1 = (last_value[name] for name in ("in_groups", "out_w", "out_h"))
         level_last = [
             {
                 Op.CONV: g_m1,
-                Op.MAXPOOL: pool_kernel_m1,
+                Op.MAXPOOL: MAXPOOL_ROW_ISSUES - 1,
                 Op.ADD: g_m1,
                 Op.AVGPOOL: last_value["in_w"],
             },
@@ -496,6 +505,7 @@ class AddressGenerator(wiring.Component):
         ]
         issued_first = Signal()
         issued_last = Signal()
+        issued_pair = Signal()  # MAXPOOL: the issue's second tap is in the window (kx + 1 < 3)
         issued_block = Signal(self.tokens.payload.block.shape())
         issued_valid = Signal()
         m.d.sync += [
@@ -513,6 +523,7 @@ class AddressGenerator(wiring.Component):
                 )
             ),
             issued_block.eq(levels[5].value),
+            issued_pair.eq(levels[0].first),
         ]
 
         # -- the address streams (per level: the words (or rows, columns) one step of that level
@@ -530,7 +541,7 @@ class AddressGenerator(wiring.Component):
         conv, maxpool, add, avgpool = Op.CONV, Op.MAXPOOL, Op.ADD, Op.AVGPOOL
         w = in_word.width
         act_strides = {
-            0: stride("act0", w, {conv: 1, maxpool: groups, add: 1, avgpool: groups}),
+            0: stride("act0", w, {conv: 1, maxpool: groups << 1, add: 1, avgpool: groups}),
             1: stride("act1", w, {conv: groups, maxpool: row_words, avgpool: row_words}),
             2: stride("act2", w, {conv: row_words, maxpool: 1, avgpool: 1}),
             3: stride("act3", w, {conv: pixel_step, maxpool: pixel_step, add: groups}),
@@ -567,7 +578,7 @@ class AddressGenerator(wiring.Component):
             4: pool_stride,
         }
         ix_strides = {
-            0: stride("ix0", 1, {maxpool: 1}),
+            0: stride("ix0", 2, {maxpool: 2}),
             1: stride("ix1", 1, {conv: 1}),
             3: pool_stride,
         }
@@ -587,7 +598,8 @@ class AddressGenerator(wiring.Component):
             act_strides,
             moves,
         )
-        b = _Stream(m, "b", w, first("b", w, fields["b_base"]), act_strides, moves)
+        b_first = by_op({maxpool: first_window + groups, add: fields["b_base"]})
+        b = _Stream(m, "b", w, first("b", w, b_first), act_strides, moves)
         weight = _Stream(m, "weight", weight_word.width, 0, weight_strides, moves)
         out = _Stream(
             m,
@@ -599,6 +611,7 @@ class AddressGenerator(wiring.Component):
         )
         iy = _Stream(m, "iy", coordinate.width, top_row, iy_strides, moves)
         ix = _Stream(m, "ix", coordinate.width, left_column, ix_strides, moves)
+        ix_b = _Stream(m, "ix_b", coordinate.width, b_left_column, ix_strides, moves)
 
         assert ADDRESS_LATENCY == 1  # the streams are the issue's addresses one cycle after it
         m.d.comb += [
@@ -607,6 +620,8 @@ class AddressGenerator(wiring.Component):
             self.weight_addr.eq(weight.value),
         ]
         row, column = iy.value.as_signed(), ix.value.as_signed()
+        b_column = ix_b.value.as_signed()
+        row_inside = (row >= 0) & (row < in_h)
         payload = self.tokens.payload
         m.d.sync += [
             self.tokens.valid.eq(issued_valid),
@@ -614,6 +629,7 @@ class AddressGenerator(wiring.Component):
             payload.last.eq(issued_last),
             payload.block.eq(issued_block),
             payload.out_addr.eq(out.value),
-            payload.in_bounds.eq((row >= 0) & (row < in_h) & (column >= 0) & (column < in_w)),
+            payload.in_bounds.eq(row_inside & (column >= 0) & (column < in_w)),
+            payload.b_in_bounds.eq(issued_pair & row_inside & (b_column >= 0) & (b_column < in_w)),
         ]
         return m

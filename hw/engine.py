@@ -21,7 +21,8 @@ everything about the buffers' byte layouts is in :mod:`fpga.layout`. One run exe
   addresses and the stage-1 token stream) -> the systolic :class:`hw.array.MacArray` ->
   :class:`hw.engine_parts.Accumulator` (accumulate + requantize) on the read side; the pipeline
   latency is the sum of the read side's exported latencies.
-* MAXPOOL 3x3/2 ceil mode: 9 taps per output vector, taps outside the image don't count.
+* MAXPOOL 3x3/2 ceil mode: 9 taps per output vector, two of a window row per cycle (ACT_IN's
+  two read ports: 6 cycles a window), taps outside the image don't count.
 * ADD: two operand vectors (two read ports) every ``add_cycles_per_vector`` (2) cycles,
   ``(a*ma + b*mb + round) >> s``, half the lanes per cycle through DSP multipliers.
 * AVGPOOL: int32 sums per channel, 4 output words per channel group.
@@ -429,13 +430,16 @@ class ConvEngine(wiring.Component):
         # -- stage 1b: the captured data registered again (with the padding zeroed), beside
         # the array and the DSP input registers, so no path runs from a RAM through arithmetic
         act_r = Signal(act * lanes)
-        b_r = Signal(act * lanes)
+        b_r = Signal(act * lanes)  # ADD: the second operand; MAXPOOL: the second tap
+        act_min = -(1 << (act - 1))
+        min_vector = Cat(*[Const(act_min, signed(act))] * lanes)
         t = Signal.like(s1)  # the token, registered with the data
         t_valid = Signal()
         weight_r = [Signal.like(held, name=f"weight_r_{d}") for d, held in enumerate(weight_data)]
         m.d.engine += [
             act_r.eq(act_vector),
-            b_r.eq(b_data),
+            # (a MAXPOOL tap outside the image or the window reads the smallest activation)
+            b_r.eq(Mux(s1.b_in_bounds | (op == Op.ADD), b_data, min_vector)),
             *[r.eq(held) for r, held in zip(weight_r, weight_data, strict=True)],
             t.eq(s1),
             t_valid.eq(s1_valid),
@@ -473,14 +477,9 @@ class ConvEngine(wiring.Component):
         # array's zero, and Yosys merges flip-flops with equal inputs, which had made the two
         # copies one register again for 7 bits of every lane; the inverse is taken back in
         # the pools' first LUTs.
-        act_min = -(1 << (act - 1))
         pool_act_inverted = Signal(act * lanes)
         m.d.engine += pool_act_inverted.eq(
-            ~Mux(
-                s1.in_bounds | (op == Op.ADD) | (op == Op.AVGPOOL),
-                act_data,
-                Cat(*[Const(act_min, signed(act))] * lanes),
-            )
+            ~Mux(s1.in_bounds | (op == Op.ADD) | (op == Op.AVGPOOL), act_data, min_vector)
         )
         pool_act = Signal(act * lanes)
         m.d.comb += pool_act.eq(~pool_act_inverted)

@@ -39,7 +39,7 @@ from hw.requant import round_shifted, shift_halved
 
 
 def pool_tag(config: AcceleratorConfig) -> data.StructLayout:
-    """What a pool/add token carries besides its vectors: first/last tap of its MAXPOOL window
+    """What a pool/add token carries besides its vectors: first/last tap pair of its MAXPOOL window
     (first/last pixel of its AVGPOOL channel group; both set for an ADD vector) and its
     output-buffer word (MAXPOOL and ADD)."""
     return data.StructLayout(
@@ -50,7 +50,8 @@ def pool_tag(config: AcceleratorConfig) -> data.StructLayout:
 def tokens_signature(config: AcceleratorConfig) -> stream.Signature:
     """One stage-1b token of a pool/add run: the activation vector as the pools see it (a
     MAXPOOL tap in the padding reads the smallest activation, which never wins a max), the
-    ADD's second operand vector and the token's tag."""
+    ADD's second operand vector (MAXPOOL: the second tap, right of the first; the smallest
+    activation outside the image or the window) and the token's tag."""
     vector = data.ArrayLayout(signed(config.act_bits), config.rows)
     return stream.Signature(
         data.StructLayout({"act": vector, "b": vector, "tag": pool_tag(config)}),
@@ -74,8 +75,9 @@ class PoolUnit(wiring.Component):
     unit first registers each token beside its datapaths (``POOL_INPUT_LATENCY``, 1 cycle,
     counted in the latencies below).
 
-    * MAXPOOL: a running max per lane over a window's taps (``first`` restarts it); the last
-      tap's max leaves, at the token's ``out_addr``, ``MAXPOOL_LATENCY`` (5) cycles later.
+    * MAXPOOL: per lane the max of the token's two taps (``act``, ``b``), registered, then a
+      running max over a window's tap pairs (``first`` restarts it); the last pair's max
+      leaves, at the token's ``out_addr``, ``MAXPOOL_LATENCY`` (6) cycles later.
     * ADD: ``clamp((a * mult_a + b * mult_b + round) >> shift)`` per lane (exactly
       :func:`fpga.golden.add`), a vector every ``add_cycles_per_vector`` (2) cycles at most:
       its lanes go through ``rows / add_cycles_per_vector`` multiplier pairs (DSPs), half
@@ -153,15 +155,18 @@ class PoolUnit(wiring.Component):
             ]
             with m.If(is_op[kind]):
                 m.d.sync += token[kind].eq(carried)
-        # latencies below count from the registered token
-        max_delay = self.max_latency - POOL_INPUT_LATENCY
+        # latencies below count from the registered token (MAXPOOL: from its pair's max, a
+        # register after it)
+        max_delay = self.max_latency - POOL_INPUT_LATENCY - 1
         add_delay = self.add_latency - POOL_INPUT_LATENCY
 
         # the output word of MAXPOOL (the max, its last register) and of ADD (the lanes as
         # their halves finish)
         result = Signal(act * lanes)
-        max_tag, add_tag = token[Op.MAXPOOL], token[Op.ADD].tag
-        max_done = valid[Op.MAXPOOL] & max_tag.last
+        max_tag = delayed(m, token[Op.MAXPOOL], 1, "max_pair_tag")  # with the pair's max
+        max_valid = delayed(m, valid[Op.MAXPOOL], 1, "max_pair_valid")
+        add_tag = token[Op.ADD].tag
+        max_done = max_valid & max_tag.last
         add_done = valid[Op.ADD] & add_tag.last
         max_write = delayed(m, max_done, max_delay, "max_write")
         add_write = delayed(m, add_done, add_delay, "add_write")
@@ -220,8 +225,9 @@ class PoolUnit(wiring.Component):
                             lane = h * units + u
                             m.d.sync += result.word_select(lane, act).eq(clamped)
 
-        # -- MAXPOOL: the running max; the last tap's rides along through registers into the
-        # output word. AVGPOOL: the running sums, snapshot at a group's last pixel
+        # -- MAXPOOL: the max of the token's two taps (``act`` and ``b``: two of a window row), then
+        # the running max; the last pair's rides along through registers into the output word.
+        # AVGPOOL: the running sums, snapshot at a group's last pixel
         # The running max holds its lanes in offset binary (the sign bit flipped: an unsigned
         # value in the same order), so its compare is one unsigned carry chain: Yosys's signed
         # compare fed its result out of the chain through a second one and two more LUTs,
@@ -229,23 +235,35 @@ class PoolUnit(wiring.Component):
         # alone (9.1 ns). The taps are loaded flipped beside it; the result flips back.
         sign = 1 << (act - 1)
         max_taps = [Signal(unsigned(act), name=f"max_tap_{i}") for i in range(lanes)]
+        b_taps = [Signal(unsigned(act), name=f"max_b_tap_{i}") for i in range(lanes)]
+        pairs = [Signal(unsigned(act), name=f"max_pair_{i}") for i in range(lanes)]
         with m.If(is_op[Op.MAXPOOL]):
             m.d.sync += [
-                tap.eq(self.tokens.payload.act[i].as_unsigned() ^ sign)
-                for i, tap in enumerate(max_taps)
+                *[
+                    tap.eq(self.tokens.payload.act[i].as_unsigned() ^ sign)
+                    for i, tap in enumerate(max_taps)
+                ],
+                *[
+                    tap.eq(self.tokens.payload.b[i].as_unsigned() ^ sign)
+                    for i, tap in enumerate(b_taps)
+                ],
             ]
+        m.d.sync += [
+            pair.eq(Mux(b_tap > a_tap, b_tap, a_tap))
+            for pair, a_tap, b_tap in zip(pairs, max_taps, b_taps, strict=True)
+        ]
         pool_max = [Signal(unsigned(act), name=f"max_{i}") for i in range(lanes)]
         sums = [Signal(signed(cfg.acc_bits), name=f"sum_{i}") for i in range(lanes)]
         snapshot = Signal(cfg.acc_bits * lanes)
         avg = token[Op.AVGPOOL]
         for i in range(lanes):
-            tap_value = max_taps[i]  # (the smallest activation outside the image: 0 here)
+            tap_value = pairs[i]  # (the smallest activation outside the image: 0 here)
             best = Mux(max_tag.first | (tap_value > pool_max[i]), tap_value, pool_max[i])
             sum_next = Mux(avg.tag.first, avg.act[i], sums[i] + avg.act[i])
             max_ready = delayed(m, best, max_delay - 1, f"max_{i}")
             with m.If(~is_op[Op.ADD]):
                 m.d.sync += result.word_select(i, act).eq(max_ready ^ sign)
-            with m.If(valid[Op.MAXPOOL]):
+            with m.If(max_valid):
                 m.d.sync += pool_max[i].eq(best)
             with m.If(valid[Op.AVGPOOL]):
                 m.d.sync += sums[i].eq(sum_next)

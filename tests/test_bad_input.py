@@ -224,6 +224,14 @@ CASES = [
         ["--board", "ulx3s", "--engine-clock-mhz", "64", "--out", "{dir}/b"],
         "40, 40, 64 MHz",
     ),
+    ("build-seed-negative", "fpga.build", ["--board", "ulx3s", "--seed", "-1"], "--seed must be"),
+    (
+        "build-seed-vivado",  # nextpnr's placement seed: the Arty builds with Vivado
+        "fpga.build",
+        ["--board", "arty_a7", "--seed", "3", "--out", "{dir}/b"],
+        "builds with Vivado",
+    ),
+    ("usage-build-seed", "fpga.build", ["--board", "ulx3s", "--seed", "x"], "invalid int"),
     (
         "build-clock-streamed-arty",  # no PLL in the streamed Arty SoC
         "fpga.build",

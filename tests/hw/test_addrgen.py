@@ -30,11 +30,12 @@ CONFIGS = [DEFAULT_CONFIG.replace(rows=4, cols=4), DEFAULT_CONFIG]
 IDS = [f"{c.rows}x{c.cols}" for c in CONFIGS]
 
 #: what the engine uses of an issue, per op (the other fields are don't-cares: the engine
-#: ignores ``in_bounds`` for ADD/AVGPOOL, ``b_addr`` outside ADD, the weight address and
+#: ignores ``in_bounds`` for ADD/AVGPOOL, ``b_addr`` outside ADD and MAXPOOL, ``b_in_bounds``
+#: outside MAXPOOL, the weight address and
 #: block outside CONV, AVGPOOL's ``out_addr`` (the pool unit counts its groups))
 CHECKED = {
     Op.CONV: ("act", "weight", "in_bounds", "first", "last", "out_addr", "block"),
-    Op.MAXPOOL: ("act", "in_bounds", "first", "last", "out_addr"),
+    Op.MAXPOOL: ("act", "b", "in_bounds", "b_in_bounds", "first", "last", "out_addr"),
     Op.ADD: ("act", "b", "first", "last", "out_addr"),
     Op.AVGPOOL: ("act", "first", "last"),
 }
@@ -88,13 +89,18 @@ def model(d: LayerDescriptor, config) -> list[tuple[int, dict]]:
                                     block=block,
                                 )
     elif d.op == Op.MAXPOOL:  # 3x3/2 whatever the kernel and stride fields say
+        # two taps of a window row per issue: (kx 0, kx 1), then (kx 2, none)
         for oy in range(d.out_h):
             for ox in range(d.out_w):
                 for g in range(groups):
                     for ky in range(3):
-                        for kx in range(3):
+                        for kx in (0, 2):
+                            y, x = 2 * oy - d.pad_top + ky, 2 * ox - d.pad_left + kx
+                            second = tap(y, x + 1, g)
                             issue(
-                                **tap(2 * oy - d.pad_top + ky, 2 * ox - d.pad_left + kx, g),
+                                **tap(y, x, g),
+                                b=second["act"],
+                                b_in_bounds=second["in_bounds"] and kx + 1 < 3,
                                 first=(ky, kx) == (0, 0),
                                 last=(ky, kx) == (2, 2),
                                 out_addr=((oy * d.out_w + ox) * groups + g) & out_mask,
@@ -237,7 +243,7 @@ def simulate(dut: AddressGenerator, runs: list[LayerDescriptor], rng) -> list[di
                     token = dut.tokens.payload
                     issue = cycle - dut.latency
                     fields = dict(addresses[issue + dut.address_latency])
-                    for name in ("in_bounds", "first", "last", "out_addr", "block"):
+                    for name in ("in_bounds", "b_in_bounds", "first", "last", "out_addr", "block"):
                         fields[name] = ctx.get(getattr(token, name))
                     issues.append((issue, fields))
                     quiet = 0

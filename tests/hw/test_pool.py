@@ -102,12 +102,22 @@ def check(writes, expected):
         assert got == want, f"(cycle, address, lanes): got {got}, expected {want}"
 
 
+def window_tap(x, g: int, lanes: int, iy: int, ix: int, end: int):
+    """Group ``g``'s lanes of image ``x`` at ``(iy, ix)``; the smallest activation outside the
+    image or right of the window (columns from ``end`` on)."""
+    if iy < x.shape[1] and ix < min(x.shape[2], end):
+        return x[g * lanes : (g + 1) * lanes, iy, ix]
+    return np.full(lanes, golden.ACT_MIN)
+
+
 @pytest.mark.parametrize("config", CONFIGS, ids=IDS)
 def test_maxpool_equals_golden_maxpool(config):
     """Random int8 images (1-2 channel groups, 3..11 x 3..11) as the engine issues them (for
-    each output pixel and channel group the 3x3/2 window's taps, kx fastest; taps outside the
-    image read the smallest activation), with bubbles between taps: each window's output word
-    is ``golden.maxpool`` at its address, ``MAXPOOL_LATENCY`` cycles after its last tap."""
+    each output pixel and channel group the 3x3/2 window's rows, each as two tokens of two
+    taps, ``act`` column kx and ``b`` kx + 1 for kx 0 and 2; taps outside the image or the
+    window read the smallest activation), with bubbles between tokens: each window's output
+    word is ``golden.maxpool`` at its address, ``MAXPOOL_LATENCY`` cycles after its last
+    token."""
     dut = PoolUnit(config)
     assert dut.latency[Op.MAXPOOL] == dut.max_latency == MAXPOOL_LATENCY
     lanes = config.rows
@@ -120,22 +130,19 @@ def test_maxpool_equals_golden_maxpool(config):
         y = golden.maxpool(x)
         out_h, out_w = y.shape[1:]
         tokens, words = [], []
+
         for oy in range(out_h):
             for ox in range(out_w):
                 for g in range(groups):
                     address = (oy * out_w + ox) * groups + g
                     for ky in range(3):
-                        for kx in range(3):
+                        for kx in (0, 2):
                             iy, ix = 2 * oy + ky, 2 * ox + kx
-                            if iy < h and ix < w:
-                                act = x[g * lanes : (g + 1) * lanes, iy, ix]
-                            else:
-                                act = np.full(lanes, golden.ACT_MIN)
                             tokens += bubbles(rng, 0.15)
                             tokens.append(
                                 {
-                                    "act": act,
-                                    "b": rng.integers(-128, 128, lanes),
+                                    "act": window_tap(x, g, lanes, iy, ix, 2 * ox + 3),
+                                    "b": window_tap(x, g, lanes, iy, ix + 1, 2 * ox + 3),
                                     "first": int(ky == 0 and kx == 0),
                                     "last": int(ky == 2 and kx == 2),
                                     "out_addr": address,
