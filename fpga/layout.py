@@ -108,9 +108,9 @@ ADD_MULTIPLY_LATENCY = 1 + MULTIPLIER_LATENCY
 #: 8x8 SoC's engine critical path (3.4 ns).
 POOL_INPUT_LATENCY = 1
 #: the bypass ADD, one half of a vector's lanes from the cycle it is selected in to its lanes
-#: in the output word: the multiply, the products' sum, the shift, the rounding and clamp (a
-#: whole vector: :func:`add_latency`)
-ADD_LATENCY = ADD_MULTIPLY_LATENCY + 1 + SHIFT_LATENCY + ROUND_LATENCY
+#: in the output word: the multiply, the products registered again (in fabric), their sum, the
+#: shift, the rounding and clamp (a whole vector: :func:`add_latency`)
+ADD_LATENCY = ADD_MULTIPLY_LATENCY + 2 + SHIFT_LATENCY + ROUND_LATENCY
 #: MAXPOOL, a window's last tap pair -> its output word: the input register, the pair's max,
 #: the running max, then three registers
 MAXPOOL_LATENCY = POOL_INPUT_LATENCY + 5
