@@ -55,6 +55,13 @@ def _latency(op: str) -> str:
     return str(pipeline_latency(Op[op], DEFAULT_CONFIG))
 
 
+def _array_latency() -> int:
+    from fpga.config import DEFAULT_CONFIG
+    from fpga.layout import array_latency
+
+    return array_latency(DEFAULT_CONFIG.rows, DEFAULT_CONFIG.cols)
+
+
 def _utilization(variant: str, config: str = "default") -> float:
     program = _program(variant, config)
     macs = sum(unit.macs for unit in program.units)
@@ -128,7 +135,11 @@ FACTS: dict[str, Callable[[], str]] = {
             ("add_share", lambda v=variant: f"{100 * _op_cycles(v, 'add') / _cycles(v):.1f}"),
         )
     },
-    **{f"latency.{op.lower()}": lambda op=op: _latency(op) for op in ("MAXPOOL", "ADD", "AVGPOOL")},
+    **{
+        f"latency.{op.lower()}": lambda op=op: _latency(op)
+        for op in ("CONV", "MAXPOOL", "ADD", "AVGPOOL")
+    },
+    "latency.array": lambda: str(_array_latency()),
     "wide.v1.0.cycles": lambda: _count(_cycles("v1.0", "wide")),
     "wide.v1.1.cycles": lambda: _count(_cycles("v1.1", "wide")),
     **{

@@ -149,10 +149,11 @@ PIPELINE_LATENCY = {
 
 def array_latency(rows: int, cols: int) -> int:
     """Cycles through the systolic MAC array (``hw.array.MacArray.latency``): the PE's
-    multiplier (:data:`MULTIPLIER_LATENCY`), ``rows`` partial-sum registers down a column, and
+    multiplier (:data:`MULTIPLIER_LATENCY`), ``rows`` partial-sum registers down a column,
     ``cols - 1`` cycles of skew (activations entering row r are delayed r cycles, column c's
-    sums c cycles later are deskewed to the last column's)."""
-    return MULTIPLIER_LATENCY + rows + cols - 1
+    sums c cycles later are deskewed to the last column's) and the output register at the
+    array's edge."""
+    return MULTIPLIER_LATENCY + rows + cols
 
 
 def add_cycles_per_vector(config: AcceleratorConfig) -> int:

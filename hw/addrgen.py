@@ -58,10 +58,10 @@ DESCRIPTOR_LAYOUT = descriptor_layout()
 
 def token_layout(config: AcceleratorConfig) -> data.StructLayout:
     """What an issued tap carries down the pipeline (stage 1): its tap inside the image
-    (CONV/MAXPOOL; padding otherwise), MAXPOOL's second tap (``b_addr``'s) inside the image and
-    the window, first/last tap of its output pixel (MAXPOOL window,
-    AVGPOOL channel group; both set for an ADD vector), its output-buffer word (CONV, MAXPOOL,
-    ADD) and its output-channel block (CONV: parameter memory word)."""
+    (CONV/MAXPOOL; padding otherwise), MAXPOOL's second tap (``b_addr``'s) inside the image and the
+    window, first/last tap of its output pixel (MAXPOOL window, AVGPOOL channel group; both set for
+    an ADD vector), its output-buffer word (CONV, MAXPOOL, ADD) and its output-channel block (CONV:
+    parameter memory word)."""
     return data.StructLayout(
         {
             "in_bounds": 1,

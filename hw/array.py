@@ -15,14 +15,15 @@ activation lane ``r`` is delayed ``r`` cycles before row ``r`` and the weight of
 ``r + c`` cycles: by a per-PE delay line, or (``skewed_weights``, as the engine does) by the
 caller, whose weight buffer is banked by diagonal and reads bank ``r + c`` that many cycles late
 (``sum(r + c)`` bytes of delay line, 30 KiB of flip-flops for 16 x 16, become one delayed
-read address per diagonal); column ``c``'s finished sum leaves the
-bottom row ``c`` cycles after column 0's and is delayed ``cols - 1 - c`` cycles (deskew), so
-the ``cols`` sums of one tap come out together. The array is fully pipelined (one tap per cycle,
-no bubbles between pixels, taps or runs); the skew costs ``rows + cols - 1`` cycles of latency,
-paid once per run by the engine's drain, never per pixel. See docs/engine.md for why this
-dataflow (and not a weight-stationary or pixel-parallel output-stationary one) for SqueezeNet.
+read address per diagonal); column ``c``'s finished sum leaves the bottom row ``c`` cycles
+after column 0's and is delayed ``cols - 1 - c`` cycles (deskew), so the ``cols`` sums of
+one tap come out together, through an output register at the array's edge. The array is
+fully pipelined (one tap per cycle, no bubbles between pixels, taps or runs); the skew costs
+``rows + cols - 1`` cycles of latency, paid once per run by the engine's drain, never per
+pixel. See docs/engine.md for why this dataflow (and not a weight-stationary or
+pixel-parallel output-stationary one) for SqueezeNet.
 
-Latency (``MacArray.latency``): ``rows + cols + 2`` cycles from the inputs to ``column_sums``.
+Latency (``MacArray.latency``): ``rows + cols + 3`` cycles from the inputs to ``column_sums``.
 """
 
 from amaranth import Cat, ClockSignal, Instance, Module, Mux, Signal, Value, signed
@@ -286,7 +287,8 @@ class MacArray(wiring.Component):
         self.act_bits, self.weight_bits = act_bits, weight_bits
         self.sum_bits = partial_sum_bits(rows, self.act_bits + self.weight_bits)
         #: cycles from ``act``/``weight`` to ``column_sums``: operand register, product
-        #: register, ``rows`` sum registers, ``cols - 1`` skew cycles (inputs + deskew); the
+        #: register, ``rows`` sum registers, ``cols - 1`` skew cycles (inputs + deskew), the
+        #: output register; the
         #: cycle model's figure (``fpga.layout.array_latency``), checked by tests/hw/test_array.py
         self.latency = array_latency(rows, cols)
         layouts = (rows, cols, act_bits, weight_bits, tag)
@@ -332,9 +334,13 @@ class MacArray(wiring.Component):
                 # partial sums from the PE above (row 0 starts from zero)
                 if r > 0:
                     m.d.comb += pe.psum_in.eq(self.pes[r - 1][c].psum_out)
-        for c in range(cols):  # deskew: column c finished c cycles after column 0
+        # deskew: column c finished c cycles after column 0; then every column's sum is
+        # registered once more at the array's edge, so no PE's sum register is pulled away from
+        # its multiplier toward the accumulators (the last column's, with no deskew register,
+        # was the 8x8 engine's critical path alone: its DSP -> 6.24 ns of routing -> its sum)
+        for c in range(cols):
             total = delayed(
-                m, self.pes[rows - 1][c].psum_out, cols - 1 - c, f"deskew_{c}", reset_less=True
+                m, self.pes[rows - 1][c].psum_out, cols - c, f"deskew_{c}", reset_less=True
             )
             m.d.comb += self.sums.payload.sums[c].eq(total)
         side = Signal(data.StructLayout({"valid": 1, "tag": operands.tag.shape()}))
