@@ -423,17 +423,10 @@ class ConvEngine(wiring.Component):
             s1.eq(addrgen.tokens.payload),
             s1_valid.eq(addrgen.tokens.valid),
         ]
-        # the run's op as flags in registers of their own (settled the cycle after the start,
-        # before the first token): the op decode is not in front of these wide selects
-        is_conv, is_add, whole_vectors = Signal(), Signal(), Signal()
-        m.d.engine += [
-            is_conv.eq(op == Op.CONV),
-            is_add.eq(op == Op.ADD),
-            # ADD and AVGPOOL read whole vectors: no padding, no window
-            whole_vectors.eq((op == Op.ADD) | (op == Op.AVGPOOL)),
-        ]
         act_vector = Signal(act * lanes)
-        m.d.comb += act_vector.eq(Mux(s1.in_bounds | whole_vectors, act_data, 0))
+        m.d.comb += act_vector.eq(
+            Mux(s1.in_bounds | (op == Op.ADD) | (op == Op.AVGPOOL), act_data, 0)
+        )
         # -- stage 1b: the captured data registered again (with the padding zeroed), beside
         # the array and the DSP input registers, so no path runs from a RAM through arithmetic
         act_r = Signal(act * lanes)
@@ -446,7 +439,7 @@ class ConvEngine(wiring.Component):
         m.d.engine += [
             act_r.eq(act_vector),
             # (a MAXPOOL tap outside the image or the window reads the smallest activation)
-            b_r.eq(Mux(s1.b_in_bounds | is_add, b_data, min_vector)),
+            b_r.eq(Mux(s1.b_in_bounds | (op == Op.ADD), b_data, min_vector)),
             *[r.eq(held) for r, held in zip(weight_r, weight_data, strict=True)],
             t.eq(s1),
             t_valid.eq(s1_valid),
@@ -468,7 +461,7 @@ class ConvEngine(wiring.Component):
             operands.payload.tag.last.eq(t.last),
             operands.payload.tag.out_addr.eq(t.out_addr),
             operands.payload.tag.block.eq(t.block),
-            operands.valid.eq(t_valid & is_conv),
+            operands.valid.eq(t_valid & (op == Op.CONV)),
             accumulator.relu.eq(relu),
             param_read.addr.eq(accumulator.param_addr),
             accumulator.params.eq(param_read.data),
@@ -485,7 +478,9 @@ class ConvEngine(wiring.Component):
         # copies one register again for 7 bits of every lane; the inverse is taken back in
         # the pools' first LUTs.
         pool_act_inverted = Signal(act * lanes)
-        m.d.engine += pool_act_inverted.eq(~Mux(s1.in_bounds | whole_vectors, act_data, min_vector))
+        m.d.engine += pool_act_inverted.eq(
+            ~Mux(s1.in_bounds | (op == Op.ADD) | (op == Op.AVGPOOL), act_data, min_vector)
+        )
         pool_act = Signal(act * lanes)
         m.d.comb += pool_act.eq(~pool_act_inverted)
         # the generator's idle cycles are the pool unit's (ADD halves, AVGPOOL output words)
@@ -497,7 +492,7 @@ class ConvEngine(wiring.Component):
             tokens.tag.first.eq(t.first),
             tokens.tag.last.eq(t.last),
             tokens.tag.out_addr.eq(t.out_addr),
-            pool.tokens.valid.eq(t_valid & ~is_conv),
+            pool.tokens.valid.eq(t_valid & (op != Op.CONV)),
             pool.op.eq(op),
             pool.relu.eq(relu),
             pool.mult_a.eq(fields["mult_a"]),
