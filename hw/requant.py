@@ -35,6 +35,7 @@ def shift_halved(m: Module, value, shift, name: str):
     second stage). A whole shift by up to :data:`~fpga.golden.MAX_SHIFT` in one stage is six
     LUT levels after the route from ``value``'s register: the engine's critical path alone,
     in the requantizer (9.0 ns) and then in the bypass ADD (8.45 ns)."""
+    assert SHIFT_LATENCY == 2  # coarse, then halved
     fine = exact_log2(FINE_SHIFT)
     coarse = Signal(signed(len(value) + 1), name=f"{name}_coarse")
     halved = Signal(signed(len(value) + 1), name=f"{name}_halved")
