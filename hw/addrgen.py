@@ -622,10 +622,6 @@ class AddressGenerator(wiring.Component):
         row, column = iy.value.as_signed(), ix.value.as_signed()
         b_column = ix_b.value.as_signed()
         row_inside = (row >= 0) & (row < in_h)
-
-        def column_inside(value):
-            return (value >= 0) & (value < in_w)
-
         payload = self.tokens.payload
         m.d.sync += [
             self.tokens.valid.eq(issued_valid),
@@ -633,7 +629,7 @@ class AddressGenerator(wiring.Component):
             payload.last.eq(issued_last),
             payload.block.eq(issued_block),
             payload.out_addr.eq(out.value),
-            payload.in_bounds.eq(row_inside & column_inside(column)),
-            payload.b_in_bounds.eq(issued_pair & row_inside & column_inside(b_column)),
+            payload.in_bounds.eq(row_inside & (column >= 0) & (column < in_w)),
+            payload.b_in_bounds.eq(issued_pair & row_inside & (b_column >= 0) & (b_column < in_w)),
         ]
         return m

@@ -241,10 +241,17 @@ class PoolUnit(wiring.Component):
         max_taps = [Signal(unsigned(act), name=f"max_tap_{i}") for i in range(lanes)]
         b_taps = [Signal(unsigned(act), name=f"max_b_tap_{i}") for i in range(lanes)]
         pairs = [Signal(unsigned(act), name=f"max_pair_{i}") for i in range(lanes)]
-        payload = self.tokens.payload
         with m.If(is_op[Op.MAXPOOL]):
-            for taps, vector in ((max_taps, payload.act), (b_taps, payload.b)):
-                m.d.sync += [tap.eq(vector[i].as_unsigned() ^ sign) for i, tap in enumerate(taps)]
+            m.d.sync += [
+                *[
+                    tap.eq(self.tokens.payload.act[i].as_unsigned() ^ sign)
+                    for i, tap in enumerate(max_taps)
+                ],
+                *[
+                    tap.eq(self.tokens.payload.b[i].as_unsigned() ^ sign)
+                    for i, tap in enumerate(b_taps)
+                ],
+            ]
         m.d.sync += [
             pair.eq(Mux(b_tap > a_tap, b_tap, a_tap))
             for pair, a_tap, b_tap in zip(pairs, max_taps, b_taps, strict=True)
