@@ -23,10 +23,11 @@ import sys
 import numpy as np
 import torch
 
-from fpga import golden
-from fpga.arch import FIRE_SHAPES, VARIANTS, check_variant
+from fpga import floatgraph, golden
+from fpga.arch import VARIANTS, check_variant
 from fpga.cli import ArgumentParser
 from fpga.errors import run_cli
+from fpga.floatgraph import float_graph
 from fpga.graph import check_input_size
 from fpga.image import (
     DEFAULT_SIZE,
@@ -70,11 +71,12 @@ def quantize_multiplier(real: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     real = np.atleast_1d(np.asarray(real, dtype=np.float64))
     if (real <= 0).any() or not np.isfinite(real).all():
         raise ValueError("requantization factors must be positive and finite")
-    shift = 15 - np.floor(np.log2(real)).astype(np.int64)
+    # floor(log2(real)) from the exponent (exact; np.log2 may differ by an ulp between CPUs)
+    shift = 15 - (np.frexp(real)[1].astype(np.int64) - 1)
     if (shift < 0).any():
         raise ValueError(f"requantization factor {real.max():g} too large for a 16-bit multiplier")
     shift = np.minimum(shift, golden.MAX_SHIFT)
-    mult = np.floor(real * np.exp2(shift) + 0.5).astype(np.int64)
+    mult = np.floor(np.ldexp(real, shift) + 0.5).astype(np.int64)
     overflow = mult >= 2**16  # rounding carried into bit 16
     mult = np.where(overflow, mult // 2, mult)
     shift = np.where(overflow, shift - 1, shift)
@@ -86,87 +88,20 @@ def quantize_bias(bias: np.ndarray, scale: np.ndarray) -> np.ndarray:
     return np.clip(q, golden.ACC_MIN, golden.ACC_MAX).astype(np.int32)
 
 
-# -- float graph -------------------------------------------------------------------------------
-def float_graph(variant: str) -> list[dict]:
-    """The network as graph nodes in topological order (same names as the quantized graph).
-
-    Each node: name, op, inputs, and for convs the weight key prefix, stride, pad, relu.
-    """
-    arch = check_variant(variant)
-    nodes: list[dict] = []
-
-    def conv(name, src, stride=1, pad=0, relu=True):
-        nodes.append(dict(name=name, op="conv", inputs=(src,), stride=stride, pad=pad, relu=relu))
-        return name
-
-    x = conv("conv1", "input", stride=2)
-    nodes.append(dict(name="pool1", op="maxpool", inputs=(x,)))
-    x, pools = "pool1", 1
-    for n in FIRE_SHAPES:
-        f = f"fire{n}"
-        s = conv(f"{f}.squeeze", x)
-        e1 = conv(f"{f}.expand1x1", s)
-        e3 = conv(f"{f}.expand3x3", s, pad=1)
-        nodes.append(dict(name=f"{f}.concat", op="concat", inputs=(e1, e3)))
-        out = f"{f}.concat"
-        if n in arch.identity_bypass:
-            nodes.append(dict(name=f"{f}.add", op="add", inputs=(out, x)))
-            out = f"{f}.add"
-        elif n in arch.conv_bypass:
-            b = conv(f"{f}.bypass", x, relu=False)
-            nodes.append(dict(name=f"{f}.add", op="add", inputs=(out, b)))
-            out = f"{f}.add"
-        x = out
-        if f in arch.pool_after:
-            pools += 1
-            nodes.append(dict(name=f"pool{pools}", op="maxpool", inputs=(x,)))
-            x = f"pool{pools}"
-    x = conv("conv10", x)
-    nodes.append(dict(name="avgpool", op="avgpool", inputs=(x,)))
-    return nodes
-
-
-def run_float_graph(
-    nodes: list[dict], weights: dict[str, np.ndarray], image: np.ndarray
-) -> dict[str, torch.Tensor]:
-    """Float forward pass over the graph; every node's tensor (1, C, H, W) by name."""
-    f = torch.nn.functional
-    t = {"input": torch.from_numpy(np.asarray(image, dtype=np.float32))[None]}
-    with torch.no_grad():
-        for node in nodes:
-            ins = [t[i] for i in node["inputs"]]
-            if node["op"] == "conv":
-                y = f.conv2d(
-                    ins[0],
-                    torch.from_numpy(weights[node["name"] + ".weight"]),
-                    torch.from_numpy(weights[node["name"] + ".bias"]),
-                    stride=node["stride"],
-                    padding=node["pad"],
-                )
-                y = torch.relu(y) if node["relu"] else y
-            elif node["op"] == "maxpool":
-                y = f.max_pool2d(ins[0], 3, 2, ceil_mode=True)
-            elif node["op"] == "concat":
-                y = torch.cat(ins, 1)
-            elif node["op"] == "add":
-                y = ins[0] + ins[1]
-            else:  # avgpool
-                y = ins[0].mean(dim=(2, 3))
-            t[node["name"]] = y
-    return t
-
-
 def calibrate(
     variant: str,
     weights: dict[str, np.ndarray],
     images: list[np.ndarray],
 ) -> dict[str, float]:
-    """Per-tensor activation scale (max|a| / 127) of every graph node over ``images``."""
+    """Per-tensor activation scale (max|a| / 127) of every graph node over ``images``.
+
+    The activations come from :mod:`fpga.floatgraph` (float64, one fixed summation order), so
+    the scales, and the model file they go into, are the same bits on every machine."""
     nodes = float_graph(variant)
     peaks: dict[str, float] = {}
     for image in images:
-        for name, tensor in run_float_graph(nodes, weights, image).items():
-            peaks[name] = max(peaks.get(name, 0.0), float(tensor.abs().max()))
+        for name, tensor in floatgraph.run(nodes, weights, image).items():
+            peaks[name] = max(peaks.get(name, 0.0), float(np.abs(tensor).max()))
     return {name: (peak / 127.0 if peak > 0 else 1.0) for name, peak in peaks.items()}
 
 
@@ -218,7 +153,7 @@ def quantize_network(
         elif op == "add":
             factors = np.array([scales[inputs[0]], scales[inputs[1]]]) / out_scale
             _, shift = quantize_multiplier(factors.max())
-            mult = np.floor(factors * np.exp2(shift) + 0.5).astype(np.int64)
+            mult = np.floor(np.ldexp(factors, shift) + 0.5).astype(np.int64)
             layers.append(
                 QLayer(name, op, inputs, out_scale, multiplier=mult, shift=shift, relu=False)
             )
@@ -272,6 +207,12 @@ def int8_logits(network: QuantizedNetwork, image: np.ndarray) -> np.ndarray:
     return network.logits(sums)
 
 
+def _top5(logits: np.ndarray) -> list[int]:
+    """The five largest entries' indices, ties in index order (a stable sort: the same on every
+    machine, where the default sort's kernel depends on the CPU)."""
+    return np.argsort(-np.asarray(logits), kind="stable")[:5].tolist()
+
+
 def agreement(reference: list[np.ndarray], candidate: list[np.ndarray]) -> dict:
     """Fidelity of ``candidate`` logits against ``reference`` logits over the same images.
 
@@ -280,8 +221,7 @@ def agreement(reference: list[np.ndarray], candidate: list[np.ndarray]) -> dict:
     """
     top1 = [int(np.argmax(r) == np.argmax(c)) for r, c in zip(reference, candidate, strict=True)]
     top5s = [
-        len(set(np.argsort(-r)[:5]) & set(np.argsort(-c)[:5])) / 5
-        for r, c in zip(reference, candidate, strict=True)
+        len(set(_top5(r)) & set(_top5(c))) / 5 for r, c in zip(reference, candidate, strict=True)
     ]
     ref, cand = np.concatenate(reference), np.concatenate(candidate)
     noise = float(((ref - cand) ** 2).sum())

@@ -32,6 +32,7 @@ SPEC = {
     "fpga.layout",
     "fpga.protocol",
     "fpga.golden",
+    "fpga.floatgraph",
     "fpga.huffman",
     "fpga.image",
     "fpga.network",

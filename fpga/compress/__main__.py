@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fpga import quant
+from fpga import floatgraph, quant
 from fpga.arch import DATA_DIR, VARIANTS, check_variant
 from fpga.cli import ArgumentParser
 from fpga.compress.core import compress_network
@@ -138,9 +138,13 @@ def print_inspect(info: dict, sizes: dict | None = None) -> None:
 
 
 def fidelity(network) -> dict:
+    """int8 ``network`` against the float model of its variant on the bundled photos.
+
+    The float logits come from :mod:`fpga.floatgraph` (fixed summation order), so the record
+    the model file carries is the same on every machine."""
     images = [preprocess(p, network.input_size) for p in bundled_photos()]
-    model = quant.load_model(network.variant)
-    ref = [quant.float_logits(network.variant, img, model) for img in images]
+    weights = load_weights(network.variant)
+    ref = [floatgraph.logits(network.variant, weights, img) for img in images]
     cand = [quant.int8_logits(network, img) for img in images]
     return quant.agreement(ref, cand)
 
