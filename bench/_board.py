@@ -6,7 +6,6 @@ from functools import cache
 from fpga import golden, quant
 from fpga.compile import compile_network, execute
 from fpga.image import bundled_photos, preprocess
-from host.driver import Device
 from sim.board import SimulatedBoard
 
 
@@ -15,7 +14,7 @@ def board_run(variant: str, size: int, weights_mode: str = "indices") -> dict:
     network = quant.quantize_network(variant, size=size)
     image = network.quantize_input(preprocess(bundled_photos()[1], size))
     with SimulatedBoard() as board:
-        device = Device.open(board.url)
+        device = board.open_device()
         info = device.identify()
         program = compile_network(network, info.config(), weights_mode=weights_mode)
         start = time.perf_counter()

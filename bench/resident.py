@@ -251,7 +251,7 @@ def main() -> dict:
     rows = []
     board = BoardProcess(build_binary()).start()
     try:
-        device = Device.open(board.url)
+        device = board.open_device()
         info = device.identify()
         print(
             f"one simulated board with DRAM ({info.dram_bytes / 2**20:.0f} MiB), "

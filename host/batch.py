@@ -37,6 +37,9 @@ from fpga.errors import UserError
 STOP_TIMEOUT_S = 10.0
 #: ``ray.init`` object store for a local run: the model and the results are a few MB
 OBJECT_STORE_BYTES = 100 << 20
+#: the niceness of a local run's actors and so of the simulated boards they start (Ray's own
+#: default is 15, for background work)
+WORKER_NICENESS = 0
 
 
 class BatchError(UserError, ValueError):
@@ -147,12 +150,13 @@ class BoardWorker:
         self.lock = threading.Lock()
         start = time.perf_counter()
         try:
-            url = spec.url
             if spec.binary:
                 self.board = BoardProcess(spec.binary).start()
-                url = self.board.url
-            self.url = url
-            self.device = Device.open(url, baud=spec.baud)
+                self.url = self.board.url
+                self.device = self.board.open_device()
+            else:
+                self.url = spec.url
+                self.device = Device.open(spec.url, baud=spec.baud)
             # IDENTIFY, compile and (resident mode) the model load, once per board
             from host.classify import Session
 
@@ -270,6 +274,10 @@ def _start_ray(address: str | None, boards: int):
             log_to_driver=False,
             logging_level=logging.WARNING,
             object_store_memory=OBJECT_STORE_BYTES,
+            # Ray runs its workers at niceness 15, and a simulated board inherits its actor's:
+            # on a busy machine a board then got ~2 % of a core and loading a model took
+            # minutes (the boards are the work the user asked for, not background jobs)
+            _system_config={"worker_niceness": WORKER_NICENESS},
         )
     return ray
 
@@ -287,20 +295,23 @@ def classify_batch(
     """Classify ``images`` over ``devices``, one Ray actor each; ``options`` are the keyword
     arguments of the per-image work (``weights_mode``, ``mode``, ``baud``). ``on_result(result,
     bar, boards)`` is called in input order as soon as every earlier result is known."""
-    ray = _start_ray(ray_address, len(devices))
     start = time.perf_counter()
     boards: list[BoardState] = []
     results: list[dict | None] = [None] * len(images)
     finished: list[float | None] = [None] * len(images)
+    ray = None
     try:
+        ray = _start_ray(ray_address, len(devices))
         worker = ray.remote(num_cpus=1, max_concurrency=2, max_restarts=0)(BoardWorker)
         shared = (ray.put(network), ray.put(compressed))
         boards = [BoardState(spec, worker.remote(spec, *shared, options)) for spec in devices]
         ready_s, first_s = _schedule(
             ray, images, boards, results, finished, progress, on_result, start
         )
-    finally:
-        _stop_all(ray, boards)
+    except BaseException:  # Ctrl-C, or a bug: no polite stops, every board ends now
+        _stop_all(ray, boards, at_once=True)
+        raise
+    _stop_all(ray, boards)
     if boards and not any(b.ready for b in boards):
         raise BatchError(
             "no board could be started: "
@@ -437,19 +448,28 @@ def _stop_board(ray, board: BoardState) -> None:
         ray.kill(board.actor, no_restart=True)
 
 
-def _stop_all(ray, boards: list[BoardState]) -> None:
-    """Stop every board and Ray, even on Ctrl-C (a second Ctrl-C waits for this): each actor
-    ends its board process, the actors are killed, a board process still alive on this host is
-    killed by its PID, and Ray shuts down."""
+def _stop_all(ray, boards: list[BoardState], at_once: bool = False) -> None:
+    """Stop every board and Ray, even on Ctrl-C (a second Ctrl-C waits for this).
+
+    After a finished batch each actor first stops its board politely (up to
+    :data:`STOP_TIMEOUT_S`). ``at_once`` (Ctrl-C, an error) skips that: an actor may still be in
+    its constructor, loading the model, and would take a stop call only once that is done. Then
+    the actors are killed (a simulated board exits when the actor that started it is gone,
+    ``sim/board/harness.cpp``), a board process still alive on this host is killed by its PID,
+    and Ray shuts down."""
     main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
     try:
-        refs = []
-        for board in boards:
+        ray = ray or sys.modules.get("ray")  # Ctrl-C inside ray.init: shut down what it started
+        if ray is None:
+            return
+        if not at_once:
+            refs = []
+            for board in boards:
+                with contextlib.suppress(Exception):
+                    refs.append(board.actor.stop.remote(kill=True))
             with contextlib.suppress(Exception):
-                refs.append(board.actor.stop.remote(kill=True))
-        with contextlib.suppress(Exception):
-            ray.wait(refs, num_returns=len(refs), timeout=STOP_TIMEOUT_S)
+                ray.wait(refs, num_returns=len(refs), timeout=STOP_TIMEOUT_S)
         for board in boards:
             with contextlib.suppress(Exception):
                 ray.kill(board.actor, no_restart=True)
@@ -474,6 +494,28 @@ def _kill_if_board(pid: int, binary: str) -> None:
         return
     if command == binary:
         with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _kill_descendants() -> None:
+    """SIGKILL every process below this one (Linux ``/proc``; elsewhere nothing): what an
+    interrupted ``ray.init`` had started before Ray knew of it. Only the CLI calls this: its
+    process tree is the batch's own."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        parent = int(stat[stat.rindex(")") + 2 :].split()[1])
+        children.setdefault(parent, []).append(int(entry.name))
+    todo, found = [os.getpid()], []
+    while todo:
+        for pid in children.get(todo.pop(), []):
+            found.append(pid)
+            todo.append(pid)
+    for pid in found:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
 
 
@@ -570,16 +612,20 @@ def run(args, baud_for_serial) -> int:
     devices = parse_devices(args.devices, baud, lambda: build_binary(quiet=args.json))
     network, compressed = load_network(args)
     options = {"weights_mode": args.weights_mode, "mode": args.mode, "baud": baud_for_serial(args)}
-    report = classify_batch(
-        images,
-        devices,
-        network,
-        compressed,
-        options,
-        ray_address=args.ray_address,
-        progress=not args.no_progress,
-        on_result=None if args.json else _print_one,
-    )
+    try:
+        report = classify_batch(
+            images,
+            devices,
+            network,
+            compressed,
+            options,
+            ray_address=args.ray_address,
+            progress=not args.no_progress,
+            on_result=None if args.json else _print_one,
+        )
+    except KeyboardInterrupt:
+        _kill_descendants()
+        raise
     if args.csv:
         from fpga.files import atomic_write
 

@@ -334,10 +334,9 @@ def run(args, baud_for_serial) -> int:
         network, compressed = load_network(args)
         if args.device == "sim":
             board = BoardProcess(build_binary(quiet=args.json)).start()
-            url, baud = board.url, None
+            device = board.open_device()
         else:
-            url, baud = args.device, baud_for_serial(args)
-        device = Device.open(url, baud=baud)
+            device = Device.open(args.device, baud=baud_for_serial(args))
         try:
             results = classify_on_device(
                 device,

@@ -118,16 +118,22 @@ class ModelLoad(NamedTuple):
 class Device:
     """An accelerator behind a byte transport: write/read buffers, run layers."""
 
-    #: slowest device we wait for: the simulated board with its DRAM controller on a loaded
-    #: 2-core machine (~60-400 k cycles/s measured; real hardware is ~250x faster). Only a lost
-    #: response waits this long; a response that comes late is a retry the device executes
-    #: twice, delaying every later command (a long MODEL_COMMIT repeated this way made the next
-    #: MEM_WRITEs time out), so the bound is generous.
+    #: slowest device we wait for, in cycles per second of the device's ``clock``: the simulated
+    #: board with its DRAM controller runs ~60-400 k cycles per second of its own CPU time
+    #: (real hardware is ~250x faster). Only a lost response waits this long; a response that
+    #: comes late is a retry the device executes twice, delaying every later command (a long
+    #: MODEL_COMMIT repeated this way made the next MEM_WRITEs time out), so the bound is
+    #: generous.
     MIN_CYCLES_PER_SECOND = 25_000
 
-    def __init__(self, transport, timeout: float = 2.0, retries: int = 8):
+    def __init__(self, transport, timeout: float = 2.0, retries: int = 8, clock=time.monotonic):
+        """``timeout`` and the cycle-based waits are seconds of ``clock``: the wall clock for a
+        real board; for a simulated one the board's own (``host.simulated.BoardProcess.clock``,
+        its CPU time), which a busy machine slows down with the board, where the wall clock
+        would not."""
         self.transport = transport
         self.timeout = timeout
+        self.clock = clock
         self.retries = retries
         self.seq = 0
         self.retried = 0
@@ -161,7 +167,7 @@ class Device:
             if frame is not None:
                 self.link_bytes += frame.size
                 return frame
-            left = deadline - time.monotonic()
+            left = deadline - self.clock()
             if left <= 0:
                 return None
             # read no further than this frame: what follows is left in the transport
@@ -200,7 +206,7 @@ class Device:
                 self._resync()
             self.transport.write(frame)
             self.link_bytes += len(frame)
-            deadline = time.monotonic() + (timeout or self.timeout)
+            deadline = self.clock() + (timeout or self.timeout)
             while True:
                 response = self._receive(deadline)
                 if response is None:

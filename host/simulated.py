@@ -7,21 +7,50 @@ module starts that binary, reads the port it listens on and stops it again.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from fpga.errors import UserError
+
+#: the kernel's clock ticks per second (``/proc/PID/stat`` times), None where there is none
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else None
 
 
 class SimulatedBoardError(UserError, RuntimeError):
     """The simulated board could not be built or started."""
 
 
+def run_group(command: list[str]) -> subprocess.CompletedProcess:
+    """Run ``command`` (stdout captured, stderr passed through) as a process group of its own,
+    and end the whole group at once on Ctrl-C or any other exception: the tools it starts
+    (LiteDRAM's generator, Verilator, make, the C++ compiler) never outlive an interrupted host,
+    whether the SIGINT came from a terminal (to every process of the foreground group) or to
+    this process alone."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, _ = process.communicate()
+    except BaseException:
+        kill_group(process)
+        raise
+    return subprocess.CompletedProcess(command, process.returncode, out)
+
+
+def kill_group(process: subprocess.Popen) -> None:
+    """SIGKILL ``process``'s process group (it leads one: ``start_new_session``) and reap it."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
 def build_binary(quiet: bool = True) -> Path:
     """Build (or reuse from the cache) the simulated board; its binary's path."""
     command = [sys.executable, "-m", "sim.board", "build"] + (["--quiet"] if quiet else [])
-    done = subprocess.run(command, stdout=subprocess.PIPE, text=True)
+    done = run_group(command)
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
         raise SimulatedBoardError(
@@ -44,12 +73,44 @@ class BoardProcess:
         self.process = subprocess.Popen(
             [str(self.binary), "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
-        line = self.process.stdout.readline()
+        try:
+            line = self.process.stdout.readline()
+        except BaseException:
+            self.kill()
+            raise
         if not line.startswith("PORT "):
             self.stop()
             raise SimulatedBoardError(f"simulated board did not start: {line!r}")
         self.url = f"socket://127.0.0.1:{int(line.split()[1])}"
         return self
+
+    def clock(self) -> float:
+        """Seconds on the board's own clock, for the host's timeouts (``host.driver.Device``):
+        the board process's CPU time plus a tenth of the wall clock.
+
+        A simulated board's cycles per wall second fall without bound on a busy machine (three
+        boards and a busy loop per core on 2 cores: below the driver's 25 k assumption), and a
+        wall-clock timeout then resends commands the board is still executing. Its cycles per
+        CPU second do not. The wall-clock tenth keeps a board that waits in ``poll()`` (using no
+        CPU) from waiting forever for a response that will not come. Without ``/proc`` (not
+        Linux): the wall clock."""
+        wall = time.monotonic()
+        if self.process is None or _CLOCK_TICKS is None:
+            return wall
+        try:
+            stat = Path(f"/proc/{self.process.pid}/stat").read_text()
+        except OSError:
+            return wall
+        fields = stat[stat.rindex(")") + 2 :].split()
+        cpu = (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime + stime
+        return cpu + wall / 10
+
+    def open_device(self, **kwargs):
+        """A :class:`host.driver.Device` on this board, its timeouts on :meth:`clock`."""
+        from host.driver import Device
+        from host.transport import open_transport
+
+        return Device(open_transport(self.url), clock=self.clock, **kwargs)
 
     def stop(self) -> None:
         if self.process is None:
@@ -59,6 +120,9 @@ class BoardProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             _, err = self.process.communicate()
+        except BaseException:  # Ctrl-C while it winds down: pull the plug
+            self.kill()
+            raise
         for line in (err or "").splitlines():
             if line.startswith("CYCLES "):
                 self.cycles = int(line.split()[1])

@@ -4,7 +4,9 @@
 // bytes into rx (valid/ready) and sends tx bytes back, polling the socket every few hundred
 // cycles. When the SoC is idle and nothing is pending it blocks in poll() instead of spinning.
 // Usage: simboard [port] (0 = any free port); prints "PORT <n>" once listening on 127.0.0.1.
-// Exits when the client disconnects. Prints "CYCLES <n>" on exit.
+// Exits when the client disconnects, or when the process that started it is gone (a killed
+// Ray actor, an interrupted host: an orphaned board never lingers, even before a client
+// connects). Prints "CYCLES <n>" on exit.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -27,7 +29,12 @@ static void die(const char* what) {
     std::exit(1);
 }
 
+// the parent at start; a different one later means ours has ended (we were re-parented)
+static pid_t parent;
+static bool orphaned() { return getppid() != parent; }
+
 int main(int argc, char** argv) {
+    parent = getppid();
     signal(SIGPIPE, SIG_IGN);
     int port = argc > 1 ? std::atoi(argv[1]) : 0;
     int server = socket(AF_INET, SOCK_STREAM, 0);
@@ -44,6 +51,13 @@ int main(int argc, char** argv) {
     getsockname(server, (sockaddr*)&addr, &len);
     std::printf("PORT %d\n", ntohs(addr.sin_port));
     std::fflush(stdout);
+    for (;;) {  // wait for the host, checking on our parent every 100 ms
+        pollfd p{server, POLLIN, 0};
+        int ready = poll(&p, 1, 100);
+        if (ready > 0) break;
+        if (ready < 0 && errno != EINTR) die("poll");
+        if (orphaned()) return 0;
+    }
     int client = accept(server, nullptr, nullptr);
     if (client < 0) die("accept");
     setsockopt(client, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -87,6 +101,7 @@ int main(int argc, char** argv) {
                     rx.insert(rx.end(), buffer, buffer + n);
                 } else if (errno != EAGAIN && errno != EWOULDBLOCK) open = false;
             }
+            if (orphaned()) break;  // a syscall beside poll()'s, every 1024 cycles at most
             if (quiet && ready == 0) continue;  // nothing to simulate yet
         }
         // -- one clock cycle --------------------------------------------------------------------

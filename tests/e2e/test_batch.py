@@ -11,6 +11,7 @@ be gone after success, failure and Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import os
 import signal
@@ -233,14 +234,13 @@ def test_no_board_answers_is_one_error_line(model_file):
 def test_three_boards_equal_one_board_image_by_image(resident_board_binary, model_file):
     from fpga.sqz import load_for_device
     from host.classify import classify_on_device
-    from host.driver import Device
     from host.simulated import BoardProcess
 
     network, compressed = load_for_device(model_file)
     images = bundled_photos()
     options = {"weights_mode": WEIGHTS_MODE, "mode": "resident", "baud": None}
     with BoardProcess(resident_board_binary) as board:
-        device = Device.open(board.url)
+        device = board.open_device()
         try:
             single = classify_on_device(device, network, compressed, images, False, **options)
         finally:
@@ -300,17 +300,56 @@ def test_a_board_killed_mid_batch(resident_board_binary, model_file, tmp_path):
     assert {r["board"] for r in rows} <= {"sim0", "sim1", "sim2", ""}
 
 
-def test_ctrl_c_stops_every_board(resident_board_binary, model_file):
-    process = start_cli(cli_args(model_file, [PHOTOS, PHOTOS], "3"))
-    watch = Watch(process.pid)
-    watch.start()
-    deadline = time.monotonic() + 120
-    while len(watch.boards(resident_board_binary)) < 3 and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert len(watch.boards(resident_board_binary)) == 3
-    time.sleep(5)  # the boards are loading the model
-    process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=60)
-    assert_all_gone(watch.stop())
+@contextlib.contextmanager
+def busy_machine():
+    """A busy-loop child per core for the duration: a user presses Ctrl-C on a busy laptop."""
+    spinners = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        for _ in range(os.cpu_count() or 1)
+    ]
+    try:
+        yield
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
+
+
+#: when Ctrl-C comes: seconds after the CLI started (the board build check, the model, Ray's
+#: start-up), or "loading" (all three boards up, loading the model into DRAM) and "images"
+#: (the first result printed)
+INTERRUPT_AT = [4.0, 12.0, "loading", "images"]
+
+
+@pytest.mark.parametrize("when", INTERRUPT_AT, ids=str)
+def test_ctrl_c_stops_every_board(resident_board_binary, model_file, when):
+    """SIGINT to the CLI alone (not its process group) on a loaded machine, at every phase:
+    exit 130 with one line, and every process the batch started gone within 15 s."""
+    with busy_machine():
+        process = start_cli(cli_args(model_file, [PHOTOS, PHOTOS], "3"))
+        watch = Watch(process.pid)
+        watch.start()
+        if when == "loading":
+            deadline = time.monotonic() + 300
+            while len(watch.boards(resident_board_binary)) < 3 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert len(watch.boards(resident_board_binary)) == 3
+            time.sleep(3)
+        elif when == "images":
+            for line in process.stdout:
+                if line.startswith("  board sim"):
+                    break
+        else:
+            time.sleep(when)
+        assert process.poll() is None, "the batch ended before the interrupt"
+        process.send_signal(signal.SIGINT)
+        interrupted = time.monotonic()
+        try:
+            out, err = process.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            out, err = process.communicate()
+            pytest.fail(f"the CLI still ran 15 s after SIGINT; its stderr: {err[-2000:]}")
+        assert_all_gone(watch.stop(), within=max(0.0, interrupted + 15 - time.monotonic()))
     assert process.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err

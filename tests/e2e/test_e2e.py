@@ -9,11 +9,10 @@ import pytest
 from fpga import golden, quant
 from fpga.compile import compile_network, execute
 from fpga.image import bundled_photos, preprocess
-from host.driver import Device
 
 
 def run_network_on_board(board, variant, size, photo=0, weights_mode="indices"):
-    device = Device.open(board.url)
+    device = board.open_device()
     try:
         info = device.identify()
         network = quant.quantize_network(variant, size=size)
@@ -63,7 +62,7 @@ def test_compressed_model_runs_on_the_board_from_its_indices(board, tmp_path, we
     path = tmp_path / "m.sqz"
     write_model(path, network, shared, 6)
     network, compressed = load_for_device(path)
-    device = Device.open(board.url)
+    device = board.open_device()
     try:
         program = compile_network(
             network, device.identify().config(), compressed, weights_mode=weights_mode

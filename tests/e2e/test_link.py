@@ -155,7 +155,7 @@ def test_link_fuzz_never_silently_wrong(board):
 
 
 def test_identify_reports_the_configuration(board):
-    device = Device.open(board.url)
+    device = board.open_device()
     try:
         info = device.identify(expected=DEFAULT_CONFIG)
         assert info.config() == DEFAULT_CONFIG.replace()

@@ -75,7 +75,7 @@ def resident_image(device: Device, network, weights_mode: str = "indices"):
 
 def open_device(board, wrap=None) -> Device:
     transport = open_transport(board.url)
-    device = Device(wrap(transport) if wrap else transport)
+    device = Device(wrap(transport) if wrap else transport, clock=board.clock)
     info = device.identify()
     assert info.dram_bytes == DRAM_BYTES
     return device
@@ -174,7 +174,7 @@ def test_three_images_back_to_back_with_one_model_load(resident_board):
         assert log.count(Opcode.MODEL_COMMIT) == 1
         # a new session (a fresh Device, knowing nothing; the simulated board serves one
         # connection, so it reuses the transport) finds the model on the board too
-        again = Device(log)
+        again = Device(log, clock=resident_board.clock)
         again.identify()
         assert not again.load_model(image).loaded
         logits, _ = again.run_resident(image, x)
