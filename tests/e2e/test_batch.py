@@ -158,7 +158,15 @@ def start_cli(args: argparse.Namespace) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_as_in_a_terminal,
     )
+
+
+def _as_in_a_terminal() -> None:
+    """SIGINT at its default in the CLI, as a terminal's foreground job has it: a runner that
+    started the tests as a background job (``cmd &`` without job control) hands them SIGINT
+    ignored, which every child inherits and Python then leaves ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 # -- without boards ----------------------------------------------------------------------------
