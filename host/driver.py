@@ -159,6 +159,10 @@ class Device:
     # -- framing ----------------------------------------------------------------------------
     def _receive(self, deadline: float) -> Frame | None:
         """The next whole frame (fpga.protocol.FrameParser); None on timeout or a bad frame."""
+        # Past the deadline, bytes that have arrived already are still taken, without a wait
+        # and up to one frame's worth: a host that a busy machine kept off the CPU while the
+        # device answered has no timeout to report.
+        late_budget = self.max_payload + 64
         while True:
             try:
                 frame = self.parser.pop()
@@ -168,10 +172,15 @@ class Device:
                 self.link_bytes += frame.size
                 return frame
             left = deadline - self.clock()
-            if left <= 0:
+            if left <= 0 and late_budget <= 0:
                 return None
             # read no further than this frame: what follows is left in the transport
-            self.parser.feed(self.transport.read(self.parser.needed(), min(left, 0.5)))
+            data = self.transport.read(self.parser.needed(), min(max(left, 0.0), 0.5))
+            if left <= 0:
+                if not data:
+                    return None
+                late_budget -= len(data)
+            self.parser.feed(data)
 
     def _resync(self) -> None:
         """Bring the device's frame decoder back to hunting for a sync.

@@ -194,6 +194,27 @@ class FakeTransport:
         pass
 
 
+def test_a_response_that_arrived_is_taken_after_the_deadline():
+    """A host kept off the CPU past its deadline (a busy machine) still takes the response the
+    device sent meanwhile: no retry. A device that sent nothing still times out."""
+    ticks = iter(range(0, 10_000, 10))  # every look at the clock is 10 s later
+
+    def late_clock() -> float:
+        return float(next(ticks))
+
+    device = Device(FakeTransport(identify_payload(DEFAULT_CONFIG)), timeout=2.0, clock=late_clock)
+    assert device.identify().rows == DEFAULT_CONFIG.rows
+    assert device.retried == 0
+
+    class Silent(FakeTransport):
+        def write(self, frame: bytes) -> None:
+            pass
+
+    silent = Device(Silent(b""), timeout=2.0, retries=1, clock=late_clock)
+    with pytest.raises(LinkError, match="IDENTIFY failed after 2 attempts"):
+        silent.identify()
+
+
 def test_wrong_bitstream_version_is_refused():
     payload = bytearray(identify_payload(DEFAULT_CONFIG))
     payload[4] = 99  # protocol version
