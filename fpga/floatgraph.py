@@ -6,9 +6,10 @@ activation scales the quantizer calibrates (``fpga.quant.calibrate``) and the fi
 nothing here goes through a BLAS or ATen kernel (whose summation order depends on the CPU's
 kernel choice and the thread count): a convolution is a loop over ``(c_in, ky, kx)`` in that
 order, each step one elementwise IEEE multiply and one elementwise IEEE add over the whole
-output (correctly rounded, the same on every SIMD width); max-pool and ReLU are exact; the
-global average pool sums the positions one at a time. torch's model (``fpga.model``) is an
-independent check of this graph (``tests/test_quant.py``), not an input of any file.
+output (correctly rounded, the same on every SIMD width); max-pool
+(``fpga.golden.ceil_maxpool``) and ReLU are exact; the global average pool sums the positions
+one at a time. torch's model (``fpga.model``) is an independent check of this graph
+(``tests/test_reproducible.py``), not an input of any file.
 
 Torch-free (numpy only), so a host or an importer can run it without the toolflow install.
 """
@@ -18,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from fpga.arch import FIRE_SHAPES, check_variant
-from fpga.golden import conv_output_size, pool_output_size
+from fpga.golden import ceil_maxpool, conv_output_size
 
 
 def float_graph(variant: str) -> list[dict]:
@@ -88,26 +89,6 @@ def conv2d(
     return out
 
 
-def maxpool(x: np.ndarray, kernel: int = 3, stride: int = 2) -> np.ndarray:
-    """Ceil-mode max-pool without padding (the quantized graph's, ``fpga.golden.maxpool``)."""
-    c, h, w = x.shape
-    ho, wo = pool_output_size(h, kernel, stride), pool_output_size(w, kernel, stride)
-    need_h, need_w = (ho - 1) * stride + kernel, (wo - 1) * stride + kernel
-    padded = np.pad(
-        x, ((0, 0), (0, max(0, need_h - h)), (0, max(0, need_w - w))), constant_values=-np.inf
-    )
-    out = np.full((c, ho, wo), -np.inf)
-    for ky in range(kernel):
-        for kx in range(kernel):
-            tap = padded[
-                :,
-                ky : ky + (ho - 1) * stride + 1 : stride,
-                kx : kx + (wo - 1) * stride + 1 : stride,
-            ]
-            np.maximum(out, tap, out=out)
-    return out
-
-
 def global_avgpool(x: np.ndarray) -> np.ndarray:
     """(C, H, W) -> (C,): the positions summed one at a time in row-major order, then / (H*W)."""
     flat = x.reshape(x.shape[0], -1)
@@ -138,7 +119,7 @@ def run(
             if node["relu"]:
                 np.maximum(y, 0.0, out=y)
         elif op == "maxpool":
-            y = maxpool(ins[0])
+            y = ceil_maxpool(ins[0], -np.inf)
         elif op == "concat":
             y = np.concatenate(ins, axis=0)
         elif op == "add":

@@ -191,13 +191,19 @@ def conv2d(
 def maxpool(x: np.ndarray, kernel: int = 3, stride: int = 2) -> np.ndarray:
     """Ceil-mode max-pool without padding: int8 (C, H, W) -> int8 (C, Ho, Wo)."""
     _check_int8("x", x)
+    return ceil_maxpool(x, ACT_MIN, kernel, stride)
+
+
+def ceil_maxpool(x: np.ndarray, lowest, kernel: int = 3, stride: int = 2) -> np.ndarray:
+    """The ceil-mode max-pool of any dtype, ``lowest`` its minimum (``fpga.floatgraph`` runs the
+    float network's with ``-inf``): (C, H, W) -> (C, Ho, Wo)."""
     c, h, w = x.shape
     ho, wo = pool_output_size(h, kernel, stride), pool_output_size(w, kernel, stride)
     need_h, need_w = (ho - 1) * stride + kernel, (wo - 1) * stride + kernel
     # Padding with the minimum value is the same as clipping the window: every window keeps at
     # least one real element because it starts inside the input.
     padded = np.pad(
-        x, ((0, 0), (0, max(0, need_h - h)), (0, max(0, need_w - w))), constant_values=ACT_MIN
+        x, ((0, 0), (0, max(0, need_h - h)), (0, max(0, need_w - w))), constant_values=lowest
     )
     # kernel*kernel strided slices and np.maximum: much faster than a reduce over a window view
     out = None
