@@ -501,14 +501,12 @@ def _kill_descendants() -> None:
     """SIGKILL every process below this one (Linux ``/proc``; elsewhere nothing): what an
     interrupted ``ray.init`` had started before Ray knew of it. Only the CLI calls this: its
     process tree is the batch's own."""
+    from host.simulated import proc_stat
+
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        parent = int(stat[stat.rindex(")") + 2 :].split()[1])
-        children.setdefault(parent, []).append(int(entry.name))
+        if fields := proc_stat(int(entry.name)):
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
     todo, found = [os.getpid()], []
     while todo:
         for pid in children.get(todo.pop(), []):

@@ -21,6 +21,16 @@ from fpga.errors import UserError
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else None
 
 
+def proc_stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/PID/stat`` after the command name (state first, then the parent's
+    PID, ...: ``man proc``), None when there is no such process (or no ``/proc``)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2 :].split()
+
+
 class SimulatedBoardError(UserError, RuntimeError):
     """The simulated board could not be built or started."""
 
@@ -97,11 +107,9 @@ class BoardProcess:
         wall = time.monotonic()
         if self.process is None or _CLOCK_TICKS is None:
             return wall
-        try:
-            stat = Path(f"/proc/{self.process.pid}/stat").read_text()
-        except OSError:
+        fields = proc_stat(self.process.pid)
+        if fields is None:
             return wall
-        fields = stat[stat.rindex(")") + 2 :].split()
         cpu = (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime + stime
         return cpu + wall / 10
 
