@@ -40,7 +40,7 @@ MODEL := build/squeezenet_v1_0_6bit.sqz
 
 $(MODEL): $(STAMP)
 	mkdir -p build
-	$(PY) -m fpga.compress --variant v1.0 --bits 6 -o $(MODEL)
+	$(PY) -m fpga.toolflow.compress --variant v1.0 --bits 6 -o $(MODEL)
 
 # the compressed v1.0 model on the simulated board (the SoC's RTL under Verilator)
 infer: setup $(MODEL)
@@ -62,7 +62,7 @@ format: setup
 	$(VENV)/bin/ruff check --fix .
 
 # what generating the Arty A7's DDR3 core needs beyond the dev extra's litex/litedram: its LiteDRAM
-# VexRiscv init CPU's BIOS is compiled then (fpga.litedram; pip pins as in pyproject's dev extra)
+# VexRiscv init CPU's BIOS is compiled then (fpga.build.litedram; pip pins as in pyproject's dev extra)
 ARTY_DRAM_PIP := pythondata-cpu-vexriscv==1.0.1.post407 pythondata-software-picolibc==1.7.9.post181 \
 	pythondata-software-compiler-rt==0.0.post6206 meson==1.12.1 ninja==1.13.2
 ARTY_DRAM_APT := gcc-riscv64-unknown-elf

@@ -3,17 +3,19 @@
 import time
 from functools import cache
 
-from fpga import golden, quant
-from fpga.compile import compile_network, execute
-from fpga.image import bundled_photos, preprocess
-from sim.board import SimulatedBoard
+from fpga.compiler.program import compile_network, execute
+from fpga.spec import golden
+from fpga.spec.image import bundled_photos, preprocess
+from fpga.toolflow import quant
+from host.simulated import BoardProcess
+from sim.board import build
 
 
 @cache
 def board_run(variant: str, size: int, weights_mode: str = "indices") -> dict:
     network = quant.quantize_network(variant, size=size)
     image = network.quantize_input(preprocess(bundled_photos()[1], size))
-    with SimulatedBoard() as board:
+    with BoardProcess(build()) as board:
         device = board.open_device()
         info = device.identify()
         program = compile_network(network, info.config(), weights_mode=weights_mode)

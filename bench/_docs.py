@@ -29,9 +29,9 @@ SIZES = {"v1.0": 227, "v1.1": 224, "simple-bypass": 227, "complex-bypass": 227}
 
 @functools.cache
 def _program(variant: str, config: str = "default"):
-    from fpga import quant
-    from fpga.build import CONFIGS
-    from fpga.compile import compile_network
+    from fpga.build.flow import CONFIGS
+    from fpga.compiler.program import compile_network
+    from fpga.toolflow import quant
 
     network = quant.quantize_network(variant, size=SIZES[variant])
     return compile_network(network, CONFIGS[config])
@@ -49,15 +49,15 @@ def _op_cycles(variant: str, op: str) -> int:
 
 
 def _latency(op: str) -> str:
-    from fpga.config import DEFAULT_CONFIG
-    from fpga.layout import Op, pipeline_latency
+    from fpga.spec.config import DEFAULT_CONFIG
+    from fpga.spec.layout import Op, pipeline_latency
 
     return str(pipeline_latency(Op[op], DEFAULT_CONFIG))
 
 
 def _array_latency() -> int:
-    from fpga.config import DEFAULT_CONFIG
-    from fpga.layout import array_latency
+    from fpga.spec.config import DEFAULT_CONFIG
+    from fpga.spec.layout import array_latency
 
     return array_latency(DEFAULT_CONFIG.rows, DEFAULT_CONFIG.cols)
 
@@ -69,7 +69,7 @@ def _utilization(variant: str, config: str = "default") -> float:
 
 
 def _params(variant: str) -> int:
-    from fpga.model import summary
+    from fpga.toolflow.model import summary
 
     return summary(variant)["totals"]["params"]
 
@@ -80,7 +80,7 @@ def _compressed_bytes(variant: str, bits: int) -> int:
     import contextlib
     import io
 
-    from fpga.compress.__main__ import main as compress
+    from fpga.toolflow.compress.cli import main as compress
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.sqz"
@@ -92,7 +92,7 @@ def _compressed_bytes(variant: str, bits: int) -> int:
 
 
 def _release_bytes() -> int:
-    from fpga.arch import DATA_DIR
+    from fpga.spec.arch import DATA_DIR
 
     return (DATA_DIR / "compressed_SqueezeNet.net").stat().st_size
 
@@ -102,7 +102,7 @@ def _mhz_images_per_s(variant: str, mhz: float = 100.0) -> float:
 
 
 def _board(name: str):
-    from fpga.boards import get_board
+    from fpga.spec.boards import get_board
 
     return get_board(name)
 

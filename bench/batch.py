@@ -13,8 +13,8 @@ Predicted for real boards: the per-board figure is the resident bench's
 sequential images/s of the simulated board's measured cycles and link bytes at the Arty A7's
 100 MHz over its 12 Mbaud UART, since host.batch gives a board one image at a time; not re-run
 here). Each board has its own UART, so N boards
-give N times that, until the host's own per-image work (preprocessing and the fpga.golden check,
-on the host's cores) is the limit.
+give N times that, until the host's own per-image work (preprocessing and the fpga.spec.golden
+check, on the host's cores) is the limit.
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ import statistics
 import time
 from pathlib import Path
 
-from fpga import golden, quant
-from fpga.image import bundled_photos, preprocess
+from fpga.spec import golden
+from fpga.spec.image import bundled_photos, preprocess
+from fpga.toolflow import quant
 from host.batch import DeviceSpec, classify_batch
 from host.simulated import build_binary
 
@@ -121,7 +122,7 @@ def _simulated(binary) -> list[dict]:
 
 def _host_work(variant: str, size: int) -> dict:
     """The host's own seconds per image for ``variant`` at ``size``: preprocessing and the
-    fpga.golden check (every image; the compile and the model load happen once per board,
+    fpga.spec.golden check (every image; the compile and the model load happen once per board,
     host.classify.Session)."""
     network = quant.quantize_network(variant, size=size)
     host = []

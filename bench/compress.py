@@ -7,9 +7,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from fpga.compress import compress_network
-from fpga.compress.__main__ import print_table, size_table
-from fpga.sqz import CODING_HUFFMAN, read_model, write_model
+from fpga.spec.sqz import CODING_HUFFMAN, read_model, write_model
+from fpga.toolflow.compress import compress_network
+from fpga.toolflow.compress.cli import print_table, size_table
 
 
 def main() -> dict:

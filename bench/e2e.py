@@ -7,13 +7,13 @@ TLP overhead. Transfers and compute do not overlap in this host driver, so the t
 is compute + transfer: both rates come from ``host.classify.predicted_images_per_s`` (PCIe as
 the UART rate that moves the same bytes per second, 10 bits a byte).
 
-Streamed mode: ``bench._board.board_run`` walks the program with ``fpga.compile.execute`` on the
-streamed-mode board (``SimulatedBoard()``, no DRAM), never through ``host.classify``'s default
-mode choice.
+Streamed mode: ``bench._board.board_run`` walks the program with ``fpga.compiler.program.execute``
+on the streamed-mode board (``BoardProcess(sim.board.build())``, no DRAM), never through
+``host.classify``'s default mode choice.
 """
 
 from bench._board import board_run
-from fpga.boards import DEFAULT_BOARD, get_board
+from fpga.spec.boards import DEFAULT_BOARD, get_board
 from host.classify import predicted_images_per_s
 
 UART_BAUD = get_board(DEFAULT_BOARD).baud  # the Arty A7's 12 Mbaud 8N1 UART

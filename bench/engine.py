@@ -9,17 +9,18 @@ import time
 from pathlib import Path
 
 from bench._board import board_run
-from fpga.config import DEFAULT_CONFIG
+from fpga.spec.config import DEFAULT_CONFIG
 
 XC7A35T = {"lut": 20800, "ff": 41600, "dsp": 90, "bram": 50}
 
 
 def xilinx_fit(config=DEFAULT_CONFIG) -> dict:
-    """The engine alone through ``fpga.build.yosys_xilinx_report`` (synth_xilinx -family xc7)."""
+    """The engine alone through ``fpga.build.flow.yosys_xilinx_report`` (synth_xilinx -family
+    xc7)."""
     from amaranth.back import verilog
 
-    from fpga.build import yosys_xilinx_report
-    from hw.engine import ConvEngine
+    from fpga.build.flow import yosys_xilinx_report
+    from hw.engine.engine import ConvEngine
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "conv_engine.v"

@@ -8,8 +8,9 @@ import time
 import numpy as np
 import torch
 
-from fpga import golden, quant
-from fpga.image import bundled_photos, preprocess
+from fpga.spec import golden
+from fpga.spec.image import bundled_photos, preprocess
+from fpga.toolflow import quant
 
 
 def _best_of(fn, repeats: int = 15) -> float:

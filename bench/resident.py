@@ -12,7 +12,7 @@ predicted for the Arty A7 at its clock over its 12 Mbaud UART
 (``host.classify.predicted_images_per_s``) twice: with the link and compute overlapped (the
 period is the longer of the two, what ``Device.run_resident_many`` does; the images/s goals
 compare against it) and sequential (compute, then transfer), the compute-bound images/s, the
-simulator's wall time per image and whether the class sums equal ``fpga.golden``. The images
+simulator's wall time per image and whether the class sums equal ``fpga.spec.golden``. The images
 go through one overlapped stream. The goals are printed next to the measured values, never
 asserted.
 
@@ -26,8 +26,8 @@ import json
 import time
 from pathlib import Path
 
-from fpga import quant
-from fpga.image import bundled_photos
+from fpga.spec.image import bundled_photos
+from fpga.toolflow import quant
 from host.classify import classify_on_device, predicted_images_per_s
 from host.driver import Device
 from host.simulated import BoardProcess, build_binary

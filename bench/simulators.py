@@ -2,7 +2,7 @@
 
 Both simulators run the identical seeded set of random layers (``sim.cases``) on the default
 engine; the simulated time comes from cocotb's results file (10 ns clock), the wall time is the
-run's, excluding the one-off build. Both must report zero mismatches against ``fpga.golden``.
+run's, excluding the one-off build. Both must report zero mismatches against ``fpga.spec.golden``.
 """
 
 import tempfile
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fpga.config import DEFAULT_CONFIG
-from hw.engine import ConvEngine
+from fpga.spec.config import DEFAULT_CONFIG
+from hw.engine.engine import ConvEngine
 from sim import cases as case_lib
 from sim import runner
 

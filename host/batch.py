@@ -31,7 +31,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fpga.errors import UserError
+from fpga.spec.errors import UserError
 
 #: seconds the driver waits for an actor to stop its board before killing the actor
 STOP_TIMEOUT_S = 10.0
@@ -582,15 +582,15 @@ def summary_lines(report: BatchReport) -> list[str]:
     for r in report.failed_images:
         lines.append(f"FAILED image {r['image']}: {r['error']}")
     for r in report.mismatches:
-        lines.append(f"MISMATCH with fpga.golden: {r['image']} on board {r['board']}")
+        lines.append(f"MISMATCH with fpga.spec.golden: {r['image']} on board {r['board']}")
     return lines
 
 
 def run(args, baud_for_serial) -> int:
     """``python -m host.infer PATH... --devices ...`` (``args`` parsed by host.infer with
     :func:`add_arguments`); exit code 0 when every image was classified bit-exact."""
-    from fpga.arch import check_variant
-    from fpga.graph import check_input_size
+    from fpga.spec.arch import check_variant
+    from fpga.spec.graph import check_input_size
     from host.classify import load_network
     from host.simulated import build_binary
 
@@ -625,7 +625,7 @@ def run(args, baud_for_serial) -> int:
         _kill_descendants()
         raise
     if args.csv:
-        from fpga.files import atomic_write
+        from fpga.spec.files import atomic_write
 
         atomic_write(args.csv, csv_text(report.results).encode())
     if args.json:

@@ -1,9 +1,9 @@
 """The work behind ``python -m host.infer``: load a model, run images on a device, report.
 
 Two modes (``--mode``): **streamed** (the host walks the compiled program tile by tile,
-``fpga.compile.execute``: every weight and activation crosses the link) and **resident** (the
-program is placed in the board's DRAM by ``fpga.resident.compile_resident``, loaded once per
-session — skipped when the board already holds it — and the device's sequencer runs it; the
+``fpga.compiler.program.execute``: every weight and activation crosses the link) and **resident**
+(the program is placed in the board's DRAM by ``fpga.compiler.resident.compile_resident``, loaded
+once per session — skipped when the board already holds it — and the device's sequencer runs it; the
 link carries the image and the logits, while the device computes the previous or next image:
 ``Device.run_resident_many``). The default is resident when IDENTIFY reports DRAM.
 
@@ -22,17 +22,17 @@ from pathlib import Path
 
 import numpy as np
 
-from fpga import golden
-from fpga.arch import check_variant
-from fpga.boards import DEFAULT_BOARD, get_board
-from fpga.compile import compile_network, execute, tile_count
-from fpga.config import RESIDENCY_MODES
-from fpga.errors import UserError
-from fpga.graph import check_input_size
-from fpga.image import load_image, load_labels, preprocess, top5
-from fpga.protocol import DeviceInfo
-from fpga.resident import compile_resident
-from fpga.sqz import load_for_device
+from fpga.compiler.program import compile_network, execute, tile_count
+from fpga.compiler.resident import compile_resident
+from fpga.spec import golden
+from fpga.spec.arch import check_variant
+from fpga.spec.boards import DEFAULT_BOARD, get_board
+from fpga.spec.config import RESIDENCY_MODES
+from fpga.spec.errors import UserError
+from fpga.spec.graph import check_input_size
+from fpga.spec.image import load_image, load_labels, preprocess, top5
+from fpga.spec.protocol import DeviceInfo
+from fpga.spec.sqz import load_for_device
 from host.driver import Device
 from host.simulated import BoardProcess, build_binary
 
@@ -41,8 +41,8 @@ def load_network(args):
     """The QuantizedNetwork and its compressed weights (codebook, indices) per conv layer.
 
     A ``.sqz`` model needs only the spec layer. Without ``--model`` the variant is quantized and
-    written at 8 bits without pruning by the toolflow (``python -m fpga.compress``, torch), run
-    as a separate process: the host itself never imports torch.
+    written at 8 bits without pruning by the toolflow (``python -m fpga.toolflow.compress``, torch),
+    run as a separate process: the host itself never imports torch.
     """
     if args.model:
         return load_for_device(args.model)
@@ -56,7 +56,7 @@ def load_network(args):
             raise UserError(
                 f"quantizing --variant {args.variant} needs the toolflow (torch) and failed "
                 f"({detail}): pass a compressed model with --model FILE.sqz (make one with "
-                "`python -m fpga.compress`), or install the toolflow: "
+                "`python -m fpga.toolflow.compress`), or install the toolflow: "
                 "pip install 'squeezefpga[toolflow]'"
             )
         return load_for_device(model)
@@ -305,7 +305,7 @@ def print_results(results: list[dict], pes: int) -> None:
         if r["mode"] == "resident":
             _print_resident(r)
             verdict = "yes, bit for bit" if r["golden_match"] else "NO - MISMATCH"
-            print(f"  equals fpga.golden: {verdict}   wall time {r['wall_s']:.1f} s")
+            print(f"  equals fpga.spec.golden: {verdict}   wall time {r['wall_s']:.1f} s")
             continue
         print(f"  {'layer':<16} {'cycles':>11} {'util':>6} {'link bytes':>12}")
         for layer in r["layers"]:
@@ -320,7 +320,7 @@ def print_results(results: list[dict], pes: int) -> None:
             f"weights as {r['weights_mode']})"
         )
         verdict = "yes, bit for bit" if r["golden_match"] else "NO - MISMATCH"
-        print(f"  equals fpga.golden: {verdict}   wall time {r['wall_s']:.1f} s")
+        print(f"  equals fpga.spec.golden: {verdict}   wall time {r['wall_s']:.1f} s")
 
 
 def run(args, baud_for_serial) -> int:

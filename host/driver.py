@@ -2,17 +2,18 @@
 
 Every request carries a sequence number; a response must echo it, have a good CRC and status OK.
 A lost, corrupted or late response makes the driver resend the same request (all commands are
-idempotent, see fpga.protocol) up to ``retries`` times, then raise :class:`LinkError`. A
+idempotent, see fpga.spec.protocol) up to ``retries`` times, then raise :class:`LinkError`. A
 definite refusal (the engine's or the sequencer's error, no model, a model whose CRC differs)
 is not retried: it becomes one :class:`DeviceError` saying what the device reported.
 
-Streamed mode (``write``/``read``/``run``: the host walks the program, ``fpga.compile.execute``)
-and resident mode (``load_model``/``run_resident``/``run_resident_many``: the model lives in the
-board's DRAM and the device's sequencer walks the command list, docs/resident.md) share the
-framing. Since protocol v5 a resident run is started (``start_program``, RUN_RESIDENT answers at
-once) and waited for (``wait_program``, RESIDENT_WAIT); while it runs the device serves MEM_WRITE
-and MEM_READ, so ``run_resident_many`` moves the next image's input and the last one's logits
-while the device computes.
+Streamed mode (``write``/``read``/``run``: the host walks the program,
+``fpga.compiler.program.execute``) and resident mode
+(``load_model``/``run_resident``/``run_resident_many``: the model lives in the board's DRAM and the
+device's sequencer walks the command list, docs/resident.md) share the framing. Since protocol v5 a
+resident run is started (``start_program``, RUN_RESIDENT answers at once) and waited for
+(``wait_program``, RESIDENT_WAIT); while it runs the device serves MEM_WRITE and MEM_READ, so
+``run_resident_many`` moves the next image's input and the last one's logits while the device
+computes.
 """
 
 from __future__ import annotations
@@ -24,9 +25,12 @@ from typing import NamedTuple
 
 import numpy as np
 
-from fpga.config import AcceleratorConfig
-from fpga.errors import UserError
-from fpga.protocol import (
+from fpga.compiler.resident import ResidentImage
+from fpga.compiler.traffic import sequential_cycles
+from fpga.spec.commands import SLOTS
+from fpga.spec.config import AcceleratorConfig
+from fpga.spec.errors import UserError
+from fpga.spec.protocol import (
     IDENTIFY_PREFIX,
     MAGIC,
     MEM_WRITE_REQUEST,
@@ -54,7 +58,6 @@ from fpga.protocol import (
     read_payload,
     write_payload,
 )
-from fpga.resident import SLOTS, ResidentImage, sequential_cycles
 from host.transport import open_transport
 
 
@@ -145,7 +148,7 @@ class Device:
     @classmethod
     def open(cls, url: str, baud: int | None = None, **kwargs) -> Device:
         """Open the device at ``url``; ``baud`` is the UART bit rate for a serial port (take it
-        from the board registry, ``fpga.boards``), ignored by sockets and PCIe."""
+        from the board registry, ``fpga.spec.boards``), ignored by sockets and PCIe."""
         return cls(open_transport(url, baud), **kwargs)
 
     @property
@@ -158,7 +161,7 @@ class Device:
 
     # -- framing ----------------------------------------------------------------------------
     def _receive(self, deadline: float) -> Frame | None:
-        """The next whole frame (fpga.protocol.FrameParser); None on timeout or a bad frame."""
+        """The next whole frame (fpga.spec.protocol.FrameParser); None on timeout or a bad frame."""
         # Past the deadline, bytes that have arrived already are still taken, without a wait
         # and up to one frame's worth: a host that a busy machine kept off the CPU while the
         # device answered has no timeout to report.
@@ -443,8 +446,8 @@ class Device:
         return status, MODEL_COMMIT_RESPONSE.unpack(body)["crc"]
 
     def load_model(self, image: ResidentImage, force: bool = False) -> ModelLoad:
-        """Put ``image`` (``fpga.resident.compile_resident``) into the device's DRAM and commit
-        it, unless STATUS says the device already holds this model (same fingerprint) and not
+        """Put ``image`` (``fpga.compiler.resident.compile_resident``) into the device's DRAM and
+        commit it, unless STATUS says the device already holds this model (same fingerprint) and not
         ``force``. Writes ``load_bytes()`` at 0, then MODEL_COMMIT over ``commit_size`` bytes;
         a CRC the device computes otherwise raises :class:`BadModel` naming both."""
         self._check_image(image)

@@ -4,8 +4,8 @@
 Verilator behind a local socket — and stops it afterwards; any other value is a device URL
 (``/dev/ttyUSB1``, ``socket://HOST:PORT``, ``pcie:///dev/xdma0``). Prints per image the top-5
 labels, the device cycles and link bytes per layer, and whether the int32 class sums equal
-``fpga.golden`` bit for bit. ``--weights-mode huffman`` sends each layer's weights as canonical
-Huffman streams that the device decodes on chip (hw.huffman) instead of one byte per index.
+``fpga.spec.golden`` bit for bit. ``--weights-mode huffman`` sends each layer's weights as canonical
+Huffman streams that the device decodes on chip (hw.soc.huffman) instead of one byte per index.
 
 ``--mode resident`` (the default on a device whose IDENTIFY reports DRAM) loads the model into
 the board's DRAM once — skipped when the board already holds it — and lets the device's
@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import sys
 
-from fpga.arch import VARIANTS
-from fpga.boards import BOARDS, DEFAULT_BOARD, get_board
-from fpga.cli import ArgumentParser
-from fpga.config import RESIDENCY_MODES, WEIGHTS_MODES
-from fpga.errors import UserError, run_cli
+from fpga.spec.arch import VARIANTS
+from fpga.spec.boards import BOARDS, DEFAULT_BOARD, get_board
+from fpga.spec.cli import ArgumentParser
+from fpga.spec.config import RESIDENCY_MODES, WEIGHTS_MODES
+from fpga.spec.errors import UserError, run_cli
 from host import batch
 
 

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from fpga.errors import UserError
+from fpga.spec.errors import UserError
 
 #: the kernel's clock ticks per second (``/proc/PID/stat`` times), None where there is none
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else None

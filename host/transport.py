@@ -13,7 +13,7 @@ import os
 import select
 import time
 
-from fpga.errors import UserError
+from fpga.spec.errors import UserError
 
 
 class TransportError(UserError, ConnectionError):
@@ -120,7 +120,7 @@ def open_transport(url: str, baudrate: int | None = None):
     """Open the transport for ``url`` (see module doc); raises :class:`TransportError`.
 
     ``baudrate`` is required for a serial port and has no default here: it is a fact of the
-    board (``fpga.boards``), which the caller passes on (``--board NAME`` or ``--baud N``).
+    board (``fpga.spec.boards``), which the caller passes on (``--board NAME`` or ``--baud N``).
     A socket records it if given (so a simulated UART board can be checked against it); PCIe
     ignores it.
     """

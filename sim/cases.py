@@ -3,7 +3,7 @@
 A case is a plain dict (JSON-serialisable): ``writes`` [(space, offset, hex)], ``descriptor``
 (hex), ``read`` (offset, length), ``expected`` (hex of the bytes the engine must produce at
 ``read``, with ``mask`` hex: 1 where a byte is checked), ``cycles`` (predicted), ``label``.
-Everything derives from the seed; :func:`fpga.golden` is the model.
+Everything derives from the seed; :func:`fpga.spec.golden` is the model.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fpga import golden
-from fpga.config import AcceleratorConfig
-from fpga.layout import (
+from fpga.spec import golden
+from fpga.spec.config import AcceleratorConfig
+from fpga.spec.layout import (
     BufferSpace,
     LayerDescriptor,
     Op,
@@ -240,8 +240,8 @@ def squeezenet_shapes(variant: str, size: int) -> list[dict]:
     import torch
     from torch import nn
 
-    from fpga import golden
-    from fpga.model import build_model
+    from fpga.spec import golden
+    from fpga.toolflow.model import build_model
 
     model = build_model(variant).eval()
     seen: dict[tuple, dict] = {}

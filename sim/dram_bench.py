@@ -1,5 +1,5 @@
 """cocotb bench: the simulated LiteDRAM controller (``litedram_gen --sim``) behind
-``hw.dram.LiteDRAMNative`` and ``hw.dma.DMA``, under Verilator.
+``hw.soc.dram.LiteDRAMNative`` and ``hw.soc.dma.DMA``, under Verilator.
 
 :class:`DramBenchTop` puts the controller (real refresh, bank machines, crossbar, DFI-level
 ``SDRAMPHYModel`` with the whole 256 MiB) behind the wrapper, and lets the bench drive its native
@@ -25,8 +25,8 @@ from amaranth import Module, Mux
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.dma import DMA
-from hw.dram import LiteDRAMNative, NativePortSignature
+from hw.soc.dma import DMA
+from hw.soc.dram import LiteDRAMNative, NativePortSignature
 
 NAME = "dram_bench"
 #: Verilator flags: the C++ of the 15 k-line core compiles 4x faster at -O0 (25 s -> 6 s for its
@@ -98,7 +98,7 @@ def build(waves: bool = False):
 
     from cocotb_tools.runner import get_runner
 
-    from fpga.litedram import generate
+    from fpga.build.litedram import generate
     from sim import runner as sim_runner
 
     started = time.monotonic()
@@ -237,7 +237,7 @@ if cocotb is not None:
         """Random writes (random byte masks) and reads through the wrapper's streams, with
         random gaps on every producer and random backpressure on read data; every read equals
         the byte model at the time its command was issued."""
-        from hw.dram import cmd_layout, rdata_layout, wdata_layout
+        from hw.soc.dram import cmd_layout, rdata_layout, wdata_layout
 
         seed = int(os.environ.get("DRAM_SEED", "1"))
         count = int(os.environ.get("DRAM_OPS", "600"))
@@ -330,7 +330,7 @@ if cocotb is not None:
         """DMA writer then reader over a few KB: random lengths/alignments, random keep masks
         on written words, random backpressure; reads equal the byte model. Then one long
         read and one long write with no backpressure measure words per cycle."""
-        from hw.dma import request_layout, words_layout
+        from hw.soc.dma import request_layout, words_layout
 
         seed = int(os.environ.get("DRAM_SEED", "1"))
         transfers = int(os.environ.get("DRAM_TRANSFERS", "24"))

@@ -1,6 +1,6 @@
-"""cocotb bench for hw.engine.ConvEngine: Driver / Monitor / Model / Checker.
+"""cocotb bench for hw.engine.engine.ConvEngine: Driver / Monitor / Model / Checker.
 
-The cases (``sim.cases``: buffer images, descriptor, golden expectation from ``fpga.golden``)
+The cases (``sim.cases``: buffer images, descriptor, golden expectation from ``fpga.spec.golden``)
 come from a JSON file named by ``ENGINE_CASES``; results (mismatches, cycles) go to
 ``ENGINE_RESULTS``. Inputs are driven and outputs sampled on the falling clock edge.
 """
@@ -12,7 +12,7 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge
 
-from fpga.layout import BYTE_SPACES, BufferSpace
+from fpga.spec.layout import BYTE_SPACES, BufferSpace
 
 HOST_PERIOD_NS = 10
 ENGINE_PERIOD_NS = 7  # the engine clock: not a multiple of the host's, faster (as on a board)
@@ -20,11 +20,11 @@ ENGINE_PERIOD_NS = 7  # the engine clock: not a multiple of the host's, faster (
 
 class EngineDriver:
     """Puts stimuli in through the buffer write port (chunks of up to the port's width inside
-    one aligned block; a byte per cycle into fpga.layout.BYTE_SPACES) and the start pulse."""
+    one aligned block; a byte per cycle into fpga.spec.layout.BYTE_SPACES) and the start pulse."""
 
     def __init__(self, dut):
         self.dut = dut
-        self.width = len(dut.write_data) // 8  # fpga.layout.transfer_bytes of the config
+        self.width = len(dut.write_data) // 8  # fpga.spec.layout.transfer_bytes of the config
 
     async def reset(self):
         dut = self.dut
@@ -144,4 +144,4 @@ async def engine_cases(dut):
     with open(os.environ["ENGINE_RESULTS"], "w") as f:
         json.dump(results, f)
     failed = [r for r in results if r["mismatches"] or r["error"]]
-    assert not failed, f"{len(failed)} cases differ from fpga.golden: {failed[:3]}"
+    assert not failed, f"{len(failed)} cases differ from fpga.spec.golden: {failed[:3]}"

@@ -1,7 +1,7 @@
 """cocotb bench: the SoC with its UART PHY against an independent UART model (cocotbext-uart).
 
 cocotbext-uart's UartSource sends an IDENTIFY request and a WRITE/READ round trip bit by bit;
-its UartSink decodes the SoC's answers, which go through fpga.protocol's one frame decoder and
+its UartSink decodes the SoC's answers, which go through fpga.spec.protocol's one frame decoder and
 must carry the right payload. ``UART_BAUD`` and ``CONFIG`` (the AcceleratorConfig as JSON, its
 clock included) come from the pytest runner; clock/baud need not be whole (12 Mbaud from
 100 MHz: the PHY's bit timer is fractional).
@@ -15,9 +15,9 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles
 from cocotbext.uart import UartSink, UartSource
 
-from fpga.config import AcceleratorConfig
-from fpga.layout import BufferSpace
-from fpga.protocol import (
+from fpga.spec.config import AcceleratorConfig
+from fpga.spec.layout import BufferSpace
+from fpga.spec.protocol import (
     RESPONSE_FLAG,
     FrameParser,
     Opcode,
@@ -31,7 +31,7 @@ from fpga.protocol import (
 
 
 async def receive_frame(sink, parser, cycles_budget, dut):
-    """The next whole frame from the UART sink (fpga.protocol.FrameParser)."""
+    """The next whole frame from the UART sink (fpga.spec.protocol.FrameParser)."""
     for _ in range(cycles_budget // 100):
         await ClockCycles(dut.clk, 100)
         parser.feed(sink.read_nowait(sink.count()))

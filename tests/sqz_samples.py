@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fpga.network import QLayer, QuantizedNetwork
+from fpga.spec.network import QLayer, QuantizedNetwork
 
 
 def tiny_network(rng, zero=False, size=32) -> QuantizedNetwork:

@@ -4,7 +4,7 @@ Every CLI over a table of bad inputs: exit code 2, exactly one line on stderr, s
 ``error:``, no traceback. The table runs each CLI's ``main(argv)`` in this process (the same entry
 point ``python -m`` runs; torch is imported once); a few cases also run as real ``python -m``
 subprocesses. Plus: images in every mode Pillow opens, the atomic write under a file size limit,
-and ``fpga.build --program`` never flashing a build that missed timing or fit.
+and ``fpga.build.flow --program`` never flashing a build that missed timing or fit.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fpga.arch import DATA_DIR
-from fpga.image import BACKGROUND_RGB, ImageError, bundled_photos, load_image, preprocess
-from fpga.sqz import read_model, write_model
+from fpga.spec.arch import DATA_DIR
+from fpga.spec.image import BACKGROUND_RGB, ImageError, bundled_photos, load_image, preprocess
+from fpga.spec.sqz import read_model, write_model
 from tests.sqz_samples import shared_weights, tiny_network
 from tests.test_graph_fuzz import graph_payload, resign
 
@@ -101,7 +101,7 @@ def files(tmp_path_factory) -> dict[str, str]:
 P = PHOTO
 #: (id, module, argv with {placeholders} from ``files``, a word the message must contain)
 CASES = [
-    # fpga.compress: option values checked before any work; unwritable output
+    # fpga.toolflow.compress: option values checked before any work; unwritable output
     ("compress-size-5", "fpga.compress", ["--size", "5", "-o", "{dir}/o.sqz"], "--size"),
     ("compress-size-huge", "fpga.compress", ["--size", "100000", "-o", "{dir}/o.sqz"], "--size"),
     ("compress-variant", "fpga.compress", ["--variant", "v9", "-o", "{dir}/o.sqz"], "variant"),
@@ -116,7 +116,7 @@ CASES = [
     ),
     ("compress-output-folder", "fpga.compress", ["-o", "{dir}"], "is a folder"),
     ("compress-output-nodir", "fpga.compress", ["-o", "{nodir}"], "does not exist"),
-    # fpga.compress inspect: files that are not models, graphs that are nonsense
+    # fpga.toolflow.compress inspect: files that are not models, graphs that are nonsense
     ("inspect-missing", "fpga.compress", ["inspect", "{missing}"], "cannot read"),
     ("inspect-folder", "fpga.compress", ["inspect", "{dir}"], "cannot read"),
     ("inspect-text", "fpga.compress", ["inspect", "{text.sqz}"], "magic"),
@@ -128,7 +128,7 @@ CASES = [
     ("inspect-nan", "fpga.compress", ["inspect", "{nan_scale.sqz}"], "'out_scale' is NaN"),
     ("inspect-op", "fpga.compress", ["inspect", "{unknown_op.sqz}"], "softmax"),
     ("inspect-channels", "fpga.compress", ["inspect", "{channels.sqz}"], "channels"),
-    # fpga.compress import-deepcompression
+    # fpga.toolflow.compress import-deepcompression
     ("import-junk", "fpga.compress", ["import-deepcompression", "{junk.net}", "-o", "{dir}/i"], ""),
     (
         "import-nan-codebook",
@@ -148,7 +148,7 @@ CASES = [
         ["import-deepcompression", "{junk.net}", "--size", "5", "-o", "{dir}/i"],
         "--size",
     ),
-    # fpga.quant classify / report
+    # fpga.toolflow.quant classify / report
     ("classify-missing-image", "fpga.quant", ["classify", "{missing}"], "not found"),
     ("classify-folder-image", "fpga.quant", ["classify", "{dir}"], "folder"),
     ("classify-text-image", "fpga.quant", ["classify", "{text.jpg}"], "cannot read"),
@@ -164,7 +164,7 @@ CASES = [
     ("classify-model-size", "fpga.quant", ["classify", P, "--model", "{size100000.sqz}"], "size"),
     ("classify-model-text", "fpga.quant", ["classify", P, "--model", "{text.sqz}"], "magic"),
     ("report-size-0", "fpga.quant", ["report", "--size", "0"], "--size"),
-    # fpga.model summary
+    # fpga.toolflow.model summary
     ("summary-size-5", "fpga.model", ["summary", "--size", "5"], "--size"),
     ("summary-size-huge", "fpga.model", ["summary", "--size", "5000"], "--size"),
     ("summary-variant", "fpga.model", ["summary", "--variant", "v9"], "variant"),
@@ -194,7 +194,7 @@ CASES = [
         [P, "--model", "{good.sqz}", "--device", "/dev/nonexistent-tty", "--baud", "0"],
         "baud",
     ),
-    # fpga.build
+    # fpga.build.flow
     ("build-board", "fpga.build", ["--board", "nosuch"], "board"),
     ("build-mode", "fpga.build", ["--board", "ulx3s", "--mode", "fast"], "mode"),
     ("build-clock-nan", "fpga.build", ["--board", "ulx3s", "--clock-mhz", "nan"], "clock"),
@@ -238,7 +238,7 @@ CASES = [
         ["--board", "arty_a7", "--mode", "streamed", "--clock-mhz", "50", "--out", "{dir}/b"],
         "oscillator",
     ),
-    # usage mistakes (fpga.cli.ArgumentParser: one line, exit 2, not argparse's usage block)
+    # usage mistakes (fpga.spec.cli.ArgumentParser: one line, exit 2, not argparse's usage block)
     ("usage-compress-bits", "fpga.compress", ["--bits", "5", "-o", "{dir}/o"], "invalid choice"),
     ("usage-compress-option", "fpga.compress", ["--nosuch", "-o", "{dir}/o"], "--nosuch"),
     ("usage-compress-no-output", "fpga.compress", ["--bits", "6"], "-o/--output"),
@@ -265,7 +265,7 @@ def fill(argv: list[str], files: dict[str, str]) -> list[str]:
 def test_bad_input_is_one_error_line(case, files, capsys):
     _, module, argv, word = case
     main = importlib.import_module(
-        module if module != "fpga.compress" else "fpga.compress.__main__"
+        module if module != "fpga.compress" else "fpga.toolflow.compress.cli"
     )
     try:
         code = main.main(fill(argv, files))
@@ -299,7 +299,7 @@ def test_bad_input_as_a_real_command(argv, files):
 
 
 def test_min_agreement_fails_and_writes_nothing(files, capsys):
-    from fpga.compress.__main__ import main
+    from fpga.toolflow.compress.cli import main
 
     out = Path(files["dir"]) / "weak.sqz"
     argv = ["--variant", "v1.1", "--size", "64", "--bits", "4", "--density", "0.1"]
@@ -359,11 +359,11 @@ def test_failed_write_leaves_the_previous_model_byte_identical(tmp_path):
     write_model(target, network, shared_weights(network), 6)
     before = target.read_bytes()
     limit = 64 * 1024  # the v1.1 model is ~1 MB at 8 bits
-    # SIGXFSZ is not ignored here: fpga.files.atomic_write turns the limit into an error itself
+    # SIGXFSZ is not ignored here: fpga.spec.files.atomic_write turns the limit into an error itself
     code = (
         "import resource, sys\n"
         f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))\n"
-        "from fpga.compress.__main__ import main\n"
+        "from fpga.toolflow.compress.cli import main\n"
         "sys.exit(main(sys.argv[1:]))\n"
     )
     argv = ["--variant", "v1.1", "--size", "32", "--bits", "8", "-o", str(target)]
@@ -382,7 +382,7 @@ def test_failed_write_leaves_the_previous_model_byte_identical(tmp_path):
 
 
 def test_atomic_write_replaces_and_keeps_permissions(tmp_path):
-    from fpga.files import WriteError, atomic_write
+    from fpga.spec.files import WriteError, atomic_write
 
     target = tmp_path / "f.bin"
     target.write_bytes(b"old")
@@ -393,7 +393,8 @@ def test_atomic_write_replaces_and_keeps_permissions(tmp_path):
         atomic_write(tmp_path / "no" / "such" / "f.bin", b"x")
 
 
-# -- fpga.build --program -----------------------------------------------------------------------
+# -- fpga.build.flow --program
+# -----------------------------------------------------------------------
 @pytest.mark.parametrize(
     "timing_met,fits,programmed",
     [(False, True, False), (True, False, False), (None, False, False), (True, True, True)],
@@ -401,7 +402,7 @@ def test_atomic_write_replaces_and_keeps_permissions(tmp_path):
 def test_program_runs_only_after_timing_and_fit_passed(
     monkeypatch, tmp_path, timing_met, fits, programmed
 ):
-    from fpga import build
+    from fpga.build import flow as build
 
     calls = []
     result = {

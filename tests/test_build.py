@@ -6,11 +6,11 @@ import sys
 
 import pytest
 
-from fpga import litedram
-from fpga.boards import BOARDS, INIT_CPU_DSPS, BoardError, get_board
-from fpga.build import NO_BITSTREAM
-from fpga.config import DEFAULT_CONFIG, SMALL_CONFIG
-from fpga.layout import fabric_pes, multipliers
+from fpga.build import litedram
+from fpga.build.flow import NO_BITSTREAM
+from fpga.spec.boards import BOARDS, INIT_CPU_DSPS, BoardError, get_board
+from fpga.spec.config import DEFAULT_CONFIG, SMALL_CONFIG
+from fpga.spec.layout import fabric_pes, multipliers
 
 
 def run_build(*args: str) -> subprocess.CompletedProcess:
@@ -27,7 +27,7 @@ def test_unknown_board_lists_the_boards():
     assert "Traceback" not in out.stderr
 
 
-#: LUTs one fabric PE takes (``hw.array.fabric_product`` and its registers; Yosys, 16 of them
+#: LUTs one fabric PE takes (``hw.engine.array.fabric_product`` and its registers; Yosys, 16 of them
 #: in a 4 x 4 array less the DSP array): 111 LUT6 on xc7
 FABRIC_PE_LUTS_XC7 = 111
 
@@ -151,7 +151,7 @@ VIVADO_UTILIZATION = """
 def test_clock_results_are_named_by_domain():
     """nextpnr's clock nets -> the domains they clock: as the design names them, Amaranth's
     ``cd_<domain>.clk``, else the net itself."""
-    from fpga.build import clock_domain
+    from fpga.build.flow import clock_domain
 
     class Design:
         clock_domains = {"pll.clkop": "sync", "pll.clkos2": "engine"}
@@ -165,7 +165,7 @@ def test_clock_results_are_named_by_domain():
 
 
 def test_vivado_report_parsers():
-    from fpga.build import parse_vivado_utilization, parse_vivado_wns
+    from fpga.build.flow import parse_vivado_utilization, parse_vivado_wns
 
     assert parse_vivado_wns(VIVADO_TIMING) == -0.412
     util = parse_vivado_utilization(VIVADO_UTILIZATION)
@@ -178,7 +178,7 @@ def test_vivado_report_parsers():
 
 
 def test_program_without_a_bitstream_or_loader_is_one_clear_error(tmp_path, monkeypatch):
-    from fpga.build import program_board
+    from fpga.build.flow import program_board
 
     out = run_build("--board", "arty_a7", "--out", str(tmp_path), "--no-report", "--program")
     assert out.returncode == 2 and "no bitstream to program" in out.stderr
@@ -207,8 +207,8 @@ def test_ulx3s_resident_top_has_pll_sdram_pins_and_clock(tmp_path):
     (sdram_dq as inout), both carry a clock constraint at the fabric clock, and a third output
     at the engine's own clock drives the SoC's ``engine`` domain; the design names each clock
     net's domain for the build's per-domain timing."""
-    from fpga.build import platform_for
-    from hw.board import SDR_PADS, board_top
+    from fpga.build.flow import platform_for
+    from hw.board.top import SDR_PADS, board_top
 
     board = get_board("ulx3s").with_clock(50.0)
     assert board.memory.controller_clock_mhz == 50.0  # the controller runs in the fabric clock
@@ -290,7 +290,7 @@ def test_ulx3s_bitstream_meets_timing_and_fits(tmp_path):
     assert all(0 < used <= cap for used, cap in util.values())
     assert util["dsp"][0] >= SMALL_CONFIG.pes  # one multiplier per PE at least
     # the engine's buffer reads (ACT_IN twice, WEIGHT, PARAMS) were captured in flip-flops that
-    # became their block RAMs' output registers (fpga.ecp5_outreg), and the bitstream packed
+    # became their block RAMs' output registers (fpga.build.ecp5_outreg), and the bitstream packed
     moved = result["bram_output_registers"]
     assert moved["ports"] >= 4 and moved["flip_flops"] >= moved["ports"], moved
     # the 2x2 config's 8 KiB activation buffers cannot hold one row of v1.1@224's conv10 output

@@ -1,22 +1,21 @@
-"""The network compiler's tiling, run on the engine emulator, equals fpga.golden bit for bit."""
+"""The network compiler's tiling, run on the engine emulator, equals fpga.spec.golden bit for
+bit."""
 
 import numpy as np
 import pytest
 
-from fpga import golden, quant
-from fpga.compile import CompileError, compile_network, execute
-from fpga.config import DEFAULT_CONFIG, SMALL_CONFIG
-from fpga.emulator import EngineEmulator
-from fpga.image import bundled_photos, preprocess
-from fpga.layout import BufferSpace, predict_cycles
-from fpga.resident import (
-    check_commands,
-    compile_resident,
-    run_resident,
-    sequential_cycles,
-    transfer_cycles,
-    transfer_totals,
-)
+from fpga.compiler.check import check_commands
+from fpga.compiler.cost import transfer_cycles
+from fpga.compiler.emulator import EngineEmulator
+from fpga.compiler.program import CompileError, compile_network, execute
+from fpga.compiler.reference import run_resident
+from fpga.compiler.resident import compile_resident
+from fpga.compiler.traffic import sequential_cycles, transfer_totals
+from fpga.spec import golden
+from fpga.spec.config import DEFAULT_CONFIG, SMALL_CONFIG
+from fpga.spec.image import bundled_photos, preprocess
+from fpga.spec.layout import BufferSpace, predict_cycles
+from fpga.toolflow import quant
 
 
 def run_both(variant, size, config, photo=1, weights_mode="indices"):
@@ -71,7 +70,7 @@ def test_link_bytes_and_utilization_are_reported():
     macs = sum(s.macs for s in stats)
     cycles = sum(s.cycles for s in stats)
     # every MAC of the network is accounted for (conv1 included, via the lowering)
-    from fpga.model import summary
+    from fpga.toolflow.model import summary
 
     assert macs == summary("v1.0", 227)["totals"]["macs"]
     assert cycles == sum(

@@ -9,14 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fpga import golden, huffman
-from fpga.arch import DATA_DIR
-from fpga.compress import compress_network, prune_weights
-from fpga.compress.core import kmeans_codebook
-from fpga.compress.deepcompression import read_deepcompression
-from fpga.image import bundled_photos, preprocess
-from fpga.model import load_weights
-from fpga.sqz import (
+from fpga.spec import golden, huffman
+from fpga.spec.arch import DATA_DIR
+from fpga.spec.image import bundled_photos, preprocess
+from fpga.spec.sqz import (
     CODING_FIXED,
     CODING_HUFFMAN,
     FormatError,
@@ -25,6 +21,10 @@ from fpga.sqz import (
     sparse_streams,
     write_model,
 )
+from fpga.toolflow.compress import compress_network, prune_weights
+from fpga.toolflow.compress.core import kmeans_codebook
+from fpga.toolflow.compress.deepcompression import read_deepcompression
+from fpga.toolflow.model import load_weights
 from tests.sqz_samples import shared_weights, tiny_network
 
 RELEASE = DATA_DIR / "compressed_SqueezeNet.net"

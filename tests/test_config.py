@@ -2,7 +2,13 @@
 
 import pytest
 
-from fpga.config import DEFAULT_CONFIG, LARGE_CONFIG, SMALL_CONFIG, AcceleratorConfig, ConfigError
+from fpga.spec.config import (
+    DEFAULT_CONFIG,
+    LARGE_CONFIG,
+    SMALL_CONFIG,
+    AcceleratorConfig,
+    ConfigError,
+)
 
 
 def test_default_config_fits_arty_a7_35t_dsps():

@@ -1,4 +1,4 @@
-"""fpga.ecp5_outreg: block RAM read data captured by plain flip-flops moves into the DP16KD's
+"""fpga.build.ecp5_outreg: block RAM read data captured by plain flip-flops moves into the DP16KD's
 output register, and nothing else does."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from fpga.ecp5_outreg import absorb_file, absorb_output_registers
+from fpga.build.ecp5_outreg import absorb_file, absorb_output_registers
 
 CLOCK, OTHER_CLOCK, RESET = 2, 3, 4
 #: nets: 10.. the RAM's outputs, 20.. the flip-flops' outputs, 30.. what reads them
@@ -194,7 +194,7 @@ def test_output_read_by_a_top_level_port_is_left_alone():
 
 def _cli(*args):
     return subprocess.run(
-        [sys.executable, "-m", "fpga.ecp5_outreg", *args], capture_output=True, text=True
+        [sys.executable, "-m", "fpga.build.ecp5_outreg", *args], capture_output=True, text=True
     )
 
 
@@ -236,7 +236,7 @@ def test_yosys_netlist_of_a_captured_memory_places_with_output_registers(tmp_pat
     from amaranth.back import rtlil
     from amaranth.lib.memory import Memory
 
-    from fpga.build import tool
+    from fpga.build.flow import tool
 
     engine, sync = ClockDomain("engine"), ClockDomain("sync")
 

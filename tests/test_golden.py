@@ -1,13 +1,13 @@
-"""fpga.golden (the bit-exact spec) against an independent torch integer reference."""
+"""fpga.spec.golden (the bit-exact spec) against an independent torch integer reference."""
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fpga import golden
-from fpga.arch import VARIANTS
-from fpga.quant import bundled_photos, preprocess, quantize_network
+from fpga.spec import golden
+from fpga.spec.arch import VARIANTS
+from fpga.toolflow.quant import bundled_photos, preprocess, quantize_network
 from tests import torch_reference as ref
 
 I8 = dict(min_value=-128, max_value=127)

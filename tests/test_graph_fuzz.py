@@ -1,6 +1,6 @@
 """Graph fuzz: structured mutations of a valid model's graph JSON, re-signed with valid CRCs.
 
-Each mutated file gets past the byte checks of ``fpga.sqz``; from there the reader must either
+Each mutated file gets past the byte checks of ``fpga.spec.sqz``; from there the reader must either
 refuse it with ``FormatError`` or return a network that the golden model runs and the compiler
 tiles (or refuses with its own ``CompileError``) — never another exception, and never a large
 allocation: the loop runs in a subprocess under ``RLIMIT_AS``, so an unbounded allocation
@@ -77,8 +77,8 @@ TOP_FIELDS = ["variant", "input_size", "input_scale", "meta", "layers"]
 
 def resign(good: bytes, graph_payload: bytes) -> bytes:
     """``good`` with its graph section replaced by ``graph_payload``, header and every CRC valid
-    (as ``fpga.sqz`` computes them), the conv sections copied verbatim."""
-    from fpga import sqz
+    (as ``fpga.spec.sqz`` computes them), the conv sections copied verbatim."""
+    from fpga.spec import sqz
 
     magic, version, coding, _, n_sections = sqz.HEADER.unpack(good[: sqz.HEADER.size])
     pos = sqz.HEADER.size + sqz.HEADER_CRC.size
@@ -99,7 +99,7 @@ def resign(good: bytes, graph_payload: bytes) -> bytes:
 
 def graph_payload(data: bytes) -> bytes:
     """The graph section's JSON payload of a valid file."""
-    from fpga import sqz
+    from fpga.spec import sqz
 
     pos = sqz.HEADER.size + sqz.HEADER_CRC.size
     _, name_len, length = sqz.SECTION_HEAD.unpack(data[pos : pos + sqz.SECTION_HEAD.size])
@@ -183,11 +183,11 @@ def mutate(graph: dict, rng: np.random.Generator):
 def fuzz(trials: int, seed: int, workdir: str) -> dict:
     """The fuzz loop (runs in the limited subprocess): counts of outcomes, failures with
     tracebacks."""
-    from fpga import golden
-    from fpga.compile import compile_network
-    from fpga.config import AcceleratorConfig
-    from fpga.errors import UserError
-    from fpga.sqz import FormatError, read_model, write_model
+    from fpga.compiler.program import compile_network
+    from fpga.spec import golden
+    from fpga.spec.config import AcceleratorConfig
+    from fpga.spec.errors import UserError
+    from fpga.spec.sqz import FormatError, read_model, write_model
     from tests.sqz_samples import shared_weights, tiny_network
 
     rng = np.random.default_rng(seed)
@@ -274,10 +274,10 @@ def test_graph_fuzz_only_format_errors_under_a_memory_limit(tmp_path):
 
 def test_documented_limits_match_the_code():
     """docs/format.md quotes the graph limits and what the largest variant needs at the largest
-    input: both come from fpga.graph, checked here so that they cannot drift."""
-    from fpga import graph as g
-    from fpga.model import expected_shapes
-    from fpga.quant import float_graph
+    input: both come from fpga.spec.graph, checked here so that they cannot drift."""
+    from fpga.spec import graph as g
+    from fpga.toolflow.model import expected_shapes
+    from fpga.toolflow.quant import float_graph
 
     text = (ROOT / "docs" / "format.md").read_text()
     assert f"**{g.MIN_INPUT_SIZE}..{g.MAX_INPUT_SIZE}**" in text

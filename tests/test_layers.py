@@ -1,8 +1,9 @@
-"""The layering rules of ARCHITECTURE.md, checked by walking every import in the source.
+"""The layering rules of docs/architecture.md, checked by walking every import in the source.
 
-Spec (no torch, no gateware, no host) <- toolflow (torch) ; spec <- hw ; spec <- host ;
-build is handed its design ; sim may import anything below it. Function-level (lazy) imports
-count like module-level ones: a lazy import of torch in the spec would still need torch.
+A module's layer is the package it lives in (:data:`LAYERS`), never a list kept here: a new
+module is checked the moment it is put in its folder. Which layer may import which is
+:data:`MAY_IMPORT`. Function-level (lazy) imports count like module-level ones: a lazy import of
+torch in the spec would still need torch.
 """
 
 from __future__ import annotations
@@ -20,31 +21,56 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("fpga", "hw", "host", "sim", "bench")
 
-#: the spec layer: what gateware, host, emulator and toolflow all build on
-SPEC = {
-    "fpga.errors",
-    "fpga.cli",
-    "fpga.files",
-    "fpga.graph",
-    "fpga.config",
-    "fpga.arch",
-    "fpga.boards",
-    "fpga.layout",
-    "fpga.protocol",
-    "fpga.golden",
-    "fpga.floatgraph",
-    "fpga.huffman",
-    "fpga.image",
-    "fpga.network",
-    "fpga.sqz",
-    "fpga.resident",
+#: package -> layer (a module's layer is that of the longest package that holds it)
+LAYERS = {
+    "fpga.spec": "spec",  # the facts every other layer builds on: numpy and Pillow only
+    "fpga.compiler": "compiler",  # network -> engine commands, DRAM map, cycle model; no torch
+    "fpga.toolflow": "toolflow",  # torch: float model, quantization, compression
+    "fpga.build": "build",  # bitstreams and fit reports; handed its design, never imports hw
+    "hw.engine": "engine",  # the conv engine's gateware
+    "hw.soc": "soc",  # the SoC around it: link, sequencer, DMA, DRAM port, UART
+    "hw.board": "board",  # board tops: pins, PLLs, a timing top
+    "host": "host",  # the host runtime: no torch, no gateware
+    "sim": "sim",  # simulation: benches, the simulated board's build
+    "bench": "bench",  # `make bench`: may use anything
 }
-#: third-party packages the spec layer may use
+#: layer -> the layers its modules may import (its own included)
+MAY_IMPORT = {
+    "spec": {"spec"},
+    "compiler": {"spec", "compiler"},
+    "toolflow": {"spec", "compiler", "toolflow"},
+    "build": {"spec", "compiler", "build"},
+    "engine": {"spec", "engine"},
+    "soc": {"spec", "engine", "soc"},
+    "board": {"spec", "engine", "soc", "board"},
+    "host": {"spec", "compiler", "host"},
+    "sim": {"spec", "compiler", "toolflow", "build", "engine", "soc", "board", "sim"},
+    "bench": set(LAYERS.values()) | {"entry"},
+}
+#: the CLIs kept under their old names (``python -m fpga.quant``): each runs one toolflow CLI
+ENTRY_POINTS = {
+    "fpga.quant": "fpga.toolflow.quant",
+    "fpga.model": "fpga.toolflow.model",
+    "fpga.compress": "fpga.toolflow.compress.cli",
+}
+#: third-party packages the spec and the compiler may use
 SPEC_THIRD_PARTY = {"numpy", "PIL"}
 #: third-party packages the host runtime install brings (pyproject dependencies)
 HOST_THIRD_PARTY = {"numpy", "PIL", "serial", "tqdm"}
 #: the host's optional extras (pyproject's ``batch``: host.batch imports ray lazily, --devices only)
 HOST_OPTIONAL_THIRD_PARTY = {"ray"}
+
+
+def layer_of(module: str) -> str | None:
+    """The layer of a project module (None for the top-level packages' empty ``__init__``)."""
+    if module in ENTRY_POINTS:
+        return "entry"
+    parts = module.split(".")
+    for i in range(len(parts), 0, -1):
+        layer = LAYERS.get(".".join(parts[:i]))
+        if layer:
+            return layer
+    return None
 
 
 def module_name(path: Path) -> str:
@@ -121,18 +147,48 @@ def stdlib(module: str) -> bool:
     return top(module) in sys.stdlib_module_names
 
 
-def test_spec_modules_exist():
-    assert SPEC <= set(MODULES)
+def test_every_module_has_a_layer():
+    """Each module lives in a layer's package (or is an entry point); the top-level packages
+    hold nothing but those."""
+    homeless = sorted(
+        m for m in MODULES if layer_of(m) is None and m not in ("fpga", "hw", "host", "sim")
+    )
+    assert not homeless, f"modules outside every layer's package: {homeless}"
+    for name in ("fpga", "hw"):
+        assert not MODULES[name].read_text().strip(), f"{name}/__init__.py defines something"
 
 
-@pytest.mark.parametrize("name", sorted(SPEC))
-def test_spec_imports_only_spec_numpy_and_pillow(name):
+@pytest.mark.parametrize("name", sorted(m for m in MODULES if layer_of(m) not in (None, "entry")))
+def test_imports_follow_the_layers(name):
+    layer = layer_of(name)
+    bad = sorted(
+        m
+        for m in GRAPH[name]
+        if m in MODULES and layer_of(m) is not None and layer_of(m) not in MAY_IMPORT[layer]
+    )
+    assert not bad, f"{name} ({layer}) imports {[(m, layer_of(m)) for m in bad]}"
+
+
+@pytest.mark.parametrize("name", sorted(ENTRY_POINTS))
+def test_entry_points_only_run_their_cli(name):
+    """``python -m fpga.quant`` and the like: one import of the toolflow CLI, nothing defined."""
+    tree = ast.parse(MODULES[name].read_text())
+    assert not [n for n in tree.body if isinstance(n, ast.FunctionDef | ast.ClassDef)]
+    imported = {m for m in GRAPH[name] if m in MODULES}
+    packages = {m for m in imported if MODULES[m].name == "__init__.py"}
+    assert imported - packages == {ENTRY_POINTS[name]}
+
+
+@pytest.mark.parametrize("name", sorted(m for m in MODULES if layer_of(m) in ("spec", "compiler")))
+def test_spec_and_compiler_reach_only_numpy_and_pillow(name):
     bad = sorted(
         m
         for m in reach(name)
-        if not stdlib(m) and m not in SPEC and top(m) not in SPEC_THIRD_PARTY and m != "fpga"
+        if not stdlib(m)
+        and top(m) not in SPEC_THIRD_PARTY | {"fpga"}
+        and layer_of(m) not in ("spec", "compiler")
     )
-    assert not bad, f"{name} (spec layer) reaches {bad}"
+    assert not bad, f"{name} ({layer_of(name)}) reaches {bad}"
 
 
 @pytest.mark.parametrize("name", sorted(m for m in MODULES if top(m) == "host"))
@@ -150,26 +206,17 @@ def test_host_reaches_no_torch_no_gateware(name):
     assert not bad, f"{name} reaches {bad}"
 
 
-@pytest.mark.parametrize("name", sorted(m for m in MODULES if top(m) == "hw"))
-def test_gateware_imports_spec_only(name):
-    bad = sorted(
-        m
-        for m in GRAPH[name]
-        if (top(m) == "fpga" and m not in SPEC and m != "fpga")
-        or top(m) in ("host", "sim", "torch", "bench")
-    )
-    assert not bad, f"{name} imports {bad}"
+@pytest.mark.parametrize("name", sorted(m for m in MODULES if layer_of(m) == "build"))
+def test_build_flow_reaches_no_torch_and_no_gateware(name):
+    """The build is handed its design (``--design``) and predicts images/s from the compiler."""
+    bad = sorted(m for m in reach(name) if top(m) in ("torch", "hw", "host", "sim"))
+    assert not bad, f"{name} reaches {bad}"
 
 
-def test_build_flow_is_handed_its_design():
-    assert not [m for m in reach("fpga.build") if top(m) == "hw"]
-
-
-def test_toolflow_never_imports_upward():
-    for name in MODULES:
-        if top(name) == "fpga":
-            bad = [m for m in GRAPH[name] if top(m) in ("hw", "host", "sim", "bench")]
-            assert not bad, f"{name} imports {bad}"
+@pytest.mark.parametrize("name", sorted(m for m in MODULES if top(m) == "sim"))
+def test_sim_reaches_no_host(name):
+    bad = sorted(m for m in reach(name) if top(m) in ("host", "bench"))
+    assert not bad, f"{name} reaches {bad}"
 
 
 def test_no_import_cycles():
@@ -179,12 +226,15 @@ def test_no_import_cycles():
 
 
 def test_checker_sees_a_violation():
-    """The walker is not blind: a lazy torch import in a spec module is found."""
-    GRAPH["fpga.config"] = GRAPH["fpga.config"] | {"torch"}
+    """The walker is not blind: a lazy torch import in a spec module is found, and a spec module
+    importing the compiler breaks the layer rule."""
+    GRAPH["fpga.spec.config"] = GRAPH["fpga.spec.config"] | {"torch", "fpga.compiler.program"}
     try:
-        assert "torch" in reach("fpga.layout")
+        assert "torch" in reach("fpga.spec.layout")
+        with pytest.raises(AssertionError, match="compiler"):
+            test_imports_follow_the_layers("fpga.spec.config")
     finally:
-        GRAPH["fpga.config"] = imports_of("fpga.config")
+        GRAPH["fpga.spec.config"] = imports_of("fpga.spec.config")
 
 
 BLOCKER = """

@@ -1,4 +1,4 @@
-"""fpga.litedram: the litedram_gen YAML comes from the board registry, the generated core is
+"""fpga.build.litedram: the litedram_gen YAML comes from the board registry, the generated core is
 cached (and reused), the ULX3S sdram_dq fix holds, the native port contract is parsed."""
 
 import importlib.util
@@ -9,9 +9,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from fpga import litedram
-from fpga.boards import get_board
-from hw import resources
+from fpga.build import litedram
+from fpga.spec.boards import get_board
+from hw.board import resources
 
 needs_litedram = pytest.mark.skipif(
     importlib.util.find_spec("litedram") is None, reason="litedram is not installed (dev extra)"
@@ -235,7 +235,8 @@ def test_ulx3s_board_core_has_inout_dq_and_its_contract(cache):
     assert any("no SDRAM clock output" in note for note in core.notes)
 
 
-# -- the Arty A7's DDR3 pins (hw.resources) ------------------------------------------------------
+# -- the Arty A7's DDR3 pins (hw.board.resources)
+# ------------------------------------------------------
 
 
 def _fake_pads(table: dict, ports: dict, builtin: bool) -> SimpleNamespace:

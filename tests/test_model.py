@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from fpga import arch, model
-from fpga.arch import VARIANTS, ModelError
+from fpga.spec import arch
+from fpga.spec.arch import VARIANTS, ModelError
+from fpga.toolflow import model
 
 PARAMS = {"v1.0": 1_248_424, "v1.1": 1_235_496, "simple-bypass": 1_248_424}
 

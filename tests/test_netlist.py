@@ -1,10 +1,15 @@
-"""fpga.netlist: the deepest LUT path between registers of a mapped netlist."""
+"""fpga.build.netlist: the deepest LUT path between registers of a mapped netlist."""
 
 import json
 
 import pytest
 
-from fpga.netlist import NetlistError, deepest_lut_path, deepest_lut_path_of_file, design_module
+from fpga.build.netlist import (
+    NetlistError,
+    deepest_lut_path,
+    deepest_lut_path_of_file,
+    design_module,
+)
 
 
 def _cell(kind: str, inputs: dict, outputs: dict) -> dict:

@@ -1,4 +1,4 @@
-"""fpga.protocol: one layout table gives the host's struct packing and the gateware's
+"""fpga.spec.protocol: one layout table gives the host's struct packing and the gateware's
 StructLayout; one frame parser; the board registry's bauds are the ones the docs quote."""
 
 import random
@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from fpga import protocol
-from fpga.boards import BOARDS
-from fpga.config import DEFAULT_CONFIG, SMALL_CONFIG
-from fpga.protocol import (
+from fpga.spec import protocol
+from fpga.spec.boards import BOARDS
+from fpga.spec.config import DEFAULT_CONFIG, SMALL_CONFIG
+from fpga.spec.protocol import (
     FRAME_OVERHEAD,
     IDENTIFY_RESPONSE,
     RESPONSE_FLAG,
@@ -41,7 +41,7 @@ def _random_values(layout: PayloadLayout, rng: random.Random) -> dict:
 def test_struct_layout_and_struct_packing_agree(layout):
     """The gateware's StructLayout puts every field at the bits where struct packs its bytes."""
     rng = random.Random(layout.name)
-    from hw.link import struct_layout
+    from hw.soc.link import struct_layout
 
     structure = struct_layout(layout)
     assert structure.size == 8 * layout.size
@@ -61,7 +61,7 @@ def test_layouts_refuse_missing_fields_and_short_payloads():
 
 
 def test_the_host_runs_without_amaranth():
-    code = "import sys, fpga.protocol, host.driver; sys.exit('amaranth' in sys.modules)"
+    code = "import sys, fpga.spec.protocol, host.driver; sys.exit('amaranth' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
 
 

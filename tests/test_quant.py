@@ -7,8 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from fpga import quant
-from fpga.image import PHOTOS_DIR, ImageError, bundled_photos, preprocess
+from fpga.spec.image import PHOTOS_DIR, ImageError, bundled_photos, preprocess
+from fpga.toolflow import quant
 
 EXPECTED_TOP1 = {"chelsea.jpg": 285, "coffee.jpg": 967, "camera.jpg": 872}
 

@@ -1,9 +1,9 @@
 """The compressor emits the same bytes for the same inputs on any machine and thread count.
 
-Each run is a fresh ``python -m fpga.compress`` process with its own thread and BLAS settings
-(``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``, ``OPENBLAS_NUM_THREADS`` 1 and 2, OpenBLAS's kernel
-forced to its most generic x86-64 one with ``OPENBLAS_CORETYPE`` or left to its CPU detection):
-every file must be the same bytes, and those bytes must be :data:`PINNED_SHA256`.
+Each run is a fresh ``python -m fpga.toolflow.compress`` process with its own thread and BLAS
+settings (``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``, ``OPENBLAS_NUM_THREADS`` 1 and 2, OpenBLAS's
+kernel forced to its most generic x86-64 one with ``OPENBLAS_CORETYPE`` or left to its CPU
+detection): every file must be the same bytes, and those bytes must be :data:`PINNED_SHA256`.
 
 The pins are the cross-machine check (docs/compression.md "Reproducible bytes"): a CI machine
 that is not the one that wrote them computes the same hashes, or this fails. They change only
@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fpga import floatgraph, quant
+from fpga.spec import floatgraph
+from fpga.toolflow import quant
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -90,7 +91,7 @@ def test_same_bytes_under_every_thread_count_and_blas_kernel(tmp_path):
 
 
 def test_float_conv_sums_in_one_fixed_order():
-    """fpga.floatgraph.conv2d equals a plain Python loop that adds the bias, then each product
+    """fpga.spec.floatgraph.conv2d equals a plain Python loop that adds the bias, then each product
     in (c, ky, kx) order, rounding once per step: bit for bit, not approximately."""
     rng = np.random.default_rng(5)
     x = rng.standard_normal((3, 7, 6))
@@ -126,8 +127,8 @@ def test_requantization_factor_at_a_power_of_two_is_exact():
 def test_float_graph_agrees_with_torch(variant):
     """The float64 graph the quantizer calibrates on against torch's model (an independent
     implementation, float32): the same network, logits within 1e-4."""
-    from fpga.image import bundled_photos, preprocess
-    from fpga.model import load_weights
+    from fpga.spec.image import bundled_photos, preprocess
+    from fpga.toolflow.model import load_weights
 
     weights = load_weights(variant)
     model = quant.load_model(variant, weights)

@@ -2,38 +2,38 @@
 
 Whole v1.0/v1.1 networks (reduced size) run from a bytearray DRAM through the command list and
 the engine emulator; logits and every intermediate tensor (read from its DRAM region right after
-its unit's last STORE) equal fpga.golden bit for bit, in both weights modes and both input modes,
-from either input/output slot (the program's input LOADs and output STOREs are relocated per run).
+its unit's last STORE) equal fpga.spec.golden bit for bit, in both weights modes and both input
+modes, from either input/output slot (the program's input LOADs and output STOREs are relocated per
+run).
 """
 
 import numpy as np
 import pytest
 
-from fpga import golden, quant
-from fpga.compile import compile_network, execute
-from fpga.config import DEFAULT_CONFIG
-from fpga.emulator import EngineEmulator
-from fpga.errors import UserError
-from fpga.image import bundled_photos, preprocess
-from fpga.layout import BufferSpace
-from fpga.resident import (
+from fpga.compiler.check import check_commands
+from fpga.compiler.emulator import EngineEmulator
+from fpga.compiler.program import compile_network, execute
+from fpga.compiler.reference import run_commands, run_resident
+from fpga.compiler.resident import compile_resident
+from fpga.compiler.traffic import sequential_cycles, transfer_totals
+from fpga.spec import golden
+from fpga.spec.commands import (
     COMMAND_BYTES,
     COMMAND_DTYPE,
     SLOTS,
     Flag,
     Opcode,
     ResidentError,
-    check_commands,
     command,
     command_fields,
-    compile_resident,
     pack_commands,
-    run_commands,
-    run_resident,
-    sequential_cycles,
-    transfer_totals,
     unpack_commands,
 )
+from fpga.spec.config import DEFAULT_CONFIG
+from fpga.spec.errors import UserError
+from fpga.spec.image import bundled_photos, preprocess
+from fpga.spec.layout import BufferSpace
+from fpga.toolflow import quant
 
 SIZES = {"v1.0": 67, "v1.1": 64}
 
@@ -127,7 +127,7 @@ def test_network_from_dram_equals_golden(networks, variant, weights_mode, device
     assert (totals["loaded"], totals["stored"]) == (stats.loaded_bytes, stats.stored_bytes)
     assert totals["rows"] == stats.dma_requests and totals["commands"] == stats.commands
 
-    # the LOADs move the bytes fpga.compile.execute writes, in its order (conv1's gathered
+    # the LOADs move the bytes fpga.compiler.program.execute writes, in its order (conv1's gathered
     # columns aside: those are ACT_IN writes of another shape), STOREs read what it reads
     streamed = WriteLog(EngineEmulator(DEFAULT_CONFIG))
     execute(program, streamed, image)

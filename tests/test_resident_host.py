@@ -3,10 +3,11 @@ against a Python stand-in for the device: no simulator needed.
 
 ``FakeResidentBoard`` is a transport that answers protocol v5 as docs/protocol.md describes the
 device: a DRAM bytearray, MEM_WRITE/MEM_READ, MODEL_COMMIT (CRC-32 over DRAM), RUN_RESIDENT
-starting a run that RESIDENT_WAIT ends (the command list run by ``fpga.resident.run_commands``
-on ``fpga.emulator.EngineEmulator`` with the run's input and output slots), BUSY while it runs.
-It drops frames whose CRC fails (the host must time out and retry). The e2e tests run the same
-host code against the simulated board's RTL (tests/e2e/test_resident.py).
+starting a run that RESIDENT_WAIT ends (the command list run by
+``fpga.compiler.reference.run_commands`` on ``fpga.compiler.emulator.EngineEmulator`` with the run's
+input and output slots), BUSY while it runs. It drops frames whose CRC fails (the host must time out
+and retry). The e2e tests run the same host code against the simulated board's RTL
+(tests/e2e/test_resident.py).
 """
 
 from __future__ import annotations
@@ -18,14 +19,17 @@ import threading
 import numpy as np
 import pytest
 
-from fpga import golden, quant
-from fpga.compile import compile_network
-from fpga.config import DEFAULT_CONFIG
-from fpga.emulator import EngineEmulator
-from fpga.errors import UserError, run_cli
-from fpga.image import bundled_photos, preprocess
-from fpga.layout import BufferSpace
-from fpga.protocol import (
+from fpga.compiler.emulator import EngineEmulator
+from fpga.compiler.program import compile_network
+from fpga.compiler.resident import compile_resident
+from fpga.spec import golden
+from fpga.spec.commands import COMMAND_BYTES, ResidentError, command, pack_commands
+from fpga.spec.commands import Opcode as Cmd
+from fpga.spec.config import DEFAULT_CONFIG
+from fpga.spec.errors import UserError, run_cli
+from fpga.spec.image import bundled_photos, preprocess
+from fpga.spec.layout import BufferSpace
+from fpga.spec.protocol import (
     FRAME_HEADER,
     MEM_READ_REQUEST,
     MEM_WRITE_REQUEST,
@@ -44,14 +48,7 @@ from fpga.protocol import (
     encode_frame,
     identify_payload,
 )
-from fpga.resident import (
-    COMMAND_BYTES,
-    ResidentError,
-    command,
-    compile_resident,
-    pack_commands,
-)
-from fpga.resident import Opcode as Cmd
+from fpga.toolflow import quant
 from host.classify import choose_mode, predicted_images_per_s
 from host.driver import (
     BadModel,
@@ -66,7 +63,7 @@ from host.driver import (
 
 SIZE = 64  # v1.1 at a reduced input size (as tests/test_resident.py)
 DRAM = 16 << 20  # the stand-in's DRAM (the simulated board has 256 MiB)
-SEQ_DRAM_RANGE = 2  # hw.sequencer.SequencerError.DRAM_RANGE (tests may not need the gateware)
+SEQ_DRAM_RANGE = 2  # hw.soc.sequencer.SequencerError.DRAM_RANGE (tests may not need the gateware)
 
 
 class FakeResidentBoard:
@@ -74,7 +71,7 @@ class FakeResidentBoard:
 
     RUN_RESIDENT starts a run and answers at once; the stand-in decides when it completes: on
     RESIDENT_WAIT, or (``run_frames`` K) before the K-th frame received after the start. The
-    program executes when the run completes (``fpga.resident.run_commands`` with the run's
+    program executes when the run completes (``fpga.compiler.reference.run_commands`` with the run's
     input and output addresses), so a host that wrote into the running slot or read the
     running slot's output would get wrong logits. While a run goes: BUSY for WRITE/READ/RUN,
     MODEL_COMMIT, a MEM_WRITE into the model and a RUN_RESIDENT with another seq; a replayed
@@ -144,7 +141,7 @@ class FakeResidentBoard:
         self.model = {**self.model, "loaded": 0}
 
     def busy(self, opcode: Opcode, payload: bytes, seq: int) -> bool:
-        """Whether a running program refuses this request (hw.link's list)."""
+        """Whether a running program refuses this request (hw.soc.link's list)."""
         if self.running is None:
             return False
         if opcode in (Opcode.WRITE, Opcode.READ, Opcode.RUN, Opcode.MODEL_COMMIT):
@@ -254,7 +251,7 @@ class FakeResidentBoard:
         self.last_run = self.execute(run)
 
     def execute(self, run: dict) -> tuple[int, bytes]:
-        from fpga.resident import run_commands
+        from fpga.compiler.reference import run_commands
 
         start = self.model["program_addr"]
         if self.run_error is not None:
@@ -722,7 +719,7 @@ def test_a_failed_run_is_reported_by_its_wait(small, three):
     board = FakeResidentBoard()
     device = fake_device(board)
     device.load_model(image)
-    board.run_error = 6  # hw.sequencer.SequencerError.ENGINE
+    board.run_error = 6  # hw.soc.sequencer.SequencerError.ENGINE
     pc = image.program_address
     with pytest.raises(DeviceError, match=rf"RESIDENT_WAIT: .* {pc:#x} with sequencer error 6"):
         list(device.run_resident_many(image, xs))
@@ -762,8 +759,8 @@ class FakeBoardServer:
 
 @pytest.fixture
 def sqz_model(tmp_path):
-    from fpga.compress import compress_network
-    from fpga.sqz import write_model
+    from fpga.spec.sqz import write_model
+    from fpga.toolflow.compress import compress_network
 
     network, shared, _ = compress_network("v1.1", 6, size=SIZE)
     path = tmp_path / "small.sqz"
@@ -805,7 +802,7 @@ def test_infer_cli_in_resident_mode_reports_the_accounting(sqz_model, capsys):
         assert "already on the device" in out and "engine" in out and "DMA wait" in out
         assert "images/s (link and compute overlapped) at 100 MHz over a 12 Mbaud UART" in out
         assert "images/s (compute, then transfer)" in out and "host cycles" in out
-        assert "equals fpga.golden: yes" in out
+        assert "equals fpga.spec.golden: yes" in out
         assert server.board.frames.count(Opcode.MODEL_COMMIT) == 1
     finally:
         server.close()
@@ -829,7 +826,7 @@ def test_infer_cli_turns_a_device_refusal_into_one_error_line(sqz_model, capsys)
     from host.infer import main
 
     board = FakeResidentBoard()
-    board.run_error = 6  # hw.sequencer.SequencerError.ENGINE
+    board.run_error = 6  # hw.soc.sequencer.SequencerError.ENGINE
     server = FakeBoardServer(board)
     try:
         photo = str(bundled_photos()[0])

@@ -1,6 +1,6 @@
-"""An independent integer reference built from torch ops, to prove fpga.golden right.
+"""An independent integer reference built from torch ops, to prove fpga.spec.golden right.
 
-It shares nothing with fpga.golden but the written numerics: convolution by torch's conv2d in
+It shares nothing with fpga.spec.golden but the written numerics: convolution by torch's conv2d in
 float64 (exact for these integer magnitudes), rounding and shifts by torch int64 ops, pooling by
 torch's own ceil-mode max_pool2d.
 """

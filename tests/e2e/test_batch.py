@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from fpga.image import bundled_photos
+from fpga.spec.image import bundled_photos
 from host import batch
 from host.batch import BatchError, DeviceSpec, classify_batch, expand_images, parse_devices
 
@@ -112,8 +112,8 @@ class Watch(threading.Thread):
 
 @pytest.fixture(scope="session")
 def model_file(tmp_path_factory):
-    from fpga.compress import compress_network
-    from fpga.sqz import write_model
+    from fpga.spec.sqz import write_model
+    from fpga.toolflow.compress import compress_network
 
     network, shared, _ = compress_network(VARIANT, 6, None, SIZE)
     path = tmp_path_factory.mktemp("batch") / f"{VARIANT}-{SIZE}.sqz"
@@ -240,7 +240,7 @@ def test_no_board_answers_is_one_error_line(model_file):
 
 
 def test_three_boards_equal_one_board_image_by_image(resident_board_binary, model_file):
-    from fpga.sqz import load_for_device
+    from fpga.spec.sqz import load_for_device
     from host.classify import classify_on_device
     from host.simulated import BoardProcess
 
@@ -299,7 +299,7 @@ def test_a_board_killed_mid_batch(resident_board_binary, model_file, tmp_path):
     failed_board = [line for line in lines if line.startswith("FAILED board")]
     assert len(failed_board) == 1 and f"pid {killed}" in failed_board[0], out
     assert f"FAILED image {broken}" in out
-    assert out.count("equals fpga.golden: yes, bit for bit") == 4, out
+    assert out.count("equals fpga.spec.golden: yes, bit for bit") == 4, out
     with open(out_csv, newline="") as f:
         rows = list(csv.DictReader(f))
     assert [r["image"] for r in rows] == [str(p) for p in expand_images([str(p) for p in paths])]

@@ -6,9 +6,10 @@ Reduced input size in CI; full 227/224 runs are marked slow.
 import numpy as np
 import pytest
 
-from fpga import golden, quant
-from fpga.compile import compile_network, execute
-from fpga.image import bundled_photos, preprocess
+from fpga.compiler.program import compile_network, execute
+from fpga.spec import golden
+from fpga.spec.image import bundled_photos, preprocess
+from fpga.toolflow import quant
 
 
 def run_network_on_board(board, variant, size, photo=0, weights_mode="indices"):
@@ -55,8 +56,8 @@ def test_full_size_network_on_simulated_board(board, variant, size, weights_mode
 def test_compressed_model_runs_on_the_board_from_its_indices(board, tmp_path, weights_mode):
     """A 6-bit .sqz model: the device holds codebook indices + the per-layer codebook, sent as
     bytes or as Huffman streams that the device decodes."""
-    from fpga.compress import compress_network
-    from fpga.sqz import load_for_device, write_model
+    from fpga.spec.sqz import load_for_device, write_model
+    from fpga.toolflow.compress import compress_network
 
     network, shared, _ = compress_network("v1.0", 6, None, 67)
     path = tmp_path / "m.sqz"

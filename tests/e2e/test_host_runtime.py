@@ -7,9 +7,9 @@ subprocess in which importing torch, amaranth, hw or cocotb fails, as on a lab P
 
 import json
 
-from fpga.compress import compress_network
-from fpga.image import bundled_photos
-from fpga.sqz import write_model
+from fpga.spec.image import bundled_photos
+from fpga.spec.sqz import write_model
+from fpga.toolflow.compress import compress_network
 from tests.test_layers import HOST_ONLY_BLOCKED, run_without
 
 

@@ -8,10 +8,10 @@ import time
 
 import pytest
 
-from fpga.config import DEFAULT_CONFIG, SMALL_CONFIG
-from fpga.image import bundled_photos, preprocess
-from fpga.layout import BufferSpace
-from fpga.protocol import (
+from fpga.spec.config import DEFAULT_CONFIG, SMALL_CONFIG
+from fpga.spec.image import bundled_photos, preprocess
+from fpga.spec.layout import BufferSpace
+from fpga.spec.protocol import (
     IDENTIFY_RESPONSE,
     MAGIC,
     PROTOCOL_VERSION,
@@ -84,7 +84,7 @@ class CorruptingProxy:
 def read_act_in(device, offset, length):
     """ACT_IN is write-only from the host: copy it to ACT_OUT with an ADD, (a*1 + b*0) >> 0,
     then read the region back from ACT_OUT."""
-    from fpga.layout import LayerDescriptor, Op
+    from fpga.spec.layout import LayerDescriptor, Op
 
     words = (offset + length + 7) // 8  # copy from word 0 up to the end of the region
     desc = LayerDescriptor(
@@ -356,11 +356,12 @@ def test_no_answer_is_a_clear_error_not_a_hang():
 
 def test_huffman_weight_streams_survive_a_corrupting_link(board):
     """On-chip Huffman decode is the one stateful write: a whole network in that mode through a
-    corrupting link (retries replay frames) still equals fpga.golden bit for bit."""
+    corrupting link (retries replay frames) still equals fpga.spec.golden bit for bit."""
     import numpy as np
 
-    from fpga import golden, quant
-    from fpga.compile import compile_network, execute
+    from fpga.compiler.program import compile_network, execute
+    from fpga.spec import golden
+    from fpga.toolflow import quant
 
     seed = int(os.environ.get("LINK_FUZZ_SEED", random.randrange(2**32)))
     print(f"LINK_FUZZ_SEED={seed}")

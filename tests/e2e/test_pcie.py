@@ -8,10 +8,11 @@ import threading
 
 import numpy as np
 
-from fpga import golden, quant
-from fpga.compile import compile_network, execute
-from fpga.image import bundled_photos, preprocess
-from fpga.layout import BufferSpace
+from fpga.compiler.program import compile_network, execute
+from fpga.spec import golden
+from fpga.spec.image import bundled_photos, preprocess
+from fpga.spec.layout import BufferSpace
+from fpga.toolflow import quant
 from host.driver import Device
 from host.transport import open_transport
 

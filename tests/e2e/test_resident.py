@@ -4,7 +4,7 @@
 
 The model is written into DRAM once and committed (the device checks its CRC-32), then each
 image costs one input write, RUN_RESIDENT and one output read. Reduced input sizes as
-tests/e2e/test_e2e.py; the logits must equal fpga.golden bit for bit.
+tests/e2e/test_e2e.py; the logits must equal fpga.spec.golden bit for bit.
 """
 
 from __future__ import annotations
@@ -14,13 +14,15 @@ import time
 import numpy as np
 import pytest
 
-from fpga import golden, quant
-from fpga.compile import compile_network
-from fpga.image import bundled_photos, preprocess
-from fpga.layout import BufferSpace
-from fpga.protocol import FRAME_HEADER, MEM_WRITE_REQUEST, SYNC, Opcode, Status, crc32
-from fpga.resident import COMMAND_BYTES, SLOTS, command, compile_resident, pack_commands
-from fpga.resident import Opcode as Cmd
+from fpga.compiler.program import compile_network
+from fpga.compiler.resident import compile_resident
+from fpga.spec import golden
+from fpga.spec.commands import COMMAND_BYTES, SLOTS, command, pack_commands
+from fpga.spec.commands import Opcode as Cmd
+from fpga.spec.image import bundled_photos, preprocess
+from fpga.spec.layout import BufferSpace
+from fpga.spec.protocol import FRAME_HEADER, MEM_WRITE_REQUEST, SYNC, Opcode, Status, crc32
+from fpga.toolflow import quant
 from host.driver import Device, DeviceError, NoModel
 from host.transport import open_transport
 from tests.test_resident_host import CorruptOneFrame, sent_opcode
@@ -275,7 +277,7 @@ def test_an_interrupted_load_leaves_no_runnable_model(resident_board):
 
 
 def test_a_program_outside_the_dram_is_a_device_error_not_a_hang(resident_board):
-    from hw.sequencer import SequencerError
+    from hw.soc.sequencer import SequencerError
 
     device = open_device(resident_board)
     try:
@@ -314,8 +316,8 @@ def test_a_program_outside_the_dram_is_a_device_error_not_a_hang(resident_board)
 def test_infer_cli_runs_resident_by_default_on_a_board_with_dram(resident_board, tmp_path, capsys):
     import json
 
-    from fpga.compress import compress_network
-    from fpga.sqz import write_model
+    from fpga.spec.sqz import write_model
+    from fpga.toolflow.compress import compress_network
     from host.infer import main
 
     model = tmp_path / "small.sqz"

@@ -1,5 +1,5 @@
-"""The engine's address generator (hw.addrgen) under Amaranth's simulator, against a Python
-model of the run's loops (docs/engine.md, fpga.layout's word layouts): for random descriptors
+"""The engine's address generator (hw.engine.addrgen) under Amaranth's simulator, against a Python
+model of the run's loops (docs/engine.md, fpga.spec.layout's word layouts): for random descriptors
 of every op, the exact cycle of every issue after ``start`` (the setup cycles, the ADD's and
 AVGPOOL's idle cycles), its buffer addresses (``address_latency`` cycles after it) and,
 ``latency`` cycles after it, its stage-1 token;
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from fpga.config import DEFAULT_CONFIG
-from fpga.layout import (
+from fpga.spec.config import DEFAULT_CONFIG
+from fpga.spec.layout import (
     ADDRESS_LATENCY,
     BUFFER_LATENCY,
     DESCRIPTOR_BYTES,
@@ -23,7 +23,7 @@ from fpga.layout import (
     Op,
     add_cycles_per_vector,
 )
-from hw.addrgen import DESCRIPTOR_LAYOUT, AddressGenerator
+from hw.engine.addrgen import DESCRIPTOR_LAYOUT, AddressGenerator
 
 #: small (quick to simulate, same structure) and the default 8 x 8
 CONFIGS = [DEFAULT_CONFIG.replace(rows=4, cols=4), DEFAULT_CONFIG]

@@ -1,4 +1,4 @@
-"""The systolic MAC array alone (hw.array) under Amaranth's simulator, and its connectivity.
+"""The systolic MAC array alone (hw.engine.array) under Amaranth's simulator, and its connectivity.
 
 The array must compute ``act @ weight`` exactly ``latency`` cycles after its inputs for a new
 operand pair every cycle, and be systolic: every PE takes its activation from its left
@@ -18,9 +18,9 @@ from amaranth.back import rtlil
 from amaranth.hdl import Fragment
 from amaranth.sim import Simulator
 
-from fpga.config import DEFAULT_CONFIG
-from fpga.layout import array_latency
-from hw.array import MacArray, ProcessingElement, diagonal_lanes, signal_ports
+from fpga.spec.config import DEFAULT_CONFIG
+from fpga.spec.layout import array_latency
+from hw.engine.array import MacArray, ProcessingElement, diagonal_lanes, signal_ports
 
 
 @pytest.mark.parametrize(
@@ -77,7 +77,7 @@ def test_array_equals_numpy_matmul_every_cycle(rows, cols, fabric_pes, skewed):
     sim.run()
     expected = {t: [int(v) for v in acts[t] @ weights[t]] for t in range(count) if valid[t]}
     assert seen == expected
-    # the latency the cycle model (fpga.layout) uses is the array's real one
+    # the latency the cycle model (fpga.spec.layout) uses is the array's real one
     assert dut.latency == array_latency(rows, cols)
 
 

@@ -1,4 +1,4 @@
-"""Small gateware blocks under Amaranth's own simulator, against fpga.golden (and the UART
+"""Small gateware blocks under Amaranth's own simulator, against fpga.spec.golden (and the UART
 against exact bit timing)."""
 
 import math
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from fpga import golden
-from hw.requant import Requantizer
+from fpga.spec import golden
+from hw.engine.requant import Requantizer
 
 
 def test_requantizer_matches_golden():
@@ -63,7 +63,7 @@ def test_requantizer_matches_golden():
     assert first_valid[0] == dut.latency  # the exported latency is the real one
 
 
-# -- UART PHY (hw.uart): the fractional bit timer ----------------------------------------------
+# -- UART PHY (hw.soc.uart): the fractional bit timer ----------------------------------------------
 UART_RATES = [(100_000_000, 12_000_000), (25_000_000, 3_000_000), (12_000_000, 3_000_000)]
 
 
@@ -76,7 +76,7 @@ def _uart_frames(data: bytes) -> list[int]:
 def test_uart_tx_keeps_the_exact_bit_rate(clock_hz, baud):
     """Back-to-back bytes: every bit edge is within one cycle of k * clock/baud after the first
     start bit (no drift over 400 bits), and the line read at ideal mid-bit times is the data."""
-    from hw.uart import UART
+    from hw.soc.uart import UART
 
     dut = UART(clock_hz, baud)
     period = Fraction(clock_hz, baud)
@@ -125,7 +125,7 @@ def test_uart_rx_samples_mid_bit(clock_hz, baud, error):
 def _receive_at(clock_hz, dut_baud, line_baud, data, gaps, stop_level=1):
     """Drive the rx pin of ``UART(clock_hz, dut_baud)`` with ``data`` sent at ``line_baud``
     (``gaps``: idle bits before each byte); returns (bytes received, framing errors)."""
-    from hw.uart import UART
+    from hw.soc.uart import UART
 
     dut = UART(clock_hz, dut_baud)
     period = clock_hz / line_baud
@@ -160,7 +160,7 @@ def test_uart_rx_counts_a_low_stop_bit():
 
 @pytest.mark.parametrize("clock_hz,baud", [(10_000_000, 3_000_000), (100_000_000, 0)])
 def test_uart_refuses_a_clock_too_slow_for_the_baud(clock_hz, baud):
-    from hw.uart import bit_period
+    from hw.soc.uart import bit_period
 
     with pytest.raises(ValueError, match="baud"):
         bit_period(clock_hz, baud)

@@ -1,9 +1,9 @@
-"""hw.dram + hw.dma: against the real LiteDRAM controller (``litedram_gen --sim`` Arty A7 DDR3
-core under Verilator) and, fast, the DMA alone against a Python native-port model (Amaranth
+"""hw.soc.dram + hw.soc.dma: against the real LiteDRAM controller (``litedram_gen --sim`` Arty A7
+DDR3 core under Verilator) and, fast, the DMA alone against a Python native-port model (Amaranth
 simulator, random latency and backpressure).
 
 The Verilator tests print their seed (``DRAM_SEED`` reproduces a run) and the measured DMA
-throughput (``pytest -s``); generation + build are cached (``fpga.litedram``, ``sim.runner``).
+throughput (``pytest -s``); generation + build are cached (``fpga.build.litedram``, ``sim.runner``).
 """
 
 import importlib.util
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from hw.dma import DMA, request_layout, words_layout
+from hw.soc.dma import DMA, request_layout, words_layout
 from sim import runner
 
 WORD_BYTES = 16
@@ -89,9 +89,9 @@ def test_dma_random_transfers_and_throughput(dram_build, tmp_path):
 
 
 class NativePortModel:
-    """The wrapper's side of hw.dram.NativePortSignature as a Python model: commands accepted
+    """The wrapper's side of hw.soc.dram.NativePortSignature as a Python model: commands accepted
     with random stalls, read data after a random latency (in order), write data buffered and
-    paired with write commands in order (what hw.dram.LiteDRAMNative guarantees)."""
+    paired with write commands in order (what hw.soc.dram.LiteDRAMNative guarantees)."""
 
     def __init__(self, rng, memory: bytearray, latency=(3, 12)):
         self.rng, self.memory, self.latency = rng, memory, latency
@@ -225,7 +225,7 @@ def test_board_variant_wraps_pads_and_defines_the_user_clock_domain():
     from amaranth import ClockDomain, ClockSignal, IOPort, Module, ResetSignal
     from amaranth.back import rtlil
 
-    from hw.dram import LiteDRAMNative
+    from hw.soc.dram import LiteDRAMNative
 
     core_ports = {
         "clk": ("input", 1), "rst": ("input", 1), "sdram_dq": ("inout", 16),

@@ -1,13 +1,13 @@
-"""The engine's CONV blocks alone (hw.engine_parts) under Amaranth's simulator, against
-fpga.golden, each at its exported latency (the cycle model's figure)."""
+"""The engine's CONV blocks alone (hw.engine.parts) under Amaranth's simulator, against
+fpga.spec.golden, each at its exported latency (the cycle model's figure)."""
 
 import numpy as np
 from amaranth.sim import Simulator
 
-from fpga import golden
-from fpga.config import DEFAULT_CONFIG
-from fpga.layout import ACCUMULATOR_LATENCY, WEIGHT_DECODE_LATENCY, transfer_bytes
-from hw.engine_parts import Accumulator, WeightDecoder
+from fpga.spec import golden
+from fpga.spec.config import DEFAULT_CONFIG
+from fpga.spec.layout import ACCUMULATOR_LATENCY, WEIGHT_DECODE_LATENCY, transfer_bytes
+from hw.engine.parts import Accumulator, WeightDecoder
 
 CONFIG = DEFAULT_CONFIG.replace(rows=4, cols=4)  # small: quick to simulate, same structure
 

@@ -1,4 +1,5 @@
-"""The on-chip Huffman decoder (hw.huffman) under Amaranth's simulator, against the host encoder."""
+"""The on-chip Huffman decoder (hw.soc.huffman) under Amaranth's simulator, against the host
+encoder."""
 
 import os
 
@@ -6,15 +7,15 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from fpga import huffman
-from fpga.layout import (
+from fpga.spec import huffman
+from fpga.spec.layout import (
     HUFFMAN_HEADER_BYTES,
     decode_huffman_stream,
     huffman_lengths,
     pack_huffman_stream,
     pack_huffman_table,
 )
-from hw.huffman import HuffmanDecoder
+from hw.soc.huffman import HuffmanDecoder
 
 SEED = int(os.environ.get("HUFFMAN_SEED", "5"))
 

@@ -1,12 +1,12 @@
-"""The link controller (hw.link) under Amaranth's simulator, spoken to with fpga.protocol's
+"""The link controller (hw.soc.link) under Amaranth's simulator, spoken to with fpga.spec.protocol's
 encoder and answered through its one frame decoder: the gateware's views of the protocol
 layouts and its amaranth.lib.crc CRC agree with the host's struct/zlib definitions."""
 
 from amaranth.sim import Simulator
 
-from fpga.config import SMALL_CONFIG
-from fpga.layout import BufferSpace
-from fpga.protocol import (
+from fpga.spec.config import SMALL_CONFIG
+from fpga.spec.layout import BufferSpace
+from fpga.spec.protocol import (
     MODEL_COMMIT_REQUEST,
     RESIDENT_RUN_REQUEST,
     RESPONSE_FLAG,
@@ -23,7 +23,7 @@ from fpga.protocol import (
     read_payload,
     write_payload,
 )
-from hw.link import LinkController
+from hw.soc.link import LinkController
 
 RUN_CYCLES = 123_456
 

@@ -1,8 +1,9 @@
-"""hw.pll: the ECP5 PLL's dividers make exactly the requested clocks, inside the part's limits."""
+"""hw.board.pll: the ECP5 PLL's dividers make exactly the requested clocks, inside the part's
+limits."""
 
 import pytest
 
-from hw.pll import (
+from hw.board.pll import (
     ECP5PLL,
     OUTPUT_NAMES,
     PFD_MHZ,

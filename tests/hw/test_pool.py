@@ -1,5 +1,5 @@
-"""The engine's pool/add unit and its output-buffer writeback (hw.pool) under Amaranth's
-simulator, against fpga.golden: every output word, its address and its cycle (the exported
+"""The engine's pool/add unit and its output-buffer writeback (hw.engine.pool) under Amaranth's
+simulator, against fpga.spec.golden: every output word, its address and its cycle (the exported
 latency, the cycle model's figure).
 
 Random data, seeded (the seed is printed; POOL_SEED=... reproduces a run)."""
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from fpga import golden
-from fpga.config import DEFAULT_CONFIG
-from fpga.layout import (
+from fpga.spec import golden
+from fpga.spec.config import DEFAULT_CONFIG
+from fpga.spec.layout import (
     ADD_LATENCY,
     AVGPOOL_LATENCY,
     MAXPOOL_LATENCY,
@@ -22,7 +22,7 @@ from fpga.layout import (
     add_cycles_per_vector,
     add_latency,
 )
-from hw.pool import PoolUnit, Writeback
+from hw.engine.pool import PoolUnit, Writeback
 
 #: small (quick to simulate, same structure) and the default 8 x 8
 CONFIGS = [DEFAULT_CONFIG.replace(rows=4, cols=4), DEFAULT_CONFIG]
@@ -255,7 +255,8 @@ def test_avgpool_equals_golden_global_avgpool(config):
 def test_writeback_is_one_writer_per_op():
     """Random CONV results and pool writes every cycle under a random op: the ACT_OUT write
     port carries the accumulator's stream under CONV and the pool unit's under the other ops
-    (enable, address and word), ``latency`` cycles later (``fpga.layout.WRITEBACK_LATENCY``)."""
+    (enable, address and word), ``latency`` cycles later
+    (``fpga.spec.layout.WRITEBACK_LATENCY``)."""
     config = CONFIGS[0]
     dut = Writeback(config)
     assert dut.latency == WRITEBACK_LATENCY >= 1

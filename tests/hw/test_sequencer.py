@@ -1,9 +1,9 @@
-"""hw.sequencer in Amaranth's simulator: the sequencer + hw.dma.DMA against a Python model of the
-native port (tests/hw/test_dram.py's, random stalls and read latency) and a Python engine model
-(records buffer writes, answers reads one cycle later, a RUN is done after a latency).
+"""hw.soc.sequencer in Amaranth's simulator: the sequencer + hw.soc.dma.DMA against a Python model
+of the native port (tests/hw/test_dram.py's, random stalls and read latency) and a Python engine
+model (records buffer writes, answers reads one cycle later, a RUN is done after a latency).
 
-Checked against fpga.resident.run_commands (the reference executor): the same buffer writes
-byte for byte and in order, the same DRAM afterwards; refusals end in ``done`` with an error
+Checked against fpga.compiler.reference.run_commands (the reference executor): the same buffer
+writes byte for byte and in order, the same DRAM afterwards; refusals end in ``done`` with an error
 code, never a hang. ``pytest -s`` prints the sequential version's overhead for one real tile.
 """
 
@@ -17,23 +17,15 @@ from amaranth import Module
 from amaranth.lib import data
 from amaranth.sim import Simulator
 
-from fpga.config import DEFAULT_CONFIG
-from fpga.layout import BufferSpace, transfer_bytes
-from fpga.resident import (
-    COMMAND_BYTES,
-    SEQUENCER_COSTS,
-    Flag,
-    Opcode,
-    buffer_sizes,
-    command,
-    pack_commands,
-    row_chunks,
-    run_commands,
-    transfer_totals,
-)
-from hw.dma import DMA
-from hw.dram import READ_BUFFER_DEPTH
-from hw.sequencer import Sequencer, SequencerError, command_layout, connect_dma
+from fpga.compiler.cost import SEQUENCER_COSTS, row_chunks
+from fpga.compiler.reference import run_commands
+from fpga.compiler.traffic import transfer_totals
+from fpga.spec.commands import COMMAND_BYTES, Flag, Opcode, buffer_sizes, command, pack_commands
+from fpga.spec.config import DEFAULT_CONFIG
+from fpga.spec.layout import BufferSpace, transfer_bytes
+from hw.soc.dma import DMA
+from hw.soc.dram import READ_BUFFER_DEPTH
+from hw.soc.sequencer import Sequencer, SequencerError, command_layout, connect_dma
 from tests.hw.test_dram import NativePortModel
 
 WORD_BYTES = 16
@@ -131,7 +123,7 @@ def run_sequencer(
                 assert 1 <= count <= width and addr // width == (addr + count - 1) // width
                 log.write(space, addr, data.to_bytes(width, "little")[:count])
             pending = None
-            if re:  # the byte, and its aligned block (as hw.engine answers)
+            if re:  # the byte, and its aligned block (as hw.engine.engine answers)
                 block = log.read(rspace, raddr - raddr % width, width)
                 pending = (log.read(rspace, raddr, 1)[0], block)
             if countdown is not None:
@@ -268,11 +260,11 @@ def test_one_real_tile_and_the_sequential_overhead(name):
     """A fire module's squeeze tile, and its expand1x1 + expand3x3 tile, of v1.1 at 64 from the
     resident image, the engine emulator computing: the sequencer moves the bytes the reference
     executor moves; prints the sequencer's cycles vs the engine's."""
-    from fpga import quant
-    from fpga.compile import compile_network
-    from fpga.emulator import EngineEmulator
-    from fpga.image import bundled_photos, preprocess
-    from fpga.resident import compile_resident
+    from fpga.compiler.emulator import EngineEmulator
+    from fpga.compiler.program import compile_network
+    from fpga.compiler.resident import compile_resident
+    from fpga.spec.image import bundled_photos, preprocess
+    from fpga.toolflow import quant
 
     network = quant.quantize_network("v1.1", size=64)
     program = compile_network(network, DEFAULT_CONFIG)
@@ -319,7 +311,7 @@ def test_one_real_tile_and_the_sequential_overhead(name):
         f"{stats.stored_bytes:,} stored in {stats.dma_requests} rows ({stats.commands} commands); "
         f"overhead {result['cycles'] / engine_cycles:.2f}x the engine alone"
     )
-    # the cost model fpga.resident.sequential_cycles uses predicts it
+    # the cost model fpga.compiler.traffic.sequential_cycles uses predicts it
     c = SEQUENCER_COSTS
     totals = transfer_totals(resident, commands=resident.commands[first:end])
     model = (

@@ -1,6 +1,6 @@
-"""The resident-mode SoC (hw.top with memory) under Amaranth's simulator: link -> sequencer ->
+"""The resident-mode SoC (hw.soc.top with memory) under Amaranth's simulator: link -> sequencer ->
 DMA -> a model of LiteDRAM's native port (tests.hw.test_dram.NativePortModel), spoken to with
-fpga.protocol's frames. The whole network in resident mode runs on the Verilator board
+fpga.spec.protocol's frames. The whole network in resident mode runs on the Verilator board
 (tests/e2e/test_resident.py); here the protocol's DRAM commands and refusals, fast."""
 
 import random
@@ -8,9 +8,11 @@ import zlib
 
 from amaranth.sim import Simulator
 
-from fpga.config import SMALL_CONFIG
-from fpga.layout import BufferSpace
-from fpga.protocol import (
+from fpga.spec.commands import COMMAND_BYTES, Flag, command, pack_commands
+from fpga.spec.commands import Opcode as Command
+from fpga.spec.config import SMALL_CONFIG
+from fpga.spec.layout import BufferSpace
+from fpga.spec.protocol import (
     MEM_READ_REQUEST,
     MEM_WRITE_REQUEST,
     MODEL_COMMIT_REQUEST,
@@ -27,10 +29,8 @@ from fpga.protocol import (
     mem_write_payload,
     parse_status,
 )
-from fpga.resident import COMMAND_BYTES, Flag, command, pack_commands
-from fpga.resident import Opcode as Command
-from hw.sequencer import SequencerError
-from hw.top import ExternalMemory, SoC
+from hw.soc.sequencer import SequencerError
+from hw.soc.top import ExternalMemory, SoC
 from tests.hw.test_dram import WORD_BYTES, NativePortModel
 
 DRAM_BYTES = 1 << 16

@@ -1,8 +1,8 @@
-"""The conv engine under Verilator (or SIM=icarus) against fpga.golden, bit for bit.
+"""The conv engine under Verilator (or SIM=icarus) against fpga.spec.golden, bit for bit.
 
 Random layers (seeded; the seed is printed and ENGINE_SEED reproduces a run) of every type,
 plus every distinct layer shape of SqueezeNet v1.0/v1.1 at reduced spatial size. The RTL's cycle
-count must equal fpga.layout.predict_cycles exactly.
+count must equal fpga.spec.layout.predict_cycles exactly.
 """
 
 import json
@@ -11,10 +11,10 @@ import os
 import numpy as np
 import pytest
 
-from fpga.boards import get_board
-from fpga.config import DEFAULT_CONFIG, WIDE_CONFIG
-from fpga.layout import fabric_pes
-from hw.engine import ConvEngine
+from fpga.spec.boards import get_board
+from fpga.spec.config import DEFAULT_CONFIG, WIDE_CONFIG
+from fpga.spec.layout import fabric_pes
+from hw.engine.engine import ConvEngine
 from sim import cases as case_lib
 from sim import runner
 
@@ -119,7 +119,7 @@ def test_every_squeezenet_layer_shape_bit_exact(engine_build, tmp_path, full):
 
 def test_wide_array_with_fabric_pes_bit_exact(tmp_path):
     """The 16 x 16 engine with the PEs beyond the ECP5-85F's multipliers in fabric
-    (``hw.array.fabric_product``, simulated here as it is built): random layers of every type
+    (``hw.engine.array.fabric_product``, simulated here as it is built): random layers of every type
     and every SqueezeNet layer shape (reduced), bit- and cycle-exact."""
     engine = wide_engine()
     assert 0 < engine.fabric_pes < WIDE_CONFIG.pes

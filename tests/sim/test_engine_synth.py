@@ -7,8 +7,8 @@ import subprocess
 import pytest
 from amaranth.back import verilog
 
-from fpga.config import DEFAULT_CONFIG
-from hw.array import MacArray, signal_ports
+from fpga.spec.config import DEFAULT_CONFIG
+from hw.engine.array import MacArray, signal_ports
 
 pytestmark = [
     pytest.mark.synthesis,
@@ -48,7 +48,7 @@ def xilinx_cells(source: str, top: str, tmp_path) -> dict[str, int]:
 )
 def test_every_pe_is_one_dsp48e1(rows, cols, fabric_pes, tmp_path):
     """Each PE is one DSP48E1, but the ``fabric_pes`` that multiply in fabric (the part's DSPs
-    ran out: ``fpga.layout.fabric_pes``), which take none."""
+    ran out: ``fpga.spec.layout.fabric_pes``), which take none."""
     array = MacArray(rows, cols, fabric_pes=fabric_pes)
     source = verilog.convert(array, name="mac_array", ports=signal_ports(array), emit_src=False)
     cells = xilinx_cells(source, "mac_array", tmp_path)

@@ -1,15 +1,15 @@
 """The UART PHY and the SoC's UART link, bit-level against cocotbext-uart (independent model),
-at the boards' rates and fabric clocks (fpga.boards): 12 Mbaud from 100 MHz on the Arty A7 (8 1/3
-cycles a bit, the fractional bit timer) and 3 Mbaud from the ULX3S's 40 MHz PLL clock
+at the boards' rates and fabric clocks (fpga.spec.boards): 12 Mbaud from 100 MHz on the Arty A7 (8
+1/3 cycles a bit, the fractional bit timer) and 3 Mbaud from the ULX3S's 40 MHz PLL clock
 (13 1/3)."""
 
 import json
 
 import pytest
 
-from fpga.boards import get_board
-from fpga.config import SMALL_CONFIG
-from hw.top import SoC
+from fpga.spec.boards import get_board
+from fpga.spec.config import SMALL_CONFIG
+from hw.soc.top import SoC
 from sim import runner
 
 pytestmark = pytest.mark.skipif(

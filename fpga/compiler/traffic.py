@@ -1,0 +1,80 @@
+"""What a resident program moves, counted from its command list, and the cycles that takes."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fpga.compiler.cost import ESTIMATE_WORD_BYTES, SEQUENCER_COSTS, row_chunks, transfer_cycles
+from fpga.compiler.resident import ResidentImage
+from fpga.spec.commands import Flag, Opcode, relocation
+from fpga.spec.layout import BYTE_SPACES, BufferSpace, transfer_bytes
+
+
+def transfer_totals(
+    image: ResidentImage, word_bytes: int = ESTIMATE_WORD_BYTES, commands=None
+) -> dict[str, int]:
+    """What the command list (or ``commands``, a slice of it) moves, counted statically: bytes
+    loaded per source region, bytes stored, buffer-port chunks (``load_chunks``/
+    ``store_chunks``), DMA transfers (``rows``), WINDOWS rows and spans, commands, runs, and
+    the engine's predicted cycles. INPUT-flagged LOADs count as ``loaded_input``; chunks of
+    relocated rows are counted at slot 0 (slots are :data:`REGION_ALIGN`-aligned, so every
+    slot gives the same counts)."""
+    commands = image.commands if commands is None else commands
+    width = min(transfer_bytes(image.config), word_bytes)
+    totals = {"commands": len(commands), "runs": 0, "rows": 0, "store_rows": 0, "stored": 0}
+    totals.update({"windows": 0, "window_span": 0})  # WINDOWS LOADs: rows cut, bytes read
+    totals.update({"load_chunks": 0, "store_chunks": 0})
+    totals.update({f"loaded_{name}": 0 for name in image.regions})
+    bases = sorted((base, name) for name, (base, _) in image.regions.items())
+    slot_bases = (image.input_address(0), image.output_address(0))
+    for rec in commands:
+        op, rows = int(rec["opcode"]), int(rec["count"]) if int(rec["length"]) else 0
+        if op == Opcode.RUN:
+            totals["runs"] += 1
+        elif op in (Opcode.LOAD, Opcode.STORE):
+            length = int(rec["length"])
+            moved = rows * length
+            flags = int(rec["flags"])
+            first = int(rec["dram_addr"]) + relocation(flags, *slot_bases)
+            if rows and flags & Flag.WINDOWS:
+                totals["rows"] += 1  # one DMA transfer of the span
+                totals["windows"] += rows
+                totals["window_span"] += (rows - 1) * int(rec["dram_stride"]) + length
+            else:
+                totals["rows"] += rows
+            space = int(rec["space"])
+            wide = space not in BYTE_SPACES if op == Opcode.LOAD else space == BufferSpace.ACT_OUT
+            r = np.arange(rows, dtype=np.int64)
+            chunks = row_chunks(
+                int(rec["buffer_offset"]) + r * int(rec["buffer_stride"]),
+                first + r * int(rec["dram_stride"]),
+                length,
+                width if wide else 1,
+                word_bytes,
+            )
+            if op == Opcode.STORE:
+                totals["store_rows"] += rows
+                totals["stored"] += moved
+                totals["store_chunks"] += int(chunks.sum())
+            else:
+                if flags & Flag.INPUT:
+                    region = "input"
+                else:
+                    region = [name for base, name in bases if base <= first][-1]
+                totals[f"loaded_{region}"] += moved
+                totals["load_chunks"] += int(chunks.sum())
+    totals["loaded"] = sum(totals[f"loaded_{name}"] for name in image.regions)
+    totals["engine_cycles"] = sum(image.program.predicted_cycles().values())
+    return totals
+
+
+def sequential_cycles(image: ResidentImage, costs: dict = SEQUENCER_COSTS) -> dict[str, int]:
+    """Device cycles of one inference on the sequential ``hw.sequencer`` (no overlap of DMA and
+    engine), estimated from :func:`transfer_totals` and the measured per-item ``costs``."""
+    t = transfer_totals(image)
+    transfer = transfer_cycles(t, costs)
+    return {
+        "engine": t["engine_cycles"],
+        "transfer": int(transfer),
+        "total": int(transfer) + t["engine_cycles"],
+    }

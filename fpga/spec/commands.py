@@ -1,0 +1,195 @@
+"""The resident sequencer's command record: opcodes, flags, slots, the record's bytes (issue 12).
+
+In resident mode the model lives in the board's DRAM and the device walks a command list
+without the host: per image the host writes the input, starts the program, reads the logits.
+This module is the one definition of that list's words, shared by the compiler that writes it
+(:mod:`fpga.compiler.resident`), the checker that refuses a bad one (:mod:`fpga.compiler.check`),
+the reference executor (:mod:`fpga.compiler.reference`), the host and the gateware
+(``hw.soc.sequencer`` derives its ``data.StructLayout`` from :func:`command_fields` and its
+flag check from :data:`FLAGS`).
+
+**Command record** (:data:`COMMAND_RECORD`): 32 bytes, little-endian.
+
+============== ======================================================================
+``opcode``     :class:`Opcode`: LOAD, STORE, RUN, END (0 is invalid: zeroed DRAM is an error,
+               never a silent no-op)
+``space``      :class:`fpga.spec.layout.BufferSpace` of a LOAD/STORE
+``flags``      :class:`Flag`: WINDOWS (a LOAD whose rows overlap in DRAM reads their span once),
+               INPUT (a LOAD's ``dram_addr`` is relative to the run's input slot), OUTPUT (a
+               STORE's ``dram_addr`` is relative to the run's output slot); :data:`FLAGS` says
+               which opcode may carry which
+``length``     bytes per row (a row is one contiguous DRAM range)
+``dram_addr``  byte address of row 0 in DRAM
+``buffer_offset`` byte offset of row 0 in the buffer space
+``count``      rows; row r moves ``length`` bytes between ``dram_addr + r * dram_stride`` and
+               ``buffer_offset + r * buffer_stride`` (a strided 2-D transfer: a channel-group
+               slice of an HWC tensor, or the im2col windows of conv1)
+============== ======================================================================
+
+LOAD copies DRAM -> buffer (through the same byte-wide write port the link uses, so
+``HUFFMAN_TABLE``/``HUFFMAN_STREAM`` go through the on-chip decoder like link writes), STORE
+copies buffer (ACT_OUT, the readable space) -> DRAM, RUN starts the engine on the descriptor
+already loaded into DESCRIPTOR and waits for it, END stops and reports cycles. A LOAD/STORE with
+``count == 0`` or ``length == 0`` moves nothing.
+
+**Relocation** (:func:`relocation`): the program's input LOADs (flag INPUT) and output STOREs
+(flag OUTPUT) carry addresses relative to a slot; each run gets the absolute slot addresses
+(RUN_RESIDENT's ``input_addr``/``output_addr``), so the host can write image n+1 into one input
+slot while the device runs image n from the other. Every other address is absolute.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import numpy as np
+
+from fpga.spec.config import AcceleratorConfig
+from fpga.spec.errors import UserError
+from fpga.spec.layout import (
+    CODEBOOK_ENTRIES,
+    DESCRIPTOR_BYTES,
+    HUFFMAN_HEADER_BYTES,
+    HUFFMAN_TABLE_BYTES,
+    PARAM_BYTES,
+    BufferSpace,
+)
+
+
+class Opcode(enum.IntEnum):
+    LOAD = 1
+    STORE = 2
+    RUN = 3
+    END = 4
+
+
+class Flag(enum.IntFlag):
+    #: LOAD: the rows overlap in DRAM (conv1's im2col windows); read their whole span
+    #: ``(count - 1) * dram_stride + length`` once (at most :data:`WINDOW_BYTES`) and cut the
+    #: rows from it on chip. The bytes written are the same as without the flag.
+    WINDOWS = 1
+    #: LOAD: ``dram_addr`` is relative to the run's input slot (RUN_RESIDENT's ``input_addr``)
+    INPUT = 2
+    #: STORE: ``dram_addr`` is relative to the run's output slot (RUN_RESIDENT's ``output_addr``)
+    OUTPUT = 4
+
+
+#: input and output slots in the map: the host writes image n+1 into one input slot while the
+
+#: the flags each opcode may carry, the one rule behind both refusals: the checker
+#: (:func:`fpga.compiler.check.check_commands`) refuses a program with any other flag, the
+#: sequencer (``hw.soc.sequencer``) stops with ``BAD_FLAGS`` on one
+FLAGS = {
+    Opcode.LOAD: Flag.WINDOWS | Flag.INPUT,
+    Opcode.STORE: Flag.OUTPUT,
+    Opcode.RUN: Flag(0),
+    Opcode.END: Flag(0),
+}
+
+#: device runs image n from the other, and reads image n's logits from one output slot while
+#: image n+1's run writes the other
+SLOTS = 2
+
+
+class HostSpace(enum.IntEnum):
+    """Spaces that only the link's own transfers use (``hw.link`` hands the sequencer one LOAD or
+    STORE per MEM_READ/MEM_WRITE/MODEL_COMMIT); a program's command naming one is refused. Their
+    codes follow the engine's :class:`fpga.layout.BufferSpace` codes."""
+
+    LINK = 8  # the link's frame buffer: STORE from it (MEM_WRITE), LOAD into it (MEM_READ)
+    CHECKSUM = 9  # MODEL_COMMIT: a LOAD into it feeds the bytes through a CRC-32
+
+
+assert min(HostSpace) == max(BufferSpace) + 1
+
+
+#: the largest span of a WINDOWS LOAD (the sequencer's on-chip window buffer): one padded image
+#: row, so images up to ~1000 pixels wide
+WINDOW_BYTES = 1024
+
+
+#: one command, little-endian, in byte order: (field, numpy type). 32 bytes.
+COMMAND_RECORD = (
+    ("opcode", "u1"),
+    ("space", "u1"),
+    ("flags", "<u2"),
+    ("length", "<u4"),
+    ("dram_addr", "<u4"),
+    ("buffer_offset", "<u4"),
+    ("count", "<u4"),
+    ("dram_stride", "<u4"),
+    ("buffer_stride", "<u4"),
+    ("reserved2", "<u4"),
+)
+COMMAND_DTYPE = np.dtype(list(COMMAND_RECORD))
+COMMAND_BYTES = COMMAND_DTYPE.itemsize
+#: the largest DRAM the map addresses (byte addresses are 32-bit in the command record)
+MAX_DRAM_BYTES = 1 << 32
+
+
+class ResidentError(UserError, ValueError):
+    """A program that does not fit the DRAM (names the region), or a command list the device
+    would refuse (names the command)."""
+
+
+def command_fields() -> list[tuple[str, int]]:
+    """The command record as (field, bit width), LSB first (for the gateware's StructLayout)."""
+    return [(name, np.dtype(code).itemsize * 8) for name, code in COMMAND_RECORD]
+
+
+def command(opcode: Opcode, space: int = 0, **fields) -> np.void:
+    """One record; unnamed fields are 0 and ``count`` defaults to 1 for LOAD/STORE."""
+    rec = np.zeros((), dtype=COMMAND_DTYPE)
+    rec["opcode"] = int(opcode)
+    rec["space"] = int(space)
+    if opcode in (Opcode.LOAD, Opcode.STORE):
+        rec["count"] = 1
+    for name, value in fields.items():
+        rec[name] = value
+    return rec
+
+
+def pack_commands(commands) -> bytes:
+    """A sequence of records (from :func:`command`) or a structured array -> bytes."""
+    return np.asarray(commands, dtype=COMMAND_DTYPE).tobytes()
+
+
+def unpack_commands(blob: bytes) -> np.ndarray:
+    return np.frombuffer(bytes(blob[: len(blob) // COMMAND_BYTES * COMMAND_BYTES]), COMMAND_DTYPE)
+
+
+def buffer_sizes(config: AcceleratorConfig) -> dict[BufferSpace, int]:
+    """Bytes a LOAD may address per buffer space (HUFFMAN_STREAM: header + 16 bits/symbol)."""
+    return {
+        BufferSpace.DESCRIPTOR: DESCRIPTOR_BYTES,
+        BufferSpace.ACT_IN: config.act_in_bytes,
+        BufferSpace.ACT_OUT: config.act_out_bytes,
+        BufferSpace.WEIGHT: config.weight_bytes,
+        BufferSpace.CODEBOOK: CODEBOOK_ENTRIES,
+        BufferSpace.PARAMS: config.max_out_channels * PARAM_BYTES,
+        BufferSpace.HUFFMAN_TABLE: HUFFMAN_TABLE_BYTES,
+        BufferSpace.HUFFMAN_STREAM: HUFFMAN_HEADER_BYTES + 2 * config.weight_bytes,
+    }
+
+
+def buffer_address_bits(config: AcceleratorConfig) -> int:
+    """Bits of a byte address into the largest buffer space (the link's and the sequencer's
+    buffer address ports)."""
+    return (max(buffer_sizes(config).values()) - 1).bit_length()
+
+
+def relocation(flags: int, input_base: int, output_base: int) -> int:
+    """What a command with ``flags`` adds to its ``dram_addr``: the run's input slot (INPUT),
+    its output slot (OUTPUT), else 0 (as ``hw.soc.sequencer`` does before anything else)."""
+    if flags & Flag.INPUT:
+        return input_base
+    if flags & Flag.OUTPUT:
+        return output_base
+    return 0
+
+
+def check_slot(slot: int) -> int:
+    """``slot`` itself, when it is one of the :data:`SLOTS` slots (else ValueError)."""
+    if slot not in range(SLOTS):
+        raise ValueError(f"slot {slot} is outside range({SLOTS})")
+    return slot

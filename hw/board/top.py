@@ -1,0 +1,166 @@
+"""The top that a board build elaborates: the SoC behind the board's UART pins and DRAM.
+
+``fpga.build.flow`` is handed this design (``--design hw.board.top:board_top``, the default) rather
+than importing the gateware, so the build flow depends on the board registry and the toolchains
+only.
+
+A board with a ``memory`` entry (``fpga.spec.boards``) gets the **resident SoC** (issue 12): the
+link, the Huffman decoder, the sequencer, the DMA, the engine and the board's real LiteDRAM core
+(``fpga.build.litedram.generate(board, sim=False)``, which ``fpga.build.flow`` runs) on the board's
+DRAM pins. The whole SoC runs in the DRAM controller's user clock, which is the board's fabric clock
+(``Board.clock_mhz``):
+
+- **ULX3S** (ECP5, SDR SDRAM, ``GENSDRPHY``): an ``EHXPLLL`` (``hw.board.pll``) makes the fabric
+clock
+  from the 25 MHz oscillator, and the same frequency shifted by 180 degrees, which an ``ODDRX1F``
+  forwards to the SDRAM's clock pin (the generated core has no SDRAM clock output; LiteX's own
+  ULX3S target clocks its SDRAM the same way). The core's ``clk`` is the PLL output, its ``rst``
+  is "PLL not locked"; the SDR init sequence runs in the core's hardware.
+
+- **Arty A7** (Artix-7, DDR3L, ``A7DDRPHY``): the core's own PLL takes the 100 MHz oscillator (and
+  the reset button) and makes the 100 MHz user clock, its 4x DDR clocks and the IDELAYCTRL's
+  200 MHz;
+  the core's VexRiscv runs LiteDRAM's DDR3 init and write/read leveling from its ROM and sets
+  ``init_done``, which the SoC waits for. The pins are LiteX's ``ddram`` resource
+  (``hw.board.resources``); the bank's ``INTERNAL_VREF`` is in ``constraints/arty_a7.xdc``.
+
+The engine computes in a clock domain of its own (``engine``, behind ``hw.engine.engine``'s
+clock-domain crossing): on the ULX3S a third PLL output at ``Board.engine_clock_mhz``; on the
+Arty A7 the fabric clock (no MMCM yet: nothing times a faster clock without Vivado).
+
+A board without ``memory`` (or ``fpga.build.flow --streamed``, which removes it) gets the streamed
+SoC (the host sends every layer's activations over the link) at the fabric clock: from the PLL on
+the ULX3S, the oscillator on the Arty A7.
+"""
+
+from __future__ import annotations
+
+from amaranth import C, ClockDomain, ClockSignal, Elaboratable, Module, ResetSignal
+from amaranth.lib import io
+
+from fpga.spec.errors import UserError
+from fpga.spec.layout import fabric_pes
+from hw.board.pll import ECP5PLL, Output
+from hw.board.resources import ARTY_DDR3, ARTY_DDR3_NAME, ddr3_pads
+from hw.soc.top import ExternalMemory, SoC
+
+#: the ULX3S's ``sdram`` resource subsignal (amaranth-boards' SDRAMResource) behind each port
+#: of the generated GENSDRPHY core; the core drives active-low pins itself, so the raw pads
+#: (``dir="-"``, no inversion) are connected
+SDR_PADS = {
+    "sdram_a": "a",
+    "sdram_ba": "ba",
+    "sdram_cas_n": "cas",
+    "sdram_ras_n": "ras",
+    "sdram_we_n": "we",
+    "sdram_cs_n": "cs",
+    "sdram_cke": "clk_en",
+    "sdram_dm": "dqm",
+    "sdram_dq": "dq",
+}
+
+
+class BoardTopError(UserError):
+    """The board top cannot be built as asked (the message says why)."""
+
+
+#: the SDRAM clock's phase against the fabric clock (LiteX's ULX3S target: 180 degrees)
+SDRAM_CLOCK_PHASE = 180.0
+
+
+class BoardTop(Elaboratable):
+    """``SoC(config, link="uart")`` wired to the platform's ``uart`` resource 0 and, with a
+    generated LiteDRAM ``core`` (``fpga.build.litedram.GeneratedCore``), to the board's DRAM."""
+
+    def __init__(self, board, config, core=None):
+        self.board, self.config, self.core = board, config, core
+        #: the clock nets nextpnr times, by the clock domain each drives (set when elaborated;
+        #: ``fpga.build.flow`` names its per-clock results by domain)
+        self.clock_domains: dict[str, str] = {}
+
+    def elaborate(self, platform):
+        m = Module()
+        uart = platform.request("uart", 0)
+        memory = None
+        if self.core is not None:
+            for path in self.core.files:  # the core's Verilog (and the CPU's, its ROM images)
+                platform.add_file(path.name, path.read_bytes())
+            if self.board.memory.phy == "GENSDRPHY":
+                sdram = platform.request("sdram", 0, dir="-")
+                pads = {port: getattr(sdram, name).io for port, name in SDR_PADS.items()}
+            else:  # the Arty's A7DDRPHY: LiteX's own DDR3 pin resource (hw.board.resources)
+                platform.add_resources(ARTY_DDR3)
+                pads = ddr3_pads(platform.request(ARTY_DDR3_NAME, 0, dir="-"), self.core.ports)
+                if "uart_rx" in self.core.ports:  # the init CPU's console: idle, not connected
+                    pads["uart_rx"] = C(1, 1)
+            memory = ExternalMemory.from_core(self.core, pads=pads)
+        engine_clock = self.board.engine_clock_mhz is not None
+        m.submodules.soc = soc = SoC(
+            self.config,
+            link="uart",
+            baud=self.board.baud,
+            memory=memory,
+            engine_clock=engine_clock,
+            fabric_pes=fabric_pes(self.config, self.board.engine_dsps()),
+        )
+        if engine_clock and "ecp5" not in self.board.toolchain:
+            raise BoardTopError(f"{self.board.name}: an engine clock of its own needs an ECP5 PLL")
+        m.d.comb += [soc.uart_rx.eq(uart.rx.i), uart.tx.o.eq(soc.uart_tx)]
+        oscillator_mhz = platform.default_clk_frequency / 1e6
+        if "ecp5" in self.board.toolchain:
+            clock, locked = self._ecp5_pll(
+                m, platform, oscillator_mhz, sdram.clk if memory else None, soc
+            )
+            if memory is not None:  # the SoC's sync is the core's user clock = its clk input
+                m.d.comb += [soc.dram_clk_in.eq(clock), soc.dram_rst_in.eq(~locked)]
+            else:
+                m.domains.sync = ClockDomain("sync")
+                m.d.comb += [ClockSignal("sync").eq(clock), ResetSignal("sync").eq(~locked)]
+        elif memory is not None:  # the core's PLL takes the oscillator; sync is its user clock
+            oscillator = platform.request(platform.default_clk, 0)
+            reset = platform.request(platform.default_rst, 0)
+            m.d.comb += [soc.dram_clk_in.eq(oscillator.i), soc.dram_rst_in.eq(reset.i)]
+        elif self.board.clock_mhz != oscillator_mhz:
+            raise BoardTopError(
+                f"the streamed {self.board.name} SoC runs at its {oscillator_mhz:g} MHz "
+                f"oscillator, not {self.board.clock_mhz:g} MHz"
+            )
+        return m
+
+    def _ecp5_pll(self, m, platform, oscillator_mhz, sdram_clk_pad, soc):
+        """The ``EHXPLLL``: the fabric clock from the oscillator (returned with the PLL's lock);
+        for the SDRAM, its 180-degree copy forwarded by an ``ODDRX1F`` to the clock pin; and
+        the engine's own clock (``Board.engine_clock_mhz``) into the SoC's ``engine_clk``."""
+        oscillator = platform.request(platform.default_clk, 0)
+        mhz = self.board.clock_mhz
+        outputs, domains = [Output(mhz)], ["sync"]
+        if sdram_clk_pad is not None:
+            outputs.append(Output(mhz, SDRAM_CLOCK_PHASE))
+            domains.append("sdram_clock")
+        if self.board.engine_clock_mhz is not None:
+            outputs.append(Output(self.board.engine_clock_mhz))
+            domains.append("engine")
+        m.submodules.pll = pll = ECP5PLL(oscillator_mhz, outputs)
+        # nextpnr names a PLL output's global net after the PLL's pin or after the port it
+        # drives (``pll.clkop`` or ``pll.clk_out[0]``, depending on the netlist): both map
+        for index, name in enumerate(domains):
+            self.clock_domains[f"pll.{pll.output_name(index)}"] = name
+            self.clock_domains[f"pll.clk_out[{index}]"] = name
+        m.d.comb += pll.clk_in.eq(oscillator.i)
+        if self.board.engine_clock_mhz is not None:
+            m.d.comb += soc.engine_clk.eq(pll.clk_out[domains.index("engine")])
+        if sdram_clk_pad is not None:
+            m.domains.sdram_clock = ClockDomain("sdram_clock", reset_less=True)
+            m.d.comb += ClockSignal("sdram_clock").eq(pll.clk_out[1])
+            m.submodules.sdram_clk = clk = io.DDRBuffer("o", sdram_clk_pad, o_domain="sdram_clock")
+            m.d.comb += clk.o.eq(0b01)  # high in the first half of each cycle, low in the second
+        return pll.clk_out[0], pll.locked
+
+
+def board_top(board, config, core=None) -> BoardTop:
+    """The design for ``board`` (a ``fpga.spec.boards.Board``) with accelerator ``config``: resident
+    with the board's generated LiteDRAM ``core`` (``fpga.build.flow`` generates it when the board
+    has DRAM), streamed without."""
+    if (core is None) != (board.memory is None):
+        raise ValueError(f"{board.name}: a DRAM core goes with a board memory entry, and only then")
+    return BoardTop(board, config, core)
