@@ -1,4 +1,4 @@
-"""A timing top for the conv engine alone: ``fpga.build.flow --design
+"""A timing top for the conv engine alone: ``fpga.build --design
 hw.board.engine_timing:engine_top``.
 
 The SoC's Fmax is set by whichever block is slowest; this top measures the engine's own. Every

@@ -28,7 +28,7 @@ The engine computes in a clock domain of its own (``engine``, behind ``hw.engine
 clock-domain crossing): on the ULX3S a third PLL output at ``Board.engine_clock_mhz``; on the
 Arty A7 the fabric clock (no MMCM yet: nothing times a faster clock without Vivado).
 
-A board without ``memory`` (or ``fpga.build.flow --streamed``, which removes it) gets the streamed
+A board without ``memory`` (or ``fpga.build --streamed``, which removes it) gets the streamed
 SoC (the host sends every layer's activations over the link) at the fabric clock: from the PLL on
 the ULX3S, the oscillator on the Arty A7.
 """
