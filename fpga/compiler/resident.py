@@ -263,173 +263,198 @@ def _allocate(sizes: dict[str, int], lifetimes: dict[str, tuple[int, int]]) -> t
 
 
 def compile_resident(
-    program,
+    program: Program,
     dram_size: int = 256 << 20,
     device_im2col: bool = True,
     input_size: int | None = None,
 ) -> ResidentImage:
-    """Place ``program`` (from :func:`fpga.compiler.program.compile_network`, compressed weights and
-    weights mode already chosen there) in a DRAM of ``dram_size`` bytes.
+    """Place ``program`` (from :func:`fpga.compiler.program.compile_network`, compressed weights
+    and weights mode already chosen there) in a DRAM of ``dram_size`` bytes.
 
     ``input_size``: the image side the host sends (``network.input_size``); needed only for a
     lowered conv1, whose floor-mode output side fits several input sides (default: the
     smallest).
 
-    Raises :class:`ResidentError` (a :class:`fpga.errors.UserError`) naming the region that
+    Raises :class:`ResidentError` (a :class:`fpga.spec.errors.UserError`) naming the region that
     does not fit.
     """
-    config = program.config
-    lanes = config.rows
+    lanes = program.config.rows
     if program.lowered_conv1:
-        kernel, stride, pad = program.conv1_lowering
+        kernel, _, pad = program.conv1_lowering
         side = _raw_side(program, input_size)
         image_shape = (program.input_shape[0] // kernel**2, side, side)
     else:
         pad = 0
         image_shape = tuple(program.input_shape)
     im2col = device_im2col and program.lowered_conv1
+    lifetimes = _lifetimes(program)
+    intermediates = {
+        u.name: _tensor_bytes(u.shape, lanes) for u in program.units if u.name != program.output
+    }
+    tensors, arena_size = _allocate(intermediates, lifetimes)
+    writer = _CommandWriter(program, tensors, image_shape, pad, im2col)
+    proto, unit_commands = writer.walk()
 
-    # lifetimes (unit index produced -> last unit index reading it) and sizes
-    index = {"input": -1}
-    last_use: dict[str, int] = {}
+    if im2col:
+        c, h, w = image_shape
+        input_bytes = c * (h + 2 * pad) * (w + 2 * pad)
+    else:
+        input_bytes = _tensor_bytes(program.input_shape, lanes)
+    output = next(u for u in program.units if u.name == program.output)
+    sizes = {
+        "model": len(writer.model),
+        "program": len(proto) * COMMAND_BYTES,
+        "input": SLOTS * _align(input_bytes, REGION_ALIGN),
+        "output": SLOTS * _align(_tensor_bytes(output.shape, lanes), REGION_ALIGN),
+        "activations": arena_size,
+    }
+    regions = _lay_out(sizes, dram_size)
+    arena = regions["activations"][0]
+    return ResidentImage(
+        program,
+        _resolve(proto, regions),
+        regions,
+        {name: (arena + base, size) for name, (base, size) in tensors.items()},
+        bytes(writer.model),
+        image_shape,
+        pad if im2col else 0,
+        bool(im2col),
+        dram_size,
+        lifetimes,
+        unit_commands,
+    )
+
+
+def _lifetimes(program: Program) -> dict[str, tuple[int, int]]:
+    """Every intermediate tensor's (index of the unit producing it, last unit reading it)."""
+    index, last_use = {"input": -1}, {}
     for i, unit in enumerate(program.units):
         index[unit.name] = i
         for tile in unit.tiles:
             for load in tile.loads:
                 last_use[load.tensor] = max(last_use.get(load.tensor, -1), i)
-    shapes = {unit.name: unit.shape for unit in program.units}
-    intermediates = {
-        u.name: _tensor_bytes(u.shape, lanes) for u in program.units if u.name != program.output
-    }
-    lifetimes = {n: (index[n], last_use.get(n, index[n])) for n in intermediates}
-    tensors, arena_size = _allocate(intermediates, lifetimes)
+    names = [u.name for u in program.units if u.name != program.output]
+    return {n: (index[n], last_use.get(n, index[n])) for n in names}
 
-    # walk the program as execute() does; addresses are (region, offset) until the map is laid
-    blobs: dict[bytes, int] = {}
-    model = bytearray()
-    proto: list[tuple[np.void, str | None]] = []  # record, region of dram_addr (offset inside)
 
-    def blob_offset(data: bytes) -> int:
-        if data not in blobs:
-            model.extend(bytes(_align(len(model), BLOB_ALIGN) - len(model)))
-            blobs[data] = len(model)
-            model.extend(data)
-        return blobs[data]
+def _pixel_rows(op: Opcode, start: int, pixels: int, width: int, pitch: int, offset: int):
+    """The command moving ``width`` bytes of each of ``pixels`` consecutive pixels of an HWC
+    tensor whose pixels are ``pitch`` bytes apart in DRAM, from DRAM byte ``start`` (LOAD into
+    ACT_IN, STORE from ACT_OUT, at buffer byte ``offset``, the pixels packed): whole pixels
+    (``width == pitch``) are one contiguous range, a slice of channel groups one strided row a
+    pixel."""
+    space = BufferSpace.ACT_IN if op == Opcode.LOAD else BufferSpace.ACT_OUT
+    if width == pitch:
+        return command(op, space, length=pixels * width, dram_addr=start, buffer_offset=offset)
+    return command(
+        op,
+        space,
+        length=width,
+        count=pixels,
+        dram_addr=start,
+        dram_stride=pitch,
+        buffer_offset=offset,
+        buffer_stride=width,
+    )
 
-    def tensor_rows(name: str):
-        """(region, base offset in region, bytes per pixel row unit) of a tensor."""
+
+class _CommandWriter:
+    """Walks the program as :func:`fpga.compiler.program.execute` does and writes its commands:
+    ``(record, region of its dram_addr or None)`` with addresses inside the region, and the model
+    region's bytes (each constant blob once)."""
+
+    def __init__(self, program: Program, tensors: dict, image_shape, pad: int, im2col: bool):
+        self.program, self.tensors = program, tensors
+        self.image_shape, self.pad, self.im2col = image_shape, pad, im2col
+        self.lanes = program.config.rows
+        self.shapes = {unit.name: unit.shape for unit in program.units}
+        self.model = bytearray()
+        self.blobs: dict[bytes, int] = {}
+        self.held = BufferContents()  # as execute's: a constant already held is not loaded
+
+    def walk(self) -> tuple[list, dict[str, tuple[int, int]]]:
+        proto, unit_commands = [], {}
+        for unit in self.program.units:
+            first = len(proto)
+            for tile in unit.tiles:
+                for load in tile.loads:
+                    proto += self._load(load)
+                for run in tile.runs:
+                    proto += self._run(run)
+                proto.append(self._store(unit, tile.store))
+            unit_commands[unit.name] = (first, len(proto))
+        proto.append((command(Opcode.END), None))
+        return proto, unit_commands
+
+    def _blob(self, data: bytes) -> int:
+        if data not in self.blobs:
+            self.model.extend(bytes(_align(len(self.model), BLOB_ALIGN) - len(self.model)))
+            self.blobs[data] = len(self.model)
+            self.model.extend(data)
+        return self.blobs[data]
+
+    def _tensor(self, name: str) -> tuple[str, int]:
+        """(region, base offset in it) of a tensor."""
         if name == "input":
             return "input", 0
-        if name == program.output:
+        if name == self.program.output:
             return "output", 0
-        return "activations", tensors[name][0]
+        return "activations", self.tensors[name][0]
 
-    held = BufferContents()  # as execute's: a constant already in its buffer is not loaded again
+    def _load(self, load) -> list:
+        lanes, offset = self.lanes, load.base * self.lanes
+        self.held.write(BufferSpace.ACT_IN, offset, b"", constant=False)
+        if load.tensor == "input" and self.im2col:
+            return _gather_conv1(self.program, load, offset, self.image_shape, self.pad)
+        shape = self.program.input_shape if load.tensor == "input" else self.shapes[load.tensor]
+        c, _, w = shape
+        g = groups(c, lanes)
+        region, base = self._tensor(load.tensor)
+        start = base + (load.y0 * w * g + load.g0) * lanes
+        pixels = (load.y1 - load.y0) * w
+        width = (load.g1 - load.g0) * lanes
+        return [(_pixel_rows(Opcode.LOAD, start, pixels, width, g * lanes, offset), region)]
 
-    unit_commands = {}
-    for unit in program.units:
-        first_command = len(proto)
-        for tile in unit.tiles:
-            for load in tile.loads:
-                offset = load.base * lanes
-                held.write(BufferSpace.ACT_IN, offset, b"", constant=False)
-                if load.tensor == "input" and im2col:
-                    proto += _gather_conv1(program, load, offset, image_shape, pad)
-                    continue
-                shape = program.input_shape if load.tensor == "input" else shapes[load.tensor]
-                c, h, w = shape
-                g = groups(c, lanes)
-                region, base = tensor_rows(load.tensor)
-                width = (load.g1 - load.g0) * lanes
-                start = base + (load.y0 * w * g + load.g0) * lanes
-                rows = (load.y1 - load.y0) * w
-                if load.g0 == 0 and load.g1 == g:  # whole pixels: one contiguous range
-                    rec = command(
-                        Opcode.LOAD,
-                        BufferSpace.ACT_IN,
-                        length=rows * width,
-                        dram_addr=start,
-                        buffer_offset=offset,
-                    )
-                else:
-                    rec = command(
-                        Opcode.LOAD,
-                        BufferSpace.ACT_IN,
-                        length=width,
-                        count=rows,
-                        dram_addr=start,
-                        dram_stride=g * lanes,
-                        buffer_offset=offset,
-                        buffer_stride=width,
-                    )
-                proto.append((rec, region))
-            for run in tile.runs:
-                consts = [*run.consts, (BufferSpace.DESCRIPTOR, 0, run.descriptor.pack())]
-                for space, offset, data in consts:
-                    if held.write(BufferSpace(space), offset, data, constant=True):
-                        rec = command(
-                            Opcode.LOAD,
-                            space,
-                            length=len(data),
-                            dram_addr=blob_offset(data),
-                            buffer_offset=offset,
-                        )
-                        proto.append((rec, "model"))
-                proto.append((command(Opcode.RUN), None))
-            store = tile.store
-            region, base = tensor_rows(unit.name)
-            channels = (store.g1 - store.g0) * lanes
-            space, offset = BufferSpace.ACT_OUT, 0
-            if store.kind == "sums":
+    def _run(self, run) -> list:
+        proto = []
+        for space, offset, data in [
+            *run.consts,
+            (BufferSpace.DESCRIPTOR, 0, run.descriptor.pack()),
+        ]:
+            if self.held.write(BufferSpace(space), offset, data, constant=True):
                 rec = command(
-                    Opcode.STORE,
+                    Opcode.LOAD,
                     space,
-                    length=4 * channels,
+                    length=len(data),
+                    dram_addr=self._blob(data),
                     buffer_offset=offset,
-                    dram_addr=base + 4 * store.g0 * lanes,
                 )
-            else:
-                c, h, w = unit.shape
-                g = groups(c, lanes)
-                start = base + (store.y0 * w * g + store.g0) * lanes
-                rows = (store.y1 - store.y0) * store.width
-                if store.g0 == 0 and store.g1 == g:
-                    rec = command(
-                        Opcode.STORE,
-                        space,
-                        length=rows * channels,
-                        dram_addr=start,
-                        buffer_offset=offset,
-                    )
-                else:
-                    rec = command(
-                        Opcode.STORE,
-                        space,
-                        length=channels,
-                        count=rows,
-                        dram_addr=start,
-                        dram_stride=g * lanes,
-                        buffer_offset=offset,
-                        buffer_stride=channels,
-                    )
-            proto.append((rec, region))
-        unit_commands[unit.name] = (first_command, len(proto))
-    proto.append((command(Opcode.END), None))
+                proto.append((rec, "model"))
+        return [*proto, (command(Opcode.RUN), None)]
 
-    # the map
-    if im2col:
-        c, h, w = image_shape
-        input_size = c * (h + 2 * pad) * (w + 2 * pad)
-    else:
-        input_size = _tensor_bytes(program.input_shape, lanes)
-    output_size = _tensor_bytes(shapes[program.output], lanes)
-    sizes = {
-        "model": len(model),
-        "program": len(proto) * COMMAND_BYTES,
-        "input": SLOTS * _align(input_size, REGION_ALIGN),
-        "output": SLOTS * _align(output_size, REGION_ALIGN),
-        "activations": arena_size,
-    }
+    def _store(self, unit, store) -> tuple:
+        lanes = self.lanes
+        region, base = self._tensor(unit.name)
+        channels = (store.g1 - store.g0) * lanes
+        if store.kind == "sums":
+            rec = command(
+                Opcode.STORE,
+                BufferSpace.ACT_OUT,
+                length=4 * channels,
+                buffer_offset=0,
+                dram_addr=base + 4 * store.g0 * lanes,
+            )
+            return rec, region
+        c, _, w = unit.shape
+        g = groups(c, lanes)
+        start = base + (store.y0 * w * g + store.g0) * lanes
+        pixels = (store.y1 - store.y0) * store.width
+        return _pixel_rows(Opcode.STORE, start, pixels, channels, g * lanes, 0), region
+
+
+def _lay_out(sizes: dict[str, int], dram_size: int) -> dict[str, tuple[int, int]]:
+    """The regions in order, each on a :data:`REGION_ALIGN` boundary; one that ends beyond the
+    DRAM is a :class:`ResidentError`."""
     regions, address = {}, 0
     for name, region_size in sizes.items():
         regions[name] = (address, region_size)
@@ -439,7 +464,12 @@ def compile_resident(
                 f"the {name} region ({region_size:,} bytes at {regions[name][0]:,}) ends beyond "
                 f"the {dram_size:,}-byte DRAM; use a board with more memory or a smaller input"
             )
-    # the input and output are relocated per run (slot-relative, flagged); the rest is absolute
+    return regions
+
+
+def _resolve(proto: list, regions: dict[str, tuple[int, int]]) -> np.ndarray:
+    """The command records with their addresses resolved: the input and output relocated per
+    run (slot-relative, flagged INPUT/OUTPUT), every other region's made absolute."""
     relocated = {"input": (Opcode.LOAD, Flag.INPUT), "output": (Opcode.STORE, Flag.OUTPUT)}
     commands = np.zeros(len(proto), dtype=COMMAND_DTYPE)
     for i, (rec, region) in enumerate(proto):
@@ -450,21 +480,7 @@ def compile_resident(
         elif region is not None:
             rec["dram_addr"] = int(rec["dram_addr"]) + regions[region][0]
         commands[i] = rec
-    arena = regions["activations"][0]
-    placed = {name: (arena + base, size) for name, (base, size) in tensors.items()}
-    return ResidentImage(
-        program,
-        commands,
-        regions,
-        placed,
-        bytes(model),
-        image_shape,
-        pad if im2col else 0,
-        bool(im2col),
-        dram_size,
-        lifetimes,
-        unit_commands,
-    )
+    return commands
 
 
 def _raw_side(program, input_size: int | None) -> int:
