@@ -248,45 +248,7 @@ def _conv_unit(
 
     rows = band_height(convs, total)
 
-    # weight chunks per conv: blocks that fit the weight buffer
-    chunks = []
-    for conv, cw, offset in zip(convs, weights, offsets, strict=True):
-        k = conv.kernel
-        per_block = k * k * g_in * lanes * config.cols
-        max_blocks = min(config.weight_bytes // per_block, config.max_out_channels // config.cols)
-        if max_blocks == 0:
-            raise CompileError(f"{conv.name}: one block of weights exceeds the weight buffer")
-        blocks = groups(conv.weight.shape[0], config.cols)
-        codebook = pack_codebook(cw.codebook)
-        spans = []
-        for b0 in range(0, blocks, max_blocks):
-            b1 = min(blocks, b0 + max_blocks)
-            c0, c1 = b0 * config.cols, min(conv.weight.shape[0], b1 * config.cols)
-            spans.append((b0, b1, c0, c1, pack_weight_indices(cw.indices[c0:c1], config)))
-        if weights_mode == "huffman":
-            # one code per layer, from the histogram of every index the device will hold
-            lengths = huffman_lengths(b"".join(span[-1] for span in spans))
-            table = pack_huffman_table(lengths)
-        for b0, b1, c0, c1, indices in spans:
-            if weights_mode == "huffman":
-                weight_consts = [
-                    (BufferSpace.HUFFMAN_TABLE, 0, table),
-                    (BufferSpace.HUFFMAN_STREAM, 0, pack_huffman_stream(indices, lengths, 0)),
-                ]
-            else:
-                weight_consts = [(BufferSpace.WEIGHT, 0, indices)]
-            consts = [
-                (BufferSpace.CODEBOOK, 0, codebook),
-                *weight_consts,
-                (
-                    BufferSpace.PARAMS,
-                    0,
-                    pack_params(
-                        conv.bias[c0:c1], conv.multiplier[c0:c1], conv.shift[c0:c1], config.cols
-                    ),
-                ),
-            ]
-            chunks.append((conv, offset + b0, b1 - b0, c1 - c0, consts))
+    chunks = _weight_chunks(convs, weights, offsets, g_in, config, weights_mode)
 
     def conv_run(chunk, oy0, oy1, lo, hi, group_offset, out_groups) -> Run:
         conv, _, blocks, channels, consts = chunk
@@ -352,6 +314,53 @@ def _conv_unit(
                     order, tiles = "chunk", chunked
     c_out = sum(conv.weight.shape[0] for conv in convs)
     return Unit(name, "conv", (c_out, out_h, out_w), tiles, [c.name for c in convs], order)
+
+
+def _weight_chunks(convs, weights, offsets, g_in: int, config, weights_mode: str) -> list:
+    """Each conv's weights in chunks of output blocks that fit the weight buffer: ``(conv, first
+    output group, blocks, channels, constants)``, the constants being the codebook, the weight
+    indices (or the layer's Huffman table and the chunk's stream) and the parameters."""
+    lanes = config.rows
+    chunks = []
+    for conv, cw, offset in zip(convs, weights, offsets, strict=True):
+        k = conv.kernel
+        per_block = k * k * g_in * lanes * config.cols
+        max_blocks = min(config.weight_bytes // per_block, config.max_out_channels // config.cols)
+        if max_blocks == 0:
+            raise CompileError(f"{conv.name}: one block of weights exceeds the weight buffer")
+        blocks = groups(conv.weight.shape[0], config.cols)
+        codebook = pack_codebook(cw.codebook)
+        spans = []
+        for b0 in range(0, blocks, max_blocks):
+            b1 = min(blocks, b0 + max_blocks)
+            c0, c1 = b0 * config.cols, min(conv.weight.shape[0], b1 * config.cols)
+            spans.append((b0, b1, c0, c1, pack_weight_indices(cw.indices[c0:c1], config)))
+        if weights_mode == "huffman":
+            # one code per layer, from the histogram of every index the device will hold
+            lengths = huffman_lengths(b"".join(span[-1] for span in spans))
+            table = pack_huffman_table(lengths)
+        for b0, b1, c0, c1, indices in spans:
+            if weights_mode == "huffman":
+                weight_consts = [
+                    (BufferSpace.HUFFMAN_TABLE, 0, table),
+                    (BufferSpace.HUFFMAN_STREAM, 0, pack_huffman_stream(indices, lengths, 0)),
+                ]
+            else:
+                weight_consts = [(BufferSpace.WEIGHT, 0, indices)]
+            consts = [
+                (BufferSpace.CODEBOOK, 0, codebook),
+                *weight_consts,
+                (
+                    BufferSpace.PARAMS,
+                    0,
+                    pack_params(
+                        conv.bias[c0:c1], conv.multiplier[c0:c1], conv.shift[c0:c1], config.cols
+                    ),
+                ),
+            ]
+            chunks.append((conv, offset + b0, b1 - b0, c1 - c0, consts))
+
+    return chunks
 
 
 def _transfer_estimate(
