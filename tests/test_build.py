@@ -9,7 +9,7 @@ import pytest
 from fpga.build import litedram
 from fpga.build.flow import NO_BITSTREAM
 from fpga.spec.boards import BOARDS, INIT_CPU_DSPS, BoardError, get_board
-from fpga.spec.config import DEFAULT_CONFIG, SMALL_CONFIG
+from fpga.spec.config import DEFAULT_CONFIG, SMALL_CONFIG, WIDE_CONFIG
 from fpga.spec.layout import fabric_pes, multipliers
 
 
@@ -371,3 +371,31 @@ def test_seed_reaches_nextpnr_and_the_result(tmp_path):
     result = json.loads(out.stdout)
     assert result["seed"] == 7 and result["timing_met"]
     assert " --seed 7" in (tmp_path / "ulx3s" / "pnr_top.sh").read_text()
+
+
+@pytest.mark.parametrize("variant,size", [("v1.0", 227), ("v1.1", 224), ("complex-bypass", 227)])
+def test_predicted_cycles_need_only_the_shapes(variant, size):
+    """The build predicts images/s from ``shape_network`` (zero weights, no torch): the engine's
+    cycles follow the shapes alone, so they equal the quantized network's, per unit."""
+    from fpga.compiler.program import compile_network
+    from fpga.spec.network import shape_network
+    from fpga.toolflow import quant
+
+    for config in (DEFAULT_CONFIG, WIDE_CONFIG):
+        shapes = compile_network(shape_network(variant, size), config).predicted_cycles()
+        real = compile_network(quant.quantize_network(variant, size=size), config)
+        assert shapes == real.predicted_cycles()
+
+
+def test_build_predicts_images_per_s_without_torch():
+    """``fpga.build``'s images/s with torch not installed (a board-build machine needs none)."""
+    from tests.test_layers import run_without
+
+    done = run_without(
+        {"torch"},
+        "from fpga.build.flow import predicted_images_per_s",
+        "from fpga.spec.config import DEFAULT_CONFIG",
+        "print(predicted_images_per_s('v1.1', DEFAULT_CONFIG, 100.0)['cycles'])",
+    )
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) > 1_000_000

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fpga.spec import arch
-from fpga.spec.arch import VARIANTS, ModelError
+from fpga.spec.arch import VARIANTS, ModelError, conv_shapes
 from fpga.toolflow import model
 
 PARAMS = {"v1.0": 1_248_424, "v1.1": 1_235_496, "simple-bypass": 1_248_424}
@@ -132,3 +132,15 @@ def test_wrong_shapes_in_weight_file(tmp_path):
 def test_v10_weights_into_v11_is_rejected():
     with pytest.raises(ModelError, match="needs"):
         model.load_weights("v1.1", arch.DATA_DIR / "squeezenet_v1_0.npz")
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_spec_conv_shapes_are_the_models(variant):
+    """``fpga.spec.arch.conv_shapes`` (no torch) names every conv weight the torch model has,
+    with its shape."""
+    expected = {
+        k.removesuffix(".weight"): shape
+        for k, shape in model.expected_shapes(variant).items()
+        if k.endswith(".weight")
+    }
+    assert conv_shapes(variant) == expected

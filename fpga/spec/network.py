@@ -104,9 +104,13 @@ class QuantizedNetwork:
 
 
 def shape_network(variant: str, size: int) -> QuantizedNetwork:
-    """``variant``'s graph for ``size``-pixel images with zero weights and unit scales: enough
-    for the compiler to tile it and predict the engine's cycles (they follow the shapes alone),
-    without torch or trained weights. ``fpga.build`` predicts images/s from it."""
+    """``variant``'s graph for ``size``-pixel images with stand-in weights and unit scales:
+    enough for the compiler to tile it and predict the engine's cycles (they follow the shapes
+    alone), without torch or trained weights. ``fpga.build`` predicts images/s from it.
+
+    The stand-in weights and biases differ from channel to channel, as trained ones do: the
+    compiler's tiling choice counts the constants the device must load, and a chunk of weights
+    equal to the one before it would not be loaded again."""
     shapes = conv_shapes(variant)
     layers = []
     for node in float_graph(variant):
@@ -118,8 +122,8 @@ def shape_network(variant: str, size: int) -> QuantizedNetwork:
                 op,
                 inputs,
                 1.0,
-                weight=np.zeros(shapes[name], np.int8),
-                bias=np.zeros(c_out, np.int32),
+                weight=_stand_in(shapes[name]),
+                bias=np.arange(c_out, dtype=np.int32),
                 multiplier=np.ones(c_out, np.int64),
                 shift=np.zeros(c_out, np.int64),
                 weight_scale=np.ones(c_out),
@@ -135,3 +139,8 @@ def shape_network(variant: str, size: int) -> QuantizedNetwork:
             layer = QLayer(name, op, inputs, 1.0)
         layers.append(layer)
     return QuantizedNetwork(variant, size, 1.0, layers)
+
+
+def _stand_in(shape) -> np.ndarray:
+    """int8 weights of ``shape`` that differ from channel to channel (no two chunks alike)."""
+    return ((np.arange(np.prod(shape), dtype=np.int64) % 255) - 127).astype(np.int8).reshape(shape)
