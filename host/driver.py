@@ -303,7 +303,7 @@ class Device:
         where = f"the command at DRAM address {pc:#x}" if pc else "a host transfer"
         return DeviceError(
             f"{opcode.name}: the device refused {where} with sequencer error {code} "
-            "(the codes: SequencerError in hw/sequencer.py, see docs/resident.md; "
+            "(the codes: SequencerError in hw/soc/sequencer.py, see docs/resident.md; "
             "STATUS keeps the last one)"
         )
 

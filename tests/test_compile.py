@@ -180,7 +180,8 @@ def test_chunk_outer_runs_resident_equal_to_golden(weights_mode):
 
 
 def unit_transfer_cycles(resident):
-    """Per unit: fpga.resident's sequential estimate of its transfers (+ model bytes loaded)."""
+    """Per unit: fpga.compiler.traffic's sequential estimate of its transfers (+ model bytes
+    loaded)."""
     out = {}
     for name, (a, b) in resident.unit_commands.items():
         t = transfer_totals(resident, commands=resident.commands[a:b])
@@ -213,7 +214,7 @@ def test_chosen_order_never_moves_more_than_band_outer(variant, size, weights_mo
         assert picked == moved[order][name]
         # the device's transfer cycles and the model bytes it loads: never more than band outer
         assert picked[0] <= band[0] and picked[1] <= band[1], name
-        # the choice is right by fpga.resident's own count: engine + transfer cycles
+        # the choice is right by fpga.compiler.traffic's own count: engine + transfer cycles
         other = "chunk" if order == "band" else "band"
         total = {o: moved[o][name][0] + engine[o][name] for o in (order, other)}
         assert total[order] <= total[other], name

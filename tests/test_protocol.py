@@ -132,7 +132,7 @@ def test_decode_frame():
 
 
 def test_docs_quote_the_board_registry_bauds():
-    """docs/build.md's link column says each board's baud (fpga/boards.py owns it)."""
+    """docs/build.md's link column says each board's baud (fpga/spec/boards.py owns it)."""
     text = (ROOT / "docs" / "build.md").read_text()
     for board in BOARDS.values():
         row = re.search(rf"^\| `{board.name}` \|.*$", text, re.M)

@@ -1,4 +1,5 @@
-"""fpga.resident: command records, the DRAM map, the resident compiler, the reference executor.
+"""The resident path: the command record (fpga.spec.commands), the DRAM map and the resident
+compiler (fpga.compiler.resident), the checker (.check) and the reference executor (.reference).
 
 Whole v1.0/v1.1 networks (reduced size) run from a bytearray DRAM through the command list and
 the engine emulator; logits and every intermediate tensor (read from its DRAM region right after

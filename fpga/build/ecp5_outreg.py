@@ -4,7 +4,7 @@ A DP16KD has an output register of its own (``REGMODE_A`` / ``REGMODE_B`` = ``"O
 Yosys's ECP5 memory mapping never uses it: a read port's data leaves the block RAM unregistered,
 and nextpnr times that as 5.6-5.8 ns from the clock (speed 6) before any routing. With the output
 register the same data leaves the RAM 0.97 ns after the clock. The engine captures every buffer
-read in a register that reads nothing else (``hw/engine.py``, stage 1a), so the two are the same
+read in a register that reads nothing else (``hw/engine/engine.py``, stage 1a), so the two are the same
 circuit: this pass, run on Yosys's JSON netlist before nextpnr, finds such registers and moves
 them into the RAM.
 

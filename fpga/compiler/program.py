@@ -367,7 +367,7 @@ def _transfer_estimate(
     tiles: list[Tile], config: AcceleratorConfig, in_w: int, out_groups: int
 ) -> float:
     """Device cycles of a conv unit's ``tiles`` in resident mode, one after the other: the
-    engine's runs plus the transfers at the costs of :data:`fpga.resident.SEQUENCER_COSTS`
+    engine's runs plus the transfers at the costs of :data:`fpga.compiler.cost.SEQUENCER_COSTS`
     (aligned rows, no Huffman decoder stalls): the constants the device does not already hold
     (:func:`execute`'s rule, from an empty device), the input bands (``in_w`` pixels a row),
     the stores (a slice of the output's ``out_groups`` channel groups is one STORE row a pixel).

@@ -44,12 +44,12 @@ MIN_INPUT_SIZE = 32
 MAX_INPUT_SIZE = 1024
 #: image channels (RGB, as fpga.spec.image.preprocess produces)
 INPUT_CHANNELS = 3
-#: kernels the engine runs (hw/engine.py accepts a CONV descriptor with kernel 1 or 3)
+#: kernels the engine runs (hw/engine/engine.py accepts a CONV descriptor with kernel 1 or 3)
 ENGINE_KERNELS = (1, 3)
 #: kernels of the conv that reads the image: the compiler lowers it to a 1x1 conv by host im2col
 #: (fpga.compiler.program.lower_conv1), so v1.0's 7x7 runs too; the .sqz conv sections allow these
 IMAGE_KERNELS = (1, 3, 5, 7)
-#: conv strides the engine runs (hw/engine.py: stride 1 or 2)
+#: conv strides the engine runs (hw/engine/engine.py: stride 1 or 2)
 ENGINE_STRIDES = (1, 2)
 #: the max-pool is fixed 3x3 stride 2, ceil mode (golden.maxpool's defaults)
 POOL_KERNEL, POOL_STRIDE = 3, 2

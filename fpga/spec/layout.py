@@ -72,7 +72,8 @@ PARAMS_RECORD = (("bias", "<i4"), ("multiplier", "<u2"), ("shift", "u1"), ("rese
 PARAM_BYTES = np.dtype(list(PARAMS_RECORD)).itemsize  # per output channel
 CODEBOOK_ENTRIES = 256
 #: Latencies of the engine's CONV blocks, in cycles. The gateware's blocks export these same
-#: numbers as their ``latency`` (hw/engine_parts.py, hw/array.py) and each block's test measures
+#: numbers as their ``latency`` (hw/engine/parts.py, hw/engine/array.py) and each block's test
+# measures
 #: it; the engine's pipeline depth below is their sum, paid once per run (not per pixel).
 #: address generator issue -> the buffers' read addresses, registered (the generator's loop
 #: registers are then not pulled toward the block RAMs they address)
@@ -134,7 +135,8 @@ WEIGHT_DECODE_LATENCY = 1
 SETUP_CYCLES = 4
 #: the setup cycles after start, the output write's register, the output-buffer write, done
 RUN_OVERHEAD = SETUP_CYCLES + WRITEBACK_LATENCY + 2
-#: pipeline depth of the non-CONV runs (start -> done beyond the issue cycles); see hw/engine.py:
+#: pipeline depth of the non-CONV runs (start -> done beyond the issue cycles); see
+# hw/engine/engine.py:
 #: the setup cycles, the address register, the buffer read, the operand register, the pool/add
 #: unit's latency, the output write's register and done.
 #: The issue cycles count an ADD vector's later halves and an AVGPOOL group's output words.

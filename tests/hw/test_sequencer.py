@@ -371,7 +371,7 @@ def test_transfer_costs():
         f"gather row {per_gather_row:.1f} cycles beyond its chunks; a WINDOWS LOAD of 111 7-byte "
         f"windows 2 apart (v1.0's conv1) {windows} cycles ({window_chunks} chunks)"
     )
-    # fpga.resident.SEQUENCER_COSTS (the whole-network estimate) are these numbers
+    # fpga.compiler.cost.SEQUENCER_COSTS (the whole-network estimate) are these numbers
     c = SEQUENCER_COSTS
     assert fetch == c["command"]
     assert abs(per_load_chunk - c["load_chunk"]) < 0.02
