@@ -3,7 +3,7 @@
 Pure NumPy, integers only in the *semantics*. This module is the contract between software and
 hardware: ``hw/`` must reproduce these functions on every element, and ``sim/`` checks it.
 
-Numerics (decided in ARCHITECTURE.md):
+Numerics (decided in docs/architecture.md and docs/numerics.md):
 
 * activations are int8, symmetric, zero point 0 (post-ReLU values live in 0..127);
 * weights are int8 (per-output-channel symmetric scale, handled by :mod:`fpga.toolflow.quant`);
