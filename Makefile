@@ -40,7 +40,7 @@ MODEL := build/squeezenet_v1_0_6bit.sqz
 
 $(MODEL): $(STAMP)
 	mkdir -p build
-	$(PY) -m fpga.toolflow.compress --variant v1.0 --bits 6 -o $(MODEL)
+	$(PY) -m fpga.compress --variant v1.0 --bits 6 -o $(MODEL)
 
 # the compressed v1.0 model on the simulated board (the SoC's RTL under Verilator)
 infer: setup $(MODEL)

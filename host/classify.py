@@ -41,7 +41,7 @@ def load_network(args):
     """The QuantizedNetwork and its compressed weights (codebook, indices) per conv layer.
 
     A ``.sqz`` model needs only the spec layer. Without ``--model`` the variant is quantized and
-    written at 8 bits without pruning by the toolflow (``python -m fpga.toolflow.compress``, torch),
+    written at 8 bits without pruning by the toolflow (``python -m fpga.compress``, torch),
     run as a separate process: the host itself never imports torch.
     """
     if args.model:
@@ -56,7 +56,7 @@ def load_network(args):
             raise UserError(
                 f"quantizing --variant {args.variant} needs the toolflow (torch) and failed "
                 f"({detail}): pass a compressed model with --model FILE.sqz (make one with "
-                "`python -m fpga.toolflow.compress`), or install the toolflow: "
+                "`python -m fpga.compress`), or install the toolflow: "
                 "pip install 'squeezefpga[toolflow]'"
             )
         return load_for_device(model)

@@ -1,6 +1,6 @@
 """The compressor emits the same bytes for the same inputs on any machine and thread count.
 
-Each run is a fresh ``python -m fpga.toolflow.compress`` process with its own thread and BLAS
+Each run is a fresh ``python -m fpga.compress`` process with its own thread and BLAS
 settings (``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``, ``OPENBLAS_NUM_THREADS`` 1 and 2, OpenBLAS's
 kernel forced to its most generic x86-64 one with ``OPENBLAS_CORETYPE`` or left to its CPU
 detection): every file must be the same bytes, and those bytes must be :data:`PINNED_SHA256`.

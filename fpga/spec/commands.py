@@ -78,7 +78,7 @@ class Flag(enum.IntFlag):
 
 #: the flags each opcode may carry, the one rule behind both refusals: the checker
 #: (:func:`fpga.compiler.check.check_commands`) refuses a program with any other flag, the
-#: sequencer (``hw.soc.sequencer``) stops with ``BAD_FLAGS`` on one
+#: sequencer (``hw.soc.sequencer``) stops with ``SequencerError.FLAGS`` on one
 FLAGS = {
     Opcode.LOAD: Flag.WINDOWS | Flag.INPUT,
     Opcode.STORE: Flag.OUTPUT,

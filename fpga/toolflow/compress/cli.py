@@ -1,4 +1,4 @@
-"""``python -m fpga.toolflow.compress``: compress, inspect, size table, import the original release.
+"""``python -m fpga.compress``: compress, inspect, size table, import the original release.
 
 python -m fpga.compress --variant v1.0 --bits 6 [--density 0.337] [--min-agreement 1.0] -o model.sqz
 python -m fpga.compress inspect model.sqz [--json]
