@@ -1,30 +1,47 @@
 """The on-device sequencer of resident mode: walks a command list in DRAM (issue 12).
 
 Given ``program_addr`` and a ``start`` pulse, it fetches one :data:`fpga.resident.COMMAND_RECORD`
-(32 bytes) at a time through a DMA reader and executes it:
+(32 bytes) at a time through a DMA reader and executes it. It is three parts, one job each:
 
-- **LOAD**: per row, a DMA read of ``length`` bytes at ``dram_addr + r * dram_stride``; the
-  lane-aligned words (``hw.soc.dma``) are taken apart into one byte per cycle on the buffer write
-  port (``write_en/space/addr/data``, ``write_ready``: the shape the link drives today, so the
-  SoC routes HUFFMAN_TABLE/HUFFMAN_STREAM to the on-chip decoder the same way);
-- **STORE**: per row, a DMA write request, then the buffer read port (``read_en/space/addr`` ->
-  ``read_valid/read_data`` one cycle later, the engine's) is read one byte per cycle, packed
-  into lane-aligned words (byte ``a`` of DRAM in lane ``a % word_bytes``) and handed to the DMA
+- the **command FSM** (:class:`Sequencer`): fetch, decode, relocation, every check and refusal,
+  RUN, END, the link's ``submit``, the counters; it walks a LOAD's or STORE's rows, checks each
+  before any of its bytes move, and asks a mover for it; ``busy`` is "the FSM is not IDLE";
+- the **load mover** (:class:`hw.soc.movers.LoadMover`, DRAM -> the buffer write port): its
+  ``request`` stream (a ``data.StructLayout`` row: DRAM ``addr``/``length``, buffer ``buffer``/
+  ``space``, ``wide``, ``fill``) is one DMA read, whose lane-aligned words (``hw.soc.dma``) are
+  taken apart into chunks on the write port (``write_en/space/addr/data/count``,
+  ``write_ready``: the shape the link drives, so the SoC routes HUFFMAN_TABLE/HUFFMAN_STREAM to
+  the on-chip decoder the same way), or with ``fill`` a WINDOWS span read into its window
+  buffer; its ``window`` stream is one row cut from that buffer;
+- the **store mover** (:class:`hw.soc.movers.StoreMover`, the buffer read port -> DRAM): its
+  ``request`` stream is one DMA write: the buffer read port (``read_en/space/addr`` ->
+  ``read_valid/read_data`` one cycle later, the engine's) is read one chunk a cycle, packed into
+  lane-aligned words (byte ``a`` of DRAM in lane ``a % word_bytes``) and handed to the DMA
   writer; the row ends when the writer's ``busy`` falls (a later LOAD of the same bytes is
-  ordered after it on the one native port);
+  ordered after it on the one native port).
+
+A mover takes a request in the cycle it is offered (with the DMA's request) and pulses ``done``
+in the cycle the row ends, so a row costs the FSM what the mover spends on it. The DMA reader is
+the fetch's in FETCH/FETCH_DATA and the load mover's otherwise. Commands:
+
+- **LOAD** / **STORE**: per row, ``length`` bytes at ``dram_addr + r * dram_stride`` (DRAM) and
+  ``buffer_offset + r * buffer_stride`` (buffer), one mover request a row;
 - **LOAD with the WINDOWS flag** (conv1's im2col: rows that overlap in DRAM): the span
   ``(count - 1) * dram_stride + length`` (at most ``window_bytes``) is read once, word by word,
-  into an on-chip window buffer, and the rows are cut from it at one byte per cycle (one DMA
-  latency per command instead of one per row);
+  into the load mover's window buffer, and the rows are cut from it at one chunk per cycle (one
+  DMA latency per command instead of one per row; the next row is checked and asked for in the
+  cycle the last chunk of the one before goes);
 - **RUN**: one ``engine_start`` pulse, then wait for ``engine_done`` (``engine_cycles`` counts
   the wait);
 - **END**: ``done`` pulses with ``error`` low; ``cycles`` holds the cycles since ``start``.
 
 Refusals end in ``done`` with ``error`` high and an :class:`SequencerError` code (``pc`` holds
 the failing command's address), never in a hang: an unknown opcode (0 included: zeroed DRAM), a
-fetch or a row outside ``[0, dram_size)``, unknown flags or a WINDOWS span beyond the window
-buffer, a row outside its buffer space (sizes from
-:func:`fpga.spec.commands.buffer_sizes`), an unknown space, a program address that is not
+fetch or a row outside ``[0, dram_size)``, flags outside :data:`fpga.spec.commands.FLAGS` for
+the opcode (as :func:`fpga.compiler.check.check_commands` refuses them), INPUT and OUTPUT
+together or a WINDOWS span beyond the window buffer (a LOAD/STORE of no bytes is skipped before
+these), a row outside its buffer space (sizes from :func:`fpga.spec.commands.buffer_sizes`), an
+unknown space, a program address that is not
 word-aligned, an engine error. Rows before a refused row of the same command have moved.
 
 A program's own LOADs/STOREs and its RUNs do not overlap (double buffering is in
@@ -40,7 +57,8 @@ run's slots, so the host fills the next image's input while this one runs). The 
 Size (7-series LUTs): a row's counters are as wide as the DRAM and the largest buffer space
 need (a row is checked before any of its bytes move; addresses past the range keep one
 out-of-range bit, so every refusal stays exact), the byte lanes go through 2:1 shifter stages,
-and the word being taken apart or packed is one more word of the window buffer's LUTRAM.
+the LOAD word being taken apart is one more word of the window buffer's LUTRAM and the STORE
+word being packed a register of the store mover.
 """
 
 from __future__ import annotations
@@ -81,7 +99,7 @@ class SequencerError(enum.Enum, shape=3):
     SPACE = 4  # unknown buffer space
     ALIGNMENT = 5  # program address not a multiple of the DRAM word
     ENGINE = 6  # the engine flagged an error during a RUN
-    FLAGS = 7  # unknown flags, or a WINDOWS LOAD spanning more than the window buffer
+    FLAGS = 7  # flags outside FLAGS[opcode], INPUT with OUTPUT, a WINDOWS span too long
 
 
 class Sequencer(wiring.Component):
