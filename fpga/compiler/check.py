@@ -32,7 +32,7 @@ def check_commands(image: ResidentImage, dram_size: int | None = None, commands=
         op = Opcode(op)
         flags = int(rec["flags"])
         if flags & ~int(FLAGS[op]):
-            raise ResidentError(f"{where}: flags {flags:#x} are not allowed on {op.name}")
+            raise ResidentError(f"{where}: unknown flags {flags:#x} for {op.name}")
         if op == Opcode.END:
             return
         if op == Opcode.RUN:

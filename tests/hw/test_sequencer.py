@@ -233,6 +233,10 @@ def test_small_program_equals_the_reference_executor():
         ([command(Opcode.LOAD, 1, flags=Flag.INPUT | Flag.OUTPUT, length=1)], 0,
          SequencerError.FLAGS, None),
         ([command(Opcode.STORE, 2, flags=Flag.WINDOWS, length=1)], 0, SequencerError.FLAGS, None),
+        ([command(Opcode.STORE, 2, flags=Flag.INPUT, length=1)], 0, SequencerError.FLAGS, None),
+        ([command(Opcode.RUN, flags=Flag.INPUT), command(Opcode.END)], 0, SequencerError.FLAGS,
+         None),
+        ([command(Opcode.END, flags=Flag.WINDOWS)], 0, SequencerError.FLAGS, None),
         ([command(Opcode.LOAD, 1, flags=Flag.WINDOWS, length=7, count=600, dram_stride=2)], 0,
          SequencerError.FLAGS, None),
         ([command(Opcode.LOAD, 1, flags=Flag.WINDOWS, length=7, count=5, dram_stride=2,
@@ -242,6 +246,7 @@ def test_small_program_equals_the_reference_executor():
     ],
     ids=["zero", "opcode-9", "dram", "dram-size", "stride-past-end", "buffer", "space",
          "alignment", "fetch", "engine", "flags", "input-and-output", "windows-store",
+         "input-store", "run-flag", "end-flag",
          "window-span", "window-dram", "window-buffer"],
 )  # fmt: skip
 def test_refusals_end_in_an_error_code_not_a_hang(records, pc, code, dram_size):
