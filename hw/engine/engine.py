@@ -159,6 +159,7 @@ class ConvEngine(wiring.Component):
         )
         self._feed_array(m, array, accumulator, op, relu, param_read, act_r, weight_r, t, t_valid)
         self._feed_pool(m, pool, fields, start, act_data, s1, b_r, t, t_valid)
+        # the generator's idle cycles are the pool unit's (ADD halves, AVGPOOL output words)
         assert pool.sum_words == addrgen.sum_words == self.config.acc_bits // self.config.act_bits
         assert pool.add_phases == addrgen.add_phases == add_cycles_per_vector(self.config)
 
