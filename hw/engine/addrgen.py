@@ -39,6 +39,8 @@ from fpga.spec.layout import (
 OP_BITS = max(Op).bit_length()
 MAX_KERNEL = 3  # 3x3 convolutions and 3x3/2 max-pooling; strides 1 and 2
 KERNEL_BITS = MAX_KERNEL.bit_length()
+#: a window coordinate: a descriptor size, minus padding, plus a kernel offset
+_COORDINATE = signed(8 * LayerDescriptor.field_offsets()["in_h"][1] + KERNEL_BITS + 1)
 
 
 def descriptor_layout() -> data.StructLayout:
@@ -78,7 +80,7 @@ def tokens_signature(config: AcceleratorConfig) -> stream.Signature:
     return stream.Signature(token_layout(config), always_ready=True)
 
 
-#: loops in the generator's nest (see AddressGenerator.elaborate's table)
+#: loops in the generator's nest (see AddressGenerator._loop_counters's table)
 LEVELS = 6
 
 
@@ -184,6 +186,66 @@ def _adder_stage(m: Module, terms: list, levels: int, name: str) -> list:
     return registers
 
 
+@dataclass
+class _RunConstants:
+    """The per-run constants the loops and the address streams read: products and sums of
+    descriptor fields in free-running registers (see :meth:`AddressGenerator._run_constants`;
+    stage k holds its run's value k cycles after ``start``)."""
+
+    #: ACT_IN words per input row, ``in_w * in_groups`` (stage 2)
+    row_words: Signal
+    #: ACT_OUT words per output row, ``out_w * (CONV: out_groups, else in_groups)`` (stage 3)
+    out_row_words: Signal
+    #: word address of the first window, input row -pad_top, column -pad_left (stage 4)
+    first_window: Signal
+    #: words between horizontally adjacent output pixels' windows (stage 2)
+    pixel_step: Signal
+    #: words between vertically adjacent output rows' windows (stage 3)
+    row_step: Signal
+    #: MAXPOOL 2, CONV its stride (stage 1)
+    pool_stride: Signal
+    #: the first window's top row, -pad_top (stage 1)
+    top_row: Signal
+    #: the first window's left column, -pad_left (stage 1)
+    left_column: Signal
+    #: MAXPOOL: the second tap's left column, 1 - pad_left (stage 1)
+    b_left_column: Signal
+    #: the counters' last values, ``field - 1`` by descriptor field name (stage 1)
+    last_value: dict
+
+
+def _by_op(op, values: dict, default=0):
+    """A per-run value chosen by the run's ``op`` (a Mux chain on the descriptor's field)."""
+    result = default
+    for kind, value in values.items():
+        result = Mux(op == kind, value, result)
+    return result
+
+
+def _kept_and(m: Module, name: str, flags: list) -> Signal:
+    """The AND of at most four ``flags`` (one LUT4) in a wire Yosys keeps (``keep``)."""
+    assert len(flags) <= 4  # one LUT4
+    wire = Signal(name=name, attrs={"keep": 1})
+    m.d.comb += wire.eq(Cat(*flags).all())
+    return wire
+
+
+def _stride(m: Module, op, name: str, width: int, values: dict) -> Signal:
+    """A per-run stride register: ``values`` per op (ops whose level does not loop are left
+    out: their stride is never used)."""
+    register = Signal(width, name=f"{name}_stride")
+    m.d.sync += register.eq(_by_op(op, values))
+    return register
+
+
+def _first(m: Module, name: str, width: int, value) -> Signal:
+    """A stream's first value, a register (stage 5: moves.load is the first issue's cycle,
+    SETUP_CYCLES + 1 after start)."""
+    register = Signal(width, name=f"{name}_first")
+    m.d.sync += register.eq(value)
+    return register
+
+
 class AddressGenerator(wiring.Component):
     """The run's loops over the buffers: ``descriptor`` + ``start`` -> buffer read addresses
     and the stage-1 ``tokens`` stream.
@@ -251,39 +313,35 @@ class AddressGenerator(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        cfg = self.config
-        start = self.start
-        issuing = self.issuing
-        add_phases = self.add_phases
-        sum_words = self.sum_words
-
-        # -- descriptor fields ------------------------------------------------------------------
-        fields = {name: self.descriptor[name] for name in DESCRIPTOR_LAYOUT.members}
-        op = fields["op"][:OP_BITS]
-        kernel = fields["kernel"][:KERNEL_BITS]
-        stride = fields["stride"][:KERNEL_BITS]
-        groups = fields["in_groups"]
-        in_h, in_w = fields["in_h"].as_signed(), fields["in_w"].as_signed()
-        out_w = fields["out_w"]
-        out_groups = fields["out_groups"]
-        out_offset = fields["out_group_offset"]
-
         # Buffer word addresses are computed modulo the buffer's depth: a read port sees only
         # the low address bits, and adds, subtracts and shifts are exact in the low bits, so
         # the window arithmetic needs no wider adders (taps in the padding compute a wrapped
         # address whose data is replaced by zero: the bounds test uses the coordinates).
-        in_word = unsigned(cfg.act_in_word_bits)
-        out_word = unsigned(cfg.act_out_word_bits)
-        weight_word = unsigned(cfg.weight_word_bits)
-        # a window coordinate: a descriptor size, minus padding, plus a kernel offset
-        coordinate = signed(8 * LayerDescriptor.field_offsets()["in_h"][1] + KERNEL_BITS + 1)
+        fields = {name: self.descriptor[name] for name in DESCRIPTOR_LAYOUT.members}
+        op = fields["op"][:OP_BITS]
+        constants = self._run_constants(m, fields)
+        levels = self._loop_counters(m, fields, constants.last_value)
+        active, load, carry, done = self._loop_control(m, op, levels)
+        moves = self._moves(m, levels, active, load, carry, done)
+        issued = self._issue_tags(m, op, levels, active)
+        streams = self._address_streams(m, fields, constants, moves)
+        self._tokens(m, fields, issued, streams)
+        return m
 
-        # -- per-run constants ----------------------------------------------------------------
-        # Products and sums of descriptor fields, in free-running registers: the descriptor does
-        # not change while busy, so stage k of this pipeline holds its run's value k cycles after
-        # start. The issue loop begins after SETUP_CYCLES (fpga.spec.layout) setup cycles; the
-        # address streams take their first values (stage 5) in the first issue's cycle and the
-        # strides (stage 4) from the next; each stage is at most two adder levels deep.
+    def _run_constants(self, m: Module, fields: dict) -> _RunConstants:
+        """The per-run constants: products and sums of descriptor fields, in free-running
+        registers. The descriptor does not change while busy, so stage k of this pipeline holds
+        its run's value k cycles after start. The issue loop begins after SETUP_CYCLES
+        (fpga.spec.layout) setup cycles; the address streams take their first values (stage 5)
+        in the first issue's cycle and the strides (stage 4) from the next; each stage is at
+        most two adder levels deep."""
+        op = fields["op"][:OP_BITS]
+        stride = fields["stride"][:KERNEL_BITS]
+        groups = fields["in_groups"]
+        out_w = fields["out_w"]
+        out_groups = fields["out_groups"]
+        in_word = unsigned(self.config.act_in_word_bits)
+        out_word = unsigned(self.config.act_out_word_bits)
         in_w_raw, pad_top, pad_left = fields["in_w"], fields["pad_top"], fields["pad_left"]
         # ACT_OUT words per output pixel: CONV out_groups, else in_groups (stage 1: its op
         # decode had been in front of the out_row_words adder stage, from the descriptor's op
@@ -331,9 +389,9 @@ class AddressGenerator(wiring.Component):
             m.d.sync += register.eq(fields[name] - 1)
         pool_stride = Signal(range(MAX_KERNEL))  # stage 1: MAXPOOL 2, CONV its stride
         # the first window's top row and left column, -pad_top and -pad_left (stage 1)
-        top_row = Signal(coordinate)
-        left_column = Signal(coordinate)
-        b_left_column = Signal(coordinate)  # MAXPOOL: the second tap's, 1 - pad_left
+        top_row = Signal(_COORDINATE)
+        left_column = Signal(_COORDINATE)
+        b_left_column = Signal(_COORDINATE)  # MAXPOOL: the second tap's, 1 - pad_left
         m.d.sync += [
             pool_stride.eq(Mux(op == Op.MAXPOOL, 2, stride)),
             top_row.eq(-fields["pad_top"]),
@@ -342,29 +400,40 @@ class AddressGenerator(wiring.Component):
             pixel_step.eq(Mux(pool_stride == 2, groups << 1, groups)),  # stage 2
             row_step.eq(Mux(pool_stride == 2, row_words << 1, row_words)),  # stage 3
         ]
+        return _RunConstants(
+            row_words=row_words,
+            out_row_words=out_row_words,
+            first_window=first_window,
+            pixel_step=pixel_step,
+            row_step=row_step,
+            pool_stride=pool_stride,
+            top_row=top_row,
+            left_column=left_column,
+            b_left_column=b_left_column,
+            last_value=last_value,
+        )
 
-        # -- the loop nest ----------------------------------------------------------------------
-        # Every op is one nest of LEVELS loops (level 0 innermost), each a _Counter with a per-run
-        # last value (0: the level does not loop in this op):
-        #
-        #   level     0    1    2    3    4    5
-        #   CONV      g    kx   ky   ox   oy   block    (HWC: a kernel row's (kx, g) taps are
-        #   MAXPOOL   kxp  ky   g    ox   oy   -         contiguous words; MAXPOOL's kxp a pair
-        #                                                of taps, kx = 2 * kxp and kx + 1)
-        #   ADD       g    -    -    x    y    -
-        #   AVGPOOL   x    y    g    -    -    -
-        #
-        # so the loop control is the same for every op and reads no op flag: level i steps when
-        # the levels inside it are all at their last values (``carry[i]``), and restarts when it
-        # is at its own last value too. (Per-op loops had put op flags and select chains between
-        # the counters' flags and the address registers: 8.8-9.0 ns, the engine's critical path.)
-        def by_op(values: dict, default=0):
-            """A per-run value chosen by the run's op (a Mux chain on the descriptor's field)."""
-            result = default
-            for kind, value in values.items():
-                result = Mux(op == kind, value, result)
-            return result
+    def _loop_counters(self, m: Module, fields: dict, last_value: dict) -> list[_Counter]:
+        """The loop nest's LEVELS counters (level 0 innermost), each a :class:`_Counter` with a
+        per-run last value (stage 2; 0: the level does not loop in this op):
 
+        ========  ===  ===  ===  ===  ===  =====
+        level     0    1    2    3    4    5
+        ========  ===  ===  ===  ===  ===  =====
+        CONV      g    kx   ky   ox   oy   block
+        MAXPOOL   kxp  ky   g    ox   oy   \\-
+        ADD       g    \\-   \\-   x    y    \\-
+        AVGPOOL   x    y    g    \\-   \\-   \\-
+        ========  ===  ===  ===  ===  ===  =====
+
+        (HWC: a kernel row's (kx, g) taps are contiguous words; MAXPOOL's kxp a pair of taps,
+        kx = 2 * kxp and kx + 1), so the loop control is the same for every op and reads no op
+        flag: level i steps when the levels inside it are all at their last values
+        (``carry[i]``), and restarts when it is at its own last value too. (Per-op loops had
+        put op flags and select chains between the counters' flags and the address registers:
+        8.8-9.0 ns, the engine's critical path.)"""
+        op = fields["op"][:OP_BITS]
+        kernel = fields["kernel"][:KERNEL_BITS]
         # stage 1: CONV's kernel - 1; stage 2: each level's last value
         kernel_m1 = Signal(range(MAX_KERNEL))
         m.d.sync += kernel_m1.eq(kernel - 1)
@@ -388,10 +457,20 @@ class AddressGenerator(wiring.Component):
         for i, values in enumerate(level_last):
             width = max(len(Value.cast(value)) for value in values.values())
             last = Signal(width, name=f"level{i}_last")  # stage 2
-            m.d.sync += last.eq(by_op(values))
+            m.d.sync += last.eq(_by_op(op, values))
             levels.append(_Counter(m, unsigned(width), f"l{i}", last))
         assert len(levels) == LEVELS
+        return levels
 
+    def _loop_control(self, m: Module, op, levels: list[_Counter]) -> tuple:
+        """The run's control: ``start``, the setup cycles (``setup``), ``issuing``, the ADD's
+        gaps, AVGPOOL's flush cycles and the counters' steps and restarts. Returns ``active``
+        (registered: an issue this cycle), ``load`` (the last setup cycle), ``carry`` (per level
+        and one past the outermost: an issue with every level inside it at its last value) and
+        ``done`` (the run's last issue, ``carry[LEVELS]``)."""
+        start = self.start
+        issuing = self.issuing
+        sum_words = self.sum_words
         flush = Signal(range(sum_words + 1))  # AVGPOOL: output words still to write after a group
         flush_idle = Signal(init=1)  # registered: flush == 0
         # ``active`` (an issue this cycle) is a register of its own, loaded with the function
@@ -434,7 +513,7 @@ class AddressGenerator(wiring.Component):
                 level.load()
 
         active = Signal()  # registered: it steers every counter
-        if add_phases > 1:
+        if self.add_phases > 1:
             m.d.comb += update(add_gap, active & is_op[Op.ADD])
         m.d.sync += active.eq(
             following[issuing.name]
@@ -443,24 +522,7 @@ class AddressGenerator(wiring.Component):
             & ~following[add_gap.name]
         )
 
-        # carry[i]: an issue, and every level inside level i at its last value. Two LUT levels
-        # deep: ``keep`` wires of at most four registers each (``active`` with levels 0 and 1,
-        # and levels 2 .. i - 1), then carry[i] their AND (in the counters' enable and restart
-        # LUT). Yosys otherwise shares the ANDs as a chain through carry[i - 1], one LUT per level
-        # in front of the counters: 10.1 ns in the 2x2 SoC's engine domain; written as a flat AND
-        # it still mapped to four LUTs from ``last_l0`` to ``c_l4``'s reset (8.0 ns, the 8x8
-        # engine's critical path alone at 125 MHz).
-        def kept_and(name: str, flags: list) -> Signal:
-            assert len(flags) <= 4  # one LUT4
-            wire = Signal(name=name, attrs={"keep": 1})
-            m.d.comb += wire.eq(Cat(*flags).all())
-            return wire
-
-        inner = kept_and("carry_inner", [active, levels[0].last, levels[1].last])
-        carry = [active, kept_and("carry_l0", [active, levels[0].last]), inner]
-        for i in range(3, LEVELS + 1):
-            outer = kept_and(f"carry_outer{i}", [level.last for level in levels[2:i]])
-            carry.append(inner & outer)
+        carry = self._carries(m, active, levels)
         done = carry[LEVELS]  # the run's last issue
         for i, level in enumerate(levels):
             with m.If(carry[i] & level.last):
@@ -476,10 +538,31 @@ class AddressGenerator(wiring.Component):
         with m.If(~flush_idle):
             m.d.sync += flush.eq(flush - 1)
             m.d.comb += update(flush_idle, flush == 1)
+        return active, load, carry, done
 
-        # The issue's move, registered: the addresses follow the counters one cycle behind, so
-        # between the counters' flags and the address registers there is this register, not a
-        # decision (see _Stream).
+    @staticmethod
+    def _carries(m: Module, active: Signal, levels: list[_Counter]) -> list:
+        """``carry[i]`` for i in 0 .. LEVELS: an issue, and every level inside level i at its
+        last value.
+
+        Two LUT levels deep: ``keep`` wires of at most four registers each (``active`` with
+        levels 0 and 1, and levels 2 .. i - 1), then carry[i] their AND (in the counters'
+        enable and restart LUT). Yosys otherwise shares the ANDs as a chain through carry[i -
+        1], one LUT per level in front of the counters: 10.1 ns in the 2x2 SoC's engine
+        domain; written as a flat AND it still mapped to four LUTs from ``last_l0`` to
+        ``c_l4``'s reset (8.0 ns, the 8x8 engine's critical path alone at 125 MHz)."""
+        inner = _kept_and(m, "carry_inner", [active, levels[0].last, levels[1].last])
+        carry = [active, _kept_and(m, "carry_l0", [active, levels[0].last]), inner]
+        for i in range(3, LEVELS + 1):
+            outer = _kept_and(m, f"carry_outer{i}", [level.last for level in levels[2:i]])
+            carry.append(inner & outer)
+        return carry
+
+    @staticmethod
+    def _moves(m: Module, levels: list[_Counter], active, load, carry: list, done) -> _Moves:
+        """The issue's move, registered: the addresses follow the counters one cycle behind, so
+        between the counters' flags and the address registers there is this register, not a
+        decision (see :class:`_Stream`)."""
         moves = _Moves(
             load=Signal(name="move_load"),
             step=[Signal(name=f"move_step{i}") for i in range(LEVELS)],
@@ -492,11 +575,16 @@ class AddressGenerator(wiring.Component):
             *[moves.rebase[i].eq(load | (carry[i] & ~done)) for i in range(LEVELS)],
             moves.hold.eq(~load & ~(active & ~done)),
         ]
+        return moves
 
-        # -- the issue's token: registered with the issue, then with the addresses, out with the
-        # buffers' data ---------------------------------------------------------------------------
-        # first/last tap of the output pixel: of levels 0-2 (CONV), 0-1 (MAXPOOL; AVGPOOL's group),
-        # none (ADD: each vector is one); per-run masks (stage 1)
+    def _issue_tags(self, m: Module, op, levels: list[_Counter], active) -> dict:
+        """The issue's token fields that do not come from the address streams, registered with
+        the issue (they follow it, with the addresses, into ``tokens``): by name ``valid``,
+        ``first``, ``last``, ``block`` and ``pair`` (MAXPOOL: the issue's second tap is in the
+        window, kx + 1 < 3).
+
+        first/last tap of the output pixel: of levels 0-2 (CONV), 0-1 (MAXPOOL; AVGPOOL's
+        group), none (ADD: each vector is one); per-run masks (stage 1)."""
         token_levels = [Signal(name=f"token_level{i}") for i in range(3)]
         m.d.sync += [
             token_levels[0].eq(op != Op.ADD),
@@ -525,27 +613,39 @@ class AddressGenerator(wiring.Component):
             issued_block.eq(levels[5].value),
             issued_pair.eq(levels[0].first),
         ]
+        return {
+            "valid": issued_valid,
+            "first": issued_first,
+            "last": issued_last,
+            "block": issued_block,
+            "pair": issued_pair,
+        }
 
-        # -- the address streams (per level: the words (or rows, columns) one step of that level
-        # moves, per run, stage 4; a level absent moves nothing) ---------------------------------
-        stride_registers = {}
-
-        def stride(name, width, values):
-            """A per-run stride register: ``values`` per op (ops whose level does not loop
-            are left out: their stride is never used)."""
-            register = Signal(width, name=f"{name}_stride")
-            m.d.sync += register.eq(by_op(values))
-            stride_registers[name] = register
-            return register
-
+    def _strides(self, m: Module, fields: dict, constants: _RunConstants) -> dict:
+        """The address streams' strides, by stream name (``act`` for ``act`` and ``b``,
+        ``weight``, ``out``, ``iy``, ``ix`` for ``ix`` and ``ix_b``): per level, the words (or
+        rows, columns) one step of that level moves, per run (stage 4); a level absent moves
+        nothing."""
+        cfg = self.config
+        op = fields["op"][:OP_BITS]
+        kernel = fields["kernel"][:KERNEL_BITS]
+        groups = fields["in_groups"]
+        out_groups = fields["out_groups"]
+        weight_word = unsigned(cfg.weight_word_bits)
+        row_words, pixel_step, row_step = (
+            constants.row_words,
+            constants.pixel_step,
+            constants.row_step,
+        )
+        pool_stride = constants.pool_stride
         conv, maxpool, add, avgpool = Op.CONV, Op.MAXPOOL, Op.ADD, Op.AVGPOOL
-        w = in_word.width
+        w = cfg.act_in_word_bits
         act_strides = {
-            0: stride("act0", w, {conv: 1, maxpool: groups << 1, add: 1, avgpool: groups}),
-            1: stride("act1", w, {conv: groups, maxpool: row_words, avgpool: row_words}),
-            2: stride("act2", w, {conv: row_words, maxpool: 1, avgpool: 1}),
-            3: stride("act3", w, {conv: pixel_step, maxpool: pixel_step, add: groups}),
-            4: stride("act4", w, {conv: row_step, maxpool: row_step, add: row_words}),
+            0: _stride(m, op, "act0", w, {conv: 1, maxpool: groups << 1, add: 1, avgpool: groups}),
+            1: _stride(m, op, "act1", w, {conv: groups, maxpool: row_words, avgpool: row_words}),
+            2: _stride(m, op, "act2", w, {conv: row_words, maxpool: 1, avgpool: 1}),
+            3: _stride(m, op, "act3", w, {conv: pixel_step, maxpool: pixel_step, add: groups}),
+            4: _stride(m, op, "act4", w, {conv: row_step, maxpool: row_step, add: row_words}),
         }
         # CONV's weights: (block * k*k + ky * k + kx) * in_groups + g
         kernel_groups = Signal(weight_word)  # k * in_groups (stage 1)
@@ -561,57 +661,74 @@ class AddressGenerator(wiring.Component):
         assert MAX_KERNEL == 3
         weight_strides = {
             0: 1,
-            1: stride("weight1", weight_word.width, {conv: groups}),
+            1: _stride(m, op, "weight1", weight_word.width, {conv: groups}),
             2: kernel_groups,
             5: kernel_words,
         }
+        out_bits = cfg.act_out_word_bits
         out_strides = {
-            0: stride("out0", 1, {add: 1}),
-            2: stride("out2", 1, {maxpool: 1}),
-            3: stride("out3", out_word.width, {conv: out_groups, maxpool: groups, add: groups}),
-            4: out_row_words,
+            0: _stride(m, op, "out0", 1, {add: 1}),
+            2: _stride(m, op, "out2", 1, {maxpool: 1}),
+            3: _stride(m, op, "out3", out_bits, {conv: out_groups, maxpool: groups, add: groups}),
+            4: constants.out_row_words,
             5: 1,
         }
         iy_strides = {
-            1: stride("iy1", 1, {maxpool: 1}),
-            2: stride("iy2", 1, {conv: 1}),
+            1: _stride(m, op, "iy1", 1, {maxpool: 1}),
+            2: _stride(m, op, "iy2", 1, {conv: 1}),
             4: pool_stride,
         }
         ix_strides = {
-            0: stride("ix0", 2, {maxpool: 2}),
-            1: stride("ix1", 1, {conv: 1}),
+            0: _stride(m, op, "ix0", 2, {maxpool: 2}),
+            1: _stride(m, op, "ix1", 1, {conv: 1}),
             3: pool_stride,
         }
+        return {
+            "act": act_strides,
+            "weight": weight_strides,
+            "out": out_strides,
+            "iy": iy_strides,
+            "ix": ix_strides,
+        }
 
-        def first(name, width, value):
-            """A stream's first value, a register (stage 5: moves.load is the first issue's
-            cycle, SETUP_CYCLES + 1 after start)."""
-            register = Signal(width, name=f"{name}_first")
-            m.d.sync += register.eq(value)
-            return register
-
+    def _address_streams(
+        self, m: Module, fields: dict, constants: _RunConstants, moves: _Moves
+    ) -> dict[str, _Stream]:
+        """The address streams (:class:`_Stream`), by name: ``act``, ``b`` and ``weight`` (the
+        read addresses, driven onto the ports here: ``ADDRESS_LATENCY`` after the issue),
+        ``out`` (the token's ``out_addr``), and the window coordinates ``iy``, ``ix`` and
+        ``ix_b`` (MAXPOOL's second tap) of the bounds tests."""
+        cfg = self.config
+        op = fields["op"][:OP_BITS]
+        groups = fields["in_groups"]
+        strides = self._strides(m, fields, constants)
+        conv, maxpool, add = Op.CONV, Op.MAXPOOL, Op.ADD
+        w = cfg.act_in_word_bits
+        out_bits = cfg.act_out_word_bits
+        first_window = constants.first_window
         act = _Stream(
             m,
             "act",
             w,
-            first("act", w, by_op({conv: first_window, maxpool: first_window})),
-            act_strides,
+            _first(m, "act", w, _by_op(op, {conv: first_window, maxpool: first_window})),
+            strides["act"],
             moves,
         )
-        b_first = by_op({maxpool: first_window + groups, add: fields["b_base"]})
-        b = _Stream(m, "b", w, first("b", w, b_first), act_strides, moves)
-        weight = _Stream(m, "weight", weight_word.width, 0, weight_strides, moves)
+        b_first = _by_op(op, {maxpool: first_window + groups, add: fields["b_base"]})
+        b = _Stream(m, "b", w, _first(m, "b", w, b_first), strides["act"], moves)
+        weight = _Stream(m, "weight", cfg.weight_word_bits, 0, strides["weight"], moves)
         out = _Stream(
             m,
             "out",
-            out_word.width,
-            first("out", out_word.width, by_op({conv: out_offset})),
-            out_strides,
+            out_bits,
+            _first(m, "out", out_bits, _by_op(op, {conv: fields["out_group_offset"]})),
+            strides["out"],
             moves,
         )
-        iy = _Stream(m, "iy", coordinate.width, top_row, iy_strides, moves)
-        ix = _Stream(m, "ix", coordinate.width, left_column, ix_strides, moves)
-        ix_b = _Stream(m, "ix_b", coordinate.width, b_left_column, ix_strides, moves)
+        width = _COORDINATE.width
+        iy = _Stream(m, "iy", width, constants.top_row, strides["iy"], moves)
+        ix = _Stream(m, "ix", width, constants.left_column, strides["ix"], moves)
+        ix_b = _Stream(m, "ix_b", width, constants.b_left_column, strides["ix"], moves)
 
         assert ADDRESS_LATENCY == 1  # the streams are the issue's addresses one cycle after it
         m.d.comb += [
@@ -619,17 +736,25 @@ class AddressGenerator(wiring.Component):
             self.b_addr.eq(b.value),
             self.weight_addr.eq(weight.value),
         ]
-        row, column = iy.value.as_signed(), ix.value.as_signed()
-        b_column = ix_b.value.as_signed()
+        return {"act": act, "b": b, "weight": weight, "out": out, "iy": iy, "ix": ix, "ix_b": ix_b}
+
+    def _tokens(self, m: Module, fields: dict, issued: dict, streams: dict[str, _Stream]) -> None:
+        """The issue's token out with the buffers' data (``BUFFER_LATENCY`` after the
+        addresses): the ``issued`` tags, the ``out`` stream and the bounds tests of the window
+        coordinates."""
+        in_h, in_w = fields["in_h"].as_signed(), fields["in_w"].as_signed()
+        row, column = streams["iy"].value.as_signed(), streams["ix"].value.as_signed()
+        b_column = streams["ix_b"].value.as_signed()
         row_inside = (row >= 0) & (row < in_h)
         payload = self.tokens.payload
         m.d.sync += [
-            self.tokens.valid.eq(issued_valid),
-            payload.first.eq(issued_first),
-            payload.last.eq(issued_last),
-            payload.block.eq(issued_block),
-            payload.out_addr.eq(out.value),
+            self.tokens.valid.eq(issued["valid"]),
+            payload.first.eq(issued["first"]),
+            payload.last.eq(issued["last"]),
+            payload.block.eq(issued["block"]),
+            payload.out_addr.eq(streams["out"].value),
             payload.in_bounds.eq(row_inside & (column >= 0) & (column < in_w)),
-            payload.b_in_bounds.eq(issued_pair & row_inside & (b_column >= 0) & (b_column < in_w)),
+            payload.b_in_bounds.eq(
+                issued["pair"] & row_inside & (b_column >= 0) & (b_column < in_w)
+            ),
         ]
-        return m

@@ -47,7 +47,7 @@ sticky ``error`` (bad descriptor or write while busy) cleared by ``clear_error``
 
 from __future__ import annotations
 
-from amaranth import Cat, Const, DomainRenamer, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Const, DomainRenamer, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.fifo import AsyncFIFO
 from amaranth.lib.memory import Memory
@@ -74,6 +74,13 @@ from hw.engine.pool import PoolUnit, Writeback
 def _log2(value: int) -> int:
     assert value & (value - 1) == 0, value
     return value.bit_length() - 1
+
+
+def _min_vector(config: AcceleratorConfig) -> Value:
+    """A vector of ``rows`` smallest activations (what a MAXPOOL tap outside the image or the
+    window reads: it never wins a max)."""
+    act_min = -(1 << (config.act_bits - 1))
+    return Cat(*[Const(act_min, signed(config.act_bits))] * config.rows)
 
 
 class ConvEngine(wiring.Component):
@@ -118,11 +125,60 @@ class ConvEngine(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        cfg = self.config
-        lanes = cfg.rows  # == cols (checked by the config)
-        pes = cfg.rows * cfg.cols
+        decoder, array, accumulator, addrgen, pool, writeback = self._datapath(m)
+        drain_cycles = self._drain_cycles(array, accumulator, addrgen, pool, writeback)
+        act_in, act_out, weight_banks, params, descriptor = self._buffers(m)
+        self._host_writes(m, decoder, act_in, params, weight_banks, descriptor)
+        self._host_reads(m, act_out)
+        start_cdc, done_cdc, engine_descriptor, start, busy = self._clock_crossing(m, descriptor)
 
-        # the CONV datapath: weight decode (write side); systolic array -> accumulate + requantize
+        # -- descriptor fields (the engine's copy) ----------------------------------------------
+        fields = self._descriptor_fields(engine_descriptor)
+        op = fields["op"][:OP_BITS]
+        relu = fields["relu"][0]
+
+        self._start_addrgen(m, addrgen, engine_descriptor, start)
+        drain = Signal(range(max(drain_cycles.values()) + 1))
+        cycle_count = Signal.like(self.cycles)
+        act_read, act_read_b, weight_reads, param_read = self._engine_reads(
+            m, addrgen, act_in, params, weight_banks
+        )
+        self._host_handshake(m, self._descriptor_fields(descriptor), start_cdc, done_cdc)
+        with m.If(start):
+            m.d.engine += [busy.eq(1), cycle_count.eq(1), drain.eq(0)]
+        with m.If(busy):
+            m.d.engine += cycle_count.eq(cycle_count + 1)
+
+        # -- stages 1a and 1b: the buffers' data, with the issue's token, at the operand
+        # registers beside the array and the pools (OPERAND_LATENCY)
+        act_data, b_data, weight_data, s1, s1_valid = self._capture(
+            m, addrgen, act_read, act_read_b, weight_reads
+        )
+        act_r, b_r, weight_r, t, t_valid = self._operand_registers(
+            m, op, act_data, b_data, weight_data, s1, s1_valid
+        )
+        self._feed_array(m, array, accumulator, op, relu, param_read, act_r, weight_r, t, t_valid)
+        self._feed_pool(m, pool, fields, start, act_data, s1, b_r, t, t_valid)
+        # the generator's idle cycles are the pool unit's (ADD halves, AVGPOOL output words)
+        assert pool.sum_words == addrgen.sum_words == self.config.acc_bits // self.config.act_bits
+        assert pool.add_phases == addrgen.add_phases == add_cycles_per_vector(self.config)
+
+        # -- output buffer write port (one writer per op: hw.engine.pool.Writeback) -------------
+        out_write = act_out.write_port(domain="engine")
+        wiring.connect(m, writeback.write, out_write)
+        m.d.comb += writeback.op.eq(op)
+
+        self._completion(m, op, drain_cycles, addrgen, busy, drain, cycle_count, done_cdc)
+        return m
+
+    def _datapath(self, m: Module) -> tuple:
+        """The datapath's components, added to ``m`` (the address generator is added later, by
+        :meth:`_start_addrgen`) and joined by their streams: the CONV datapath (weight decode on
+        the write side; systolic array -> accumulate + requantize), the run's loops (the
+        buffers' read addresses and the stage-1 token stream), the MAXPOOL / ADD / AVGPOOL
+        datapath and the output buffer's one writer (CONV or pool). Returns ``(decoder, array,
+        accumulator, addrgen, pool, writeback)``."""
+        cfg = self.config
         m.submodules.decoder = decoder = WeightDecoder(cfg)
         array = MacArray(
             cfg.rows,
@@ -131,25 +187,26 @@ class ConvEngine(wiring.Component):
             cfg.weight_bits,
             tag=tap_tag(cfg),
             fabric_pes=self.fabric_pes,
-            skewed_weights=True,  # the weight banks below are read r + c cycles late
+            skewed_weights=True,  # the weight banks are read r + c cycles late (_buffers)
         )
         accumulator = Accumulator(cfg)
         m.submodules.array = DomainRenamer("engine")(array)
         m.submodules.accumulator = DomainRenamer("engine")(accumulator)
         wiring.connect(m, array.sums, accumulator.sums)
-        # the run's loops: the buffers' read addresses and the stage-1 token stream
         addrgen = AddressGenerator(cfg)
-        # the MAXPOOL / ADD / AVGPOOL datapath; the output buffer's one writer (CONV or pool)
         pool = PoolUnit(cfg)
         writeback = Writeback(cfg)
         m.submodules.pool = DomainRenamer("engine")(pool)
         m.submodules.writeback = DomainRenamer("engine")(writeback)
         wiring.connect(m, accumulator.results, writeback.conv)
         wiring.connect(m, pool.writes, writeback.pool)
-        # cycles from the last issue to ``done``: CONV, the blocks' latencies, the writeback's
-        # register and the output write (the cycle model, fpga.spec.layout.pipeline_latency, adds
-        # the setup and done cycles); the pools, the unit's latency to the run's last output word,
-        # then the writeback's register
+        return decoder, array, accumulator, addrgen, pool, writeback
+
+    def _drain_cycles(self, array, accumulator, addrgen, pool, writeback) -> dict:
+        """Per op, the cycles from the last issue to ``done``: CONV, the blocks' latencies, the
+        writeback's register and the output write (the cycle model,
+        fpga.spec.layout.pipeline_latency, adds the setup and done cycles); the pools, the
+        unit's latency to the run's last output word, then the writeback's register."""
         conv_drain = (
             addrgen.latency
             + OPERAND_LATENCY
@@ -158,9 +215,7 @@ class ConvEngine(wiring.Component):
             + writeback.latency
             + 1
         )
-        # ADD: a vector every add_phases cycles (its halves share the multipliers)
-        add_phases = add_cycles_per_vector(cfg)
-        drain_cycles = {
+        return {
             Op.CONV: conv_drain,
             **{
                 op: addrgen.latency + OPERAND_LATENCY + cycles + writeback.latency
@@ -168,7 +223,17 @@ class ConvEngine(wiring.Component):
             },
         }
 
-        # -- buffers -------------------------------------------------------------------------
+    def _buffers(self, m: Module) -> tuple:
+        """The buffers: ACT_IN, ACT_OUT, the weight banks, PARAMS (block RAMs added to ``m``)
+        and the DESCRIPTOR bytes (registers of the host side). Returns ``(act_in, act_out,
+        weight_banks, params, descriptor)``.
+
+        The weight buffer is banked by the array's diagonals: bank d holds the weights of the
+        PEs (r, c) with r + c = d (hw.engine.array.diagonal_lanes) and is read d cycles after
+        bank 0, which skews the weights as the systolic array needs them (no per-PE delay
+        lines)."""
+        cfg = self.config
+        lanes = cfg.rows  # == cols (checked by the config)
         act = cfg.act_bits  # bits per activation (and per byte lane of a buffer word)
         m.submodules.act_in = act_in = Memory(
             shape=unsigned(act * lanes), depth=cfg.act_in_words, init=[]
@@ -176,12 +241,8 @@ class ConvEngine(wiring.Component):
         m.submodules.act_out = act_out = Memory(
             shape=unsigned(act * lanes), depth=cfg.act_out_words, init=[]
         )
-        # the weight buffer, banked by the array's diagonals: bank d holds the weights of the
-        # PEs (r, c) with r + c = d (hw.engine.array.diagonal_lanes) and is read d cycles after bank
-        # 0, which skews the weights as the systolic array needs them (no per-PE delay lines)
-        diagonals = diagonal_lanes(cfg.rows, cfg.cols)
         weight_banks = []
-        for d, bank_lanes in enumerate(diagonals):
+        for d, bank_lanes in enumerate(diagonal_lanes(cfg.rows, cfg.cols)):
             bank = Memory(
                 shape=unsigned(cfg.weight_bits * len(bank_lanes)), depth=cfg.weight_words, init=[]
             )
@@ -192,18 +253,25 @@ class ConvEngine(wiring.Component):
             shape=unsigned(param_words.size), depth=cfg.param_words, init=[]
         )
         descriptor = [Signal(8, name=f"descriptor_{i}") for i in range(DESCRIPTOR_BYTES)]
+        return act_in, act_out, weight_banks, params, descriptor
 
-        # -- host writes (byte lanes into words) ----------------------------------------------
+    def _host_writes(self, m: Module, decoder, act_in, params, weight_banks, descriptor) -> None:
+        """Host writes (``sync``): a chunk's byte lanes into a buffer's words (the weights
+        through ``decoder``), the DESCRIPTOR bytes, and ``error`` on a write while busy.
+
+        The buffer writes are registered at the engine's boundary: the writer's logic (the
+        link, the sequencer's window and Huffman paths) ends here, not in the block RAMs' write
+        ports. The one-cycle delay cannot be seen: the engine reads its buffers only after a
+        start token crossed the clock-domain FIFO, and the descriptor (checked at the start) is
+        written directly."""
+        cfg = self.config
+        lanes = cfg.rows
+        pes = cfg.rows * cfg.cols
         writable = Signal()
         m.d.comb += writable.eq(self.write_en & ~self.busy)
         with m.If(self.write_en & self.busy):
             m.d.sync += self.error.eq(1)
 
-        # The buffer writes are registered at the engine's boundary: the writer's logic (the
-        # link, the sequencer's window and Huffman paths) ends here, not in the block RAMs'
-        # write ports. The one-cycle delay cannot be seen: the engine reads its buffers only
-        # after a start token crossed the clock-domain FIFO, and the descriptor (checked at
-        # the start) is written directly.
         write = {
             name: Signal.like(getattr(self, f"write_{name}"), name=f"buffer_write_{name}")
             for name in ("space", "addr", "data", "count")
@@ -253,6 +321,7 @@ class ConvEngine(wiring.Component):
         ]
         decoded = decoder.weights.payload
         word = Cat(*[decoded.lanes] * (pes // width))  # the chunk in every aligned block
+        diagonals = diagonal_lanes(cfg.rows, cfg.cols)
         for bank, bank_lanes in zip(weight_banks, diagonals, strict=True):
             weight_write = bank.write_port(granularity=8)
             m.d.comb += [
@@ -266,7 +335,14 @@ class ConvEngine(wiring.Component):
                 with m.If(self.write_addr == i):
                     m.d.sync += byte.eq(self.write_data[:8])
 
-        # -- host reads of ACT_OUT (latency 1) -----------------------------------------------
+    def _host_reads(self, m: Module, act_out) -> None:
+        """Host reads of ACT_OUT (``sync``, latency 1): ``read_data`` the byte, ``read_block``
+        its aligned block; other spaces read 0."""
+        cfg = self.config
+        lanes = cfg.rows
+        act = cfg.act_bits
+        width = self.transfer_bytes
+        block_shift = _log2(width)
         out_read = act_out.read_port()
         read_lane = Signal(range(lanes))
         read_space_ok = Signal()
@@ -290,23 +366,24 @@ class ConvEngine(wiring.Component):
             Mux(read_space_ok, out_read.data.word_select(read_lane, act), 0)
         )
 
-        # -- the clock-domain crossing: a run's start and its end --------------------------
-        # The host side (``sync``: buffer writes, the codebook, the descriptor, ACT_OUT reads)
-        # and the compute side (``engine``) meet at dual-clock block RAMs (written on one
-        # clock, read on the other) and two AsyncFIFOs: a start token in, the run's cycle
-        # count out. The descriptor is checked on the host side; the engine copies it when the
-        # token arrives (it cannot change while the run is pending: writes are refused while
-        # busy) and starts the run two cycles after, from its own copy (and the address
-        # generator's copy of that, below).
+    def _clock_crossing(self, m: Module, descriptor: list) -> tuple:
+        """The clock-domain crossing: a run's start and its end. Returns ``(start_cdc,
+        done_cdc, engine_descriptor, start, busy)``: the two FIFOs, the engine's copy of the
+        descriptor bytes, the run's ``start`` pulse and its ``busy`` (engine domain).
+
+        The host side (``sync``: buffer writes, the codebook, the descriptor, ACT_OUT reads)
+        and the compute side (``engine``) meet at dual-clock block RAMs (written on one clock,
+        read on the other) and two AsyncFIFOs: a start token in, the run's cycle count out.
+        The descriptor is checked on the host side; the engine copies it when the token
+        arrives (it cannot change while the run is pending: writes are refused while busy) and
+        starts the run two cycles after, from its own copy (and the address generator's copy
+        of that, :meth:`_start_addrgen`)."""
         m.submodules.start_cdc = start_cdc = AsyncFIFO(
             width=1, depth=2, w_domain="sync", r_domain="engine"
         )
         m.submodules.done_cdc = done_cdc = AsyncFIFO(
             width=len(self.cycles), depth=2, w_domain="engine", r_domain="sync"
         )
-        host_fields = {}
-        for name, (offset, width) in LayerDescriptor.field_offsets().items():
-            host_fields[name] = Cat(*descriptor[offset : offset + width])
         engine_descriptor = [
             Signal(8, name=f"engine_descriptor_{i}") for i in range(DESCRIPTOR_BYTES)
         ]
@@ -319,21 +396,25 @@ class ConvEngine(wiring.Component):
             m.d.engine += [
                 copy.eq(byte) for copy, byte in zip(engine_descriptor, descriptor, strict=True)
             ]
+        return start_cdc, done_cdc, engine_descriptor, start, busy
 
-        # -- descriptor fields (the engine's copy) ----------------------------------------------
+    @staticmethod
+    def _descriptor_fields(descriptor: list) -> dict:
+        """The :class:`fpga.spec.layout.LayerDescriptor` fields of the ``descriptor`` bytes (the
+        host's or the engine's copy), by name."""
         fields = {}
         for name, (offset, width) in LayerDescriptor.field_offsets().items():
-            fields[name] = Cat(*engine_descriptor[offset : offset + width])
-        op = fields["op"][:OP_BITS]
-        relu = fields["relu"][0]
-        sum_words = cfg.acc_bits // act  # AVGPOOL: output words per channel group (int32 sums)
+            fields[name] = Cat(*descriptor[offset : offset + width])
+        return fields
 
-        # -- the address generator (hw.engine.addrgen): the run's descriptor and start. It reads the
-        # descriptor from a copy of its own, registered beside it the cycle after the engine's
-        # copy (and before ``start``): the engine's copy fans out over the whole engine, and its
-        # route into the generator's per-run products was the 8x8 engine's critical path alone
-        # (``in_groups`` -> 2.4 ns of routing -> the partial products of ``pad_left * in_groups``
-        # -> their adder: 7.69 ns, 5.5 of it routing)
+    def _start_addrgen(self, m: Module, addrgen, engine_descriptor: list, start) -> None:
+        """The address generator (hw.engine.addrgen): the run's descriptor and start.
+
+        It reads the descriptor from a copy of its own, registered beside it the cycle after
+        the engine's copy (and before ``start``): the engine's copy fans out over the whole
+        engine, and its route into the generator's per-run products was the 8x8 engine's
+        critical path alone (``in_groups`` -> 2.4 ns of routing -> the partial products of
+        ``pad_left * in_groups`` -> their adder: 7.69 ns, 5.5 of it routing)."""
         m.submodules.addrgen = DomainRenamer("engine")(addrgen)
         addrgen_descriptor = Signal(DESCRIPTOR_LAYOUT.size, name="addrgen_descriptor")
         m.d.engine += addrgen_descriptor.eq(Cat(*engine_descriptor)[: DESCRIPTOR_LAYOUT.size])
@@ -341,11 +422,13 @@ class ConvEngine(wiring.Component):
             addrgen.descriptor.eq(addrgen_descriptor),
             addrgen.start.eq(start),
         ]
-        issuing, setup = addrgen.issuing, addrgen.setup
-        drain = Signal(range(max(drain_cycles.values()) + 1))
-        cycle_count = Signal.like(self.cycles)
 
-        # -- read ports of the engine ---------------------------------------------------------
+    @staticmethod
+    def _engine_reads(m: Module, addrgen, act_in, params, weight_banks) -> tuple:
+        """The engine's read ports, always enabled, addressed by the address generator (PARAMS:
+        by the accumulator, :meth:`_feed_array`). Returns ``(act_read, act_read_b,
+        weight_reads, param_read)``. Bank d's address is the weight address d cycles late,
+        through one shared chain."""
         act_read = act_in.read_port(domain="engine")
         act_read_b = act_in.read_port(domain="engine")
         weight_reads = [bank.read_port(domain="engine") for bank in weight_banks]
@@ -357,7 +440,6 @@ class ConvEngine(wiring.Component):
             act_read.addr.eq(addrgen.act_addr),
             act_read_b.addr.eq(addrgen.b_addr),
         ]
-        # bank d's address: the weight address d cycles late, through one shared chain
         weight_addr = addrgen.weight_addr
         for d, weight_read in enumerate(weight_reads):
             if d:
@@ -365,8 +447,13 @@ class ConvEngine(wiring.Component):
                 m.d.engine += late.eq(weight_addr)
                 weight_addr = late
             m.d.comb += [weight_read.en.eq(1), weight_read.addr.eq(weight_addr)]
+        return act_read, act_read_b, weight_reads, param_read
 
-        # -- start / validity (host side) -------------------------------------------------------
+    def _host_handshake(self, m: Module, host_fields: dict, start_cdc, done_cdc) -> None:
+        """Start / validity (host side): ``start`` with a valid descriptor (``host_fields``,
+        the host's copy) sends the start token and sets ``busy``, with a bad one flags
+        ``error`` and pulses ``done``; the run's cycle count arriving ends it (``done``,
+        ``cycles``); ``clear_error`` clears ``error``."""
         h_op = host_fields["op"][:OP_BITS]
         h_kernel = host_fields["kernel"][:KERNEL_BITS]
         h_stride = host_fields["stride"][:KERNEL_BITS]
@@ -396,17 +483,15 @@ class ConvEngine(wiring.Component):
             m.d.sync += [self.busy.eq(0), self.cycles.eq(done_cdc.r_data)]
             m.d.comb += self.done.eq(1)
 
-        with m.If(start):
-            m.d.engine += [busy.eq(1), cycle_count.eq(1), drain.eq(0)]
-        with m.If(busy):
-            m.d.engine += cycle_count.eq(cycle_count + 1)
-
-        # -- stage 1 (addrgen.latency): memory data available, with the issue's token ----------
-        # -- stage 1a: the buffers' data captured in registers that read nothing else, without
-        # reset or enable: on ECP5 the build moves them into the block RAMs' output registers
-        # (fpga.build.ecp5_outreg; a DP16KD's data leaves it 5.8 ns after the clock without its
-        # output register, 0.97 ns with it), so the route on to the operand registers below
-        # (beside the array and the pools) starts at a register
+    @staticmethod
+    def _capture(m: Module, addrgen, act_read, act_read_b, weight_reads) -> tuple:
+        """Stage 1 (addrgen.latency): memory data available, with the issue's token. Stage 1a:
+        the buffers' data captured in registers that read nothing else, without reset or
+        enable: on ECP5 the build moves them into the block RAMs' output registers
+        (fpga.build.ecp5_outreg; a DP16KD's data leaves it 5.8 ns after the clock without its
+        output register, 0.97 ns with it), so the route on to the operand registers (beside
+        the array and the pools) starts at a register. Returns ``(act_data, b_data,
+        weight_data, s1, s1_valid)``: the captured ACT_IN words, weight banks and token."""
         assert OPERAND_LATENCY == 2  # stage 1a, stage 1b
         act_data = Signal.like(act_read.data, name="captured_act", reset_less=True)
         b_data = Signal.like(act_read_b.data, name="captured_b", reset_less=True)
@@ -423,38 +508,53 @@ class ConvEngine(wiring.Component):
             s1.eq(addrgen.tokens.payload),
             s1_valid.eq(addrgen.tokens.valid),
         ]
+        return act_data, b_data, weight_data, s1, s1_valid
+
+    def _operand_registers(self, m: Module, op, act_data, b_data, weight_data, s1, s1_valid):
+        """Stage 1b: the captured data registered again (with the padding zeroed), beside the
+        array and the DSP input registers, so no path runs from a RAM through arithmetic.
+        Returns ``(act_r, b_r, weight_r, t, t_valid)``: the activation vector (the array's),
+        the second vector (ADD: the second operand; MAXPOOL: the second tap, the smallest
+        activation outside the image or the window), the weight banks and the token."""
+        cfg = self.config
+        lanes = cfg.rows
+        act = cfg.act_bits
         act_vector = Signal(act * lanes)
         m.d.comb += act_vector.eq(
             Mux(s1.in_bounds | (op == Op.ADD) | (op == Op.AVGPOOL), act_data, 0)
         )
-        # -- stage 1b: the captured data registered again (with the padding zeroed), beside
-        # the array and the DSP input registers, so no path runs from a RAM through arithmetic
         act_r = Signal(act * lanes)
         b_r = Signal(act * lanes)  # ADD: the second operand; MAXPOOL: the second tap
-        act_min = -(1 << (act - 1))
-        min_vector = Cat(*[Const(act_min, signed(act))] * lanes)
         t = Signal.like(s1)  # the token, registered with the data
         t_valid = Signal()
         weight_r = [Signal.like(held, name=f"weight_r_{d}") for d, held in enumerate(weight_data)]
         m.d.engine += [
             act_r.eq(act_vector),
             # (a MAXPOOL tap outside the image or the window reads the smallest activation)
-            b_r.eq(Mux(s1.b_in_bounds | (op == Op.ADD), b_data, min_vector)),
+            b_r.eq(Mux(s1.b_in_bounds | (op == Op.ADD), b_data, _min_vector(cfg))),
             *[r.eq(held) for r, held in zip(weight_r, weight_data, strict=True)],
             t.eq(s1),
             t_valid.eq(s1_valid),
         ]
-        act_lanes = [act_r.word_select(i, act).as_signed() for i in range(lanes)]
-        b_lanes = [b_r.word_select(i, act).as_signed() for i in range(lanes)]
+        return act_r, b_r, weight_r, t, t_valid
 
-        # CONV: the int8 weight word (registered in step with act_r) into the array with the
-        # activations and the tap's tag; the accumulator reads the block's parameters itself
-        # and hands back finished output words
+    def _feed_array(
+        self, m: Module, array, accumulator, op, relu, param_read, act_r, weight_r, t, t_valid
+    ) -> None:
+        """CONV: the int8 weight word (registered in step with ``act_r``) into the array with
+        the activations and the tap's tag; the accumulator reads the block's parameters itself
+        and hands back finished output words."""
+        cfg = self.config
+        lanes = cfg.rows
+        act = cfg.act_bits
+        act_lanes = [act_r.word_select(i, act).as_signed() for i in range(lanes)]
         operands = array.operands
         m.d.comb += [
             *[
                 operands.payload.weight[lane].eq(bank.word_select(k, cfg.weight_bits))
-                for bank, bank_lanes in zip(weight_r, diagonals, strict=True)
+                for bank, bank_lanes in zip(
+                    weight_r, diagonal_lanes(cfg.rows, cfg.cols), strict=True
+                )
                 for k, lane in enumerate(bank_lanes)
             ],
             operands.payload.tag.first.eq(t.first),
@@ -469,23 +569,28 @@ class ConvEngine(wiring.Component):
         for r in range(lanes):
             m.d.comb += operands.payload.act[r].eq(act_lanes[r])
 
-        # -- maxpool / add / avgpool datapaths (hw.engine.pool.PoolUnit)
-        # ------------------------------- their own stage-1b copy of the activation vector (taps in
-        # the padding read act_min: they never win a max), so that the register the array reads
-        # stays beside the array and this one beside the pools (one register for both cost 3.5 ns
-        # routing, and 4.7 ns in the 8x8 SoC). It holds the vector inverted: bits 0-6 of act_min are
-        # those of the array's zero, and Yosys merges flip-flops with equal inputs, which had made
-        # the two copies one register again for 7 bits of every lane; the inverse is taken back in
-        # the pools' first LUTs.
+    def _feed_pool(self, m: Module, pool, fields, start, act_data, s1, b_r, t, t_valid) -> None:
+        """The maxpool / add / avgpool datapaths (hw.engine.pool.PoolUnit): the stage-1b token,
+        the run's descriptor fields and start.
+
+        The pools get their own stage-1b copy of the activation vector (taps in the padding
+        read act_min: they never win a max), so that the register the array reads stays beside
+        the array and this one beside the pools (one register for both cost 3.5 ns routing,
+        and 4.7 ns in the 8x8 SoC). It holds the vector inverted: bits 0-6 of act_min are those
+        of the array's zero, and Yosys merges flip-flops with equal inputs, which had made the
+        two copies one register again for 7 bits of every lane; the inverse is taken back in
+        the pools' first LUTs."""
+        cfg = self.config
+        lanes = cfg.rows
+        act = cfg.act_bits
+        op = fields["op"][:OP_BITS]
+        b_lanes = [b_r.word_select(i, act).as_signed() for i in range(lanes)]
         pool_act_inverted = Signal(act * lanes)
         m.d.engine += pool_act_inverted.eq(
-            ~Mux(s1.in_bounds | (op == Op.ADD) | (op == Op.AVGPOOL), act_data, min_vector)
+            ~Mux(s1.in_bounds | (op == Op.ADD) | (op == Op.AVGPOOL), act_data, _min_vector(cfg))
         )
         pool_act = Signal(act * lanes)
         m.d.comb += pool_act.eq(~pool_act_inverted)
-        # the generator's idle cycles are the pool unit's (ADD halves, AVGPOOL output words)
-        assert pool.sum_words == addrgen.sum_words == sum_words
-        assert pool.add_phases == addrgen.add_phases == add_phases
         tokens = pool.tokens.payload
         m.d.comb += [
             tokens.act.eq(pool_act),
@@ -494,7 +599,7 @@ class ConvEngine(wiring.Component):
             tokens.tag.out_addr.eq(t.out_addr),
             pool.tokens.valid.eq(t_valid & (op != Op.CONV)),
             pool.op.eq(op),
-            pool.relu.eq(relu),
+            pool.relu.eq(fields["relu"][0]),
             pool.mult_a.eq(fields["mult_a"]),
             pool.mult_b.eq(fields["mult_b"]),
             pool.shift.eq(fields["add_shift"][: len(pool.shift)]),
@@ -503,24 +608,19 @@ class ConvEngine(wiring.Component):
         for i in range(lanes):
             m.d.comb += tokens.b[i].eq(b_lanes[i])
 
-        # -- output buffer write port (one writer per op: hw.engine.pool.Writeback)
-        # ---------------------
-        out_write = act_out.write_port(domain="engine")
-        wiring.connect(m, writeback.write, out_write)
-        m.d.comb += writeback.op.eq(op)
-
-        # -- completion: drain the pipeline after the last issue ---------------------------------
-        # (the run's drain length in a register of its own, settled long before the drain: the
-        # op decode in front of the compare and the done FIFO's write was the 8x8 engine's
-        # critical path alone, 8.6 ns)
+    @staticmethod
+    def _completion(m: Module, op, drain_cycles, addrgen, busy, drain, cycle_count, done_cdc):
+        """Completion: drain the pipeline after the last issue, then send the run's cycle count
+        through ``done_cdc`` (the run's drain length in a register of its own, settled long
+        before the drain: the op decode in front of the compare and the done FIFO's write was
+        the 8x8 engine's critical path alone, 8.6 ns)."""
         target = Signal(range(max(drain_cycles.values()) + 1))
         with m.Switch(op):
             for key, value in drain_cycles.items():
                 with m.Case(key):
                     m.d.engine += target.eq(value)
-        with m.If(busy & ~issuing & ~setup):
+        with m.If(busy & ~addrgen.issuing & ~addrgen.setup):
             m.d.engine += drain.eq(drain + 1)
             with m.If(drain == target):
                 m.d.engine += busy.eq(0)
                 m.d.comb += [done_cdc.w_en.eq(1), done_cdc.w_data.eq(cycle_count)]
-        return m

@@ -132,30 +132,8 @@ class PoolUnit(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        cfg, lanes, act = self.config, self.lanes, self.config.act_bits
-        op = self.op
-        # The input register (POOL_INPUT_LATENCY): a copy of the token per op, each beside its
-        # own datapath and loaded only under its op (so Yosys keeps the copies apart). One
-        # register for all three sat between them, and its route to the running max was the
-        # 8x8 SoC's engine critical path (3.9 ns of 10.3). The op's one-hot flags are this
-        # unit's own registers: they settle the cycle after ``start``, before the run's first
-        # token, and the op does not change until the run is done.
-        assert POOL_INPUT_LATENCY == 1
-        # (MAXPOOL's copy carries the tag only: its activations are loaded into the running
-        # max's taps below, flipped.)
-        token, valid, is_op = {}, {}, {}
-        for kind in (Op.MAXPOOL, Op.ADD, Op.AVGPOOL):
-            name = kind.name.lower()
-            is_op[kind] = Signal(name=f"is_{name}")
-            carried = self.tokens.payload if kind != Op.MAXPOOL else self.tokens.payload.tag
-            token[kind] = Signal(carried.shape(), name=f"{name}_token")
-            valid[kind] = Signal(name=f"{name}_valid")
-            m.d.sync += [
-                is_op[kind].eq(op == kind),
-                valid[kind].eq(self.tokens.valid & is_op[kind]),
-            ]
-            with m.If(is_op[kind]):
-                m.d.sync += token[kind].eq(carried)
+        act, lanes = self.config.act_bits, self.lanes
+        token, valid, is_op = self._input_registers(m)
         # latencies below count from the registered token (MAXPOOL: from its pair's max, a
         # register after it)
         max_delay = self.max_latency - POOL_INPUT_LATENCY - 1
@@ -178,15 +156,71 @@ class PoolUnit(wiring.Component):
             delayed(m, max_tag.out_addr, max_delay, "max_out"),
         )
 
-        # -- ADD: a half of the lanes per cycle through lanes / add_phases multiplier pairs
-        # (one DSP each: an operand times a 16-bit multiplier); the first half is selected
-        # with the token, the rest (held in registers) in the following cycles
+        self._add_datapath(m, token[Op.ADD], valid[Op.ADD], is_op[Op.ADD], result)
+        snapshot = self._max_and_sums(
+            m, token[Op.AVGPOOL], valid, is_op, max_tag.first, max_valid, max_delay, result
+        )
+        flushing, flush_index, flush_group = self._avgpool_flush(m, token[Op.AVGPOOL], valid)
+
+        # -- the unit's one write stream: the flush (AVGPOOL) or the result word
+        words = self.sum_words
+        writes = self.writes
+        with m.If(is_op[Op.AVGPOOL]):
+            m.d.comb += [
+                writes.valid.eq(flushing),
+                writes.payload.addr.eq((flush_group << exact_log2(words)) + flush_index),
+                writes.payload.data.eq(snapshot.word_select(flush_index, act * lanes)),
+            ]
+        with m.Else():
+            m.d.comb += [
+                writes.valid.eq(result_valid),
+                writes.payload.addr.eq(result_addr),
+                writes.payload.data.eq(result),
+            ]
+        return m
+
+    def _input_registers(self, m: Module) -> tuple[dict, dict, dict]:
+        """The input register (``POOL_INPUT_LATENCY``): per op (MAXPOOL, ADD, AVGPOOL) a copy of
+        the token, its valid and the op's one-hot flag; returns the three as dicts by op.
+
+        A copy of the token per op, each beside its own datapath and loaded only under its op
+        (so Yosys keeps the copies apart). One register for all three sat between them, and
+        its route to the running max was the 8x8 SoC's engine critical path (3.9 ns of 10.3).
+        The op's one-hot flags are this unit's own registers: they settle the cycle after
+        ``start``, before the run's first token, and the op does not change until the run is
+        done."""
+        op = self.op
+        assert POOL_INPUT_LATENCY == 1
+        # (MAXPOOL's copy carries the tag only: its activations are loaded into the running
+        # max's taps below, flipped.)
+        token, valid, is_op = {}, {}, {}
+        for kind in (Op.MAXPOOL, Op.ADD, Op.AVGPOOL):
+            name = kind.name.lower()
+            is_op[kind] = Signal(name=f"is_{name}")
+            carried = self.tokens.payload if kind != Op.MAXPOOL else self.tokens.payload.tag
+            token[kind] = Signal(carried.shape(), name=f"{name}_token")
+            valid[kind] = Signal(name=f"{name}_valid")
+            m.d.sync += [
+                is_op[kind].eq(op == kind),
+                valid[kind].eq(self.tokens.valid & is_op[kind]),
+            ]
+            with m.If(is_op[kind]):
+                m.d.sync += token[kind].eq(carried)
+        return token, valid, is_op
+
+    def _add_datapath(self, m: Module, add_token, add_valid, is_add, result: Signal) -> None:
+        """ADD: a half of the lanes per cycle through ``lanes / add_phases`` multiplier pairs
+        (one DSP each: an operand times a 16-bit multiplier); the first half is selected with
+        the registered token ``add_token`` (``add_valid``), the rest (held in registers) in the
+        following cycles. Each half's clamped lanes are written into ``result`` (the output
+        word) ``ADD_LATENCY`` cycles after its cycle, while ``is_add``."""
+        act, lanes = self.config.act_bits, self.lanes
         phases = self.add_phases
         product_shape = signed(act + golden.MULT_BITS + 1)
         units = lanes // phases
-        phase_valid = [valid[Op.ADD]]  # half h's operands are at the multipliers
-        a_lanes = [token[Op.ADD].act[i] for i in range(lanes)]
-        b_lanes = [token[Op.ADD].b[i] for i in range(lanes)]
+        phase_valid = [add_valid]  # half h's operands are at the multipliers
+        a_lanes = [add_token.act[i] for i in range(lanes)]
+        b_lanes = [add_token.b[i] for i in range(lanes)]
         held_a, held_b = a_lanes[units:], b_lanes[units:]
         for h in range(1, phases):
             held_a = [delayed(m, value, 1, f"add_held_a_{h}_{k}") for k, value in enumerate(held_a)]
@@ -222,21 +256,28 @@ class PoolUnit(wiring.Component):
             m.d.sync += total.eq(products[0] + products[1])
             halved = shift_halved(m, total, self.shift, f"add_shift_{u}")
             clamped = round_shifted(m, halved, self.relu, act, f"add_round_{u}")
-            with m.If(is_op[Op.ADD] & clamp_valid):
+            with m.If(is_add & clamp_valid):
                 with m.Switch(clamp_phase):
                     for h in range(phases):
                         with m.Case(h):
                             lane = h * units + u
                             m.d.sync += result.word_select(lane, act).eq(clamped)
 
-        # -- MAXPOOL: the max of the token's two taps (``act`` and ``b``: two of a window row), then
-        # the running max; the last pair's rides along through registers into the output word.
-        # AVGPOOL: the running sums, snapshot at a group's last pixel
-        # The running max holds its lanes in offset binary (the sign bit flipped: an unsigned
-        # value in the same order), so its compare is one unsigned carry chain: Yosys's signed
-        # compare fed its result out of the chain through a second one and two more LUTs,
-        # and this loop (max -> compare -> select -> max) had been the engine's critical path
-        # alone (9.1 ns). The taps are loaded flipped beside it; the result flips back.
+    def _max_and_sums(
+        self, m: Module, avg, valid, is_op, max_first, max_valid, max_delay, result: Signal
+    ) -> Signal:
+        """MAXPOOL: the max of the token's two taps (``act`` and ``b``: two of a window row), then
+        the running max (restarted by ``max_first``, stepped while ``max_valid``, the pair's
+        registered tag and valid); the last pair's rides along through ``max_delay - 1``
+        registers into ``result``. AVGPOOL: the running sums over the registered tokens
+        ``avg``, snapshot at a group's last pixel; returns the snapshot register.
+
+        The running max holds its lanes in offset binary (the sign bit flipped: an unsigned
+        value in the same order), so its compare is one unsigned carry chain: Yosys's signed
+        compare fed its result out of the chain through a second one and two more LUTs, and
+        this loop (max -> compare -> select -> max) had been the engine's critical path alone
+        (9.1 ns). The taps are loaded flipped beside it; the result flips back."""
+        cfg, lanes, act = self.config, self.lanes, self.config.act_bits
         sign = 1 << (act - 1)
         max_taps = [Signal(unsigned(act), name=f"max_tap_{i}") for i in range(lanes)]
         b_taps = [Signal(unsigned(act), name=f"max_b_tap_{i}") for i in range(lanes)]
@@ -259,10 +300,9 @@ class PoolUnit(wiring.Component):
         pool_max = [Signal(unsigned(act), name=f"max_{i}") for i in range(lanes)]
         sums = [Signal(signed(cfg.acc_bits), name=f"sum_{i}") for i in range(lanes)]
         snapshot = Signal(cfg.acc_bits * lanes)
-        avg = token[Op.AVGPOOL]
         for i in range(lanes):
             tap_value = pairs[i]  # (the smallest activation outside the image: 0 here)
-            best = Mux(max_tag.first | (tap_value > pool_max[i]), tap_value, pool_max[i])
+            best = Mux(max_first | (tap_value > pool_max[i]), tap_value, pool_max[i])
             sum_next = Mux(avg.tag.first, avg.act[i], sums[i] + avg.act[i])
             max_ready = delayed(m, best, max_delay - 1, f"max_{i}")
             with m.If(~is_op[Op.ADD]):
@@ -273,12 +313,16 @@ class PoolUnit(wiring.Component):
                 m.d.sync += sums[i].eq(sum_next)
                 with m.If(avg.tag.last):
                     m.d.sync += snapshot.word_select(i, cfg.acc_bits).eq(sum_next)
+        return snapshot
 
-        # -- AVGPOOL flush: sum_words words per group from the snapshot, from the cycle after
-        # the group's last pixel reached the registered token (AVGPOOL_LATENCY)
+    def _avgpool_flush(self, m: Module, avg, valid) -> tuple[Signal, Signal, Signal]:
+        """AVGPOOL flush: ``sum_words`` words per group from the snapshot, from the cycle after
+        the group's last pixel reached the registered token ``avg`` (``AVGPOOL_LATENCY``).
+        Returns ``flushing`` (a word this cycle), ``flush_index`` (its word in the group) and
+        ``flush_group`` (the run's groups so far, modulo the buffer)."""
         assert self.avgpool_latency == POOL_INPUT_LATENCY + 1  # the snapshot register
         words = self.sum_words
-        flush_group = Signal(unsigned(cfg.act_out_word_bits))  # the run's groups, modulo
+        flush_group = Signal(unsigned(self.config.act_out_word_bits))  # the run's groups, modulo
         flushing = Signal()
         flush_index = Signal(range(words))
         m.d.sync += flushing.eq(0)
@@ -290,22 +334,7 @@ class PoolUnit(wiring.Component):
             m.d.sync += flush_group.eq(flush_group + 1)
         with m.If(self.start):
             m.d.sync += flush_group.eq(0)
-
-        # -- the unit's one write stream: the flush (AVGPOOL) or the result word
-        writes = self.writes
-        with m.If(is_op[Op.AVGPOOL]):
-            m.d.comb += [
-                writes.valid.eq(flushing),
-                writes.payload.addr.eq((flush_group << exact_log2(words)) + flush_index),
-                writes.payload.data.eq(snapshot.word_select(flush_index, act * lanes)),
-            ]
-        with m.Else():
-            m.d.comb += [
-                writes.valid.eq(result_valid),
-                writes.payload.addr.eq(result_addr),
-                writes.payload.data.eq(result),
-            ]
-        return m
+        return flushing, flush_index, flush_group
 
 
 class Writeback(wiring.Component):
