@@ -12,10 +12,29 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge
 
+from fpga.spec.commands import SPACE_BITS
 from fpga.spec.layout import BYTE_SPACES, BufferSpace
 
 HOST_PERIOD_NS = 10
 ENGINE_PERIOD_NS = 7  # the engine clock: not a multiple of the host's, faster (as on a board)
+
+
+class BufferPorts:
+    """The buffer ports' payloads (``hw.engine.ports``: fields LSB first) as the Verilog ports
+    carry them, one vector each; the widths are read off the ports."""
+
+    def __init__(self, dut):
+        self.width = (len(dut.read__response__payload) - 8) // 8  # transfer_bytes
+        self.addr_bits = len(dut.read__request__payload) - SPACE_BITS
+        self.data_at = SPACE_BITS + self.addr_bits
+        self.count_at = self.data_at + 8 * self.width
+
+    def chunk(self, space: int, addr: int, data: bytes) -> int:
+        value = space | addr << SPACE_BITS | int.from_bytes(data, "little") << self.data_at
+        return value | len(data) << self.count_at
+
+    def request(self, space: int, addr: int) -> int:
+        return space | addr << SPACE_BITS
 
 
 class EngineDriver:
@@ -24,13 +43,13 @@ class EngineDriver:
 
     def __init__(self, dut):
         self.dut = dut
-        self.width = len(dut.write_data) // 8  # fpga.spec.layout.transfer_bytes of the config
+        self.ports = BufferPorts(dut)
+        self.width = self.ports.width
 
     async def reset(self):
         dut = self.dut
-        for name in ("write_en", "read_en", "start", "clear_error"):
+        for name in ("write__valid", "read__request__valid", "start", "clear_error"):
             getattr(dut, name).value = 0
-        dut.write_count.value = 1
         dut.rst.value = 1
         dut.engine_rst.value = 1
         for _ in range(4):  # both clocks see the reset (the engine's is the faster)
@@ -41,19 +60,15 @@ class EngineDriver:
     async def write(self, space: int, offset: int, data: bytes):
         dut = self.dut
         width = 1 if space in BYTE_SPACES else self.width
-        dut.write_space.value = space
-        dut.write_en.value = 1
+        dut.write__valid.value = 1
         done = 0
         while done < len(data):
             at = offset + done
             count = min(width - at % width, len(data) - done)
-            dut.write_addr.value = at
-            dut.write_data.value = int.from_bytes(data[done : done + count], "little")
-            dut.write_count.value = count
+            dut.write__payload.value = self.ports.chunk(space, at, data[done : done + count])
             await FallingEdge(dut.clk)
             done += count
-        dut.write_en.value = 0
-        dut.write_count.value = 1
+        dut.write__valid.value = 0
 
     async def run(self, limit: int) -> tuple[int, int]:
         """Pulse start, wait for done; returns (cycles reported by the engine, error bit)."""
@@ -76,22 +91,25 @@ class EngineMonitor:
 
     def __init__(self, dut):
         self.dut = dut
+        self.ports = BufferPorts(dut)
+
+    def _byte(self) -> int:
+        return self.dut.read__response__payload.value.to_unsigned() & 0xFF  # field ``data``
 
     async def read(self, space: int, offset: int, length: int) -> bytes:
         dut = self.dut
         out = bytearray()
-        dut.read_space.value = space
         for i in range(length + 1):
-            if dut.read_valid.value == 1:
-                out.append(dut.read_data.value.to_unsigned())
+            if dut.read__response__valid.value == 1:
+                out.append(self._byte())
             if i < length:
-                dut.read_en.value = 1
-                dut.read_addr.value = offset + i
+                dut.read__request__valid.value = 1
+                dut.read__request__payload.value = self.ports.request(space, offset + i)
             else:
-                dut.read_en.value = 0
+                dut.read__request__valid.value = 0
             await FallingEdge(dut.clk)
-        if dut.read_valid.value == 1 and len(out) < length:
-            out.append(dut.read_data.value.to_unsigned())
+        if dut.read__response__valid.value == 1 and len(out) < length:
+            out.append(self._byte())
         return bytes(out[:length])
 
 

@@ -54,6 +54,7 @@ from fpga.spec.layout import (
     PARAM_BYTES,
     BufferSpace,
 )
+from fpga.spec.protocol import frame_bytes
 
 
 class Opcode(enum.IntEnum):
@@ -170,6 +171,16 @@ def buffer_sizes(config: AcceleratorConfig) -> dict[BufferSpace, int]:
         BufferSpace.HUFFMAN_TABLE: HUFFMAN_TABLE_BYTES,
         BufferSpace.HUFFMAN_STREAM: HUFFMAN_HEADER_BYTES + 2 * config.weight_bytes,
     }
+
+
+#: bits of a space code on a buffer port: the engine's BufferSpace codes and the HostSpace ones
+SPACE_BITS = max(HostSpace).bit_length()
+
+
+def port_address_bits(config: AcceleratorConfig) -> int:
+    """Bits of a byte address on a buffer port (``hw.engine.ports``): the largest buffer space
+    or the link's frame buffer (``HostSpace.LINK``), whichever is larger."""
+    return max(buffer_address_bits(config), (frame_bytes(config) - 1).bit_length())
 
 
 def buffer_address_bits(config: AcceleratorConfig) -> int:

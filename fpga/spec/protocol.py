@@ -182,6 +182,16 @@ RESIDENT_RUN_RESPONSE = PayloadLayout(
 FRAME_OVERHEAD = len(SYNC) + FRAME_HEADER.size + CRC_TRAILER.size
 
 
+def frame_bytes(config: AcceleratorConfig) -> int:
+    """Bytes of the device's frame buffer: the longest request payload or response (+ slack).
+    The link builds its frame memory this deep, and the sequencer addresses it
+    (``HostSpace.LINK``)."""
+    responses = (IDENTIFY_RESPONSE, STATUS_RESPONSE, RUN_RESPONSE)
+    responses += (MODEL_COMMIT_RESPONSE, RESIDENT_RUN_RESPONSE)
+    longest = max(layout.size for layout in responses)
+    return max(config.max_payload, RESPONSE_STATUS.size + longest) + 8
+
+
 class Opcode(enum.IntEnum):
     IDENTIFY = 0x01
     WRITE = 0x10

@@ -69,6 +69,7 @@ from hw.engine.addrgen import DESCRIPTOR_LAYOUT, KERNEL_BITS, OP_BITS, AddressGe
 from hw.engine.array import MacArray, diagonal_lanes
 from hw.engine.parts import PARAM_LAYOUT, Accumulator, WeightDecoder, tap_tag
 from hw.engine.pool import PoolUnit, Writeback
+from hw.engine.ports import read_signature, write_signature
 
 
 def _log2(value: int) -> int:
@@ -88,32 +89,22 @@ class ConvEngine(wiring.Component):
         self.config = config
         #: PEs that multiply in fabric (``fpga.spec.layout.fabric_pes``: the part's DSPs run out)
         self.fabric_pes = fabric_pes
-        # host byte addresses span the largest buffer; the space code is the link's field
+        # the engine's buffers span fewer address bits than the port (whose largest space is the
+        # Huffman decoder's stream): it uses the low ones
         buffer_bytes = (
             config.act_in_bytes,
             config.act_out_bytes,
             config.weight_bytes,
             config.param_words * config.cols * PARAM_BYTES,
         )
-        addr_bits = (max(buffer_bytes) - 1).bit_length()
-        space_bits = max(BufferSpace).bit_length() + 1  # one code past the last is invalid
-        self.transfer_bytes = width = transfer_bytes(config)
+        self.addr_bits = (max(buffer_bytes) - 1).bit_length()
+        self.transfer_bytes = transfer_bytes(config)
         super().__init__(
             {
-                # a write is a chunk: ``write_count`` bytes (lane 0 of ``write_data`` first) at
-                # byte ``write_addr``, inside one aligned block of transfer_bytes; BYTE_SPACES
-                # take one byte (lane 0). A writer that moves bytes leaves the count at 1.
-                "write_en": In(1),
-                "write_space": In(space_bits),
-                "write_addr": In(addr_bits),
-                "write_data": In(8 * width),
-                "write_count": In(range(width + 1), init=1),
-                "read_en": In(1),
-                "read_space": In(space_bits),
-                "read_addr": In(addr_bits),
-                "read_valid": Out(1),
-                "read_data": Out(8),  # the byte at read_addr
-                "read_block": Out(8 * width),  # the aligned transfer_bytes block around it
+                # the buffer ports (``hw.engine.ports``): every chunk is taken (a write while
+                # busy is an engine error); BYTE_SPACES take one byte (lane 0)
+                "write": In(write_signature(config)),
+                "read": In(read_signature(config)),
                 "start": In(1),
                 "busy": Out(1),
                 "done": Out(1),
@@ -267,18 +258,20 @@ class ConvEngine(wiring.Component):
         cfg = self.config
         lanes = cfg.rows
         pes = cfg.rows * cfg.cols
+        chunk = self.write.payload
         writable = Signal()
-        m.d.comb += writable.eq(self.write_en & ~self.busy)
-        with m.If(self.write_en & self.busy):
+        m.d.comb += [self.write.ready.eq(1), writable.eq(self.write.valid & ~self.busy)]
+        with m.If(self.write.valid & self.busy):
             m.d.sync += self.error.eq(1)
 
+        own = {"addr": chunk.addr[: self.addr_bits]}  # the port's low address bits
         write = {
-            name: Signal.like(getattr(self, f"write_{name}"), name=f"buffer_write_{name}")
+            name: Signal.like(own.get(name, chunk[name]), name=f"buffer_write_{name}")
             for name in ("space", "addr", "data", "count")
         }
         buffer_write = Signal()
         m.d.sync += buffer_write.eq(writable)
-        m.d.sync += [signal.eq(getattr(self, f"write_{name}")) for name, signal in write.items()]
+        m.d.sync += [signal.eq(own.get(name, chunk[name])) for name, signal in write.items()]
 
         width = self.transfer_bytes
         block_shift = _log2(width)
@@ -330,18 +323,19 @@ class ConvEngine(wiring.Component):
             ]
             with m.If(decoder.weights.valid):
                 m.d.comb += weight_write.en.eq(Cat(*[decoded.enable[i] for i in bank_lanes]))
-        with m.If(writable & (self.write_space == BufferSpace.DESCRIPTOR)):
+        with m.If(writable & (chunk.space == BufferSpace.DESCRIPTOR)):
             for i, byte in enumerate(descriptor):
-                with m.If(self.write_addr == i):
-                    m.d.sync += byte.eq(self.write_data[:8])
+                with m.If(own["addr"] == i):
+                    m.d.sync += byte.eq(chunk.data[:8])
 
     def _host_reads(self, m: Module, act_out) -> None:
-        """Host reads of ACT_OUT (``sync``, latency 1): ``read_data`` the byte, ``read_block``
-        its aligned block; other spaces read 0."""
+        """Host reads of ACT_OUT (``sync``, latency 1): the response's ``data`` the byte,
+        ``block`` its aligned block; other spaces read 0."""
         cfg = self.config
         lanes = cfg.rows
         act = cfg.act_bits
         width = self.transfer_bytes
+        request, response = self.read.request, self.read.response
         block_shift = _log2(width)
         out_read = act_out.read_port()
         read_lane = Signal(range(lanes))
@@ -349,20 +343,20 @@ class ConvEngine(wiring.Component):
         blocks_per_word = lanes // width
         read_block_index = Signal(range(blocks_per_word))
         if blocks_per_word > 1:
-            m.d.sync += read_block_index.eq(self.read_addr[block_shift : _log2(lanes)])
-        m.d.comb += self.read_block.eq(
+            m.d.sync += read_block_index.eq(request.payload.addr[block_shift : _log2(lanes)])
+        m.d.comb += response.payload.block.eq(
             Mux(read_space_ok, out_read.data.word_select(read_block_index, 8 * width), 0)
         )
         m.d.comb += [
-            out_read.addr.eq(self.read_addr >> _log2(lanes)),
-            out_read.en.eq(self.read_en),
+            out_read.addr.eq(request.payload.addr >> _log2(lanes)),
+            out_read.en.eq(request.valid),
         ]
         m.d.sync += [
-            self.read_valid.eq(self.read_en),
-            read_lane.eq(self.read_addr[: max(1, _log2(lanes))] if lanes > 1 else 0),
-            read_space_ok.eq(self.read_space == BufferSpace.ACT_OUT),
+            response.valid.eq(request.valid),
+            read_lane.eq(request.payload.addr[: max(1, _log2(lanes))] if lanes > 1 else 0),
+            read_space_ok.eq(request.payload.space == BufferSpace.ACT_OUT),
         ]
-        m.d.comb += self.read_data.eq(
+        m.d.comb += response.payload.data.eq(
             Mux(read_space_ok, out_read.data.word_select(read_lane, act), 0)
         )
 

@@ -3,7 +3,7 @@ engine's buffer ports, asked for on :mod:`amaranth.lib.stream` ports by the comm
 
 - :class:`LoadMover` (DRAM -> buffer write port): a ``request`` is a DMA read of ``length`` bytes
   at ``addr``; a plain row's lane-aligned words are taken apart into chunks on the write port
-  (``write_en/space/addr/data/count``, ``write_ready``) from buffer byte ``buffer``; a ``fill``
+  (``write``, ``hw.engine.ports``) from buffer byte ``buffer``; a ``fill``
   reads a WINDOWS LOAD's span word by word into the window buffer instead. A ``window`` request
   cuts one row from the window buffer (window byte ``offset``); the row after it is taken in the
   cycle its last chunk goes (one cycle a window).
@@ -25,6 +25,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from fpga.spec.commands import SPACE_BITS, port_address_bits
+from hw.engine.ports import read_signature, write_signature
 from hw.soc.dma import request_layout, words_layout
 
 
@@ -38,10 +40,12 @@ class PortShape:
     ports (``transfer_bytes`` a chunk, ``addr_bits``/``space_bits``), the longest row that passes
     the checks, the window buffer."""
 
-    def __init__(self, word_bytes, dram_bits, transfer_bytes, addr_bits, space_bits, row_bytes,
-                 window_bytes, length_shape):  # fmt: skip
+    def __init__(self, config, word_bytes, dram_bits, transfer_bytes, row_bytes, window_bytes,
+                 length_shape):  # fmt: skip
+        self.config = config  # the buffer ports' widths (hw.engine.ports)
         self.word_bytes, self.dram_bits = word_bytes, dram_bits
-        self.transfer_bytes, self.addr_bits, self.space_bits = transfer_bytes, addr_bits, space_bits
+        self.transfer_bytes = transfer_bytes
+        self.addr_bits, self.space_bits = port_address_bits(config), SPACE_BITS
         self.row_bytes, self.window_bytes, self.length_shape = row_bytes, window_bytes, length_shape
         self.lane_bits = max(1, (word_bytes - 1).bit_length())
         self.window_words = window_bytes // word_bytes + 1
@@ -126,12 +130,7 @@ class LoadMover(wiring.Component):
                 "dma_wait": Out(1),
                 "dma_read_request": Out(stream.Signature(request_layout(shape.dram_bits))),
                 "dma_read_data": In(stream.Signature(words_layout(width))),
-                "write_en": Out(1),
-                "write_space": Out(shape.space_bits),
-                "write_addr": Out(shape.addr_bits),
-                "write_data": Out(8 * shape.transfer_bytes),
-                "write_count": Out(range(shape.transfer_bytes + 1)),
-                "write_ready": In(1),
+                "write": Out(write_signature(shape.config)),
             }
         )
 
@@ -169,17 +168,17 @@ class LoadMover(wiring.Component):
 
         request, data_in = self.request, self.dma_read_data
         m.d.comb += [
-            self.write_space.eq(row.space),
+            self.write.payload.space.eq(row.space),
             self.dma_read_request.payload.addr.eq(request.payload.addr),
             self.dma_read_request.payload.length.eq(request.payload.length),
         ]
         write_chunk = [
-            self.write_en.eq(1),
-            self.write_addr.eq(row.at),
-            self.write_data.eq(loaded),
-            self.write_count.eq(n),
+            self.write.valid.eq(1),
+            self.write.payload.addr.eq(row.at),
+            self.write.payload.data.eq(loaded),
+            self.write.payload.count.eq(n),
         ]
-        last_chunk = self.write_ready & (row.left == n)
+        last_chunk = self.write.ready & (row.left == n)
 
         def take_window():
             row.start(m, self.window.payload, 0)
@@ -214,7 +213,7 @@ class LoadMover(wiring.Component):
 
             with m.State("BYTES"):
                 m.d.comb += write_chunk
-                with m.If(self.write_ready):
+                with m.If(self.write.ready):
                     m.d.sync += [row.at.eq(row.at + n), row.left.eq(row.left - n)]
                     m.d.sync += row.lane.eq(row.lane + n)
                     with m.If(row.left == n):
@@ -252,7 +251,7 @@ class LoadMover(wiring.Component):
                     peek.addr.eq(window_at[lane_bits:] if word_bytes > 1 else window_at),
                     self.window.ready.eq(last_chunk),
                 ]
-                with m.If(self.write_ready):
+                with m.If(self.write.ready):
                     m.d.sync += [row.at.eq(row.at + n), row.left.eq(row.left - n)]
                     m.d.sync += window_at.eq(window_at + n)
                 with m.If(last_chunk):
@@ -278,12 +277,7 @@ class StoreMover(wiring.Component):
                 "dma_write_request": Out(stream.Signature(request_layout(shape.dram_bits))),
                 "dma_write_data": Out(stream.Signature(words_layout(width))),
                 "dma_write_busy": In(1),
-                "read_en": Out(1),
-                "read_space": Out(shape.space_bits),
-                "read_addr": Out(shape.addr_bits),
-                "read_valid": In(1),
-                "read_data": In(8),
-                "read_block": In(8 * shape.transfer_bytes),
+                "read": Out(read_signature(shape.config)),
             }
         )
 
@@ -304,7 +298,7 @@ class StoreMover(wiring.Component):
         push_last = Signal()
         push_valid = Signal()
         m.d.comb += [
-            self.read_space.eq(row.space),
+            self.read.request.payload.space.eq(row.space),
             self.dma_write_request.payload.addr.eq(request.payload.addr),
             self.dma_write_request.payload.length.eq(request.payload.length),
         ]
@@ -351,7 +345,10 @@ class StoreMover(wiring.Component):
                 issue_word_done = (issue_left == issue_n) | (issue_lane + issue_n == word_bytes)
                 push_free = ~receive_word_done & (~push_valid | push_taken)
                 can_issue = (issue_left != 0) & (~issue_word_done | push_free)
-                m.d.comb += [self.read_en.eq(can_issue), self.read_addr.eq(issue_at)]
+                m.d.comb += [
+                    self.read.request.valid.eq(can_issue),
+                    self.read.request.payload.addr.eq(issue_at),
+                ]
                 with m.If(can_issue):
                     m.d.sync += [
                         issue_at.eq(issue_at + issue_n),
@@ -370,8 +367,8 @@ class StoreMover(wiring.Component):
 
     def _receive(self, m, row, keep, word, receive_word_done, push):
         """Receive side: the chunk sequence at ``row.at``, placed at DRAM lane ``row.lane``:
-        byte ``j`` of the chunk (block byte ``at % width + j``, or read_data alone in a byte
-        space) goes to word byte ``lane + j``: one rotation of the block by ``lane - at`` (mod
+        byte ``j`` of the chunk (block byte ``at % width + j``, or the response's byte alone in a
+        byte space) goes to word byte ``lane + j``: one rotation of the block by ``lane - at`` (mod
         width) puts every block byte on its word byte mod width."""
         shape, word_bytes = self.shape, self.shape.word_bytes
         width = shape.transfer_bytes
@@ -379,9 +376,9 @@ class StoreMover(wiring.Component):
         push_word, push_keep, push_last, push_valid = push
         n = chunk(m, shape, row.wide, "chunk", row.at, row.lane, row.left)
         block = Signal(8 * width)
-        m.d.comb += block.eq(
-            Cat(Mux(row.wide, self.read_block[:8], self.read_data), self.read_block[8:])
-        )
+        response = self.read.response.payload
+        read = response.block[: 8 * width]  # the port's block is the engine's transfer_bytes
+        m.d.comb += block.eq(Cat(Mux(row.wide, read[:8], response.data), read[8:]))
         placed = block
         if block_bits:
             rotation = Signal(block_bits)
@@ -398,7 +395,7 @@ class StoreMover(wiring.Component):
                     Mux(chosen[i], placed.word_select(i % width, 8), word.word_select(i, 8))
                 ),
             ]
-        with m.If(self.read_valid):
+        with m.If(self.read.response.valid):
             m.d.sync += [
                 word.eq(packed),
                 row.at.eq(row.at + n),

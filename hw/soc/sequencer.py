@@ -76,12 +76,13 @@ from fpga.spec.commands import (
     Flag,
     HostSpace,
     Opcode,
-    buffer_address_bits,
     buffer_sizes,
     command_fields,
+    port_address_bits,
 )
 from fpga.spec.config import DEFAULT_CONFIG, AcceleratorConfig
 from fpga.spec.layout import BYTE_SPACES, BufferSpace, transfer_bytes
+from hw.engine.ports import read_signature, write_signature
 from hw.soc.dma import request_layout, words_layout
 from hw.soc.movers import LoadMover, PortShape, StoreMover, over
 
@@ -129,10 +130,11 @@ class Sequencer(wiring.Component):
         self.host_sizes = dict(host_sizes or {})
         if any(space not in HostSpace for space in self.host_sizes):
             raise ValueError(f"host spaces must be HostSpace codes, not {list(self.host_sizes)}")
-        addr_bits = buffer_address_bits(config)
-        if HostSpace.LINK in self.host_sizes:
-            addr_bits = max(addr_bits, (self.host_sizes[HostSpace.LINK] - 1).bit_length())
-        space_bits = max(HostSpace).bit_length()
+        too_large = [
+            s for s, size in self.host_sizes.items() if size > 1 << port_address_bits(config)
+        ]
+        if too_large:
+            raise ValueError(f"host spaces {too_large} are larger than the buffer port addresses")
         fields = dict(command_fields())
         super().__init__(
             {
@@ -167,21 +169,9 @@ class Sequencer(wiring.Component):
                 "dma_write_data": Out(stream.Signature(words_layout(data_width))),
                 "dma_write_busy": In(1),
                 # the engine's buffer ports and run handshake
-                # chunks (hw.engine.engine.ConvEngine's ports): ``write_count`` bytes at
-                # ``write_addr`` inside one aligned block of transfer_bytes, lane 0 first;
-                # BYTE_SPACES and the HostSpaces get one byte per cycle
-                "write_en": Out(1),
-                "write_space": Out(space_bits),
-                "write_addr": Out(addr_bits),
-                "write_data": Out(8 * self.transfer_bytes),
-                "write_count": Out(range(self.transfer_bytes + 1)),
-                "write_ready": In(1),
-                "read_en": Out(1),
-                "read_space": Out(space_bits),
-                "read_addr": Out(addr_bits),
-                "read_valid": In(1),
-                "read_data": In(8),  # the byte at read_addr (one cycle later)
-                "read_block": In(8 * self.transfer_bytes),  # its aligned block (ACT_OUT)
+                # the buffer ports (hw.engine.ports), driven by the load and store movers
+                "write": Out(write_signature(config)),
+                "read": Out(read_signature(config)),
                 "engine_start": Out(1),
                 "engine_done": In(1),
                 "engine_error": In(1),
@@ -193,11 +183,10 @@ class Sequencer(wiring.Component):
         s = _Registers(self)
         sizes = {**self.buffer_sizes, **self.host_sizes}
         shape = PortShape(
+            config=self.config,
             word_bytes=self.word_bytes,
             dram_bits=self.byte_address_width,
             transfer_bytes=self.transfer_bytes,
-            addr_bits=len(self.write_addr),
-            space_bits=len(self.write_space),
             row_bytes=min(self.dram_size, max(sizes.values())),  # the longest row that passes
             window_bytes=self.window_bytes,
             length_shape=len(s.record.length),
@@ -246,19 +235,9 @@ class Sequencer(wiring.Component):
     def _connect_movers(self, m, s, load, store):
         """The movers' buffer ports are the sequencer's; the DMA reader is the command fetch's
         in FETCH/FETCH_DATA and the load mover's otherwise; a request's row is the FSM's."""
+        wiring.connect(m, load.write, wiring.flipped(self.write))
+        wiring.connect(m, store.read, wiring.flipped(self.read))
         m.d.comb += [
-            self.write_en.eq(load.write_en),
-            self.write_space.eq(load.write_space),
-            self.write_addr.eq(load.write_addr),
-            self.write_data.eq(load.write_data),
-            self.write_count.eq(load.write_count),
-            load.write_ready.eq(self.write_ready),
-            self.read_en.eq(store.read_en),
-            self.read_space.eq(store.read_space),
-            self.read_addr.eq(store.read_addr),
-            store.read_valid.eq(self.read_valid),
-            store.read_data.eq(self.read_data),
-            store.read_block.eq(self.read_block),
             s.dma_wait.eq(s.fetch_wait | load.dma_wait | store.dma_wait),
         ]
         read_request, read_data = self.dma_read_request, self.dma_read_data
@@ -574,7 +553,7 @@ class _Registers:
         sizes = {**seq.buffer_sizes, **seq.host_sizes}
         # a row is checked against the DRAM and its buffer space before any of its bytes move,
         # so the counters of a row's bytes only reach the larger of them
-        buffer_bits = max(len(seq.write_addr), (max(sizes.values()) - 1).bit_length(), 1)
+        buffer_bits = max(len(seq.write.payload.addr), (max(sizes.values()) - 1).bit_length(), 1)
         self.record = Signal(command_layout())
         self.fetched = Signal(range(COMMAND_BYTES // seq.word_bytes + 1))
         self.pc = Signal(fields["dram_addr"])

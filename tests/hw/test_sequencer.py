@@ -109,15 +109,18 @@ def run_sequencer(
         pending, countdown = None, None
         while True:
             ready = write_stall == 0 or rng.random() >= write_stall
-            ctx.set(seq.write_ready, ready)
-            ctx.set(seq.read_valid, pending is not None)
-            ctx.set(seq.read_data, pending[0] if pending else 0)
-            ctx.set(seq.read_block, int.from_bytes(pending[1], "little") if pending else 0)
+            response = seq.read.response
+            ctx.set(seq.write.ready, ready)
+            ctx.set(response.valid, pending is not None)
+            ctx.set(response.payload.data, pending[0] if pending else 0)
+            ctx.set(response.payload.block, int.from_bytes(pending[1], "little") if pending else 0)
             ctx.set(seq.engine_done, countdown == 0)
             ctx.set(seq.engine_error, getattr(engine, "error", False) and countdown is not None)
             *_, we, space, addr, data, count, re, rspace, raddr, start = await ctx.tick().sample(
-                seq.write_en, seq.write_space, seq.write_addr, seq.write_data, seq.write_count,
-                seq.read_en, seq.read_space, seq.read_addr, seq.engine_start,
+                seq.write.valid, *(seq.write.payload[f] for f in ("space", "addr", "data")),
+                seq.write.payload.count,
+                seq.read.request.valid, seq.read.request.payload.space,
+                seq.read.request.payload.addr, seq.engine_start,
             )  # fmt: skip
             if we and ready:
                 assert 1 <= count <= width and addr // width == (addr + count - 1) // width
