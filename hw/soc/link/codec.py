@@ -101,22 +101,14 @@ class FrameCodec(wiring.Component):
             m.d.sync += timer.eq(0)
         with m.Elif(timer != self.timeout_cycles):
             m.d.sync += timer.eq(timer + 1)
-        timed_out = frames.timeout
-        m.d.comb += timed_out.eq(in_frame & (timer == self.timeout_cycles))
-
-        def receive(checked=True):
-            """A state inside a frame: the byte goes into the CRC; hunt for a sync on a stall."""
-            if checked:
-                m.d.comb += [frame_crc.data.eq(byte_in), frame_crc.valid.eq(rx_fire)]
-            with m.If(timed_out):
-                m.next = "SYNC0"
+        m.d.comb += frames.timeout.eq(in_frame & (timer == self.timeout_cycles))
 
         with m.FSM() as fsm:
             with m.State("SYNC0"):
                 with m.If(rx_fire & (byte_in == SYNC[0])):
                     m.next = "SYNC1"
             with m.State("SYNC1"):
-                receive(checked=False)
+                self._receive(m, frame_crc, rx_fire, checked=False)
                 m.d.comb += frame_crc.start.eq(1)  # the CRC covers what follows the sync
                 with m.If(rx_fire):
                     with m.If(byte_in == SYNC[1]):
@@ -125,7 +117,7 @@ class FrameCodec(wiring.Component):
                     with m.Elif(byte_in != SYNC[0]):
                         m.next = "SYNC0"
             with m.State("HEADER"):
-                receive()
+                self._receive(m, frame_crc, rx_fire)
                 with m.If(rx_fire):
                     m.d.sync += [
                         header.as_value().word_select(index[:2], 8).eq(byte_in),
@@ -141,7 +133,7 @@ class FrameCodec(wiring.Component):
                         with m.Else():
                             m.next = "PAYLOAD"
             with m.State("PAYLOAD"):
-                receive()
+                self._receive(m, frame_crc, rx_fire)
                 m.d.comb += [wr.addr.eq(index), wr.data.eq(byte_in), wr.en.eq(rx_fire)]
                 with m.If(rx_fire):
                     m.d.sync += index.eq(index + 1)
@@ -151,7 +143,8 @@ class FrameCodec(wiring.Component):
                         m.d.sync += index.eq(0)
                         m.next = "CRC"
             with m.State("CRC"):
-                receive()  # the received CRC goes through the CRC too: a residue check
+                # the received CRC goes through the CRC too: a residue check
+                self._receive(m, frame_crc, rx_fire)
                 with m.If(rx_fire):
                     m.d.sync += index.eq(index + 1)
                     with m.If(index == CRC_TRAILER.size - 1):
@@ -174,6 +167,14 @@ class FrameCodec(wiring.Component):
             self.idle.eq(fsm.ongoing("SYNC0")),
         ]
         return m
+
+    def _receive(self, m, frame_crc, rx_fire, checked=True):
+        """A state inside a frame: the byte (taken on ``rx_fire``) goes into ``frame_crc`` if
+        ``checked``; on an inter-byte timeout, hunt for the next sync."""
+        if checked:
+            m.d.comb += [frame_crc.data.eq(self.i.payload), frame_crc.valid.eq(rx_fire)]
+        with m.If(self.frames.timeout):
+            m.next = "SYNC0"
 
     def _take_response(self, m):
         """On ``send``: the response's header replaces the request's."""
