@@ -1,0 +1,138 @@
+"""The link (see fpga.spec.protocol): a frame codec, a command decoder and, in resident mode, the
+resident model state, composed by :class:`LinkController`.
+
+- :mod:`hw.soc.link.codec` (``FrameCodec``): byte streams in and out (valid/ready), the sync
+  hunt, header, length check, inter-byte timeout, the frame buffer, the CRC-32 of both directions
+  (``amaranth.lib.crc``, the catalog's CRC-32/ISO-HDLC = zlib's). A request is buffered whole and
+  its CRC checked before it is delivered; it knows no opcodes.
+- :mod:`hw.soc.link.decoder` (``CommandDecoder``): opcode dispatch, the engine's side, the
+  responses (built in the same buffer, status byte first) and the STATUS counters.
+- :mod:`hw.soc.link.model` (``ResidentModel``): the model DRAM holds, the sequencer commands of
+  the host's DRAM transfers, a program run's end (the ``seq_*``, ``dram_*``, ``host_*`` ports).
+
+The frame header, the request headers and the responses are ``data.View`` s of the layouts in
+:mod:`fpga.spec.protocol` (:mod:`hw.soc.link.layouts`), so no byte offset is written twice.
+"""
+
+from __future__ import annotations
+
+from amaranth import Module
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from fpga.spec.commands import buffer_address_bits
+from fpga.spec.config import AcceleratorConfig
+from fpga.spec.protocol import FRAME_TIMEOUT_CYCLES
+from hw.soc.link.codec import FrameCodec
+from hw.soc.link.decoder import (
+    RESIDENT_RESPONSES,
+    RESPONSES,
+    CommandDecoder,
+    engine_ports,
+    frame_depth,
+)
+from hw.soc.link.layouts import FRAME_CRC, REQUEST_BYTES, REQUESTS, struct_layout, view
+from hw.soc.link.model import ResidentModel, resident_ports
+
+__all__ = [
+    "FRAME_CRC",
+    "REQUESTS",
+    "RESIDENT_RESPONSES",
+    "RESPONSES",
+    "LinkController",
+    "frame_depth",
+    "struct_layout",
+    "view",
+]
+
+
+def forward(m, outer, inner, names):
+    """Connect ``inner``'s ports ``names`` to the same-named ports of ``outer`` (which holds it)."""
+    for name in names:
+        if inner.signature.members[name].flow == Out:
+            m.d.comb += getattr(outer, name).eq(getattr(inner, name))
+        else:
+            m.d.comb += getattr(inner, name).eq(getattr(outer, name))
+
+
+class LinkController(wiring.Component):
+    """``baud`` is only reported by IDENTIFY (the UART bit rate the SoC was built for, 0 for a
+    byte-stream link); the PHY in front of this controller is the SoC's business.
+
+    ``dram_bytes`` > 0 adds resident mode (``fpga.spec.protocol``'s MEM_WRITE, MEM_READ,
+    MODEL_COMMIT, RUN_RESIDENT; IDENTIFY reports the size): the controller hands the sequencer
+    (``hw.soc.sequencer``) one LOAD/STORE per DRAM transfer, with the frame buffer as the
+    :class:`fpga.resident.HostSpace` ``LINK`` (``host_*`` ports: the sequencer's buffer port
+    when it addresses that space) and ``CHECKSUM`` (a CRC-32 over a model read back), starts
+    programs, and keeps the model state that STATUS reports. A MEM_WRITE that starts below the
+    committed model's end forgets the model first, so a half-written model never runs. Until the
+    DRAM controller is initialized (``dram_ready``; ``dram_failed``: its calibration failed) the
+    resident opcodes answer DRAM_NOT_READY at once instead of waiting on the DRAM, and STATUS
+    reports ``dram_state``."""
+
+    def __init__(
+        self,
+        config: AcceleratorConfig,
+        timeout_cycles: int = FRAME_TIMEOUT_CYCLES,
+        baud: int = 0,
+        dram_bytes: int = 0,
+    ):
+        self.config = config
+        self.timeout_cycles = timeout_cycles
+        self.baud = baud
+        self.dram_bytes = dram_bytes
+        self.depth = frame_depth(config)
+        resident = resident_ports(self.depth) if dram_bytes else {}
+        super().__init__(
+            {
+                **resident,
+                "rx_data": In(8),
+                "rx_valid": In(1),
+                "rx_ready": Out(1),
+                "tx_data": Out(8),
+                "tx_valid": Out(1),
+                "tx_ready": In(1),
+                "idle": Out(1),
+                # engine side (see hw.engine.engine.ConvEngine)
+                "write_en": Out(1),
+                "write_space": Out(4),
+                "write_addr": Out(buffer_address_bits(config)),
+                "write_data": Out(8),
+                "write_ready": In(1, init=1),  # the write is taken in a cycle where this is 1
+                "read_en": Out(1),
+                "read_space": Out(4),
+                "read_addr": Out(buffer_address_bits(config)),
+                "read_valid": In(1),
+                "read_data": In(8),
+                "start": Out(1),
+                "busy": In(1),
+                "done": In(1),
+                "cycles": In(32),
+                "error": In(1),
+                "clear_error": Out(1),
+            }
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.config
+        m.submodules.codec = codec = FrameCodec(
+            self.depth, cfg.max_payload, REQUEST_BYTES, self.timeout_cycles
+        )
+        m.submodules.decoder = decoder = CommandDecoder(cfg, self.depth, self.baud, self.dram_bytes)
+        wiring.connect(m, codec.frames, decoder.frames)
+        m.d.comb += [
+            codec.i.payload.eq(self.rx_data),
+            codec.i.valid.eq(self.rx_valid),
+            self.rx_ready.eq(codec.i.ready),
+            self.tx_data.eq(codec.o.payload),
+            self.tx_valid.eq(codec.o.valid),
+            codec.o.ready.eq(self.tx_ready),
+            self.idle.eq(codec.idle),
+        ]
+        forward(m, self, decoder, engine_ports(cfg))
+        if self.dram_bytes:
+            m.submodules.model = model = ResidentModel(self.depth)
+            wiring.connect(m, decoder.model, model.control)
+            forward(m, self, model, resident_ports(self.depth))
+        return m
