@@ -130,11 +130,9 @@ class Sequencer(wiring.Component):
         self.host_sizes = dict(host_sizes or {})
         if any(space not in HostSpace for space in self.host_sizes):
             raise ValueError(f"host spaces must be HostSpace codes, not {list(self.host_sizes)}")
-        too_large = [
-            s for s, size in self.host_sizes.items() if size > 1 << port_address_bits(config)
-        ]
-        if too_large:
-            raise ValueError(f"host spaces {too_large} are larger than the buffer port addresses")
+        link_bytes = self.host_sizes.get(HostSpace.LINK, 0)
+        if link_bytes > 1 << port_address_bits(config):
+            raise ValueError(f"a {link_bytes}-byte LINK space is beyond the buffer port's reach")
         fields = dict(command_fields())
         super().__init__(
             {

@@ -27,19 +27,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from amaranth import ClockDomain, ClockSignal, Module, Mux, ResetSignal, Signal
+from amaranth import ClockDomain, ClockSignal, Module, ResetSignal
 from amaranth.lib import wiring
 from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In, Out
 
 from fpga.spec.commands import HostSpace
 from fpga.spec.config import DEFAULT_CONFIG, AcceleratorConfig
-from fpga.spec.layout import HUFFMAN_TABLE_BYTES, BufferSpace
 from fpga.spec.protocol import FRAME_TIMEOUT_CYCLES, clock_hz
 from hw.engine.engine import ConvEngine
+from hw.soc.arbiter import BufferArbiter
 from hw.soc.dma import DMA
 from hw.soc.dram import LiteDRAMNative, NativePortSignature
-from hw.soc.huffman import HuffmanDecoder
 from hw.soc.link import LinkController
 from hw.soc.sequencer import Sequencer, connect_dma
 
@@ -77,9 +76,6 @@ class ExternalMemory:
             sim=core.sim,
             pads=pads,
         )
-
-
-ENGINE_OUTPUTS = ("read_valid", "read_data", "busy", "done", "cycles")
 
 
 class SoC(wiring.Component):
@@ -144,128 +140,61 @@ class SoC(wiring.Component):
         m.submodules.link = link = LinkController(
             self.config, self.timeout_cycles, self.baud, dram_bytes
         )
-        m.submodules.huffman = huffman = HuffmanDecoder(in_width=8)
-        sequencer = self._resident(m, memory, link) if memory is not None else None
+        resident = memory is not None
+        m.submodules.arbiter = arbiter = BufferArbiter(self.config, resident)
+        sequencer = self._resident(m, memory, link, arbiter) if resident else None
 
-        # the buffer ports' driver: the link, or the sequencer while it is busy (its HostSpace
-        # transfers go to the link's frame buffer and checksum instead)
-        write_en, write_space = Signal(), Signal.like(link.write_space)
-        write_addr, write_data = Signal.like(engine.write_addr), Signal.like(engine.write_data)
-        write_count = Signal.like(engine.write_count)  # the link writes bytes (count 1)
-        read_en, read_space = Signal(), Signal.like(link.read_space)
-        read_addr = Signal.like(link.read_addr)
-        start = Signal()
-        if sequencer is None:
-            m.d.comb += [
-                write_en.eq(link.write_en),
-                write_space.eq(link.write_space),
-                write_addr.eq(link.write_addr),
-                write_data.eq(link.write_data),
-                write_count.eq(1),
-                read_en.eq(link.read_en),
-                read_space.eq(link.read_space),
-                read_addr.eq(link.read_addr),
-                start.eq(link.start),
-            ]
-        else:
-            active = sequencer.busy
-            to_host = sequencer.write_space >= min(HostSpace)
-            from_host = sequencer.read_space >= min(HostSpace)
-            m.d.comb += [
-                write_en.eq(Mux(active, sequencer.write_en & ~to_host, link.write_en)),
-                write_space.eq(Mux(active, sequencer.write_space, link.write_space)),
-                write_addr.eq(Mux(active, sequencer.write_addr, link.write_addr)),
-                write_data.eq(Mux(active, sequencer.write_data, link.write_data)),
-                write_count.eq(Mux(active, sequencer.write_count, 1)),
-                read_en.eq(Mux(active, sequencer.read_en & ~from_host, link.read_en)),
-                read_space.eq(Mux(active, sequencer.read_space, link.read_space)),
-                read_addr.eq(Mux(active, sequencer.read_addr, link.read_addr)),
-                start.eq(link.start | sequencer.engine_start),
-                link.host_write_en.eq(active & sequencer.write_en & to_host),
-                link.host_write_space.eq(sequencer.write_space),
-                link.host_write_addr.eq(sequencer.write_addr),
-                link.host_write_data.eq(sequencer.write_data[:8]),
-                link.host_read_en.eq(active & sequencer.read_en & from_host),
-                link.host_read_addr.eq(sequencer.read_addr),
-                sequencer.read_valid.eq(engine.read_valid | link.host_read_valid),
-                sequencer.read_data.eq(
-                    Mux(link.host_read_valid, link.host_read_data, engine.read_data)
-                ),
-                sequencer.read_block.eq(engine.read_block),
-                sequencer.engine_done.eq(engine.done),
-                sequencer.engine_error.eq(engine.error | huffman.error),
-            ]
+        # the buffer ports: the link's (and the sequencer's) through the arbiter to the engine
+        wiring.connect(m, link.write, arbiter.link_write)
+        wiring.connect(m, link.read, arbiter.link_read)
+        wiring.connect(m, arbiter.engine_write, engine.write)
+        wiring.connect(m, arbiter.engine_read, engine.read)
+        start = link.start if sequencer is None else link.start | sequencer.engine_start
+        error = engine.error | arbiter.huffman_error
         m.d.comb += [
-            engine.read_en.eq(read_en),
-            engine.read_space.eq(read_space),
-            engine.read_addr.eq(read_addr),
             engine.start.eq(start),
             engine.clear_error.eq(link.clear_error),
+            arbiter.abort.eq(start),  # a run before the Huffman chunk is complete is an error
+            arbiter.clear_error.eq(link.clear_error),
+            link.done.eq(engine.done),
+            link.cycles.eq(engine.cycles),
+            link.error.eq(error),
         ]
-        for name in ENGINE_OUTPUTS:
-            m.d.comb += getattr(link, name).eq(getattr(engine, name))
-
-        # weight writes: from the writer, or decoded on chip from a Huffman stream
-        to_table = write_space == BufferSpace.HUFFMAN_TABLE
-        to_stream = write_space == BufferSpace.HUFFMAN_STREAM
-        decoded = huffman.o.valid
-        write_ready = Signal()
-        m.d.comb += [
-            write_ready.eq(Mux(to_stream, huffman.stream_ready, to_table | ~decoded)),
-            huffman.table_en.eq(write_en & to_table & (write_addr < HUFFMAN_TABLE_BYTES)),
-            huffman.table_addr.eq(write_addr),
-            huffman.table_data.eq(write_data[:8]),
-            huffman.stream_en.eq(write_en & to_stream),
-            huffman.stream_addr.eq(write_addr),
-            huffman.stream_data.eq(write_data[:8]),
-            huffman.o.ready.eq(1),
-            huffman.abort.eq(start),  # a run before the chunk is complete is an error
-            huffman.clear_error.eq(link.clear_error),
-            link.write_ready.eq(write_ready),
-            engine.write_en.eq(decoded | (write_en & ~to_table & ~to_stream)),
-            engine.write_space.eq(Mux(decoded, BufferSpace.WEIGHT, write_space)),
-            engine.write_addr.eq(Mux(decoded, huffman.o.payload[8:], write_addr)),
-            engine.write_data.eq(Mux(decoded, huffman.o.payload[:8], write_data)),
-            engine.write_count.eq(Mux(decoded, 1, write_count)),
-            link.error.eq(engine.error | huffman.error),
-        ]
-        busy = Signal()
-        m.d.comb += busy.eq(engine.busy)
         if sequencer is not None:
             m.d.comb += [
-                sequencer.write_ready.eq(to_host | write_ready),
-                busy.eq(engine.busy | sequencer.busy),
+                sequencer.engine_done.eq(engine.done),
+                sequencer.engine_error.eq(error),
             ]
+        busy = engine.busy if sequencer is None else engine.busy | sequencer.busy
         m.d.comb += [
-            self.idle.eq(link.idle & ~busy & ~huffman.busy),
+            self.idle.eq(link.idle & ~busy & ~arbiter.huffman_busy),
             self.busy.eq(busy),
         ]
         if self.link == "stream":
             m.d.comb += [
-                link.rx_data.eq(self.rx_data),
-                link.rx_valid.eq(self.rx_valid),
-                self.rx_ready.eq(link.rx_ready),
-                self.tx_data.eq(link.tx_data),
-                self.tx_valid.eq(link.tx_valid),
-                link.tx_ready.eq(self.tx_ready),
+                link.rx.payload.eq(self.rx_data),
+                link.rx.valid.eq(self.rx_valid),
+                self.rx_ready.eq(link.rx.ready),
+                self.tx_data.eq(link.tx.payload),
+                self.tx_valid.eq(link.tx.valid),
+                link.tx.ready.eq(self.tx_ready),
             ]
         else:
             from hw.soc.uart import UART
 
             m.submodules.uart = uart = UART(clock_hz(self.config), self.baud)
-            m.d.comb += [
-                uart.rx_pin.eq(self.uart_rx),
-                self.uart_tx.eq(uart.tx_pin),
-                link.rx_data.eq(uart.rx_data),
-                link.rx_valid.eq(uart.rx_valid),
-                uart.tx_data.eq(link.tx_data),
-                uart.tx_valid.eq(link.tx_valid),
-                link.tx_ready.eq(uart.tx_ready),
-            ]
+            m.d.comb += [uart.rx_pin.eq(self.uart_rx), self.uart_tx.eq(uart.tx_pin)]
+            wiring.connect(m, link.tx, uart.tx)
+            # The UART cannot hold a byte back (its stream is always_ready), so the link's
+            # ``rx.ready`` has no one to tell: the link is ready for every byte of a request,
+            # and a host sends the next request only after the answer to the last one
+            # (docs/protocol.md), so no byte arrives while it is not.
+            m.d.comb += [link.rx.payload.eq(uart.rx.payload), link.rx.valid.eq(uart.rx.valid)]
         return m
 
-    def _resident(self, m, memory: ExternalMemory, link: LinkController) -> Sequencer:
-        """Sequencer + DMA + the DRAM controller (or the ``dram`` port), wired to the link."""
+    def _resident(self, m, memory: ExternalMemory, link: LinkController, arbiter) -> Sequencer:
+        """Sequencer + DMA + the DRAM controller (or the ``dram`` port), wired to the link and
+        the arbiter (the sequencer owns the buffer ports while it is busy)."""
         host_sizes = {HostSpace.LINK: link.depth, HostSpace.CHECKSUM: memory.size_bytes}
         m.submodules.sequencer = sequencer = Sequencer(
             self.config,
@@ -276,6 +205,11 @@ class SoC(wiring.Component):
         )
         m.submodules.dma = dma = DMA(memory.data_width, memory.address_width)
         connect_dma(m, sequencer, dma)
+        wiring.connect(m, sequencer.write, arbiter.sequencer_write)
+        wiring.connect(m, sequencer.read, arbiter.sequencer_read)
+        wiring.connect(m, arbiter.host_write, link.host_write)
+        wiring.connect(m, arbiter.host_read, link.host_read)
+        m.d.comb += arbiter.active.eq(sequencer.busy)
         if memory.core_ports is None:
             wiring.connect(m, dma.dram, wiring.flipped(self.dram))
         else:

@@ -18,7 +18,7 @@ bytes keep the exact rate.
 from math import gcd
 
 from amaranth import Cat, Module, Mux, Signal
-from amaranth.lib import wiring
+from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 #: fewest clock cycles per bit: mid-bit sampling after a two-flop synchroniser needs margin
@@ -42,11 +42,9 @@ def bit_period(clock_hz: int, baud: int) -> tuple[int, int]:
 class UART(wiring.Component):
     rx_pin: In(1, init=1)
     tx_pin: Out(1, init=1)
-    rx_data: Out(8)
-    rx_valid: Out(1)  # one-cycle pulse per received byte
-    tx_data: In(8)
-    tx_valid: In(1)
-    tx_ready: Out(1)
+    #: a received byte is valid for one cycle: the line cannot be held back (always_ready)
+    rx: Out(stream.Signature(8, always_ready=True))
+    tx: In(stream.Signature(8))
     framing_errors: Out(16)
 
     def __init__(self, clock_hz: int, baud: int):
@@ -68,7 +66,7 @@ class UART(wiring.Component):
         m.d.comb += rx_tick.eq(rx_next >= 2 * n)
         rx_bit = Signal(range(8))
         rx_shift = Signal(8)
-        m.d.comb += self.rx_valid.eq(0)
+        m.d.comb += self.rx.valid.eq(0)
         with m.FSM(name="uart_rx") as rx_fsm:
             with m.State("IDLE"):
                 with m.If(~rx):
@@ -89,13 +87,13 @@ class UART(wiring.Component):
             with m.State("STOP"):
                 with m.If(rx_tick):
                     with m.If(rx):
-                        m.d.comb += self.rx_valid.eq(1)
+                        m.d.comb += self.rx.valid.eq(1)
                     with m.Else():
                         m.d.sync += self.framing_errors.eq(self.framing_errors + 1)
                     m.next = "IDLE"  # at mid stop bit: ready for the next start edge
         with m.If(~rx_fsm.ongoing("IDLE")):
             m.d.sync += rx_phase.eq(Mux(rx_tick, rx_next - 2 * n, rx_next))
-        m.d.comb += self.rx_data.eq(rx_shift)
+        m.d.comb += self.rx.payload.eq(rx_shift)
 
         # -- transmitter: the accumulator runs while a byte is on the line -------------------------
         tx_phase = Signal(range(n + d))
@@ -106,12 +104,12 @@ class UART(wiring.Component):
         tx_count = Signal(range(11))  # bits still to send, the one on the line included
         m.d.comb += [
             self.tx_pin.eq(tx_bits[0]),
-            self.tx_ready.eq((tx_count == 0) | ((tx_count == 1) & tx_tick)),
+            self.tx.ready.eq((tx_count == 0) | ((tx_count == 1) & tx_tick)),
         ]
         with m.If(tx_count != 0):
             m.d.sync += tx_phase.eq(Mux(tx_tick, tx_next - n, tx_next))
-        with m.If(self.tx_valid & self.tx_ready):
-            m.d.sync += [tx_bits.eq(Cat(0, self.tx_data, 1)), tx_count.eq(10)]
+        with m.If(self.tx.valid & self.tx.ready):
+            m.d.sync += [tx_bits.eq(Cat(0, self.tx.payload, 1)), tx_count.eq(10)]
         with m.Elif((tx_count != 0) & tx_tick):
             m.d.sync += [tx_bits.eq(Cat(tx_bits[1:], 1)), tx_count.eq(tx_count - 1)]
         return m

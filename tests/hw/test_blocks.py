@@ -87,11 +87,11 @@ def test_uart_tx_keeps_the_exact_bit_rate(clock_hz, baud):
         sent = 0
         for _ in range(int(period * 10 * (len(payload) + 1))):
             if sent < len(payload):
-                ctx.set(dut.tx_data, payload[sent])
-                ctx.set(dut.tx_valid, 1)
+                ctx.set(dut.tx.payload, payload[sent])
+                ctx.set(dut.tx.valid, 1)
             else:
-                ctx.set(dut.tx_valid, 0)
-            ready = ctx.get(dut.tx_ready)
+                ctx.set(dut.tx.valid, 0)
+            ready = ctx.get(dut.tx.ready)
             await ctx.tick()
             if ready and sent < len(payload):
                 sent += 1
@@ -142,8 +142,8 @@ def _receive_at(clock_hz, dut_baud, line_baud, data, gaps, stop_level=1):
         for level in levels:
             ctx.set(dut.rx_pin, level)
             await ctx.tick()
-            if ctx.get(dut.rx_valid):
-                got.append(ctx.get(dut.rx_data))
+            if ctx.get(dut.rx.valid):
+                got.append(ctx.get(dut.rx.payload))
         got.append(ctx.get(dut.framing_errors))
 
     sim = Simulator(dut)

@@ -45,25 +45,25 @@ def exchange(
 
     async def bench(ctx):
         position, idle, pending, run_left = 0, 0, None, None
-        ctx.set(dut.tx_ready, 1)
+        ctx.set(dut.tx.ready, 1)
+        ctx.set(dut.write.ready, 1)  # the engine takes every chunk
         for name, value in (inputs or {}).items():
             ctx.set(getattr(dut, name), value)
         while idle < 200:
-            ctx.set(dut.rx_valid, position < len(stream))
-            ctx.set(dut.rx_data, stream[position] if position < len(stream) else 0)
-            ctx.set(dut.read_valid, pending is not None)
-            ctx.set(dut.read_data, read_byte(pending) if pending is not None else 0)
+            ctx.set(dut.rx.valid, position < len(stream))
+            ctx.set(dut.rx.payload, stream[position] if position < len(stream) else 0)
+            ctx.set(dut.read.response.valid, pending is not None)
+            answer = read_byte(pending) if pending is not None else 0
+            ctx.set(dut.read.response.payload.data, answer)
             ctx.set(dut.done, run_left == 0)
             ctx.set(dut.cycles, RUN_CYCLES)
             rx_ready, tx_valid, tx_data = (
-                ctx.get(s) for s in (dut.rx_ready, dut.tx_valid, dut.tx_data)
+                ctx.get(s) for s in (dut.rx.ready, dut.tx.valid, dut.tx.payload)
             )
-            write = ctx.get(dut.write_en)
-            if write:
-                writes.append(
-                    (ctx.get(dut.write_space), ctx.get(dut.write_addr), ctx.get(dut.write_data))
-                )
-            pending = ctx.get(dut.read_addr) if ctx.get(dut.read_en) else None
+            chunk, request = dut.write.payload, dut.read.request
+            if ctx.get(dut.write.valid):
+                writes.append((ctx.get(chunk.space), ctx.get(chunk.addr), ctx.get(chunk.data)))
+            pending = ctx.get(request.payload.addr) if ctx.get(request.valid) else None
             run_left = 5 if ctx.get(dut.start) else (None if not run_left else run_left - 1)
             await ctx.tick()
             if rx_ready and position < len(stream):

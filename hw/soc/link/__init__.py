@@ -17,10 +17,9 @@ The frame header, the request headers and the responses are ``data.View`` s of t
 from __future__ import annotations
 
 from amaranth import Module
-from amaranth.lib import wiring
+from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from fpga.spec.commands import buffer_address_bits
 from fpga.spec.config import AcceleratorConfig
 from fpga.spec.protocol import FRAME_TIMEOUT_CYCLES
 from hw.soc.link.codec import FrameCodec
@@ -49,7 +48,9 @@ __all__ = [
 def forward(m, outer, inner, names):
     """Connect ``inner``'s ports ``names`` to the same-named ports of ``outer`` (which holds it)."""
     for name in names:
-        if inner.signature.members[name].flow == Out:
+        if inner.signature.members[name].is_signature:  # an interface: the same one, passed on
+            wiring.connect(m, getattr(inner, name), wiring.flipped(getattr(outer, name)))
+        elif inner.signature.members[name].flow == Out:
             m.d.comb += getattr(outer, name).eq(getattr(inner, name))
         else:
             m.d.comb += getattr(inner, name).eq(getattr(outer, name))
@@ -82,34 +83,16 @@ class LinkController(wiring.Component):
         self.baud = baud
         self.dram_bytes = dram_bytes
         self.depth = frame_depth(config)
-        resident = resident_ports(self.depth) if dram_bytes else {}
+        resident = resident_ports(config) if dram_bytes else {}
         super().__init__(
             {
                 **resident,
-                "rx_data": In(8),
-                "rx_valid": In(1),
-                "rx_ready": Out(1),
-                "tx_data": Out(8),
-                "tx_valid": Out(1),
-                "tx_ready": In(1),
+                # the PHY's bytes (a byte stream, or the UART's)
+                "rx": In(stream.Signature(8)),
+                "tx": Out(stream.Signature(8)),
                 "idle": Out(1),
                 # engine side (see hw.engine.engine.ConvEngine)
-                "write_en": Out(1),
-                "write_space": Out(4),
-                "write_addr": Out(buffer_address_bits(config)),
-                "write_data": Out(8),
-                "write_ready": In(1, init=1),  # the write is taken in a cycle where this is 1
-                "read_en": Out(1),
-                "read_space": Out(4),
-                "read_addr": Out(buffer_address_bits(config)),
-                "read_valid": In(1),
-                "read_data": In(8),
-                "start": Out(1),
-                "busy": In(1),
-                "done": In(1),
-                "cycles": In(32),
-                "error": In(1),
-                "clear_error": Out(1),
+                **engine_ports(config),
             }
         )
 
@@ -121,18 +104,12 @@ class LinkController(wiring.Component):
         )
         m.submodules.decoder = decoder = CommandDecoder(cfg, self.depth, self.baud, self.dram_bytes)
         wiring.connect(m, codec.frames, decoder.frames)
-        m.d.comb += [
-            codec.i.payload.eq(self.rx_data),
-            codec.i.valid.eq(self.rx_valid),
-            self.rx_ready.eq(codec.i.ready),
-            self.tx_data.eq(codec.o.payload),
-            self.tx_valid.eq(codec.o.valid),
-            codec.o.ready.eq(self.tx_ready),
-            self.idle.eq(codec.idle),
-        ]
+        wiring.connect(m, wiring.flipped(self.rx), codec.i)
+        wiring.connect(m, codec.o, wiring.flipped(self.tx))
+        m.d.comb += self.idle.eq(codec.idle)
         forward(m, self, decoder, engine_ports(cfg))
         if self.dram_bytes:
-            m.submodules.model = model = ResidentModel(self.depth)
+            m.submodules.model = model = ResidentModel(cfg, self.depth)
             wiring.connect(m, decoder.model, model.control)
-            forward(m, self, model, resident_ports(self.depth))
+            forward(m, self, model, resident_ports(cfg))
         return m

@@ -15,7 +15,6 @@ from amaranth import Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from fpga.spec.commands import buffer_address_bits
 from fpga.spec.config import AcceleratorConfig
 from fpga.spec.protocol import (
     IDENTIFY_RESPONSE,
@@ -35,6 +34,7 @@ from fpga.spec.protocol import (
     Status,
     identify_fields,
 )
+from hw.engine.ports import read_signature, write_signature
 from hw.soc.link.codec import frame_signature
 from hw.soc.link.layouts import REQUEST_BYTES, request_view, struct_layout
 from hw.soc.link.model import MODEL_STATUS_FIELDS, resident_signature
@@ -62,16 +62,9 @@ def frame_depth(config: AcceleratorConfig) -> int:
 def engine_ports(config: AcceleratorConfig) -> dict:
     """The decoder's side of the engine (see hw.engine.engine.ConvEngine)."""
     return {
-        "write_en": Out(1),
-        "write_space": Out(4),
-        "write_addr": Out(buffer_address_bits(config)),
-        "write_data": Out(8),
-        "write_ready": In(1, init=1),  # the write is taken in a cycle where this is 1
-        "read_en": Out(1),
-        "read_space": Out(4),
-        "read_addr": Out(buffer_address_bits(config)),
-        "read_valid": In(1),
-        "read_data": In(8),
+        # the buffer ports (hw.engine.ports): a byte a chunk, read back a byte at a time
+        "write": Out(write_signature(config)),
+        "read": Out(read_signature(config)),
         "start": Out(1),
         "done": In(1),
         "cycles": In(32),
@@ -107,6 +100,7 @@ class CommandDecoder(wiring.Component):
         write_request = request_view(WRITE_REQUEST, frames.head)
         read_request = request_view(READ_REQUEST, frames.head)
         m.d.comb += [
+            self.write.payload.count.eq(1),  # the link writes bytes
             frames.send_header.seq.eq(header.seq),
             frames.send_header.opcode.eq(header.opcode | RESPONSE_FLAG),
         ]
@@ -128,28 +122,28 @@ class CommandDecoder(wiring.Component):
             with m.State("WRITE"):
                 m.d.comb += [
                     frames.rd_addr.eq(index),
-                    self.write_en.eq(1),
-                    self.write_space.eq(write_request.space),
-                    self.write_addr.eq(write_request.offset + index - WRITE_REQUEST.size),
-                    self.write_data.eq(frames.rd_data),
+                    self.write.valid.eq(1),
+                    self.write.payload.space.eq(write_request.space),
+                    self.write.payload.addr.eq(write_request.offset + index - WRITE_REQUEST.size),
+                    self.write.payload.data.eq(frames.rd_data),
                 ]
-                with m.If(self.write_ready):
+                with m.If(self.write.ready):
                     m.d.sync += index.eq(index + 1)
                     with m.If(index == header.length - 1):
                         self._respond(m, Status.OK)
             with m.State("READ"):
                 # issue one engine read per cycle, store each returned byte after the status
                 m.d.comb += [
-                    self.read_space.eq(read_request.space),
-                    self.read_addr.eq(read_request.offset + index),
-                    self.read_en.eq(index < read_request.count),
+                    self.read.request.payload.space.eq(read_request.space),
+                    self.read.request.payload.addr.eq(read_request.offset + index),
+                    self.read.request.valid.eq(index < read_request.count),
                 ]
                 with m.If(index < read_request.count):
                     m.d.sync += index.eq(index + 1)
-                with m.If(self.read_valid):
+                with m.If(self.read.response.valid):
                     m.d.comb += [
                         frames.wr_addr.eq(RESPONSE_STATUS.size + pending_reads),
-                        frames.wr_data.eq(self.read_data),
+                        frames.wr_data.eq(self.read.response.payload.data),
                         frames.wr_en.eq(1),
                     ]
                     m.d.sync += pending_reads.eq(pending_reads + 1)

@@ -15,6 +15,7 @@ from amaranth.lib.wiring import In, Out
 
 from fpga.spec.commands import HostSpace
 from fpga.spec.commands import Opcode as Command
+from fpga.spec.config import AcceleratorConfig
 from fpga.spec.protocol import (
     MEM_READ_REQUEST,
     MEM_WRITE_REQUEST,
@@ -26,6 +27,7 @@ from fpga.spec.protocol import (
     STATUS_RESPONSE,
     DramState,
 )
+from hw.engine.ports import read_signature, write_signature
 from hw.soc.link.layouts import FRAME_CRC, HEADER, REQUEST_BYTES, request_view, struct_layout
 from hw.soc.sequencer import SequencerError, command_layout
 
@@ -42,10 +44,9 @@ MODEL_STATUS_FIELDS = (
 MODEL_STATUS = struct_layout(STATUS_RESPONSE, MODEL_STATUS_FIELDS)
 
 
-def resident_ports(depth: int) -> dict:
+def resident_ports(config: AcceleratorConfig) -> dict:
     """The link's resident-mode ports (a ``depth``-byte frame buffer): the sequencer's, the DRAM
     controller's state, and the sequencer's transfers to the link's :class:`HostSpace` s."""
-    addr_bits = (depth - 1).bit_length()
     return {
         "seq_start": Out(1),
         "seq_program_addr": Out(32),
@@ -66,14 +67,9 @@ def resident_ports(depth: int) -> dict:
         "seq_dma_wait_cycles": In(32),
         "dram_ready": In(1, init=1),  # the DRAM controller is initialized
         "dram_failed": In(1),  # its init/calibration failed
-        "host_write_en": In(1),
-        "host_write_space": In(range(max(HostSpace) + 1)),
-        "host_write_addr": In(addr_bits),
-        "host_write_data": In(8),
-        "host_read_en": In(1),
-        "host_read_addr": In(addr_bits),
-        "host_read_valid": Out(1),
-        "host_read_data": Out(8),
+        # the sequencer's buffer ports where they address a HostSpace (hw.soc.arbiter)
+        "host_write": In(write_signature(config)),
+        "host_read": In(read_signature(config)),
     }
 
 
@@ -127,9 +123,9 @@ class ResidentModel(wiring.Component):
     sequencer with the frame buffer as the :class:`HostSpace` ``LINK`` and ``CHECKSUM`` (a
     CRC-32 over a model read back)."""
 
-    def __init__(self, depth: int):
+    def __init__(self, config: AcceleratorConfig, depth: int):
         self.depth = depth
-        super().__init__({**resident_ports(depth), "control": In(resident_signature(depth))})
+        super().__init__({**resident_ports(config), "control": In(resident_signature(depth))})
 
     def elaborate(self, platform):
         m = Module()
@@ -137,11 +133,11 @@ class ResidentModel(wiring.Component):
         status = control.status
         m.submodules.checksum = checksum = FRAME_CRC.create()
         commit = request_view(MODEL_COMMIT_REQUEST, control.request)
-        to_checksum = self.host_write_en & (self.host_write_space == HostSpace.CHECKSUM)
+        to_checksum = self.host_write.valid & (self.host_write.payload.space == HostSpace.CHECKSUM)
         failed = self.seq_submit_error != SequencerError.NONE
         run = control.run_response
         m.d.comb += [
-            checksum.data.eq(self.host_write_data),
+            checksum.data.eq(self.host_write.payload.data),
             checksum.valid.eq(to_checksum),
             control.commit_response.crc.eq(checksum.crc),
             run.cycles.eq(self.seq_cycles),
@@ -164,8 +160,8 @@ class ResidentModel(wiring.Component):
         m.d.sync += [status.dram_state.eq(dram_state), status.running.eq(self.seq_running)]
         # reads of the LINK space answer one cycle later, as the engine's buffers do
         m.d.sync += [
-            self.host_read_data.eq(control.rd_data),
-            self.host_read_valid.eq(self.host_read_en),
+            self.host_read.response.payload.data.eq(control.rd_data),
+            self.host_read.response.valid.eq(self.host_read.request.valid),
         ]
         self._program_end(m)
         self._requests(m)
@@ -180,12 +176,12 @@ class ResidentModel(wiring.Component):
                     m.next = "SEQ_WAIT"
             with m.State("SEQ_WAIT"):
                 # the sequencer owns the frame buffer: LOADs into LINK write it, STOREs read it
-                to_link = self.host_write_en & (self.host_write_space == HostSpace.LINK)
+                to_link = self.host_write.valid & (self.host_write.payload.space == HostSpace.LINK)
                 m.d.comb += [
-                    control.wr_addr.eq(self.host_write_addr),
-                    control.wr_data.eq(self.host_write_data),
+                    control.wr_addr.eq(self.host_write.payload.addr),
+                    control.wr_data.eq(self.host_write.payload.data),
                     control.wr_en.eq(to_link),
-                    control.rd_addr.eq(self.host_read_addr),
+                    control.rd_addr.eq(self.host_read.request.payload.addr),
                     control.done.eq(self.seq_submit_done),
                 ]
                 with m.If(self.seq_submit_done):
