@@ -321,8 +321,8 @@ class AddressGenerator(wiring.Component):
         op = fields["op"][:OP_BITS]
         constants = self._run_constants(m, fields)
         levels = self._loop_counters(m, fields, constants.last_value)
-        active, load, carry, done = self._loop_control(m, op, levels)
-        moves = self._moves(m, levels, active, load, carry, done)
+        active, load, carry, steps, done = self._loop_control(m, op, levels)
+        moves = self._moves(m, levels, active, load, carry, steps, done)
         issued = self._issue_tags(m, op, levels, active)
         streams = self._address_streams(m, fields, constants, moves)
         self._tokens(m, fields, issued, streams)
@@ -466,8 +466,9 @@ class AddressGenerator(wiring.Component):
         """The run's control: ``start``, the setup cycles (``setup``), ``issuing``, the ADD's
         gaps, AVGPOOL's flush cycles and the counters' steps and restarts. Returns ``active``
         (registered: an issue this cycle), ``load`` (the last setup cycle), ``carry`` (per level
-        and one past the outermost: an issue with every level inside it at its last value) and
-        ``done`` (the run's last issue, ``carry[LEVELS]``)."""
+        and one past the outermost: an issue with every level inside it at its last value),
+        ``steps`` (per level: it steps, not restarts) and ``done`` (the run's last issue,
+        ``carry[LEVELS]``)."""
         start = self.start
         issuing = self.issuing
         sum_words = self.sum_words
@@ -522,12 +523,17 @@ class AddressGenerator(wiring.Component):
             & ~following[add_gap.name]
         )
 
-        carry = self._carries(m, active, levels)
-        done = carry[LEVELS]  # the run's last issue
+        carry, factors = self._carries(m, active, levels)
+        done = _kept_and(m, "carry_done", factors[LEVELS])  # the run's last issue
+        # each counter's restart and step: one kept LUT each over the carry's kept factors and
+        # the level's own flag, so no decision of one level is built from another's
+        steps = []
         for i, level in enumerate(levels):
-            with m.If(carry[i] & level.last):
+            restart = _kept_and(m, f"restart_l{i}", [*factors[i], level.last])
+            steps.append(_kept_and(m, f"step_l{i}", [*factors[i], ~level.last]))
+            with m.If(restart):
                 level.restart()
-            with m.Elif(carry[i]):
+            with m.Elif(steps[i]):
                 level.step()
         with m.If(done):
             m.d.comb += update(issuing, 0)
@@ -538,28 +544,37 @@ class AddressGenerator(wiring.Component):
         with m.If(~flush_idle):
             m.d.sync += flush.eq(flush - 1)
             m.d.comb += update(flush_idle, flush == 1)
-        return active, load, carry, done
+        return active, load, carry, steps, done
 
     @staticmethod
-    def _carries(m: Module, active: Signal, levels: list[_Counter]) -> list:
+    def _carries(m: Module, active: Signal, levels: list[_Counter]) -> tuple[list, list]:
         """``carry[i]`` for i in 0 .. LEVELS: an issue, and every level inside level i at its
-        last value.
+        last value; and ``factors[i]``, at most two wires whose AND is ``carry[i]`` (registers,
+        or ``keep`` wires of at most four registers each).
 
-        Two LUT levels deep: ``keep`` wires of at most four registers each (``active`` with
-        levels 0 and 1, and levels 2 .. i - 1), then carry[i] their AND (in the counters'
-        enable and restart LUT). Yosys otherwise shares the ANDs as a chain through carry[i -
-        1], one LUT per level in front of the counters: 10.1 ns in the 2x2 SoC's engine
-        domain; written as a flat AND it still mapped to four LUTs from ``last_l0`` to
-        ``c_l4``'s reset (8.0 ns, the 8x8 engine's critical path alone at 125 MHz)."""
-        inner = _kept_and(m, "carry_inner", [active, levels[0].last, levels[1].last])
-        carry = [active, _kept_and(m, "carry_l0", [active, levels[0].last]), inner]
+        The counters' decisions are built from the factors, never from another level's carry:
+        at most two LUT levels between the registers and any counter's reset or enable, however
+        Yosys orders the rest of the design. (Shared as a chain through carry[i - 1], one LUT a
+        level, the loop carry was 10.1 ns in the 2x2 SoC's engine domain; with the carries kept
+        but the decisions shared, a same-logic reorder elsewhere placed it at 94.7 MHz against
+        100, four LUTs from ``last_l2`` to ``c_l4``'s reset.)"""
+        lasts = [level.last for level in levels]
+        inner = _kept_and(m, "carry_inner", [active, lasts[0], lasts[1]])
+        factors = [[active], [active, lasts[0]], [active, lasts[0], lasts[1]]]
         for i in range(3, LEVELS + 1):
-            outer = _kept_and(m, f"carry_outer{i}", [level.last for level in levels[2:i]])
-            carry.append(inner & outer)
-        return carry
+            factors.append([inner, _kept_and(m, f"carry_outer{i}", lasts[2:i])])
+        carry = [
+            active,
+            _kept_and(m, "carry_l0", factors[1]),
+            inner,
+            *[factors[i][0] & factors[i][1] for i in range(3, LEVELS + 1)],
+        ]
+        return carry, factors
 
     @staticmethod
-    def _moves(m: Module, levels: list[_Counter], active, load, carry: list, done) -> _Moves:
+    def _moves(
+        m: Module, levels: list[_Counter], active, load, carry: list, steps: list, done
+    ) -> _Moves:
         """The issue's move, registered: the addresses follow the counters one cycle behind, so
         between the counters' flags and the address registers there is this register, not a
         decision (see :class:`_Stream`)."""
@@ -571,7 +586,7 @@ class AddressGenerator(wiring.Component):
         )
         m.d.sync += [
             moves.load.eq(load),
-            *[moves.step[i].eq(carry[i] & ~level.last) for i, level in enumerate(levels)],
+            *[moves.step[i].eq(steps[i]) for i in range(LEVELS)],
             *[moves.rebase[i].eq(load | (carry[i] & ~done)) for i in range(LEVELS)],
             moves.hold.eq(~load & ~(active & ~done)),
         ]
