@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from amaranth import Signal, Value
 from amaranth.back import verilog
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,7 +66,11 @@ def tool_versions(sim: str | None = None) -> str:
 
 
 def export_verilog(component, name: str) -> str:
-    return verilog.convert(component, name=name, emit_src=False)
+    """``component`` as a Verilog module ``name``: its signature's signals are the ports (the
+    constant members of ``always_ready`` streams are not ports)."""
+    ports = [Value.cast(value) for _, _, value in component.signature.flatten(component)]
+    ports = [port for port in ports if isinstance(port, Signal)]
+    return verilog.convert(component, name=name, emit_src=False, ports=ports)
 
 
 def build(component, name: str, sim: str | None = None, waves: bool = False):

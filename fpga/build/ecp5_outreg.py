@@ -4,8 +4,8 @@ A DP16KD has an output register of its own (``REGMODE_A`` / ``REGMODE_B`` = ``"O
 Yosys's ECP5 memory mapping never uses it: a read port's data leaves the block RAM unregistered,
 and nextpnr times that as 5.6-5.8 ns from the clock (speed 6) before any routing. With the output
 register the same data leaves the RAM 0.97 ns after the clock. The engine captures every buffer
-read in a register that reads nothing else (``hw/engine/engine.py``, stage 1a), so the two are the same
-circuit: this pass, run on Yosys's JSON netlist before nextpnr, finds such registers and moves
+read in a register that reads nothing else (``hw/engine/engine.py``, stage 1a), so the two are the
+same circuit: this pass, run on Yosys's JSON netlist before nextpnr, finds such registers and moves
 them into the RAM.
 
 A read port is converted only when every output bit it uses drives exactly one flip-flop and
@@ -21,8 +21,8 @@ port's ``REGMODE`` becomes ``OUTREG``. In a 36-bit (pseudo dual port) RAM both h
 output belong to the read port B: both ``REGMODE``\\ s change and both output enables are 1, as
 nextpnr's own ``PDPW16KD`` conversion does.
 
-``python -m fpga.build.ecp5_outreg NETLIST.json`` rewrites a netlist in place (atomically) and prints
-what it moved; ``fpga.build.flow`` runs it (:func:`absorb_file`) between Yosys and nextpnr.
+``python -m fpga.build.ecp5_outreg NETLIST.json`` rewrites a netlist in place (atomically) and
+prints what it moved; ``fpga.build.flow`` runs it (:func:`absorb_file`) between Yosys and nextpnr.
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from fpga.build.netlist import NetlistError, design_module
 from fpga.spec.cli import ArgumentParser
 from fpga.spec.errors import UserError, run_cli
 from fpga.spec.files import atomic_write
-from fpga.build.netlist import NetlistError, design_module
 
 RAM = "DP16KD"
 FLIP_FLOP = "TRELLIS_FF"

@@ -1,8 +1,8 @@
 """``python -m fpga.build --board NAME``: the SoC's bitstream, timing and fit for a board.
 
-What is built: the board's SoC (``hw.board.top``): the resident SoC with the board's LiteDRAM core on a
-board with DRAM (``--mode streamed``: the host-streamed SoC without it; each board has a default,
-``fpga.spec.boards.Board.default_mode``), at the board's fabric clock
+What is built: the board's SoC (``hw.board.top``): the resident SoC with the board's LiteDRAM core
+on a board with DRAM (``--mode streamed``: the host-streamed SoC without it; each board has a
+default, ``fpga.spec.boards.Board.default_mode``), at the board's fabric clock
 (``--clock-mhz`` overrides it; the DRAM controller runs in the same clock).
 
 The open-toolchain board (``ulx3s``, ECP5) builds with the pip-installed yowasp tools: Yosys
@@ -33,16 +33,16 @@ import sys
 from pathlib import Path
 
 from fpga.build import litedram
+from fpga.build.ecp5_outreg import NetlistFormatError, absorb_file
+from fpga.build.netlist import deepest_lut_path_of_file
+from fpga.compiler.program import CompileError, compile_network
 from fpga.spec.arch import check_variant
 from fpga.spec.boards import BoardError, get_board
 from fpga.spec.cli import ArgumentParser
 from fpga.spec.config import DEFAULT_CONFIG, LARGE_CONFIG, SMALL_CONFIG, WIDE_CONFIG
-from fpga.build.ecp5_outreg import NetlistFormatError, absorb_file
 from fpga.spec.errors import UserError, run_cli
-from fpga.compiler.program import CompileError, compile_network
-from fpga.spec.network import shape_network
 from fpga.spec.layout import fabric_pes, multipliers
-from fpga.build.netlist import deepest_lut_path_of_file
+from fpga.spec.network import shape_network
 
 NO_BITSTREAM = 3
 CONFIGS = {
@@ -72,7 +72,8 @@ class BuildError(RuntimeError):
 
 
 #: the design a build elaborates unless told otherwise: ``module:function(board, config, core)``
-#: (``core``: the board's generated LiteDRAM core, ``fpga.build.litedram.GeneratedCore``, or None when
+#: (``core``: the board's generated LiteDRAM core, ``fpga.build.litedram.GeneratedCore``, or None
+# when
 #: the board is built without its DRAM)
 DEFAULT_DESIGN = "hw.board.top:board_top"
 

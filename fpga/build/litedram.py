@@ -2,8 +2,8 @@
 
 The DRAM controller is LiteDRAM's (PyPI ``litedram``), generated as one Verilog file and
 instantiated from Amaranth as a black box (``hw.soc.dram.LiteDRAMNative``). This module owns the
-generator input: the YAML is *derived* from the board's ``memory`` entry (``fpga.spec.boards.DramPart``),
-never hand-written, and the output is cached under
+generator input: the YAML is *derived* from the board's ``memory`` entry
+(``fpga.spec.boards.DramPart``), never hand-written, and the output is cached under
 ``$SQUEEZEFPGA_CACHE/litedram/<key>`` (default ``~/.cache/squeezefpga/litedram/<key>``), where
 ``key`` is the SHA-256 of the YAML text, the litedram version and the ``sim`` flag. A cache entry is
 written into a temporary directory and renamed into place, so a reader never sees half a core.
@@ -185,8 +185,8 @@ def core_config(board: Board | str, sim: bool = False) -> dict:
         "sdram_phy": part.phy,
         "sys_clk_freq": part.controller_clock_mhz * 1e6,
         "cmd_buffer_depth": CMD_BUFFER_DEPTH,
-        # the SoC gates commands on init_done itself (hw.soc.dram), so the port never blocks (and the
-        # CPU-less cores, which nothing would release, need it)
+        # the SoC gates commands on init_done itself (hw.soc.dram), so the port never blocks (and
+        # the CPU-less cores, which nothing would release, need it)
         "user_ports": {"native_0": {"type": "native", "block_until_ready": False}},
     }
     if part.phy == "A7DDRPHY":
@@ -504,10 +504,12 @@ def generate(board: Board | str, sim: bool = False) -> GeneratedCore:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m fpga.build.litedram --board arty_a7 [--sim]``: generate and print the contract."""
+    """``python -m fpga.build.litedram --board arty_a7 [--sim]``: generate and print the
+    contract."""
     from fpga.spec.cli import ArgumentParser
 
-    parser = ArgumentParser(prog="python -m fpga.build.litedram", description=__doc__.splitlines()[0])
+    prog = "python -m fpga.build.litedram"
+    parser = ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--board", default="arty_a7")
     parser.add_argument("--sim", action="store_true", help="litedram_gen --sim (SDRAMPHYModel)")
     parser.add_argument("--yaml", action="store_true", help="print the YAML only")

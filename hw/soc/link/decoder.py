@@ -100,7 +100,6 @@ class CommandDecoder(wiring.Component):
         write_request = request_view(WRITE_REQUEST, frames.head)
         read_request = request_view(READ_REQUEST, frames.head)
         m.d.comb += [
-            self.write.payload.count.eq(1),  # the link writes bytes
             frames.send_header.seq.eq(header.seq),
             frames.send_header.opcode.eq(header.opcode | RESPONSE_FLAG),
         ]
@@ -123,6 +122,7 @@ class CommandDecoder(wiring.Component):
                 m.d.comb += [
                     frames.rd_addr.eq(index),
                     self.write.valid.eq(1),
+                    self.write.payload.count.eq(1),  # the link writes bytes
                     self.write.payload.space.eq(write_request.space),
                     self.write.payload.addr.eq(write_request.offset + index - WRITE_REQUEST.size),
                     self.write.payload.data.eq(frames.rd_data),
