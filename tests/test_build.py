@@ -283,7 +283,10 @@ def test_ulx3s_bitstream_meets_timing_and_fits(tmp_path):
     assert clocks["engine"]["target_mhz"] == pytest.approx(board.engine_clock_mhz, rel=1e-4)
     assert result["engine_mhz"] == board.engine_clock_mhz
     assert all(c["fmax_mhz"] >= c["target_mhz"] for c in clocks.values()), clocks
-    assert result["fmax_mhz"] == min(c["fmax_mhz"] for c in clocks.values())
+    # the headline Fmax is the clock with the least slack (not the lowest Fmax: sync's target
+    # is 40 MHz, the engine's 100)
+    worst = min(clocks.values(), key=lambda c: c["fmax_mhz"] - c["target_mhz"])
+    assert result["fmax_mhz"] == worst["fmax_mhz"]
     assert result["timing_met"] and result["target_mhz"] == board.clock_mhz
     util = result["utilization"]
     assert set(util) == {"lut", "ff", "dsp", "bram"}
