@@ -17,7 +17,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from fpga.spec.protocol import CRC_TRAILER, FRAME_HEADER, SYNC
-from hw.soc.link.layouts import FRAME_CRC, HEADER
+from hw.soc.link.layouts import FRAME_CRC, HEADER, frame_buffer_port
 
 
 def frame_signature(depth: int, head_bytes: int) -> wiring.Signature:
@@ -43,11 +43,7 @@ def frame_signature(depth: int, head_bytes: int) -> wiring.Signature:
             "framing_error": Out(1),
             "send": In(1),
             "send_header": In(HEADER),
-            "wr_en": In(1),
-            "wr_addr": In(range(depth)),
-            "wr_data": In(8),
-            "rd_addr": In(range(depth)),
-            "rd_data": Out(8),
+            **frame_buffer_port(depth),
         }
     )
 

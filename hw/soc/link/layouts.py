@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from amaranth import unsigned
 from amaranth.lib import crc, data
+from amaranth.lib.wiring import In, Out
 
 from fpga.spec.protocol import (
     FRAME_HEADER,
@@ -53,3 +54,16 @@ REQUEST_BYTES = max(layout.size for layout in REQUESTS)
 def request_view(layout, request):
     """The first payload bytes ``request`` (``REQUEST_BYTES`` of them) as request ``layout``."""
     return view(layout, request[: 8 * layout.size])
+
+
+def frame_buffer_port(depth: int) -> dict:
+    """The members of a ``depth``-byte frame buffer port as its borrower drives it (``In``: the
+    owner's view): a write port (``wr_*``) and a combinational read port (``rd_addr`` ->
+    ``rd_data``). The codec lends it to the decoder, the decoder to the resident model."""
+    return {
+        "wr_en": In(1),
+        "wr_addr": In(range(depth)),
+        "wr_data": In(8),
+        "rd_addr": In(range(depth)),
+        "rd_data": Out(8),
+    }

@@ -28,7 +28,14 @@ from fpga.spec.protocol import (
     DramState,
 )
 from hw.engine.ports import read_signature, write_signature
-from hw.soc.link.layouts import FRAME_CRC, HEADER, REQUEST_BYTES, request_view, struct_layout
+from hw.soc.link.layouts import (
+    FRAME_CRC,
+    HEADER,
+    REQUEST_BYTES,
+    frame_buffer_port,
+    request_view,
+    struct_layout,
+)
 from hw.soc.sequencer import SequencerError, command_layout
 
 #: the STATUS fields the resident model state keeps (the rest are the decoder's counters)
@@ -107,11 +114,7 @@ def resident_signature(depth: int) -> wiring.Signature:
             "commit_response": In(struct_layout(MODEL_COMMIT_RESPONSE)),
             "run_response": In(struct_layout(RESIDENT_RUN_RESPONSE)),
             "buffer_owned": In(1),
-            "wr_en": In(1),
-            "wr_addr": In(range(depth)),
-            "wr_data": In(8),
-            "rd_addr": In(range(depth)),
-            "rd_data": Out(8),
+            **frame_buffer_port(depth),
         }
     )
 
