@@ -103,6 +103,47 @@ class SequencerError(enum.Enum, shape=3):
     FLAGS = 7  # flags outside FLAGS[opcode], INPUT with OUTPUT, a WINDOWS span too long
 
 
+#: the members of :func:`control_signature`, in the order the sequencer takes them
+CONTROL = (
+    "start", "program_addr", "input_base", "output_base", "submit", "command",
+    "submit_taken", "submit_done", "submit_error", "running", "host_cycles", "done",
+    "error_code", "pc", "cycles", "engine_cycles", "dma_wait_cycles",
+)  # fmt: skip
+
+
+def control_signature() -> wiring.Signature:
+    """The sequencer's control as its owner drives it (``Out``; the resident model state of
+    ``hw.soc.link``): a program's start, address and slots; one submitted command (held until
+    ``submit_taken``, ``submit_done`` pulses when it ends, ``submit_error`` its error); the
+    program's state and counters."""
+    address = dict(command_fields())["dram_addr"]
+    return wiring.Signature(
+        {
+            "start": Out(1),
+            "program_addr": Out(address),
+            # the run's slots: INPUT / OUTPUT-flagged commands address DRAM relative to them
+            "input_base": Out(address),
+            "output_base": Out(address),
+            # one command from the host side: LOAD/STORE only, the only commands that may name
+            # a HostSpace; executed alone when idle, or between two program commands / while
+            # a RUN's engine computes
+            "submit": Out(1),
+            "command": Out(command_layout()),
+            "submit_taken": In(1),
+            "submit_done": In(1),
+            "submit_error": In(SequencerError),
+            "running": In(1),  # a program runs (start .. its done)
+            "host_cycles": In(32),  # a run's cycles spent on submitted commands
+            "done": In(1),  # the program's end (END or a refusal)
+            "error_code": In(SequencerError),
+            "pc": In(address),
+            "cycles": In(32),
+            "engine_cycles": In(32),
+            "dma_wait_cycles": In(32),
+        }
+    )
+
+
 class Sequencer(wiring.Component):
     """See the module docstring. ``data_width``/``address_width``: the DMA's native port (word
     bits, word address bits); ``dram_size``: bytes the program may address (default: all)."""
@@ -133,33 +174,12 @@ class Sequencer(wiring.Component):
         link_bytes = self.host_sizes.get(HostSpace.LINK, 0)
         if link_bytes > 1 << port_address_bits(config):
             raise ValueError(f"a {link_bytes}-byte LINK space is beyond the buffer port's reach")
-        fields = dict(command_fields())
         super().__init__(
             {
-                "start": In(1),
-                "program_addr": In(fields["dram_addr"]),
-                # the run's slots: INPUT / OUTPUT-flagged commands address DRAM relative to them
-                "input_base": In(fields["dram_addr"]),
-                "output_base": In(fields["dram_addr"]),
-                # one command from the host side (hw.soc.link): LOAD/STORE only, the only commands
-                # that may name a HostSpace; held until ``submit_taken``, executed alone when
-                # idle, or between two program commands / while a RUN's engine computes;
-                # ``submit_done`` pulses when it ends, ``submit_error`` its SequencerError
-                "submit": In(1),
-                "command": In(command_layout()),
-                "submit_taken": Out(1),
-                "submit_done": Out(1),
-                "submit_error": Out(SequencerError),
-                "dma_wait_cycles": Out(32),
-                "host_cycles": Out(32),  # a run's cycles spent on submitted commands
+                # the program and the submitted commands (the link's resident model drives it)
+                "control": In(control_signature()),
                 "busy": Out(1),
-                "running": Out(1),  # a program runs (start .. its done)
-                "done": Out(1),  # the program's end (END or a refusal)
                 "error": Out(1),
-                "error_code": Out(SequencerError),
-                "pc": Out(fields["dram_addr"]),
-                "cycles": Out(32),
-                "engine_cycles": Out(32),
                 # DMA (hw.soc.dma.DMA's read_request/read_data/write_request/write_data/write_busy)
                 "dma_read_request": Out(stream.Signature(request_layout(self.byte_address_width))),
                 "dma_read_data": In(stream.Signature(words_layout(data_width))),
@@ -175,6 +195,9 @@ class Sequencer(wiring.Component):
                 "engine_error": In(1),
             }
         )
+        # the body reads the control's members by their own names
+        for name in CONTROL:
+            setattr(self, name, getattr(self.control, name))
 
     def elaborate(self, platform):
         m = Module()

@@ -234,23 +234,5 @@ class SoC(wiring.Component):
                     ClockSignal("sync").eq(controller.user_clk),
                     ResetSignal("sync").eq(controller.user_rst),
                 ]
-        m.d.comb += [
-            sequencer.start.eq(link.seq_start),
-            sequencer.program_addr.eq(link.seq_program_addr),
-            sequencer.input_base.eq(link.seq_input_base),
-            sequencer.output_base.eq(link.seq_output_base),
-            sequencer.submit.eq(link.seq_submit),
-            sequencer.command.eq(link.seq_command),
-            link.seq_submit_taken.eq(sequencer.submit_taken),
-            link.seq_submit_done.eq(sequencer.submit_done),
-            link.seq_submit_error.eq(sequencer.submit_error),
-            link.seq_running.eq(sequencer.running),
-            link.seq_host_cycles.eq(sequencer.host_cycles),
-            link.seq_done.eq(sequencer.done),
-            link.seq_error_code.eq(sequencer.error_code),
-            link.seq_pc.eq(sequencer.pc),
-            link.seq_cycles.eq(sequencer.cycles),
-            link.seq_engine_cycles.eq(sequencer.engine_cycles),
-            link.seq_dma_wait_cycles.eq(sequencer.dma_wait_cycles),
-        ]
+        wiring.connect(m, link.sequencer, sequencer.control)
         return sequencer

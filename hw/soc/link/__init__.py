@@ -8,7 +8,7 @@ resident model state, composed by :class:`LinkController`.
 - :mod:`hw.soc.link.decoder` (``CommandDecoder``): opcode dispatch, the engine's side, the
   responses (built in the same buffer, status byte first) and the STATUS counters.
 - :mod:`hw.soc.link.model` (``ResidentModel``): the model DRAM holds, the sequencer commands of
-  the host's DRAM transfers, a program run's end (the ``seq_*``, ``dram_*``, ``host_*`` ports).
+  the host's DRAM transfers, a program run's end (the ``sequencer``, ``dram_*``, ``host_*`` ports).
 
 The frame header, the request headers and the responses are ``data.View`` s of the layouts in
 :mod:`fpga.spec.protocol` (:mod:`hw.soc.link.layouts`), so no byte offset is written twice.

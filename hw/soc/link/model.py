@@ -4,7 +4,7 @@ What the DRAM holds for the host (the model: loaded, its bytes, fingerprint and 
 checked by a CRC-32 over what DRAM returns), the sequencer commands that move a request's bytes
 between the frame buffer and DRAM, and the end of a program run (its refusal, if any). The command
 decoder (:mod:`hw.soc.link.decoder`) drives it through :func:`resident_signature`; its other ports
-(:func:`resident_ports`) are the link's ``seq_*``, ``dram_*`` and ``host_*`` ports.
+(:func:`resident_ports`) are the link's ``sequencer``, ``dram_*`` and ``host_*`` ports.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from hw.soc.link.layouts import (
     request_view,
     struct_layout,
 )
-from hw.soc.sequencer import SequencerError, command_layout
+from hw.soc.sequencer import SequencerError, control_signature
 
 #: the STATUS fields the resident model state keeps (the rest are the decoder's counters)
 MODEL_STATUS_FIELDS = (
@@ -55,23 +55,8 @@ def resident_ports(config: AcceleratorConfig) -> dict:
     """The link's resident-mode ports (a ``depth``-byte frame buffer): the sequencer's, the DRAM
     controller's state, and the sequencer's transfers to the link's :class:`HostSpace` s."""
     return {
-        "seq_start": Out(1),
-        "seq_program_addr": Out(32),
-        "seq_input_base": Out(32),
-        "seq_output_base": Out(32),
-        "seq_submit": Out(1),  # held until seq_submit_taken
-        "seq_command": Out(command_layout()),
-        "seq_submit_taken": In(1),
-        "seq_submit_done": In(1),
-        "seq_submit_error": In(SequencerError),
-        "seq_running": In(1),
-        "seq_host_cycles": In(32),
-        "seq_done": In(1),
-        "seq_error_code": In(SequencerError),
-        "seq_pc": In(32),
-        "seq_cycles": In(32),
-        "seq_engine_cycles": In(32),
-        "seq_dma_wait_cycles": In(32),
+        # the sequencer's program and submitted commands (hw.soc.sequencer.control_signature)
+        "sequencer": Out(control_signature()),
         "dram_ready": In(1, init=1),  # the DRAM controller is initialized
         "dram_failed": In(1),  # its init/calibration failed
         # the sequencer's buffer ports where they address a HostSpace (hw.soc.arbiter)
@@ -137,30 +122,30 @@ class ResidentModel(wiring.Component):
         m.submodules.checksum = checksum = FRAME_CRC.create()
         commit = request_view(MODEL_COMMIT_REQUEST, control.request)
         to_checksum = self.host_write.valid & (self.host_write.payload.space == HostSpace.CHECKSUM)
-        failed = self.seq_submit_error != SequencerError.NONE
+        failed = self.sequencer.submit_error != SequencerError.NONE
         run = control.run_response
         m.d.comb += [
             checksum.data.eq(self.host_write.payload.data),
             checksum.valid.eq(to_checksum),
             control.commit_response.crc.eq(checksum.crc),
-            run.cycles.eq(self.seq_cycles),
-            run.engine_cycles.eq(self.seq_engine_cycles),
-            run.dma_wait_cycles.eq(self.seq_dma_wait_cycles),
-            run.host_cycles.eq(self.seq_host_cycles),
-            run.error_code.eq(self.seq_error_code),
-            run.pc.eq(self.seq_pc),
+            run.cycles.eq(self.sequencer.cycles),
+            run.engine_cycles.eq(self.sequencer.engine_cycles),
+            run.dma_wait_cycles.eq(self.sequencer.dma_wait_cycles),
+            run.host_cycles.eq(self.sequencer.host_cycles),
+            run.error_code.eq(self.sequencer.error_code),
+            run.pc.eq(self.sequencer.pc),
             control.dram_ready.eq(self.dram_ready),
-            control.running.eq(self.seq_running),
+            control.running.eq(self.sequencer.running),
             control.failed.eq(failed),
             control.match.eq(~failed & (checksum.crc == commit.crc)),
-            self.seq_start.eq(control.start),
+            self.sequencer.start.eq(control.start),
         ]
         dram_state = Mux(
             self.dram_failed,
             DramState.FAILED,
             Mux(self.dram_ready, DramState.READY, DramState.INITIALIZING),
         )
-        m.d.sync += [status.dram_state.eq(dram_state), status.running.eq(self.seq_running)]
+        m.d.sync += [status.dram_state.eq(dram_state), status.running.eq(self.sequencer.running)]
         # reads of the LINK space answer one cycle later, as the engine's buffers do
         m.d.sync += [
             self.host_read.response.payload.data.eq(control.rd_data),
@@ -174,8 +159,8 @@ class ResidentModel(wiring.Component):
                 with m.If(control.store | control.load | control.commit):
                     m.next = "SUBMIT"
             with m.State("SUBMIT"):  # between two program commands, or while its engine runs
-                m.d.comb += [self.seq_submit.eq(1), checksum.start.eq(1)]
-                with m.If(self.seq_submit_taken):
+                m.d.comb += [self.sequencer.submit.eq(1), checksum.start.eq(1)]
+                with m.If(self.sequencer.submit_taken):
                     m.next = "SEQ_WAIT"
             with m.State("SEQ_WAIT"):
                 # the sequencer owns the frame buffer: LOADs into LINK write it, STOREs read it
@@ -185,21 +170,21 @@ class ResidentModel(wiring.Component):
                     control.wr_data.eq(self.host_write.payload.data),
                     control.wr_en.eq(to_link),
                     control.rd_addr.eq(self.host_read.request.payload.addr),
-                    control.done.eq(self.seq_submit_done),
+                    control.done.eq(self.sequencer.submit_done),
                 ]
-                with m.If(self.seq_submit_done):
+                with m.If(self.sequencer.submit_done):
                     with m.If(failed):
                         m.d.sync += [
-                            status.sequencer_error.eq(self.seq_submit_error),
+                            status.sequencer_error.eq(self.sequencer.submit_error),
                             status.sequencer_pc.eq(0),  # a host transfer
                         ]
-                    checked = self.seq_command.space == HostSpace.CHECKSUM  # a MODEL_COMMIT
+                    checked = self.sequencer.command.space == HostSpace.CHECKSUM  # a MODEL_COMMIT
                     with m.If(checked & control.match):
                         m.d.sync += [
                             status.model_loaded.eq(1),
                             status.model_bytes.eq(commit.bytes),
                             status.model_fingerprint.eq(commit.fingerprint),
-                            self.seq_program_addr.eq(commit.program_addr),
+                            self.sequencer.program_addr.eq(commit.program_addr),
                         ]
                     m.next = "IDLE"
         m.d.comb += control.buffer_owned.eq(fsm.ongoing("SEQ_WAIT"))
@@ -212,15 +197,15 @@ class ResidentModel(wiring.Component):
         """A program's end, whatever the link is doing then (it serves frames while the program
         runs): what RESIDENT_WAIT and STATUS report."""
         status = self.control.status
-        with m.If(self.seq_done):
-            failed = self.seq_error_code != SequencerError.NONE
+        with m.If(self.sequencer.done):
+            failed = self.sequencer.error_code != SequencerError.NONE
             m.d.sync += self.control.run_failed.eq(failed)
             with m.If(failed):
                 m.d.sync += [
-                    status.sequencer_error.eq(self.seq_error_code),
-                    status.sequencer_pc.eq(self.seq_pc),
+                    status.sequencer_error.eq(self.sequencer.error_code),
+                    status.sequencer_pc.eq(self.sequencer.pc),
                 ]
-        engine = self.seq_done & (self.seq_error_code == SequencerError.ENGINE)
+        engine = self.sequencer.done & (self.sequencer.error_code == SequencerError.ENGINE)
         m.d.comb += self.control.engine_error.eq(engine)
 
     def _requests(self, m):
@@ -228,7 +213,7 @@ class ResidentModel(wiring.Component):
         in SUBMIT), the model forgotten, a run's addresses kept."""
         control = self.control
         status = control.status
-        command = self.seq_command
+        command = self.sequencer.command
         mem_write = request_view(MEM_WRITE_REQUEST, control.request)
         mem_read = request_view(MEM_READ_REQUEST, control.request)
         commit = request_view(MODEL_COMMIT_REQUEST, control.request)
@@ -270,7 +255,7 @@ class ResidentModel(wiring.Component):
             ]
         with m.If(control.run):
             m.d.sync += [
-                self.seq_input_base.eq(run.input_addr),
-                self.seq_output_base.eq(run.output_addr),
+                self.sequencer.input_base.eq(run.input_addr),
+                self.sequencer.output_base.eq(run.output_addr),
                 control.run_seq.eq(control.header.seq),
             ]
