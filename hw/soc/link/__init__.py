@@ -21,14 +21,13 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from fpga.spec.config import AcceleratorConfig
-from fpga.spec.protocol import FRAME_TIMEOUT_CYCLES
+from fpga.spec.protocol import FRAME_TIMEOUT_CYCLES, frame_bytes
 from hw.soc.link.codec import FrameCodec
 from hw.soc.link.decoder import (
     RESIDENT_RESPONSES,
     RESPONSES,
     CommandDecoder,
     engine_ports,
-    frame_depth,
 )
 from hw.soc.link.layouts import FRAME_CRC, REQUEST_BYTES, REQUESTS, struct_layout, view
 from hw.soc.link.model import ResidentModel, resident_ports
@@ -39,7 +38,6 @@ __all__ = [
     "RESIDENT_RESPONSES",
     "RESPONSES",
     "LinkController",
-    "frame_depth",
     "struct_layout",
     "view",
 ]
@@ -82,7 +80,7 @@ class LinkController(wiring.Component):
         self.timeout_cycles = timeout_cycles
         self.baud = baud
         self.dram_bytes = dram_bytes
-        self.depth = frame_depth(config)
+        self.depth = frame_bytes(config)
         resident = resident_ports(config) if dram_bytes else {}
         super().__init__(
             {

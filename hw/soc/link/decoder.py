@@ -53,12 +53,6 @@ RESIDENT_OPCODES = (
 )
 
 
-def frame_depth(config: AcceleratorConfig) -> int:
-    """Bytes of the frame buffer: the longest request payload or response (+ slack)."""
-    responses = max(layout.size for layout in RESPONSES + RESIDENT_RESPONSES)
-    return max(config.max_payload, RESPONSE_STATUS.size + responses) + 8
-
-
 def engine_ports(config: AcceleratorConfig) -> dict:
     """The decoder's side of the engine (see hw.engine.engine.ConvEngine)."""
     return {
