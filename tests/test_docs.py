@@ -23,3 +23,38 @@ def test_a_stale_number_is_found_and_rewritten():
     fixed = _docs.rewrite(text)
     assert fixed.count(good) == 3 and "total 1 " not in fixed
     assert all(v == good for _, v in _docs.quoted(fixed))
+
+
+def _message_texts() -> list[str]:
+    """Every string literal of the host and the programmer, an f-string's fields written ``…``."""
+    import ast
+
+    texts = []
+    for path in [*sorted(_docs.ROOT.glob("host/*.py")), _docs.ROOT / "fpga/build/program.py"]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                texts.append(node.value)
+            elif isinstance(node, ast.JoinedStr):
+                parts = [p.value if isinstance(p, ast.Constant) else "…" for p in node.values]
+                texts.append("".join(parts))
+    return texts
+
+
+def test_boards_troubleshooting_quotes_what_the_tools_print():
+    """docs/boards.md's troubleshooting table quotes each message (its first column, in
+    backticks, ``…`` for what varies) as the code writes it: each piece between the ``…`` is in
+    one string literal of host/ or fpga/build/program.py."""
+    import re
+
+    text = (_docs.ROOT / "docs" / "boards.md").read_text().split("## Troubleshooting")[1]
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
+    quotes = [q for row in rows for q in re.findall(r"`([^`]+)`", row.split(" | ")[0])]
+    assert len(quotes) >= 15, quotes
+    sources = _message_texts()
+    missing = [
+        quote
+        for quote in quotes
+        for piece in quote.split("…")
+        if piece.strip() and not any(piece in source for source in sources)
+    ]
+    assert not missing, f"docs/boards.md quotes messages the code does not print: {missing}"
