@@ -23,6 +23,7 @@ from fpga.spec.layout import (
     Op,
     decode_huffman_stream,
     predict_cycles,
+    tile_bytes,
 )
 
 
@@ -107,13 +108,15 @@ class EngineEmulator:
         """One run of the descriptor in DESCRIPTOR; ``flags``: the RUN command's
         (``fpga.spec.commands``): a SPLIT run's accesses to a space with its HIGH_* flag land in
         the upper half (``run_address``: the top address bit flipped, which for a power-of-two
-        buffer is the buffer rotated by half), and a SPLIT run whose tile leaves the half raises
-        ValueError, as the engine flags ``error``."""
+        buffer is the buffer rotated by half), and a SPLIT run whose tile leaves the half
+        (``fpga.spec.layout.tile_bytes``) raises ValueError, as the engine flags ``error``."""
         self._decode_stream()
         d = LayerDescriptor.unpack(self.buffers[BufferSpace.DESCRIPTOR])
         if not flags & Flag.SPLIT:
             return self._run(d)
-        for space, extent in self.extents(d).items():
+        need = tile_bytes(d, self.config)
+        for space in HALF_SPACES:
+            extent = need[space.name.lower()]
             if extent > half_bytes(space, self.config):
                 raise ValueError(
                     f"a SPLIT run's {space.name} reaches byte {extent:,}, beyond its half "
@@ -131,32 +134,6 @@ class EngineEmulator:
     def _swap_halves(self, space: BufferSpace) -> None:
         buf, half = self.buffers[space], half_bytes(space, self.config)
         buf[:] = buf[half:] + buf[:half]
-
-    def extents(self, d: LayerDescriptor) -> dict[BufferSpace, int]:
-        """One past the last byte a run of ``d`` touches in each double-buffered space (its
-        reads of ACT_IN, WEIGHT and PARAMS, its writes of ACT_OUT)."""
-        lanes, word = self.config.rows, self.config.rows
-        pixels = d.out_h * d.out_w
-        if d.op == Op.CONV:
-            act_in = d.in_base + d.in_h * d.in_w * d.in_groups
-            weight = d.blocks * d.kernel * d.kernel * d.in_groups * lanes * self.config.cols
-            params = d.blocks * self.config.cols * PARAM_BYTES
-            act_out = (pixels - 1) * d.out_groups + d.out_group_offset + d.blocks
-        elif d.op == Op.MAXPOOL:
-            act_in, weight, params = d.in_base + d.in_h * d.in_w * d.in_groups, 0, 0
-            act_out = (pixels - 1) * d.out_groups + d.in_groups
-        elif d.op == Op.ADD:
-            n = pixels * d.in_groups
-            act_in, weight, params, act_out = max(n, d.b_base + n), 0, 0, n
-        else:  # AVGPOOL: int32 sums, 4 words per channel group
-            act_in, weight, params = d.in_h * d.in_w * d.in_groups, 0, 0
-            act_out = 4 * d.in_groups
-        return {
-            BufferSpace.ACT_IN: act_in * word,
-            BufferSpace.ACT_OUT: act_out * word,
-            BufferSpace.WEIGHT: weight,
-            BufferSpace.PARAMS: params,
-        }
 
     def _run(self, d: LayerDescriptor) -> int:
         lanes = self.config.rows

@@ -44,6 +44,7 @@ from fpga.spec.config import WEIGHTS_MODES, AcceleratorConfig
 from fpga.spec.errors import UserError
 from fpga.spec.layout import (
     BYTE_SPACES,
+    PARAM_BYTES,
     BufferSpace,
     LayerDescriptor,
     Op,
@@ -58,6 +59,7 @@ from fpga.spec.layout import (
     pack_params,
     pack_weight_indices,
     predict_cycles,
+    tile_capacity,
     transfer_bytes,
     unpack_activations,
     unpack_sums,
@@ -132,6 +134,9 @@ class Program:
     output: str
     weights_mode: str = "indices"
     minimum_link_bytes: int = 0
+    #: the tiles fit half buffers (``compile_network(split=True)``): the resident compiler
+    #: double-buffers them
+    split: bool = False
 
     @property
     def lowered_conv1(self) -> bool:
@@ -196,6 +201,7 @@ def _conv_unit(
     config: AcceleratorConfig,
     weights_mode: str = "indices",
     order: str = "auto",
+    split: bool = False,
 ) -> Unit:
     """Tile one conv unit (a conv, or convs concatenated by output addressing).
 
@@ -204,7 +210,7 @@ def _conv_unit(
     """
     if order not in (*CONV_ORDERS, "auto"):
         raise CompileError(f"{name}: unknown tiling order {order!r}")
-    lanes = config.rows
+    lanes, cap = config.rows, tile_capacity(config, split)
     c_in, h, w = in_shape
     g_in = groups(c_in, lanes)
     outs = []
@@ -235,9 +241,9 @@ def _conv_unit(
         def fits(rows: int) -> bool:
             for oy0 in range(0, out_h, rows):
                 lo, hi = band_rows(oy0, min(out_h, oy0 + rows), band_convs)
-                if (hi - lo) * w * g_in * lanes > config.act_in_bytes:
+                if (hi - lo) * w * g_in * lanes > cap["act_in"]:
                     return False
-            return min(rows, out_h) * out_w * out_groups * lanes <= config.act_out_bytes
+            return min(rows, out_h) * out_w * out_groups * lanes <= cap["act_out"]
 
         rows = out_h
         while rows > 0 and not fits(rows):
@@ -248,7 +254,7 @@ def _conv_unit(
 
     rows = band_height(convs, total)
 
-    chunks = _weight_chunks(convs, weights, offsets, g_in, config, weights_mode)
+    chunks = _weight_chunks(convs, weights, offsets, g_in, config, weights_mode, split)
 
     def conv_run(chunk, oy0, oy1, lo, hi, group_offset, out_groups) -> Run:
         conv, _, blocks, channels, consts = chunk
@@ -271,7 +277,7 @@ def _conv_unit(
             out_groups=out_groups,
             in_base=(first - lo) * w * g_in,
         )
-        check_fits(desc, config)
+        check_fits(desc, config, split)
         macs = channels * c_in * conv.kernel**2 * (oy1 - oy0) * out_w
         return Run(conv.name, desc, consts, macs)
 
@@ -316,7 +322,9 @@ def _conv_unit(
     return Unit(name, "conv", (c_out, out_h, out_w), tiles, [c.name for c in convs], order)
 
 
-def _weight_chunks(convs, weights, offsets, g_in: int, config, weights_mode: str) -> list:
+def _weight_chunks(
+    convs, weights, offsets, g_in: int, config, weights_mode: str, split: bool = False
+) -> list:
     """Each conv's weights in chunks of output blocks that fit the weight buffer: ``(conv, first
     output group, blocks, channels, constants)``, the constants being the codebook, the weight
     indices (or the layer's Huffman table and the chunk's stream) and the parameters."""
@@ -325,7 +333,8 @@ def _weight_chunks(convs, weights, offsets, g_in: int, config, weights_mode: str
     for conv, cw, offset in zip(convs, weights, offsets, strict=True):
         k = conv.kernel
         per_block = k * k * g_in * lanes * config.cols
-        max_blocks = min(config.weight_bytes // per_block, config.max_out_channels // config.cols)
+        cap = tile_capacity(config, split)
+        max_blocks = min(cap["weight"] // per_block, cap["params"] // PARAM_BYTES // config.cols)
         if max_blocks == 0:
             raise CompileError(f"{conv.name}: one block of weights exceeds the weight buffer")
         blocks = groups(conv.weight.shape[0], config.cols)
@@ -403,8 +412,8 @@ def _transfer_estimate(
     return cycles
 
 
-def _maxpool_unit(layer: QLayer, in_shape, config) -> Unit:
-    lanes = config.rows
+def _maxpool_unit(layer: QLayer, in_shape, config, split: bool = False) -> Unit:
+    lanes, cap = config.rows, tile_capacity(config, split)
     c, h, w = in_shape
     g = groups(c, lanes)
     out_h, out_w = golden.pool_output_size(h), golden.pool_output_size(w)
@@ -412,8 +421,8 @@ def _maxpool_unit(layer: QLayer, in_shape, config) -> Unit:
     def fits(rows: int, gt: int) -> bool:
         in_rows = min(h, 2 * (rows - 1) + 3)
         return (
-            in_rows * w * gt * lanes <= config.act_in_bytes
-            and rows * out_w * gt * lanes <= config.act_out_bytes
+            in_rows * w * gt * lanes <= cap["act_in"]
+            and rows * out_w * gt * lanes <= cap["act_out"]
         )
 
     # channel groups per tile first (whole rows are cheaper to address), then rows per band
@@ -442,7 +451,7 @@ def _maxpool_unit(layer: QLayer, in_shape, config) -> Unit:
                 out_w=out_w,
                 out_groups=g1 - g0,
             )
-            check_fits(desc, config)
+            check_fits(desc, config, split)
             tiles.append(
                 Tile(
                     [Load(layer.inputs[0], lo, hi, g0, g1)],
@@ -453,12 +462,13 @@ def _maxpool_unit(layer: QLayer, in_shape, config) -> Unit:
     return Unit(layer.name, "maxpool", (c, out_h, out_w), tiles, [layer.name])
 
 
-def _add_unit(layer: QLayer, in_shape, config) -> Unit:
+def _add_unit(layer: QLayer, in_shape, config, split: bool = False) -> Unit:
     lanes = config.rows
     c, h, w = in_shape
     g = groups(c, lanes)
     row_bytes = w * g * lanes
-    rows = min(h, config.act_in_bytes // (2 * row_bytes), config.act_out_bytes // row_bytes)
+    cap = tile_capacity(config, split)
+    rows = min(h, cap["act_in"] // (2 * row_bytes), cap["act_out"] // row_bytes)
     if rows == 0:
         raise CompileError(f"{layer.name}: one row of both operands does not fit ACT_IN")
     tiles = []
@@ -479,24 +489,25 @@ def _add_unit(layer: QLayer, in_shape, config) -> Unit:
             mult_b=int(layer.multiplier[1]),
             add_shift=int(layer.shift[0]),
         )
-        check_fits(desc, config)
+        check_fits(desc, config, split)
         loads = [Load(layer.inputs[0], y0, y1, 0, g, 0), Load(layer.inputs[1], y0, y1, 0, g, words)]
         tiles.append(Tile(loads, [Run(layer.name, desc)], Store(y0, y1, 0, g, w)))
     return Unit(layer.name, "add", (c, h, w), tiles, [layer.name])
 
 
-def _avgpool_unit(layer: QLayer, in_shape, config) -> Unit:
+def _avgpool_unit(layer: QLayer, in_shape, config, split: bool = False) -> Unit:
     lanes = config.rows
     c, h, w = in_shape
     g = groups(c, lanes)
-    per_tile = min(config.act_in_bytes // (h * w * lanes), config.act_out_bytes // (4 * lanes))
+    cap = tile_capacity(config, split)
+    per_tile = min(cap["act_in"] // (h * w * lanes), cap["act_out"] // (4 * lanes))
     if per_tile == 0:
         raise CompileError(f"{layer.name}: one channel group does not fit ACT_IN")
     tiles = []
     for g0 in range(0, g, per_tile):
         g1 = min(g, g0 + per_tile)
         desc = LayerDescriptor(op=Op.AVGPOOL, in_groups=g1 - g0, in_h=h, in_w=w)
-        check_fits(desc, config)
+        check_fits(desc, config, split)
         tiles.append(
             Tile(
                 [Load(layer.inputs[0], 0, h, g0, g1)],
@@ -513,6 +524,7 @@ def compile_network(
     compressed: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
     weights_mode: str = "indices",
     orders: dict[str, str] | None = None,
+    split: bool = False,
 ) -> Program:
     """Tile ``network`` for ``config``.
 
@@ -523,6 +535,8 @@ def compile_network(
     decodes into WEIGHT itself (hw.soc.huffman).
     ``orders`` forces a conv unit's tiling order by unit name ("band", "chunk"; "*" for every
     conv unit); the default picks per unit (:func:`_conv_unit`).
+    ``split``: tiles fit one half of each buffer (``fpga.spec.layout.tile_capacity``), so that
+    the resident compiler can double-buffer them (SPLIT runs, ``fpga.spec.commands``).
     """
     if weights_mode not in WEIGHTS_MODES:
         raise CompileError(
@@ -569,23 +583,32 @@ def compile_network(
                 shapes["input"] = in_shape
             name = concat.name if concat else layer.name
             order = (orders or {}).get(name, (orders or {}).get("*", "auto"))
-            unit = _conv_unit(name, convs, src, in_shape, weights, config, weights_mode, order)
+            unit = _conv_unit(
+                name, convs, src, in_shape, weights, config, weights_mode, order, split
+            )
             done.update(c.name for c in convs)
             if concat:
                 done.add(concat.name)
         elif layer.op == "maxpool":
-            unit = _maxpool_unit(layer, shapes[layer.inputs[0]], config)
+            unit = _maxpool_unit(layer, shapes[layer.inputs[0]], config, split)
         elif layer.op == "add":
-            unit = _add_unit(layer, shapes[layer.inputs[0]], config)
+            unit = _add_unit(layer, shapes[layer.inputs[0]], config, split)
         elif layer.op == "avgpool":
-            unit = _avgpool_unit(layer, shapes[layer.inputs[0]], config)
+            unit = _avgpool_unit(layer, shapes[layer.inputs[0]], config, split)
         else:
             raise CompileError(f"{layer.name}: a bare {layer.op} cannot be placed on the device")
         shapes[unit.name] = unit.shape
         units.append(unit)
         done.add(layer.name)
     program = Program(
-        network.variant, config, input_shape, lowered, units, units[-1].name, weights_mode
+        network.variant,
+        config,
+        input_shape,
+        lowered,
+        units,
+        units[-1].name,
+        weights_mode,
+        split=split,
     )
     program.minimum_link_bytes = _minimum_link_bytes(program)
     return program

@@ -61,6 +61,7 @@ from fpga.spec.layout import (
     HUFFMAN_TABLE_BYTES,
     PARAM_BYTES,
     BufferSpace,
+    tile_capacity,
 )
 from fpga.spec.protocol import frame_bytes
 
@@ -102,7 +103,10 @@ class Flag(enum.IntFlag):
 FLAGS = {
     Opcode.LOAD: Flag.WINDOWS | Flag.INPUT,
     Opcode.STORE: Flag.OUTPUT,
-    Opcode.RUN: Flag.SPLIT | Flag.HIGH_ACT_IN | Flag.HIGH_ACT_OUT | Flag.HIGH_WEIGHT
+    Opcode.RUN: Flag.SPLIT
+    | Flag.HIGH_ACT_IN
+    | Flag.HIGH_ACT_OUT
+    | Flag.HIGH_WEIGHT
     | Flag.HIGH_PARAMS,
     Opcode.END: Flag(0),
     Opcode.WAIT: Flag(0),
@@ -224,10 +228,11 @@ RUN_FLAG_BITS = int(RUN_FLAGS).bit_length()
 
 
 def half_bytes(space: BufferSpace, config: AcceleratorConfig) -> int:
-    """Bytes of one half of a double-buffered space (every one is a power of two bytes)."""
+    """Bytes of one half of a double-buffered space (``fpga.spec.layout.tile_capacity``; every
+    buffer is a power of two bytes, so the half is its top address bit)."""
     size = buffer_sizes(config)[space]
     assert size & (size - 1) == 0, (space, size)
-    return size // 2
+    return tile_capacity(config, split=True)[BufferSpace(space).name.lower()]
 
 
 def run_address(space: int, offset: int, flags: int, config: AcceleratorConfig) -> int:
