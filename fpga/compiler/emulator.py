@@ -8,6 +8,8 @@ against the RTL in ``tests/sim`` (every read the RTL returns must equal the emul
 
 from __future__ import annotations
 
+import struct
+
 import numpy as np
 
 from fpga.spec import golden
@@ -16,6 +18,7 @@ from fpga.spec.config import AcceleratorConfig
 from fpga.spec.layout import (
     CODEBOOK_ENTRIES,
     DESCRIPTOR_BYTES,
+    HUFFMAN_HEADER_BYTES,
     HUFFMAN_TABLE_BYTES,
     PARAM_BYTES,
     BufferSpace,
@@ -41,6 +44,18 @@ class EngineEmulator:
         }
         self.total_cycles = 0
         self._stream: bytearray | None = None  # a Huffman chunk being received
+
+    @property
+    def pending_stream(self) -> tuple[int, int] | None:
+        """(WEIGHT offset, bytes) the Huffman chunk being received decodes into, or None."""
+        if self._stream is None or len(self._stream) < HUFFMAN_HEADER_BYTES:
+            return None
+        count, dest = struct.unpack_from("<II", bytes(self._stream))
+        return dest, count
+
+    def flush(self) -> None:
+        """Decode a received Huffman chunk now (else at the next access)."""
+        self._decode_stream()
 
     def _decode_stream(self) -> None:
         """Decode the received Huffman chunk into WEIGHT (the RTL does it as bytes arrive)."""

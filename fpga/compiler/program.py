@@ -671,6 +671,10 @@ class BufferContents:
             self._forget(BufferSpace.HUFFMAN_STREAM)
         return True
 
+    def holds(self, space, offset: int, data: bytes) -> bool:
+        """Whether the constant ``data`` is held at ``offset`` of ``space``."""
+        return self._held.get((int(space), offset)) == data
+
     def _forget(self, space) -> None:
         self._held = {k: v for k, v in self._held.items() if k[0] != int(space)}
 

@@ -266,6 +266,23 @@ def run_claims(flags: int, config: AcceleratorConfig) -> dict[int, range]:
     return claims
 
 
+def touches(
+    claims: dict[int, range] | None,
+    space: int,
+    offset: int,
+    length: int,
+    count: int = 1,
+    stride: int = 0,
+) -> bool:
+    """Whether ``count`` rows of ``length`` bytes of ``space`` at ``offset + r * stride`` touch a
+    byte of ``claims`` (:func:`run_claims` of the run under way; None: no run)."""
+    claim = (claims or {}).get(int(space))
+    if claim is None or length <= 0 or count <= 0:
+        return False
+    starts = offset + stride * np.arange(count, dtype=np.int64)
+    return bool(np.any((starts < claim.stop) & (starts + length > claim.start)))
+
+
 def relocation(flags: int, input_base: int, output_base: int) -> int:
     """What a command with ``flags`` adds to its ``dram_addr``: the run's input slot (INPUT),
     its output slot (OUTPUT), else 0 (as ``hw.soc.sequencer`` does before anything else)."""
