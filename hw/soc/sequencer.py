@@ -31,9 +31,13 @@ the fetch's in FETCH/FETCH_DATA and the load mover's otherwise. Commands:
   into the load mover's window buffer, and the rows are cut from it at one chunk per cycle (one
   DMA latency per command instead of one per row; the next row is checked and asked for in the
   cycle the last chunk of the one before goes);
-- **RUN**: one ``engine_start`` pulse, then wait for ``engine_done`` (``engine_cycles`` counts
-  the wait);
-- **END**: ``done`` pulses with ``error`` low; ``cycles`` holds the cycles since ``start``.
+- **RUN**: once the run under way (a SPLIT one) has ended, one ``engine_start`` pulse with the
+  RUN's flags on ``engine_flags``; a SPLIT run goes on to the next command at once (double
+  buffering: the engine owns only its halves, :func:`fpga.spec.commands.run_claims`), any other
+  waits for ``engine_done`` (``engine_cycles`` counts the cycles the engine computes);
+- **WAIT**: wait for the run under way to end (link transfers are served meanwhile);
+- **END**: after the run under way, ``done`` pulses with ``error`` low; ``cycles`` holds the
+  cycles since ``start``.
 
 Refusals end in ``done`` with ``error`` high and an :class:`SequencerError` code (``pc`` holds
 the failing command's address), never in a hang: an unknown opcode (0 included: zeroed DRAM), a
@@ -42,14 +46,16 @@ the opcode (as :func:`fpga.compiler.check.check_commands` refuses them), INPUT a
 together or a WINDOWS span beyond the window buffer (a LOAD/STORE of no bytes is skipped before
 these), a row outside its buffer space (sizes from :func:`fpga.spec.commands.buffer_sizes`), an
 unknown space, a program address that is not
-word-aligned, an engine error. Rows before a refused row of the same command have moved.
+word-aligned, an engine error (a bad descriptor, a SPLIT run outside its halves, or a write or
+read that touches what a SPLIT run owns: seen before the next command is fetched). Rows before a
+refused row of the same command have moved.
 
-A program's own LOADs/STOREs and its RUNs do not overlap (double buffering is in
-docs/resident.md), but the link's transfers do: a command the link submits (``submit`` ..
-``submit_taken``) runs alone when idle, and during a program between two of its commands or
-while a RUN's engine computes (the engine's done is latched meanwhile), then the program goes
-on; ``submit_done``/``submit_error`` answer it, ``done``/``error_code`` the program, and
-``host_cycles`` counts the run's cycles spent on the link's commands. Commands flagged
+A SPLIT RUN's engine computes while the program's next LOADs/STOREs move (docs/resident.md,
+"Double buffering"), and the link's transfers overlap runs too: a command the link submits
+(``submit`` .. ``submit_taken``) runs alone when idle, and during a program between two of
+its commands or while a RUN's engine computes (the engine's done is latched meanwhile), then
+the program goes on; ``submit_done``/``submit_error`` answer it, ``done``/``error_code`` the
+program, and ``host_cycles`` counts the run's cycles spent on the link's commands. Commands flagged
 ``Flag.INPUT``/``Flag.OUTPUT`` address DRAM relative to ``input_base``/``output_base`` (the
 run's slots, so the host fills the next image's input while this one runs). The record's
 ``data.StructLayout`` is derived from :func:`fpga.spec.commands.command_fields`.
@@ -72,6 +78,7 @@ from amaranth.lib.wiring import In, Out
 from fpga.spec.commands import (
     COMMAND_BYTES,
     FLAGS,
+    RUN_FLAG_BITS,
     WINDOW_BYTES,
     Flag,
     HostSpace,
@@ -191,6 +198,8 @@ class Sequencer(wiring.Component):
                 "write": Out(write_signature(config)),
                 "read": Out(read_signature(config)),
                 "engine_start": Out(1),
+                # the RUN's flags with engine_start (SPLIT, HIGH_*: the run's buffer halves)
+                "engine_flags": Out(RUN_FLAG_BITS),
                 "engine_done": In(1),
                 "engine_error": In(1),
             }
@@ -380,12 +389,19 @@ class Sequencer(wiring.Component):
         with m.State("DECODE"):
             self._decode(m, s)
 
-        with m.State("RUN"):
-            m.d.comb += self.engine_start.eq(1)
-            m.d.sync += s.engine_busy.eq(1)
-            m.next = "RUN_WAIT"
+        with m.State("RUN"):  # one engine: a SPLIT run under way ends first
+            m.d.comb += self.engine_flags.eq(record.flags[:RUN_FLAG_BITS])
+            with m.If(self.engine_error):
+                fail(SequencerError.ENGINE)
+            with m.Elif(~s.engine_busy | self.engine_done):
+                m.d.comb += self.engine_start.eq(1)
+                m.d.sync += s.engine_busy.eq(1)
+                with m.If((record.flags & int(Flag.SPLIT)) != 0):
+                    m.next = "NEXT"  # it computes while the next commands go on
+                with m.Else():
+                    m.next = "RUN_WAIT"
 
-        with m.State("RUN_WAIT"):  # the link's transfers go on while the engine computes
+        with m.State("RUN_WAIT"):  # (and WAIT) the link's transfers go on meanwhile
             with m.If(self.engine_error):
                 fail(SequencerError.ENGINE)
             with m.Elif(self.engine_done | ~s.engine_busy):
@@ -396,6 +412,8 @@ class Sequencer(wiring.Component):
         with m.State("NEXT"):
             with m.If(s.immediate):
                 m.next = "HOST_DONE"
+            with m.Elif(self.engine_error):  # a SPLIT run refused what the last command did
+                fail(SequencerError.ENGINE)
             with m.Elif(self.submit):  # between two program commands
                 self._take_submit(m, s)
             with m.Else():
@@ -410,10 +428,13 @@ class Sequencer(wiring.Component):
             with m.Else():
                 m.next = "IDLE"
 
-        with m.State("END"):
-            m.d.comb += self.done.eq(1)
-            m.d.sync += s.running.eq(0)
-            m.next = "IDLE"
+        with m.State("END"):  # after the run under way
+            with m.If(self.engine_error):
+                fail(SequencerError.ENGINE)
+            with m.Elif(~s.engine_busy | self.engine_done):
+                m.d.comb += self.done.eq(1)
+                m.d.sync += s.running.eq(0)
+                m.next = "IDLE"
 
         with m.State("FAIL"):
             m.d.comb += self.done.eq(1)
@@ -447,14 +468,18 @@ class Sequencer(wiring.Component):
                     m.next = "SPAN"
                 with m.Else():
                     m.next = "ROW"
-            for opcode in (Opcode.RUN, Opcode.END):
+            for opcode, state in (
+                (Opcode.RUN, "RUN"),
+                (Opcode.END, "END"),
+                (Opcode.WAIT, "RUN_WAIT"),
+            ):
                 with m.Case(opcode):
                     with m.If(s.immediate):
                         fail(SequencerError.OPCODE)
                     with m.Elif(s.bad_flags):
                         fail(SequencerError.FLAGS)
                     with m.Else():
-                        m.next = opcode.name
+                        m.next = state
             with m.Default():
                 fail(SequencerError.OPCODE)
 

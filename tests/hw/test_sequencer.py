@@ -20,7 +20,18 @@ from amaranth.sim import Simulator
 from fpga.compiler.cost import SEQUENCER_COSTS, row_chunks
 from fpga.compiler.reference import run_commands
 from fpga.compiler.traffic import transfer_totals
-from fpga.spec.commands import COMMAND_BYTES, Flag, Opcode, buffer_sizes, command, pack_commands
+from fpga.spec.commands import (
+    COMMAND_BYTES,
+    HALF_SPACES,
+    Flag,
+    Opcode,
+    buffer_sizes,
+    command,
+    pack_commands,
+    run_address,
+    run_claims,
+    touches,
+)
 from fpga.spec.config import DEFAULT_CONFIG
 from fpga.spec.layout import BufferSpace, transfer_bytes
 from hw.soc.dma import DMA
@@ -34,6 +45,8 @@ WORD_BYTES = 16
 class ByteEngine:
     """A buffer model with a made-up RUN (ACT_OUT = ACT_IN + WEIGHT + run number)."""
 
+    config = DEFAULT_CONFIG
+
     def __init__(self, latency=30):
         self.buffers = {s: bytearray(n) for s, n in buffer_sizes(DEFAULT_CONFIG).items()}
         self.runs, self.latency = 0, latency
@@ -44,11 +57,14 @@ class ByteEngine:
     def read(self, space, offset, length):
         return bytes(self.buffers[BufferSpace(space)][offset : offset + length])
 
-    def run(self, expected_cycles=0):
+    def run(self, expected_cycles=0, flags=0):
+        """A SPLIT run reads and writes its halves (run_address), as the engine does."""
         a, w = self.buffers[BufferSpace.ACT_IN], self.buffers[BufferSpace.WEIGHT]
         out = self.buffers[BufferSpace.ACT_OUT]
+        at = {s: (lambda i, s=s: run_address(s, i, flags, DEFAULT_CONFIG)) for s in BufferSpace}
         for i in range(512):
-            out[i] = (a[i] + w[i] + self.runs) & 255
+            a_i, w_i = a[at[BufferSpace.ACT_IN](i)], w[at[BufferSpace.WEIGHT](i)]
+            out[at[BufferSpace.ACT_OUT](i)] = (a_i + w_i + self.runs) & 255
         self.runs += 1
         return self.latency
 
@@ -66,8 +82,12 @@ class ByteLog:
     def read(self, space, offset, length):
         return self.engine.read(space, offset, length)
 
-    def run(self, expected_cycles=0):
-        return self.engine.run(expected_cycles)
+    @property
+    def config(self):
+        return self.engine.config
+
+    def run(self, expected_cycles=0, flags=0):
+        return self.engine.run(expected_cycles, flags=flags)
 
 
 class FixedRng:
@@ -106,7 +126,7 @@ def run_sequencer(
         await port_model.run(ctx, dma.dram)
 
     async def engine_model(ctx):
-        pending, countdown = None, None
+        pending, countdown, claims, hazard = None, None, None, False
         while True:
             ready = write_stall == 0 or rng.random() >= write_stall
             response = seq.read.response
@@ -115,25 +135,36 @@ def run_sequencer(
             ctx.set(response.payload.data, pending[0] if pending else 0)
             ctx.set(response.payload.block, int.from_bytes(pending[1], "little") if pending else 0)
             ctx.set(seq.engine_done, countdown == 0)
-            ctx.set(seq.engine_error, getattr(engine, "error", False) and countdown is not None)
-            *_, we, space, addr, data, count, re, rspace, raddr, start = await ctx.tick().sample(
-                seq.write.valid, *(seq.write.payload[f] for f in ("space", "addr", "data")),
-                seq.write.payload.count,
-                seq.read.request.valid, seq.read.request.payload.space,
-                seq.read.request.payload.addr, seq.engine_start,
+            error = getattr(engine, "error", False) and countdown is not None
+            ctx.set(seq.engine_error, error or hazard)
+            *_, we, space, addr, data, count, re, rspace, raddr, start, flags = (
+                await ctx.tick().sample(
+                    seq.write.valid, *(seq.write.payload[f] for f in ("space", "addr", "data")),
+                    seq.write.payload.count,
+                    seq.read.request.valid, seq.read.request.payload.space,
+                    seq.read.request.payload.addr, seq.engine_start, seq.engine_flags,
+                )
             )  # fmt: skip
+            # what the run under way owns: a write or read touching it is the engine's error
+            owned = claims if countdown is not None else None
             if we and ready:
                 assert 1 <= count <= width and addr // width == (addr + count - 1) // width
-                log.write(space, addr, data.to_bytes(width, "little")[:count])
+                if touches(owned, space, addr, count):
+                    hazard = True
+                else:
+                    log.write(space, addr, data.to_bytes(width, "little")[:count])
             pending = None
             if re:  # the byte, and its aligned block (as hw.engine.engine answers)
+                hazard |= touches(owned, rspace, raddr, 1)
                 block = log.read(rspace, raddr - raddr % width, width)
                 pending = (log.read(rspace, raddr, 1)[0], block)
             if countdown is not None:
                 countdown = None if countdown == 0 else countdown - 1
             if start:
-                cycles = log.run()
+                assert countdown is None, "a start while the engine runs"
+                cycles = log.run(flags=flags)
                 countdown = cycles
+                claims = run_claims(flags, DEFAULT_CONFIG)
                 result["engine_latency"] = result.get("engine_latency", 0) + cycles
 
     async def driver(ctx):
@@ -391,16 +422,24 @@ def test_transfer_costs():
     assert abs(windows - model) < 0.03 * windows, (windows, model)
 
 
-def _random_program(rng, data_bytes, bases=(0, 0)):
+def _random_program(rng, data_bytes, bases=(0, 0), split=False):
     """LOADs into any space, STOREs from ACT_OUT, RUNs: random lengths, counts, strides (rows
     may overlap), alignments; every row inside the DRAM and its buffer. A fifth of the LOADs
-    (STOREs) address DRAM relative to the input (output) slot at ``bases``."""
+    (STOREs) address DRAM relative to the input (output) slot at ``bases``. ``split``: SPLIT RUNs
+    in random halves and WAITs, and a WAIT before each LOAD/STORE that touches what the run under
+    way owns (as the compiler puts them)."""
     sizes = buffer_sizes(DEFAULT_CONFIG)
     records = []
     for _ in range(rng.randint(8, 20)):
         kind = rng.random()
         if kind < 0.15:
-            records.append(command(Opcode.RUN))
+            flags = 0
+            if split and rng.random() < 0.7:  # double buffering: random halves
+                flags = Flag.SPLIT | sum(f for f in HALF_SPACES.values() if rng.random() < 0.5)
+            records.append(command(Opcode.RUN, flags=int(flags)))
+            continue
+        if split and kind < 0.2:
+            records.append(command(Opcode.WAIT))
             continue
         op = Opcode.LOAD if kind < 0.65 else Opcode.STORE
         space = rng.choice(list(BufferSpace)) if op == Opcode.LOAD else BufferSpace.ACT_OUT
@@ -409,7 +448,8 @@ def _random_program(rng, data_bytes, bases=(0, 0)):
         if length + (count - 1) * buffer_stride > sizes[space]:  # DESCRIPTOR: 32 bytes
             count, buffer_stride, length = 1, 0, min(length, sizes[space])
         dram_addr = rng.randrange(0, data_bytes - length - (count - 1) * dram_stride)
-        buffer_room = min(sizes[space], 2048) - length - (count - 1) * buffer_stride
+        room = sizes[space] if split and rng.random() < 0.5 else min(sizes[space], 2048)
+        buffer_room = room - length - (count - 1) * buffer_stride
         buffer_offset = rng.randrange(0, max(1, buffer_room))
         flags = 0
         if op == Opcode.LOAD and rng.random() < 0.3:
@@ -433,23 +473,77 @@ def _random_program(rng, data_bytes, bases=(0, 0)):
                 buffer_stride=buffer_stride,
             )
         )
-    return [*records, command(Opcode.END)]
+    return _waits([*records, command(Opcode.END)])
 
 
-def test_random_programs_equal_the_reference_executor():
+def _waits(records):
+    """A WAIT before each LOAD/STORE that touches what the SPLIT run under way owns."""
+    out, owned = [], None
+    for rec in records:
+        op = int(rec["opcode"])
+        rows = (int(rec["space"]), int(rec["buffer_offset"]), int(rec["length"]))
+        if op in (Opcode.LOAD, Opcode.STORE) and touches(
+            owned, *rows, int(rec["count"]), int(rec["buffer_stride"])
+        ):
+            out.append(command(Opcode.WAIT))
+            owned = None
+        if op == Opcode.RUN:
+            flags = int(rec["flags"])
+            owned = run_claims(flags, DEFAULT_CONFIG) if flags & Flag.SPLIT else None
+        elif op == Opcode.WAIT:
+            owned = None
+        out.append(rec)
+    return out
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["sequential", "split"])
+def test_random_programs_equal_the_reference_executor(split):
+    """Random programs (``split``: SPLIT RUNs in random halves that compute while the next
+    commands move, WAITs) against the reference executor: the same writes, the same DRAM."""
     seed = _seed()
     rng = random.Random(seed)
+    latency = 300 if split else 5  # long enough for the next commands to run under it
     for _ in range(3):
         dram = bytearray(rng.randbytes(16384))
         pc = 12288
         bases = (rng.randrange(0, 4096), rng.randrange(0, 4096))
-        blob = pack_commands(_random_program(rng, pc, bases))
+        blob = pack_commands(_random_program(rng, pc, bases, split))
         dram[pc : pc + len(blob)] = blob
-        expected, reference = bytearray(dram), ByteLog(ByteEngine(latency=5))
+        expected, reference = bytearray(dram), ByteLog(ByteEngine(latency))
         run_commands(expected, reference, pc, input_base=bases[0], output_base=bases[1])
         result, writes = run_sequencer(
-            dram, pc, ByteEngine(latency=5), rng, write_stall=0.3, bases=bases
+            dram, pc, ByteEngine(latency), rng, write_stall=0.3, bases=bases
         )
         assert not result["error"], (seed, result)
         assert writes == reference.writes, seed
         assert dram == expected, seed
+
+
+@pytest.mark.parametrize("space", [BufferSpace.ACT_IN, BufferSpace.ACT_OUT])
+def test_a_hazard_is_refused_not_run(space):
+    """A LOAD (STORE) into the half a SPLIT run owns with no WAIT between: the reference
+    executor and the checker's rule refuse it, and the device ends in ENGINE (the engine's
+    error), never a hang or a silent overwrite; with the WAIT it runs."""
+    from fpga.spec.commands import ResidentError
+
+    op = Opcode.LOAD if space == BufferSpace.ACT_IN else Opcode.STORE
+    owned = run_claims(Flag.SPLIT | Flag.HIGH_ACT_IN, DEFAULT_CONFIG)[space]
+    move = command(op, space, length=16, dram_addr=2048, buffer_offset=owned.start + 64)
+    for wait in (False, True):
+        program = [command(Opcode.RUN, flags=int(Flag.SPLIT | Flag.HIGH_ACT_IN))]
+        program += [command(Opcode.WAIT)] * wait + [move, command(Opcode.END)]
+        dram = bytearray(random.Random(3).randbytes(8192))
+        pc = 4096
+        dram[pc : pc + len(program) * COMMAND_BYTES] = pack_commands(program)
+        expected = bytearray(dram)
+        if not wait:
+            with pytest.raises(ResidentError, match="owns"):
+                run_commands(expected, ByteLog(ByteEngine(300)), pc)
+        else:
+            run_commands(expected, ByteLog(ByteEngine(300)), pc)
+        result, _ = run_sequencer(dram, pc, ByteEngine(300), FixedRng(20), limit=5000)
+        if wait:
+            assert not result["error"] and dram == expected, result
+        else:
+            assert result["code"] == SequencerError.ENGINE, result
+            assert result["pc"] == pc + COMMAND_BYTES  # the command that touched it
