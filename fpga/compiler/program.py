@@ -118,6 +118,8 @@ class Unit:
     tiles: list[Tile]
     layers: list[str]  # graph layers computed by this unit
     order: str = ""  # a conv unit's tiling order (CONV_ORDERS)
+    #: tiled to half buffers: its runs are SPLIT (double buffered) in a resident program
+    split: bool = False
 
     @property
     def macs(self) -> int:
@@ -134,8 +136,8 @@ class Program:
     output: str
     weights_mode: str = "indices"
     minimum_link_bytes: int = 0
-    #: the tiles fit half buffers (``compile_network(split=True)``): the resident compiler
-    #: double-buffers them
+    #: tiled for double buffering (``compile_network(split=True)``): each unit whose tiles fit
+    #: half buffers (``Unit.split``) is double-buffered by the resident compiler
     split: bool = False
 
     @property
@@ -583,18 +585,18 @@ def compile_network(
                 shapes["input"] = in_shape
             name = concat.name if concat else layer.name
             order = (orders or {}).get(name, (orders or {}).get("*", "auto"))
-            unit = _conv_unit(
-                name, convs, src, in_shape, weights, config, weights_mode, order, split
+            unit = _halves_or_whole(
+                split, _conv_unit, name, convs, src, in_shape, weights, config, weights_mode, order
             )
             done.update(c.name for c in convs)
             if concat:
                 done.add(concat.name)
         elif layer.op == "maxpool":
-            unit = _maxpool_unit(layer, shapes[layer.inputs[0]], config, split)
+            unit = _halves_or_whole(split, _maxpool_unit, layer, shapes[layer.inputs[0]], config)
         elif layer.op == "add":
-            unit = _add_unit(layer, shapes[layer.inputs[0]], config, split)
+            unit = _halves_or_whole(split, _add_unit, layer, shapes[layer.inputs[0]], config)
         elif layer.op == "avgpool":
-            unit = _avgpool_unit(layer, shapes[layer.inputs[0]], config, split)
+            unit = _halves_or_whole(split, _avgpool_unit, layer, shapes[layer.inputs[0]], config)
         else:
             raise CompileError(f"{layer.name}: a bare {layer.op} cannot be placed on the device")
         shapes[unit.name] = unit.shape
@@ -612,6 +614,20 @@ def compile_network(
     )
     program.minimum_link_bytes = _minimum_link_bytes(program)
     return program
+
+
+def _halves_or_whole(split: bool, tile, *args) -> Unit:
+    """``tile(*args, split=...)``: with ``split`` the unit tiled to half buffers where it can be
+    (double buffering), else (a row too wide for a half, as v1.0's lowered conv1 on 8 x 8) to
+    whole ones, its runs then unsplit."""
+    if split:
+        try:
+            unit = tile(*args, split=True)
+            unit.split = True
+            return unit
+        except CompileError:
+            pass
+    return tile(*args, split=False)
 
 
 def _minimum_link_bytes(program: Program) -> int:

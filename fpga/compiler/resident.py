@@ -380,7 +380,7 @@ class _CommandWriter:
         # double buffering (a split program): the halves of the tile under way and of the last
         # run's weights and parameters, what the last SPLIT run owns until a WAIT, the last
         # tile's STORE (emitted once the next tile's run has started)
-        self.split = program.split
+        self.split = False  # the unit under way's (Unit.split)
         self.halves = {space: 0 for space in HALF_SPACES}
         self.owned: dict[int, range] | None = None
         self.proto: list = []
@@ -397,6 +397,7 @@ class _CommandWriter:
             starts[unit.name] = len(self.proto)
             for index, tile in enumerate(unit.tiles):
                 last = index == len(unit.tiles) - 1
+                self.split = unit.split
                 if self.split:
                     half = 1 - self.halves[BufferSpace.ACT_IN]
                     self.halves[BufferSpace.ACT_IN] = self.halves[BufferSpace.ACT_OUT] = half
@@ -404,6 +405,9 @@ class _CommandWriter:
                     if pending is not None and load.tensor == pending[0].name:
                         self._store_done(pending, starts, unit_commands)  # its bytes are needed
                         pending = None
+                if pending is not None and not self.split:  # its run overwrites all ACT_OUT
+                    self._store_done(pending, starts, unit_commands)
+                    pending = None
                 for load in tile.loads:
                     self._emit(self._load(load))
                 for number, run in enumerate(tile.runs):

@@ -7,7 +7,7 @@ import numpy as np
 from fpga.compiler.cost import ESTIMATE_WORD_BYTES, SEQUENCER_COSTS, row_chunks, transfer_cycles
 from fpga.compiler.resident import ResidentImage
 from fpga.spec.commands import Flag, Opcode, relocation
-from fpga.spec.layout import BYTE_SPACES, BufferSpace, transfer_bytes
+from fpga.spec.layout import BYTE_SPACES, BufferSpace, predict_cycles, transfer_bytes
 
 
 def transfer_totals(
@@ -66,6 +66,45 @@ def transfer_totals(
     totals["loaded"] = sum(totals[f"loaded_{name}"] for name in image.regions)
     totals["engine_cycles"] = sum(image.program.predicted_cycles().values())
     return totals
+
+
+def device_cycles(image: ResidentImage, costs: dict = SEQUENCER_COSTS) -> dict[str, int]:
+    """Device cycles of one inference, walking the command list on a timeline: each command
+    costs the sequencer its fetch and its rows (:func:`transfer_totals` x ``costs``); a RUN
+    starts when the run under way has ended and lasts its ``predict_cycles``; a SPLIT RUN lets
+    the next commands go on meanwhile (double buffering), any other RUN, a WAIT and END wait
+    for it. ``total``: the program's cycles; ``engine``: the runs' cycles; ``transfer``: the
+    sequencer's own; ``exposed``: ``total - engine``, what the engine's runs did not hide."""
+    runs = iter(
+        predict_cycles(run.descriptor, image.config)
+        for unit in image.program.units
+        for tile in unit.tiles
+        for run in tile.runs
+    )
+    now = engine_free = transfer = engine = 0
+    for index, rec in enumerate(image.commands):
+        op = int(rec["opcode"])
+        if op in (Opcode.LOAD, Opcode.STORE):
+            cost = transfer_cycles(
+                transfer_totals(image, commands=image.commands[index : index + 1]), costs
+            )
+        else:
+            cost = costs["command"]
+        now, transfer = now + cost, transfer + cost
+        if op == Opcode.RUN:
+            cycles = next(runs)
+            now = max(now, engine_free)
+            engine_free, engine = now + cycles, engine + cycles
+            if not int(rec["flags"]) & Flag.SPLIT:
+                now = engine_free
+        elif op in (Opcode.WAIT, Opcode.END):
+            now = max(now, engine_free)
+    return {
+        "engine": engine,
+        "transfer": int(transfer),
+        "total": int(now),
+        "exposed": int(now) - engine,
+    }
 
 
 def sequential_cycles(image: ResidentImage, costs: dict = SEQUENCER_COSTS) -> dict[str, int]:
