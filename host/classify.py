@@ -140,8 +140,13 @@ class Session:
         self.device, self.network = device, network
         self.info = info = device.identify()
         self.mode = choose_mode(mode, info)
+        # resident: double-buffered tiles (SPLIT runs compute while the next tile moves)
         self.program = compile_network(
-            network, info.config(), compressed, weights_mode=weights_mode
+            network,
+            info.config(),
+            compressed,
+            weights_mode=weights_mode,
+            split=self.mode == "resident",
         )
         self.labels = load_labels()
         if self.mode == "resident":

@@ -316,7 +316,9 @@ class Sequencer(wiring.Component):
             m.d.sync += s.cycles.eq(s.cycles + 1)
             with m.If(s.immediate):
                 m.d.sync += s.host_cycles.eq(s.host_cycles + 1)
-        with m.If(s.dma_wait & ~s.immediate):
+        # DMA waits the engine does not hide (none while it computes), so that every cycle of a
+        # program is engine, DMA wait or other, overlapped or not
+        with m.If(s.dma_wait & ~s.immediate & ~s.engine_busy):
             m.d.sync += s.dma_wait_cycles.eq(s.dma_wait_cycles + 1)
         # the engine computes from a RUN's start to its done, whatever the sequencer does then
         with m.If(s.engine_busy):
