@@ -252,6 +252,11 @@ def overlap(plan: Plan, rng) -> None:
         run_case(plan, "overlap", previous, Flag.SPLIT | other)
         load(plan, running, Flag.SPLIT | first)
         cycles = plan.start(Flag.SPLIT | first, f"{tag} running")
+        # the next descriptor at once, the bytes that differ first: the cycle after the start,
+        # before the start token has crossed to the engine (which copies what was latched)
+        now, then = (bytes.fromhex(case["writes"][0][2]) for case in (following, running))
+        for i in (i for i in range(len(now)) if now[i] != then[i]):
+            plan.write(BufferSpace.DESCRIPTOR, i, now[i : i + 1])
         load(plan, following, Flag.SPLIT | other)  # descriptor, codebook, other halves
         plan.read(
             "overlap",
