@@ -728,8 +728,8 @@ class ConvEngine(wiring.Component):
     def _outside(m: Module, op, addrgen, writeback, halves: _RunHalves, start) -> Value:
         """Whether the SPLIT run under way has left its halves (engine domain): one of its
         accesses has, before its top bit is flipped (``run_address``), the top bit of its space
-        set, so its tile is larger than a half (``fpga.compiler.emulator.EngineEmulator
-        .extents``; the emulator raises). Reads are checked with their token (stage 1, one
+        set, so its tile is larger than a half (``fpga.spec.layout.tile_bytes``; the emulator
+        raises). Reads are checked with their token (stage 1, one
         cycle after their addresses) for the accesses the run uses: a tap inside the image
         (CONV, MAXPOOL; MAXPOOL's second tap inside the image and the window), the ADD's two
         operands, AVGPOOL's pixels, CONV's weight word and its block's parameter word; the

@@ -6,7 +6,7 @@ the other halves, DESCRIPTOR and CODEBOOK stay usable (``run_claims``). One benc
 plan of steps (writes, starts with flags, reads, waits) built here together with its
 expectations from :class:`fpga.compiler.emulator.EngineEmulator` (the spec's model: every byte
 read back must equal the emulator's, every run's cycles ``predict_cycles``, every ``error`` what
-``run_claims`` / ``extents`` say). Seeded: ``HALVES_SEED`` reproduces a plan.
+``run_claims`` / ``tile_bytes`` say). Seeded: ``HALVES_SEED`` reproduces a plan.
 
 The cocotb part (:func:`halves_bench`) runs inside the simulator; the pytest part builds the plan,
 runs it once per module and checks each scenario's steps.
@@ -27,7 +27,7 @@ from cocotb.triggers import FallingEdge
 from fpga.compiler.emulator import EngineEmulator
 from fpga.spec.commands import HALF_SPACES, Flag, half_bytes, run_address, run_claims
 from fpga.spec.config import DEFAULT_CONFIG
-from fpga.spec.layout import BufferSpace, LayerDescriptor, predict_cycles
+from fpga.spec.layout import BufferSpace, LayerDescriptor, predict_cycles, tile_bytes
 from sim import cases as case_lib
 from sim import runner
 from sim.engine_bench import ENGINE_PERIOD_NS, HOST_PERIOD_NS, EngineDriver, EngineMonitor
@@ -206,8 +206,8 @@ def split_case(rng, index: int, kind: str) -> dict:
         if case["label"].split(":")[1].split()[0] != kind:
             continue
         descriptor = LayerDescriptor.unpack(bytes.fromhex(case["writes"][0][2]))
-        extents = EngineEmulator(CONFIG).extents(descriptor)
-        if all(extent <= half_bytes(space, CONFIG) for space, extent in extents.items()):
+        need = tile_bytes(descriptor, CONFIG)
+        if all(need[space.name.lower()] <= half_bytes(space, CONFIG) for space in HALF_SPACES):
             return case
 
 
@@ -359,7 +359,7 @@ def claims(plan: Plan, rng) -> None:
 
 def overflow(plan: Plan, rng) -> None:
     """(d) SPLIT runs whose tile leaves a half end with ``error`` exactly when the emulator
-    raises (``extents``), one space at a time, each beside its largest tile that fits; the
+    raises (``fpga.spec.layout.tile_bytes``), one space at a time, each beside its largest tile that fits; the
     other half of ACT_OUT keeps what it held (the engine drops the writes that would leave)."""
     lanes = CONFIG.rows
     act_half_words = half_bytes(BufferSpace.ACT_IN, CONFIG) // lanes
