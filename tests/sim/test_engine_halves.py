@@ -360,7 +360,8 @@ def claims(plan: Plan, rng) -> None:
 def overflow(plan: Plan, rng) -> None:
     """(d) SPLIT runs whose tile leaves a half end with ``error`` exactly when the emulator
     raises (``fpga.spec.layout.tile_bytes``), one space at a time, each beside its largest tile
-    that fits; the other half of ACT_OUT keeps what it held (the engine drops the writes that would leave)."""
+    that fits; the other half of ACT_OUT keeps what it held (the engine drops the writes that
+    would leave)."""
     lanes = CONFIG.rows
     act_half_words = half_bytes(BufferSpace.ACT_IN, CONFIG) // lanes
     out_half_words = half_bytes(BufferSpace.ACT_OUT, CONFIG) // lanes
