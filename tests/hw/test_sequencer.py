@@ -601,3 +601,50 @@ def test_many_short_load_rows_are_pipelined(aligned):
         f"{load} cycles ({chunks} chunks; {(load - chunks) / 64:.2f} cycles a row beyond them)"
     )
     assert load < 64 * 10
+
+
+@pytest.mark.parametrize("code", [SequencerError.DRAM_RANGE, SequencerError.BUFFER_RANGE])
+def test_a_refused_row_comes_after_the_rows_before_it(code):
+    """A LOAD whose fourth row is refused (past the DRAM's end, or past its buffer space), random
+    latency and write-port stalls: the three rows before it were asked for while the earlier ones
+    moved, and all their bytes are written, in order, before ``done`` with the error."""
+    rng = random.Random(_seed())
+    dram = bytearray(rng.randbytes(8192))
+    if code == SequencerError.DRAM_RANGE:
+        rec = command(
+            Opcode.LOAD,
+            BufferSpace.ACT_IN,
+            length=16,
+            count=5,
+            dram_addr=7976,
+            dram_stride=100,
+            buffer_offset=5,
+            buffer_stride=16,
+        )
+    else:
+        size = buffer_sizes(DEFAULT_CONFIG)[BufferSpace.WEIGHT]
+        rec = command(
+            Opcode.LOAD,
+            BufferSpace.WEIGHT,
+            length=16,
+            count=5,
+            dram_addr=1001,
+            dram_stride=100,
+            buffer_offset=size - 3 * 20 - 4,
+            buffer_stride=20,
+        )
+    # fmt: skip
+    dram[0:COMMAND_BYTES] = pack_commands([rec])
+    result, writes = run_sequencer(dram, 0, ByteEngine(), rng, write_stall=0.3, limit=5000)
+    assert result["error"] and result["code"] == code, result
+    space, offset = int(rec["space"]), int(rec["buffer_offset"])
+    expected = [
+        (
+            space,
+            offset + r * int(rec["buffer_stride"]) + i,
+            dram[int(rec["dram_addr"]) + r * 100 + i],
+        )
+        for r in range(3)
+        for i in range(16)
+    ]
+    assert writes == expected
