@@ -3,7 +3,11 @@ engine's buffer ports, asked for on :mod:`amaranth.lib.stream` ports by the comm
 
 - :class:`LoadMover` (DRAM -> buffer write port): a ``request`` is a DMA read of ``length`` bytes
   at ``addr``; a plain row's lane-aligned words are taken apart into chunks on the write port
-  (``write``, ``hw.engine.ports``) from buffer byte ``buffer``; a ``fill``
+  (``write``, ``hw.engine.ports``) from buffer byte ``buffer``. Plain rows are pipelined: one is
+  taken (its DMA read sent) whenever its target (buffer byte, DRAM lane, length, space, wide)
+  fits a ``queue_depth``-deep FIFO, while the rows before it still move; the byte side takes the
+  targets in order and starts the next row (with its first word, if it is there) in the cycle
+  the last chunk of the one before goes. ``busy``: a row taken is not yet written. A ``fill``
   reads a WINDOWS LOAD's span word by word into the window buffer instead. A ``window`` request
   cuts one row from the window buffer (window byte ``offset``); the row after it is taken in the
   cycle its last chunk goes (one cycle a window).
@@ -12,7 +16,9 @@ engine's buffer ports, asked for on :mod:`amaranth.lib.stream` ports by the comm
   packed into lane-aligned words for the DMA writer; the row ends when the writer's ``busy`` falls.
 
 Requests are taken in the cycle they are offered when the mover is idle (a DMA-backed request
-with the DMA's request), so the FSM's row costs are the movers' cycles: ``done`` pulses in the
+with the DMA's request; the load mover's plain rows also while earlier rows move; its ``fill``
+and ``window`` requests only when no row is queued or moving), so the FSM's row costs are the
+movers' cycles: ``done`` pulses in the
 cycle a transfer ends (the last chunk written, the span's last word, the writer drained);
 ``dma_wait`` is high in the cycles spent waiting for the DMA. Every row was checked by the FSM
 before it is asked for: the movers only move bytes.

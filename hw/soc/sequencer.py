@@ -25,7 +25,11 @@ in the cycle the row ends, so a row costs the FSM what the mover spends on it. T
 the fetch's in FETCH/FETCH_DATA and the load mover's otherwise. Commands:
 
 - **LOAD** / **STORE**: per row, ``length`` bytes at ``dram_addr + r * dram_stride`` (DRAM) and
-  ``buffer_offset + r * buffer_stride`` (buffer), one mover request a row;
+  ``buffer_offset + r * buffer_stride`` (buffer), one mover request a row; a LOAD's rows are
+  pipelined: the next row is checked and asked for as soon as the load mover takes the one
+  before (its DMA read goes out while the earlier rows' words still come back), and the command
+  ends when the mover's ``busy`` falls (all its rows written); a STORE's row ends before the
+  next is asked for;
 - **LOAD with the WINDOWS flag** (conv1's im2col: rows that overlap in DRAM): the span
   ``(count - 1) * dram_stride + length`` (at most ``window_bytes``) is read once, word by word,
   into the load mover's window buffer, and the rows are cut from it at one chunk per cycle (one
@@ -48,7 +52,7 @@ these), a row outside its buffer space (sizes from :func:`fpga.spec.commands.buf
 unknown space, a program address that is not
 word-aligned, an engine error (a bad descriptor, a SPLIT run outside its halves, or a write or
 read that touches what a SPLIT run owns: seen before the next command is fetched). Rows before a
-refused row of the same command have moved.
+refused row of the same command have moved (a refused LOAD row waits for them to be written).
 
 A SPLIT RUN's engine computes while the program's next LOADs/STOREs move (docs/resident.md,
 "Double buffering"), and the link's transfers overlap runs too: a command the link submits
