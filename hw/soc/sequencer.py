@@ -25,7 +25,11 @@ in the cycle the row ends, so a row costs the FSM what the mover spends on it. T
 the fetch's in FETCH/FETCH_DATA and the load mover's otherwise. Commands:
 
 - **LOAD** / **STORE**: per row, ``length`` bytes at ``dram_addr + r * dram_stride`` (DRAM) and
-  ``buffer_offset + r * buffer_stride`` (buffer), one mover request a row;
+  ``buffer_offset + r * buffer_stride`` (buffer), one mover request a row; a LOAD's rows are
+  pipelined: the next row is checked and asked for as soon as the load mover takes the one
+  before (its DMA read goes out while the earlier rows' words still come back), and the command
+  ends when the mover's ``busy`` falls (all its rows written); a STORE's row ends before the
+  next is asked for;
 - **LOAD with the WINDOWS flag** (conv1's im2col: rows that overlap in DRAM): the span
   ``(count - 1) * dram_stride + length`` (at most ``window_bytes``) is read once, word by word,
   into the load mover's window buffer, and the rows are cut from it at one chunk per cycle (one
@@ -48,7 +52,7 @@ these), a row outside its buffer space (sizes from :func:`fpga.spec.commands.buf
 unknown space, a program address that is not
 word-aligned, an engine error (a bad descriptor, a SPLIT run outside its halves, or a write or
 read that touches what a SPLIT run owns: seen before the next command is fetched). Rows before a
-refused row of the same command have moved.
+refused row of the same command have moved (a refused LOAD row waits for them to be written).
 
 A SPLIT RUN's engine computes while the program's next LOADs/STOREs move (docs/resident.md,
 "Double buffering"), and the link's transfers overlap runs too: a command the link submits
@@ -486,33 +490,15 @@ class Sequencer(wiring.Component):
                 fail(SequencerError.OPCODE)
 
     def _row_states(self, m, s, load, store):
-        """A LOAD's or STORE's rows: each checked, then moved by its mover, then the next."""
+        """A LOAD's or STORE's rows, each checked, then asked of its mover. A LOAD's next row is
+        checked and asked for as soon as the load mover takes the one before (its DMA read goes
+        out while the earlier rows' words still come back); the command ends when the mover has
+        written them all. A STORE's row is moved before the next is asked for."""
         record, length = s.record, s.record.length
         dram_bits, buffer_bits = self.byte_address_width, len(s.row_buffer)
         fail = partial(self._fail, m, s)
-        with m.State("ROW"):  # check the row, then ask its mover for it
-            with m.If(s.dram_over | (s.row_dram + length > self.dram_size)):
-                fail(SequencerError.DRAM_RANGE)
-            with m.Elif(s.buffer_over | (s.row_buffer + length > s.buffer_size)):
-                fail(SequencerError.BUFFER_RANGE)
-            with m.Elif(record.opcode == Opcode.LOAD):
-                m.d.comb += load.request.valid.eq(1)
-                with m.If(load.request.ready):
-                    m.next = "LOAD"
-            with m.Else():
-                m.d.comb += store.request.valid.eq(1)
-                with m.If(store.request.ready):
-                    m.next = "STORE"
 
-        with m.State("LOAD"):
-            with m.If(load.done):
-                m.next = "ROW_DONE"
-
-        with m.State("STORE"):
-            with m.If(store.done):
-                m.next = "ROW_DONE"
-
-        with m.State("ROW_DONE"):
+        def advance():  # the next row's addresses; the command's last row leaves
             next_dram = s.row_dram + record.dram_stride[:dram_bits]
             next_buffer = s.row_buffer + record.buffer_stride[:buffer_bits]
             m.d.sync += [
@@ -524,10 +510,37 @@ class Sequencer(wiring.Component):
                     over(next_buffer, buffer_bits) | over(record.buffer_stride, buffer_bits)
                 ),
             ]
-            with m.If(s.rows_left == 1):
-                m.next = "NEXT"
+
+        with m.State("ROW"):  # check the row, then ask its mover for it
+            # a refused row: the rows asked for before it finish moving first
+            with m.If(s.dram_over | (s.row_dram + length > self.dram_size)):
+                with m.If(~load.busy):
+                    fail(SequencerError.DRAM_RANGE)
+            with m.Elif(s.buffer_over | (s.row_buffer + length > s.buffer_size)):
+                with m.If(~load.busy):
+                    fail(SequencerError.BUFFER_RANGE)
+            with m.Elif(record.opcode == Opcode.LOAD):
+                m.d.comb += load.request.valid.eq(1)
+                with m.If(load.request.ready):
+                    advance()
+                    with m.If(s.rows_left == 1):
+                        m.next = "LOAD"
             with m.Else():
-                m.next = "ROW"
+                m.d.comb += store.request.valid.eq(1)
+                with m.If(store.request.ready):
+                    m.next = "STORE"
+
+        with m.State("LOAD"):  # every row asked for: until the last is written
+            with m.If(~load.busy):
+                m.next = "NEXT"
+
+        with m.State("STORE"):
+            with m.If(store.done):
+                advance()
+                with m.If(s.rows_left == 1):
+                    m.next = "NEXT"
+                with m.Else():
+                    m.next = "ROW"
 
     def _window_states(self, m, s, load):
         """A WINDOWS LOAD: its span read once into the load mover's window buffer, then its

@@ -17,7 +17,7 @@ from amaranth import Module
 from amaranth.lib import data
 from amaranth.sim import Simulator
 
-from fpga.compiler.cost import SEQUENCER_COSTS, row_chunks
+from fpga.compiler.cost import SEQUENCER_COSTS, load_commands, row_chunks
 from fpga.compiler.reference import run_commands
 from fpga.compiler.traffic import transfer_totals
 from fpga.spec.commands import (
@@ -357,6 +357,7 @@ def test_one_real_tile_and_the_sequential_overhead(name):
         stats.commands * c["command"]
         + totals["load_chunks"] * c["load_chunk"]
         + totals["store_chunks"] * c["store_chunk"]
+        + load_commands(resident.commands[first:end]) * c["load"]
         + (stats.dma_requests - totals["store_rows"]) * c["row"]
         + totals["store_rows"] * c["store_row"]
     )
@@ -365,8 +366,9 @@ def test_one_real_tile_and_the_sequential_overhead(name):
 
 def test_transfer_costs():
     """Cycle costs of the sequential version with a 20-cycle DRAM read latency, always ready:
-    4 and 8 KiB LOADs and STOREs (cycles per chunk through the buffer ports, and per row), a
-    gather of 3-byte rows (conv1's im2col: cycles per row), an END alone (fetch cost)."""
+    4 and 8 KiB LOADs and STOREs (cycles per chunk through the buffer ports, and per row: a
+    LOAD's first row pays the read latency), a gather of 31 3-byte rows (conv1's im2col: cycles
+    per pipelined row after the first), an END alone (fetch cost)."""
     costs = {}
     width = transfer_bytes(DEFAULT_CONFIG)
     cases = {
@@ -396,28 +398,31 @@ def test_transfer_costs():
     chunks_4k = 4096 // width
     per_load_chunk = (costs["load_8k"] - costs["load_4k"]) / chunks_4k
     per_store_chunk = (costs["store_8k"] - costs["store_4k"]) / chunks_4k
-    load_row = costs["load_4k"] - 2 * fetch - chunks_4k * per_load_chunk
+    load_row = costs["load_4k"] - 2 * fetch - chunks_4k * per_load_chunk  # load + row
     store_row = costs["store_4k"] - 2 * fetch - chunks_4k * per_store_chunk
     rows = np.arange(111)
     gather_chunks = int(row_chunks(rows[:31] * 32, 5 + rows[:31] * 2, 3, width, 16).sum())
-    per_gather_row = (costs["gather_31x3"] - 2 * fetch - gather_chunks * per_load_chunk) / 31
+    gather = costs["gather_31x3"] - 2 * fetch - gather_chunks * per_load_chunk
+    per_gather_row = (gather - load_row) / 30  # each row after the first (pipelined)
     windows = costs["windows_111x7"] - 2 * fetch  # v1.0's conv1: 111 windows of 7 bytes
     window_chunks = int(row_chunks(rows * 152, 5 + rows * 2, 7, width, 16).sum())
     print(
         f"\nsequencer costs (DRAM read latency 20, {width}-byte buffer ports): fetch+decode of a "
-        f"command {fetch} cycles; LOAD {per_load_chunk:.3f} cycles/chunk + {load_row:.0f} per "
-        f"row, STORE {per_store_chunk:.3f} cycles/chunk + {store_row:.0f} per row; a 3-byte "
-        f"gather row {per_gather_row:.1f} cycles beyond its chunks; a WINDOWS LOAD of 111 7-byte "
-        f"windows 2 apart (v1.0's conv1) {windows} cycles ({window_chunks} chunks)"
+        f"command {fetch} cycles; LOAD {per_load_chunk:.3f} cycles/chunk + {load_row:.0f} for "
+        f"its first row (the read latency), STORE {per_store_chunk:.3f} cycles/chunk + "
+        f"{store_row:.0f} per row; a 3-byte gather row after the first {per_gather_row:.2f} "
+        f"cycles beyond its chunks (31 rows: {gather:.0f} cycles beyond their chunks); a WINDOWS "
+        f"LOAD of 111 7-byte windows 2 apart (v1.0's conv1) {windows} cycles ({window_chunks} "
+        f"chunks)"
     )
     # fpga.compiler.cost.SEQUENCER_COSTS (the whole-network estimate) are these numbers
     c = SEQUENCER_COSTS
     assert fetch == c["command"]
     assert abs(per_load_chunk - c["load_chunk"]) < 0.02
     assert abs(per_store_chunk - c["store_chunk"]) < 0.02
-    assert abs(load_row - c["row"]) < 2 and abs(store_row - c["store_row"]) < 2
-    assert abs(per_gather_row - c["row"]) < 2
-    model = c["row"] + window_chunks * c["load_chunk"] + 111 * c["window"]
+    assert abs(load_row - (c["load"] + c["row"])) < 1 and abs(store_row - c["store_row"]) < 1
+    assert abs(per_gather_row - c["row"]) < 0.2
+    model = c["load"] + c["row"] + window_chunks * c["load_chunk"] + 111 * c["window"]
     model += (110 * 2 + 7) * c["span_byte"]
     assert abs(windows - model) < 0.03 * windows, (windows, model)
 
@@ -547,3 +552,99 @@ def test_a_hazard_is_refused_not_run(space):
         else:
             assert result["code"] == SequencerError.ENGINE, result
             assert result["pc"] == pc + COMMAND_BYTES  # the command that touched it
+
+
+@pytest.mark.parametrize("aligned", [True, False], ids=["aligned", "unaligned"])
+def test_many_short_load_rows_are_pipelined(aligned):
+    """A LOAD of 64 rows of 16 bytes (a channel-group slice of an HWC tensor: one row a pixel):
+    with random write-port stalls and random DRAM latency it equals the reference executor; with
+    a fixed 20-cycle latency the rows' reads overlap (far less than one latency a row)."""
+    seed = _seed()
+    rng = random.Random(seed)
+    start = 4096 if aligned else 4103
+    program = [
+        command(Opcode.LOAD, BufferSpace.ACT_IN, length=16, count=64, dram_addr=start,
+                dram_stride=48, buffer_offset=0 if aligned else 3, buffer_stride=16),
+        command(Opcode.STORE, BufferSpace.ACT_OUT, length=16, count=4, dram_addr=256,
+                dram_stride=32, buffer_offset=0, buffer_stride=16),
+        command(Opcode.LOAD, BufferSpace.WEIGHT, length=5, count=9, dram_addr=3001,
+                dram_stride=7, buffer_offset=11, buffer_stride=6),
+        command(Opcode.END),
+    ]  # fmt: skip
+    pc = 12288
+    for fixed in (False, True):
+        dram = bytearray(rng.randbytes(16384))
+        dram[pc : pc + len(program) * COMMAND_BYTES] = pack_commands(program)
+        expected, reference = bytearray(dram), ByteLog(ByteEngine())
+        run_commands(expected, reference, pc)
+        result, writes = run_sequencer(
+            dram, pc, ByteEngine(), FixedRng(20) if fixed else rng,
+            write_stall=0.0 if fixed else 0.3,
+        )  # fmt: skip
+        assert not result["error"], (seed, result)
+        assert writes == reference.writes, seed
+        assert dram == expected, seed
+    # the 64-row LOAD alone, fixed latency, no stalls
+    dram = bytearray(rng.randbytes(16384))
+    alone = [program[0], command(Opcode.END)]
+    dram[pc : pc + 2 * COMMAND_BYTES] = pack_commands(alone)
+    result, _ = run_sequencer(dram, pc, ByteEngine(), FixedRng(20))
+    end, _ = run_sequencer(bytearray(pack_commands([command(Opcode.END)]) + bytes(16352)), 0,
+                           ByteEngine(), FixedRng(20))  # fmt: skip
+    load = result["cycles"] - end["cycles"] - SEQUENCER_COSTS["command"]
+    width = transfer_bytes(DEFAULT_CONFIG)
+    rows = np.arange(64)
+    chunks = int(row_chunks(rows * 16 + (0 if aligned else 3), start + rows * 48, 16, width,
+                            WORD_BYTES).sum())  # fmt: skip
+    print(
+        f"\n64 LOAD rows of 16 bytes ({'aligned' if aligned else 'unaligned'}), DRAM latency 20: "
+        f"{load} cycles ({chunks} chunks; {(load - chunks) / 64:.2f} cycles a row beyond them)"
+    )
+    assert load < 64 * 10
+
+
+@pytest.mark.parametrize("code", [SequencerError.DRAM_RANGE, SequencerError.BUFFER_RANGE])
+def test_a_refused_row_comes_after_the_rows_before_it(code):
+    """A LOAD whose fourth row is refused (past the DRAM's end, or past its buffer space), random
+    latency and write-port stalls: the three rows before it were asked for while the earlier ones
+    moved, and all their bytes are written, in order, before ``done`` with the error."""
+    rng = random.Random(_seed())
+    dram = bytearray(rng.randbytes(8192))
+    if code == SequencerError.DRAM_RANGE:
+        rec = command(
+            Opcode.LOAD,
+            BufferSpace.ACT_IN,
+            length=16,
+            count=5,
+            dram_addr=7976,
+            dram_stride=100,
+            buffer_offset=5,
+            buffer_stride=16,
+        )
+    else:
+        size = buffer_sizes(DEFAULT_CONFIG)[BufferSpace.WEIGHT]
+        rec = command(
+            Opcode.LOAD,
+            BufferSpace.WEIGHT,
+            length=16,
+            count=5,
+            dram_addr=1001,
+            dram_stride=100,
+            buffer_offset=size - 3 * 20 - 4,
+            buffer_stride=20,
+        )
+    # fmt: skip
+    dram[0:COMMAND_BYTES] = pack_commands([rec])
+    result, writes = run_sequencer(dram, 0, ByteEngine(), rng, write_stall=0.3, limit=5000)
+    assert result["error"] and result["code"] == code, result
+    space, offset = int(rec["space"]), int(rec["buffer_offset"])
+    expected = [
+        (
+            space,
+            offset + r * int(rec["buffer_stride"]) + i,
+            dram[int(rec["dram_addr"]) + r * 100 + i],
+        )
+        for r in range(3)
+        for i in range(16)
+    ]
+    assert writes == expected
