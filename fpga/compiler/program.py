@@ -317,7 +317,7 @@ def _conv_unit(
             order = "band"
             if len(chunks) > 1 and rows < out_h:
                 chunked = chunk_outer()
-                cost = [_transfer_estimate(t, config, w, total) for t in (tiles, chunked)]
+                cost = [_transfer_estimate(t, config, w, total, split) for t in (tiles, chunked)]
                 if cost[1] < cost[0]:
                     order, tiles = "chunk", chunked
     c_out = sum(conv.weight.shape[0] for conv in convs)
@@ -375,14 +375,15 @@ def _weight_chunks(
 
 
 def _transfer_estimate(
-    tiles: list[Tile], config: AcceleratorConfig, in_w: int, out_groups: int
+    tiles: list[Tile], config: AcceleratorConfig, in_w: int, out_groups: int, split: bool = False
 ) -> float:
-    """Device cycles of a conv unit's ``tiles`` in resident mode, one after the other: the
-    engine's runs plus the transfers at the costs of :data:`fpga.compiler.cost.SEQUENCER_COSTS`
-    (aligned rows, no Huffman decoder stalls): the constants the device does not already hold
-    (:func:`execute`'s rule, from an empty device), the input bands (``in_w`` pixels a row),
-    the stores (a slice of the output's ``out_groups`` channel groups is one STORE row a pixel).
-    Only the comparison of two orders of one unit matters."""
+    """Device cycles of a conv unit's ``tiles`` in resident mode: per tile the engine's runs and
+    the transfers at the costs of :data:`fpga.compiler.cost.SEQUENCER_COSTS` (aligned rows, no
+    Huffman decoder stalls): the constants the device does not already hold (:func:`execute`'s
+    rule, from an empty device), the input bands (``in_w`` pixels a row), the stores (a slice of
+    the output's ``out_groups`` channel groups is one STORE row a pixel); one after the other,
+    or with ``split`` (double buffering) the larger of the two per tile. Only the comparison of
+    two orders of one unit matters."""
     from fpga.compiler.cost import SEQUENCER_COSTS as costs
 
     width = transfer_bytes(config)
@@ -392,25 +393,28 @@ def _transfer_estimate(
 
     def load(space, nbytes: int) -> float:
         chunks = nbytes if space in BYTE_SPACES else -(-nbytes // width)
-        return costs["command"] + costs["row"] + chunks * costs["load_chunk"]
+        return costs["command"] + costs["load"] + costs["row"] + chunks * costs["load_chunk"]
 
     for tile in tiles:
+        transfer = engine = 0.0
         for ld in tile.loads:
-            cycles += load(BufferSpace.ACT_IN, (ld.y1 - ld.y0) * in_w * (ld.g1 - ld.g0) * lanes)
+            transfer += load(BufferSpace.ACT_IN, (ld.y1 - ld.y0) * in_w * (ld.g1 - ld.g0) * lanes)
         for run in tile.runs:
             for space, offset, blob in [
                 *run.consts,
                 (BufferSpace.DESCRIPTOR, 0, run.descriptor.pack()),
             ]:
                 if held.write(space, offset, blob, constant=True):
-                    cycles += load(space, len(blob))
-            cycles += costs["command"] + predict_cycles(run.descriptor, config)  # RUN
+                    transfer += load(space, len(blob))
+            transfer += costs["command"]  # RUN
+            engine += predict_cycles(run.descriptor, config)
         store = tile.store
         pixels = (store.y1 - store.y0) * store.width
         whole = store.g0 == 0 and store.g1 == out_groups
         channels = (store.g1 - store.g0) * lanes
-        cycles += costs["command"] + (1 if whole else pixels) * costs["store_row"]
-        cycles += -(-pixels * channels // width) * costs["store_chunk"]
+        transfer += costs["command"] + (1 if whole else pixels) * costs["store_row"]
+        transfer += -(-pixels * channels // width) * costs["store_chunk"]
+        cycles += max(engine, transfer) if split else engine + transfer
     return cycles
 
 

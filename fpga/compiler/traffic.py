@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from fpga.compiler.cost import ESTIMATE_WORD_BYTES, SEQUENCER_COSTS, row_chunks, transfer_cycles
+from fpga.compiler.cost import (
+    ESTIMATE_WORD_BYTES,
+    SEQUENCER_COSTS,
+    load_commands,
+    row_chunks,
+    transfer_cycles,
+)
 from fpga.compiler.resident import ResidentImage
 from fpga.spec.commands import Flag, Opcode, relocation
 from fpga.spec.layout import BYTE_SPACES, BufferSpace, predict_cycles, transfer_bytes
@@ -22,7 +28,7 @@ def transfer_totals(
     commands = image.commands if commands is None else commands
     totals = {"commands": 0, "runs": 0, "rows": 0, "store_rows": 0, "stored": 0}
     totals.update({"windows": 0, "window_span": 0})  # WINDOWS LOADs: rows cut, bytes read
-    totals.update({"load_chunks": 0, "store_chunks": 0})
+    totals.update({"load_chunks": 0, "store_chunks": 0, "load_commands": 0})
     totals.update({f"loaded_{name}": 0 for name in image.regions})
     for items in _command_items(image, commands, word_bytes):
         for key, value in items.items():
@@ -72,6 +78,7 @@ def _command_items(image: ResidentImage, commands, word_bytes: int):
                     region = [name for base, name in bases if base <= first][-1]
                 items[f"loaded_{region}"] = moved
                 items["load_chunks"] = int(chunks.sum())
+                items["load_commands"] = load_commands([rec])
         yield items
 
 
@@ -89,6 +96,7 @@ def device_cycles(image: ResidentImage, costs: dict = SEQUENCER_COSTS) -> dict[s
         for run in tile.runs
     )
     zero = dict.fromkeys(("commands", "load_chunks", "store_chunks", "rows", "store_rows"), 0)
+    zero["load_commands"] = 0
     zero.update(windows=0, window_span=0)
     now = engine_free = transfer = engine = 0
     items = _command_items(image, image.commands, ESTIMATE_WORD_BYTES)
