@@ -399,7 +399,7 @@ class Sequencer(wiring.Component):
             m.d.comb += self.engine_flags.eq(record.flags[:RUN_FLAG_BITS])
             with m.If(self.engine_error):
                 fail(SequencerError.ENGINE)
-            with m.Elif(~s.engine_busy | self.engine_done):
+            with m.Elif(~s.engine_busy):  # (not engine_done: the engine's done follows start)
                 m.d.comb += self.engine_start.eq(1)
                 m.d.sync += s.engine_busy.eq(1)
                 with m.If((record.flags & int(Flag.SPLIT)) != 0):
