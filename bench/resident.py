@@ -100,6 +100,9 @@ def summarize(variant, size, weights_mode, results, loads) -> dict:
         "device_cycles_each": [r["cycles"] for r in results],
         "engine_only_cycles": engine_cycles,
         "device_over_engine": cycles / engine_cycles,
+        # the cost model's timeline (fpga.compiler.traffic.device_cycles) against the device
+        "model_cycles": first["model_cycles"],
+        "model_over_device": first["model_cycles"] / cycles,
         "engine_share": _mean(r["engine_share"] for r in results),
         "dma_wait_share": _mean(r["dma_wait_share"] for r in results),
         "other_share": _mean(r["other_share"] for r in results),
@@ -164,6 +167,10 @@ def print_row(row: dict, streamed: dict | None) -> None:
     print(
         f"  engine only   {row['engine_only_cycles']:>13,} (Program.predicted_cycles); "
         f"device/engine {_goal(row['device_over_engine'], GOAL_DEVICE_OVER_ENGINE, '.3f')}"
+    )
+    print(
+        f"  cost model    {row['model_cycles']:>13,} (fpga.compiler.traffic.device_cycles): "
+        f"{row['model_over_device']:.4f}x the device's"
     )
     print(
         f"  split         engine {row['engine_share']:.1%}  DMA wait {row['dma_wait_share']:.1%}"

@@ -24,6 +24,7 @@ import numpy as np
 
 from fpga.compiler.program import compile_network, execute, tile_count
 from fpga.compiler.resident import compile_resident
+from fpga.compiler.traffic import device_cycles
 from fpga.spec import golden
 from fpga.spec.arch import check_variant
 from fpga.spec.boards import DEFAULT_BOARD, get_board
@@ -140,8 +141,13 @@ class Session:
         self.device, self.network = device, network
         self.info = info = device.identify()
         self.mode = choose_mode(mode, info)
+        # resident: double-buffered tiles (SPLIT runs compute while the next tile moves)
         self.program = compile_network(
-            network, info.config(), compressed, weights_mode=weights_mode
+            network,
+            info.config(),
+            compressed,
+            weights_mode=weights_mode,
+            split=self.mode == "resident",
         )
         self.labels = load_labels()
         if self.mode == "resident":
@@ -153,6 +159,8 @@ class Session:
             self.load_reported = False  # the first image's result carries the load
             # the engine with nothing to wait for
             self.engine_alone = sum(self.program.predicted_cycles().values())
+            # the cost model's device cycles (fpga.compiler.traffic.device_cycles)
+            self.model_cycles = device_cycles(self.image)["total"]
 
     def classify(self, images, progress=True) -> list[dict]:
         if self.mode == "resident":
@@ -242,6 +250,7 @@ class Session:
             **stats,
             "link_ratio": stats["link_bytes"] / stats["minimum_link_bytes"],
             "engine_alone_cycles": self.engine_alone,
+            "model_cycles": self.model_cycles,
             # in time: the engine's cycles may be of its own clock (IDENTIFY engine_clock_hz)
             "device_engine_ratio": (cycles / info.clock_hz)
             / (self.engine_alone / info.engine_clock_hz),

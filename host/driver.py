@@ -26,7 +26,7 @@ from typing import NamedTuple
 import numpy as np
 
 from fpga.compiler.resident import ResidentImage
-from fpga.compiler.traffic import sequential_cycles
+from fpga.compiler.traffic import device_cycles
 from fpga.spec.commands import SLOTS
 from fpga.spec.config import AcceleratorConfig
 from fpga.spec.errors import UserError
@@ -543,7 +543,7 @@ class Device:
         blob = image.input_blob(input_int8)
         self.mem_write(image.input_address(slot), blob)
         self.start_program(image.input_address(slot), image.output_address(slot))
-        run = self.wait_program(sequential_cycles(image)["total"])
+        run = self.wait_program(device_cycles(image)["total"])
         data = self.mem_read(image.output_address(slot), image.output_bytes())
         stats = self._run_stats(image, run, self.link_bytes - before, overlapped=False)
         return image.decode_output(data), stats
@@ -562,7 +562,7 @@ class Device:
         input write, its start and wait, its output read. Closing the generator early waits for
         a run still going, so the device is left idle."""
         self._check_image(image)
-        expected = sequential_cycles(image)["total"]
+        expected = device_cycles(image)["total"]
         in_flight = None  # (slot, link bytes so far) of the run started and not yet waited for
         try:
             for index, x in enumerate(inputs):

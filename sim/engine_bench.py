@@ -48,7 +48,7 @@ class EngineDriver:
 
     async def reset(self):
         dut = self.dut
-        for name in ("write__valid", "read__request__valid", "start", "clear_error"):
+        for name in ("write__valid", "read__request__valid", "start", "clear_error", "run_flags"):
             getattr(dut, name).value = 0
         dut.rst.value = 1
         dut.engine_rst.value = 1

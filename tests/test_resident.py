@@ -16,7 +16,7 @@ from fpga.compiler.emulator import EngineEmulator
 from fpga.compiler.program import compile_network, execute
 from fpga.compiler.reference import run_commands, run_resident
 from fpga.compiler.resident import compile_resident
-from fpga.compiler.traffic import sequential_cycles, transfer_totals
+from fpga.compiler.traffic import device_cycles, sequential_cycles, transfer_totals
 from fpga.spec import golden
 from fpga.spec.commands import (
     COMMAND_BYTES,
@@ -33,7 +33,7 @@ from fpga.spec.commands import (
 from fpga.spec.config import DEFAULT_CONFIG
 from fpga.spec.errors import UserError
 from fpga.spec.image import bundled_photos, preprocess
-from fpga.spec.layout import BufferSpace
+from fpga.spec.layout import BufferSpace, LayerDescriptor, Op
 from fpga.toolflow import quant
 
 SIZES = {"v1.0": 67, "v1.1": 64}
@@ -94,16 +94,28 @@ class WriteLog:
         self._merge(self.reads, int(space), offset, bytes(data))
         return data
 
-    def run(self, expected_cycles=0):
-        return self.engine.run(expected_cycles)
+    @property
+    def config(self):
+        return self.engine.config
+
+    def run(self, expected_cycles=0, flags=0):
+        return self.engine.run(expected_cycles, flags=flags)
 
 
-@pytest.mark.parametrize("device_im2col", [True, False], ids=["device-im2col", "host-im2col"])
+@pytest.mark.parametrize(
+    "device_im2col,split",
+    [(True, False), (False, False), (True, True)],
+    ids=["device-im2col", "host-im2col", "split"],
+)
 @pytest.mark.parametrize("weights_mode", ["indices", "huffman"])
 @pytest.mark.parametrize("variant", ["v1.0", "v1.1"])
-def test_network_from_dram_equals_golden(networks, variant, weights_mode, device_im2col):
+def test_network_from_dram_equals_golden(networks, variant, weights_mode, device_im2col, split):
+    """The network from DRAM on the reference executor, bit for bit against golden: every
+    tensor, the logits, from either slot; ``split``: double-buffered (SPLIT runs in alternating
+    halves, a WAIT only where a command touches what the run under way owns; the executor
+    refuses any such touch without it)."""
     network, image = networks(variant)
-    program = compile_network(network, DEFAULT_CONFIG, weights_mode=weights_mode)
+    program = compile_network(network, DEFAULT_CONFIG, weights_mode=weights_mode, split=split)
     resident = compile_resident(program, device_im2col=device_im2col, input_size=SIZES[variant])
     check_commands(resident)
     reference = golden.run_network(network, image)
@@ -130,14 +142,25 @@ def test_network_from_dram_equals_golden(networks, variant, weights_mode, device
 
     # the LOADs move the bytes fpga.compiler.program.execute writes, in its order (conv1's gathered
     # columns aside: those are ACT_IN writes of another shape), STOREs read what it reads
+    if split:  # the runs in their halves, WAITs only between units; the timeline predicts
+        runs = resident.commands[resident.commands["opcode"] == Opcode.RUN]
+        assert [bool(int(f) & Flag.SPLIT) for f in runs["flags"]] == _run_units(program)
+        waits = int(np.sum(resident.commands["opcode"] == Opcode.WAIT))
+        assert 0 < waits <= len(program.units), waits
+        cycles = device_cycles(resident)
+        assert cycles["engine"] == stats.engine_cycles
+        assert cycles["total"] < sequential_cycles(resident)["total"]
     streamed = WriteLog(EngineEmulator(DEFAULT_CONFIG))
     execute(program, streamed, image)
-    if device_im2col:
+    if split:
+        pass  # execute's writes land in whole buffers, the split program's in halves
+    elif device_im2col:
         first = [w for w in streamed.writes if w[0] != BufferSpace.ACT_IN]
         assert first == [w for w in engine.writes if w[0] != BufferSpace.ACT_IN]
     else:
         assert streamed.writes == engine.writes
-    assert streamed.reads == engine.reads
+    if not split:
+        assert streamed.reads == engine.reads
 
     # the same image from slot 1: the same logits, slot 0's input and output bytes untouched
     assert SLOTS == 2
@@ -256,6 +279,54 @@ def test_a_map_beyond_the_dram_names_the_region(networks):
         compile_resident(program, dram_size=1 << 16, input_size=64)
     with pytest.raises(ResidentError, match="input size"):
         compile_resident(program, input_size=70)
+
+
+def _run_units(program):
+    """Per RUN command of the program, whether its unit is double-buffered."""
+    return [unit.split for unit in program.units for tile in unit.tiles for _ in tile.runs]
+
+
+def test_split_program_hazards_are_refused(networks):
+    """A double-buffered program: every WAIT is needed (dropping any one makes the checker and
+    the reference executor refuse a command touching what the run under way owns), the RUNs
+    alternate halves, and a SPLIT run whose tile leaves its half is the engine's error."""
+    network, image = networks("v1.1")
+    program = compile_network(network, DEFAULT_CONFIG, weights_mode="huffman", split=True)
+    resident = compile_resident(program, input_size=64)
+    check_commands(resident)
+    commands = resident.commands
+    waits = np.flatnonzero(commands["opcode"] == Opcode.WAIT)
+    assert len(waits) > 3
+    for index in waits:
+        without = np.delete(commands, index)
+        with pytest.raises(ResidentError, match="owns"):
+            check_commands(resident, commands=without)
+    # the reference executor refuses the same program on its own
+    dram = resident.initial_dram()
+    resident.write_input(dram, image)
+    base = resident.program_address
+    dram[base : base + len(commands) * COMMAND_BYTES] = pack_commands(
+        np.append(np.delete(commands, waits[0]), commands[-1:])
+    )
+    slots = {"input_base": resident.input_address(0), "output_base": resident.output_address(0)}
+    with pytest.raises(ResidentError, match="owns"):
+        run_commands(dram, EngineEmulator(DEFAULT_CONFIG), base, **slots)
+    # both halves are used, by ACT_IN and by WEIGHT
+    flags = commands[commands["opcode"] == Opcode.RUN]["flags"].astype(int)
+    for high in (Flag.HIGH_ACT_IN, Flag.HIGH_WEIGHT):
+        assert 0 < int(np.sum(flags & high != 0)) < len(flags)
+    # a SPLIT run whose tile does not fit its half: the engine's error
+    engine = EngineEmulator(DEFAULT_CONFIG)
+    desc = LayerDescriptor(Op.MAXPOOL, kernel=3, stride=2, in_groups=1, in_h=64, in_w=64,
+                           out_h=31, out_w=31, out_groups=1)  # fmt: skip
+    engine.write(BufferSpace.DESCRIPTOR, 0, desc.pack())
+    assert engine.run() > 0  # 64 x 64 x 8 bytes: the whole ACT_IN, not half of it
+    with pytest.raises(ValueError, match="beyond its half"):
+        engine.run(flags=Flag.SPLIT)
+    half = LayerDescriptor(Op.MAXPOOL, kernel=3, stride=2, in_groups=1, in_h=32, in_w=64,
+                           out_h=15, out_w=31, out_groups=1)  # fmt: skip
+    engine.write(BufferSpace.DESCRIPTOR, 0, half.pack())
+    engine.run(flags=Flag.SPLIT | Flag.HIGH_ACT_IN)
 
 
 def test_check_commands_refuses_what_the_device_must_not_run(networks):

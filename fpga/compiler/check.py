@@ -3,9 +3,21 @@ command."""
 
 from __future__ import annotations
 
+import struct
+
 from fpga.compiler.resident import ResidentImage
-from fpga.spec.commands import FLAGS, SLOTS, WINDOW_BYTES, Flag, Opcode, ResidentError, buffer_sizes
-from fpga.spec.layout import BufferSpace
+from fpga.spec.commands import (
+    FLAGS,
+    SLOTS,
+    WINDOW_BYTES,
+    Flag,
+    Opcode,
+    ResidentError,
+    buffer_sizes,
+    run_claims,
+    touches,
+)
+from fpga.spec.layout import HUFFMAN_HEADER_BYTES, BufferSpace
 
 
 def check_commands(image: ResidentImage, dram_size: int | None = None, commands=None) -> None:
@@ -14,8 +26,10 @@ def check_commands(image: ResidentImage, dram_size: int | None = None, commands=
     ``[0, slot bytes)`` of its slot, a LOAD/STORE row outside ``[0, dram_size)`` (relocated
     rows: in the last slot) or an unflagged one outside every region of the map, an unflagged
     row in the input or output region (every run relocates those), a STORE into the model or
-    program, a buffer range beyond its space, no END. Raises :class:`ResidentError` naming the
-    command."""
+    program, a buffer range beyond its space, no END, or a hazard: a LOAD or STORE touching
+    what a SPLIT RUN under way owns (:func:`fpga.spec.commands.run_claims`; a Huffman stream:
+    the WEIGHT bytes its header says it decodes into) with no WAIT, RUN or END between. Raises
+    :class:`ResidentError` naming the command."""
     dram_size = image.dram_size if dram_size is None else dram_size
     commands = image.commands if commands is None else commands
     sizes = buffer_sizes(image.config)
@@ -24,6 +38,7 @@ def check_commands(image: ResidentImage, dram_size: int | None = None, commands=
         Flag.INPUT: ("input", image.input_slot_bytes, image.input_address(SLOTS - 1)),
         Flag.OUTPUT: ("output", image.output_slot_bytes, image.output_address(SLOTS - 1)),
     }
+    owned, dram = None, None  # what the SPLIT run under way owns; the model's bytes
     for i, rec in enumerate(commands):
         op = int(rec["opcode"])
         where = f"command {i}"
@@ -36,6 +51,10 @@ def check_commands(image: ResidentImage, dram_size: int | None = None, commands=
         if op == Opcode.END:
             return
         if op == Opcode.RUN:
+            owned = run_claims(flags, image.config) if flags & Flag.SPLIT else None
+            continue
+        if op == Opcode.WAIT:
+            owned = None
             continue
         count, length = int(rec["count"]), int(rec["length"])
         if count == 0 or length == 0:
@@ -56,6 +75,18 @@ def check_commands(image: ResidentImage, dram_size: int | None = None, commands=
             raise ResidentError(
                 f"{where}: {op.name} reaches byte {buffer_end:,} of {space.name} "
                 f"({sizes[space]:,} bytes)"
+            )
+        target = (space, int(rec["buffer_offset"]), length, count, int(rec["buffer_stride"]))
+        if space == BufferSpace.HUFFMAN_STREAM and owned is not None:
+            dram = image.load_bytes() if dram is None else dram
+            at = int(rec["dram_addr"])
+            if int(rec["buffer_offset"]) == 0 and at + HUFFMAN_HEADER_BYTES <= len(dram):
+                symbols, dest = struct.unpack_from("<II", dram, at)
+                target = (BufferSpace.WEIGHT, dest, symbols, 1, 0)
+        if touches(owned, *target):
+            raise ResidentError(
+                f"{where}: {op.name} touches {BufferSpace(target[0]).name} bytes that the "
+                "SPLIT run under way owns; put a WAIT before it"
             )
         first = int(rec["dram_addr"])
         end = first + (count - 1) * int(rec["dram_stride"]) + length

@@ -9,18 +9,22 @@ from __future__ import annotations
 
 import numpy as np
 
+from fpga.spec.commands import Opcode
 from fpga.spec.layout import MAX_TRANSFER_BYTES
 
 #: cycles of ``hw.sequencer`` measured in its Amaranth simulation with a 20-cycle DRAM read
 #: latency (tests/hw/test_sequencer.py::test_transfer_costs): fetch + decode of one command, per
 #: chunk loaded / stored over the buffer ports (:func:`row_chunks`), per DMA transfer beyond its
-#: chunks; a WINDOWS LOAD: per window cut (check, next) and per byte of the span read once
+#: chunks; a LOAD's rows are pipelined (the next row's read goes out while the one before moves),
+#: so a LOAD command pays the read latency once (``load``) and each of its rows a little more
+#: (``row``); a WINDOWS LOAD: per window cut (check, next) and per byte of the span read once
 SEQUENCER_COSTS = {
     "command": 24,
     "load_chunk": 1.0,
     "store_chunk": 1.0,  # a read a cycle; finished words go out while the next is read
-    "row": 23,  # a LOAD row's DMA request + read latency
-    "store_row": 8,  # a STORE row's request, the pipeline's fill, the drain
+    "load": 22,  # a LOAD command's first DMA request + read latency (once a command)
+    "row": 1.6,  # each LOAD row (a DMA transfer) beyond its chunks: its request, the row switch
+    "store_row": 7,  # a STORE row's request, the pipeline's fill, the drain
     "window": 1,  # a window's next row starts as its last chunk goes
     "span_byte": 1 / 16,
 }
@@ -45,12 +49,25 @@ def row_chunks(buffer_at, dram_at, length, width: int, word_bytes: int):
     return 1 + in_buffer + in_dram - shared
 
 
+def load_commands(commands) -> int:
+    """The LOADs of ``commands`` (command records) that move bytes: each pays
+    ``SEQUENCER_COSTS["load"]`` once (``transfer_totals``' ``load_commands``)."""
+    return sum(
+        1
+        for rec in commands
+        if int(rec["opcode"]) == Opcode.LOAD and int(rec["count"]) and int(rec["length"])
+    )
+
+
 def transfer_cycles(totals: dict, costs: dict = SEQUENCER_COSTS) -> float:
     """The sequencer's cycles for what :func:`transfer_totals` counted (fetches, chunks, DMA
-    transfers, windows), at the measured per-item ``costs``."""
+    transfers, windows; ``load_commands``: the LOADs that move bytes, each paying the read
+    latency once; counted as 0 when the totals do not have it), at the measured per-item
+    ``costs``."""
     t = totals
     return (
         t["commands"] * costs["command"]
+        + t.get("load_commands", 0) * costs.get("load", 0)
         + t["load_chunks"] * costs["load_chunk"]
         + t["store_chunks"] * costs["store_chunk"]
         + (t["rows"] - t["store_rows"]) * costs["row"]

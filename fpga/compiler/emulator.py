@@ -8,13 +8,17 @@ against the RTL in ``tests/sim`` (every read the RTL returns must equal the emul
 
 from __future__ import annotations
 
+import struct
+
 import numpy as np
 
 from fpga.spec import golden
+from fpga.spec.commands import HALF_SPACES, Flag, half_bytes
 from fpga.spec.config import AcceleratorConfig
 from fpga.spec.layout import (
     CODEBOOK_ENTRIES,
     DESCRIPTOR_BYTES,
+    HUFFMAN_HEADER_BYTES,
     HUFFMAN_TABLE_BYTES,
     PARAM_BYTES,
     BufferSpace,
@@ -22,6 +26,7 @@ from fpga.spec.layout import (
     Op,
     decode_huffman_stream,
     predict_cycles,
+    tile_bytes,
 )
 
 
@@ -39,6 +44,18 @@ class EngineEmulator:
         }
         self.total_cycles = 0
         self._stream: bytearray | None = None  # a Huffman chunk being received
+
+    @property
+    def pending_stream(self) -> tuple[int, int] | None:
+        """(WEIGHT offset, bytes) the Huffman chunk being received decodes into, or None."""
+        if self._stream is None or len(self._stream) < HUFFMAN_HEADER_BYTES:
+            return None
+        count, dest = struct.unpack_from("<II", bytes(self._stream))
+        return dest, count
+
+    def flush(self) -> None:
+        """Decode a received Huffman chunk now (else at the next access)."""
+        self._decode_stream()
 
     def _decode_stream(self) -> None:
         """Decode the received Huffman chunk into WEIGHT (the RTL does it as bytes arrive)."""
@@ -102,9 +119,38 @@ class EngineEmulator:
             view_w = np.ndarray(view.shape, dtype=np.int8, buffer=out)
             view_w[idx] = block.ravel()
 
-    def run(self, expected_cycles: int = 0) -> int:
+    def run(self, expected_cycles: int = 0, flags: int = 0) -> int:
+        """One run of the descriptor in DESCRIPTOR; ``flags``: the RUN command's
+        (``fpga.spec.commands``): a SPLIT run's accesses to a space with its HIGH_* flag land in
+        the upper half (``run_address``: the top address bit flipped, which for a power-of-two
+        buffer is the buffer rotated by half), and a SPLIT run whose tile leaves the half
+        (``fpga.spec.layout.tile_bytes``) raises ValueError, as the engine flags ``error``."""
         self._decode_stream()
         d = LayerDescriptor.unpack(self.buffers[BufferSpace.DESCRIPTOR])
+        if not flags & Flag.SPLIT:
+            return self._run(d)
+        need = tile_bytes(d, self.config)
+        for space in HALF_SPACES:
+            extent = need[space.name.lower()]
+            if extent > half_bytes(space, self.config):
+                raise ValueError(
+                    f"a SPLIT run's {space.name} reaches byte {extent:,}, beyond its half "
+                    f"({half_bytes(space, self.config):,} bytes)"
+                )
+        high = [space for space, flag in HALF_SPACES.items() if flags & flag]
+        for space in high:
+            self._swap_halves(space)
+        try:
+            return self._run(d)
+        finally:
+            for space in high:
+                self._swap_halves(space)
+
+    def _swap_halves(self, space: BufferSpace) -> None:
+        buf, half = self.buffers[space], half_bytes(space, self.config)
+        buf[:] = buf[half:] + buf[:half]
+
+    def _run(self, d: LayerDescriptor) -> int:
         lanes = self.config.rows
         if d.op == Op.CONV:
             x = self._input(d, d.in_base)

@@ -44,6 +44,7 @@ from fpga.spec.config import WEIGHTS_MODES, AcceleratorConfig
 from fpga.spec.errors import UserError
 from fpga.spec.layout import (
     BYTE_SPACES,
+    PARAM_BYTES,
     BufferSpace,
     LayerDescriptor,
     Op,
@@ -58,6 +59,7 @@ from fpga.spec.layout import (
     pack_params,
     pack_weight_indices,
     predict_cycles,
+    tile_capacity,
     transfer_bytes,
     unpack_activations,
     unpack_sums,
@@ -116,6 +118,8 @@ class Unit:
     tiles: list[Tile]
     layers: list[str]  # graph layers computed by this unit
     order: str = ""  # a conv unit's tiling order (CONV_ORDERS)
+    #: tiled to half buffers: its runs are SPLIT (double buffered) in a resident program
+    split: bool = False
 
     @property
     def macs(self) -> int:
@@ -132,6 +136,9 @@ class Program:
     output: str
     weights_mode: str = "indices"
     minimum_link_bytes: int = 0
+    #: tiled for double buffering (``compile_network(split=True)``): each unit whose tiles fit
+    #: half buffers (``Unit.split``) is double-buffered by the resident compiler
+    split: bool = False
 
     @property
     def lowered_conv1(self) -> bool:
@@ -196,6 +203,7 @@ def _conv_unit(
     config: AcceleratorConfig,
     weights_mode: str = "indices",
     order: str = "auto",
+    split: bool = False,
 ) -> Unit:
     """Tile one conv unit (a conv, or convs concatenated by output addressing).
 
@@ -204,7 +212,7 @@ def _conv_unit(
     """
     if order not in (*CONV_ORDERS, "auto"):
         raise CompileError(f"{name}: unknown tiling order {order!r}")
-    lanes = config.rows
+    lanes, cap = config.rows, tile_capacity(config, split)
     c_in, h, w = in_shape
     g_in = groups(c_in, lanes)
     outs = []
@@ -235,9 +243,9 @@ def _conv_unit(
         def fits(rows: int) -> bool:
             for oy0 in range(0, out_h, rows):
                 lo, hi = band_rows(oy0, min(out_h, oy0 + rows), band_convs)
-                if (hi - lo) * w * g_in * lanes > config.act_in_bytes:
+                if (hi - lo) * w * g_in * lanes > cap["act_in"]:
                     return False
-            return min(rows, out_h) * out_w * out_groups * lanes <= config.act_out_bytes
+            return min(rows, out_h) * out_w * out_groups * lanes <= cap["act_out"]
 
         rows = out_h
         while rows > 0 and not fits(rows):
@@ -248,7 +256,7 @@ def _conv_unit(
 
     rows = band_height(convs, total)
 
-    chunks = _weight_chunks(convs, weights, offsets, g_in, config, weights_mode)
+    chunks = _weight_chunks(convs, weights, offsets, g_in, config, weights_mode, split)
 
     def conv_run(chunk, oy0, oy1, lo, hi, group_offset, out_groups) -> Run:
         conv, _, blocks, channels, consts = chunk
@@ -271,7 +279,7 @@ def _conv_unit(
             out_groups=out_groups,
             in_base=(first - lo) * w * g_in,
         )
-        check_fits(desc, config)
+        check_fits(desc, config, split)
         macs = channels * c_in * conv.kernel**2 * (oy1 - oy0) * out_w
         return Run(conv.name, desc, consts, macs)
 
@@ -309,14 +317,16 @@ def _conv_unit(
             order = "band"
             if len(chunks) > 1 and rows < out_h:
                 chunked = chunk_outer()
-                cost = [_transfer_estimate(t, config, w, total) for t in (tiles, chunked)]
+                cost = [_transfer_estimate(t, config, w, total, split) for t in (tiles, chunked)]
                 if cost[1] < cost[0]:
                     order, tiles = "chunk", chunked
     c_out = sum(conv.weight.shape[0] for conv in convs)
     return Unit(name, "conv", (c_out, out_h, out_w), tiles, [c.name for c in convs], order)
 
 
-def _weight_chunks(convs, weights, offsets, g_in: int, config, weights_mode: str) -> list:
+def _weight_chunks(
+    convs, weights, offsets, g_in: int, config, weights_mode: str, split: bool = False
+) -> list:
     """Each conv's weights in chunks of output blocks that fit the weight buffer: ``(conv, first
     output group, blocks, channels, constants)``, the constants being the codebook, the weight
     indices (or the layer's Huffman table and the chunk's stream) and the parameters."""
@@ -325,7 +335,8 @@ def _weight_chunks(convs, weights, offsets, g_in: int, config, weights_mode: str
     for conv, cw, offset in zip(convs, weights, offsets, strict=True):
         k = conv.kernel
         per_block = k * k * g_in * lanes * config.cols
-        max_blocks = min(config.weight_bytes // per_block, config.max_out_channels // config.cols)
+        cap = tile_capacity(config, split)
+        max_blocks = min(cap["weight"] // per_block, cap["params"] // PARAM_BYTES // config.cols)
         if max_blocks == 0:
             raise CompileError(f"{conv.name}: one block of weights exceeds the weight buffer")
         blocks = groups(conv.weight.shape[0], config.cols)
@@ -364,14 +375,15 @@ def _weight_chunks(convs, weights, offsets, g_in: int, config, weights_mode: str
 
 
 def _transfer_estimate(
-    tiles: list[Tile], config: AcceleratorConfig, in_w: int, out_groups: int
+    tiles: list[Tile], config: AcceleratorConfig, in_w: int, out_groups: int, split: bool = False
 ) -> float:
-    """Device cycles of a conv unit's ``tiles`` in resident mode, one after the other: the
-    engine's runs plus the transfers at the costs of :data:`fpga.compiler.cost.SEQUENCER_COSTS`
-    (aligned rows, no Huffman decoder stalls): the constants the device does not already hold
-    (:func:`execute`'s rule, from an empty device), the input bands (``in_w`` pixels a row),
-    the stores (a slice of the output's ``out_groups`` channel groups is one STORE row a pixel).
-    Only the comparison of two orders of one unit matters."""
+    """Device cycles of a conv unit's ``tiles`` in resident mode: per tile the engine's runs and
+    the transfers at the costs of :data:`fpga.compiler.cost.SEQUENCER_COSTS` (aligned rows, no
+    Huffman decoder stalls): the constants the device does not already hold (:func:`execute`'s
+    rule, from an empty device), the input bands (``in_w`` pixels a row), the stores (a slice of
+    the output's ``out_groups`` channel groups is one STORE row a pixel); one after the other,
+    or with ``split`` (double buffering) the larger of the two per tile. Only the comparison of
+    two orders of one unit matters."""
     from fpga.compiler.cost import SEQUENCER_COSTS as costs
 
     width = transfer_bytes(config)
@@ -381,30 +393,33 @@ def _transfer_estimate(
 
     def load(space, nbytes: int) -> float:
         chunks = nbytes if space in BYTE_SPACES else -(-nbytes // width)
-        return costs["command"] + costs["row"] + chunks * costs["load_chunk"]
+        return costs["command"] + costs["load"] + costs["row"] + chunks * costs["load_chunk"]
 
     for tile in tiles:
+        transfer = engine = 0.0
         for ld in tile.loads:
-            cycles += load(BufferSpace.ACT_IN, (ld.y1 - ld.y0) * in_w * (ld.g1 - ld.g0) * lanes)
+            transfer += load(BufferSpace.ACT_IN, (ld.y1 - ld.y0) * in_w * (ld.g1 - ld.g0) * lanes)
         for run in tile.runs:
             for space, offset, blob in [
                 *run.consts,
                 (BufferSpace.DESCRIPTOR, 0, run.descriptor.pack()),
             ]:
                 if held.write(space, offset, blob, constant=True):
-                    cycles += load(space, len(blob))
-            cycles += costs["command"] + predict_cycles(run.descriptor, config)  # RUN
+                    transfer += load(space, len(blob))
+            transfer += costs["command"]  # RUN
+            engine += predict_cycles(run.descriptor, config)
         store = tile.store
         pixels = (store.y1 - store.y0) * store.width
         whole = store.g0 == 0 and store.g1 == out_groups
         channels = (store.g1 - store.g0) * lanes
-        cycles += costs["command"] + (1 if whole else pixels) * costs["store_row"]
-        cycles += -(-pixels * channels // width) * costs["store_chunk"]
+        transfer += costs["command"] + (1 if whole else pixels) * costs["store_row"]
+        transfer += -(-pixels * channels // width) * costs["store_chunk"]
+        cycles += max(engine, transfer) if split else engine + transfer
     return cycles
 
 
-def _maxpool_unit(layer: QLayer, in_shape, config) -> Unit:
-    lanes = config.rows
+def _maxpool_unit(layer: QLayer, in_shape, config, split: bool = False) -> Unit:
+    lanes, cap = config.rows, tile_capacity(config, split)
     c, h, w = in_shape
     g = groups(c, lanes)
     out_h, out_w = golden.pool_output_size(h), golden.pool_output_size(w)
@@ -412,8 +427,8 @@ def _maxpool_unit(layer: QLayer, in_shape, config) -> Unit:
     def fits(rows: int, gt: int) -> bool:
         in_rows = min(h, 2 * (rows - 1) + 3)
         return (
-            in_rows * w * gt * lanes <= config.act_in_bytes
-            and rows * out_w * gt * lanes <= config.act_out_bytes
+            in_rows * w * gt * lanes <= cap["act_in"]
+            and rows * out_w * gt * lanes <= cap["act_out"]
         )
 
     # channel groups per tile first (whole rows are cheaper to address), then rows per band
@@ -442,7 +457,7 @@ def _maxpool_unit(layer: QLayer, in_shape, config) -> Unit:
                 out_w=out_w,
                 out_groups=g1 - g0,
             )
-            check_fits(desc, config)
+            check_fits(desc, config, split)
             tiles.append(
                 Tile(
                     [Load(layer.inputs[0], lo, hi, g0, g1)],
@@ -453,12 +468,13 @@ def _maxpool_unit(layer: QLayer, in_shape, config) -> Unit:
     return Unit(layer.name, "maxpool", (c, out_h, out_w), tiles, [layer.name])
 
 
-def _add_unit(layer: QLayer, in_shape, config) -> Unit:
+def _add_unit(layer: QLayer, in_shape, config, split: bool = False) -> Unit:
     lanes = config.rows
     c, h, w = in_shape
     g = groups(c, lanes)
     row_bytes = w * g * lanes
-    rows = min(h, config.act_in_bytes // (2 * row_bytes), config.act_out_bytes // row_bytes)
+    cap = tile_capacity(config, split)
+    rows = min(h, cap["act_in"] // (2 * row_bytes), cap["act_out"] // row_bytes)
     if rows == 0:
         raise CompileError(f"{layer.name}: one row of both operands does not fit ACT_IN")
     tiles = []
@@ -479,24 +495,25 @@ def _add_unit(layer: QLayer, in_shape, config) -> Unit:
             mult_b=int(layer.multiplier[1]),
             add_shift=int(layer.shift[0]),
         )
-        check_fits(desc, config)
+        check_fits(desc, config, split)
         loads = [Load(layer.inputs[0], y0, y1, 0, g, 0), Load(layer.inputs[1], y0, y1, 0, g, words)]
         tiles.append(Tile(loads, [Run(layer.name, desc)], Store(y0, y1, 0, g, w)))
     return Unit(layer.name, "add", (c, h, w), tiles, [layer.name])
 
 
-def _avgpool_unit(layer: QLayer, in_shape, config) -> Unit:
+def _avgpool_unit(layer: QLayer, in_shape, config, split: bool = False) -> Unit:
     lanes = config.rows
     c, h, w = in_shape
     g = groups(c, lanes)
-    per_tile = min(config.act_in_bytes // (h * w * lanes), config.act_out_bytes // (4 * lanes))
+    cap = tile_capacity(config, split)
+    per_tile = min(cap["act_in"] // (h * w * lanes), cap["act_out"] // (4 * lanes))
     if per_tile == 0:
         raise CompileError(f"{layer.name}: one channel group does not fit ACT_IN")
     tiles = []
     for g0 in range(0, g, per_tile):
         g1 = min(g, g0 + per_tile)
         desc = LayerDescriptor(op=Op.AVGPOOL, in_groups=g1 - g0, in_h=h, in_w=w)
-        check_fits(desc, config)
+        check_fits(desc, config, split)
         tiles.append(
             Tile(
                 [Load(layer.inputs[0], 0, h, g0, g1)],
@@ -513,6 +530,7 @@ def compile_network(
     compressed: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
     weights_mode: str = "indices",
     orders: dict[str, str] | None = None,
+    split: bool = False,
 ) -> Program:
     """Tile ``network`` for ``config``.
 
@@ -523,6 +541,8 @@ def compile_network(
     decodes into WEIGHT itself (hw.soc.huffman).
     ``orders`` forces a conv unit's tiling order by unit name ("band", "chunk"; "*" for every
     conv unit); the default picks per unit (:func:`_conv_unit`).
+    ``split``: tiles fit one half of each buffer (``fpga.spec.layout.tile_capacity``), so that
+    the resident compiler can double-buffer them (SPLIT runs, ``fpga.spec.commands``).
     """
     if weights_mode not in WEIGHTS_MODES:
         raise CompileError(
@@ -569,26 +589,49 @@ def compile_network(
                 shapes["input"] = in_shape
             name = concat.name if concat else layer.name
             order = (orders or {}).get(name, (orders or {}).get("*", "auto"))
-            unit = _conv_unit(name, convs, src, in_shape, weights, config, weights_mode, order)
+            unit = _halves_or_whole(
+                split, _conv_unit, name, convs, src, in_shape, weights, config, weights_mode, order
+            )
             done.update(c.name for c in convs)
             if concat:
                 done.add(concat.name)
         elif layer.op == "maxpool":
-            unit = _maxpool_unit(layer, shapes[layer.inputs[0]], config)
+            unit = _halves_or_whole(split, _maxpool_unit, layer, shapes[layer.inputs[0]], config)
         elif layer.op == "add":
-            unit = _add_unit(layer, shapes[layer.inputs[0]], config)
+            unit = _halves_or_whole(split, _add_unit, layer, shapes[layer.inputs[0]], config)
         elif layer.op == "avgpool":
-            unit = _avgpool_unit(layer, shapes[layer.inputs[0]], config)
+            unit = _halves_or_whole(split, _avgpool_unit, layer, shapes[layer.inputs[0]], config)
         else:
             raise CompileError(f"{layer.name}: a bare {layer.op} cannot be placed on the device")
         shapes[unit.name] = unit.shape
         units.append(unit)
         done.add(layer.name)
     program = Program(
-        network.variant, config, input_shape, lowered, units, units[-1].name, weights_mode
+        network.variant,
+        config,
+        input_shape,
+        lowered,
+        units,
+        units[-1].name,
+        weights_mode,
+        split=split,
     )
     program.minimum_link_bytes = _minimum_link_bytes(program)
     return program
+
+
+def _halves_or_whole(split: bool, tile, *args) -> Unit:
+    """``tile(*args, split=...)``: with ``split`` the unit tiled to half buffers where it can be
+    (double buffering), else (a row too wide for a half, as v1.0's lowered conv1 on 8 x 8) to
+    whole ones, its runs then unsplit."""
+    if split:
+        try:
+            unit = tile(*args, split=True)
+            unit.split = True
+            return unit
+        except CompileError:
+            pass
+    return tile(*args, split=False)
 
 
 def _minimum_link_bytes(program: Program) -> int:
@@ -647,6 +690,10 @@ class BufferContents:
         if space == BufferSpace.HUFFMAN_TABLE:
             self._forget(BufferSpace.HUFFMAN_STREAM)
         return True
+
+    def holds(self, space, offset: int, data: bytes) -> bool:
+        """Whether the constant ``data`` is held at ``offset`` of ``space``."""
+        return self._held.get((int(space), offset)) == data
 
     def _forget(self, space) -> None:
         self._held = {k: v for k, v in self._held.items() if k[0] != int(space)}

@@ -8,7 +8,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from fpga.compiler.resident import ResidentImage
-from fpga.spec.commands import COMMAND_BYTES, COMMAND_DTYPE, Flag, Opcode, ResidentError, relocation
+from fpga.spec.commands import (
+    COMMAND_BYTES,
+    COMMAND_DTYPE,
+    Flag,
+    Opcode,
+    ResidentError,
+    relocation,
+    run_claims,
+    touches,
+)
+from fpga.spec.layout import BufferSpace
 
 
 @dataclass
@@ -37,11 +47,17 @@ def run_commands(
     one flagged OUTPUT at ``output_base + ...`` (the run's slots: the base is added before
     anything else).
 
-    Raises :class:`ResidentError` (like the sequencer's error codes) on an unknown opcode or a
-    DRAM address (relocated) outside ``[0, dram_size)``. ``after(index, record)`` is called
-    after each command (index counts from the first one executed)."""
+    A SPLIT RUN (double buffering) computes at once here but owns its halves until a WAIT, the
+    next RUN or END (:func:`fpga.spec.commands.run_claims`): a LOAD or STORE row touching them
+    (a Huffman stream: the WEIGHT bytes it decodes into) is refused, as the engine refuses it.
+
+    Raises :class:`ResidentError` (like the sequencer's error codes) on an unknown opcode, a
+    DRAM address (relocated) outside ``[0, dram_size)`` or such a hazard. ``after(index,
+    record)`` is called after each command (index counts from the first one executed)."""
     dram_size = len(dram) if dram_size is None else dram_size
     stats = ResidentStats()
+    owned = None  # what the SPLIT run under way owns
+    config = getattr(engine, "config", None)
     while True:
         if pc < 0 or pc + COMMAND_BYTES > dram_size:
             raise ResidentError(f"command fetch at {pc:,} is outside the {dram_size:,}-byte DRAM")
@@ -51,7 +67,14 @@ def run_commands(
         if op == Opcode.END:
             return stats
         if op == Opcode.RUN:
-            stats.engine_cycles += engine.run()
+            flags = int(rec["flags"])
+            try:
+                stats.engine_cycles += engine.run(flags=flags) if flags else engine.run()
+            except ValueError as exc:  # a SPLIT run outside its halves: the engine's error
+                raise ResidentError(f"command at {pc:,}: RUN: {exc}") from None
+            owned = run_claims(flags, config) if flags & Flag.SPLIT else None
+        elif op == Opcode.WAIT:
+            owned = None
         elif op in (Opcode.LOAD, Opcode.STORE):
             length = int(rec["length"])
             addr, offset = int(rec["dram_addr"]), int(rec["buffer_offset"])
@@ -65,6 +88,12 @@ def run_commands(
                         f"{dram_size:,}-byte DRAM"
                     )
                 stats.dma_requests += not windows or row == 0
+                if touches(owned, int(rec["space"]), offset, length):
+                    raise ResidentError(
+                        f"command at {pc:,}: {Opcode(op).name} touches "
+                        f"{BufferSpace(int(rec['space'])).name} bytes [{offset:,}, "
+                        f"{offset + length:,}) that the run under way owns (a WAIT first)"
+                    )
                 if op == Opcode.LOAD:
                     engine.write(int(rec["space"]), offset, bytes(dram[addr : addr + length]))
                     stats.loaded_bytes += length
@@ -73,11 +102,28 @@ def run_commands(
                     stats.stored_bytes += length
                 addr += int(rec["dram_stride"])
                 offset += int(rec["buffer_stride"])
+            if op == Opcode.LOAD and int(rec["space"]) == BufferSpace.HUFFMAN_STREAM:
+                _decode(engine, owned, pc)
         else:
             raise ResidentError(f"command at {pc:,}: unknown opcode {op}")
         if after is not None:
             after(stats.commands - 1, rec)
         pc += COMMAND_BYTES
+
+
+def _decode(engine, owned, pc: int) -> None:
+    """A Huffman stream LOAD has ended: its bytes decode into WEIGHT now (the device decodes
+    them as they arrive), refused where the run under way owns them."""
+    stream = getattr(engine, "pending_stream", None)
+    if stream is None:
+        return
+    dest, count = stream
+    if touches(owned, BufferSpace.WEIGHT, dest, count):
+        raise ResidentError(
+            f"command at {pc:,}: a Huffman stream decodes into WEIGHT bytes [{dest:,}, "
+            f"{dest + count:,}) that the run under way owns (a WAIT first)"
+        )
+    engine.flush()
 
 
 def run_resident(

@@ -27,6 +27,7 @@ move the same bytes in the same order.
 from __future__ import annotations
 
 import hashlib
+import struct
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,6 +37,7 @@ from fpga.spec import golden
 from fpga.spec.commands import (
     COMMAND_BYTES,
     COMMAND_DTYPE,
+    HALF_SPACES,
     MAX_DRAM_BYTES,
     SLOTS,
     WINDOW_BYTES,
@@ -44,10 +46,14 @@ from fpga.spec.commands import (
     ResidentError,
     check_slot,
     command,
+    half_bytes,
     pack_commands,
+    run_claims,
+    touches,
 )
 from fpga.spec.config import AcceleratorConfig
 from fpga.spec.layout import (
+    HUFFMAN_HEADER_BYTES,
     BufferSpace,
     groups,
     pack_activations,
@@ -371,20 +377,77 @@ class _CommandWriter:
         self.model = bytearray()
         self.blobs: dict[bytes, int] = {}
         self.held = BufferContents()  # as execute's: a constant already held is not loaded
+        # double buffering (a split program): the halves of the tile under way and of the last
+        # run's weights and parameters, what the last SPLIT run owns until a WAIT, the last
+        # tile's STORE (emitted once the next tile's run has started)
+        self.split = False  # the unit under way's (Unit.split)
+        self.halves = {space: 0 for space in HALF_SPACES}
+        self.owned: dict[int, range] | None = None
+        self.proto: list = []
 
     def walk(self) -> tuple[list, dict[str, tuple[int, int]]]:
-        proto, unit_commands = [], {}
+        """The program's commands in order. Split: tile t's LOADs go into the halves tile t-1's
+        run does not own, its RUN (SPLIT) starts once run t-1 has ended (one engine), then tile
+        t-1's STORE reads its results from the other ACT_OUT half while run t computes; a WAIT
+        comes only before a command that touches what the run under way owns (the STORE a
+        following LOAD depends on, the last STORE)."""
+        unit_commands, starts = {}, {}
+        pending = None  # split: (unit, STORE, the unit's last) of the last tile, not yet emitted
         for unit in self.program.units:
-            first = len(proto)
-            for tile in unit.tiles:
+            starts[unit.name] = len(self.proto)
+            for index, tile in enumerate(unit.tiles):
+                last = index == len(unit.tiles) - 1
+                self.split = unit.split
+                if self.split:
+                    half = 1 - self.halves[BufferSpace.ACT_IN]
+                    self.halves[BufferSpace.ACT_IN] = self.halves[BufferSpace.ACT_OUT] = half
                 for load in tile.loads:
-                    proto += self._load(load)
-                for run in tile.runs:
-                    proto += self._run(run)
-                proto.append(self._store(unit, tile.store))
-            unit_commands[unit.name] = (first, len(proto))
-        proto.append((command(Opcode.END), None))
-        return proto, unit_commands
+                    if pending is not None and load.tensor == pending[0].name:
+                        self._store_done(pending, starts, unit_commands)  # its bytes are needed
+                        pending = None
+                if pending is not None and not self.split:  # its run overwrites all ACT_OUT
+                    self._store_done(pending, starts, unit_commands)
+                    pending = None
+                for load in tile.loads:
+                    self._emit(self._load(load))
+                for number, run in enumerate(tile.runs):
+                    self._emit(self._run(run))
+                    if number == 0 and pending is not None:
+                        self._store_done(pending, starts, unit_commands)
+                        pending = None
+                pending = (unit, self._store(unit, tile.store), last)
+                if not self.split:
+                    self._store_done(pending, starts, unit_commands)
+                    pending = None
+        if pending is not None:
+            self._store_done(pending, starts, unit_commands)
+        self._emit([(command(Opcode.END), None)])
+        return self.proto, unit_commands
+
+    def _store_done(self, pending: tuple, starts: dict, unit_commands: dict) -> None:
+        """Emit a tile's STORE; after its unit's last, the unit's commands end."""
+        unit, store, last = pending
+        self._emit([store])
+        if last:
+            unit_commands[unit.name] = (starts[unit.name], len(self.proto))
+
+    def _emit(self, records: list) -> None:
+        """Append ``(record, region)`` pairs, a WAIT before one that touches what the run under
+        way owns (:func:`fpga.spec.commands.run_claims`)."""
+        for rec, region in records:
+            op = int(rec["opcode"])
+            if op in (Opcode.LOAD, Opcode.STORE) and self.owned is not None:
+                space, offset = int(rec["space"]), int(rec["buffer_offset"])
+                length, count = int(rec["length"]), int(rec["count"])
+                if space == BufferSpace.HUFFMAN_STREAM:  # its decoded bytes go into WEIGHT
+                    space, offset, length, count = BufferSpace.WEIGHT, *self.stream_dest, 1
+                if touches(self.owned, space, offset, length, count, int(rec["buffer_stride"])):
+                    self.proto.append((command(Opcode.WAIT), None))
+                    self.owned = None
+            if op == Opcode.RUN:
+                flags = int(rec["flags"])
+                self.owned = run_claims(flags, self.program.config) if flags & Flag.SPLIT else None
+            self.proto.append((rec, region))
 
     def _blob(self, data: bytes) -> int:
         if data not in self.blobs:
@@ -401,8 +464,15 @@ class _CommandWriter:
             return "output", 0
         return "activations", self.tensors[name][0]
 
+    def _half(self, space: BufferSpace) -> int:
+        """Byte offset of the half the tile or run under way uses in ``space`` (0 unsplit)."""
+        if not self.split:
+            return 0
+        return self.halves[space] * half_bytes(space, self.program.config)
+
     def _load(self, load) -> list:
-        lanes, offset = self.lanes, load.base * self.lanes
+        lanes = self.lanes
+        offset = load.base * lanes + self._half(BufferSpace.ACT_IN)
         self.held.write(BufferSpace.ACT_IN, offset, b"", constant=False)
         if load.tensor == "input" and self.im2col:
             return _gather_conv1(self.program, load, offset, self.image_shape, self.pad)
@@ -416,11 +486,15 @@ class _CommandWriter:
         return [(_pixel_rows(Opcode.LOAD, start, pixels, width, g * lanes, offset), region)]
 
     def _run(self, run) -> list:
+        consts = [*run.consts, (BufferSpace.DESCRIPTOR, 0, run.descriptor.pack())]
+        flags = 0
+        if self.split:
+            consts = self._place_consts(consts)
+            flags = Flag.SPLIT | sum(
+                (HALF_SPACES[space] for space in HALF_SPACES if self.halves[space]), Flag(0)
+            )
         proto = []
-        for space, offset, data in [
-            *run.consts,
-            (BufferSpace.DESCRIPTOR, 0, run.descriptor.pack()),
-        ]:
+        for space, offset, data in consts:
             if self.held.write(BufferSpace(space), offset, data, constant=True):
                 rec = command(
                     Opcode.LOAD,
@@ -430,7 +504,38 @@ class _CommandWriter:
                     buffer_offset=offset,
                 )
                 proto.append((rec, "model"))
-        return [*proto, (command(Opcode.RUN), None)]
+        return [*proto, (command(Opcode.RUN, flags=int(flags)), None)]
+
+    def _place_consts(self, consts: list) -> list:
+        """A split run's constants in the halves it will use: WEIGHT (a Huffman stream decodes
+        into it: its header's destination moves) and PARAMS each in the half that already holds
+        them, else in the half the run under way does not own (the other one than the last
+        run's). Sets :attr:`halves` for the run's flags."""
+        config = self.program.config
+        placed = {space: [] for space in (BufferSpace.WEIGHT, BufferSpace.PARAMS)}
+        target = {BufferSpace.HUFFMAN_STREAM: BufferSpace.WEIGHT}
+        for space, offset, data in consts:
+            home = target.get(BufferSpace(space), BufferSpace(space))
+            if home in placed:
+                placed[home].append((space, offset, data))
+        for home, items in placed.items():
+            if not items:
+                continue
+            half = half_bytes(home, config)
+            options = [[_in_half(item, k * half) for item in items] for k in (0, 1)]
+            held = [k for k in (0, 1) if all(self.held.holds(*item) for item in options[k])]
+            self.halves[home] = held[0] if held else 1 - self.halves[home]
+        out = []
+        for space, offset, data in consts:
+            home = target.get(BufferSpace(space), BufferSpace(space))
+            if home in placed:
+                item = _in_half((space, offset, data), self.halves[home] * half_bytes(home, config))
+                if space == BufferSpace.HUFFMAN_STREAM:
+                    self.stream_dest = _stream_dest(item[2])
+                out.append(item)
+            else:
+                out.append((space, offset, data))
+        return out
 
     def _store(self, unit, store) -> tuple:
         lanes = self.lanes
@@ -441,7 +546,7 @@ class _CommandWriter:
                 Opcode.STORE,
                 BufferSpace.ACT_OUT,
                 length=4 * channels,
-                buffer_offset=0,
+                buffer_offset=self._half(BufferSpace.ACT_OUT),
                 dram_addr=base + 4 * store.g0 * lanes,
             )
             return rec, region
@@ -449,7 +554,24 @@ class _CommandWriter:
         g = groups(c, lanes)
         start = base + (store.y0 * w * g + store.g0) * lanes
         pixels = (store.y1 - store.y0) * store.width
-        return _pixel_rows(Opcode.STORE, start, pixels, channels, g * lanes, 0), region
+        offset = self._half(BufferSpace.ACT_OUT)
+        return _pixel_rows(Opcode.STORE, start, pixels, channels, g * lanes, offset), region
+
+
+def _in_half(const: tuple, base: int) -> tuple:
+    """A constant write ``(space, offset, data)`` moved ``base`` bytes up its buffer (a Huffman
+    stream: the destination in its header, where its decoded bytes go)."""
+    space, offset, data = const
+    if space == BufferSpace.HUFFMAN_STREAM:
+        count, dest = struct.unpack_from("<II", data)
+        return space, offset, struct.pack("<II", count, dest + base) + data[HUFFMAN_HEADER_BYTES:]
+    return space, offset + base, data
+
+
+def _stream_dest(stream: bytes) -> tuple[int, int]:
+    """(WEIGHT offset, bytes) a Huffman stream decodes into (its header)."""
+    count, dest = struct.unpack_from("<II", stream)
+    return dest, count
 
 
 def _lay_out(sizes: dict[str, int], dram_size: int) -> dict[str, tuple[int, int]]:

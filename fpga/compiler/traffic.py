@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from fpga.compiler.cost import ESTIMATE_WORD_BYTES, SEQUENCER_COSTS, row_chunks, transfer_cycles
+from fpga.compiler.cost import (
+    ESTIMATE_WORD_BYTES,
+    SEQUENCER_COSTS,
+    load_commands,
+    row_chunks,
+    transfer_cycles,
+)
 from fpga.compiler.resident import ResidentImage
 from fpga.spec.commands import Flag, Opcode, relocation
-from fpga.spec.layout import BYTE_SPACES, BufferSpace, transfer_bytes
+from fpga.spec.layout import BYTE_SPACES, BufferSpace, predict_cycles, transfer_bytes
 
 
 def transfer_totals(
@@ -20,28 +26,39 @@ def transfer_totals(
     relocated rows are counted at slot 0 (slots are :data:`REGION_ALIGN`-aligned, so every
     slot gives the same counts)."""
     commands = image.commands if commands is None else commands
-    width = min(transfer_bytes(image.config), word_bytes)
-    totals = {"commands": len(commands), "runs": 0, "rows": 0, "store_rows": 0, "stored": 0}
+    totals = {"commands": 0, "runs": 0, "rows": 0, "store_rows": 0, "stored": 0}
     totals.update({"windows": 0, "window_span": 0})  # WINDOWS LOADs: rows cut, bytes read
-    totals.update({"load_chunks": 0, "store_chunks": 0})
+    totals.update({"load_chunks": 0, "store_chunks": 0, "load_commands": 0})
     totals.update({f"loaded_{name}": 0 for name in image.regions})
+    for items in _command_items(image, commands, word_bytes):
+        for key, value in items.items():
+            totals[key] += value
+    totals["loaded"] = sum(totals[f"loaded_{name}"] for name in image.regions)
+    totals["engine_cycles"] = sum(image.program.predicted_cycles().values())
+    return totals
+
+
+def _command_items(image: ResidentImage, commands, word_bytes: int):
+    """Per command, what it moves (the counts :func:`transfer_totals` adds up)."""
+    width = min(transfer_bytes(image.config), word_bytes)
     bases = sorted((base, name) for name, (base, _) in image.regions.items())
     slot_bases = (image.input_address(0), image.output_address(0))
     for rec in commands:
         op, rows = int(rec["opcode"]), int(rec["count"]) if int(rec["length"]) else 0
+        items = {"commands": 1}
         if op == Opcode.RUN:
-            totals["runs"] += 1
+            items["runs"] = 1
         elif op in (Opcode.LOAD, Opcode.STORE):
             length = int(rec["length"])
             moved = rows * length
             flags = int(rec["flags"])
             first = int(rec["dram_addr"]) + relocation(flags, *slot_bases)
             if rows and flags & Flag.WINDOWS:
-                totals["rows"] += 1  # one DMA transfer of the span
-                totals["windows"] += rows
-                totals["window_span"] += (rows - 1) * int(rec["dram_stride"]) + length
+                items["rows"] = 1  # one DMA transfer of the span
+                items["windows"] = rows
+                items["window_span"] = (rows - 1) * int(rec["dram_stride"]) + length
             else:
-                totals["rows"] += rows
+                items["rows"] = rows
             space = int(rec["space"])
             wide = space not in BYTE_SPACES if op == Opcode.LOAD else space == BufferSpace.ACT_OUT
             r = np.arange(rows, dtype=np.int64)
@@ -53,19 +70,54 @@ def transfer_totals(
                 word_bytes,
             )
             if op == Opcode.STORE:
-                totals["store_rows"] += rows
-                totals["stored"] += moved
-                totals["store_chunks"] += int(chunks.sum())
+                items.update(store_rows=rows, stored=moved, store_chunks=int(chunks.sum()))
             else:
                 if flags & Flag.INPUT:
                     region = "input"
                 else:
                     region = [name for base, name in bases if base <= first][-1]
-                totals[f"loaded_{region}"] += moved
-                totals["load_chunks"] += int(chunks.sum())
-    totals["loaded"] = sum(totals[f"loaded_{name}"] for name in image.regions)
-    totals["engine_cycles"] = sum(image.program.predicted_cycles().values())
-    return totals
+                items[f"loaded_{region}"] = moved
+                items["load_chunks"] = int(chunks.sum())
+                items["load_commands"] = load_commands([rec])
+        yield items
+
+
+def device_cycles(image: ResidentImage, costs: dict = SEQUENCER_COSTS) -> dict[str, int]:
+    """Device cycles of one inference, walking the command list on a timeline: each command
+    costs the sequencer its fetch and its rows (:func:`transfer_totals` x ``costs``); a RUN
+    starts when the run under way has ended and lasts its ``predict_cycles``; a SPLIT RUN lets
+    the next commands go on meanwhile (double buffering), any other RUN, a WAIT and END wait
+    for it. ``total``: the program's cycles; ``engine``: the runs' cycles; ``transfer``: the
+    sequencer's own; ``exposed``: ``total - engine``, what the engine's runs did not hide."""
+    runs = iter(
+        predict_cycles(run.descriptor, image.config)
+        for unit in image.program.units
+        for tile in unit.tiles
+        for run in tile.runs
+    )
+    zero = dict.fromkeys(("commands", "load_chunks", "store_chunks", "rows", "store_rows"), 0)
+    zero["load_commands"] = 0
+    zero.update(windows=0, window_span=0)
+    now = engine_free = transfer = engine = 0
+    items = _command_items(image, image.commands, ESTIMATE_WORD_BYTES)
+    for rec, counts in zip(image.commands, items, strict=True):
+        op = int(rec["opcode"])
+        cost = transfer_cycles({**zero, **counts}, costs)
+        now, transfer = now + cost, transfer + cost
+        if op == Opcode.RUN:
+            cycles = next(runs)
+            now = max(now, engine_free)
+            engine_free, engine = now + cycles, engine + cycles
+            if not int(rec["flags"]) & Flag.SPLIT:
+                now = engine_free
+        elif op in (Opcode.WAIT, Opcode.END):
+            now = max(now, engine_free)
+    return {
+        "engine": engine,
+        "transfer": int(transfer),
+        "total": int(now),
+        "exposed": int(now) - engine,
+    }
 
 
 def sequential_cycles(image: ResidentImage, costs: dict = SEQUENCER_COSTS) -> dict[str, int]:

@@ -11,13 +11,13 @@ flag check from :data:`FLAGS`).
 **Command record** (:data:`COMMAND_RECORD`): 32 bytes, little-endian.
 
 ============== ======================================================================
-``opcode``     :class:`Opcode`: LOAD, STORE, RUN, END (0 is invalid: zeroed DRAM is an error,
+``opcode``     :class:`Opcode`: LOAD, STORE, RUN, END, WAIT (0 is invalid: zeroed DRAM is an error,
                never a silent no-op)
 ``space``      :class:`fpga.spec.layout.BufferSpace` of a LOAD/STORE
 ``flags``      :class:`Flag`: WINDOWS (a LOAD whose rows overlap in DRAM reads their span once),
                INPUT (a LOAD's ``dram_addr`` is relative to the run's input slot), OUTPUT (a
-               STORE's ``dram_addr`` is relative to the run's output slot); :data:`FLAGS` says
-               which opcode may carry which
+               STORE's ``dram_addr`` is relative to the run's output slot), SPLIT and HIGH_*
+               (a RUN's halves, below); :data:`FLAGS` says which opcode may carry which
 ``length``     bytes per row (a row is one contiguous DRAM range)
 ``dram_addr``  byte address of row 0 in DRAM
 ``buffer_offset`` byte offset of row 0 in the buffer space
@@ -29,8 +29,16 @@ flag check from :data:`FLAGS`).
 LOAD copies DRAM -> buffer (through the same byte-wide write port the link uses, so
 ``HUFFMAN_TABLE``/``HUFFMAN_STREAM`` go through the on-chip decoder like link writes), STORE
 copies buffer (ACT_OUT, the readable space) -> DRAM, RUN starts the engine on the descriptor
-already loaded into DESCRIPTOR and waits for it, END stops and reports cycles. A LOAD/STORE with
-``count == 0`` or ``length == 0`` moves nothing.
+already loaded into DESCRIPTOR, WAIT waits for the run under way, END waits for it and stops and
+reports cycles. A LOAD/STORE with ``count == 0`` or ``length == 0`` moves nothing.
+
+**Double buffering** (flag SPLIT): a RUN without it waits for its run to end, as before. A SPLIT
+RUN starts the engine and goes on at once: it owns only one half of each of ACT_IN, ACT_OUT,
+WEIGHT and PARAMS (:func:`run_claims`; the HIGH_* flags pick the halves, the engine maps its own
+accesses there with :func:`run_address`), so the next tile's LOADs and the last tile's STOREs
+use the other halves while it computes. A RUN while a run is under way first waits for it (one
+engine). A LOAD or STORE that touches a byte the running run owns is refused (the checker before
+the program runs, the engine while it runs): the program puts a WAIT before it.
 
 **Relocation** (:func:`relocation`): the program's input LOADs (flag INPUT) and output STOREs
 (flag OUTPUT) carry addresses relative to a slot; each run gets the absolute slot addresses
@@ -53,6 +61,7 @@ from fpga.spec.layout import (
     HUFFMAN_TABLE_BYTES,
     PARAM_BYTES,
     BufferSpace,
+    tile_capacity,
 )
 from fpga.spec.protocol import frame_bytes
 
@@ -62,6 +71,8 @@ class Opcode(enum.IntEnum):
     STORE = 2
     RUN = 3
     END = 4
+    #: wait until the engine has finished the run under way (none: go on at once)
+    WAIT = 5
 
 
 class Flag(enum.IntFlag):
@@ -73,6 +84,15 @@ class Flag(enum.IntFlag):
     INPUT = 2
     #: STORE: ``dram_addr`` is relative to the run's output slot (RUN_RESIDENT's ``output_addr``)
     OUTPUT = 4
+    #: RUN: the run owns one half of each of :data:`HALF_SPACES` (the HIGH_* flags pick which),
+    #: not every buffer: LOADs and STOREs may use the other halves while it computes (double
+    #: buffering, :func:`run_claims`)
+    SPLIT = 8
+    #: RUN with SPLIT: the run's half of ACT_IN / ACT_OUT / WEIGHT / PARAMS is the upper one
+    HIGH_ACT_IN = 16
+    HIGH_ACT_OUT = 32
+    HIGH_WEIGHT = 64
+    HIGH_PARAMS = 128
 
 
 #: input and output slots in the map: the host writes image n+1 into one input slot while the
@@ -83,8 +103,13 @@ class Flag(enum.IntFlag):
 FLAGS = {
     Opcode.LOAD: Flag.WINDOWS | Flag.INPUT,
     Opcode.STORE: Flag.OUTPUT,
-    Opcode.RUN: Flag(0),
+    Opcode.RUN: Flag.SPLIT
+    | Flag.HIGH_ACT_IN
+    | Flag.HIGH_ACT_OUT
+    | Flag.HIGH_WEIGHT
+    | Flag.HIGH_PARAMS,
     Opcode.END: Flag(0),
+    Opcode.WAIT: Flag(0),
 }
 
 #: device runs image n from the other, and reads image n's logits from one output slot while
@@ -187,6 +212,75 @@ def buffer_address_bits(config: AcceleratorConfig) -> int:
     """Bits of a byte address into the largest buffer space (the link's and the sequencer's
     buffer address ports)."""
     return (max(buffer_sizes(config).values()) - 1).bit_length()
+
+
+#: the double-buffered spaces and the RUN flag that puts a SPLIT run in their upper half
+HALF_SPACES = {
+    BufferSpace.ACT_IN: Flag.HIGH_ACT_IN,
+    BufferSpace.ACT_OUT: Flag.HIGH_ACT_OUT,
+    BufferSpace.WEIGHT: Flag.HIGH_WEIGHT,
+    BufferSpace.PARAMS: Flag.HIGH_PARAMS,
+}
+#: the RUN flags the engine takes with its start (the rest of the record stays in the sequencer)
+RUN_FLAGS = FLAGS[Opcode.RUN]
+#: bits of the RUN flags on the engine's start port
+RUN_FLAG_BITS = int(RUN_FLAGS).bit_length()
+
+
+def half_bytes(space: BufferSpace, config: AcceleratorConfig) -> int:
+    """Bytes of one half of a double-buffered space (``fpga.spec.layout.tile_capacity``; every
+    buffer is a power of two bytes, so the half is its top address bit)."""
+    size = buffer_sizes(config)[space]
+    assert size & (size - 1) == 0, (space, size)
+    return tile_capacity(config, split=True)[BufferSpace(space).name.lower()]
+
+
+def run_address(space: int, offset: int, flags: int, config: AcceleratorConfig) -> int:
+    """Where the engine's own access at byte ``offset`` of ``space`` lands during a RUN with
+    ``flags``: a SPLIT run with HIGH_<space> has the top address bit flipped (an XOR, so a tile
+    laid out from 0 in the lower half runs from the upper half), every other access lands where
+    it says. The descriptor's addresses are the same in both halves."""
+    if flags & Flag.SPLIT and space in HALF_SPACES and flags & HALF_SPACES[space]:
+        return offset ^ half_bytes(BufferSpace(space), config)
+    return offset
+
+
+def run_claims(flags: int, config: AcceleratorConfig) -> dict[int, range]:
+    """The byte ranges of each buffer space that a RUN with ``flags`` owns until it ends (the
+    one rule behind the checker's and the reference executor's refusals and the engine's
+    ENGINE error): a LOAD or STORE touching a claimed byte before a WAIT is a hazard.
+
+    A SPLIT run owns one half of each of :data:`HALF_SPACES` (its engine accesses must stay in
+    it: the engine refuses a run whose addresses leave it); any other run owns every space
+    whole, as a run always did. DESCRIPTOR is never owned by a SPLIT run: the engine copies it
+    when the run starts. CODEBOOK and the Huffman spaces only feed writes into WEIGHT, which
+    are checked as WEIGHT writes."""
+    sizes = buffer_sizes(config)
+    if not flags & Flag.SPLIT:
+        return {space: range(size) for space, size in sizes.items()}
+    claims = {}
+    for space, high in HALF_SPACES.items():
+        half = half_bytes(space, config)
+        start = half if flags & high else 0
+        claims[space] = range(start, start + half)
+    return claims
+
+
+def touches(
+    claims: dict[int, range] | None,
+    space: int,
+    offset: int,
+    length: int,
+    count: int = 1,
+    stride: int = 0,
+) -> bool:
+    """Whether ``count`` rows of ``length`` bytes of ``space`` at ``offset + r * stride`` touch a
+    byte of ``claims`` (:func:`run_claims` of the run under way; None: no run)."""
+    claim = (claims or {}).get(int(space))
+    if claim is None or length <= 0 or count <= 0:
+        return False
+    starts = offset + stride * np.arange(count, dtype=np.int64)
+    return bool(np.any((starts < claim.stop) & (starts + length > claim.start)))
 
 
 def relocation(flags: int, input_base: int, output_base: int) -> int:

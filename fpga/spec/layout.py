@@ -433,15 +433,21 @@ def decode_huffman_stream(table: bytes, stream: bytes) -> tuple[int, bytes]:
 
 # -- capacity and cycles --------------------------------------------------------------------------
 def tile_bytes(desc: LayerDescriptor, config: AcceleratorConfig) -> dict[str, int]:
-    """Bytes each buffer needs for ``desc``."""
+    """Bytes each buffer needs for ``desc``: one past the last byte a run reads (ACT_IN, WEIGHT,
+    PARAMS) or writes (ACT_OUT); a SPLIT run (``fpga.spec.commands``) must stay in its halves."""
     rows, cols = config.rows, config.cols
     need = {"act_in": (desc.in_base + desc.in_h * desc.in_w * desc.in_groups) * rows}
     if desc.op == Op.ADD:
         need["act_in"] = desc.b_base * rows + need["act_in"]
+    last_pixel = (desc.out_h * desc.out_w - 1) * desc.out_groups  # word of the last pixel
     if desc.op == Op.AVGPOOL:
         need["act_out"] = desc.in_groups * rows * 4
+    elif desc.op == Op.CONV:
+        need["act_out"] = (last_pixel + desc.out_group_offset + desc.blocks) * cols
+    elif desc.op == Op.MAXPOOL:
+        need["act_out"] = (last_pixel + desc.in_groups) * cols
     else:
-        need["act_out"] = desc.out_h * desc.out_w * desc.out_groups * cols
+        need["act_out"] = desc.out_h * desc.out_w * desc.in_groups * cols
     need["weight"] = (
         desc.blocks * desc.kernel**2 * desc.in_groups * rows * cols if desc.op == Op.CONV else 0
     )
@@ -449,15 +455,22 @@ def tile_bytes(desc: LayerDescriptor, config: AcceleratorConfig) -> dict[str, in
     return need
 
 
-def check_fits(desc: LayerDescriptor, config: AcceleratorConfig) -> None:
-    """Raise ValueError naming the buffer a tile overflows."""
-    need = tile_bytes(desc, config)
+def tile_capacity(config: AcceleratorConfig, split: bool = False) -> dict[str, int]:
+    """Bytes a tile may use of each engine buffer: all of it, or with ``split`` (double
+    buffering: a SPLIT run, ``fpga.spec.commands``) one half, the other taking the next tile."""
     have = {
         "act_in": config.act_in_bytes,
         "act_out": config.act_out_bytes,
         "weight": config.weight_bytes,
         "params": config.max_out_channels * PARAM_BYTES,
     }
+    return {name: size // 2 for name, size in have.items()} if split else have
+
+
+def check_fits(desc: LayerDescriptor, config: AcceleratorConfig, split: bool = False) -> None:
+    """Raise ValueError naming the buffer a tile overflows (with ``split``: its half)."""
+    need = tile_bytes(desc, config)
+    have = tile_capacity(config, split)
     for name, size in need.items():
         if size > have[name]:
             raise ValueError(f"tile needs {size} bytes of {name}, the buffer has {have[name]}")

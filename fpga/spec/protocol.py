@@ -39,8 +39,10 @@ SYNC = b"\xa5\x5a"
 #: v4 the DRAM controller's state (STATUS dram_state, status DRAM_NOT_READY); v5 runs that
 #: overlap the link (RUN_RESIDENT starts with input/output addresses and answers at once,
 #: RESIDENT_WAIT answers when the run ends; MEM_WRITE/MEM_READ are served while it runs); v6 the
-#: engine's own clock (IDENTIFY engine_clock_hz: engine cycles are counted in it)
-PROTOCOL_VERSION = 6
+#: engine's own clock (IDENTIFY engine_clock_hz: engine cycles are counted in it); v7 double
+#: buffering in resident programs (the WAIT command, a RUN's SPLIT/HIGH_* flags:
+#: ``fpga.spec.commands``), which a v6 sequencer refuses
+PROTOCOL_VERSION = 7
 MAGIC = b"SQZF"
 RESPONSE_FLAG = 0x80
 #: inter-byte timeout of the device's frame decoder, in clock cycles

@@ -20,7 +20,7 @@ import functools
 import operator
 from dataclasses import dataclass
 
-from amaranth import Cat, Module, Mux, Signal, Value, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -56,6 +56,16 @@ def descriptor_layout() -> data.StructLayout:
 
 
 DESCRIPTOR_LAYOUT = descriptor_layout()
+
+#: a SPLIT run's upper halves among the buffers the generator addresses
+#: (``fpga.spec.commands.run_address``): a set bit flips the top bit of every address into that
+#: buffer, ACT_IN's two read addresses, WEIGHT's, and the token's ``block`` (the PARAMS word)
+UPPER_LAYOUT = data.StructLayout({"act_in": 1, "weight": 1, "params": 1})
+
+
+def _top_bit(flag, width: int) -> Value:
+    """``flag`` as the top bit of a ``width``-bit value (what an XOR flips into the upper half)."""
+    return Cat(Const(0, width - 1), flag)
 
 
 def token_layout(config: AcceleratorConfig) -> data.StructLayout:
@@ -302,6 +312,7 @@ class AddressGenerator(wiring.Component):
             {
                 "descriptor": In(DESCRIPTOR_LAYOUT),
                 "start": In(1),
+                "upper": In(UPPER_LAYOUT),
                 "act_addr": Out(config.act_in_word_bits),
                 "b_addr": Out(config.act_in_word_bits),
                 "weight_addr": Out(config.weight_word_bits),
@@ -625,7 +636,8 @@ class AddressGenerator(wiring.Component):
                     [levels[i].last | ~token_levels[i] for i in range(len(token_levels))],
                 )
             ),
-            issued_block.eq(levels[5].value),
+            # the PARAMS word: the block, in a SPLIT run's upper half flipped like the addresses
+            issued_block.eq(levels[5].value ^ _top_bit(self.upper.params, len(issued_block))),
             issued_pair.eq(levels[0].first),
         ]
         return {
@@ -721,17 +733,17 @@ class AddressGenerator(wiring.Component):
         w = cfg.act_in_word_bits
         out_bits = cfg.act_out_word_bits
         first_window = constants.first_window
-        act = _Stream(
-            m,
-            "act",
-            w,
-            _first(m, "act", w, _by_op(op, {conv: first_window, maxpool: first_window})),
-            strides["act"],
-            moves,
-        )
-        b_first = _by_op(op, {maxpool: first_window + groups, add: fields["b_base"]})
+        # a SPLIT run's upper half: the streams are affine modulo 2**width, so flipping the
+        # top bit of the first value flips it in every address of the run (no gate on the
+        # read addresses themselves)
+        act_upper = _top_bit(self.upper.act_in, w)
+        act_first = _by_op(op, {conv: first_window, maxpool: first_window}) ^ act_upper
+        act = _Stream(m, "act", w, _first(m, "act", w, act_first), strides["act"], moves)
+        b_first = _by_op(op, {maxpool: first_window + groups, add: fields["b_base"]}) ^ act_upper
         b = _Stream(m, "b", w, _first(m, "b", w, b_first), strides["act"], moves)
-        weight = _Stream(m, "weight", cfg.weight_word_bits, 0, strides["weight"], moves)
+        weight_bits = cfg.weight_word_bits
+        weight_first = _first(m, "weight", weight_bits, _top_bit(self.upper.weight, weight_bits))
+        weight = _Stream(m, "weight", weight_bits, weight_first, strides["weight"], moves)
         out = _Stream(
             m,
             "out",

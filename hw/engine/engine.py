@@ -47,12 +47,15 @@ sticky ``error`` (bad descriptor or write while busy) cleared by ``clear_error``
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from amaranth import Cat, Const, DomainRenamer, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.fifo import AsyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from fpga.spec.commands import HALF_SPACES, RUN_FLAG_BITS, Flag, buffer_sizes, half_bytes
 from fpga.spec.config import DEFAULT_CONFIG, AcceleratorConfig
 from fpga.spec.layout import (
     DESCRIPTOR_BYTES,
@@ -84,6 +87,45 @@ def _min_vector(config: AcceleratorConfig) -> Value:
     return Cat(*[Const(act_min, signed(config.act_bits))] * config.rows)
 
 
+def _flag_bit(flag: Flag) -> int:
+    """The bit of ``flag`` on the ``run_flags`` port."""
+    return _log2(int(flag))
+
+
+@dataclass
+class _RunHalves:
+    """A run's SPLIT flag and, per double-buffered space (``fpga.spec.commands.HALF_SPACES``),
+    whether its half is the upper one (SPLIT and HIGH_<space>): registers, one copy per clock
+    domain, constant while the run is under way."""
+
+    split: Signal
+    upper: dict  # BufferSpace -> Signal
+
+    @classmethod
+    def signals(cls, prefix: str) -> _RunHalves:
+        return cls(
+            Signal(name=f"{prefix}_split"),
+            {space: Signal(name=f"{prefix}_upper_{space.name.lower()}") for space in HALF_SPACES},
+        )
+
+    def eq(self, other: _RunHalves) -> list:
+        return [
+            self.split.eq(other.split),
+            *[self.upper[space].eq(other.upper[space]) for space in HALF_SPACES],
+        ]
+
+
+@dataclass
+class _Claims:
+    """What the run under way owns (host side, ``fpga.spec.commands.run_claims``): ``whole``
+    every space (a run without SPLIT), ``halves`` the ``halves.upper`` half of each of
+    HALF_SPACES (a SPLIT run); neither when no run is under way. Set with ``busy``."""
+
+    whole: Signal
+    halves: Signal
+    run: _RunHalves
+
+
 class ConvEngine(wiring.Component):
     def __init__(self, config: AcceleratorConfig = DEFAULT_CONFIG, fabric_pes: int = 0):
         self.config = config
@@ -98,6 +140,9 @@ class ConvEngine(wiring.Component):
             config.param_words * config.cols * PARAM_BYTES,
         )
         self.addr_bits = (max(buffer_bytes) - 1).bit_length()
+        sizes = buffer_sizes(config)
+        for space, size in zip(HALF_SPACES, buffer_bytes, strict=True):
+            assert sizes[space] == size, (space, size)  # the halves' top bits are the spec's
         self.transfer_bytes = transfer_bytes(config)
         super().__init__(
             {
@@ -106,6 +151,9 @@ class ConvEngine(wiring.Component):
                 "write": In(write_signature(config)),
                 "read": In(read_signature(config)),
                 "start": In(1),
+                # the RUN's flags (fpga.spec.commands.RUN_FLAGS), sampled with ``start``: SPLIT
+                # and the HIGH_* halves; 0 is a run that owns every buffer
+                "run_flags": In(RUN_FLAG_BITS),
                 "busy": Out(1),
                 "done": Out(1),
                 "cycles": Out(RUN_RESPONSE.widths()["cycles"]),
@@ -119,22 +167,30 @@ class ConvEngine(wiring.Component):
         decoder, array, accumulator, addrgen, pool, writeback = self._datapath(m)
         drain_cycles = self._drain_cycles(array, accumulator, addrgen, pool, writeback)
         act_in, act_out, weight_banks, params, descriptor = self._buffers(m)
-        self._host_writes(m, decoder, act_in, params, weight_banks, descriptor)
-        self._host_reads(m, act_out)
-        start_cdc, done_cdc, engine_descriptor, start, busy = self._clock_crossing(m, descriptor)
+        # the run's descriptor and halves, latched when its start is accepted (host side), and
+        # what it owns until it ends
+        run_descriptor = [Signal(8, name=f"run_descriptor_{i}") for i in range(DESCRIPTOR_BYTES)]
+        claims = _Claims(
+            Signal(name="claims_whole"), Signal(name="claims_halves"), _RunHalves.signals("run")
+        )
+        self._host_writes(m, decoder, act_in, params, weight_banks, descriptor, claims)
+        self._host_reads(m, act_out, claims)
+        start_cdc, done_cdc, engine_descriptor, engine_halves, start, busy = self._clock_crossing(
+            m, run_descriptor, claims.run
+        )
 
         # -- descriptor fields (the engine's copy) ----------------------------------------------
         fields = self._descriptor_fields(engine_descriptor)
         op = fields["op"][:OP_BITS]
         relu = fields["relu"][0]
 
-        self._start_addrgen(m, addrgen, engine_descriptor, start)
+        self._start_addrgen(m, addrgen, engine_descriptor, engine_halves, start)
         drain = Signal(range(max(drain_cycles.values()) + 1))
         cycle_count = Signal.like(self.cycles)
         act_read, act_read_b, weight_reads, param_read = self._engine_reads(
             m, addrgen, act_in, params, weight_banks
         )
-        self._host_handshake(m, self._descriptor_fields(descriptor), start_cdc, done_cdc)
+        self._host_handshake(m, descriptor, run_descriptor, claims, start_cdc, done_cdc)
         with m.If(start):
             m.d.engine += [busy.eq(1), cycle_count.eq(1), drain.eq(0)]
         with m.If(busy):
@@ -157,9 +213,14 @@ class ConvEngine(wiring.Component):
         # -- output buffer write port (one writer per op: hw.engine.pool.Writeback) -------------
         out_write = act_out.write_port(domain="engine")
         wiring.connect(m, writeback.write, out_write)
-        m.d.comb += writeback.op.eq(op)
+        m.d.comb += [
+            writeback.op.eq(op),
+            writeback.confine.eq(engine_halves.split),
+            writeback.upper.eq(engine_halves.upper[BufferSpace.ACT_OUT]),
+        ]
+        outside = self._outside(m, op, addrgen, writeback, engine_halves, start)
 
-        self._completion(m, op, drain_cycles, addrgen, busy, drain, cycle_count, done_cdc)
+        self._completion(m, op, drain_cycles, addrgen, busy, drain, cycle_count, outside, done_cdc)
         return m
 
     def _datapath(self, m: Module) -> tuple:
@@ -246,9 +307,27 @@ class ConvEngine(wiring.Component):
         descriptor = [Signal(8, name=f"descriptor_{i}") for i in range(DESCRIPTOR_BYTES)]
         return act_in, act_out, weight_banks, params, descriptor
 
-    def _host_writes(self, m: Module, decoder, act_in, params, weight_banks, descriptor) -> None:
+    def _claimed(self, claims: _Claims, space, addr) -> Value:
+        """A byte at ``addr`` of ``space`` (a buffer port's fields) is owned by the run under
+        way (``fpga.spec.commands.run_claims``): a run without SPLIT owns every space whole, a
+        SPLIT run the half of each double-buffered space that its flags chose (the top bit of
+        the space's byte address: a chunk never straddles it, a half being whole aligned
+        blocks). Addresses beyond a space alias into it, as the buffers see them."""
+        in_half = [
+            (space == kind) & (addr[_log2(half_bytes(kind, self.config))] == claims.run.upper[kind])
+            for kind in HALF_SPACES
+        ]
+        return claims.whole | (claims.halves & Cat(*in_half).any())
+
+    def _host_writes(
+        self, m: Module, decoder, act_in, params, weight_banks, descriptor, claims: _Claims
+    ) -> None:
         """Host writes (``sync``): a chunk's byte lanes into a buffer's words (the weights
-        through ``decoder``), the DESCRIPTOR bytes, and ``error`` on a write while busy.
+        through ``decoder``), the DESCRIPTOR bytes, and ``error`` on a write into a byte the run
+        under way owns (:meth:`_claimed`; such a chunk is dropped). A SPLIT run leaves the other
+        halves, DESCRIPTOR and CODEBOOK writable: the run's descriptor is the copy latched at
+        its start, and the codebook decodes weights as they are written (the WEIGHT buffer
+        holds int8 weights), so neither changes the run.
 
         The buffer writes are registered at the engine's boundary: the writer's logic (the
         link, the sequencer's window and Huffman paths) ends here, not in the block RAMs' write
@@ -260,8 +339,13 @@ class ConvEngine(wiring.Component):
         pes = cfg.rows * cfg.cols
         chunk = self.write.payload
         writable = Signal()
-        m.d.comb += [self.write.ready.eq(1), writable.eq(self.write.valid & ~self.busy)]
-        with m.If(self.write.valid & self.busy):
+        refused = Signal()  # the chunk touches a byte the run under way owns
+        m.d.comb += [
+            self.write.ready.eq(1),
+            refused.eq(self._claimed(claims, chunk.space, chunk.addr)),
+            writable.eq(self.write.valid & ~refused),
+        ]
+        with m.If(self.write.valid & refused):
             m.d.sync += self.error.eq(1)
 
         own = {"addr": chunk.addr[: self.addr_bits]}  # the port's low address bits
@@ -328,9 +412,11 @@ class ConvEngine(wiring.Component):
                 with m.If(own["addr"] == i):
                     m.d.sync += byte.eq(chunk.data[:8])
 
-    def _host_reads(self, m: Module, act_out) -> None:
+    def _host_reads(self, m: Module, act_out, claims: _Claims) -> None:
         """Host reads of ACT_OUT (``sync``, latency 1): the response's ``data`` the byte,
-        ``block`` its aligned block; other spaces read 0."""
+        ``block`` its aligned block; other spaces read 0. A read of a byte the run under way
+        owns (:meth:`_claimed`) is an ``error`` (its data is whatever the buffer holds); the
+        other half of a SPLIT run's ACT_OUT reads back as stored."""
         cfg = self.config
         lanes = cfg.rows
         act = cfg.act_bits
@@ -359,24 +445,30 @@ class ConvEngine(wiring.Component):
         m.d.comb += response.payload.data.eq(
             Mux(read_space_ok, out_read.data.word_select(read_lane, act), 0)
         )
+        owned = self._claimed(claims, BufferSpace.ACT_OUT, request.payload.addr)
+        with m.If(request.valid & (request.payload.space == BufferSpace.ACT_OUT) & owned):
+            m.d.sync += self.error.eq(1)
 
-    def _clock_crossing(self, m: Module, descriptor: list) -> tuple:
+    def _clock_crossing(self, m: Module, run_descriptor: list, run_halves: _RunHalves) -> tuple:
         """The clock-domain crossing: a run's start and its end. Returns ``(start_cdc,
-        done_cdc, engine_descriptor, start, busy)``: the two FIFOs, the engine's copy of the
-        descriptor bytes, the run's ``start`` pulse and its ``busy`` (engine domain).
+        done_cdc, engine_descriptor, engine_halves, start, busy)``: the two FIFOs, the
+        engine's copies of the run's descriptor bytes and halves, the run's ``start`` pulse and
+        its ``busy`` (engine domain).
 
         The host side (``sync``: buffer writes, the codebook, the descriptor, ACT_OUT reads)
         and the compute side (``engine``) meet at dual-clock block RAMs (written on one clock,
-        read on the other) and two AsyncFIFOs: a start token in, the run's cycle count out.
-        The descriptor is checked on the host side; the engine copies it when the token
-        arrives (it cannot change while the run is pending: writes are refused while busy) and
-        starts the run two cycles after, from its own copy (and the address generator's copy
-        of that, :meth:`_start_addrgen`)."""
+        read on the other) and two AsyncFIFOs: a start token in, the run's cycle count (and
+        whether the run left its halves) out. The descriptor is checked on the host side and
+        latched with the run's flags when the start is accepted (``run_descriptor``,
+        ``run_halves``: the DESCRIPTOR space stays writable during a SPLIT run); the engine
+        copies the latched registers when the token arrives (they change only at the next
+        accepted start, after this run's end) and starts the run two cycles after, from its
+        own copy (and the address generator's copy of that, :meth:`_start_addrgen`)."""
         m.submodules.start_cdc = start_cdc = AsyncFIFO(
             width=1, depth=2, w_domain="sync", r_domain="engine"
         )
         m.submodules.done_cdc = done_cdc = AsyncFIFO(
-            width=len(self.cycles), depth=2, w_domain="engine", r_domain="sync"
+            width=len(self.cycles) + 1, depth=2, w_domain="engine", r_domain="sync"
         )
         engine_descriptor = [
             Signal(8, name=f"engine_descriptor_{i}") for i in range(DESCRIPTOR_BYTES)
@@ -386,11 +478,13 @@ class ConvEngine(wiring.Component):
         busy = Signal()  # a run is under way (engine domain)
         m.d.comb += start_cdc.r_en.eq(1)
         m.d.engine += [copied.eq(start_cdc.r_rdy), start.eq(copied)]
+        engine_halves = _RunHalves.signals("engine")
         with m.If(start_cdc.r_rdy):
             m.d.engine += [
-                copy.eq(byte) for copy, byte in zip(engine_descriptor, descriptor, strict=True)
+                copy.eq(byte) for copy, byte in zip(engine_descriptor, run_descriptor, strict=True)
             ]
-        return start_cdc, done_cdc, engine_descriptor, start, busy
+            m.d.engine += engine_halves.eq(run_halves)
+        return start_cdc, done_cdc, engine_descriptor, engine_halves, start, busy
 
     @staticmethod
     def _descriptor_fields(descriptor: list) -> dict:
@@ -401,8 +495,9 @@ class ConvEngine(wiring.Component):
             fields[name] = Cat(*descriptor[offset : offset + width])
         return fields
 
-    def _start_addrgen(self, m: Module, addrgen, engine_descriptor: list, start) -> None:
-        """The address generator (hw.engine.addrgen): the run's descriptor and start.
+    def _start_addrgen(self, m: Module, addrgen, engine_descriptor: list, halves, start) -> None:
+        """The address generator (hw.engine.addrgen): the run's descriptor, its upper halves
+        (ACT_IN, WEIGHT, PARAMS: the generator flips their addresses' top bit) and start.
 
         It reads the descriptor from a copy of its own, registered beside it the cycle after
         the engine's copy (and before ``start``): the engine's copy fans out over the whole
@@ -415,6 +510,9 @@ class ConvEngine(wiring.Component):
         m.d.comb += [
             addrgen.descriptor.eq(addrgen_descriptor),
             addrgen.start.eq(start),
+            addrgen.upper.act_in.eq(halves.upper[BufferSpace.ACT_IN]),
+            addrgen.upper.weight.eq(halves.upper[BufferSpace.WEIGHT]),
+            addrgen.upper.params.eq(halves.upper[BufferSpace.PARAMS]),
         ]
 
     @staticmethod
@@ -443,11 +541,18 @@ class ConvEngine(wiring.Component):
             m.d.comb += [weight_read.en.eq(1), weight_read.addr.eq(weight_addr)]
         return act_read, act_read_b, weight_reads, param_read
 
-    def _host_handshake(self, m: Module, host_fields: dict, start_cdc, done_cdc) -> None:
-        """Start / validity (host side): ``start`` with a valid descriptor (``host_fields``,
-        the host's copy) sends the start token and sets ``busy``, with a bad one flags
-        ``error`` and pulses ``done``; the run's cycle count arriving ends it (``done``,
-        ``cycles``); ``clear_error`` clears ``error``."""
+    def _host_handshake(
+        self, m: Module, descriptor, run_descriptor, claims: _Claims, start_cdc, done_cdc
+    ) -> None:
+        """Start / validity (host side): ``start`` with a valid descriptor (the host's copy,
+        ``descriptor``) latches it (``run_descriptor``) and the run's flags (``claims.run``),
+        sets what the run owns (``claims``), sends the start token and sets ``busy``; with a
+        bad one it flags ``error`` and pulses ``done``. The run's cycle count arriving ends it
+        (``done``, ``cycles``; ``error`` if the run left its halves); ``clear_error`` clears
+        ``error``."""
+        host_fields = self._descriptor_fields(descriptor)
+        flags = self.run_flags
+        split = flags[_flag_bit(Flag.SPLIT)]
         h_op = host_fields["op"][:OP_BITS]
         h_kernel = host_fields["kernel"][:KERNEL_BITS]
         h_stride = host_fields["stride"][:KERNEL_BITS]
@@ -467,15 +572,32 @@ class ConvEngine(wiring.Component):
             m.d.sync += self.error.eq(0)
         with m.If(self.start & ~self.busy):
             with m.If(descriptor_ok):
-                m.d.sync += self.busy.eq(1)
+                m.d.sync += [
+                    self.busy.eq(1),
+                    *[copy.eq(byte) for copy, byte in zip(run_descriptor, descriptor, strict=True)],
+                    claims.run.split.eq(split),
+                    *[
+                        claims.run.upper[space].eq(split & flags[_flag_bit(high)])
+                        for space, high in HALF_SPACES.items()
+                    ],
+                    claims.whole.eq(~split),
+                    claims.halves.eq(split),
+                ]
                 m.d.comb += start_cdc.w_en.eq(1)
             with m.Else():
                 m.d.sync += self.error.eq(1)
                 m.d.comb += self.done.eq(1)
         m.d.comb += done_cdc.r_en.eq(1)
         with m.If(done_cdc.r_rdy):  # the run's end: its cycle count arrived
-            m.d.sync += [self.busy.eq(0), self.cycles.eq(done_cdc.r_data)]
+            m.d.sync += [
+                self.busy.eq(0),
+                self.cycles.eq(done_cdc.r_data[: len(self.cycles)]),
+                claims.whole.eq(0),
+                claims.halves.eq(0),
+            ]
             m.d.comb += self.done.eq(1)
+            with m.If(done_cdc.r_data[-1]):  # a SPLIT run left its halves
+                m.d.sync += self.error.eq(1)
 
     @staticmethod
     def _capture(m: Module, addrgen, act_read, act_read_b, weight_reads) -> tuple:
@@ -603,11 +725,57 @@ class ConvEngine(wiring.Component):
             m.d.comb += tokens.b[i].eq(b_lanes[i])
 
     @staticmethod
-    def _completion(m: Module, op, drain_cycles, addrgen, busy, drain, cycle_count, done_cdc):
+    def _outside(m: Module, op, addrgen, writeback, halves: _RunHalves, start) -> Value:
+        """Whether the SPLIT run under way has left its halves (engine domain): one of its
+        accesses has, before its top bit is flipped (``run_address``), the top bit of its space
+        set, so its tile is larger than a half (``fpga.spec.layout.tile_bytes``; the emulator
+        raises). Reads are checked with their token (stage 1, one
+        cycle after their addresses) for the accesses the run uses: a tap inside the image
+        (CONV, MAXPOOL; MAXPOOL's second tap inside the image and the window), the ADD's two
+        operands, AVGPOOL's pixels, CONV's weight word and its block's parameter word; the
+        ACT_OUT writes at the writeback, which drops them. Sticky from ``start`` to the run's
+        end, off the buffers' paths; the value returned includes this cycle's write."""
+        tops = {}
+        for name, address in (
+            ("act", addrgen.act_addr),
+            ("b", addrgen.b_addr),
+            ("weight", addrgen.weight_addr),
+        ):
+            tops[name] = Signal(name=f"{name}_addr_top")
+            m.d.engine += tops[name].eq(address[-1])
+        token = addrgen.tokens.payload
+        upper = halves.upper
+        act_high = tops["act"] ^ upper[BufferSpace.ACT_IN]  # the address before the flip
+        b_high = tops["b"] ^ upper[BufferSpace.ACT_IN]
+        weight_high = tops["weight"] ^ upper[BufferSpace.WEIGHT]
+        block_high = token.block[-1] ^ upper[BufferSpace.PARAMS]
+        act_used = token.in_bounds | (op == Op.ADD) | (op == Op.AVGPOOL)
+        b_used = (token.b_in_bounds & (op == Op.MAXPOOL)) | (op == Op.ADD)
+        read_outside = Signal()
+        m.d.engine += read_outside.eq(
+            halves.split
+            & addrgen.tokens.valid
+            & (
+                (act_used & act_high)
+                | (b_used & b_high)
+                | ((op == Op.CONV) & (weight_high | block_high))
+            )
+        )
+        left = Signal()  # the run has left its halves
+        with m.If(read_outside | writeback.outside):
+            m.d.engine += left.eq(1)
+        with m.If(start):
+            m.d.engine += left.eq(0)
+        return left | writeback.outside
+
+    @staticmethod
+    def _completion(
+        m: Module, op, drain_cycles, addrgen, busy, drain, cycle_count, outside, done_cdc
+    ):
         """Completion: drain the pipeline after the last issue, then send the run's cycle count
-        through ``done_cdc`` (the run's drain length in a register of its own, settled long
-        before the drain: the op decode in front of the compare and the done FIFO's write was
-        the 8x8 engine's critical path alone, 8.6 ns)."""
+        and ``outside`` (the run left its halves) through ``done_cdc`` (the run's drain length
+        in a register of its own, settled long before the drain: the op decode in front of the
+        compare and the done FIFO's write was the 8x8 engine's critical path alone, 8.6 ns)."""
         target = Signal(range(max(drain_cycles.values()) + 1))
         with m.Switch(op):
             for key, value in drain_cycles.items():
@@ -617,4 +785,4 @@ class ConvEngine(wiring.Component):
             m.d.engine += drain.eq(drain + 1)
             with m.If(drain == target):
                 m.d.engine += busy.eq(0)
-                m.d.comb += [done_cdc.w_en.eq(1), done_cdc.w_data.eq(cycle_count)]
+                m.d.comb += [done_cdc.w_en.eq(1), done_cdc.w_data.eq(Cat(cycle_count, outside))]

@@ -344,7 +344,13 @@ class Writeback(wiring.Component):
     word at its address :data:`~fpga.spec.layout.WRITEBACK_LATENCY` cycles later: the port's enable,
     address and word are registered, so the select (and the op register that drives it) ends in
     this register and not in the block RAMs' write ports, spread over the die (the 8x8 SoC's
-    engine critical path placed for 100 MHz: 11 ns of routing)."""
+    engine critical path placed for 100 MHz: 11 ns of routing).
+
+    A SPLIT run (``fpga.spec.commands``) writes one half of ACT_OUT: ``confine`` (the run is
+    SPLIT) drops a write whose address is in the upper half and raises ``outside`` in the cycle
+    its result arrives (the run leaves its half: an engine error), and ``upper`` (the run's half
+    is the upper one) flips the top address bit of every write (``run_address``), both in front
+    of the same register."""
 
     latency = WRITEBACK_LATENCY
 
@@ -355,18 +361,24 @@ class Writeback(wiring.Component):
                 "conv": In(results_signature(config)),
                 "pool": In(results_signature(config)),
                 "op": In(Op),
+                "confine": In(1),
+                "upper": In(1),
                 "write": Out(write_signature(config).flip()),
+                "outside": Out(1),
             }
         )
 
     def elaborate(self, platform):
         m = Module()
         write = self.write
+        top = self.config.act_out_word_bits - 1
         for chosen, when in ((self.conv, self.op == Op.CONV), (self.pool, self.op != Op.CONV)):
+            leaves = chosen.payload.addr[top] & self.confine
             with m.If(when):
+                m.d.comb += self.outside.eq(chosen.valid & leaves)
                 m.d.sync += [
-                    write.en.eq(chosen.valid),
-                    write.addr.eq(chosen.payload.addr),
+                    write.en.eq(chosen.valid & ~leaves),
+                    write.addr.eq(chosen.payload.addr ^ (self.upper << top)),
                     write.data.eq(chosen.payload.data),
                 ]
         return m

@@ -23,14 +23,20 @@ output can therefore feed a writer's input at the same alignment unchanged.
   ordered streams, so no routing is needed). Ordering *between* a read and a write to the same
   range is the sequencer's job: start the read after the writer's ``busy`` falls.
 
-Requests are taken one at a time per block (``request.ready`` while idle): back-to-back
-transfers pay one controller latency each.
+The writer takes a request when idle (``request.ready`` while idle). The reader is pipelined:
+it takes the next request as soon as the one before has issued all its read commands, while that
+one's words are still coming back; each taken request's framing (its last word's index and
+first/last masks) waits in a small queue (``queue_depth``, :data:`REQUEST_QUEUE_DEPTH`) so
+``keep`` and ``last`` stay per request. Back-to-back short reads (a LOAD's rows) then share one
+controller latency instead of paying one each; ``busy`` stays high until the last word of the
+last request has been passed on.
 """
 
 from __future__ import annotations
 
 from amaranth import Const, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from hw.soc.dram import (
@@ -40,6 +46,10 @@ from hw.soc.dram import (
     rdata_layout,
     wdata_layout,
 )
+
+#: read requests a :class:`DMAReader` holds whose words have not all come back (each one's word
+#: count and first/last masks): rows in flight at once
+REQUEST_QUEUE_DEPTH = 8
 
 
 def request_layout(byte_address_width: int) -> data.StructLayout:
@@ -85,12 +95,14 @@ class DMAReader(wiring.Component):
     """DRAM byte range -> lane-aligned word stream (see the module docstring).
 
     Ports: ``request`` In(addr, length), ``data`` Out(data, keep, last), ``cmd`` Out and
-    ``rdata`` In (the native port's read half), ``busy``.
+    ``rdata`` In (the native port's read half), ``busy``. A request is taken while the previous
+    one's words still come back (up to ``queue_depth`` requests, ``in_flight`` words).
     """
 
-    def __init__(self, data_width: int, address_width: int, in_flight: int = READ_BUFFER_DEPTH):
+    def __init__(self, data_width: int, address_width: int, in_flight: int = READ_BUFFER_DEPTH,
+                 queue_depth: int = REQUEST_QUEUE_DEPTH):  # fmt: skip
         self.geometry = g = _Geometry(data_width, address_width)
-        self.in_flight = in_flight
+        self.in_flight, self.queue_depth = in_flight, queue_depth
         super().__init__(
             {
                 "request": In(stream.Signature(request_layout(g.byte_address_width))),
@@ -110,23 +122,33 @@ class DMAReader(wiring.Component):
 
         issue_addr = Signal(g.address_width)
         issue_left = Signal(count_width)  # read commands still to issue
-        receive_left = Signal(count_width)  # words still to come back
         outstanding = Signal(range(self.in_flight + 1))  # issued, not yet passed on
-        first = Signal()
-        first_mask = Signal(g.word_bytes)
-        last_mask = Signal(g.word_bytes)
+        # the requests whose commands are issued (or being issued) but whose words have not all
+        # come back: each one's last word index and first/last masks, in order
+        framing = data.StructLayout(
+            {"last_word": count_width, "first_mask": g.word_bytes, "last_mask": g.word_bytes}
+        )
+        m.submodules.queue = queue = SyncFIFO(width=framing.size, depth=self.queue_depth)
+        head = data.View(framing, queue.r_data)
+        received = Signal(count_width)  # words of the head request passed on so far
 
-        idle = (issue_left == 0) & (receive_left == 0)
-        m.d.comb += [self.request.ready.eq(idle), self.busy.eq(~idle)]
-        with m.If(self.request.valid & idle & (self.request.payload.length != 0)):
-            m.d.sync += [
-                issue_addr.eq(span.first_word),
-                issue_left.eq(span.count),
-                receive_left.eq(span.count),
-                first.eq(1),
-                first_mask.eq(span.first_mask),
-                last_mask.eq(span.last_mask),
-            ]
+        # a request is taken once the one before has issued all its commands
+        taking = Signal()
+        m.d.comb += [
+            self.request.ready.eq((issue_left == 0) & queue.w_rdy),
+            taking.eq(self.request.valid & self.request.ready & (self.request.payload.length != 0)),
+            self.busy.eq((issue_left != 0) | (queue.w_level != 0)),
+            queue.w_en.eq(taking),
+        ]
+        entry = data.View(framing, Signal(framing.size, name="entry"))
+        m.d.comb += [
+            entry.last_word.eq(span.count - 1),
+            entry.first_mask.eq(span.first_mask),
+            entry.last_mask.eq(span.last_mask),
+            queue.w_data.eq(entry.as_value()),
+        ]
+        with m.If(taking):
+            m.d.sync += [issue_addr.eq(span.first_word), issue_left.eq(span.count)]
 
         # command issuer: back to back while the wrapper's read buffer has room for the word
         m.d.comb += [
@@ -138,20 +160,23 @@ class DMAReader(wiring.Component):
         with m.If(issued):
             m.d.sync += [issue_addr.eq(issue_addr + 1), issue_left.eq(issue_left - 1)]
 
-        # receiver: words come back in command order; mark the range's bytes
-        is_last = receive_left == 1
+        # receiver: words come back in command order, the head request's first; mark its bytes
+        is_last = received == head.last_word
         full = Const((1 << g.word_bytes) - 1, g.word_bytes)
-        keep = Mux(first, first_mask, full) & Mux(is_last, last_mask, full)
+        keep = Mux(received == 0, head.first_mask, full) & Mux(is_last, head.last_mask, full)
         m.d.comb += [
-            self.data.valid.eq(self.rdata.valid & (receive_left != 0)),
+            self.data.valid.eq(self.rdata.valid & queue.r_rdy),
             self.data.payload.data.eq(self.rdata.payload.data),
             self.data.payload.keep.eq(keep),
             self.data.payload.last.eq(is_last),
-            self.rdata.ready.eq(self.data.ready & (receive_left != 0)),
+            self.rdata.ready.eq(self.data.ready & queue.r_rdy),
         ]
         passed = self.data.valid & self.data.ready
         with m.If(passed):
-            m.d.sync += [receive_left.eq(receive_left - 1), first.eq(0)]
+            m.d.sync += received.eq(received + 1)
+            with m.If(is_last):
+                m.d.comb += queue.r_en.eq(1)
+                m.d.sync += received.eq(0)
         m.d.sync += outstanding.eq(outstanding + issued - passed)
         return m
 
@@ -261,8 +286,9 @@ class DMA(wiring.Component):
     ``LiteDRAMNative.port`` with ``wiring.connect``).
     """
 
-    def __init__(self, data_width: int, address_width: int, in_flight: int = READ_BUFFER_DEPTH):
-        self.reader = DMAReader(data_width, address_width, in_flight)
+    def __init__(self, data_width: int, address_width: int, in_flight: int = READ_BUFFER_DEPTH,
+                 queue_depth: int = REQUEST_QUEUE_DEPTH):  # fmt: skip
+        self.reader = DMAReader(data_width, address_width, in_flight, queue_depth)
         self.writer = DMAWriter(data_width, address_width)
         self.arbiter = CommandArbiter(address_width)
         reader, writer = self.reader.signature.members, self.writer.signature.members

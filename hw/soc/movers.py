@@ -3,7 +3,11 @@ engine's buffer ports, asked for on :mod:`amaranth.lib.stream` ports by the comm
 
 - :class:`LoadMover` (DRAM -> buffer write port): a ``request`` is a DMA read of ``length`` bytes
   at ``addr``; a plain row's lane-aligned words are taken apart into chunks on the write port
-  (``write``, ``hw.engine.ports``) from buffer byte ``buffer``; a ``fill``
+  (``write``, ``hw.engine.ports``) from buffer byte ``buffer``. Plain rows are pipelined: one is
+  taken (its DMA read sent) whenever its target (buffer byte, DRAM lane, length, space, wide)
+  fits a ``queue_depth``-deep FIFO, while the rows before it still move; the byte side takes the
+  targets in order and starts the next row (with its first word, if it is there) in the cycle
+  the last chunk of the one before goes. ``busy``: a row taken is not yet written. A ``fill``
   reads a WINDOWS LOAD's span word by word into the window buffer instead. A ``window`` request
   cuts one row from the window buffer (window byte ``offset``); the row after it is taken in the
   cycle its last chunk goes (one cycle a window).
@@ -12,7 +16,9 @@ engine's buffer ports, asked for on :mod:`amaranth.lib.stream` ports by the comm
   packed into lane-aligned words for the DMA writer; the row ends when the writer's ``busy`` falls.
 
 Requests are taken in the cycle they are offered when the mover is idle (a DMA-backed request
-with the DMA's request), so the FSM's row costs are the movers' cycles: ``done`` pulses in the
+with the DMA's request; the load mover's plain rows also while earlier rows move; its ``fill``
+and ``window`` requests only when no row is queued or moving), so the FSM's row costs are the
+movers' cycles: ``done`` pulses in the
 cycle a transfer ends (the last chunk written, the span's last word, the writer drained);
 ``dma_wait`` is high in the cycles spent waiting for the DMA. Every row was checked by the FSM
 before it is asked for: the movers only move bytes.
@@ -22,12 +28,13 @@ from __future__ import annotations
 
 from amaranth import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from fpga.spec.commands import SPACE_BITS, port_address_bits
 from hw.engine.ports import read_signature, write_signature
-from hw.soc.dma import request_layout, words_layout
+from hw.soc.dma import REQUEST_QUEUE_DEPTH, request_layout, words_layout
 
 
 def over(value, bits):
@@ -119,14 +126,15 @@ def _lane_of(shape: PortShape, addr):
 class LoadMover(wiring.Component):
     """DRAM -> the buffer write port, and the window buffer (see the module docstring)."""
 
-    def __init__(self, shape: PortShape):
-        self.shape = shape
+    def __init__(self, shape: PortShape, queue_depth: int = REQUEST_QUEUE_DEPTH):
+        self.shape, self.queue_depth = shape, queue_depth
         width = 8 * shape.word_bytes
         super().__init__(
             {
                 "request": In(stream.Signature(shape.load_layout())),
                 "window": In(stream.Signature(shape.window_layout())),
                 "done": Out(1),
+                "busy": Out(1),
                 "dma_wait": Out(1),
                 "dma_read_request": Out(stream.Signature(request_layout(shape.dram_bits))),
                 "dma_read_data": In(stream.Signature(words_layout(width))),
@@ -180,6 +188,47 @@ class LoadMover(wiring.Component):
         ]
         last_chunk = self.write.ready & (row.left == n)
 
+        # the plain rows asked for whose bytes have not started moving, in order: their targets
+        target = data.StructLayout(
+            {"length": shape.length_shape, "lane": len(row.lane), **shape.target()}
+        )
+        m.submodules.rows = rows = SyncFIFO(width=target.size, depth=self.queue_depth)
+        entry = data.View(target, Signal(target.size, name="row_entry"))
+        head = data.View(target, rows.r_data)
+        m.d.comb += [
+            entry.length.eq(request.payload.length),
+            entry.lane.eq(_lane_of(shape, request.payload.addr)),
+            entry.buffer.eq(request.payload.buffer),
+            entry.space.eq(request.payload.space),
+            entry.wide.eq(request.payload.wide),
+            rows.w_data.eq(entry.as_value()),
+        ]
+        moving = Signal()  # a plain row's bytes are moving (WORD/BYTES)
+        idle = Signal()  # the IDLE state
+        queued = rows.w_level != 0
+        m.d.comb += self.busy.eq(~idle | queued)
+        # a plain row is taken whenever its target fits the queue (while the rows before it
+        # move); a fill only when every row before it has moved
+        take_row = ~request.payload.fill & rows.w_rdy & (idle | moving)
+        take_fill = request.payload.fill & idle & ~queued
+        offer = request.valid & (take_row | take_fill)
+        m.d.comb += [
+            self.dma_read_request.valid.eq(offer),
+            request.ready.eq(self.dma_read_request.ready & (take_row | take_fill)),
+            rows.w_en.eq(offer & ~request.payload.fill & self.dma_read_request.ready),
+        ]
+
+        def next_row():
+            """The next queued row's target: its first word is the DMA's next one."""
+            m.d.comb += rows.r_en.eq(1)
+            m.d.sync += [
+                row.left.eq(head.length),
+                row.at.eq(head.buffer),
+                row.lane.eq(head.lane),
+                row.space.eq(head.space),
+                row.wide.eq(head.wide),
+            ]
+
         def take_window():
             row.start(m, self.window.payload, 0)
             m.d.sync += window_at.eq(self.window.payload.offset)
@@ -188,37 +237,51 @@ class LoadMover(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += [
-                    self.dma_read_request.valid.eq(request.valid),
-                    request.ready.eq(self.dma_read_request.ready),
-                    self.dma_wait.eq(request.valid & ~self.dma_read_request.ready),
-                    self.window.ready.eq(1),
+                    idle.eq(1),
+                    self.dma_wait.eq(offer & ~self.dma_read_request.ready),
+                    self.window.ready.eq(~queued & ~request.valid),
                 ]
-                with m.If(request.valid & self.dma_read_request.ready):
+                with m.If(rows.r_rdy):
+                    next_row()
+                    m.next = "WORD"
+                with m.Elif(take_fill & request.valid & self.dma_read_request.ready):
                     row.start(m, request.payload, _lane_of(shape, request.payload.addr))
                     m.d.sync += filled.eq(0)
-                    with m.If(request.payload.fill):
-                        m.next = "FILL"
-                    with m.Else():
-                        m.next = "WORD"
-                with m.Elif(self.window.valid):
+                    m.next = "FILL"
+                with m.Elif(self.window.valid & ~queued & ~request.valid):
                     take_window()
 
             # a row: DMA words -> chunks on the buffer write port (``lane``: the row's first
             # word starts at its address' lane, the next at 0)
             with m.State("WORD"):
-                m.d.comb += [data_in.ready.eq(1), self.dma_wait.eq(~data_in.valid)]
+                m.d.comb += [
+                    moving.eq(1),
+                    data_in.ready.eq(1),
+                    self.dma_wait.eq(~data_in.valid),
+                ]
                 with m.If(data_in.valid):
                     m.d.comb += fill.en.eq(1)
                     m.next = "BYTES"
 
             with m.State("BYTES"):
+                m.d.comb += moving.eq(1)
                 m.d.comb += write_chunk
                 with m.If(self.write.ready):
                     m.d.sync += [row.at.eq(row.at + n), row.left.eq(row.left - n)]
                     m.d.sync += row.lane.eq(row.lane + n)
                     with m.If(row.left == n):
                         m.d.comb += self.done.eq(1)
-                        m.next = "IDLE"
+                        # the next queued row goes on in the same cycle, with its first word if
+                        # it is there
+                        with m.If(rows.r_rdy):
+                            next_row()
+                            m.d.comb += data_in.ready.eq(1)
+                            with m.If(data_in.valid):
+                                m.d.comb += fill.en.eq(1)
+                            with m.Else():
+                                m.next = "WORD"
+                        with m.Else():
+                            m.next = "IDLE"
                     with m.Elif(row.lane + n == word_bytes):
                         # the word's last byte: take the next word in the same cycle if it is
                         # there (no bubble between words), else wait for it

@@ -25,15 +25,23 @@ in the cycle the row ends, so a row costs the FSM what the mover spends on it. T
 the fetch's in FETCH/FETCH_DATA and the load mover's otherwise. Commands:
 
 - **LOAD** / **STORE**: per row, ``length`` bytes at ``dram_addr + r * dram_stride`` (DRAM) and
-  ``buffer_offset + r * buffer_stride`` (buffer), one mover request a row;
+  ``buffer_offset + r * buffer_stride`` (buffer), one mover request a row; a LOAD's rows are
+  pipelined: the next row is checked and asked for as soon as the load mover takes the one
+  before (its DMA read goes out while the earlier rows' words still come back), and the command
+  ends when the mover's ``busy`` falls (all its rows written); a STORE's row ends before the
+  next is asked for;
 - **LOAD with the WINDOWS flag** (conv1's im2col: rows that overlap in DRAM): the span
   ``(count - 1) * dram_stride + length`` (at most ``window_bytes``) is read once, word by word,
   into the load mover's window buffer, and the rows are cut from it at one chunk per cycle (one
   DMA latency per command instead of one per row; the next row is checked and asked for in the
   cycle the last chunk of the one before goes);
-- **RUN**: one ``engine_start`` pulse, then wait for ``engine_done`` (``engine_cycles`` counts
-  the wait);
-- **END**: ``done`` pulses with ``error`` low; ``cycles`` holds the cycles since ``start``.
+- **RUN**: once the run under way (a SPLIT one) has ended, one ``engine_start`` pulse with the
+  RUN's flags on ``engine_flags``; a SPLIT run goes on to the next command at once (double
+  buffering: the engine owns only its halves, :func:`fpga.spec.commands.run_claims`), any other
+  waits for ``engine_done`` (``engine_cycles`` counts the cycles the engine computes);
+- **WAIT**: wait for the run under way to end (link transfers are served meanwhile);
+- **END**: after the run under way, ``done`` pulses with ``error`` low; ``cycles`` holds the
+  cycles since ``start``.
 
 Refusals end in ``done`` with ``error`` high and an :class:`SequencerError` code (``pc`` holds
 the failing command's address), never in a hang: an unknown opcode (0 included: zeroed DRAM), a
@@ -42,14 +50,16 @@ the opcode (as :func:`fpga.compiler.check.check_commands` refuses them), INPUT a
 together or a WINDOWS span beyond the window buffer (a LOAD/STORE of no bytes is skipped before
 these), a row outside its buffer space (sizes from :func:`fpga.spec.commands.buffer_sizes`), an
 unknown space, a program address that is not
-word-aligned, an engine error. Rows before a refused row of the same command have moved.
+word-aligned, an engine error (a bad descriptor, a SPLIT run outside its halves, or a write or
+read that touches what a SPLIT run owns: seen before the next command is fetched). Rows before a
+refused row of the same command have moved (a refused LOAD row waits for them to be written).
 
-A program's own LOADs/STOREs and its RUNs do not overlap (double buffering is in
-docs/resident.md), but the link's transfers do: a command the link submits (``submit`` ..
-``submit_taken``) runs alone when idle, and during a program between two of its commands or
-while a RUN's engine computes (the engine's done is latched meanwhile), then the program goes
-on; ``submit_done``/``submit_error`` answer it, ``done``/``error_code`` the program, and
-``host_cycles`` counts the run's cycles spent on the link's commands. Commands flagged
+A SPLIT RUN's engine computes while the program's next LOADs/STOREs move (docs/resident.md,
+"Double buffering"), and the link's transfers overlap runs too: a command the link submits
+(``submit`` .. ``submit_taken``) runs alone when idle, and during a program between two of
+its commands or while a RUN's engine computes (the engine's done is latched meanwhile), then
+the program goes on; ``submit_done``/``submit_error`` answer it, ``done``/``error_code`` the
+program, and ``host_cycles`` counts the run's cycles spent on the link's commands. Commands flagged
 ``Flag.INPUT``/``Flag.OUTPUT`` address DRAM relative to ``input_base``/``output_base`` (the
 run's slots, so the host fills the next image's input while this one runs). The record's
 ``data.StructLayout`` is derived from :func:`fpga.spec.commands.command_fields`.
@@ -72,6 +82,7 @@ from amaranth.lib.wiring import In, Out
 from fpga.spec.commands import (
     COMMAND_BYTES,
     FLAGS,
+    RUN_FLAG_BITS,
     WINDOW_BYTES,
     Flag,
     HostSpace,
@@ -191,6 +202,8 @@ class Sequencer(wiring.Component):
                 "write": Out(write_signature(config)),
                 "read": Out(read_signature(config)),
                 "engine_start": Out(1),
+                # the RUN's flags with engine_start (SPLIT, HIGH_*: the run's buffer halves)
+                "engine_flags": Out(RUN_FLAG_BITS),
                 "engine_done": In(1),
                 "engine_error": In(1),
             }
@@ -307,7 +320,9 @@ class Sequencer(wiring.Component):
             m.d.sync += s.cycles.eq(s.cycles + 1)
             with m.If(s.immediate):
                 m.d.sync += s.host_cycles.eq(s.host_cycles + 1)
-        with m.If(s.dma_wait & ~s.immediate):
+        # DMA waits the engine does not hide (none while it computes), so that every cycle of a
+        # program is engine, DMA wait or other, overlapped or not
+        with m.If(s.dma_wait & ~s.immediate & ~s.engine_busy):
             m.d.sync += s.dma_wait_cycles.eq(s.dma_wait_cycles + 1)
         # the engine computes from a RUN's start to its done, whatever the sequencer does then
         with m.If(s.engine_busy):
@@ -380,12 +395,19 @@ class Sequencer(wiring.Component):
         with m.State("DECODE"):
             self._decode(m, s)
 
-        with m.State("RUN"):
-            m.d.comb += self.engine_start.eq(1)
-            m.d.sync += s.engine_busy.eq(1)
-            m.next = "RUN_WAIT"
+        with m.State("RUN"):  # one engine: a SPLIT run under way ends first
+            m.d.comb += self.engine_flags.eq(record.flags[:RUN_FLAG_BITS])
+            with m.If(self.engine_error):
+                fail(SequencerError.ENGINE)
+            with m.Elif(~s.engine_busy):  # (not engine_done: the engine's done follows start)
+                m.d.comb += self.engine_start.eq(1)
+                m.d.sync += s.engine_busy.eq(1)
+                with m.If((record.flags & int(Flag.SPLIT)) != 0):
+                    m.next = "NEXT"  # it computes while the next commands go on
+                with m.Else():
+                    m.next = "RUN_WAIT"
 
-        with m.State("RUN_WAIT"):  # the link's transfers go on while the engine computes
+        with m.State("RUN_WAIT"):  # (and WAIT) the link's transfers go on meanwhile
             with m.If(self.engine_error):
                 fail(SequencerError.ENGINE)
             with m.Elif(self.engine_done | ~s.engine_busy):
@@ -396,6 +418,8 @@ class Sequencer(wiring.Component):
         with m.State("NEXT"):
             with m.If(s.immediate):
                 m.next = "HOST_DONE"
+            with m.Elif(self.engine_error):  # a SPLIT run refused what the last command did
+                fail(SequencerError.ENGINE)
             with m.Elif(self.submit):  # between two program commands
                 self._take_submit(m, s)
             with m.Else():
@@ -410,10 +434,13 @@ class Sequencer(wiring.Component):
             with m.Else():
                 m.next = "IDLE"
 
-        with m.State("END"):
-            m.d.comb += self.done.eq(1)
-            m.d.sync += s.running.eq(0)
-            m.next = "IDLE"
+        with m.State("END"):  # after the run under way
+            with m.If(self.engine_error):
+                fail(SequencerError.ENGINE)
+            with m.Elif(~s.engine_busy | self.engine_done):
+                m.d.comb += self.done.eq(1)
+                m.d.sync += s.running.eq(0)
+                m.next = "IDLE"
 
         with m.State("FAIL"):
             m.d.comb += self.done.eq(1)
@@ -447,45 +474,31 @@ class Sequencer(wiring.Component):
                     m.next = "SPAN"
                 with m.Else():
                     m.next = "ROW"
-            for opcode in (Opcode.RUN, Opcode.END):
+            for opcode, state in (
+                (Opcode.RUN, "RUN"),
+                (Opcode.END, "END"),
+                (Opcode.WAIT, "RUN_WAIT"),
+            ):
                 with m.Case(opcode):
                     with m.If(s.immediate):
                         fail(SequencerError.OPCODE)
                     with m.Elif(s.bad_flags):
                         fail(SequencerError.FLAGS)
                     with m.Else():
-                        m.next = opcode.name
+                        m.next = state
             with m.Default():
                 fail(SequencerError.OPCODE)
 
     def _row_states(self, m, s, load, store):
-        """A LOAD's or STORE's rows: each checked, then moved by its mover, then the next."""
+        """A LOAD's or STORE's rows, each checked, then asked of its mover. A LOAD's next row is
+        checked and asked for as soon as the load mover takes the one before (its DMA read goes
+        out while the earlier rows' words still come back); the command ends when the mover has
+        written them all. A STORE's row is moved before the next is asked for."""
         record, length = s.record, s.record.length
         dram_bits, buffer_bits = self.byte_address_width, len(s.row_buffer)
         fail = partial(self._fail, m, s)
-        with m.State("ROW"):  # check the row, then ask its mover for it
-            with m.If(s.dram_over | (s.row_dram + length > self.dram_size)):
-                fail(SequencerError.DRAM_RANGE)
-            with m.Elif(s.buffer_over | (s.row_buffer + length > s.buffer_size)):
-                fail(SequencerError.BUFFER_RANGE)
-            with m.Elif(record.opcode == Opcode.LOAD):
-                m.d.comb += load.request.valid.eq(1)
-                with m.If(load.request.ready):
-                    m.next = "LOAD"
-            with m.Else():
-                m.d.comb += store.request.valid.eq(1)
-                with m.If(store.request.ready):
-                    m.next = "STORE"
 
-        with m.State("LOAD"):
-            with m.If(load.done):
-                m.next = "ROW_DONE"
-
-        with m.State("STORE"):
-            with m.If(store.done):
-                m.next = "ROW_DONE"
-
-        with m.State("ROW_DONE"):
+        def advance():  # the next row's addresses; the command's last row leaves
             next_dram = s.row_dram + record.dram_stride[:dram_bits]
             next_buffer = s.row_buffer + record.buffer_stride[:buffer_bits]
             m.d.sync += [
@@ -497,10 +510,37 @@ class Sequencer(wiring.Component):
                     over(next_buffer, buffer_bits) | over(record.buffer_stride, buffer_bits)
                 ),
             ]
-            with m.If(s.rows_left == 1):
-                m.next = "NEXT"
+
+        with m.State("ROW"):  # check the row, then ask its mover for it
+            # a refused row: the rows asked for before it finish moving first
+            with m.If(s.dram_over | (s.row_dram + length > self.dram_size)):
+                with m.If(~load.busy):
+                    fail(SequencerError.DRAM_RANGE)
+            with m.Elif(s.buffer_over | (s.row_buffer + length > s.buffer_size)):
+                with m.If(~load.busy):
+                    fail(SequencerError.BUFFER_RANGE)
+            with m.Elif(record.opcode == Opcode.LOAD):
+                m.d.comb += load.request.valid.eq(1)
+                with m.If(load.request.ready):
+                    advance()
+                    with m.If(s.rows_left == 1):
+                        m.next = "LOAD"
             with m.Else():
-                m.next = "ROW"
+                m.d.comb += store.request.valid.eq(1)
+                with m.If(store.request.ready):
+                    m.next = "STORE"
+
+        with m.State("LOAD"):  # every row asked for: until the last is written
+            with m.If(~load.busy):
+                m.next = "NEXT"
+
+        with m.State("STORE"):
+            with m.If(store.done):
+                advance()
+                with m.If(s.rows_left == 1):
+                    m.next = "NEXT"
+                with m.Else():
+                    m.next = "ROW"
 
     def _window_states(self, m, s, load):
         """A WINDOWS LOAD: its span read once into the load mover's window buffer, then its

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from amaranth import ClockDomain, ClockSignal, Module, ResetSignal
+from amaranth import ClockDomain, ClockSignal, Module, Mux, ResetSignal
 from amaranth.lib import wiring
 from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In, Out
@@ -164,6 +164,8 @@ class SoC(wiring.Component):
             m.d.comb += [
                 sequencer.engine_done.eq(engine.done),
                 sequencer.engine_error.eq(error),
+                # a program's RUN brings its flags (double buffering); the link's runs none
+                engine.run_flags.eq(Mux(sequencer.engine_start, sequencer.engine_flags, 0)),
             ]
         busy = engine.busy if sequencer is None else engine.busy | sequencer.busy
         m.d.comb += [

@@ -69,9 +69,11 @@ def network_and_image(variant: str, photo: int = 0):
     return network, x
 
 
-def resident_image(device: Device, network, weights_mode: str = "indices"):
+def resident_image(device: Device, network, weights_mode: str = "indices", split: bool = True):
+    """The network compiled for the board's config, double-buffered (``split``) as the host
+    compiles it."""
     info = device.info
-    program = compile_network(network, info.config(), weights_mode=weights_mode)
+    program = compile_network(network, info.config(), weights_mode=weights_mode, split=split)
     return compile_resident(program, dram_size=info.dram_bytes, input_size=network.input_size)
 
 
@@ -87,13 +89,25 @@ def expected_logits(network, x):
     return golden.run_network(network, x, keep=False)[network.output.name]
 
 
-@pytest.mark.parametrize("weights_mode", ["indices", "huffman"])
-@pytest.mark.parametrize("variant", ["v1.0", "v1.1"])
-def test_resident_network_is_bit_exact(resident_board, variant, weights_mode):
+@pytest.mark.parametrize(
+    "variant,weights_mode,split",
+    [
+        ("v1.0", "indices", True),
+        ("v1.0", "huffman", True),
+        ("v1.1", "indices", True),
+        ("v1.1", "huffman", True),
+        ("v1.1", "indices", False),
+    ],
+    ids=["v1.0-indices", "v1.0-huffman", "v1.1-indices", "v1.1-huffman", "v1.1-sequential"],
+)
+def test_resident_network_is_bit_exact(resident_board, variant, weights_mode, split):
+    """Whole networks (reduced input sizes) double-buffered as the host compiles them, and one
+    without double buffering: bit-exact, the counters adding up, the device's cycles as the cost
+    model's timeline predicts them (fpga.compiler.traffic.device_cycles)."""
     device = open_device(resident_board)
     try:
         network, x = network_and_image(variant)
-        image = resident_image(device, network, weights_mode)
+        image = resident_image(device, network, weights_mode, split)
         assert device.load_model(image).loaded
         logits, stats = device.run_resident(image, x)
         status = device.status()

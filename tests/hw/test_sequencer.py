@@ -17,10 +17,21 @@ from amaranth import Module
 from amaranth.lib import data
 from amaranth.sim import Simulator
 
-from fpga.compiler.cost import SEQUENCER_COSTS, row_chunks
+from fpga.compiler.cost import SEQUENCER_COSTS, load_commands, row_chunks
 from fpga.compiler.reference import run_commands
 from fpga.compiler.traffic import transfer_totals
-from fpga.spec.commands import COMMAND_BYTES, Flag, Opcode, buffer_sizes, command, pack_commands
+from fpga.spec.commands import (
+    COMMAND_BYTES,
+    HALF_SPACES,
+    Flag,
+    Opcode,
+    buffer_sizes,
+    command,
+    pack_commands,
+    run_address,
+    run_claims,
+    touches,
+)
 from fpga.spec.config import DEFAULT_CONFIG
 from fpga.spec.layout import BufferSpace, transfer_bytes
 from hw.soc.dma import DMA
@@ -34,6 +45,8 @@ WORD_BYTES = 16
 class ByteEngine:
     """A buffer model with a made-up RUN (ACT_OUT = ACT_IN + WEIGHT + run number)."""
 
+    config = DEFAULT_CONFIG
+
     def __init__(self, latency=30):
         self.buffers = {s: bytearray(n) for s, n in buffer_sizes(DEFAULT_CONFIG).items()}
         self.runs, self.latency = 0, latency
@@ -44,11 +57,14 @@ class ByteEngine:
     def read(self, space, offset, length):
         return bytes(self.buffers[BufferSpace(space)][offset : offset + length])
 
-    def run(self, expected_cycles=0):
+    def run(self, expected_cycles=0, flags=0):
+        """A SPLIT run reads and writes its halves (run_address), as the engine does."""
         a, w = self.buffers[BufferSpace.ACT_IN], self.buffers[BufferSpace.WEIGHT]
         out = self.buffers[BufferSpace.ACT_OUT]
+        at = {s: (lambda i, s=s: run_address(s, i, flags, DEFAULT_CONFIG)) for s in BufferSpace}
         for i in range(512):
-            out[i] = (a[i] + w[i] + self.runs) & 255
+            a_i, w_i = a[at[BufferSpace.ACT_IN](i)], w[at[BufferSpace.WEIGHT](i)]
+            out[at[BufferSpace.ACT_OUT](i)] = (a_i + w_i + self.runs) & 255
         self.runs += 1
         return self.latency
 
@@ -66,8 +82,12 @@ class ByteLog:
     def read(self, space, offset, length):
         return self.engine.read(space, offset, length)
 
-    def run(self, expected_cycles=0):
-        return self.engine.run(expected_cycles)
+    @property
+    def config(self):
+        return self.engine.config
+
+    def run(self, expected_cycles=0, flags=0):
+        return self.engine.run(expected_cycles, flags=flags)
 
 
 class FixedRng:
@@ -106,7 +126,7 @@ def run_sequencer(
         await port_model.run(ctx, dma.dram)
 
     async def engine_model(ctx):
-        pending, countdown = None, None
+        pending, countdown, claims, hazard = None, None, None, False
         while True:
             ready = write_stall == 0 or rng.random() >= write_stall
             response = seq.read.response
@@ -115,25 +135,36 @@ def run_sequencer(
             ctx.set(response.payload.data, pending[0] if pending else 0)
             ctx.set(response.payload.block, int.from_bytes(pending[1], "little") if pending else 0)
             ctx.set(seq.engine_done, countdown == 0)
-            ctx.set(seq.engine_error, getattr(engine, "error", False) and countdown is not None)
-            *_, we, space, addr, data, count, re, rspace, raddr, start = await ctx.tick().sample(
-                seq.write.valid, *(seq.write.payload[f] for f in ("space", "addr", "data")),
-                seq.write.payload.count,
-                seq.read.request.valid, seq.read.request.payload.space,
-                seq.read.request.payload.addr, seq.engine_start,
+            error = getattr(engine, "error", False) and countdown is not None
+            ctx.set(seq.engine_error, error or hazard)
+            *_, we, space, addr, data, count, re, rspace, raddr, start, flags = (
+                await ctx.tick().sample(
+                    seq.write.valid, *(seq.write.payload[f] for f in ("space", "addr", "data")),
+                    seq.write.payload.count,
+                    seq.read.request.valid, seq.read.request.payload.space,
+                    seq.read.request.payload.addr, seq.engine_start, seq.engine_flags,
+                )
             )  # fmt: skip
+            # what the run under way owns: a write or read touching it is the engine's error
+            owned = claims if countdown is not None else None
             if we and ready:
                 assert 1 <= count <= width and addr // width == (addr + count - 1) // width
-                log.write(space, addr, data.to_bytes(width, "little")[:count])
+                if touches(owned, space, addr, count):
+                    hazard = True
+                else:
+                    log.write(space, addr, data.to_bytes(width, "little")[:count])
             pending = None
             if re:  # the byte, and its aligned block (as hw.engine.engine answers)
+                hazard |= touches(owned, rspace, raddr, 1)
                 block = log.read(rspace, raddr - raddr % width, width)
                 pending = (log.read(rspace, raddr, 1)[0], block)
             if countdown is not None:
                 countdown = None if countdown == 0 else countdown - 1
             if start:
-                cycles = log.run()
+                assert countdown is None, "a start while the engine runs"
+                cycles = log.run(flags=flags)
                 countdown = cycles
+                claims = run_claims(flags, DEFAULT_CONFIG)
                 result["engine_latency"] = result.get("engine_latency", 0) + cycles
 
     async def driver(ctx):
@@ -326,6 +357,7 @@ def test_one_real_tile_and_the_sequential_overhead(name):
         stats.commands * c["command"]
         + totals["load_chunks"] * c["load_chunk"]
         + totals["store_chunks"] * c["store_chunk"]
+        + load_commands(resident.commands[first:end]) * c["load"]
         + (stats.dma_requests - totals["store_rows"]) * c["row"]
         + totals["store_rows"] * c["store_row"]
     )
@@ -334,8 +366,9 @@ def test_one_real_tile_and_the_sequential_overhead(name):
 
 def test_transfer_costs():
     """Cycle costs of the sequential version with a 20-cycle DRAM read latency, always ready:
-    4 and 8 KiB LOADs and STOREs (cycles per chunk through the buffer ports, and per row), a
-    gather of 3-byte rows (conv1's im2col: cycles per row), an END alone (fetch cost)."""
+    4 and 8 KiB LOADs and STOREs (cycles per chunk through the buffer ports, and per row: a
+    LOAD's first row pays the read latency), a gather of 31 3-byte rows (conv1's im2col: cycles
+    per pipelined row after the first), an END alone (fetch cost)."""
     costs = {}
     width = transfer_bytes(DEFAULT_CONFIG)
     cases = {
@@ -365,42 +398,53 @@ def test_transfer_costs():
     chunks_4k = 4096 // width
     per_load_chunk = (costs["load_8k"] - costs["load_4k"]) / chunks_4k
     per_store_chunk = (costs["store_8k"] - costs["store_4k"]) / chunks_4k
-    load_row = costs["load_4k"] - 2 * fetch - chunks_4k * per_load_chunk
+    load_row = costs["load_4k"] - 2 * fetch - chunks_4k * per_load_chunk  # load + row
     store_row = costs["store_4k"] - 2 * fetch - chunks_4k * per_store_chunk
     rows = np.arange(111)
     gather_chunks = int(row_chunks(rows[:31] * 32, 5 + rows[:31] * 2, 3, width, 16).sum())
-    per_gather_row = (costs["gather_31x3"] - 2 * fetch - gather_chunks * per_load_chunk) / 31
+    gather = costs["gather_31x3"] - 2 * fetch - gather_chunks * per_load_chunk
+    per_gather_row = (gather - load_row) / 30  # each row after the first (pipelined)
     windows = costs["windows_111x7"] - 2 * fetch  # v1.0's conv1: 111 windows of 7 bytes
     window_chunks = int(row_chunks(rows * 152, 5 + rows * 2, 7, width, 16).sum())
     print(
         f"\nsequencer costs (DRAM read latency 20, {width}-byte buffer ports): fetch+decode of a "
-        f"command {fetch} cycles; LOAD {per_load_chunk:.3f} cycles/chunk + {load_row:.0f} per "
-        f"row, STORE {per_store_chunk:.3f} cycles/chunk + {store_row:.0f} per row; a 3-byte "
-        f"gather row {per_gather_row:.1f} cycles beyond its chunks; a WINDOWS LOAD of 111 7-byte "
-        f"windows 2 apart (v1.0's conv1) {windows} cycles ({window_chunks} chunks)"
+        f"command {fetch} cycles; LOAD {per_load_chunk:.3f} cycles/chunk + {load_row:.0f} for "
+        f"its first row (the read latency), STORE {per_store_chunk:.3f} cycles/chunk + "
+        f"{store_row:.0f} per row; a 3-byte gather row after the first {per_gather_row:.2f} "
+        f"cycles beyond its chunks (31 rows: {gather:.0f} cycles beyond their chunks); a WINDOWS "
+        f"LOAD of 111 7-byte windows 2 apart (v1.0's conv1) {windows} cycles ({window_chunks} "
+        f"chunks)"
     )
     # fpga.compiler.cost.SEQUENCER_COSTS (the whole-network estimate) are these numbers
     c = SEQUENCER_COSTS
     assert fetch == c["command"]
     assert abs(per_load_chunk - c["load_chunk"]) < 0.02
     assert abs(per_store_chunk - c["store_chunk"]) < 0.02
-    assert abs(load_row - c["row"]) < 2 and abs(store_row - c["store_row"]) < 2
-    assert abs(per_gather_row - c["row"]) < 2
-    model = c["row"] + window_chunks * c["load_chunk"] + 111 * c["window"]
+    assert abs(load_row - (c["load"] + c["row"])) < 1 and abs(store_row - c["store_row"]) < 1
+    assert abs(per_gather_row - c["row"]) < 0.2
+    model = c["load"] + c["row"] + window_chunks * c["load_chunk"] + 111 * c["window"]
     model += (110 * 2 + 7) * c["span_byte"]
     assert abs(windows - model) < 0.03 * windows, (windows, model)
 
 
-def _random_program(rng, data_bytes, bases=(0, 0)):
+def _random_program(rng, data_bytes, bases=(0, 0), split=False):
     """LOADs into any space, STOREs from ACT_OUT, RUNs: random lengths, counts, strides (rows
     may overlap), alignments; every row inside the DRAM and its buffer. A fifth of the LOADs
-    (STOREs) address DRAM relative to the input (output) slot at ``bases``."""
+    (STOREs) address DRAM relative to the input (output) slot at ``bases``. ``split``: SPLIT RUNs
+    in random halves and WAITs, and a WAIT before each LOAD/STORE that touches what the run under
+    way owns (as the compiler puts them)."""
     sizes = buffer_sizes(DEFAULT_CONFIG)
     records = []
     for _ in range(rng.randint(8, 20)):
         kind = rng.random()
         if kind < 0.15:
-            records.append(command(Opcode.RUN))
+            flags = 0
+            if split and rng.random() < 0.7:  # double buffering: random halves
+                flags = Flag.SPLIT | sum(f for f in HALF_SPACES.values() if rng.random() < 0.5)
+            records.append(command(Opcode.RUN, flags=int(flags)))
+            continue
+        if split and kind < 0.2:
+            records.append(command(Opcode.WAIT))
             continue
         op = Opcode.LOAD if kind < 0.65 else Opcode.STORE
         space = rng.choice(list(BufferSpace)) if op == Opcode.LOAD else BufferSpace.ACT_OUT
@@ -409,7 +453,8 @@ def _random_program(rng, data_bytes, bases=(0, 0)):
         if length + (count - 1) * buffer_stride > sizes[space]:  # DESCRIPTOR: 32 bytes
             count, buffer_stride, length = 1, 0, min(length, sizes[space])
         dram_addr = rng.randrange(0, data_bytes - length - (count - 1) * dram_stride)
-        buffer_room = min(sizes[space], 2048) - length - (count - 1) * buffer_stride
+        room = sizes[space] if split and rng.random() < 0.5 else min(sizes[space], 2048)
+        buffer_room = room - length - (count - 1) * buffer_stride
         buffer_offset = rng.randrange(0, max(1, buffer_room))
         flags = 0
         if op == Opcode.LOAD and rng.random() < 0.3:
@@ -433,23 +478,173 @@ def _random_program(rng, data_bytes, bases=(0, 0)):
                 buffer_stride=buffer_stride,
             )
         )
-    return [*records, command(Opcode.END)]
+    return _waits([*records, command(Opcode.END)])
 
 
-def test_random_programs_equal_the_reference_executor():
+def _waits(records):
+    """A WAIT before each LOAD/STORE that touches what the SPLIT run under way owns."""
+    out, owned = [], None
+    for rec in records:
+        op = int(rec["opcode"])
+        rows = (int(rec["space"]), int(rec["buffer_offset"]), int(rec["length"]))
+        if op in (Opcode.LOAD, Opcode.STORE) and touches(
+            owned, *rows, int(rec["count"]), int(rec["buffer_stride"])
+        ):
+            out.append(command(Opcode.WAIT))
+            owned = None
+        if op == Opcode.RUN:
+            flags = int(rec["flags"])
+            owned = run_claims(flags, DEFAULT_CONFIG) if flags & Flag.SPLIT else None
+        elif op == Opcode.WAIT:
+            owned = None
+        out.append(rec)
+    return out
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["sequential", "split"])
+def test_random_programs_equal_the_reference_executor(split):
+    """Random programs (``split``: SPLIT RUNs in random halves that compute while the next
+    commands move, WAITs) against the reference executor: the same writes, the same DRAM."""
     seed = _seed()
     rng = random.Random(seed)
+    latency = 300 if split else 5  # long enough for the next commands to run under it
     for _ in range(3):
         dram = bytearray(rng.randbytes(16384))
         pc = 12288
         bases = (rng.randrange(0, 4096), rng.randrange(0, 4096))
-        blob = pack_commands(_random_program(rng, pc, bases))
+        blob = pack_commands(_random_program(rng, pc, bases, split))
         dram[pc : pc + len(blob)] = blob
-        expected, reference = bytearray(dram), ByteLog(ByteEngine(latency=5))
+        expected, reference = bytearray(dram), ByteLog(ByteEngine(latency))
         run_commands(expected, reference, pc, input_base=bases[0], output_base=bases[1])
         result, writes = run_sequencer(
-            dram, pc, ByteEngine(latency=5), rng, write_stall=0.3, bases=bases
+            dram, pc, ByteEngine(latency), rng, write_stall=0.3, bases=bases
         )
         assert not result["error"], (seed, result)
         assert writes == reference.writes, seed
         assert dram == expected, seed
+
+
+@pytest.mark.parametrize("space", [BufferSpace.ACT_IN, BufferSpace.ACT_OUT])
+def test_a_hazard_is_refused_not_run(space):
+    """A LOAD (STORE) into the half a SPLIT run owns with no WAIT between: the reference
+    executor and the checker's rule refuse it, and the device ends in ENGINE (the engine's
+    error), never a hang or a silent overwrite; with the WAIT it runs."""
+    from fpga.spec.commands import ResidentError
+
+    op = Opcode.LOAD if space == BufferSpace.ACT_IN else Opcode.STORE
+    owned = run_claims(Flag.SPLIT | Flag.HIGH_ACT_IN, DEFAULT_CONFIG)[space]
+    move = command(op, space, length=16, dram_addr=2048, buffer_offset=owned.start + 64)
+    for wait in (False, True):
+        program = [command(Opcode.RUN, flags=int(Flag.SPLIT | Flag.HIGH_ACT_IN))]
+        program += [command(Opcode.WAIT)] * wait + [move, command(Opcode.END)]
+        dram = bytearray(random.Random(3).randbytes(8192))
+        pc = 4096
+        dram[pc : pc + len(program) * COMMAND_BYTES] = pack_commands(program)
+        expected = bytearray(dram)
+        if not wait:
+            with pytest.raises(ResidentError, match="owns"):
+                run_commands(expected, ByteLog(ByteEngine(300)), pc)
+        else:
+            run_commands(expected, ByteLog(ByteEngine(300)), pc)
+        result, _ = run_sequencer(dram, pc, ByteEngine(300), FixedRng(20), limit=5000)
+        if wait:
+            assert not result["error"] and dram == expected, result
+        else:
+            assert result["code"] == SequencerError.ENGINE, result
+            assert result["pc"] == pc + COMMAND_BYTES  # the command that touched it
+
+
+@pytest.mark.parametrize("aligned", [True, False], ids=["aligned", "unaligned"])
+def test_many_short_load_rows_are_pipelined(aligned):
+    """A LOAD of 64 rows of 16 bytes (a channel-group slice of an HWC tensor: one row a pixel):
+    with random write-port stalls and random DRAM latency it equals the reference executor; with
+    a fixed 20-cycle latency the rows' reads overlap (far less than one latency a row)."""
+    seed = _seed()
+    rng = random.Random(seed)
+    start = 4096 if aligned else 4103
+    program = [
+        command(Opcode.LOAD, BufferSpace.ACT_IN, length=16, count=64, dram_addr=start,
+                dram_stride=48, buffer_offset=0 if aligned else 3, buffer_stride=16),
+        command(Opcode.STORE, BufferSpace.ACT_OUT, length=16, count=4, dram_addr=256,
+                dram_stride=32, buffer_offset=0, buffer_stride=16),
+        command(Opcode.LOAD, BufferSpace.WEIGHT, length=5, count=9, dram_addr=3001,
+                dram_stride=7, buffer_offset=11, buffer_stride=6),
+        command(Opcode.END),
+    ]  # fmt: skip
+    pc = 12288
+    for fixed in (False, True):
+        dram = bytearray(rng.randbytes(16384))
+        dram[pc : pc + len(program) * COMMAND_BYTES] = pack_commands(program)
+        expected, reference = bytearray(dram), ByteLog(ByteEngine())
+        run_commands(expected, reference, pc)
+        result, writes = run_sequencer(
+            dram, pc, ByteEngine(), FixedRng(20) if fixed else rng,
+            write_stall=0.0 if fixed else 0.3,
+        )  # fmt: skip
+        assert not result["error"], (seed, result)
+        assert writes == reference.writes, seed
+        assert dram == expected, seed
+    # the 64-row LOAD alone, fixed latency, no stalls
+    dram = bytearray(rng.randbytes(16384))
+    alone = [program[0], command(Opcode.END)]
+    dram[pc : pc + 2 * COMMAND_BYTES] = pack_commands(alone)
+    result, _ = run_sequencer(dram, pc, ByteEngine(), FixedRng(20))
+    end, _ = run_sequencer(bytearray(pack_commands([command(Opcode.END)]) + bytes(16352)), 0,
+                           ByteEngine(), FixedRng(20))  # fmt: skip
+    load = result["cycles"] - end["cycles"] - SEQUENCER_COSTS["command"]
+    width = transfer_bytes(DEFAULT_CONFIG)
+    rows = np.arange(64)
+    chunks = int(row_chunks(rows * 16 + (0 if aligned else 3), start + rows * 48, 16, width,
+                            WORD_BYTES).sum())  # fmt: skip
+    print(
+        f"\n64 LOAD rows of 16 bytes ({'aligned' if aligned else 'unaligned'}), DRAM latency 20: "
+        f"{load} cycles ({chunks} chunks; {(load - chunks) / 64:.2f} cycles a row beyond them)"
+    )
+    assert load < 64 * 10
+
+
+@pytest.mark.parametrize("code", [SequencerError.DRAM_RANGE, SequencerError.BUFFER_RANGE])
+def test_a_refused_row_comes_after_the_rows_before_it(code):
+    """A LOAD whose fourth row is refused (past the DRAM's end, or past its buffer space), random
+    latency and write-port stalls: the three rows before it were asked for while the earlier ones
+    moved, and all their bytes are written, in order, before ``done`` with the error."""
+    rng = random.Random(_seed())
+    dram = bytearray(rng.randbytes(8192))
+    if code == SequencerError.DRAM_RANGE:
+        rec = command(
+            Opcode.LOAD,
+            BufferSpace.ACT_IN,
+            length=16,
+            count=5,
+            dram_addr=7976,
+            dram_stride=100,
+            buffer_offset=5,
+            buffer_stride=16,
+        )
+    else:
+        size = buffer_sizes(DEFAULT_CONFIG)[BufferSpace.WEIGHT]
+        rec = command(
+            Opcode.LOAD,
+            BufferSpace.WEIGHT,
+            length=16,
+            count=5,
+            dram_addr=1001,
+            dram_stride=100,
+            buffer_offset=size - 3 * 20 - 4,
+            buffer_stride=20,
+        )
+    # fmt: skip
+    dram[0:COMMAND_BYTES] = pack_commands([rec])
+    result, writes = run_sequencer(dram, 0, ByteEngine(), rng, write_stall=0.3, limit=5000)
+    assert result["error"] and result["code"] == code, result
+    space, offset = int(rec["space"]), int(rec["buffer_offset"])
+    expected = [
+        (
+            space,
+            offset + r * int(rec["buffer_stride"]) + i,
+            dram[int(rec["dram_addr"]) + r * 100 + i],
+        )
+        for r in range(3)
+        for i in range(16)
+    ]
+    assert writes == expected
