@@ -9,7 +9,7 @@ import pytest
 from fpga.build import litedram
 from fpga.build.flow import NO_BITSTREAM
 from fpga.spec.boards import BOARDS, INIT_CPU_DSPS, BoardError, get_board
-from fpga.spec.config import DEFAULT_CONFIG, SMALL_CONFIG, WIDE_CONFIG
+from fpga.spec.config import ARTY35_CONFIG, DEFAULT_CONFIG, SMALL_CONFIG, WIDE_CONFIG
 from fpga.spec.layout import fabric_pes, multipliers
 
 
@@ -54,7 +54,9 @@ def test_registry_configs_spend_the_dsps(mode):
 
 
 def test_arty_build_tree_has_part_clock_and_uart_pins(tmp_path):
-    out = run_build("--board", "arty_a7", "--out", str(tmp_path), "--no-report", "--json")
+    out = run_build(
+        "--board", "arty_a7", "--mode", "streamed", "--out", str(tmp_path), "--no-report", "--json"
+    )
     assert out.returncode == NO_BITSTREAM  # no Vivado here: tree written, no bitstream
     result = json.loads(out.stdout)
     assert result["bitstream"] is None and result["part"].startswith("xc7a35t")
@@ -94,7 +96,7 @@ def test_arty_100t_resident_tree_has_the_ddr3_core_its_cpu_and_constraints(tmp_p
     }
     tree = tmp_path / "arty_a7_100"
     tcl = (tree / "top.tcl").read_text()
-    assert 'add_files "litedram_core.v"' in tcl and 'add_files "VexRiscv.v"' in tcl
+    assert 'add_files "litedram_core.v"' in tcl and 'add_files "VexRiscv_Min.v"' in tcl
     assert (tree / "litedram_core_rom.init").stat().st_size > 10_000  # the init BIOS
     assert '$readmemh("litedram_core_rom.init"' in (tree / "litedram_core.v").read_text()
     top = (tree / "top.v").read_text()
@@ -315,11 +317,56 @@ def test_arty_100t_resident_fit_covers_the_ddr3_core_and_fits(tmp_path):
     assert predicted["images_per_s"] == pytest.approx(100e6 / predicted["cycles"])
 
 
+#: the A7-35T resident SoC's budget (issue 32): room left for a LiteEth UDP core (~2.0 k LUTs)
+#: under 95 % of the LUTs later; every DSP48E1; two RAMB36 spare
+ARTY_35T_BUDGET = {"lut": 17_680, "dsp": 90, "bram": 48}
+
+
+@pytest.fixture(scope="module")
+def arty_35t_default_build(tmp_path_factory):
+    out = run_build("--board", "arty_a7", "--out", str(tmp_path_factory.mktemp("a35")), "--json")
+    assert out.returncode == NO_BITSTREAM, out.stderr
+    return json.loads(out.stdout)
+
+
+@pytest.mark.synthesis
+@needs_cpu_tools
+def test_arty_35t_default_build_is_resident_and_fits(arty_35t_default_build):
+    """The 35T builds the resident SoC by default (its own config, ``ARTY35_CONFIG``; the DDR3
+    core's init CPU the minimal VexRiscv): the Yosys fit, DDR3 core and CPU included, fits the
+    part, and its DSPs and block RAM are within the budget."""
+    result = arty_35t_default_build
+    board = get_board("arty_a7")
+    assert board.default_mode == "resident" and board.config == ARTY35_CONFIG
+    assert result["mode"] == "resident" and result["memory"] is not None
+    assert result["config"] == "arty35" and result["fits"] is True
+    util = result["utilization"]
+    assert all(0 < used <= cap for used, cap in util.values()), util
+    # the engine's 88 multipliers all in DSPs: the minimal init CPU takes none
+    engine = result["multipliers"]
+    assert engine == {"dsp": multipliers(ARTY35_CONFIG), "fabric_pes": 0}
+    assert util["dsp"][0] == engine["dsp"] + INIT_CPU_DSPS == 88 <= ARTY_35T_BUDGET["dsp"]
+    assert util["bram"][0] <= ARTY_35T_BUDGET["bram"], util
+    assert result["timing_met"] is None
+
+
+@pytest.mark.synthesis
+@needs_cpu_tools
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 32: the resident 35T SoC's LUTs (19.2 k) are over the 85 % budget (17,680); "
+    "the levers left are outside the build (docs/build.md '35T fit')",
+)
+def test_arty_35t_default_build_leaves_room_for_liteeth(arty_35t_default_build):
+    util = arty_35t_default_build["utilization"]
+    assert util["lut"][0] <= ARTY_35T_BUDGET["lut"], util
+
+
 @pytest.mark.slow
 @pytest.mark.synthesis
 def test_arty_35t_streamed_fit_report_counts_luts_and_fits(tmp_path):
-    """The 35T builds the streamed SoC by default (the resident one does not fit it)."""
-    out = run_build("--board", "arty_a7", "--out", str(tmp_path), "--json")
+    """The 35T's streamed SoC (``--mode streamed``: no DRAM) fits too."""
+    out = run_build("--board", "arty_a7", "--mode", "streamed", "--out", str(tmp_path), "--json")
     assert out.returncode == NO_BITSTREAM, out.stderr
     result = json.loads(out.stdout)
     assert result["mode"] == "streamed" and result["memory"] is None

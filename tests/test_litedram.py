@@ -10,7 +10,12 @@ from types import SimpleNamespace
 import pytest
 
 from fpga.build import litedram
-from fpga.spec.boards import get_board
+from fpga.spec.boards import (
+    INIT_CPU_DSPS,
+    INIT_CPU_VARIANT,
+    INIT_CPU_VARIANT_DSPS,
+    get_board,
+)
 from hw.board import resources
 
 needs_litedram = pytest.mark.skipif(
@@ -71,8 +76,12 @@ def test_yaml_is_derived_from_the_board_registry():
     # blocks (the SoC waits for init_done itself)
     board = json.loads(litedram.core_yaml("arty_a7"))
     assert board["cpu"] == litedram.INIT_CPU == "vexriscv"
+    # the minimal VexRiscv (no caches, no multiplier: no DSP48E1, which the engine then takes)
+    assert board["cpu_variant"] == INIT_CPU_VARIANT == "minimal"
+    assert INIT_CPU_DSPS == INIT_CPU_VARIANT_DSPS["minimal"] == 0
+    assert "cpu_variant" not in config and "cpu_variant" not in sdr  # no CPU, no variant
     assert board["user_ports"] == config["user_ports"]
-    assert {k: v for k, v in board.items() if k != "cpu"} == {
+    assert {k: v for k, v in board.items() if k not in ("cpu", "cpu_variant")} == {
         k: v for k, v in config.items() if k != "cpu"
     }
     assert sdr["device"] == ulx3s.part  # litedram_gen requires it for the SDR PHY
@@ -92,6 +101,20 @@ def test_cache_key_depends_on_yaml_version_and_sim():
         litedram.cache_key(litedram.core_yaml("ulx3s"), False),
     }
     assert len(keys) == 3
+
+
+def test_cpu_core_bios_options_reach_the_generator_and_the_cache_key(monkeypatch):
+    """The BIOS options (no console, LTO: a smaller ROM) are passed to litedram_gen for the core
+    with a CPU only, and a change of them is a new cache entry."""
+    board, sim = litedram.core_yaml("arty_a7"), litedram.core_yaml("arty_a7", sim=True)
+    assert litedram.generator_options(board) == litedram.BIOS_OPTIONS
+    assert litedram.BIOS_OPTIONS == ("--bios-console", "disable", "--bios-lto")
+    assert litedram.generator_options(sim) == ()
+    assert litedram.generator_options(litedram.core_yaml("ulx3s")) == ()
+    before = litedram.cache_key(board, False), litedram.cache_key(sim, True)
+    monkeypatch.setattr(litedram, "BIOS_OPTIONS", ("--bios-console", "full"))
+    after = litedram.cache_key(board, False), litedram.cache_key(sim, True)
+    assert after[0] != before[0] and after[1] == before[1]
 
 
 def test_cpu_core_cache_key_follows_litex_and_the_cpu(monkeypatch):
@@ -358,14 +381,16 @@ def test_arty_board_core_has_its_init_cpu_and_every_file(arty_board_core):
     assert core.ports == ARTY_BOARD_CORE_PORTS  # the hand-written reference above holds
     names = [path.name for path in core.files]
     assert names[0] == "litedram_core.v" and core.files[0] == core.verilog
-    assert "VexRiscv.v" in names and "litedram_core_rom.init" in names
+    cpu_file = "VexRiscv_Min.v"  # the minimal variant's Verilog (boards.INIT_CPU_VARIANT)
+    assert cpu_file in names and "litedram_core_rom.init" in names
     assert {path.parent for path in core.files} == {core.verilog.parent}
     assert all(path.is_file() for path in core.files) and again.files == core.files
-    assert core.verilog_files == (core.verilog, core.verilog.parent / "VexRiscv.v")
+    assert core.verilog_files == (core.verilog, core.verilog.parent / cpu_file)
     text = core.verilog.read_text()
     assert set(litedram.readmem_files(text)) == {path.name for path in core.init_files}
-    assert "module VexRiscv" in (core.verilog.parent / "VexRiscv.v").read_text()
-    assert (core.verilog.parent / "litedram_core_rom.init").stat().st_size > 10_000  # the BIOS
+    assert "module VexRiscv" in (core.verilog.parent / cpu_file).read_text()
+    # the BIOS (no console, LTO): 5,583 words of ROM with litex 2024.12
+    assert (core.verilog.parent / "litedram_core_rom.init").stat().st_size > 10_000
     assert any("init_done" in note for note in core.notes)
     assert [p.name for p in cache.iterdir()] == [core.key]
 

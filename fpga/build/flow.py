@@ -41,7 +41,13 @@ from fpga.compiler.program import CompileError, compile_network
 from fpga.spec.arch import check_variant
 from fpga.spec.boards import BoardError, get_board
 from fpga.spec.cli import ArgumentParser
-from fpga.spec.config import DEFAULT_CONFIG, LARGE_CONFIG, SMALL_CONFIG, WIDE_CONFIG
+from fpga.spec.config import (
+    ARTY35_CONFIG,
+    DEFAULT_CONFIG,
+    LARGE_CONFIG,
+    SMALL_CONFIG,
+    WIDE_CONFIG,
+)
 from fpga.spec.errors import UserError, run_cli
 from fpga.spec.layout import fabric_pes, multipliers
 from fpga.spec.network import shape_network
@@ -49,6 +55,7 @@ from fpga.spec.network import shape_network
 NO_BITSTREAM = 3
 CONFIGS = {
     "default": DEFAULT_CONFIG,
+    "arty35": ARTY35_CONFIG,
     "small": SMALL_CONFIG,
     "wide": WIDE_CONFIG,
     "large": LARGE_CONFIG,

@@ -5,7 +5,8 @@ instantiated from Amaranth as a black box (``hw.soc.dram.LiteDRAMNative``). This
 generator input: the YAML is *derived* from the board's ``memory`` entry
 (``fpga.spec.boards.DramPart``), never hand-written, and the output is cached under
 ``$SQUEEZEFPGA_CACHE/litedram/<key>`` (default ``~/.cache/squeezefpga/litedram/<key>``), where
-``key`` is the SHA-256 of the YAML text, the litedram version and the ``sim`` flag. A cache entry is
+``key`` is the SHA-256 of the YAML text, the litedram version and the ``sim`` flag (and, for a core
+with a CPU, the litex and VexRiscv versions and the BIOS options). A cache entry is
 written into a temporary directory and renamed into place, so a reader never sees half a core.
 
 Two variants per board:
@@ -16,15 +17,19 @@ Two variants per board:
 - ``sim=False``: the board's PHY (``A7DDRPHY`` with its own PLL, ``GENSDRPHY``) and pads.
 
   - Arty A7 (``A7DDRPHY``): LiteDRAM's CPU variant (``cpu: vexriscv``, as LiteDRAM's own
-    ``examples/arty.yml``). The core contains a VexRiscv and a ROM with LiteX's BIOS, which runs the
-    DDR3 init sequence, write/read leveling and a 2 MiB memtest at power-on, then sets
-    ``init_done`` (and ``init_error`` on failure). The native port stays ``block_until_ready:
+    ``examples/arty.yml``, with ``cpu_variant`` ``fpga.spec.boards.INIT_CPU_VARIANT``: the minimal
+    VexRiscv). The core contains a VexRiscv and a ROM with LiteX's BIOS (built with
+    :data:`BIOS_OPTIONS`: no interactive console, LTO), which runs the DDR3 init sequence,
+    write/read leveling and a 2 MiB memtest at power-on, then sets ``init_done`` (and
+    ``init_error`` on failure). The native port stays ``block_until_ready:
     False``: the SoC (``hw.soc.dram``) gates its commands on ``init_done``. Files a build needs
-    (:attr:`GeneratedCore.files`): ``litedram_core.v``, the CPU's ``VexRiscv.v`` (copied from
-    ``pythondata_cpu_vexriscv``) and the ROM/SRAM ``$readmemh`` files ``litedram_core_*.init``,
-    all in one cache entry and referenced by plain file name (build-directory relative). Its BIOS
-    console is a 115200-baud UART on the core's ``uart_tx``/``uart_rx`` ports (``uart_rx`` may be
-    tied to 0 or 1: the receiver waits for a falling edge). Generating it compiles the BIOS:
+    (:attr:`GeneratedCore.files`): ``litedram_core.v``, the CPU's ``VexRiscv_Min.v`` (the minimal
+    variant's, copied from ``pythondata_cpu_vexriscv``) and the ROM/SRAM ``$readmemh`` files
+    ``litedram_core_*.init``, all in one cache entry and referenced by plain file name
+    (build-directory relative). Its BIOS
+    prints its log (banner, leveling, memtest) on a 115200-baud UART on the core's ``uart_tx``
+    port; ``uart_rx`` may be tied to 0 or 1 (the receiver waits for a falling edge; with the
+    console disabled nothing reads it after the init). Generating it compiles the BIOS:
     ``make arty-dram-tools`` installs what that needs (:data:`CPU_TOOLS_HINT`).
   - ULX3S (``GENSDRPHY``): no CPU, the SDR init sequence runs in the core's hardware.
 
@@ -52,7 +57,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from fpga.spec.boards import Board, DramPart, get_board
+from fpga.spec.boards import INIT_CPU_VARIANT, Board, DramPart, get_board
 from fpga.spec.errors import UserError, run_cli
 
 #: name of the generated Verilog module
@@ -62,8 +67,15 @@ CORE_NAME = "litedram_core"
 PIP_HINT = "pip install litex==2024.12 litedram==2024.12 migen"
 #: how to install what the CPU variant (BIOS compile) needs besides litex/litedram
 CPU_TOOLS_HINT = "`make arty-dram-tools`"
-#: LiteDRAM's CPU for the DDR3 init/leveling firmware (``sim=False`` on an ``A7DDRPHY``)
+#: LiteDRAM's CPU for the DDR3 init/leveling firmware (``sim=False`` on an ``A7DDRPHY``), and its
+#: variant (``fpga.spec.boards.INIT_CPU_VARIANT``, which also says how many DSP48E1 it takes)
 INIT_CPU = "vexriscv"
+#: LiteX builder options for the init CPU's BIOS (``litex.soc.integration.builder``'s
+#: ``--bios-*``): no interactive console (the BIOS still prints its banner, runs the DDR3 init,
+#: leveling and memtest and sets init_done, then stops instead of prompting) and link-time
+#: optimization: the ROM, which LiteX sizes to the BIOS, shrinks from 7,381 to 5,583 words
+#: with the minimal VexRiscv (docs/build.md "35T fit"). Part of the cache key.
+BIOS_OPTIONS = ("--bios-console", "disable", "--bios-lto")
 #: Python modules the CPU variant needs: module -> pip package
 _NEEDED_CPU = {
     "pythondata_cpu_vexriscv": "pythondata-cpu-vexriscv",
@@ -134,8 +146,9 @@ class GeneratedCore:
     """A generated (cached) core: the Verilog file and what the wrapper needs to know.
 
     ``verilog`` is the core's own file; ``files`` is every file a build adds to its tree under its
-    plain name (``path.name``), the core first: Verilog (``litedram_core.v``, ``VexRiscv.v``) and
-    ``$readmemh`` data (``litedram_core_rom.init``, ...). ``cpu``: LiteDRAM's init CPU or None.
+    plain name (``path.name``), the core first: Verilog (``litedram_core.v``, the CPU's
+    ``VexRiscv_Min.v``) and ``$readmemh`` data (``litedram_core_rom.init``, ...). ``cpu``:
+    LiteDRAM's init CPU or None.
     """
 
     board: str
@@ -178,6 +191,7 @@ def core_config(board: Board | str, sim: bool = False) -> dict:
     cpu = init_cpu(part, sim)
     config: dict = {
         "cpu": cpu or "None",
+        **({"cpu_variant": INIT_CPU_VARIANT} if cpu else {}),
         "memtype": part.memtype,
         "sdram_module": part.module,
         # LiteDRAM counts 8-bit data groups ("modules"): one x16 chip = 2
@@ -285,10 +299,17 @@ def _version(package: str) -> str:
         return "missing"
 
 
+def generator_options(yaml_text: str) -> tuple[str, ...]:
+    """The options ``litedram_gen`` runs with besides the YAML, ``--sim`` and the output names:
+    the BIOS's (:data:`BIOS_OPTIONS`) for a core with a CPU, none for the others."""
+    return BIOS_OPTIONS if json.loads(yaml_text).get("cpu", "None") != "None" else ()
+
+
 def cache_key(yaml_text: str, sim: bool) -> str:
     text = f"{yaml_text}\nlitedram=={litedram_version()}\nsim={sim}\n"
     if json.loads(yaml_text).get("cpu", "None") != "None":  # BIOS + CPU Verilog come from these
         text += f"litex=={_version('litex')}\nvexriscv=={_version('pythondata-cpu-vexriscv')}\n"
+        text += f"options={' '.join(generator_options(yaml_text))}\n"
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -370,7 +391,8 @@ def _run_generator(yaml_text: str, sim: bool, workdir: Path) -> Path:
     """Run ``python -m litedram.gen`` on ``yaml_text`` in ``workdir``; returns the Verilog path."""
     (workdir / "core.yml").write_text(yaml_text)
     command = [sys.executable, "-m", "litedram.gen", "core.yml", "--output-dir", "out",
-               "--name", CORE_NAME] + (["--sim"] if sim else [])  # fmt: skip
+               "--name", CORE_NAME, *(["--sim"] if sim else []),
+               *generator_options(yaml_text)]  # fmt: skip
     env = {**os.environ, "PATH": tool_path()}
     result = subprocess.run(command, cwd=workdir, capture_output=True, text=True, env=env)
     (workdir / "litedram_gen.log").write_text(result.stdout + result.stderr)
@@ -428,7 +450,8 @@ def _notes(
             )
     if "uart_tx" in ports:
         notes.append(
-            "BIOS console: uart_tx/uart_rx at 115200 baud (leave uart_tx open, tie uart_rx)"
+            "BIOS log on uart_tx at 115200 baud, no interactive console (leave uart_tx open, "
+            "tie uart_rx)"
         )
     if sim:
         notes.append("SDRAMPHYModel at DFI level: no init needed; user_clk is the clk input")

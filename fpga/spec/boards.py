@@ -6,7 +6,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from fpga.spec.config import DEFAULT_CONFIG, WIDE_CONFIG, AcceleratorConfig
+from fpga.spec.config import ARTY35_CONFIG, DEFAULT_CONFIG, WIDE_CONFIG, AcceleratorConfig
 from fpga.spec.errors import UserError
 
 
@@ -40,9 +40,16 @@ _ULX3S_ENGINE_MHZ = 100.0
 _ARTY_DDR3 = DramPart("MT41K128M16", "DDR3", "A7DDRPHY", 1, 16, 256 << 20, 100.0)
 
 
-#: DSP48E1s of the Arty DDR3 core's LiteDRAM VexRiscv init CPU (its multiplier; Yosys fit of the
-#: resident A7 SoC: 92 = the engine's 88 + 4)
-INIT_CPU_DSPS = 4
+#: LiteDRAM's VexRiscv variant for the Arty DDR3 core's init CPU (``cpu_variant`` of its
+#: ``litedram_gen`` YAML, ``fpga.build.litedram``): "minimal" (RV32I, no caches, no multiplier)
+#: runs the same BIOS DDR3 init, leveling and memtest as "standard" from its ROM, in 1.3 k fewer
+#: LUTs, 4 fewer RAMB36 and none of the 4 DSP48E1 (Yosys fit, docs/build.md "35T fit")
+INIT_CPU_VARIANT = "minimal"
+#: DSP48E1s each LiteDRAM VexRiscv variant takes (its multiplier; Yosys fit of the core): "lite"
+#: multiplies iteratively in fabric, "minimal" has no multiplier
+INIT_CPU_VARIANT_DSPS = {"standard": 4, "lite": 0, "minimal": 0}
+#: DSP48E1s of the Arty DDR3 core's init CPU as built (:data:`INIT_CPU_VARIANT`)
+INIT_CPU_DSPS = INIT_CPU_VARIANT_DSPS[INIT_CPU_VARIANT]
 
 
 def _check_mhz(mhz: float, what: str) -> None:
@@ -83,9 +90,10 @@ class Board:
 
     def engine_dsps(self) -> int:
         """Hardware multipliers the engine may take: the part's, less the Arty DDR3 core's
-        LiteDRAM VexRiscv init CPU's 4 DSP48E1 (Yosys fit) when this board is built with it
-        (resident). The engine spends them on its requantizers and ADD, then on PEs; the PEs
-        beyond them multiply in fabric (``fpga.spec.layout.fabric_pes``)."""
+        LiteDRAM VexRiscv init CPU's (:data:`INIT_CPU_DSPS`, 0 for the "minimal" variant it is
+        built with) when this board is built with it (resident). The engine spends them on its
+        requantizers and ADD, then on PEs; the PEs beyond them multiply in fabric
+        (``fpga.spec.layout.fabric_pes``)."""
         cpu = self.memory is not None and self.memory.phy == "A7DDRPHY"
         return self.capacity["dsp"] - (INIT_CPU_DSPS if cpu else 0)
 
@@ -132,11 +140,10 @@ BOARDS = {
             "uart 12 Mbaud (FT2232H)",
             12_000_000,
             "vivado",
-            DEFAULT_CONFIG,
+            # 8 x 8 with a 16 KiB output buffer: the resident SoC, with the DDR3 core and its
+            # minimal VexRiscv, fits the 35T (Yosys fit, docs/build.md "35T fit")
+            ARTY35_CONFIG,
             _ARTY_DDR3,
-            # the resident SoC (29.1 k LUTs and 53.5 RAMB36 by the Yosys fit, with the DDR3 core
-            # and its CPU) does not fit the 35T's 20,800 / 50; the streamed one does (docs/build.md)
-            default_mode="streamed",
         ),
         Board(
             "arty_a7_100",

@@ -164,6 +164,15 @@ class AcceleratorConfig:
 #: buffers take ~96 KiB of the 225 KiB block RAM.
 DEFAULT_CONFIG = AcceleratorConfig()
 
+#: The Arty A7-35T's resident config: the default 8 x 8 with a 16 KiB output buffer (4 RAMB36
+#: instead of 8), so that the resident SoC (with the DDR3 core and its init CPU) fits the part's 50
+#: RAMB36 with room (docs/build.md "35T fit"). The input buffer keeps 32 KiB (v1.0@227's conv1
+#: needs it: one output row's inputs), and the weight buffer too (its 15 diagonal banks take as
+#: many block RAMs at 256 words as at 512). Cost in the cycle model (sequential resident
+#: device cycles, ``fpga.compiler.traffic.sequential_cycles``): v1.0@227 +0.43 %, v1.1@224
+#: +0.76 %, from more output tiles' stores and reloads.
+ARTY35_CONFIG = AcceleratorConfig(act_out_bytes=16 * 1024)
+
 #: The smallest useful engine (2x2): quick builds and simulations (CI's ULX3S bitstream, link
 #: tests); SqueezeNet at full size does not tile on it.
 SMALL_CONFIG = AcceleratorConfig(
