@@ -548,6 +548,11 @@ def compile_network(
         raise CompileError(
             f"unknown weights mode {weights_mode!r}; choose one of {', '.join(WEIGHTS_MODES)}"
         )
+    if weights_mode == "huffman" and not config.huffman_decoder:
+        raise CompileError(
+            "this accelerator config has no on-chip Huffman decoder (a board whose LUTs are "
+            "spent, e.g. the Arty A7-35T): use index weights (--weights-mode indices)"
+        )
     size = network.input_size
     shapes: dict[str, tuple[int, ...]] = {"input": (3, size, size)}
     consumers: dict[str, list[QLayer]] = {}

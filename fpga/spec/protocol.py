@@ -41,7 +41,7 @@ SYNC = b"\xa5\x5a"
 #: RESIDENT_WAIT answers when the run ends; MEM_WRITE/MEM_READ are served while it runs); v6 the
 #: engine's own clock (IDENTIFY engine_clock_hz: engine cycles are counted in it); v7 double
 #: buffering in resident programs (the WAIT command, a RUN's SPLIT/HIGH_* flags:
-#: ``fpga.spec.commands``), which a v6 sequencer refuses
+#: ``fpga.spec.commands``), which a v6 sequencer refuses, and IDENTIFY's ``features``
 PROTOCOL_VERSION = 7
 MAGIC = b"SQZF"
 RESPONSE_FLAG = 0x80
@@ -127,8 +127,24 @@ IDENTIFY_RESPONSE = PayloadLayout(
         ("fingerprint", "8s"),  # AcceleratorConfig.fingerprint() of the built configuration
         ("dram_bytes", "I"),  # external memory for resident mode; 0: streamed mode only
         ("engine_clock_hz", "I"),  # the engine's clock (== clock_hz: it runs on the fabric's)
+        ("features", "B"),  # Feature bits: what the bitstream has beyond the sizes above
     ),
 )
+
+
+class Feature(enum.IntFlag):
+    """IDENTIFY's ``features`` bits."""
+
+    #: the on-chip Huffman decoder (``AcceleratorConfig.huffman_decoder``): HUFFMAN_TABLE and
+    #: HUFFMAN_STREAM writes decode into WEIGHT; without it they are refused (an engine error)
+    HUFFMAN_DECODER = 1
+
+
+def features(config: AcceleratorConfig) -> Feature:
+    """The :class:`Feature` bits of a bitstream built for ``config``."""
+    return Feature.HUFFMAN_DECODER if config.huffman_decoder else Feature(0)
+
+
 STATUS_RESPONSE = PayloadLayout(
     "STATUS response",
     (
@@ -390,6 +406,7 @@ def identify_fields(config: AcceleratorConfig, baud: int = 0, dram_bytes: int = 
         "fingerprint": bytes.fromhex(config.fingerprint()),
         "dram_bytes": dram_bytes,
         "engine_clock_hz": engine_clock_hz(config),
+        "features": int(features(config)),
     }
 
 
@@ -415,6 +432,7 @@ class DeviceInfo:
     fingerprint: str
     dram_bytes: int
     engine_clock_hz: int
+    features: int = 0
 
     @classmethod
     def parse(cls, payload: bytes) -> DeviceInfo:
@@ -439,6 +457,7 @@ class DeviceInfo:
             engine_clock_mhz=(
                 None if self.engine_clock_hz == self.clock_hz else self.engine_clock_hz / 1e6
             ),
+            huffman_decoder=bool(self.features & Feature.HUFFMAN_DECODER),
         )
 
 

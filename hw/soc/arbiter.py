@@ -10,7 +10,8 @@ it only starts the sequencer and answers when it is done). The arbiter sends a c
 - to ``HUFFMAN_TABLE`` / ``HUFFMAN_STREAM`` into the on-chip Huffman decoder (``hw.soc.huffman``,
   a submodule here), whose decoded symbols are written into the engine's weight buffer ahead of
   any writer: a writer waits (``ready`` low) while the decoder's bit buffer is full, and a write
-  to another buffer waits while a decoded symbol is written;
+  to another buffer waits while a decoded symbol is written; a config without the decoder
+  (``AcceleratorConfig.huffman_decoder`` False) drops such a chunk and flags ``huffman_error``;
 - to any other space into the engine (``engine_write``/``engine_read``; the engine takes every
   chunk).
 
@@ -63,12 +64,32 @@ class BufferArbiter(wiring.Component):
         m = Module()
         # the master of the ports: its chunk (HostSpace ones aside) and its reads
         write, read = self._master(m)
-        m.submodules.huffman = huffman = HuffmanDecoder(in_width=8)
         chunk = write.payload
         to_table = chunk.space == BufferSpace.HUFFMAN_TABLE
         to_stream = chunk.space == BufferSpace.HUFFMAN_STREAM
-        decoded = huffman.o.valid
         engine = self.engine_write
+        m.d.comb += [
+            self.engine_read.request.valid.eq(read.request.valid),
+            self.engine_read.request.payload.eq(read.request.payload),
+            self.link_read.response.valid.eq(self.engine_read.response.valid),
+            self.link_read.response.payload.eq(self.engine_read.response.payload),
+        ]
+        if not self.config.huffman_decoder:
+            # no decoder (AcceleratorConfig.huffman_decoder): a Huffman chunk is taken and
+            # dropped, and flags the error a bad stream would (the host sends index weights)
+            huffman = to_table | to_stream
+            with m.If(write.valid & huffman):
+                m.d.sync += self.huffman_error.eq(1)
+            with m.If(self.clear_error):
+                m.d.sync += self.huffman_error.eq(0)
+            m.d.comb += [
+                write.ready.eq(huffman | engine.ready),
+                engine.valid.eq(write.valid & ~huffman),
+                engine.payload.eq(chunk),
+            ]
+            return m
+        m.submodules.huffman = huffman = HuffmanDecoder(in_width=8)
+        decoded = huffman.o.valid
         m.d.comb += [
             write.ready.eq(Mux(to_stream, huffman.stream_ready, to_table | ~decoded)),
             huffman.table_en.eq(write.valid & to_table & (chunk.addr < HUFFMAN_TABLE_BYTES)),
@@ -87,10 +108,6 @@ class BufferArbiter(wiring.Component):
             engine.payload.addr.eq(Mux(decoded, huffman.o.payload[8:], chunk.addr)),
             engine.payload.data.eq(Mux(decoded, huffman.o.payload[:8], chunk.data)),
             engine.payload.count.eq(Mux(decoded, 1, chunk.count)),
-            self.engine_read.request.valid.eq(read.request.valid),
-            self.engine_read.request.payload.eq(read.request.payload),
-            self.link_read.response.valid.eq(self.engine_read.response.valid),
-            self.link_read.response.payload.eq(self.engine_read.response.payload),
         ]
         return m
 
