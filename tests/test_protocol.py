@@ -11,7 +11,7 @@ import pytest
 
 from fpga.spec import protocol
 from fpga.spec.boards import BOARDS
-from fpga.spec.config import DEFAULT_CONFIG, SMALL_CONFIG
+from fpga.spec.config import ARTY35_CONFIG, DEFAULT_CONFIG, SMALL_CONFIG
 from fpga.spec.protocol import (
     FRAME_OVERHEAD,
     IDENTIFY_RESPONSE,
@@ -67,7 +67,9 @@ def test_the_host_runs_without_amaranth():
 
 def test_identify_round_trips_the_full_configuration():
     own_clock = DEFAULT_CONFIG.replace(clock_mhz=40.0, engine_clock_mhz=60.0)
-    for config in (DEFAULT_CONFIG, SMALL_CONFIG.replace(index_bits_max=4), own_clock):
+    no_decoder = ARTY35_CONFIG  # IDENTIFY's features: no on-chip Huffman decoder
+    assert not no_decoder.huffman_decoder
+    for config in (DEFAULT_CONFIG, SMALL_CONFIG.replace(index_bits_max=4), own_clock, no_decoder):
         info = DeviceInfo.parse(identify_payload(config, baud=12_000_000, dram_bytes=1 << 28))
         assert info.config() == config and info.fingerprint == config.fingerprint()
         assert info.engine_clock_hz == round(config.compute_mhz * 1e6)

@@ -10,6 +10,7 @@ from amaranth.sim import Simulator
 from fpga.spec import huffman
 from fpga.spec.layout import (
     HUFFMAN_HEADER_BYTES,
+    BufferSpace,
     decode_huffman_stream,
     huffman_lengths,
     pack_huffman_stream,
@@ -172,3 +173,52 @@ def test_invalid_code_and_abort_set_error():
     _, _, table, stream = chunk_case(rng, 200, 20, 1.1, dest=0)
     out, _, error, busy = run_decoder(table, [stream], 8, p_valid=0.5, abort_at=40)
     assert error and not busy and len(out) < 200
+
+
+def test_a_config_without_the_decoder_refuses_huffman_chunks():
+    """AcceleratorConfig.huffman_decoder False (the A7-35T): the arbiter drops a HUFFMAN_TABLE or
+    HUFFMAN_STREAM chunk and flags huffman_error (until clear_error); other chunks go on to the
+    engine as before; the compiler refuses Huffman weights for the config."""
+    from fpga.compiler.program import CompileError, compile_network
+    from fpga.spec.config import ARTY35_CONFIG, DEFAULT_CONFIG
+    from fpga.spec.network import shape_network
+    from hw.soc.arbiter import BufferArbiter
+
+    with pytest.raises(CompileError, match="no on-chip Huffman decoder"):
+        compile_network(shape_network("v1.1", 64), ARTY35_CONFIG, weights_mode="huffman")
+    compile_network(shape_network("v1.1", 64), ARTY35_CONFIG, weights_mode="indices")
+    assert DEFAULT_CONFIG.huffman_decoder
+
+    dut = BufferArbiter(ARTY35_CONFIG, resident=False)
+    seen = []
+
+    async def bench(ctx):
+        ctx.set(dut.engine_write.ready, 1)
+        for space, expect_error in (
+            (BufferSpace.WEIGHT, 0),
+            (BufferSpace.HUFFMAN_STREAM, 1),
+            (BufferSpace.ACT_IN, 1),  # the error stays until cleared
+        ):
+            ctx.set(dut.link_write.valid, 1)
+            ctx.set(dut.link_write.payload.space, space)
+            ctx.set(dut.link_write.payload.addr, 5)
+            ctx.set(dut.link_write.payload.count, 1)
+            assert ctx.get(dut.link_write.ready)
+            seen.append((space, ctx.get(dut.engine_write.valid)))
+            await ctx.tick()
+            ctx.set(dut.link_write.valid, 0)
+            assert ctx.get(dut.huffman_error) == expect_error, space
+        ctx.set(dut.clear_error, 1)
+        await ctx.tick()
+        ctx.set(dut.clear_error, 0)
+        assert not ctx.get(dut.huffman_error)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert seen == [
+        (BufferSpace.WEIGHT, 1),
+        (BufferSpace.HUFFMAN_STREAM, 0),
+        (BufferSpace.ACT_IN, 1),
+    ]
