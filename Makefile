@@ -62,8 +62,8 @@ format: setup
 	$(VENV)/bin/ruff check --fix .
 
 # what generating the Arty A7's DDR3 core needs beyond the dev extra's litex/litedram: its LiteDRAM
-# VexRiscv init CPU's BIOS is compiled then (fpga.build.litedram; pip pins as in pyproject's dev extra)
-ARTY_DRAM_PIP := pythondata-cpu-vexriscv==1.0.1.post407 pythondata-software-picolibc==1.7.9.post181 \
+# SERV init CPU's BIOS is compiled then (fpga.build.litedram; pip pins as in pyproject's dev extra)
+ARTY_DRAM_PIP := pythondata-cpu-serv==1.2.0.post146 pythondata-software-picolibc==1.7.9.post181 \
 	pythondata-software-compiler-rt==0.0.post6206 meson==1.12.1 ninja==1.13.2
 ARTY_DRAM_APT := gcc-riscv64-unknown-elf
 arty-dram-tools: setup

@@ -70,7 +70,7 @@ def test_arty_build_tree_has_part_clock_and_uart_pins(tmp_path):
     assert "module top" in (tree / "top.v").read_text()
 
 
-#: the Arty's DDR3 core has LiteDRAM's VexRiscv init CPU, whose BIOS needs riscv64-unknown-elf-gcc
+#: the Arty's DDR3 core has LiteDRAM's SERV init CPU, whose BIOS needs riscv64-unknown-elf-gcc
 #: (Debian): `make arty-dram-tools`, which .ci/run runs before `make test`
 needs_cpu_tools = pytest.mark.skipif(
     bool(litedram.missing_tools(cpu=litedram.INIT_CPU)),
@@ -96,7 +96,7 @@ def test_arty_100t_resident_tree_has_the_ddr3_core_its_cpu_and_constraints(tmp_p
     }
     tree = tmp_path / "arty_a7_100"
     tcl = (tree / "top.tcl").read_text()
-    assert 'add_files "litedram_core.v"' in tcl and 'add_files "VexRiscv_Min.v"' in tcl
+    assert 'add_files "litedram_core.v"' in tcl and 'add_files "serv_top.v"' in tcl  # SERV
     assert (tree / "litedram_core_rom.init").stat().st_size > 10_000  # the init BIOS
     assert '$readmemh("litedram_core_rom.init"' in (tree / "litedram_core.v").read_text()
     top = (tree / "top.v").read_text()

@@ -11,9 +11,9 @@ import pytest
 
 from fpga.build import litedram
 from fpga.spec.boards import (
+    INIT_CPU,
     INIT_CPU_DSPS,
     INIT_CPU_VARIANT,
-    INIT_CPU_VARIANT_DSPS,
     get_board,
 )
 from hw.board import resources
@@ -72,13 +72,13 @@ def test_yaml_is_derived_from_the_board_registry():
     sdr = json.loads(litedram.core_yaml(ulx3s))
     assert sdr["sdram_phy"] == "GENSDRPHY" and sdr["sdram_module"] == "MT48LC16M16"
     assert sdr["cpu"] == "None"  # the SDR init sequence is hardware
-    # the Arty board core: LiteDRAM's VexRiscv runs the DDR3 init/leveling; the port never
-    # blocks (the SoC waits for init_done itself)
+    # the Arty board core: LiteDRAM's init CPU (SERV) runs the DDR3 init/leveling; the port
+    # never blocks (the SoC waits for init_done itself)
     board = json.loads(litedram.core_yaml("arty_a7"))
-    assert board["cpu"] == litedram.INIT_CPU == "vexriscv"
-    # the minimal VexRiscv (no caches, no multiplier: no DSP48E1, which the engine then takes)
-    assert board["cpu_variant"] == INIT_CPU_VARIANT == "minimal"
-    assert INIT_CPU_DSPS == INIT_CPU_VARIANT_DSPS["minimal"] == 0
+    assert board["cpu"] == INIT_CPU == "serv"
+    # SERV: no multiplier, so no DSP48E1 (the engine takes the part's)
+    assert board["cpu_variant"] == INIT_CPU_VARIANT == "standard"
+    assert INIT_CPU_DSPS == 0
     assert "cpu_variant" not in config and "cpu_variant" not in sdr  # no CPU, no variant
     assert board["user_ports"] == config["user_ports"]
     assert {k: v for k, v in board.items() if k not in ("cpu", "cpu_variant")} == {
@@ -165,7 +165,7 @@ def _missing_message(monkeypatch, *, module=None, program=None, gcc=False) -> st
 @pytest.mark.parametrize(
     "missing, expected",
     [
-        ({"module": "pythondata_cpu_vexriscv"}, "pip package 'pythondata-cpu-vexriscv'"),
+        ({"module": "pythondata_cpu_serv"}, "pip package 'pythondata-cpu-serv'"),
         ({"module": "pythondata_software_picolibc"}, "pip package 'pythondata-software-picolibc'"),
         ({"program": "meson"}, "`meson` on PATH \\(pip package 'meson'\\)"),
         ({"program": "ninja"}, "`ninja` on PATH"),
@@ -376,20 +376,21 @@ def arty_board_core(tmp_path_factory):
 @needs_cpu_tools
 def test_arty_board_core_has_its_init_cpu_and_every_file(arty_board_core):
     core, again, cache = arty_board_core
-    assert core.cpu == "vexriscv" and not core.cached and again.cached
+    assert core.cpu == "serv" and not core.cached and again.cached
     assert core.port == litedram.NativePort(data_width=128, address_width=24)
     assert core.ports == ARTY_BOARD_CORE_PORTS  # the hand-written reference above holds
     names = [path.name for path in core.files]
     assert names[0] == "litedram_core.v" and core.files[0] == core.verilog
-    cpu_file = "VexRiscv_Min.v"  # the minimal variant's Verilog (boards.INIT_CPU_VARIANT)
+    cpu_file = "serv_top.v"  # SERV's Verilog (boards.INIT_CPU), one of its files
     assert cpu_file in names and "litedram_core_rom.init" in names
     assert {path.parent for path in core.files} == {core.verilog.parent}
     assert all(path.is_file() for path in core.files) and again.files == core.files
-    assert core.verilog_files == (core.verilog, core.verilog.parent / cpu_file)
+    assert core.verilog_files[0] == core.verilog
+    assert core.verilog.parent / cpu_file in core.verilog_files
     text = core.verilog.read_text()
     assert set(litedram.readmem_files(text)) == {path.name for path in core.init_files}
-    assert "module VexRiscv" in (core.verilog.parent / cpu_file).read_text()
-    # the BIOS (no console, LTO): 5,583 words of ROM with litex 2024.12
+    assert "module serv_top" in (core.verilog.parent / cpu_file).read_text()
+    # the BIOS (no console, LTO): 5,383 words of ROM with litex 2024.12
     assert (core.verilog.parent / "litedram_core_rom.init").stat().st_size > 10_000
     assert any("init_done" in note for note in core.notes)
     assert [p.name for p in cache.iterdir()] == [core.key]

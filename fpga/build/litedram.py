@@ -16,15 +16,15 @@ Two variants per board:
   memory as Verilog arrays; one ``clk`` input (``user_clk`` is the same net), no init firmware.
 - ``sim=False``: the board's PHY (``A7DDRPHY`` with its own PLL, ``GENSDRPHY``) and pads.
 
-  - Arty A7 (``A7DDRPHY``): LiteDRAM's CPU variant (``cpu: vexriscv``, as LiteDRAM's own
-    ``examples/arty.yml``, with ``cpu_variant`` ``fpga.spec.boards.INIT_CPU_VARIANT``: the minimal
-    VexRiscv). The core contains a VexRiscv and a ROM with LiteX's BIOS (built with
+  - Arty A7 (``A7DDRPHY``): LiteDRAM's CPU variant (as LiteDRAM's own ``examples/arty.yml``,
+    with ``cpu``/``cpu_variant`` ``fpga.spec.boards.INIT_CPU``/``INIT_CPU_VARIANT``: SERV, the
+    bit-serial RV32I). The core contains the CPU and a ROM with LiteX's BIOS (built with
     :data:`BIOS_OPTIONS`: no interactive console, LTO), which runs the DDR3 init sequence,
     write/read leveling and a 2 MiB memtest at power-on, then sets ``init_done`` (and
     ``init_error`` on failure). The native port stays ``block_until_ready:
     False``: the SoC (``hw.soc.dram``) gates its commands on ``init_done``. Files a build needs
-    (:attr:`GeneratedCore.files`): ``litedram_core.v``, the CPU's ``VexRiscv_Min.v`` (the minimal
-    variant's, copied from ``pythondata_cpu_vexriscv``) and the ROM/SRAM ``$readmemh`` files
+    (:attr:`GeneratedCore.files`): ``litedram_core.v``, the CPU's Verilog (SERV's ``serv_*.v``,
+    copied from ``pythondata_cpu_serv``) and the ROM/SRAM ``$readmemh`` files
     ``litedram_core_*.init``, all in one cache entry and referenced by plain file name
     (build-directory relative). Its BIOS
     prints its log (banner, leveling, memtest) on a 115200-baud UART on the core's ``uart_tx``
@@ -57,7 +57,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from fpga.spec.boards import INIT_CPU_VARIANT, Board, DramPart, get_board
+from fpga.spec.boards import INIT_CPU, INIT_CPU_VARIANT, Board, DramPart, get_board
 from fpga.spec.errors import UserError, run_cli
 
 #: name of the generated Verilog module
@@ -67,18 +67,19 @@ CORE_NAME = "litedram_core"
 PIP_HINT = "pip install litex==2024.12 litedram==2024.12 migen"
 #: how to install what the CPU variant (BIOS compile) needs besides litex/litedram
 CPU_TOOLS_HINT = "`make arty-dram-tools`"
-#: LiteDRAM's CPU for the DDR3 init/leveling firmware (``sim=False`` on an ``A7DDRPHY``), and its
-#: variant (``fpga.spec.boards.INIT_CPU_VARIANT``, which also says how many DSP48E1 it takes)
-INIT_CPU = "vexriscv"
+#: LiteDRAM's CPU for the DDR3 init/leveling firmware (``sim=False`` on an ``A7DDRPHY``) and its
+#: variant are the board registry's (``fpga.spec.boards.INIT_CPU``/``INIT_CPU_VARIANT``, which
+#: also say how many DSP48E1 it takes); the pip package of its Verilog
+INIT_CPU_PACKAGE = "pythondata-cpu-serv"
 #: LiteX builder options for the init CPU's BIOS (``litex.soc.integration.builder``'s
 #: ``--bios-*``): no interactive console (the BIOS still prints its banner, runs the DDR3 init,
 #: leveling and memtest and sets init_done, then stops instead of prompting) and link-time
-#: optimization: the ROM, which LiteX sizes to the BIOS, shrinks from 7,381 to 5,583 words
-#: with the minimal VexRiscv (docs/build.md "35T fit"). Part of the cache key.
+#: optimization: the ROM, which LiteX sizes to the BIOS, is 5,383 words with SERV (7,381 for the
+#: minimal VexRiscv's full-console BIOS; docs/build.md "35T fit"). Part of the cache key.
 BIOS_OPTIONS = ("--bios-console", "disable", "--bios-lto")
 #: Python modules the CPU variant needs: module -> pip package
 _NEEDED_CPU = {
-    "pythondata_cpu_vexriscv": "pythondata-cpu-vexriscv",
+    "pythondata_cpu_serv": INIT_CPU_PACKAGE,
     "pythondata_software_picolibc": "pythondata-software-picolibc",
     "pythondata_software_compiler_rt": "pythondata-software-compiler-rt",
 }
@@ -220,7 +221,7 @@ def core_config(board: Board | str, sim: bool = False) -> dict:
 
 
 def init_cpu(part: DramPart, sim: bool) -> str | None:
-    """LiteDRAM's init CPU for ``part``: VexRiscv (BIOS leveling) for a real DDR3 PHY, else None
+    """LiteDRAM's init CPU for ``part``: SERV (BIOS leveling) for a real DDR3 PHY, else None
     (the simulation model needs no init; the SDR init sequence is hardware)."""
     return INIT_CPU if (not sim and part.phy == "A7DDRPHY") else None
 
@@ -308,7 +309,7 @@ def generator_options(yaml_text: str) -> tuple[str, ...]:
 def cache_key(yaml_text: str, sim: bool) -> str:
     text = f"{yaml_text}\nlitedram=={litedram_version()}\nsim={sim}\n"
     if json.loads(yaml_text).get("cpu", "None") != "None":  # BIOS + CPU Verilog come from these
-        text += f"litex=={_version('litex')}\nvexriscv=={_version('pythondata-cpu-vexriscv')}\n"
+        text += f"litex=={_version('litex')}\ncpu=={_version(INIT_CPU_PACKAGE)}\n"
         text += f"options={' '.join(generator_options(yaml_text))}\n"
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -405,7 +406,7 @@ def _run_generator(yaml_text: str, sim: bool, workdir: Path) -> Path:
 
 def _extra_files(generated: Path) -> list[Path]:
     """The files beside ``litedram_core.v`` a build needs: the other Verilog sources the generated
-    Vivado script reads (the CPU's, from ``pythondata_cpu_vexriscv``) and the ``$readmemh``
+    Vivado script reads (the CPU's, from ``pythondata_cpu_serv``) and the ``$readmemh``
     files (the BIOS ROM), all checked to exist."""
     gateware = generated.parent
     extra: list[Path] = []
@@ -463,7 +464,7 @@ def generate(board: Board | str, sim: bool = False) -> GeneratedCore:
 
     Returns the cached Verilog path(s) and the parsed native port contract, e.g.
     ``NativePort(data_width=128, address_width=24)`` for the Arty A7. Generation takes ~1-2 s
-    without a CPU, ~25 s with the Arty's VexRiscv (the BIOS is compiled).
+    without a CPU, ~25 s with the Arty's init CPU (the BIOS is compiled).
     """
     board, part = memory_of(board)
     cpu = init_cpu(part, sim)

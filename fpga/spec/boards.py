@@ -40,16 +40,16 @@ _ULX3S_ENGINE_MHZ = 100.0
 _ARTY_DDR3 = DramPart("MT41K128M16", "DDR3", "A7DDRPHY", 1, 16, 256 << 20, 100.0)
 
 
-#: LiteDRAM's VexRiscv variant for the Arty DDR3 core's init CPU (``cpu_variant`` of its
-#: ``litedram_gen`` YAML, ``fpga.build.litedram``): "minimal" (RV32I, no caches, no multiplier)
-#: runs the same BIOS DDR3 init, leveling and memtest as "standard" from its ROM, in 1.3 k fewer
-#: LUTs, 4 fewer RAMB36 and none of the 4 DSP48E1 (Yosys fit, docs/build.md "35T fit")
-INIT_CPU_VARIANT = "minimal"
-#: DSP48E1s each LiteDRAM VexRiscv variant takes (its multiplier; Yosys fit of the core): "lite"
-#: multiplies iteratively in fabric, "minimal" has no multiplier
-INIT_CPU_VARIANT_DSPS = {"standard": 4, "lite": 0, "minimal": 0}
-#: DSP48E1s of the Arty DDR3 core's init CPU as built (:data:`INIT_CPU_VARIANT`)
-INIT_CPU_DSPS = INIT_CPU_VARIANT_DSPS[INIT_CPU_VARIANT]
+#: The Arty DDR3 core's init CPU (``cpu`` and ``cpu_variant`` of its ``litedram_gen`` YAML,
+#: ``fpga.build.litedram``): SERV, the bit-serial RV32I, runs the same LiteX BIOS DDR3 init,
+#: write/read leveling and memtest from its ROM as a VexRiscv does, slower (it only runs at
+#: power-on), in 0.85 k fewer LUTs and 1 RAMB36 fewer than the minimal VexRiscv (2.1 k and
+#: 6.5 fewer than the standard one, whose multiplier also took 4 DSP48E1): the lever that
+#: brings the resident 35T under 85 % of its LUTs (Yosys fit, docs/build.md "35T fit")
+INIT_CPU = "serv"
+INIT_CPU_VARIANT = "standard"
+#: DSP48E1s of the init CPU (SERV has no multiplier)
+INIT_CPU_DSPS = 0
 
 
 def _check_mhz(mhz: float, what: str) -> None:
@@ -90,8 +90,8 @@ class Board:
 
     def engine_dsps(self) -> int:
         """Hardware multipliers the engine may take: the part's, less the Arty DDR3 core's
-        LiteDRAM VexRiscv init CPU's (:data:`INIT_CPU_DSPS`, 0 for the "minimal" variant it is
-        built with) when this board is built with it (resident). The engine spends them on its
+        LiteDRAM init CPU's (:data:`INIT_CPU_DSPS`, 0 for SERV) when this board is built with it
+        (resident). The engine spends them on its
         requantizers and ADD, then on PEs; the PEs beyond them multiply in fabric
         (``fpga.spec.layout.fabric_pes``)."""
         cpu = self.memory is not None and self.memory.phy == "A7DDRPHY"
@@ -140,8 +140,8 @@ BOARDS = {
             "uart 12 Mbaud (FT2232H)",
             12_000_000,
             "vivado",
-            # 8 x 8 with a 16 KiB output buffer: the resident SoC, with the DDR3 core and its
-            # minimal VexRiscv, fits the 35T (Yosys fit, docs/build.md "35T fit")
+            # 8 x 8 with a 16 KiB output buffer and no Huffman decoder: the resident SoC, with
+            # the DDR3 core and its SERV init CPU, fits the 35T (Yosys fit, docs/build.md "35T fit")
             ARTY35_CONFIG,
             _ARTY_DDR3,
         ),
