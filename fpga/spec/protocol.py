@@ -244,7 +244,7 @@ class Status(enum.IntEnum):
 
 class DramState(enum.IntEnum):
     """STATUS ``dram_state``: the board's DRAM controller (LiteDRAM's ``init_done`` /
-    ``init_error``; on the Arty A7 its VexRiscv BIOS runs the DDR3 init and leveling)."""
+    ``init_error``; on the Arty A7 its SERV init CPU's BIOS runs the DDR3 init and leveling)."""
 
     NONE = 0  # no DRAM: streamed mode only
     INITIALIZING = 1  # init/calibration running: resident opcodes answer DRAM_NOT_READY

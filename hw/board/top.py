@@ -20,7 +20,7 @@ clock
 - **Arty A7** (Artix-7, DDR3L, ``A7DDRPHY``): the core's own PLL takes the 100 MHz oscillator (and
   the reset button) and makes the 100 MHz user clock, its 4x DDR clocks and the IDELAYCTRL's
   200 MHz;
-  the core's VexRiscv runs LiteDRAM's DDR3 init and write/read leveling from its ROM and sets
+  the core's init CPU (SERV) runs LiteDRAM's DDR3 init and write/read leveling from its ROM and sets
   ``init_done``, which the SoC waits for. The pins are LiteX's ``ddram`` resource
   (``hw.board.resources``); the bank's ``INTERNAL_VREF`` is in ``constraints/arty_a7.xdc``.
 

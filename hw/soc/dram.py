@@ -22,7 +22,7 @@ cycles in the simulated DDR3 core, see docs/dram.md).
 Reset and ``ready``: no command reaches the controller until the wrapper's domain is out of reset,
 the core's ``user_rst`` is low and ``settle_cycles`` more cycles have passed (a command given
 while the core leaves reset shifts every later read by one word), and, on a board,
-``init_done`` is set and ``init_error`` is not (the Arty's DDR3 core has LiteDRAM's VexRiscv init
+``init_done`` is set and ``init_error`` is not (the Arty's DDR3 core has LiteDRAM's SERV init
 CPU, whose BIOS runs the init and leveling and sets ``init_done``, and also ``init_error`` when the
 calibration failed; the ULX3S's SDR core inits in hardware). ``ready`` says so.
 The simulated core is reset only at power-on; do not reset the wrapper with transfers in flight.
