@@ -26,11 +26,13 @@ def test_a_stale_number_is_found_and_rewritten():
 
 
 def _message_texts() -> list[str]:
-    """Every string literal of the host and the programmer, an f-string's fields written ``…``."""
+    """Every string literal of the host, the programmer and the compiler (whose refusals the
+    host prints), an f-string's fields written ``…``."""
     import ast
 
     texts = []
-    for path in [*sorted(_docs.ROOT.glob("host/*.py")), _docs.ROOT / "fpga/build/program.py"]:
+    paths = [_docs.ROOT / "fpga/build/program.py", _docs.ROOT / "fpga/compiler/program.py"]
+    for path in [*sorted(_docs.ROOT.glob("host/*.py")), *paths]:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Constant) and isinstance(node.value, str):
                 texts.append(node.value)
@@ -43,7 +45,7 @@ def _message_texts() -> list[str]:
 def test_boards_troubleshooting_quotes_what_the_tools_print():
     """docs/boards.md's troubleshooting table quotes each message (its first column, in
     backticks, ``…`` for what varies) as the code writes it: each piece between the ``…`` is in
-    one string literal of host/ or fpga/build/program.py."""
+    one string literal of host/, fpga/build/program.py or fpga/compiler/program.py."""
     import re
 
     text = (_docs.ROOT / "docs" / "boards.md").read_text().split("## Troubleshooting")[1]
