@@ -451,3 +451,29 @@ def test_full_size_link_bytes_and_map():
             f"{totals['rows']:,} DMA rows; sequential sequencer ~{cycles['total']:,} cycles = "
             f"{cycles['total'] / cycles['engine']:.2f}x the engine's {cycles['engine']:,}"
         )
+
+
+def test_a_row_too_wide_for_a_half_is_tiled_over_shorter_rows(networks):
+    """A 1x1 conv whose input row does not fit half a buffer (v1.0's lowered conv1, 147
+    channels, with an 8 KiB ACT_IN: 31 pixels x 152 bytes > 4 KiB) is double-buffered all the
+    same, its pixels seen as shorter rows (Unit.view; the same bytes in DRAM, the image's rows
+    gathered in pieces): bit-exact from DRAM and through execute, every WINDOWS span inside its
+    image row."""
+    network, image = networks("v1.0")
+    config = DEFAULT_CONFIG.replace(act_in_bytes=8 * 1024)
+    program = compile_network(network, config, split=True)
+    conv1 = program.units[0]
+    assert conv1.name == "conv1" and conv1.split and conv1.view is not None
+    rows, width = conv1.view
+    assert rows * width == 31 * 31 and width < 31 and conv1.shape[1:] == (31, 31)
+    resident = compile_resident(program, input_size=SIZES["v1.0"])
+    check_commands(resident)
+    reference = golden.run_network(network, image)
+    logits, _ = run_resident(resident, resident.initial_dram(), image, EngineEmulator(config))
+    np.testing.assert_array_equal(logits, reference[network.output.name])
+    tensors, _ = execute(program, EngineEmulator(config), image)
+    for unit in program.units:
+        np.testing.assert_array_equal(tensors[unit.name], reference[unit.name], err_msg=unit.name)
+    gathers = resident.commands[(resident.commands["flags"] & Flag.INPUT) != 0]
+    assert len(set(gathers["count"].tolist())) > 1  # rows cut into pieces at the tiles' edges
+    assert int(gathers["count"].sum()) == 31 * 31 * 3 * 7  # every pixel, channel, kernel row once

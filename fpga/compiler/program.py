@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
@@ -120,6 +121,16 @@ class Unit:
     order: str = ""  # a conv unit's tiling order (CONV_ORDERS)
     #: tiled to half buffers: its runs are SPLIT (double buffered) in a resident program
     split: bool = False
+    #: (rows, width) its tiles see its input and output as, when not the tensors' own: a 1x1
+    #: conv's pixels are independent and consecutive in the HWC layout, so an H x W tensor is
+    #: the same bytes as (H * W / width) rows of ``width`` pixels (:func:`_pixel_view`)
+    view: tuple[int, int] | None = None
+
+    def spatial(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """``shape`` (C, H, W) as this unit's tiles see it (its view), else unchanged."""
+        if self.view is None or len(shape) != 3:
+            return shape
+        return (shape[0], *self.view)
 
     @property
     def macs(self) -> int:
@@ -597,6 +608,22 @@ def compile_network(
             unit = _halves_or_whole(
                 split, _conv_unit, name, convs, src, in_shape, weights, config, weights_mode, order
             )
+            unit = _pixel_view(
+                split,
+                unit,
+                convs,
+                partial(
+                    _conv_unit,
+                    name,
+                    convs,
+                    src,
+                    weights=weights,
+                    config=config,
+                    weights_mode=weights_mode,
+                    order=order,
+                    split=True,
+                ),  # fmt: skip
+            )
             done.update(c.name for c in convs)
             if concat:
                 done.add(concat.name)
@@ -637,6 +664,27 @@ def _halves_or_whole(split: bool, tile, *args) -> Unit:
         except CompileError:
             pass
     return tile(*args, split=False)
+
+
+def _pixel_view(split: bool, unit: Unit, convs: list[QLayer], retile) -> Unit:
+    """A 1x1 stride-1 unpadded conv unit that ``split`` could not tile to half buffers (one row
+    too wide: v1.0's lowered conv1 on 8 x 8, 147 channels x 111 pixels), tiled again over its
+    pixels as shorter rows (the widest divisor of H * W below W that fits): the same bytes in
+    DRAM, double-buffered. ``retile(in_shape)`` tiles it for another input shape. Any other
+    unit is returned as it is."""
+    pointwise = all(c.kernel == 1 and c.stride == 1 and c.pad == 0 for c in convs)
+    if not split or unit.split or not pointwise or len(unit.shape) != 3:
+        return unit
+    _, h, w = unit.shape
+    c_in = convs[0].weight.shape[1]
+    for width in sorted((d for d in range(1, w) if (h * w) % d == 0), reverse=True):
+        try:
+            viewed = retile((c_in, h * w // width, width))
+        except CompileError:
+            continue
+        viewed.split, viewed.view, viewed.shape = True, (h * w // width, width), unit.shape
+        return viewed
+    return unit
 
 
 def _minimum_link_bytes(program: Program) -> int:
@@ -739,9 +787,11 @@ def execute(program: Program, device, image: np.ndarray, progress=None):
             out = np.zeros(unit.shape, dtype=np.int32)
         else:
             out = np.zeros(unit.shape, dtype=np.int8)
+        view = out.reshape(unit.spatial(out.shape))  # the same array, as the tiles see it
         for tile in unit.tiles:
             for load in tile.loads:
                 src = tensors[load.tensor]
+                src = src.reshape(unit.spatial(src.shape))
                 part = src[load.g0 * lanes : load.g1 * lanes, load.y0 : load.y1]
                 counting.write(BufferSpace.ACT_IN, load.base * lanes, pack_activations(part, lanes))
             for run in tile.runs:
@@ -767,7 +817,7 @@ def execute(program: Program, device, image: np.ndarray, progress=None):
                 band = unpack_activations(blob, channels, rows, store.width, lanes)
                 lo = store.g0 * lanes
                 hi = min(unit.shape[0], lo + channels)
-                out[lo:hi, store.y0 : store.y1] = band[: hi - lo]
+                view[lo:hi, store.y0 : store.y1] = band[: hi - lo]
             if progress is not None:
                 progress(1)
         tensors[unit.name] = out

@@ -394,6 +394,7 @@ class _CommandWriter:
         unit_commands, starts = {}, {}
         pending = None  # split: (unit, STORE, the unit's last) of the last tile, not yet emitted
         for unit in self.program.units:
+            self.unit = unit  # its loads and stores see the tensors as it does (Unit.spatial)
             starts[unit.name] = len(self.proto)
             for index, tile in enumerate(unit.tiles):
                 last = index == len(unit.tiles) - 1
@@ -475,9 +476,10 @@ class _CommandWriter:
         offset = load.base * lanes + self._half(BufferSpace.ACT_IN)
         self.held.write(BufferSpace.ACT_IN, offset, b"", constant=False)
         if load.tensor == "input" and self.im2col:
-            return _gather_conv1(self.program, load, offset, self.image_shape, self.pad)
+            width = self.unit.spatial(self.program.input_shape)[2]
+            return _gather_conv1(self.program, load, offset, self.image_shape, self.pad, width)
         shape = self.program.input_shape if load.tensor == "input" else self.shapes[load.tensor]
-        c, _, w = shape
+        c, _, w = self.unit.spatial(shape)
         g = groups(c, lanes)
         region, base = self._tensor(load.tensor)
         start = base + (load.y0 * w * g + load.g0) * lanes
@@ -550,7 +552,7 @@ class _CommandWriter:
                 dram_addr=base + 4 * store.g0 * lanes,
             )
             return rec, region
-        c, _, w = unit.shape
+        c, _, w = unit.spatial(unit.shape)
         g = groups(c, lanes)
         start = base + (store.y0 * w * g + store.g0) * lanes
         pixels = (store.y1 - store.y0) * store.width
@@ -618,8 +620,10 @@ def _raw_side(program, input_size: int | None) -> int:
     return side
 
 
-def _gather_conv1(program, load, offset: int, image_shape, pad: int) -> list:
-    """The im2col of conv1 for output rows [y0, y1) as strided LOADs from the planar input.
+def _gather_conv1(program, load, offset: int, image_shape, pad: int, width: int) -> list:
+    """The im2col of conv1 for output rows [y0, y1) of ``width`` pixels (conv1's unit may see its
+    output as shorter rows than the image's, ``Unit.view``: then a row is pieces of the image's
+    rows) as strided LOADs from the planar input.
 
     Lowered channel ``(c * k + ky) * k + kx`` of output pixel (oy, ox) is padded-image byte
     ``(c, oy * s + ky, ox * s + kx)``: for fixed (oy, c, ky) the k bytes of each pixel are
@@ -633,9 +637,13 @@ def _gather_conv1(program, load, offset: int, image_shape, pad: int) -> list:
     wp, hp = w + 2 * pad, h + 2 * pad
     _, _, out_w = program.input_shape
     g = groups(program.input_shape[0], lanes)
-    span = (out_w - 1) * stride + kernel
     proto = []
-    for oy in range(load.y0, load.y1):
+    first, end = load.y0 * width, load.y1 * width  # the tile's pixels
+    for oy in range(first // out_w, (end - 1) // out_w + 1):
+        x0 = max(first - oy * out_w, 0)  # this image row's pixels in the tile
+        x1 = min(end - oy * out_w, out_w)
+        pixel = oy * out_w + x0 - first  # the first one's place in the tile
+        span = (x1 - x0 - 1) * stride + kernel
         for c in range(c_raw):
             for ky in range(kernel):
                 rec = command(
@@ -643,12 +651,10 @@ def _gather_conv1(program, load, offset: int, image_shape, pad: int) -> list:
                     BufferSpace.ACT_IN,
                     flags=Flag.WINDOWS if span <= WINDOW_BYTES else 0,
                     length=kernel,
-                    count=out_w,
-                    dram_addr=(c * hp + oy * stride + ky) * wp,
+                    count=x1 - x0,
+                    dram_addr=(c * hp + oy * stride + ky) * wp + x0 * stride,
                     dram_stride=stride,
-                    buffer_offset=offset
-                    + ((oy - load.y0) * out_w * g) * lanes
-                    + (c * kernel + ky) * kernel,
+                    buffer_offset=offset + (pixel * g) * lanes + (c * kernel + ky) * kernel,
                     buffer_stride=g * lanes,
                 )
                 proto.append((rec, "input"))
