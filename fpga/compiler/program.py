@@ -725,31 +725,70 @@ class BufferContents:
     already in its buffer is not loaded again (:func:`execute`, the resident compiler and the
     transfer estimate all follow it).
 
-    A write that is not a constant forgets the constants of its space; a new HUFFMAN_TABLE
-    forgets HUFFMAN_STREAM (the same stream decodes to other weights under another table)."""
+    A write that is not a constant forgets the constants of its space. WEIGHT holds what its
+    writes decode to: an index blob is held together with the codebook it went through, a
+    Huffman stream (at the WEIGHT offset its header names) with the codebook and the Huffman
+    table it was decoded under, so the same bytes under another codebook or table are not
+    "held"; a new codebook or table does not change weights already decoded."""
 
     def __init__(self):
-        self._held: dict[tuple[int, int], bytes] = {}
+        self._held: dict[tuple[int, int], object] = {}
+        self._decode = {BufferSpace.CODEBOOK: None, BufferSpace.HUFFMAN_TABLE: None}
 
-    def write(self, space, offset: int, data: bytes, constant: bool) -> bool:
-        """Note a write; False when it is a constant its buffer holds already (skip it)."""
+    def _key(self, space, offset: int, data: bytes, decode: dict | None = None):
+        """(key, value) of a constant: WEIGHT and Huffman streams with what decodes them
+        (``decode``: a run's own codebook and table, else the ones last written)."""
+        decode = {**self._decode, **(decode or {})}
+        codebook, table = decode[BufferSpace.CODEBOOK], decode[BufferSpace.HUFFMAN_TABLE]
+        if space == BufferSpace.HUFFMAN_STREAM:
+            dest = int.from_bytes(bytes(data[4:8]), "little")  # the header's WEIGHT offset
+            return (int(space), dest), (codebook, table, bytes(data))
+        if space == BufferSpace.WEIGHT:
+            return (int(space), offset), (codebook, bytes(data))
+        return (int(space), offset), bytes(data)
+
+    def write(self, space, offset: int, data: bytes, constant: bool, consts=None) -> bool:
+        """Note a write; False when it is a constant its buffer holds already (skip it).
+        ``consts``: the run's constants, whose codebook and table the weights are compared
+        under (default: the ones last written, which precede the weights in a run's list)."""
         if constant:
-            key = (int(space), offset)
-            if self._held.get(key) == data:
+            key, value = self._key(space, offset, data, _decoders(consts))
+            if self._held.get(key) == value:
                 return False
-            self._held[key] = data
+            self._held[key] = value
+            if space in self._decode:
+                self._decode[space] = bytes(data)
         else:
             self._forget(space)
-        if space == BufferSpace.HUFFMAN_TABLE:
-            self._forget(BufferSpace.HUFFMAN_STREAM)
+            if space in self._decode:
+                self._decode[space] = None
         return True
 
-    def holds(self, space, offset: int, data: bytes) -> bool:
-        """Whether the constant ``data`` is held at ``offset`` of ``space``."""
-        return self._held.get((int(space), offset)) == data
+    def needed(self, consts: list) -> list:
+        """``consts`` (a run's) without the codebook and Huffman table when its weights are held
+        already: those two only decode weights as they are written (a double-buffered program
+        may have loaded the next chunk's meanwhile, ``fpga.compiler.resident``)."""
+        weights = (BufferSpace.WEIGHT, BufferSpace.HUFFMAN_STREAM)
+        held = [self.holds(c, consts) for c in consts if c[0] in weights]
+        if not held or not all(held):
+            return consts
+        decode_only = (BufferSpace.CODEBOOK, BufferSpace.HUFFMAN_TABLE)
+        return [c for c in consts if c[0] not in decode_only]
+
+    def holds(self, const: tuple, consts: list) -> bool:
+        """Whether the constant ``(space, offset, data)`` of a run whose constants are
+        ``consts`` (its codebook and table decode it) is held."""
+        key, value = self._key(*const, _decoders(consts))
+        return self._held.get(key) == value
 
     def _forget(self, space) -> None:
         self._held = {k: v for k, v in self._held.items() if k[0] != int(space)}
+
+
+def _decoders(consts) -> dict:
+    """The codebook and Huffman table among a run's constants (what decodes its weights)."""
+    decode = (BufferSpace.CODEBOOK, BufferSpace.HUFFMAN_TABLE)
+    return {space: bytes(data) for space, _, data in consts or () if space in decode}
 
 
 class _CountingDevice:

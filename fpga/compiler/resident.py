@@ -55,8 +55,11 @@ from fpga.spec.config import AcceleratorConfig
 from fpga.spec.layout import (
     HUFFMAN_HEADER_BYTES,
     BufferSpace,
+    decode_huffman_stream,
     groups,
+    huffman_table_lengths,
     pack_activations,
+    pack_huffman_stream,
     unpack_activations,
     unpack_sums,
 )
@@ -384,6 +387,11 @@ class _CommandWriter:
         self.halves = {space: 0 for space in HALF_SPACES}
         self.owned: dict[int, range] | None = None
         self.proto: list = []
+        # weight prefetch (split units): every run in order, the next one's index, and the
+        # pieces of a later run's constants still to go after the coming RUNs
+        self.runs = [(u, run) for u in program.units for tile in u.tiles for run in tile.runs]
+        self.run_index = 0
+        self.queue: list[list] = []
 
     def walk(self) -> tuple[list, dict[str, tuple[int, int]]]:
         """The program's commands in order. Split: tile t's LOADs go into the halves tile t-1's
@@ -413,6 +421,7 @@ class _CommandWriter:
                     self._emit(self._load(load))
                 for number, run in enumerate(tile.runs):
                     self._emit(self._run(run))
+                    self._prefetch()
                     if number == 0 and pending is not None:
                         self._store_done(pending, starts, unit_commands)
                         pending = None
@@ -441,7 +450,8 @@ class _CommandWriter:
                 space, offset = int(rec["space"]), int(rec["buffer_offset"])
                 length, count = int(rec["length"]), int(rec["count"])
                 if space == BufferSpace.HUFFMAN_STREAM:  # its decoded bytes go into WEIGHT
-                    space, offset, length, count = BufferSpace.WEIGHT, *self.stream_dest, 1
+                    header = self.model[int(rec["dram_addr"]) :][:HUFFMAN_HEADER_BYTES]
+                    space, offset, length, count = BufferSpace.WEIGHT, *_stream_dest(header), 1
                 if touches(self.owned, space, offset, length, count, int(rec["buffer_stride"])):
                     self.proto.append((command(Opcode.WAIT), None))
                     self.owned = None
@@ -491,13 +501,13 @@ class _CommandWriter:
         consts = [*run.consts, (BufferSpace.DESCRIPTOR, 0, run.descriptor.pack())]
         flags = 0
         if self.split:
-            consts = self._place_consts(consts)
+            consts = self.held.needed(self._place_consts(consts))
             flags = Flag.SPLIT | sum(
                 (HALF_SPACES[space] for space in HALF_SPACES if self.halves[space]), Flag(0)
             )
         proto = []
         for space, offset, data in consts:
-            if self.held.write(BufferSpace(space), offset, data, constant=True):
+            if self.held.write(BufferSpace(space), offset, data, True, run.consts):
                 rec = command(
                     Opcode.LOAD,
                     space,
@@ -507,6 +517,78 @@ class _CommandWriter:
                 )
                 proto.append((rec, "model"))
         return [*proto, (command(Opcode.RUN, flags=int(flags)), None)]
+
+    def _prefetch(self) -> None:
+        """After a SPLIT RUN: the constants of the next run that needs others (the next weight
+        chunk) go into the halves this run does not own, cut into as many pieces as there are
+        RUNs before that one (a weight chunk's index bytes in slices, its Huffman stream in
+        sub-streams, each decoding to its own place), one piece after each RUN, so that the
+        loads and the Huffman decoding spread over the runs instead of waiting in front of the
+        run that needs them. That run then finds them held (:class:`BufferContents`)."""
+        index, self.run_index = self.run_index, self.run_index + 1
+        if self.queue:
+            self._emit(self.queue.pop(0))
+            return
+        unit, run = self.runs[index]
+        if not unit.split:
+            return
+        key = _weight_key(run)
+        later = index + 1
+        while later < len(self.runs) and _weight_key(self.runs[later][1]) == key:
+            later += 1
+        if later - index < 2 or later == len(self.runs) or not self.runs[later][0].split:
+            return
+        pieces = self._pieces(self.runs[later][1].consts, later - index)
+        self._emit(pieces[0])
+        self.queue = pieces[1:]
+
+    def _pieces(self, consts: list, count: int) -> list[list]:
+        """``consts`` placed in the halves the run under way does not own, as ``count`` lists
+        of LOAD records (the codebook, a Huffman table and the parameters in the first; WEIGHT
+        bytes or a Huffman stream cut in ``count``), and noted as held there."""
+        config = self.program.config
+        base = {
+            home: (1 - self.halves[home]) * half_bytes(home, config)
+            for home in (BufferSpace.WEIGHT, BufferSpace.PARAMS)
+        }
+        pieces: list[list] = [[] for _ in range(count)]
+        table = next((d for s, _, d in consts if s == BufferSpace.HUFFMAN_TABLE), None)
+        for space, offset, data in consts:
+            if space == BufferSpace.WEIGHT:
+                cuts = _cuts(len(data), count, BLOB_ALIGN)
+                for piece, (a, b) in zip(pieces, cuts, strict=False):
+                    piece.append((space, offset + base[space] + a, data[a:b]))
+                self.held.write(space, offset + base[space], data, constant=True)
+            elif space == BufferSpace.HUFFMAN_STREAM:
+                dest, symbols = decode_huffman_stream(table, data)
+                lengths = huffman_table_lengths(table)
+                start = dest + base[BufferSpace.WEIGHT]
+                for piece, (a, b) in zip(pieces, _cuts(len(symbols), count, 1), strict=False):
+                    stream = pack_huffman_stream(symbols[a:b], lengths, start + a)
+                    piece.append((space, offset, stream))
+                self.held.write(
+                    space, offset, _in_half((space, offset, data), start - dest)[2], True
+                )
+            else:
+                moved = offset + base.get(BufferSpace(space), 0)
+                pieces[0].append((space, moved, data))
+                self.held.write(space, moved, data, constant=True)
+        return [
+            [
+                (
+                    command(
+                        Opcode.LOAD,
+                        space,
+                        length=len(data),
+                        dram_addr=self._blob(data),
+                        buffer_offset=offset,
+                    ),
+                    "model",
+                )  # fmt: skip
+                for space, offset, data in piece
+            ]
+            for piece in pieces
+        ]
 
     def _place_consts(self, consts: list) -> list:
         """A split run's constants in the halves it will use: WEIGHT (a Huffman stream decodes
@@ -525,15 +607,13 @@ class _CommandWriter:
                 continue
             half = half_bytes(home, config)
             options = [[_in_half(item, k * half) for item in items] for k in (0, 1)]
-            held = [k for k in (0, 1) if all(self.held.holds(*item) for item in options[k])]
+            held = [k for k in (0, 1) if all(self.held.holds(item, consts) for item in options[k])]
             self.halves[home] = held[0] if held else 1 - self.halves[home]
         out = []
         for space, offset, data in consts:
             home = target.get(BufferSpace(space), BufferSpace(space))
             if home in placed:
                 item = _in_half((space, offset, data), self.halves[home] * half_bytes(home, config))
-                if space == BufferSpace.HUFFMAN_STREAM:
-                    self.stream_dest = _stream_dest(item[2])
                 out.append(item)
             else:
                 out.append((space, offset, data))
@@ -568,6 +648,17 @@ def _in_half(const: tuple, base: int) -> tuple:
         count, dest = struct.unpack_from("<II", data)
         return space, offset, struct.pack("<II", count, dest + base) + data[HUFFMAN_HEADER_BYTES:]
     return space, offset + base, data
+
+
+def _weight_key(run) -> tuple:
+    """What a run needs held besides its descriptor (its weight chunk's constants)."""
+    return tuple((int(space), offset, data) for space, offset, data in run.consts)
+
+
+def _cuts(total: int, count: int, align: int) -> list[tuple[int, int]]:
+    """``[0, total)`` in at most ``count`` consecutive pieces, cut at multiples of ``align``."""
+    step = -(-total // count // align) * align or align
+    return [(a, min(total, a + step)) for a in range(0, total, step)]
 
 
 def _stream_dest(stream: bytes) -> tuple[int, int]:

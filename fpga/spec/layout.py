@@ -420,6 +420,14 @@ def decode_huffman_stream(table: bytes, stream: bytes) -> tuple[int, bytes]:
     ValueError on an invalid code or a stream that ends early.
     """
     count, dest = struct.unpack("<II", bytes(stream[:HUFFMAN_HEADER_BYTES]))
+    lengths = huffman_table_lengths(table)
+    out = huffman.decode(bytes(stream[HUFFMAN_HEADER_BYTES:]), count, lengths)
+    return dest, out.astype(np.uint8).tobytes()
+
+
+def huffman_table_lengths(table: bytes) -> np.ndarray:
+    """The code length of each symbol (0: none), read back from a table's per-length counts
+    (the table is canonical by construction): what :func:`pack_huffman_table` was given."""
     symbols = np.frombuffer(bytes(table[:256]), dtype=np.uint8)
     per_length = np.frombuffer(
         bytes(table[HUFFMAN_LENGTH_BASE:HUFFMAN_TABLE_BYTES]), dtype="<u2"
@@ -427,8 +435,7 @@ def decode_huffman_stream(table: bytes, stream: bytes) -> tuple[int, bytes]:
     lengths = np.zeros(256, dtype=np.int64)
     for n, (_, num, rank) in enumerate(per_length, start=1):
         lengths[symbols[int(rank) : int(rank) + int(num)]] = n
-    out = huffman.decode(bytes(stream[HUFFMAN_HEADER_BYTES:]), count, lengths)
-    return dest, out.astype(np.uint8).tobytes()
+    return lengths
 
 
 # -- capacity and cycles --------------------------------------------------------------------------
