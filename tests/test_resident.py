@@ -477,3 +477,47 @@ def test_a_row_too_wide_for_a_half_is_tiled_over_shorter_rows(networks):
     gathers = resident.commands[(resident.commands["flags"] & Flag.INPUT) != 0]
     assert len(set(gathers["count"].tolist())) > 1  # rows cut into pieces at the tiles' edges
     assert int(gathers["count"].sum()) == 31 * 31 * 3 * 7  # every pixel, channel, kernel row once
+
+
+def test_weights_are_loaded_ahead_of_their_run_in_pieces(networks):
+    """Double-buffered: the next weight chunk's Huffman stream goes into the WEIGHT half the run
+    under way does not own, as sub-streams spread over the RUNs before the run that needs it
+    (each decoding to its own place); that run loads no weights of its own. The held-weights
+    rule: the same index bytes under another codebook are not held."""
+    from fpga.compiler.program import BufferContents
+    from fpga.spec.commands import half_bytes
+
+    network, _ = networks("v1.1")
+    program = compile_network(network, DEFAULT_CONFIG, weights_mode="huffman", split=True)
+    resident = compile_resident(program, input_size=64)
+    model = resident.model
+    half = half_bytes(BufferSpace.WEIGHT, DEFAULT_CONFIG)
+    owned, ahead, pieces_between = None, 0, 0
+    for rec in resident.commands:
+        op = int(rec["opcode"])
+        if op == Opcode.RUN:
+            flags = int(rec["flags"])
+            owned = bool(flags & Flag.HIGH_WEIGHT) if flags & Flag.SPLIT else None
+            ahead = max(ahead, pieces_between)
+            pieces_between = 0
+        elif op == Opcode.LOAD and int(rec["space"]) == BufferSpace.HUFFMAN_STREAM:
+            at = int(rec["dram_addr"]) - resident.regions["model"][0]
+            dest = int.from_bytes(model[at + 4 : at + 8], "little")
+            if owned is not None:
+                assert (dest >= half) != owned  # never the half the run under way reads
+            pieces_between += 1
+    streams = int(np.sum(resident.commands["space"][resident.commands["opcode"] == Opcode.LOAD]
+                         == BufferSpace.HUFFMAN_STREAM))  # fmt: skip
+    chunks = len({c[2] for u in program.units for t in u.tiles for r in t.runs for c in r.consts
+                  if c[0] == BufferSpace.HUFFMAN_STREAM})  # fmt: skip
+    assert streams > chunks  # cut into sub-streams
+    assert ahead >= 1
+
+    held = BufferContents()
+    blob = bytes(range(16))
+    first = [(BufferSpace.CODEBOOK, 0, bytes(256)), (BufferSpace.WEIGHT, 0, blob)]
+    other = [(BufferSpace.CODEBOOK, 0, bytes([1]) * 256), (BufferSpace.WEIGHT, 0, blob)]
+    for space, offset, data in first:
+        assert held.write(space, offset, data, True, first)
+    assert held.holds(first[1], first) and not held.holds(other[1], other)
+    assert held.needed(first) == [first[1]] and held.needed(other) == other
