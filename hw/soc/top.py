@@ -151,11 +151,14 @@ class SoC(wiring.Component):
         wiring.connect(m, arbiter.engine_read, engine.read)
         start = link.start if sequencer is None else link.start | sequencer.engine_start
         error = engine.error | arbiter.huffman_error
+        # the engine's and the decoder's sticky errors: cleared by the link's CLEAR, and when a
+        # program starts (an error of the last one was reported with it, STATUS keeps its code)
+        clear = link.clear_error if sequencer is None else link.clear_error | sequencer.start
         m.d.comb += [
             engine.start.eq(start),
-            engine.clear_error.eq(link.clear_error),
+            engine.clear_error.eq(clear),
             arbiter.abort.eq(start),  # a run before the Huffman chunk is complete is an error
-            arbiter.clear_error.eq(link.clear_error),
+            arbiter.clear_error.eq(clear),
             link.done.eq(engine.done),
             link.cycles.eq(engine.cycles),
             link.error.eq(error),

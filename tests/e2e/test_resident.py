@@ -327,6 +327,54 @@ def test_a_program_outside_the_dram_is_a_device_error_not_a_hang(resident_board)
     np.testing.assert_array_equal(logits, expected_logits(network, x))
 
 
+def test_a_load_into_a_running_half_is_an_engine_error_not_a_hang(resident_board):
+    """Double buffering on the device: a SPLIT RUN's tile computes while a LOAD writes into the
+    ACT_IN half it reads (no WAIT between: the checker refuses such a program, so it is put in
+    DRAM by hand): the engine drops the write and flags its error, the program ends with the
+    sequencer's ENGINE code at that LOAD (an error answer, never a hang), and the board then
+    runs a real model bit-exact."""
+    from fpga.spec.commands import Flag
+    from fpga.spec.layout import LayerDescriptor, Op
+    from hw.soc.sequencer import SequencerError
+
+    device = open_device(resident_board)
+    try:
+        # a MAXPOOL tile over the lower half of ACT_IN (a long run: 64 x 64 pixels, 8 lanes)
+        descriptor = LayerDescriptor(
+            Op.MAXPOOL, kernel=3, stride=2, in_groups=1, in_h=32, in_w=64, out_h=15, out_w=31
+        ).pack()
+        program = pack_commands(
+            [
+                command(Cmd.LOAD, BufferSpace.DESCRIPTOR, length=len(descriptor), dram_addr=0),
+                command(Cmd.RUN, flags=int(Flag.SPLIT)),
+                command(Cmd.LOAD, BufferSpace.ACT_IN, length=64, dram_addr=0, buffer_offset=128),
+                command(Cmd.END),
+            ]
+        )
+        addr = 4096
+        head = descriptor + bytes(addr - len(descriptor))
+        device.mem_write(0, head + program)
+        size = addr + len(program)
+        status, _ = device.commit_model(size, crc32(head + program), addr, "00" * 8)
+        assert status == Status.OK
+        start = time.monotonic()
+        with pytest.raises(DeviceError) as caught:
+            device.run_program()
+        assert time.monotonic() - start < 10
+        bad = addr + 2 * COMMAND_BYTES
+        message = str(caught.value)
+        assert f"{bad:#x}" in message and f"error {SequencerError.ENGINE.value}" in message
+        after = device.status()
+        assert after["sequencer_error"] == SequencerError.ENGINE.value
+        network, x = network_and_image("v1.1")
+        image = resident_image(device, network)
+        assert device.load_model(image).loaded
+        logits, _ = device.run_resident(image, x)
+    finally:
+        device.close()
+    np.testing.assert_array_equal(logits, expected_logits(network, x))
+
+
 def test_infer_cli_runs_resident_by_default_on_a_board_with_dram(resident_board, tmp_path, capsys):
     import json
 
