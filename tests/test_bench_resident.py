@@ -11,6 +11,7 @@ def _result(cycles, loaded, load_link_bytes, wall):
     return {
         "cycles": cycles,
         "engine_alone_cycles": 1_000_000,
+        "model_cycles": 1_111_000,
         "engine_share": 0.5,
         "dma_wait_share": 0.1,
         "other_share": 0.4,
@@ -46,6 +47,7 @@ def test_summarize_one_load_two_images():
     assert not row["reloaded_after_first"]
     assert row["device_cycles"] == 1_100_000
     assert row["device_over_engine"] == 1.1
+    assert row["model_cycles"] == 1_111_000 and row["model_over_device"] == 1_111_000 / 1_100_000
     assert row["link_ratio"] == 1.05
     assert row["compute_bound_images_per_s"] == 100e6 / 1.1e6
     assert row["wall_s_per_image"] == 35.0 and row["wall_goal_s"] == 40.0
