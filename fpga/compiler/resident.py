@@ -410,15 +410,14 @@ class _CommandWriter:
                 if self.split:
                     half = 1 - self.halves[BufferSpace.ACT_IN]
                     self.halves[BufferSpace.ACT_IN] = self.halves[BufferSpace.ACT_OUT] = half
-                for load in tile.loads:
-                    if pending is not None and load.tensor == pending[0].name:
-                        self._store_done(pending, starts, unit_commands)  # its bytes are needed
-                        pending = None
+                loads = [rec for load in tile.loads for rec in self._load(load)]
+                if pending is not None and any(_overlap(rec, pending[1]) for rec in loads):
+                    self._store_done(pending, starts, unit_commands)  # its bytes are needed
+                    pending = None
                 if pending is not None and not self.split:  # its run overwrites all ACT_OUT
                     self._store_done(pending, starts, unit_commands)
                     pending = None
-                for load in tile.loads:
-                    self._emit(self._load(load))
+                self._emit(loads)
                 for number, run in enumerate(tile.runs):
                     self._emit(self._run(run))
                     self._prefetch()
@@ -648,6 +647,18 @@ def _in_half(const: tuple, base: int) -> tuple:
         count, dest = struct.unpack_from("<II", data)
         return space, offset, struct.pack("<II", count, dest + base) + data[HUFFMAN_HEADER_BYTES:]
     return space, offset + base, data
+
+
+def _overlap(a: tuple, b: tuple) -> bool:
+    """Whether two ``(record, region)`` pairs' DRAM spans (first row's first byte to the last
+    row's last) meet: a LOAD that must come after a STORE."""
+    spans = []
+    for rec, region in (a, b):
+        first = int(rec["dram_addr"])
+        end = first + (int(rec["count"]) - 1) * int(rec["dram_stride"]) + int(rec["length"])
+        spans.append((region, first, end))
+    (ra, fa, ea), (rb, fb, eb) = spans
+    return ra == rb and fa < eb and fb < ea
 
 
 def _weight_key(run) -> tuple:
