@@ -3,8 +3,6 @@ command."""
 
 from __future__ import annotations
 
-import struct
-
 from fpga.compiler.resident import ResidentImage
 from fpga.spec.commands import (
     FLAGS,
@@ -17,7 +15,7 @@ from fpga.spec.commands import (
     run_claims,
     touches,
 )
-from fpga.spec.layout import HUFFMAN_HEADER_BYTES, BufferSpace
+from fpga.spec.layout import HUFFMAN_HEADER_BYTES, BufferSpace, huffman_stream_header
 
 
 def check_commands(image: ResidentImage, dram_size: int | None = None, commands=None) -> None:
@@ -81,7 +79,7 @@ def check_commands(image: ResidentImage, dram_size: int | None = None, commands=
             dram = image.load_bytes() if dram is None else dram
             at = int(rec["dram_addr"])
             if int(rec["buffer_offset"]) == 0 and at + HUFFMAN_HEADER_BYTES <= len(dram):
-                symbols, dest = struct.unpack_from("<II", dram, at)
+                symbols, dest = huffman_stream_header(dram[at : at + HUFFMAN_HEADER_BYTES])
                 target = (BufferSpace.WEIGHT, dest, symbols, 1, 0)
         if touches(owned, *target):
             raise ResidentError(

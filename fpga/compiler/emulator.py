@@ -8,8 +8,6 @@ against the RTL in ``tests/sim`` (every read the RTL returns must equal the emul
 
 from __future__ import annotations
 
-import struct
-
 import numpy as np
 
 from fpga.spec import golden
@@ -25,6 +23,7 @@ from fpga.spec.layout import (
     LayerDescriptor,
     Op,
     decode_huffman_stream,
+    huffman_stream_header,
     predict_cycles,
     tile_bytes,
 )
@@ -50,7 +49,7 @@ class EngineEmulator:
         """(WEIGHT offset, bytes) the Huffman chunk being received decodes into, or None."""
         if self._stream is None or len(self._stream) < HUFFMAN_HEADER_BYTES:
             return None
-        count, dest = struct.unpack_from("<II", bytes(self._stream))
+        count, dest = huffman_stream_header(self._stream)
         return dest, count
 
     def flush(self) -> None:

@@ -52,6 +52,7 @@ from fpga.spec.layout import (
     check_fits,
     groups,
     huffman_lengths,
+    huffman_stream_header,
     identity_codebook,
     pack_activations,
     pack_codebook,
@@ -741,7 +742,7 @@ class BufferContents:
         decode = {**self._decode, **(decode or {})}
         codebook, table = decode[BufferSpace.CODEBOOK], decode[BufferSpace.HUFFMAN_TABLE]
         if space == BufferSpace.HUFFMAN_STREAM:
-            dest = int.from_bytes(bytes(data[4:8]), "little")  # the header's WEIGHT offset
+            _, dest = huffman_stream_header(data)
             return (int(space), dest), (codebook, table, bytes(data))
         if space == BufferSpace.WEIGHT:
             return (int(space), offset), (codebook, bytes(data))

@@ -57,6 +57,7 @@ from fpga.spec.layout import (
     BufferSpace,
     decode_huffman_stream,
     groups,
+    huffman_stream_header,
     huffman_table_lengths,
     pack_activations,
     pack_huffman_stream,
@@ -644,7 +645,7 @@ def _in_half(const: tuple, base: int) -> tuple:
     stream: the destination in its header, where its decoded bytes go)."""
     space, offset, data = const
     if space == BufferSpace.HUFFMAN_STREAM:
-        count, dest = struct.unpack_from("<II", data)
+        count, dest = huffman_stream_header(data)
         return space, offset, struct.pack("<II", count, dest + base) + data[HUFFMAN_HEADER_BYTES:]
     return space, offset + base, data
 
@@ -674,7 +675,7 @@ def _cuts(total: int, count: int, align: int) -> list[tuple[int, int]]:
 
 def _stream_dest(stream: bytes) -> tuple[int, int]:
     """(WEIGHT offset, bytes) a Huffman stream decodes into (its header)."""
-    count, dest = struct.unpack_from("<II", stream)
+    count, dest = huffman_stream_header(stream)
     return dest, count
 
 

@@ -412,6 +412,12 @@ def huffman_lengths(data: bytes) -> np.ndarray:
     return huffman.code_lengths(counts)
 
 
+def huffman_stream_header(stream: bytes) -> tuple[int, int]:
+    """(symbols, WEIGHT offset they decode to) from a HUFFMAN_STREAM's header."""
+    count, dest = struct.unpack_from("<II", bytes(stream[:HUFFMAN_HEADER_BYTES]))
+    return count, dest
+
+
 def decode_huffman_stream(table: bytes, stream: bytes) -> tuple[int, bytes]:
     """What the decoder does with ``table`` and one ``stream`` (header + bits): (dest, bytes).
 
@@ -419,7 +425,7 @@ def decode_huffman_stream(table: bytes, stream: bytes) -> tuple[int, bytes]:
     by construction) and the bits decoded with :func:`fpga.spec.huffman.decode`; raises
     ValueError on an invalid code or a stream that ends early.
     """
-    count, dest = struct.unpack("<II", bytes(stream[:HUFFMAN_HEADER_BYTES]))
+    count, dest = huffman_stream_header(stream)
     lengths = huffman_table_lengths(table)
     out = huffman.decode(bytes(stream[HUFFMAN_HEADER_BYTES:]), count, lengths)
     return dest, out.astype(np.uint8).tobytes()
