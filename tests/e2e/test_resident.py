@@ -290,6 +290,21 @@ def test_an_interrupted_load_leaves_no_runnable_model(resident_board):
     np.testing.assert_array_equal(logits, expected_logits(network, x))
 
 
+def _refused_program(device: Device, head: bytes, program: bytes) -> str:
+    """Commit ``head`` then ``program`` (the program at ``len(head)``) as a model, run it and
+    return the device's error: it must come within 10 s (a refusal, never a hang)."""
+    device.mem_write(0, head + program)
+    status, _ = device.commit_model(
+        len(head) + len(program), crc32(head + program), len(head), "00" * 8
+    )
+    assert status == Status.OK
+    start = time.monotonic()
+    with pytest.raises(DeviceError) as caught:
+        device.run_program()
+    assert time.monotonic() - start < 10
+    return str(caught.value)
+
+
 def test_a_program_outside_the_dram_is_a_device_error_not_a_hang(resident_board):
     from hw.soc.sequencer import SequencerError
 
@@ -303,15 +318,7 @@ def test_a_program_outside_the_dram_is_a_device_error_not_a_hang(resident_board)
             ]
         )
         addr = 4096
-        device.mem_write(0, bytes(addr) + program)
-        size = addr + len(program)
-        status, _ = device.commit_model(size, crc32(bytes(addr) + program), addr, "00" * 8)
-        assert status == Status.OK
-        start = time.monotonic()
-        with pytest.raises(DeviceError) as caught:
-            device.run_program()
-        assert time.monotonic() - start < 10
-        message = str(caught.value)
+        message = _refused_program(device, bytes(addr), program)
         bad = addr + COMMAND_BYTES
         assert f"{bad:#x}" in message and f"error {SequencerError.DRAM_RANGE.value}" in message
         after = device.status()
@@ -352,17 +359,8 @@ def test_a_load_into_a_running_half_is_an_engine_error_not_a_hang(resident_board
             ]
         )
         addr = 4096
-        head = descriptor + bytes(addr - len(descriptor))
-        device.mem_write(0, head + program)
-        size = addr + len(program)
-        status, _ = device.commit_model(size, crc32(head + program), addr, "00" * 8)
-        assert status == Status.OK
-        start = time.monotonic()
-        with pytest.raises(DeviceError) as caught:
-            device.run_program()
-        assert time.monotonic() - start < 10
+        message = _refused_program(device, descriptor + bytes(addr - len(descriptor)), program)
         bad = addr + 2 * COMMAND_BYTES
-        message = str(caught.value)
         assert f"{bad:#x}" in message and f"error {SequencerError.ENGINE.value}" in message
         after = device.status()
         assert after["sequencer_error"] == SequencerError.ENGINE.value
