@@ -412,7 +412,12 @@ class _CommandWriter:
                     half = 1 - self.halves[BufferSpace.ACT_IN]
                     self.halves[BufferSpace.ACT_IN] = self.halves[BufferSpace.ACT_OUT] = half
                 loads = [rec for load in tile.loads for rec in self._load(load)]
+                *early, first = self._run(tile.runs[0])  # its constants' LOADs, its RUN
                 if pending is not None and any(_overlap(rec, pending[1]) for rec in loads):
+                    # the STORE waits for the run under way; the next run's constants go into
+                    # the halves that run does not own before it, under that run
+                    self._emit(early)
+                    early = []
                     self._store_done(pending, starts, unit_commands)  # its bytes are needed
                     pending = None
                 if pending is not None and not self.split:  # its run overwrites all ACT_OUT
@@ -420,7 +425,7 @@ class _CommandWriter:
                     pending = None
                 self._emit(loads)
                 for number, run in enumerate(tile.runs):
-                    self._emit(self._run(run))
+                    self._emit([*early, first] if number == 0 else self._run(run))
                     self._prefetch()
                     if number == 0 and pending is not None:
                         self._store_done(pending, starts, unit_commands)
