@@ -12,8 +12,8 @@ from fpga.compiler.cost import (
     transfer_cycles,
 )
 from fpga.compiler.resident import ResidentImage
-from fpga.spec.commands import Flag, Opcode, relocation
-from fpga.spec.layout import BYTE_SPACES, BufferSpace, predict_cycles, transfer_bytes
+from fpga.spec.commands import WIDE_STORES, Flag, Opcode, relocation
+from fpga.spec.layout import BYTE_SPACES, predict_cycles, transfer_bytes
 
 
 def transfer_totals(
@@ -60,7 +60,7 @@ def _command_items(image: ResidentImage, commands, word_bytes: int):
             else:
                 items["rows"] = rows
             space = int(rec["space"])
-            wide = space not in BYTE_SPACES if op == Opcode.LOAD else space == BufferSpace.ACT_OUT
+            wide = space not in BYTE_SPACES if op == Opcode.LOAD else space in WIDE_STORES
             r = np.arange(rows, dtype=np.int64)
             chunks = row_chunks(
                 int(rec["buffer_offset"]) + r * int(rec["buffer_stride"]),

@@ -128,6 +128,10 @@ class HostSpace(enum.IntEnum):
 
 assert min(HostSpace) == max(BufferSpace) + 1
 
+#: the spaces a STORE reads a block (``fpga.spec.layout.transfer_bytes``) a cycle from, not a
+#: byte: the engine's output buffer and the link's frame buffer (MEM_WRITE's payload)
+WIDE_STORES = (BufferSpace.ACT_OUT, HostSpace.LINK)
+
 
 #: the largest span of a WINDOWS LOAD (the sequencer's on-chip window buffer): one padded image
 #: row, so images up to ~1000 pixels wide

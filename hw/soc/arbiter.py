@@ -143,6 +143,8 @@ class BufferArbiter(wiring.Component):
             seq_read.response.payload.data.eq(
                 Mux(host_response.valid, host_response.payload.data, engine_response.payload.data)
             ),
-            seq_read.response.payload.block.eq(engine_response.payload.block),
+            seq_read.response.payload.block.eq(
+                Mux(host_response.valid, host_response.payload.block, engine_response.payload.block)
+            ),
         ]
         return write, read

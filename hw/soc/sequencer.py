@@ -83,6 +83,7 @@ from fpga.spec.commands import (
     COMMAND_BYTES,
     FLAGS,
     RUN_FLAG_BITS,
+    WIDE_STORES,
     WINDOW_BYTES,
     Flag,
     HostSpace,
@@ -263,7 +264,7 @@ class Sequencer(wiring.Component):
                     m.d.comb += [s.space_ok.eq(s.immediate), s.buffer_size.eq(size)]
         m.d.comb += s.wide.eq(
             ((record.opcode == Opcode.LOAD) & record.space.matches(*_wide_loads()))
-            | ((record.opcode == Opcode.STORE) & (record.space == BufferSpace.ACT_OUT))
+            | ((record.opcode == Opcode.STORE) & record.space.matches(*WIDE_STORES))
         )
 
     def _connect_movers(self, m, s, load, store):

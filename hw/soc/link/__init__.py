@@ -21,6 +21,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from fpga.spec.config import AcceleratorConfig
+from fpga.spec.layout import transfer_bytes
 from fpga.spec.protocol import FRAME_TIMEOUT_CYCLES, frame_bytes
 from hw.soc.link.codec import FrameCodec
 from hw.soc.link.decoder import (
@@ -98,7 +99,11 @@ class LinkController(wiring.Component):
         m = Module()
         cfg = self.config
         m.submodules.codec = codec = FrameCodec(
-            self.depth, cfg.max_payload, REQUEST_BYTES, self.timeout_cycles
+            self.depth,
+            cfg.max_payload,
+            REQUEST_BYTES,
+            self.timeout_cycles,
+            transfer_bytes(cfg),  # the sequencer reads HostSpace.LINK a block a cycle
         )
         m.submodules.decoder = decoder = CommandDecoder(cfg, self.depth, self.baud, self.dram_bytes)
         wiring.connect(m, codec.frames, decoder.frames)

@@ -11,8 +11,8 @@ transport (e.g. UDP) would reuse.
 
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Signal
-from amaranth.lib import stream, wiring
+from amaranth import Cat, Const, Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -20,7 +20,7 @@ from fpga.spec.protocol import CRC_TRAILER, FRAME_HEADER, SYNC
 from hw.soc.link.layouts import FRAME_CRC, HEADER, frame_buffer_port
 
 
-def frame_signature(depth: int, head_bytes: int) -> wiring.Signature:
+def frame_signature(depth: int, head_bytes: int, block_bytes: int = 1) -> wiring.Signature:
     """The codec's side of its connection to a command decoder (``Out``: the codec drives it).
 
     A received frame is delivered for one cycle (``valid``): ``crc_ok`` (its CRC-32 matched),
@@ -43,7 +43,7 @@ def frame_signature(depth: int, head_bytes: int) -> wiring.Signature:
             "framing_error": Out(1),
             "send": In(1),
             "send_header": In(HEADER),
-            **frame_buffer_port(depth),
+            **frame_buffer_port(depth, block_bytes),
         }
     )
 
@@ -51,10 +51,21 @@ def frame_signature(depth: int, head_bytes: int) -> wiring.Signature:
 class FrameCodec(wiring.Component):
     """Bytes in (``i``) and out (``o``) as byte streams; frames to and from a command decoder
     (``frames``, see :func:`frame_signature`) through a ``depth``-byte frame buffer. ``idle``:
-    hunting for a frame's sync (nothing received or to send)."""
+    hunting for a frame's sync (nothing received or to send). The buffer is ``block_bytes`` wide
+    (a power of two): bytes are written one at a time, read alone or as their aligned block."""
 
-    def __init__(self, depth: int, max_payload: int, head_bytes: int, timeout_cycles: int):
+    def __init__(
+        self,
+        depth: int,
+        max_payload: int,
+        head_bytes: int,
+        timeout_cycles: int,
+        block_bytes: int = 1,
+    ):
+        if block_bytes & (block_bytes - 1):
+            raise ValueError(f"block_bytes {block_bytes} is not a power of two")
         self.depth = depth
+        self.block_bytes = block_bytes
         self.max_payload = max_payload
         self.head_bytes = head_bytes
         self.timeout_cycles = timeout_cycles
@@ -63,7 +74,7 @@ class FrameCodec(wiring.Component):
                 "i": In(stream.Signature(8)),
                 "o": Out(stream.Signature(8)),
                 "idle": Out(1),
-                "frames": Out(frame_signature(depth, head_bytes)),
+                "frames": Out(frame_signature(depth, head_bytes, block_bytes)),
             }
         )
 
@@ -71,9 +82,23 @@ class FrameCodec(wiring.Component):
         m = Module()
         frames = self.frames
         header = frames.header  # the request's, then (from send) the response's
-        m.submodules.frame = frame = Memory(shape=8, depth=self.depth, init=[])
-        wr = frame.write_port()
-        rd = frame.read_port(domain="comb")
+        width = self.block_bytes
+        lane_bits = (width - 1).bit_length()
+        words = -(-self.depth // width)
+        m.submodules.frame = frame = Memory(shape=8 * width, depth=words, init=[])
+        port = frame.write_port(granularity=8)
+        read = frame.read_port(domain="comb")
+        # the codec's own byte view of the buffer: wr (addr, data, en), rd (addr -> data)
+        wr = Signal(data.StructLayout({"addr": range(self.depth), "data": 8, "en": 1}))
+        rd = Signal(data.StructLayout({"addr": range(self.depth), "data": 8}))
+        m.d.comb += [
+            port.addr.eq(wr.addr >> lane_bits),
+            port.data.eq(Cat(*[wr.data] * width)),
+            port.en.eq(Mux(wr.en, 1 << wr.addr[:lane_bits], 0)),
+            read.addr.eq(rd.addr >> lane_bits),
+            rd.data.eq(read.data.word_select(rd.addr[:lane_bits], 8)),
+            frames.rd_block.eq(read.data),
+        ]
         m.submodules.crc = frame_crc = FRAME_CRC.create()
         # the buffer is the decoder's except while a payload comes in or a response goes out
         m.d.comb += [

@@ -16,6 +16,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from fpga.spec.config import AcceleratorConfig
+from fpga.spec.layout import transfer_bytes
 from fpga.spec.protocol import (
     IDENTIFY_RESPONSE,
     MEM_READ_REQUEST,
@@ -76,9 +77,10 @@ class CommandDecoder(wiring.Component):
         self.config = config
         self.baud = baud
         self.dram_bytes = dram_bytes
-        ports = {"frames": In(frame_signature(depth, REQUEST_BYTES)), **engine_ports(config)}
+        block = transfer_bytes(config)
+        ports = {"frames": In(frame_signature(depth, REQUEST_BYTES, block)), **engine_ports(config)}
         if dram_bytes:
-            ports["model"] = Out(resident_signature(depth))
+            ports["model"] = Out(resident_signature(depth, block))
         super().__init__(ports)
         self._status = Signal(8)  # the response's status byte
         self._counters = Signal(struct_layout(STATUS_RESPONSE, LINK_COUNTERS))
@@ -180,7 +182,7 @@ class CommandDecoder(wiring.Component):
         if self.dram_bytes:  # the model's transfers own the frame buffer
             model = self.model
             m.d.comb += [model.header.eq(header), model.request.eq(frames.head)]
-            m.d.comb += model.rd_data.eq(frames.rd_data)
+            m.d.comb += [model.rd_data.eq(frames.rd_data), model.rd_block.eq(frames.rd_block)]
             with m.If(model.buffer_owned):
                 m.d.comb += [
                     frames.wr_en.eq(model.wr_en),

@@ -56,14 +56,17 @@ def request_view(layout, request):
     return view(layout, request[: 8 * layout.size])
 
 
-def frame_buffer_port(depth: int) -> dict:
+def frame_buffer_port(depth: int, block_bytes: int) -> dict:
     """The members of a ``depth``-byte frame buffer port as its borrower drives it (``In``: the
-    owner's view): a write port (``wr_*``) and a combinational read port (``rd_addr`` ->
-    ``rd_data``). The codec lends it to the decoder, the decoder to the resident model."""
+    owner's view): a byte write port (``wr_*``) and a combinational read port (``rd_addr`` ->
+    ``rd_data``, the byte, and ``rd_block``, the aligned ``block_bytes`` around it: the
+    sequencer's STOREs from ``HostSpace.LINK`` read a block a cycle, as from ACT_OUT). The codec
+    lends it to the decoder, the decoder to the resident model."""
     return {
         "wr_en": In(1),
         "wr_addr": In(range(depth)),
         "wr_data": In(8),
         "rd_addr": In(range(depth)),
         "rd_data": Out(8),
+        "rd_block": Out(8 * block_bytes),
     }

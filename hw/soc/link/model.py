@@ -16,6 +16,7 @@ from amaranth.lib.wiring import In, Out
 from fpga.spec.commands import HostSpace
 from fpga.spec.commands import Opcode as Command
 from fpga.spec.config import AcceleratorConfig
+from fpga.spec.layout import transfer_bytes
 from fpga.spec.protocol import (
     MEM_READ_REQUEST,
     MEM_WRITE_REQUEST,
@@ -65,7 +66,7 @@ def resident_ports(config: AcceleratorConfig) -> dict:
     }
 
 
-def resident_signature(depth: int) -> wiring.Signature:
+def resident_signature(depth: int, block_bytes: int = 1) -> wiring.Signature:
     """The command decoder's side of the resident model state (``Out``: the decoder drives).
 
     In the cycle the decoder takes a request (``header``, ``request``: its header and first
@@ -99,7 +100,7 @@ def resident_signature(depth: int) -> wiring.Signature:
             "commit_response": In(struct_layout(MODEL_COMMIT_RESPONSE)),
             "run_response": In(struct_layout(RESIDENT_RUN_RESPONSE)),
             "buffer_owned": In(1),
-            **frame_buffer_port(depth),
+            **frame_buffer_port(depth, block_bytes),
         }
     )
 
@@ -113,7 +114,12 @@ class ResidentModel(wiring.Component):
 
     def __init__(self, config: AcceleratorConfig, depth: int):
         self.depth = depth
-        super().__init__({**resident_ports(config), "control": In(resident_signature(depth))})
+        super().__init__(
+            {
+                **resident_ports(config),
+                "control": In(resident_signature(depth, transfer_bytes(config))),
+            }
+        )
 
     def elaborate(self, platform):
         m = Module()
@@ -149,6 +155,7 @@ class ResidentModel(wiring.Component):
         # reads of the LINK space answer one cycle later, as the engine's buffers do
         m.d.sync += [
             self.host_read.response.payload.data.eq(control.rd_data),
+            self.host_read.response.payload.block.eq(control.rd_block),
             self.host_read.response.valid.eq(self.host_read.request.valid),
         ]
         self._program_end(m)
