@@ -167,7 +167,13 @@ def read_onnx(path) -> ImportedGraph:
             f"{path}: not an ONNX model (a protobuf without an ir_version >= 3 and a graph of "
             "nodes)"
         )
-    return _Importer(path, model).run()
+    try:
+        return _Importer(path, model).run()
+    except OnnxError as exc:  # a node's error: say which file too
+        message = str(exc)
+        if message.startswith(f"{path}: "):
+            raise
+        raise OnnxError(f"{path}: {message}") from None
 
 
 class _Importer:

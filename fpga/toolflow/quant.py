@@ -33,11 +33,13 @@ from fpga.spec.image import (
     bundled_photos,
     load_image,
     load_labels,
+    model_labels,
     preprocess,
     print_top5,
     top5,
 )
 from fpga.spec.network import QLayer, QuantizedNetwork
+from fpga.spec.preprocessing import CAFFE
 from fpga.spec.sqz import load_network
 
 
@@ -287,16 +289,18 @@ def classify(
 ) -> list[dict]:
     """Top-5 per image: [{"image", "top5": [{"index", "label", "prob"}]}]."""
     labels = load_labels()
+    preprocessing = CAFFE
     if model is not None:
         network = load_network(model)
         variant, size = network.variant, network.input_size
+        labels, preprocessing = model_labels(network), network.preprocessing
     elif precision == "int8":
         network = quantize_network(variant, size=size)
     else:
         torch_model = load_model(variant)
     results = []
     for path in images:
-        image = preprocess(path, size)
+        image = preprocess(path, size, preprocessing)
         if model is not None or precision == "int8":
             logits = int8_logits(network, image)
         else:
