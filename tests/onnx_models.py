@@ -51,7 +51,8 @@ def export_variant(variant: str, path: Path, size: int) -> Path:
 
 
 def ten_class_model(ceil_modes=(True, False, True), softmax: bool = True, seed: int = 34):
-    """A SqueezeNet v1.1-style network for 10 classes (seeded random weights): conv1 3x3/2 pad 1
+    """A SqueezeNet v1.1-style network for 10 classes (seeded random He-initialised weights):
+    conv1 3x3/2 pad 1
     + BatchNorm, four fire modules (BatchNorm after the first squeeze and the third expand3x3),
     three 3x3/2 max-pools with the given ceil modes, conv10 + ReLU, global average pool,
     flatten, softmax. At 128 px the pools see 64 (ceil 32 / floor 31), 32 (16 / 15) and
@@ -106,7 +107,17 @@ def ten_class_model(ceil_modes=(True, False, True), softmax: bool = True, seed: 
             x = torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
             return torch.softmax(x, 1) if softmax else x
 
-    return TenClass()
+    model = TenClass()
+    # He-initialised weights keep the activations alive through the depth (torch's default
+    # initialisation fades them out: every photo would give the same scores); conv10 scaled up
+    # so that the ten scores spread
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+                nn.init.normal_(module.bias, 0.0, 0.05)
+        model.conv10.weight *= 3
+    return model
 
 
 def write_labels(path: Path) -> Path:

@@ -49,6 +49,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PHOTOS = str(bundled_photos()[0].parent)
 #: the oracle's bound: |float graph - onnxruntime| / max |onnxruntime|
 RELATIVE_TOLERANCE = 1e-4
+#: int8 logits against onnxruntime's (quantization noise; v1.0/v1.1 measure 24/28 dB)
+INT8_SNR_DB = 20
 #: the bundled variants are compared at a reduced size (the comparison does not depend on it)
 VARIANT_SIZE = 96
 
@@ -205,8 +207,10 @@ def test_max_pool_ceil_modes_bit_exact_and_close_to_onnxruntime(ceil_modes, tmp_
         np.testing.assert_array_equal(tensors[program.output], expected[network.output.name])
     oracle = oracle_difference(graph, Reference(path, graph), images)
     assert oracle["relative"] <= RELATIVE_TOLERANCE
-    for image, reference in zip(images, oracle["reference"], strict=True):
-        assert np.argmax(quant.int8_logits(network, image)) == np.argmax(reference)
+    int8 = [quant.int8_logits(network, image) for image in images]
+    fidelity = quant.agreement(oracle["reference"], int8)
+    print(f"ceil modes {ceil_modes}: int8 vs onnxruntime {fidelity}")
+    assert fidelity["snr_db"] > INT8_SNR_DB
 
 
 # -- what is refused -------------------------------------------------------------------------
