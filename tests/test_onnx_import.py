@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import subprocess
 import sys
@@ -317,3 +318,92 @@ def test_import_runs_with_torch_blocked(ten_class, tmp_path):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert out.read_bytes() == ten_class["sqz"].read_bytes()
+
+
+# -- the model file's task fields (classes, labels, preprocess) -----------------------------------
+def _sample(tmp_path):
+    from fpga.spec.sqz import write_model
+    from tests.sqz_samples import shared_weights, tiny_network
+
+    network = tiny_network(np.random.default_rng(34))
+    path = tmp_path / "old.sqz"
+    write_model(path, network, shared_weights(network), 6)
+    return path
+
+
+def test_a_file_without_the_new_fields_means_caffe_and_imagenet(tmp_path):
+    """Every file written before ONNX import: Caffe preprocessing, 1000 ImageNet labels; the
+    writer leaves the fields out for such a network (the same bytes as before)."""
+    from fpga.spec.image import load_labels
+    from tests.test_graph_fuzz import graph_payload
+
+    path = _sample(tmp_path)
+    graph = json.loads(graph_payload(path.read_bytes()))
+    assert not {"classes", "labels", "preprocess"} & set(graph)
+    assert all("ceil_mode" not in layer for layer in graph["layers"])
+    network, _, info = read_model(path)
+    assert network.preprocessing == CAFFE and network.labels is None and network.classes == 1000
+    assert model_labels(network) == load_labels() and info["classes"] == 1000
+    assert info["preprocess"] == CAFFE.to_json() and info["labels"] is None
+
+
+@pytest.mark.parametrize(
+    "change,phrase",
+    [
+        ({"classes": 10}, "the graph's 'classes': 10"),
+        ({"classes": 0}, "field 'classes' is 0"),
+        ({"classes": True}, "field 'classes' must be an integer"),
+        ({"labels": ["a", "b"]}, "field 'labels' must be a list of 1000 strings"),
+        ({"labels": [""] * 1000}, "each label is a string of 1..256"),
+        ({"preprocess": {"channel_order": "RGB"}}, "field 'preprocess': missing field"),
+        ({"preprocess": {**CAFFE.to_json(), "channel_order": "GBR"}}, "'channel_order' is 'GBR'"),
+        ({"preprocess": {**CAFFE.to_json(), "std": [1, 0, 1]}}, "field 'std' = [1.0, 0.0, 1.0]"),
+        ({"preprocess": {**CAFFE.to_json(), "crop_fraction": 0.5}}, "must be 1 when 'resize'"),
+        ({"preprocess": {**CAFFE.to_json(), "extra": 1}}, "unknown field 'extra'"),
+        ({"variant": "onnx2"}, "unknown variant 'onnx2'"),
+    ],
+)
+def test_bad_task_fields_are_format_errors(tmp_path, change, phrase):
+    from fpga.spec.sqz import FormatError
+    from tests.test_graph_fuzz import graph_payload, resign
+
+    path = _sample(tmp_path)
+    good = path.read_bytes()
+    graph = json.loads(graph_payload(good))
+    graph.update(change)
+    path.write_bytes(resign(good, json.dumps(graph).encode()))
+    with pytest.raises(FormatError, match="section graph") as error:
+        read_model(path)
+    assert phrase in str(error.value), str(error.value)
+
+
+def test_a_floor_mode_pool_is_kept_by_the_file(tmp_path):
+    from tests.test_graph_fuzz import graph_payload, resign
+
+    path = _sample(tmp_path)
+    good = path.read_bytes()
+    graph = json.loads(graph_payload(good))
+    graph["layers"][1]["ceil_mode"] = False  # pool1: 15 -> 7 either way at 32 px; kept anyway
+    path.write_bytes(resign(good, json.dumps(graph).encode()))
+    network, _, _ = read_model(path)
+    assert network.layers[1].ceil_mode is False
+    graph["layers"][1]["ceil_mode"] = 0
+    path.write_bytes(resign(good, json.dumps(graph).encode()))
+    with pytest.raises(ValueError, match="'ceil_mode' must be true or false"):
+        read_model(path)
+
+
+def test_center_crop_keeps_the_aspect_and_cuts_the_middle(tmp_path):
+    """torchvision's Resize(short) + CenterCrop: a wide image's middle third (green) fills the
+    crop; stretching the whole image (Caffe) keeps all three colours."""
+    from PIL import Image
+
+    pixels = np.zeros((90, 270, 3), np.uint8)
+    pixels[:, :90, 0] = pixels[:, 90:180, 1] = pixels[:, 180:, 2] = 255
+    Image.fromarray(pixels).save(tmp_path / "wide.png")
+    crop = preprocess(tmp_path / "wide.png", 64, TORCHVISION)  # RGB
+    green = (255 - np.array(TORCHVISION.mean)) / np.array(TORCHVISION.std)
+    np.testing.assert_allclose(crop[1], green[1], rtol=1e-5)
+    assert (crop[0] < 0).all() and (crop[2] < 0).all()
+    whole = preprocess(tmp_path / "wide.png", 64, CAFFE)  # BGR: red is channel 2
+    assert whole[2, :, 0].max() > 0 and whole[0, :, -1].max() > 0
