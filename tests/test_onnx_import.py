@@ -160,6 +160,10 @@ def test_ten_class_import_writes_classes_labels_and_preprocessing(ten_class, cap
 
 def test_ten_class_float_graph_agrees_with_onnxruntime(ten_class):
     """BatchNorm folded, floor- and ceil-mode pools, softmax output: within 1e-4 relative."""
+    import onnx
+
+    ops = [node.op_type for node in onnx.load(str(ten_class["onnx"])).graph.node]
+    assert ops.count("BatchNormalization") == 3  # folded by the importer, not the exporter
     graph = read_onnx(ten_class["onnx"])
     assert graph.softmax and graph.classes == 10 and graph.input_size == TEN_CLASS_SIZE
     images = [preprocess(p, TEN_CLASS_SIZE, TORCHVISION) for p in bundled_photos()]
@@ -212,6 +216,30 @@ def test_max_pool_ceil_modes_bit_exact_and_close_to_onnxruntime(ceil_modes, tmp_
     fidelity = quant.agreement(oracle["reference"], int8)
     print(f"ceil modes {ceil_modes}: int8 vs onnxruntime {fidelity}")
     assert fidelity["snr_db"] > INT8_SNR_DB
+
+
+@pytest.mark.parametrize("opset", [7, 9, 11, 18])
+def test_every_opset_imports_the_same_network(opset, tmp_path):
+    """Opsets 7..18: the same torch model exported at another opset (before 10 torch writes ceil
+    mode as bottom/right pads, from 13 Squeeze/ReduceMean take their axes as inputs) imports to
+    the same quantized network as at opset 13, and onnxruntime agrees with its float graph."""
+    model = ten_class_model()
+    base = export(model, tmp_path / "13.onnx", TEN_CLASS_SIZE, opset=13)
+    path = export(model, tmp_path / f"{opset}.onnx", TEN_CLASS_SIZE, opset=opset)
+    _, expected, _ = imported_network(base, TEN_CLASS_SIZE, TORCHVISION)
+    graph, network, images = imported_network(path, TEN_CLASS_SIZE, TORCHVISION)
+    assert graph.opset == opset
+    for ours, theirs in zip(network.layers, expected.layers, strict=True):
+        assert (ours.op, ours.ceil_mode, ours.out_scale) == (
+            theirs.op,
+            theirs.ceil_mode,
+            theirs.out_scale,
+        )
+        if ours.op == "conv":
+            np.testing.assert_array_equal(ours.weight, theirs.weight)
+            np.testing.assert_array_equal(ours.bias, theirs.bias)
+    oracle = oracle_difference(graph, Reference(path, graph), images)
+    assert oracle["relative"] <= RELATIVE_TOLERANCE
 
 
 # -- what is refused -------------------------------------------------------------------------

@@ -628,7 +628,6 @@ class _Importer:
         checks = (
             ("kernel_shape", [POOL_KERNEL, POOL_KERNEL], None),
             ("strides", [POOL_STRIDE, POOL_STRIDE], [1, 1]),
-            ("pads", [0, 0, 0, 0], [0, 0, 0, 0]),
             ("dilations", [1, 1], [1, 1]),
         )
         for key, wanted, default in checks:
@@ -643,13 +642,41 @@ class _Importer:
             raise _refuse(where, f"attribute ceil_mode={ceil_mode} is not supported (0 or 1)")
         self._only_output(node, index)
         c, h, w = x.shape
-        ceil = bool(ceil_mode)
-        ho = pool_output_size(h, POOL_KERNEL, POOL_STRIDE, ceil)
-        wo = pool_output_size(w, POOL_KERNEL, POOL_STRIDE, ceil)
         if min(h, w) < POOL_KERNEL:
             raise _refuse(where, f"a 3x3 window does not fit its {h}x{w} input")
+        pads = list(attrs.get("pads", [0, 0, 0, 0]))
+        ceil = self._pool_mode(where, pads, bool(ceil_mode), h, w)
+        ho = pool_output_size(h, POOL_KERNEL, POOL_STRIDE, ceil)
+        wo = pool_output_size(w, POOL_KERNEL, POOL_STRIDE, ceil)
         extra = {} if ceil else {"ceil_mode": False}
         self._layer(node, index, "maxpool", (x.layer,), (c, ho, wo), x.nonneg, **extra)
+
+    @staticmethod
+    def _pool_mode(where: str, pads: list, ceil: bool, h: int, w: int) -> bool:
+        """The ceil mode of a MaxPool with ``pads``: none, or only at the bottom/right (how
+        exporters write ceil mode for opsets < 10, which have no ``ceil_mode``: a MaxPool's pads
+        never win the max, so they only add windows at the edge). Such a pool is the engine's
+        ceil-mode or floor-mode pool when its output size is one of theirs."""
+        if len(pads) != 4 or any(p < 0 for p in pads) or pads[0] or pads[1]:
+            raise _refuse(where, f"attribute pads={pads} is not supported (none, or bottom/right)")
+        if not any(pads):
+            return ceil
+        modes = []
+        for size, pad in ((h, pads[2]), (w, pads[3])):
+            out = pool_output_size(size + pad, POOL_KERNEL, POOL_STRIDE, ceil)
+            if out == pool_output_size(size, POOL_KERNEL, POOL_STRIDE, True):
+                modes.append(True)
+            elif out == pool_output_size(size, POOL_KERNEL, POOL_STRIDE, False):
+                modes.append(False)
+            else:
+                raise _refuse(
+                    where, f"attribute pads={pads}: the padded pool is neither ceil nor floor mode"
+                )
+        if len(set(modes)) != 1:
+            raise _refuse(
+                where, f"attribute pads={pads}: ceil mode on one axis, floor on the other"
+            )
+        return modes[0]
 
     def _op_Concat(self, node, index, where, attrs) -> None:
         if attrs.get("axis") not in (1, -3):
