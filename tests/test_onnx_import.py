@@ -435,3 +435,47 @@ def test_center_crop_keeps_the_aspect_and_cuts_the_middle(tmp_path):
     assert (crop[0] < 0).all() and (crop[2] < 0).all()
     whole = preprocess(tmp_path / "wide.png", 64, CAFFE)  # BGR: red is channel 2
     assert whole[2, :, 0].max() > 0 and whole[0, :, -1].max() > 0
+
+
+@pytest.mark.parametrize(
+    "extra,phrase",
+    [
+        (["--calibration", "/nonexistent/photos"], "not a folder"),
+        (["--calibration", "{empty}"], "no images"),
+        (["--calibration", PHOTOS, "--mean", "1,2"], "--mean takes three numbers"),
+        (["--calibration", PHOTOS, "--std", "1,0,1"], "field 'std'"),
+        (["--calibration", PHOTOS, "--crop-fraction", "2"], "'crop_fraction' is 2"),
+        (["--calibration", PHOTOS, "--labels", "/nonexistent/labels.txt"], "file not found"),
+        (["--calibration", PHOTOS, "--max-images", "0"], "--max-images must be at least 1"),
+        (["--calibration", PHOTOS, "--density", "0"], "--density must be a fraction"),
+    ],
+)
+def test_bad_options_are_one_error_line_before_the_model_is_read(
+    extra, phrase, ten_class, tmp_path, capsys
+):
+    (tmp_path / "empty").mkdir()
+    extra = [arg.replace("{empty}", str(tmp_path / "empty")) for arg in extra]
+    out = tmp_path / "o.sqz"
+    code = ten_class["main"](["import-onnx", str(ten_class["onnx"]), "-o", str(out), *extra])
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and phrase in lines[0], captured.err
+    assert not captured.out and not out.exists()
+
+
+def test_classify_with_an_imported_model_prints_its_labels(ten_class, capsys):
+    """``fpga.quant classify --model``: the model's preprocessing and class names."""
+    from fpga.toolflow.quant import main
+
+    photo = str(bundled_photos()[1])
+    assert main(["classify", photo, "--model", str(ten_class["sqz"]), "--json"]) == 0
+    (result,) = json.loads(capsys.readouterr().out)
+    network, _, _ = read_model(ten_class["sqz"])
+    x = preprocess(photo, TEN_CLASS_SIZE, TORCHVISION)
+    best = int(np.argmax(quant.int8_logits(network, x)))
+    assert result["top5"][0] == {
+        "index": best,
+        "label": TEN_CLASS_LABELS[best],
+        "prob": result["top5"][0]["prob"],
+    }
+    assert {entry["label"] for entry in result["top5"]} <= set(TEN_CLASS_LABELS)
