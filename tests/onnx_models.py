@@ -241,6 +241,26 @@ def bad_models(folder: Path) -> dict[str, tuple[Path, str]]:
         entry.key, entry.value = key, value
     (folder.parent / "weights.bin").write_bytes(b"\0" * nbytes)
     save("external-dotdot", outside, "external data at '../weights.bin'")
+    # a BatchNormalization after a ReLU (nothing to fold it into)
+    c = 4
+    bn_inits = [
+        helper.make_tensor(name, TensorProto.FLOAT, [c], [value] * c)
+        for name, value in (("g", 1.0), ("b", 0.0), ("m", 0.0), ("v", 1.0))
+    ]
+    save(
+        "bn-after-relu",
+        tiny_graph(
+            extra_initializers=bn_inits,
+            extra_nodes=[helper.make_node("BatchNormalization", ["r2", "g", "b", "m", "v"], ["n"])],
+            head_input="n",
+        ),
+        "BatchNormalization must directly follow a Conv",
+    )
+    # no global average pool: the output is a conv's
+    headless = tiny_graph()
+    del headless.graph.node[4:]
+    headless.graph.output[0].name = "r2"
+    save("no-head", headless, "must end in a global average pool")
     # a truncated file and a protobuf that is not a model
     whole = tiny_graph().SerializeToString()
     (folder / "truncated.onnx").write_bytes(whole[: len(whole) // 2])

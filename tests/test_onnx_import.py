@@ -264,6 +264,8 @@ BAD = [
     "not-a-model",
     "opset-19",
     "auto-pad",
+    "bn-after-relu",
+    "no-head",
 ]
 
 
@@ -479,3 +481,35 @@ def test_classify_with_an_imported_model_prints_its_labels(ten_class, capsys):
         "prob": result["top5"][0]["prob"],
     }
     assert {entry["label"] for entry in result["top5"]} <= set(TEN_CLASS_LABELS)
+
+
+def test_external_data_from_the_model_folder_is_read_and_a_symlink_out_is_refused(tmp_path):
+    import onnx
+
+    from fpga.toolflow.onnx_import import OnnxError
+    from tests.onnx_models import tiny_graph
+
+    inline = tmp_path / "inline.onnx"
+    onnx.save(tiny_graph(), str(inline))
+    folder = tmp_path / "model"
+    folder.mkdir()
+    external = folder / "external.onnx"
+    onnx.save_model(
+        tiny_graph(),
+        str(external),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="weights.bin",
+        size_threshold=0,
+    )
+    assert (folder / "weights.bin").stat().st_size > 0
+    ours, theirs = read_onnx(external), read_onnx(inline)
+    assert ours.weights.keys() == theirs.weights.keys()
+    for key in ours.weights:
+        np.testing.assert_array_equal(ours.weights[key], theirs.weights[key])
+    # the same file name, now a symlink to a file outside the folder
+    (tmp_path / "outside.bin").write_bytes((folder / "weights.bin").read_bytes())
+    (folder / "weights.bin").unlink()
+    (folder / "weights.bin").symlink_to(tmp_path / "outside.bin")
+    with pytest.raises(OnnxError, match="resolves outside the model's folder"):
+        read_onnx(external)
