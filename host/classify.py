@@ -31,7 +31,7 @@ from fpga.spec.boards import DEFAULT_BOARD, get_board
 from fpga.spec.config import RESIDENCY_MODES
 from fpga.spec.errors import UserError
 from fpga.spec.graph import check_input_size
-from fpga.spec.image import load_image, load_labels, preprocess, top5
+from fpga.spec.image import load_image, model_labels, preprocess, top5
 from fpga.spec.protocol import DeviceInfo
 from fpga.spec.sqz import load_for_device
 from host.driver import Device
@@ -149,7 +149,8 @@ class Session:
             weights_mode=weights_mode,
             split=self.mode == "resident",
         )
-        self.labels = load_labels()
+        # the model's own class names (an imported model's --labels; else ImageNet's)
+        self.labels = model_labels(network)
         if self.mode == "resident":
             self.baud = link_baud(info, baud or get_board(DEFAULT_BOARD).baud)
             self.image = compile_resident(
@@ -162,6 +163,10 @@ class Session:
             # the cost model's device cycles (fpga.compiler.traffic.device_cycles)
             self.model_cycles = device_cycles(self.image)["total"]
 
+    def _preprocess(self, path):
+        """A photo as the model's input: its size and its preprocessing (the .sqz file's)."""
+        return preprocess(path, self.network.input_size, self.network.preprocessing)
+
     def classify(self, images, progress=True) -> list[dict]:
         if self.mode == "resident":
             return self._resident(images)
@@ -171,7 +176,7 @@ class Session:
         pes = self.info.config().pes
         results = []
         for path in images:
-            image = self.network.quantize_input(preprocess(path, self.network.input_size))
+            image = self.network.quantize_input(self._preprocess(path))
             bar = None
             if progress:
                 from tqdm import tqdm
@@ -222,7 +227,7 @@ class Session:
         """The images through ``Device.run_resident_many``: each image's input and the previous
         one's logits cross the link while the device computes."""
         network = self.network
-        inputs = [network.quantize_input(preprocess(p, network.input_size)) for p in paths]
+        inputs = [network.quantize_input(self._preprocess(p)) for p in paths]
         done = []
         start = time.perf_counter()
         for sums, stats in self.device.run_resident_many(self.image, inputs):

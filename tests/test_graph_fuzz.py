@@ -71,8 +71,29 @@ NASTY = [
     {},
     {"a": 1},
 ]
-FIELDS = ["name", "op", "inputs", "out_scale", "stride", "pad", "relu", "multiplier", "shift"]
-TOP_FIELDS = ["variant", "input_size", "input_scale", "meta", "layers"]
+FIELDS = [
+    "name",
+    "op",
+    "inputs",
+    "out_scale",
+    "stride",
+    "pad",
+    "relu",
+    "multiplier",
+    "shift",
+    "ceil_mode",
+]
+#: the optional task fields (issue 34: classes, labels, preprocess) too, absent in the sample
+TOP_FIELDS = [
+    "variant",
+    "input_size",
+    "input_scale",
+    "meta",
+    "layers",
+    "classes",
+    "labels",
+    "preprocess",
+]
 
 
 def resign(good: bytes, graph_payload: bytes) -> bytes:

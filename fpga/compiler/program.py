@@ -434,7 +434,10 @@ def _maxpool_unit(layer: QLayer, in_shape, config, split: bool = False) -> Unit:
     lanes, cap = config.rows, tile_capacity(config, split)
     c, h, w = in_shape
     g = groups(c, lanes)
-    out_h, out_w = golden.pool_output_size(h), golden.pool_output_size(w)
+    # floor mode (an imported ONNX MaxPool): the ceil-mode windows, fewer of them (the engine
+    # clips a window at the tile's edge only in ceil mode, where the last one hangs over)
+    out_h = golden.pool_output_size(h, ceil_mode=layer.ceil_mode)
+    out_w = golden.pool_output_size(w, ceil_mode=layer.ceil_mode)
 
     def fits(rows: int, gt: int) -> bool:
         in_rows = min(h, 2 * (rows - 1) + 3)

@@ -13,6 +13,10 @@ from fpga.spec.errors import UserError
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 VARIANTS = ("v1.0", "v1.1", "simple-bypass", "complex-bypass")
+#: the ``variant`` of a network imported from an ONNX file (fpga.toolflow.onnx_import): its
+#: graph is its own, not one of the tables below
+IMPORTED = "onnx"
+#: ImageNet's classes: the bundled variants' output, and a model file's unless it says otherwise
 NUM_CLASSES = 1000
 
 

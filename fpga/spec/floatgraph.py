@@ -26,6 +26,8 @@ def float_graph(variant: str) -> list[dict]:
     """The network as graph nodes in topological order (same names as the quantized graph).
 
     Each node: name, op, inputs, and for convs the weight key prefix, stride, pad, relu.
+    An imported graph (fpga.toolflow.onnx_import) has nodes of the same form, and may add
+    ``ceil_mode`` (False: a floor-mode max-pool) and ``relu`` (an add followed by a ReLU).
     """
     arch = check_variant(variant)
     nodes: list[dict] = []
@@ -119,11 +121,13 @@ def run(
             if node["relu"]:
                 np.maximum(y, 0.0, out=y)
         elif op == "maxpool":
-            y = ceil_maxpool(ins[0], -np.inf)
+            y = ceil_maxpool(ins[0], -np.inf, ceil_mode=node.get("ceil_mode", True))
         elif op == "concat":
             y = np.concatenate(ins, axis=0)
         elif op == "add":
             y = ins[0] + ins[1]
+            if node.get("relu", False):
+                np.maximum(y, 0.0, out=y)
         elif op == "avgpool":
             y = global_avgpool(ins[0])
         else:

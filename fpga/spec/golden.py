@@ -13,7 +13,9 @@ Numerics (decided in docs/architecture.md and docs/numerics.md):
   **round half up** (towards +inf). ``lo`` is 0 with ReLU fused, -128 without.
   ``multiplier`` is an unsigned 16-bit integer (0..65535) and ``shift`` 0..47, per output channel:
   ``acc * multiplier`` then fits in 48 bits, the width of a DSP48E1 post-adder.
-* max-pool 3x3/2 with ceil mode: windows that hang over the bottom/right edge are clipped;
+* max-pool 3x3/2 with ceil mode: windows that hang over the bottom/right edge are clipped; in
+  floor mode (an imported ONNX ``MaxPool`` with ``ceil_mode`` 0) the windows that would hang
+  over are left out, i.e. the ceil-mode output with its last row/column cut where they differ;
 * global average pool returns the int32 *sum* over H x W; the 1/(H*W) is folded into the scale
   of the logits (no rounding step, nothing lost);
 * elementwise add (bypass): ``clamp((a * mult_a + b * mult_b + round) >> shift, lo, 127)``.
@@ -54,8 +56,11 @@ def conv_output_size(size: int, kernel: int, stride: int, pad: int) -> int:
     return (size + 2 * pad - kernel) // stride + 1
 
 
-def pool_output_size(size: int, kernel: int = 3, stride: int = 2) -> int:
-    """Output length of a ceil-mode pool without padding (Caffe semantics)."""
+def pool_output_size(size: int, kernel: int = 3, stride: int = 2, ceil_mode: bool = True) -> int:
+    """Output length of a pool without padding: ceil mode (Caffe semantics, the default) or
+    floor mode (every window inside the input)."""
+    if not ceil_mode:
+        return (size - kernel) // stride + 1
     out = -(-(size - kernel) // stride) + 1
     # torch/Caffe rule: the last window must start inside the input
     if (out - 1) * stride >= size:
@@ -188,17 +193,22 @@ def conv2d(
     return requantize(_conv_acc64(x, weight, bias, stride, pad), multiplier, shift, relu)
 
 
-def maxpool(x: np.ndarray, kernel: int = 3, stride: int = 2) -> np.ndarray:
-    """Ceil-mode max-pool without padding: int8 (C, H, W) -> int8 (C, Ho, Wo)."""
+def maxpool(x: np.ndarray, kernel: int = 3, stride: int = 2, ceil_mode: bool = True) -> np.ndarray:
+    """Max-pool without padding, ceil mode (default) or floor mode: int8 (C, H, W) -> int8
+    (C, Ho, Wo)."""
     _check_int8("x", x)
-    return ceil_maxpool(x, ACT_MIN, kernel, stride)
+    return ceil_maxpool(x, ACT_MIN, kernel, stride, ceil_mode)
 
 
-def ceil_maxpool(x: np.ndarray, lowest, kernel: int = 3, stride: int = 2) -> np.ndarray:
-    """The ceil-mode max-pool of any dtype, ``lowest`` its minimum (``fpga.spec.floatgraph`` runs
-    the float network's with ``-inf``): (C, H, W) -> (C, Ho, Wo)."""
+def ceil_maxpool(
+    x: np.ndarray, lowest, kernel: int = 3, stride: int = 2, ceil_mode: bool = True
+) -> np.ndarray:
+    """The max-pool of any dtype, ``lowest`` its minimum (``fpga.spec.floatgraph`` runs the
+    float network's with ``-inf``): (C, H, W) -> (C, Ho, Wo). Floor mode (``ceil_mode`` False)
+    computes the same windows and fewer of them: the ceil-mode output's first Ho x Wo."""
     c, h, w = x.shape
-    ho, wo = pool_output_size(h, kernel, stride), pool_output_size(w, kernel, stride)
+    ho = pool_output_size(h, kernel, stride, ceil_mode)
+    wo = pool_output_size(w, kernel, stride, ceil_mode)
     need_h, need_w = (ho - 1) * stride + kernel, (wo - 1) * stride + kernel
     # Padding with the minimum value is the same as clipping the window: every window keeps at
     # least one real element because it starts inside the input.
@@ -261,7 +271,7 @@ def run_layer(layer, inputs: list[np.ndarray]) -> np.ndarray:
             layer.relu,
         )
     if layer.op == "maxpool":
-        return maxpool(inputs[0])
+        return maxpool(inputs[0], ceil_mode=layer.ceil_mode)
     if layer.op == "concat":
         return np.concatenate(inputs, axis=0)
     if layer.op == "add":

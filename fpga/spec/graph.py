@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fpga.spec.arch import NUM_CLASSES, VARIANTS
+from fpga.spec.arch import IMPORTED, NUM_CLASSES, VARIANTS
 from fpga.spec.errors import UserError
 from fpga.spec.golden import (
     ACC_MAX,
@@ -36,6 +36,7 @@ from fpga.spec.golden import (
     pool_output_size,
 )
 from fpga.spec.network import OPS
+from fpga.spec.preprocessing import CAFFE, PreprocessError, check_preprocess
 
 #: input image side in pixels: 32 as fpga.toolflow.model's Table 1 requires (SqueezeNet keeps at
 # least one
@@ -58,6 +59,11 @@ MAX_LAYERS = 1024
 MAX_CONCAT_INPUTS = 16
 MAX_CHANNELS = 65536
 MAX_NAME = 128
+#: classes of a model (the global average pool's channels) and the length of one class label
+MAX_CLASSES = MAX_CHANNELS
+MAX_LABEL = 256
+#: the graph's ``variant``: a bundled one, or an imported graph
+GRAPH_VARIANTS = (*VARIANTS, IMPORTED)
 #: Working memory of the golden model, bounded per graph (the largest variant at MAX_INPUT_SIZE,
 #: complex-bypass at 1024, needs 258 MiB of activations, 36.3 Mi unfolded elements (v1.0's conv1)
 #: and 23.7 Mi elements in one tensor (conv1's output); worst case with all three bounds at their
@@ -96,6 +102,9 @@ class Graph:
     #: name, op, inputs (tuple), out_scale, stride, pad, relu[, multiplier, shift]
     layers: list[dict]
     shapes: dict[str, tuple[int, ...]]  # (C, H, W) per tensor; (C,) for the avgpool
+    classes: int = NUM_CLASSES
+    labels: tuple[str, ...] | None = None  # None: ImageNet's (fpga.spec.image.model_labels)
+    preprocess: object = CAFFE  # fpga.spec.preprocessing.Preprocessing
 
 
 def _where(index: int, layer) -> str:
@@ -142,14 +151,17 @@ def check_graph(graph, convs: dict[str, tuple[int, int, int]]) -> Graph:
     if not isinstance(graph, dict):
         raise GraphError("the graph must be a JSON object")
     variant = _field(graph, "variant", "graph")
-    if variant not in VARIANTS:
-        raise GraphError(f"graph: unknown variant {variant!r:.40} (one of {', '.join(VARIANTS)})")
+    if variant not in GRAPH_VARIANTS:
+        raise GraphError(
+            f"graph: unknown variant {variant!r:.40} (one of {', '.join(GRAPH_VARIANTS)})"
+        )
     size = _int(_field(graph, "input_size", "graph"), "graph", "input_size")
     check_input_size(size, "graph: field 'input_size'")
     input_scale = _scale(_field(graph, "input_scale", "graph"), "graph", "input_scale")
     meta = graph.get("meta", {})
     if not isinstance(meta, dict):
         raise GraphError("graph: field 'meta' must be an object")
+    classes, labels, preprocess = _task(graph)
     raw_layers = _field(graph, "layers", "graph")
     if not isinstance(raw_layers, list) or not 1 <= len(raw_layers) <= MAX_LAYERS:
         raise GraphError(f"graph: field 'layers' must be a list of 1..{MAX_LAYERS} layers")
@@ -219,9 +231,16 @@ def check_graph(graph, convs: dict[str, tuple[int, int, int]]) -> Graph:
                     f"{POOL_STRIDE})"
                 )
             if op == "maxpool":
+                ceil_mode = raw.get("ceil_mode", True)
+                if not isinstance(ceil_mode, bool):
+                    raise GraphError(f"{where}: field 'ceil_mode' must be true or false")
+                fields["ceil_mode"] = ceil_mode
                 c, h, w = ins[0]
-                shape = (c, pool_output_size(h, POOL_KERNEL, POOL_STRIDE))
-                shape = (c, shape[1], pool_output_size(w, POOL_KERNEL, POOL_STRIDE))
+                shape = (
+                    c,
+                    pool_output_size(h, POOL_KERNEL, POOL_STRIDE, ceil_mode),
+                    pool_output_size(w, POOL_KERNEL, POOL_STRIDE, ceil_mode),
+                )
             elif op == "concat":
                 if len({s[1:] for s in ins}) != 1:
                     raise GraphError(f"{where}: field 'inputs': concat of sizes {ins}")
@@ -242,10 +261,10 @@ def check_graph(graph, convs: dict[str, tuple[int, int, int]]) -> Graph:
             else:  # avgpool: the network's output, one int32 sum per class
                 if index != len(raw_layers) - 1:
                     raise GraphError(f"{where}: the global average pool must be the last layer")
-                if ins[0][0] != NUM_CLASSES:
+                if ins[0][0] != classes:
                     raise GraphError(
                         f"{where}: field 'inputs': {ins[0][0]} channels; the output has one per "
-                        f"ImageNet class ({NUM_CLASSES})"
+                        f"class (the graph's 'classes': {classes})"
                     )
                 shape = (ins[0][0],)
         if len(shape) == 3:
@@ -271,7 +290,32 @@ def check_graph(graph, convs: dict[str, tuple[int, int, int]]) -> Graph:
     unused = sorted(set(convs) - used_convs)
     if unused:
         raise GraphError(f"conv sections without a conv layer: {unused[:4]}")
-    return Graph(variant, size, input_scale, meta, layers, shapes)
+    return Graph(variant, size, input_scale, meta, layers, shapes, classes, labels, preprocess)
+
+
+def _task(graph: dict):
+    """The graph's optional ``classes`` (default 1000), ``labels`` (a list of ``classes``
+    strings; default None: ImageNet's) and ``preprocess`` (default Caffe), checked."""
+    classes = graph.get("classes", NUM_CLASSES)
+    _int(classes, "graph", "classes")
+    if not 1 <= classes <= MAX_CLASSES:
+        raise GraphError(f"graph: field 'classes' is {classes}; it must be 1..{MAX_CLASSES}")
+    labels = graph.get("labels")
+    if labels is not None:
+        if not isinstance(labels, list) or len(labels) != classes:
+            raise GraphError(f"graph: field 'labels' must be a list of {classes} strings")
+        for label in labels:
+            if not isinstance(label, str) or not 0 < len(label) <= MAX_LABEL:
+                raise GraphError(
+                    f"graph: field 'labels' holds {label!r:.40}; each label is a string of "
+                    f"1..{MAX_LABEL} characters"
+                )
+        labels = tuple(labels)
+    try:
+        preprocess = check_preprocess(graph["preprocess"]) if "preprocess" in graph else CAFFE
+    except PreprocessError as exc:
+        raise GraphError(f"graph: field 'preprocess': {exc}") from None
+    return classes, labels, preprocess
 
 
 def _conv_shape(index, where, fields, in_shape, convs) -> tuple[int, int, int]:
@@ -340,11 +384,25 @@ def check_accumulator(name: str, weight: np.ndarray, bias: np.ndarray) -> None:
 
 
 def graph_json(network, meta: dict | None = None) -> dict:
-    """The graph of a :class:`fpga.spec.network.QuantizedNetwork` as the .sqz JSON object."""
+    """The graph of a :class:`fpga.spec.network.QuantizedNetwork` as the .sqz JSON object.
+
+    ``classes``, ``labels`` and ``preprocess`` are written when they differ from what a file
+    without them means (1000 ImageNet classes, Caffe preprocessing), so the bundled variants'
+    files are byte for byte what they were before ONNX import existed."""
+    task = {}
+    classes = _output_channels(network)
+    if network.labels is not None:
+        task["classes"] = len(network.labels)
+        task["labels"] = list(network.labels)
+    elif classes is not None and classes != NUM_CLASSES:
+        task["classes"] = classes
+    if network.preprocessing != CAFFE:
+        task["preprocess"] = network.preprocessing.to_json()
     return {
         "variant": network.variant,
         "input_size": network.input_size,
         "input_scale": network.input_scale,
+        **task,
         "meta": meta or {},
         "layers": [
             {
@@ -363,10 +421,20 @@ def graph_json(network, meta: dict | None = None) -> dict:
                     if layer.op == "add"
                     else {}
                 ),
+                **({"ceil_mode": False} if layer.op == "maxpool" and not layer.ceil_mode else {}),
             }
             for layer in network.layers
         ],
     }
+
+
+def _output_channels(network) -> int | None:
+    """The class count of an in-memory network, None when its graph is too broken to say (the
+    check that follows names the problem)."""
+    try:
+        return network.classes
+    except (KeyError, IndexError, AttributeError, TypeError, RecursionError):
+        return None
 
 
 def check_network(network, meta: dict | None = None) -> Graph:

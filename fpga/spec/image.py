@@ -1,8 +1,9 @@
 """From a photo to the int8-ready input tensor, and from logits to labels: no torch.
 
-Caffe preprocessing (what the released weights were trained with), the bundled sample photos,
-the 1000 ImageNet labels and the top-5 printer. The host, the toolflow and the benches use
-this one definition.
+A model's preprocessing (:mod:`fpga.spec.preprocessing`; Caffe, what the released weights were
+trained with, unless the model file says otherwise), the bundled sample photos, the 1000
+ImageNet labels (or the model's own) and the top-5 printer. The host, the toolflow and the
+benches use this one definition.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import numpy as np
 from fpga.spec.arch import DATA_DIR
 from fpga.spec.errors import UserError
 from fpga.spec.graph import check_input_size
+from fpga.spec.preprocessing import CAFFE, Preprocessing
 
-#: Caffe mean of the training set, in B, G, R order
-MEAN_BGR = np.array([104.0, 117.0, 123.0], dtype=np.float32)
+#: Caffe mean of the training set, in B, G, R order (fpga.spec.preprocessing.CAFFE's)
+MEAN_BGR = np.array(CAFFE.mean[::-1], dtype=np.float32)
 PHOTOS_DIR = DATA_DIR / "photos"
 DEFAULT_SIZE = 227
 #: the largest image decoded (pixels and side): a 48 MP phone photo fits; a decompression bomb
@@ -44,6 +46,15 @@ def bundled_photos() -> list[Path]:
 def load_labels() -> list[str]:
     """The 1000 ImageNet class names in index order."""
     return (DATA_DIR / "imagenet_classes.txt").read_text().splitlines()
+
+
+def model_labels(network) -> list[str]:
+    """The class names of a :class:`fpga.spec.network.QuantizedNetwork`: its own (a model
+    imported with ``--labels``), else the ImageNet names for 1000 classes, else ``class N``."""
+    if network.labels is not None:
+        return list(network.labels)
+    classes = network.classes
+    return load_labels() if classes == 1000 else [f"class {i}" for i in range(classes)]
 
 
 def load_image(image):
@@ -116,20 +127,39 @@ def _to_rgb(img, source):
         raise ImageError(f"image {source}: mode {mode} has no RGB conversion ({exc})") from None
 
 
-def preprocess(image, size: int = DEFAULT_SIZE) -> np.ndarray:
-    """Caffe preprocessing: path or PIL image -> float32 (3, size, size).
+def preprocess(image, size: int = DEFAULT_SIZE, preprocessing: Preprocessing = CAFFE) -> np.ndarray:
+    """A path or PIL image -> float32 (3, size, size) as ``preprocessing`` says (default Caffe).
 
-    :func:`load_image` (any mode -> 8-bit RGB) -> resize the whole image (bilinear, no crop)
-    -> 0..255 -> BGR -> minus the mean. ``size`` must be an input size the tools run
-    (:func:`fpga.spec.graph.check_input_size`).
+    :func:`load_image` (any mode -> 8-bit RGB) -> resize (bilinear; the whole image, or the
+    short side to ``round(size / crop_fraction)`` and the centre cut out) -> 0..255 ->
+    ``(pixel - mean) / std`` per channel -> the channel order. ``size`` must be an input size
+    the tools run (:func:`fpga.spec.graph.check_input_size`).
     """
     from PIL import Image
 
     check_input_size(size, "the input size")
-    img = load_image(image).resize((size, size), Image.BILINEAR)
+    img = load_image(image)
+    if preprocessing.resize == "stretch":
+        img = img.resize((size, size), Image.BILINEAR)
+    else:
+        # torchvision's Resize(short) + CenterCrop(size): long side int(short * long / short0),
+        # crop offsets int(round((side - size) / 2))
+        width, height = img.size
+        short = max(size, round(size / preprocessing.crop_fraction))
+        if width <= height:
+            new = (short, max(size, int(short * height / width)))
+        else:
+            new = (max(size, int(short * width / height)), short)
+        img = img.resize(new, Image.BILINEAR)
+        left, top = int(round((new[0] - size) / 2)), int(round((new[1] - size) / 2))
+        img = img.crop((left, top, left + size, top + size))
     rgb = np.asarray(img, dtype=np.float32)
-    bgr = rgb[:, :, ::-1] - MEAN_BGR
-    return np.ascontiguousarray(bgr.transpose(2, 0, 1))
+    mean = np.array(preprocessing.mean, dtype=np.float32)
+    std = np.array(preprocessing.std, dtype=np.float32)
+    x = (rgb - mean) / std
+    if preprocessing.channel_order == "BGR":
+        x = x[:, :, ::-1]
+    return np.ascontiguousarray(x.transpose(2, 0, 1))
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

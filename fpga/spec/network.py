@@ -6,7 +6,7 @@ A network is a topologically ordered list of :class:`QLayer`. Each layer names i
 
 ``conv``     int8 (C_in, H, W) -> int8 (C_out, Ho, Wo): square kernel, stride, zero pad, bias,
              per-output-channel requant (``multiplier``/``shift`` arrays of C_out), ReLU or not.
-``maxpool``  3x3 stride 2 ceil mode, same scale.
+``maxpool``  3x3 stride 2, ceil mode (``ceil_mode`` False: floor mode), same scale.
 ``concat``   channel concatenation of its inputs (all at the same scale, so no arithmetic).
 ``add``      bypass add: ``multiplier`` = [m_a, m_b], ``shift`` = [s] (see ``golden.add``).
 ``avgpool``  global average pool -> int32 (C,) sums; the logits are ``sums * out_scale``.
@@ -21,6 +21,7 @@ import numpy as np
 
 from fpga.spec.arch import conv_shapes
 from fpga.spec.floatgraph import float_graph
+from fpga.spec.preprocessing import CAFFE, Preprocessing
 
 OPS = ("conv", "maxpool", "concat", "add", "avgpool")
 
@@ -41,6 +42,7 @@ class QLayer:
     stride: int = 1
     pad: int = 0
     relu: bool = True
+    ceil_mode: bool = True  # maxpool only: False = floor mode (an ONNX MaxPool's ceil_mode 0)
 
     def __post_init__(self) -> None:
         if self.op not in OPS:
@@ -60,6 +62,23 @@ class QuantizedNetwork:
     input_scale: float  # real value of one LSB of the int8 input (after mean subtraction)
     layers: list[QLayer]
     meta: dict = field(default_factory=dict)
+    #: the model's class names (None: ImageNet's for 1000 classes; fpga.spec.image.model_labels)
+    labels: tuple[str, ...] | None = None
+    #: how a photo becomes the input (the bundled variants: Caffe)
+    preprocessing: Preprocessing = CAFFE
+
+    @property
+    def classes(self) -> int:
+        """Number of classes: the channels of the conv the global average pool reads."""
+        return self._channels(self.output.inputs[0])
+
+    def _channels(self, name: str) -> int:
+        layer = self.layer(name)
+        if layer.op == "conv":
+            return int(layer.weight.shape[0])
+        if layer.op == "concat":
+            return sum(self._channels(src) for src in layer.inputs)
+        return self._channels(layer.inputs[0])
 
     def layer(self, name: str) -> QLayer:
         for layer in self.layers:

@@ -400,7 +400,12 @@ def read_model(path) -> tuple[QuantizedNetwork, dict, dict]:
             fields["shift"] = np.array(fields["shift"], dtype=np.int64)
         layers.append((QLayer(**fields), conv))
     network = QuantizedNetwork(
-        graph.variant, graph.input_size, graph.input_scale, [layer for layer, _ in layers]
+        graph.variant,
+        graph.input_size,
+        graph.input_scale,
+        [layer for layer, _ in layers],
+        labels=graph.labels,
+        preprocessing=graph.preprocess,
     )
     shared = {layer.name: (conv["codebook"], conv["indices"]) for layer, conv in layers if conv}
     info = {
@@ -408,6 +413,9 @@ def read_model(path) -> tuple[QuantizedNetwork, dict, dict]:
         "input_size": network.input_size,
         "coding": coding,
         "bytes": len(data),
+        "classes": graph.classes,
+        "labels": None if graph.labels is None else list(graph.labels),
+        "preprocess": graph.preprocess.to_json(),
         "meta": graph.meta,
         "layers": [
             {

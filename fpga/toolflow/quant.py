@@ -21,7 +21,6 @@ import math
 import sys
 
 import numpy as np
-import torch
 
 from fpga.spec import floatgraph, golden
 from fpga.spec.arch import VARIANTS, check_variant
@@ -34,13 +33,30 @@ from fpga.spec.image import (
     bundled_photos,
     load_image,
     load_labels,
+    model_labels,
     preprocess,
     print_top5,
     top5,
 )
 from fpga.spec.network import QLayer, QuantizedNetwork
+from fpga.spec.preprocessing import CAFFE
 from fpga.spec.sqz import load_network
-from fpga.toolflow.model import load_model, load_weights
+
+
+# torch is imported by the functions that run the torch model, not by this module: quantizing an
+# imported ONNX graph (fpga.toolflow.onnx_import) runs without torch
+def load_model(*args, **kwargs):
+    """:func:`fpga.toolflow.model.load_model` (torch), imported on first use."""
+    from fpga.toolflow.model import load_model as load
+
+    return load(*args, **kwargs)
+
+
+def load_weights(*args, **kwargs):
+    """:func:`fpga.toolflow.model.load_weights` (torch), imported on first use."""
+    from fpga.toolflow.model import load_weights as load
+
+    return load(*args, **kwargs)
 
 
 # -- integer parameter helpers ----------------------------------------------------------------
@@ -92,12 +108,14 @@ def calibrate(
     variant: str,
     weights: dict[str, np.ndarray],
     images: list[np.ndarray],
+    nodes: list[dict] | None = None,
 ) -> dict[str, float]:
     """Per-tensor activation scale (max|a| / 127) of every graph node over ``images``.
 
+    ``nodes``: the float graph (default ``variant``'s; an imported graph brings its own).
     The activations come from :mod:`fpga.spec.floatgraph` (float64, one fixed summation order), so
     the scales, and the model file they go into, are the same bits on every machine."""
-    nodes = float_graph(variant)
+    nodes = float_graph(variant) if nodes is None else nodes
     peaks: dict[str, float] = {}
     for image in images:
         for name, tensor in floatgraph.run(nodes, weights, image).items():
@@ -110,18 +128,22 @@ def quantize_network(
     weights: dict[str, np.ndarray] | None = None,
     size: int = DEFAULT_SIZE,
     calibration_images: list[np.ndarray] | None = None,
+    nodes: list[dict] | None = None,
 ) -> QuantizedNetwork:
     """Quantize ``variant`` (default weights: :func:`fpga.toolflow.model.load_weights`) to int8.
 
     Activation scales are calibrated on ``calibration_images`` (preprocessed float images;
-    default: the bundled photos at ``size``).
+    default: the bundled photos at ``size``). ``nodes``: the float graph of an imported network
+    (``fpga.toolflow.onnx_import``, ``variant`` then ``"onnx"``, ``weights`` required); by
+    default ``variant``'s.
     """
-    check_variant(variant)
-    weights = load_weights(variant) if weights is None else weights
+    if nodes is None:
+        check_variant(variant)
+        nodes = float_graph(variant)
+        weights = load_weights(variant) if weights is None else weights
     if calibration_images is None:
         calibration_images = [preprocess(p, size) for p in bundled_photos()]
-    scales = calibrate(variant, weights, calibration_images)
-    nodes = float_graph(variant)
+    scales = calibrate(variant, weights, calibration_images, nodes)
     layers: list[QLayer] = []
     for node in nodes:
         name, op, inputs = node["name"], node["op"], tuple(node["inputs"])
@@ -147,15 +169,20 @@ def quantize_network(
                     relu=node["relu"],
                 )
             )
-        elif op in ("maxpool", "concat"):
-            # same scale as the input: concat's inputs must share one (calibrated on the concat)
+        elif op == "maxpool":
+            # same scale as the input
+            ceil_mode = node.get("ceil_mode", True)
+            layers.append(QLayer(name, op, inputs, out_scale, ceil_mode=ceil_mode))
+        elif op == "concat":
+            # same scale as the inputs: they must share one (calibrated on the concat)
             layers.append(QLayer(name, op, inputs, out_scale))
         elif op == "add":
             factors = np.array([scales[inputs[0]], scales[inputs[1]]]) / out_scale
             _, shift = quantize_multiplier(factors.max())
             mult = np.floor(np.ldexp(factors, shift) + 0.5).astype(np.int64)
+            relu = node.get("relu", False)
             layers.append(
-                QLayer(name, op, inputs, out_scale, multiplier=mult, shift=shift, relu=False)
+                QLayer(name, op, inputs, out_scale, multiplier=mult, shift=shift, relu=relu)
             )
         else:  # avgpool: int32 sum of H*W values at the input scale
             side = calibration_images[0].shape[-1]
@@ -190,12 +217,14 @@ def _final_spatial(layers: list[QLayer], size: int) -> int:
         if layer.op == "conv":
             side = golden.conv_output_size(side, layer.kernel, layer.stride, layer.pad)
         elif layer.op == "maxpool":
-            side = golden.pool_output_size(side)
+            side = golden.pool_output_size(side, ceil_mode=layer.ceil_mode)
     return side * side
 
 
 # -- classification and fidelity ---------------------------------------------------------------
 def float_logits(variant: str, image: np.ndarray, model=None) -> np.ndarray:
+    import torch
+
     model = load_model(variant) if model is None else model
     with torch.no_grad():
         return model(torch.from_numpy(image)[None])[0].numpy().astype(np.float64)
@@ -260,16 +289,18 @@ def classify(
 ) -> list[dict]:
     """Top-5 per image: [{"image", "top5": [{"index", "label", "prob"}]}]."""
     labels = load_labels()
+    preprocessing = CAFFE
     if model is not None:
         network = load_network(model)
         variant, size = network.variant, network.input_size
+        labels, preprocessing = model_labels(network), network.preprocessing
     elif precision == "int8":
         network = quantize_network(variant, size=size)
     else:
         torch_model = load_model(variant)
     results = []
     for path in images:
-        image = preprocess(path, size)
+        image = preprocess(path, size, preprocessing)
         if model is not None or precision == "int8":
             logits = int8_logits(network, image)
         else:

@@ -4,12 +4,12 @@ python -m fpga.compress --variant v1.0 --bits 6 [--density 0.337] [--min-agreeme
 python -m fpga.compress inspect model.sqz [--json]
 python -m fpga.compress table [--json]
 python -m fpga.compress import-deepcompression FILE.net -o model.sqz
+python -m fpga.compress import-onnx MODEL.onnx -o model.sqz --calibration DIR [--preprocess ...]
 """
 
 from __future__ import annotations
 
 import json
-import math
 import sys
 import tempfile
 from pathlib import Path
@@ -24,9 +24,15 @@ from fpga.spec.graph import check_input_size
 from fpga.spec.image import bundled_photos, preprocess
 from fpga.spec.sqz import CODING_FIXED, CODING_HUFFMAN, read_model, write_model
 from fpga.toolflow import quant
+from fpga.toolflow.compress import onnx_command
 from fpga.toolflow.compress.core import compress_network
-from fpga.toolflow.compress.deepcompression import read_deepcompression
-from fpga.toolflow.model import load_weights
+from fpga.toolflow.compress.report import (
+    FidelityError,
+    check_fraction,
+    check_output,
+    print_inspect,
+)
+from fpga.toolflow.quant import load_weights
 
 #: AlexNet as in the Caffe reference model (grouped conv2/4/5), from its layer shapes
 ALEXNET_LAYERS = [
@@ -43,28 +49,6 @@ ALEXNET_LAYERS = [
 
 def alexnet_params() -> int:
     return sum(int(np.prod(shape)) + shape[0] for shape in ALEXNET_LAYERS)
-
-
-class FidelityError(UserError):
-    """A compressed model below the --min-agreement the user asked for (nothing is written)."""
-
-
-def check_fraction(value: float | None, option: str, low_open: bool) -> None:
-    if value is None:
-        return
-    ok = math.isfinite(value) and (0 < value if low_open else 0 <= value) and value <= 1
-    if not ok:
-        interval = "(0, 1]" if low_open else "[0, 1]"
-        raise UserError(f"{option} must be a fraction in {interval}, not {value}")
-
-
-def check_output(path: str) -> None:
-    """Fail before any work when ``-o`` cannot be written (the write itself is atomic too)."""
-    target = Path(path)
-    if target.is_dir():
-        raise UserError(f"-o {path} is a folder; name the .sqz file to write")
-    if not target.parent.is_dir():
-        raise UserError(f"-o {path}: the folder {target.parent} does not exist")
 
 
 def measure_and_check(network, min_agreement: float | None) -> dict:
@@ -108,29 +92,6 @@ def compress_command(args) -> int:
     _, _, read_info = read_model(args.output)
     print_inspect(read_info, sizes)
     return 0
-
-
-def print_inspect(info: dict, sizes: dict | None = None) -> None:
-    coding = "Huffman" if info["coding"] == CODING_HUFFMAN else "fixed-width"
-    print(
-        f"{info['variant']} at {info['input_size']} px, {coding} coding, "
-        f"{info['bytes']:,} bytes ({info['bytes'] / 1e6:.3f} MB)"
-    )
-    print(f"{'layer':<20} {'shape':>16} {'bits':>4} {'codebook':>8} {'density':>8} {'bytes':>9}")
-    total, nonzero = 0, 0
-    for layer in info["layers"]:
-        shape = "x".join(str(v) for v in layer["shape"])
-        print(
-            f"{layer['name']:<20} {shape:>16} {layer['bits']:>4} {layer['codebook']:>8} "
-            f"{layer['density']:>8.1%} {layer['bytes']:>9,}"
-        )
-        size = int(np.prod(layer["shape"]))
-        total += size
-        nonzero += round(layer["density"] * size)
-    print(
-        f"{'total':<20} {'':>16} {'':>4} {'':>8} {nonzero / total:>8.1%} {info['bytes']:>9,}"
-        f"   ({nonzero:,} of {total:,} weights nonzero)"
-    )
 
 
 def fidelity(network) -> dict:
@@ -210,6 +171,8 @@ def import_command(args) -> int:
     check_input_size(args.size)
     check_fraction(args.min_agreement, "--min-agreement", low_open=False)
     check_output(args.output)
+    from fpga.toolflow.compress.deepcompression import read_deepcompression  # torch
+
     weights, info = read_deepcompression(args.file)
     network, shared, _ = compress_network("v1.0", 8, None, args.size, weights=weights)
     fid = measure_and_check(network, args.min_agreement)
@@ -239,7 +202,7 @@ def import_command(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = ("inspect", "table", "import-deepcompression")
+    commands = ("inspect", "table", "import-deepcompression", "import-onnx")
     if not argv or argv[0] not in commands + ("-h", "--help"):
         argv = ["compress", *argv]
     parser = ArgumentParser(prog="python -m fpga.compress", description=__doc__.split("\n")[0])
@@ -273,6 +236,11 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("-o", "--output", required=True)
     m.add_argument("--size", type=int, default=227)
     m.add_argument("--min-agreement", type=float, metavar="FRACTION")
+    o = sub.add_parser(
+        "import-onnx",
+        help="import your ONNX SqueezeNet (your classes, size, preprocessing) into a .sqz file",
+    )
+    onnx_command.add_arguments(o)
     args = parser.parse_args(argv)
     return run_cli(lambda: _run(args))
 
@@ -288,6 +256,9 @@ def _run(args) -> int:
         if args.command == "table":
             rows = size_table()
             print(json.dumps(rows, indent=2)) if args.json else print_table(rows)
+            return 0
+        if args.command == "import-onnx":
+            onnx_command.import_onnx(args)
             return 0
         return import_command(args)
     except UserError:

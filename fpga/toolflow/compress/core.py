@@ -25,8 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from fpga.spec.network import QuantizedNetwork
-from fpga.toolflow.model import load_weights
-from fpga.toolflow.quant import quantize_network
+from fpga.toolflow.quant import load_weights, quantize_network
 
 #: nonzero fraction per conv layer in the Deep Compression release of SqueezeNet v1.0
 #: (measured from fpga/data/squeezenet_v1_0.npz; used as the default keep ratios)
@@ -129,9 +128,15 @@ def compress_network(
     density: float | None = None,
     size: int = 227,
     weights: dict[str, np.ndarray] | None = None,
+    nodes: list[dict] | None = None,
+    calibration_images: list[np.ndarray] | None = None,
 ) -> tuple[QuantizedNetwork, dict[str, tuple[np.ndarray, np.ndarray]], dict]:
     """Prune + quantize + share: returns (network with shared weights, {layer: (codebook,
-    indices)}, info with keep ratios)."""
+    indices)}, info with keep ratios).
+
+    ``nodes``/``weights``/``calibration_images``: an imported float graph, its weights and the
+    preprocessed images to calibrate on (``fpga.toolflow.onnx_import``); by default ``variant``'s
+    graph and bundled weights, calibrated on the bundled photos."""
     if bits not in (4, 6, 8):
         raise ValueError(f"bits must be 4, 6 or 8, got {bits}")
     weights = load_weights(variant) if weights is None else weights
@@ -145,7 +150,13 @@ def compress_network(
         }
     else:
         pruned, ratios = prune_weights(weights, density)
-    network = quantize_network(variant, weights=pruned, size=size)
+    network = quantize_network(
+        variant,
+        weights=pruned,
+        size=size,
+        calibration_images=calibration_images,
+        nodes=nodes,
+    )
     shared: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     new_weights = {}
     for layer in network.conv_layers:
@@ -153,5 +164,6 @@ def compress_network(
         indices = quantize_to_codebook(layer.weight, codebook)
         shared[layer.name] = (codebook, indices)
         new_weights[layer.name] = codebook[indices]
-    info = {"variant": variant, "bits": bits, "keep_ratios": ratios}
+    # "quantized": the int8 network before weight sharing (its fidelity is reported beside)
+    info = {"variant": variant, "bits": bits, "keep_ratios": ratios, "quantized": network}
     return network.replace_weights(new_weights), shared, info
