@@ -227,7 +227,7 @@ def test_input_and_output_are_relocated_into_slots(networks, device_im2col):
     assert not (((flags & Flag.INPUT) != 0) & ((flags & Flag.OUTPUT) != 0)).any()
     # conv1's gathers: WINDOWS and INPUT together
     windows = (flags & Flag.WINDOWS) != 0
-    assert windows.sum() == (31 * 3 * 3 if device_im2col else 0)
+    assert windows.sum() == (31 * 3 if device_im2col else 0)
     assert (flags[windows] & Flag.INPUT).all()
 
     # rows: flagged ones inside [0, slot bytes), no absolute one in the input/output regions
@@ -363,8 +363,9 @@ def test_check_commands_refuses_what_the_device_must_not_run(networks):
     refused(loads[0], "unknown flags 0x8 for LOAD", flags=8)
     refused(stores[0], "unknown flags 0x1 for STORE", flags=Flag.WINDOWS)
     windows = np.flatnonzero(resident.commands["flags"] & Flag.WINDOWS)
-    assert len(windows) == 31 * 3 * 3  # v1.1's conv1: per output row, channel, kernel row
-    refused(windows[0], "spans 2,001 bytes; the window buffer has 1,024", count=1000)
+    assert len(windows) == 31 * 3  # v1.1's conv1: per output row and kernel row
+    # 1000 windows of 3 pixels x 3 channels, 2 pixels apart: 999 * 6 + 9 bytes
+    refused(windows[0], "spans 6,003 bytes; the window buffer has 1,024", count=1000)
 
     # relocation: INPUT only on a LOAD, OUTPUT only on a STORE, flagged rows inside their slot,
     # no absolute address in the input or output region
@@ -476,7 +477,7 @@ def test_a_row_too_wide_for_a_half_is_tiled_over_shorter_rows(networks):
         np.testing.assert_array_equal(tensors[unit.name], reference[unit.name], err_msg=unit.name)
     gathers = resident.commands[(resident.commands["flags"] & Flag.INPUT) != 0]
     assert len(set(gathers["count"].tolist())) > 1  # rows cut into pieces at the tiles' edges
-    assert int(gathers["count"].sum()) == 31 * 31 * 3 * 7  # every pixel, channel, kernel row once
+    assert int(gathers["count"].sum()) == 31 * 31 * 7  # every pixel and kernel row once
 
 
 def test_weights_are_loaded_ahead_of_their_run_in_pieces(networks):

@@ -186,17 +186,23 @@ def conv_weights(layer: QLayer, compressed: dict | None = None) -> ConvWeights:
 
 
 def lower_conv1(weight: np.ndarray) -> np.ndarray:
-    """k x k conv weight (O, C, k, k) -> 1x1 weight (O, C*k*k, 1, 1), rows in im2col order."""
-    return weight.reshape(weight.shape[0], -1, 1, 1)
+    """k x k conv weight (O, C, k, k) -> 1x1 weight (O, k*k*C, 1, 1), rows in the lowered
+    order (ky, kx, c): channel ``(ky * k + kx) * C + c`` (:func:`prepare_input`). For a fixed
+    kernel row, the k * C values of an output pixel are one contiguous run of an HWC image row,
+    which the resident program gathers with one LOAD window (``fpga.compiler.resident``)."""
+    return np.ascontiguousarray(weight.transpose(0, 2, 3, 1)).reshape(weight.shape[0], -1, 1, 1)
 
 
 def prepare_input(program: Program, image: np.ndarray) -> np.ndarray:
-    """Input prep on the host: the int8 image, im2col'ed when conv1 is lowered."""
+    """Input prep on the host: the int8 image, im2col'ed when conv1 is lowered (channels in
+    :func:`lower_conv1`'s order)."""
     if not program.lowered_conv1:
         return image
     kernel, stride, pad = program.conv1_lowering
-    cols = golden.im2col(image, kernel, stride, pad)
+    cols = golden.im2col(image, kernel, stride, pad)  # rows (c, ky, kx)
     side = golden.conv_output_size(image.shape[1], kernel, stride, pad)
+    c = image.shape[0]
+    cols = cols.reshape(c, kernel, kernel, side, side).transpose(1, 2, 0, 3, 4)
     return np.ascontiguousarray(cols.reshape(-1, side, side))
 
 

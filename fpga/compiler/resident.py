@@ -11,10 +11,10 @@ slot's zero border included); the rest is the device's scratch.
 
 **Input**: when the compiled program lowers conv1 to a 1x1 conv over host-im2col'ed columns
 (v1.0's 7x7/2, v1.1's 3x3/2), ``device_im2col=True`` (the default) keeps the im2col on the
-device: an input slot holds the raw image planar (C, H + 2p, W + 2p) with a zero border and
-each tile's columns are gathered by strided LOADs (one per output row, input channel and kernel
-row: ``count = out_w`` runs of ``k`` bytes ``stride`` apart), so the link carries only the raw
-image. ``device_im2col=False`` stores the host's im2col'ed input instead (12x larger for v1.0).
+device: an input slot holds the raw image HWC (H + 2p, W + 2p, C) with a zero border and
+each tile's columns are gathered by strided LOADs (one per output row and kernel row: ``count =
+out_w`` runs of ``k * C`` bytes ``stride * C`` apart), so the link carries only the raw image.
+``device_im2col=False`` stores the host's im2col'ed input instead (12x larger for v1.0).
 
 The bytes each LOAD moves are exactly the bytes :func:`fpga.compiler.program.execute` would write
 for the same program: the compiler walks the program as ``execute`` does (skipping a constant
@@ -86,7 +86,7 @@ class ResidentImage:
     tensors: dict[str, tuple[int, int]]  # activation tensor -> (base, size), inside "activations"
     model: bytes  # the model region's contents
     input_shape: tuple[int, int, int]  # the int8 image (C, H, W) the host writes
-    input_pad: int  # zero border of the planar input (device im2col), else 0
+    input_pad: int  # zero border of the HWC input (device im2col), else 0
     device_im2col: bool
     dram_size: int
     lifetimes: dict[str, tuple[int, int]] = field(default_factory=dict)  # tensor -> units
@@ -178,7 +178,7 @@ class ResidentImage:
         """Bytes the host writes per image (:meth:`input_blob`; one slot's image)."""
         if self.device_im2col:
             c, h, w = self.input_shape
-            return c * (h + 2 * self.input_pad) * (w + 2 * self.input_pad)
+            return (h + 2 * self.input_pad) * (w + 2 * self.input_pad) * c
         return _tensor_bytes(self.program.input_shape, self.config.rows)
 
     def _output_tensor_bytes(self) -> int:
@@ -198,7 +198,7 @@ class ResidentImage:
 
     def input_blob(self, image: np.ndarray) -> bytes:
         """What the host writes per image at an input slot's base: the int8 image (C, H, W)
-        planar with its zero border (device im2col), or host-im2col'ed in the ACT layout."""
+        HWC with its zero border (device im2col), or host-im2col'ed in the ACT layout."""
         image = np.asarray(image)
         if image.shape != self.input_shape or image.dtype != np.int8:
             raise ValueError(
@@ -207,9 +207,9 @@ class ResidentImage:
         if self.device_im2col:
             c, h, w = self.input_shape
             p = self.input_pad
-            planar = np.zeros((c, h + 2 * p, w + 2 * p), dtype=np.int8)
-            planar[:, p : p + h, p : p + w] = image
-            return planar.tobytes()
+            hwc = np.zeros((h + 2 * p, w + 2 * p, c), dtype=np.int8)
+            hwc[p : p + h, p : p + w] = image.transpose(1, 2, 0)
+            return hwc.tobytes()
         return pack_activations(prepare_input(self.program, image), self.config.rows)
 
     def write_input(self, dram: bytearray, image: np.ndarray, slot: int = 0) -> None:
@@ -731,18 +731,19 @@ def _raw_side(program, input_size: int | None) -> int:
 def _gather_conv1(program, load, offset: int, image_shape, pad: int, width: int) -> list:
     """The im2col of conv1 for output rows [y0, y1) of ``width`` pixels (conv1's unit may see its
     output as shorter rows than the image's, ``Unit.view``: then a row is pieces of the image's
-    rows) as strided LOADs from the planar input.
+    rows) as strided LOADs from the HWC input.
 
-    Lowered channel ``(c * k + ky) * k + kx`` of output pixel (oy, ox) is padded-image byte
-    ``(c, oy * s + ky, ox * s + kx)``: for fixed (oy, c, ky) the k bytes of each pixel are
-    contiguous in DRAM and pixels are ``s`` bytes apart; in ACT_IN they are ``G * lanes`` apart.
+    Lowered channel ``(ky * k + kx) * C + c`` of output pixel (oy, ox)
+    (:func:`fpga.compiler.program.lower_conv1`) is padded-image byte ``(oy * s + ky, ox * s + kx,
+    c)``: for fixed (oy, ky) the k * C bytes of each pixel are contiguous in DRAM and pixels are
+    ``s * C`` bytes apart; in ACT_IN they are ``G * lanes`` apart.
     The windows overlap (k > s): flagged WINDOWS, the sequencer reads the padded row once.
     ``dram_addr`` is relative to the input slot (the caller flags the records INPUT).
     """
     lanes = program.config.rows
     kernel, stride, _ = program.conv1_lowering
-    c_raw, h, w = image_shape
-    wp, hp = w + 2 * pad, h + 2 * pad
+    c_raw, _, w = image_shape
+    wp = w + 2 * pad
     _, _, out_w = program.input_shape
     g = groups(program.input_shape[0], lanes)
     proto = []
@@ -751,19 +752,19 @@ def _gather_conv1(program, load, offset: int, image_shape, pad: int, width: int)
         x0 = max(first - oy * out_w, 0)  # this image row's pixels in the tile
         x1 = min(end - oy * out_w, out_w)
         pixel = oy * out_w + x0 - first  # the first one's place in the tile
-        span = (x1 - x0 - 1) * stride + kernel
-        for c in range(c_raw):
-            for ky in range(kernel):
-                rec = command(
-                    Opcode.LOAD,
-                    BufferSpace.ACT_IN,
-                    flags=Flag.WINDOWS if span <= WINDOW_BYTES else 0,
-                    length=kernel,
-                    count=x1 - x0,
-                    dram_addr=(c * hp + oy * stride + ky) * wp + x0 * stride,
-                    dram_stride=stride,
-                    buffer_offset=offset + (pixel * g) * lanes + (c * kernel + ky) * kernel,
-                    buffer_stride=g * lanes,
-                )
-                proto.append((rec, "input"))
+        run = kernel * c_raw  # a pixel's bytes for one kernel row
+        span = ((x1 - x0 - 1) * stride + kernel) * c_raw
+        for ky in range(kernel):
+            rec = command(
+                Opcode.LOAD,
+                BufferSpace.ACT_IN,
+                flags=Flag.WINDOWS if span <= WINDOW_BYTES else 0,
+                length=run,
+                count=x1 - x0,
+                dram_addr=((oy * stride + ky) * wp + x0 * stride) * c_raw,
+                dram_stride=stride * c_raw,
+                buffer_offset=offset + (pixel * g) * lanes + ky * run,
+                buffer_stride=g * lanes,
+            )
+            proto.append((rec, "input"))
     return proto
