@@ -289,8 +289,11 @@ def test_ulx3s_bitstream_meets_timing_and_fits(tmp_path):
     # became their block RAMs' output registers (fpga.build.ecp5_outreg), and the bitstream packed
     moved = result["bram_output_registers"]
     assert moved["ports"] >= 4 and moved["flip_flops"] >= moved["ports"], moved
-    # the 2x2 config's 8 KiB activation buffers cannot hold one row of v1.1@224's conv10 output
-    assert "does not tile" in result["predicted"]["note"]
+    # the 2x2 config's 8 KiB activation buffers hold no row of v1.1@224's conv10 output with
+    # every channel: it tiles in channel chunks, and the prediction is the engine's cycles
+    predicted = result["predicted"]
+    assert predicted["cycles"] > 0 and "note" not in predicted
+    assert predicted["images_per_s"] == pytest.approx(predicted["mhz"] * 1e6 / predicted["cycles"])
 
 
 @pytest.mark.synthesis
@@ -453,3 +456,17 @@ def test_synthesis_maps_luts_with_classic_abc_when_abc9_asserts(tmp_path):
     (tmp_path / "bad.sh").write_text("exit 1\n")
     with pytest.raises(BuildError, match="bad.sh failed"):
         synthesize(tmp_path, "bad.sh", log)
+
+
+def test_prediction_says_why_a_network_does_not_tile():
+    """A config whose activation buffers hold no output row of conv1 gets no images/s, and the
+    prediction names the layer; one that holds a row of each weight chunk's channels (the 2x2
+    config and v1.1's conv10) is tiled in channel chunks and predicted."""
+    from fpga.build.flow import predicted_images_per_s
+
+    tiny = SMALL_CONFIG.replace(act_in_bytes=1024, act_out_bytes=1024)
+    refused = predicted_images_per_s("v1.1", tiny, 100.0)
+    assert refused["images_per_s"] is None and refused["cycles"] is None
+    assert refused["note"].startswith("does not tile at 224: conv1:")
+    tiled = predicted_images_per_s("v1.1", SMALL_CONFIG, 100.0)
+    assert tiled["cycles"] > 0 and "note" not in tiled

@@ -546,3 +546,24 @@ def test_the_35t_config_runs_double_buffered(networks, variant):
     logits, _ = run_resident(resident, resident.initial_dram(), image, EngineEmulator(config))
     np.testing.assert_array_equal(logits, golden.run_network(network, image)[network.output.name])
     assert cycles[True] < cycles[False]
+
+
+def test_a_concat_without_a_whole_row_in_a_half_is_double_buffered_in_channel_chunks():
+    """v1.0@227 on the A7-35T's config: fire4's expand output row (55 pixels x 256 channels)
+    does not fit half of its 16 KiB ACT_OUT, so the unit is tiled weight chunk outer (each
+    chunk's bands hold its own channels) instead of whole: every unit double-buffered, and the
+    network from DRAM bit-exact on the reference executor."""
+    from fpga.spec.boards import get_board
+
+    config = get_board("arty_a7").config
+    network = quant.quantize_network("v1.0", size=227)
+    image = network.quantize_input(preprocess(bundled_photos()[0], 227))
+    program = compile_network(network, config, split=True)
+    assert all(unit.split for unit in program.units), [u.name for u in program.units]
+    concat = next(unit for unit in program.units if unit.name == "fire4.concat")
+    c, _, w = concat.shape
+    assert w * c > config.act_out_bytes // 2 and concat.order == "chunk"
+    resident = compile_resident(program, input_size=227)
+    check_commands(resident)
+    logits, _ = run_resident(resident, resident.initial_dram(), image, EngineEmulator(config))
+    np.testing.assert_array_equal(logits, golden.run_network(network, image)[network.output.name])

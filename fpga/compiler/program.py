@@ -272,7 +272,12 @@ def _conv_unit(
             raise CompileError(f"{name}: one output row does not fit the activation buffers")
         return rows
 
-    rows = band_height(convs, total)
+    try:
+        rows = band_height(convs, total)
+    except CompileError:
+        if order == "band":
+            raise
+        rows = None  # no band of every output group fits: per chunk, bands of its groups
 
     chunks = _weight_chunks(convs, weights, offsets, g_in, config, weights_mode, split)
 
@@ -327,8 +332,8 @@ def _conv_unit(
                 tiles.append(Tile([Load(src, lo, hi, 0, g_in)], [run], store))
         return tiles
 
-    if order == "chunk":
-        tiles = chunk_outer()
+    if order == "chunk" or rows is None:
+        order, tiles = "chunk", chunk_outer()
     else:
         tiles = band_outer()
         if order == "auto":
