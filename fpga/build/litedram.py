@@ -57,6 +57,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from fpga.build import corecache
+from fpga.build.corecache import package_version
 from fpga.spec.boards import INIT_CPU, INIT_CPU_VARIANT, Board, DramPart, get_board
 from fpga.spec.errors import UserError, run_cli
 
@@ -293,11 +295,7 @@ def missing_tools(sim: bool = False, cpu: str | None = None) -> str | None:
     return None
 
 
-def _version(package: str) -> str:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return "missing"
+_version = package_version  # a module name of its own: the tests stand in another
 
 
 def generator_options(yaml_text: str) -> tuple[str, ...]:
@@ -315,29 +313,12 @@ def cache_key(yaml_text: str, sim: bool) -> str:
 
 
 def cache_root() -> Path:
-    root = os.environ.get("SQUEEZEFPGA_CACHE") or Path.home() / ".cache" / "squeezefpga"
-    return Path(root) / "litedram"
-
-
-_PORT_RE = re.compile(
-    r"^\s*(input|output|inout)\s+(?:wire|reg)\s+(?:\[(\d+):(\d+)\]\s+)?(\w+)\s*,?\s*$"
-)
+    return corecache.cache_root("litedram")
 
 
 def parse_ports(verilog: str, module: str = CORE_NAME) -> dict:
     """Top-level ports of ``module``: ``{name: (direction, width)}`` from its ANSI header."""
-    start = verilog.find(f"module {module} (")
-    if start < 0:
-        raise LiteDRAMError(f"no `module {module}` in the generated Verilog")
-    header = verilog[start : verilog.index(");", start)]
-    ports = {}
-    for line in header.splitlines()[1:]:
-        match = _PORT_RE.match(line)
-        if match:
-            direction, msb, lsb, name = match.groups()
-            width = int(msb) - int(lsb) + 1 if msb is not None else 1
-            ports[name] = (direction, width)
-    return ports
+    return corecache.parse_ports(verilog, module, LiteDRAMError)
 
 
 def native_port(ports: dict, name: str = "native_0") -> NativePort:
@@ -506,11 +487,7 @@ def generate(board: Board | str, sim: bool = False) -> GeneratedCore:
                 "generation_seconds": round(seconds, 3),
             }
             (staging / "manifest.json").write_text(json.dumps(info, indent=2) + "\n")
-            try:
-                staging.rename(target)  # atomic: readers see no entry or a whole one
-            except OSError:
-                if not manifest.exists():  # not a concurrent writer's finished entry
-                    raise
+            corecache.publish(staging, target)  # atomic: readers see no entry or a whole one
     info = json.loads(manifest.read_text())
     return GeneratedCore(
         board=board.name,

@@ -27,6 +27,36 @@ class DramPart:
     controller_clock_mhz: float  # LiteDRAM's sys clock = the native user port's clock
 
 
+@dataclass(frozen=True)
+class EthernetPort:
+    """The board's Ethernet PHY and the UDP endpoint its SoC serves, as LiteEth's generator needs
+    them (``fpga.build.liteeth``). ``ip_address``: the board's default address
+    (``fpga.build --ip`` gives another; the MAC address follows it, :func:`mac_address`);
+    ``udp_port``: the port the board listens on and the host's port it answers."""
+
+    phy: str  # LiteEth PHY class (liteeth.phy), e.g. "LiteEthPHYMII"
+    chip: str  # the PHY chip on the board, e.g. "TI DP83848"
+    rate_mbps: int  # the line rate
+    ip_address: str
+    udp_port: int
+
+
+#: LiteX's MAC prefix (its targets' default 10:e2:d5:00:00:00), the low 24 bits from the address
+MAC_PREFIX = 0x10E2D5000000
+
+
+def mac_address(ip_address: str) -> int:
+    """The MAC address of a board at ``ip_address`` (dotted quad): :data:`MAC_PREFIX` with the
+    address's last three bytes, so boards on one network at different addresses differ."""
+    low = int.from_bytes(bytes(int(part) for part in ip_address.split(".")[1:]), "big")
+    return MAC_PREFIX | low
+
+
+#: the 10/100 Ethernet on both Arty A7 variants: a DP83848 on MII, its 25 MHz reference clock
+#: driven by the FPGA (``eth_ref_clk``, pin G18)
+_ARTY_ETHERNET = EthernetPort("LiteEthPHYMII", "TI DP83848", 100, "192.168.1.50", 2000)
+
+
 #: the ULX3S's fabric clock: the ECP5 PLL's output from the 25 MHz oscillator (hw.board.pll), below
 #: the resident SoC's measured nextpnr Fmax (docs/build.md)
 _ULX3S_MHZ = 40.0
@@ -82,6 +112,8 @@ class Board:
     #: ``config`` yet, because its build does not meet the board's clocks (docs/build.md);
     #: None: ``config`` is that config
     max_config: AcceleratorConfig | None = None
+    #: the Ethernet PHY and UDP endpoint (``fpga.build.liteeth``), or None: no Ethernet
+    ethernet: EthernetPort | None = None
 
     @property
     def spending_config(self) -> AcceleratorConfig:
@@ -144,6 +176,7 @@ BOARDS = {
             # the DDR3 core and its SERV init CPU, fits the 35T (Yosys fit, docs/build.md "35T fit")
             ARTY35_CONFIG,
             _ARTY_DDR3,
+            ethernet=_ARTY_ETHERNET,
         ),
         Board(
             "arty_a7_100",
@@ -159,6 +192,7 @@ BOARDS = {
             # requantizers', the ADD's and 188 PEs'; 68 PEs multiply in fabric (docs/build.md)
             WIDE_CONFIG,
             _ARTY_DDR3,
+            ethernet=_ARTY_ETHERNET,
         ),
         Board(
             "ulx3s",
