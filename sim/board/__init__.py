@@ -17,12 +17,15 @@ streamed-mode board (no DRAM: IDENTIFY reports ``dram_bytes`` 0), smaller and fa
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 from fpga.spec.config import DEFAULT_CONFIG, AcceleratorConfig
@@ -112,7 +115,8 @@ def build(
         kwargs["memory"] = ExternalMemory.from_core(core)
         extra_sources.append(core.verilog)
     soc = SoC(config, link="stream", baud=baud, **kwargs)
-    source = verilog.convert(soc, name="soc", emit_src=False)
+    with _interrupts_deferred():  # Yosys runs in-process (wasmtime): no Ctrl-C inside it
+        source = verilog.convert(soc, name="soc", emit_src=False)
     digest = cache_key(source, tuple(path.read_text() for path in extra_sources))
     out = cache_dir() / digest
     binary = out / "simboard"
@@ -145,7 +149,11 @@ def build(
             file=sys.stderr,
             flush=True,
         )
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    try:
+        result = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    except BaseException:  # Ctrl-C: no half-built directory left in the cache
+        shutil.rmtree(work, ignore_errors=True)
+        raise
     if result.returncode != 0 or not (work / "simboard").exists():
         log = work / "build.log"
         log.write_text(result.stdout + result.stderr)
@@ -155,6 +163,22 @@ def build(
     os.replace(work / "simboard", binary)
     shutil.rmtree(work, ignore_errors=True)
     return binary
+
+
+@contextlib.contextmanager
+def _interrupts_deferred():
+    """SIGINT held back in this block and delivered (KeyboardInterrupt) as it ends: amaranth's
+    Verilog conversion runs Yosys in-process under wasmtime, and a KeyboardInterrupt raised
+    inside it could leave the process to crash at exit (a CI run saw Ctrl-C end a batch with
+    SIGSEGV instead of exit 130). Only the main thread can hold signals back."""
+    main = threading.current_thread() is threading.main_thread()
+    if main:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        if main:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def main(argv: list[str] | None = None) -> int:
