@@ -12,6 +12,8 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 
@@ -49,6 +51,30 @@ def parse_ports(verilog: str, module: str, error: type[Exception] = ValueError) 
             width = int(msb) - int(lsb) + 1 if msb is not None else 1
             ports[name] = (direction, width)
     return ports
+
+
+def run_generator(
+    package: str,
+    yaml_text: str,
+    workdir: Path,
+    core_name: str,
+    options: tuple[str, ...] = (),
+    env: dict | None = None,
+    error: type[Exception] = RuntimeError,
+) -> Path:
+    """Run ``python -m <package>.gen core.yml --output-dir out --name <core_name> <options>`` on
+    ``yaml_text`` in ``workdir`` (its output in ``<package>_gen.log`` there); returns the
+    generated Verilog, else raises ``error`` with the output's last lines."""
+    (workdir / "core.yml").write_text(yaml_text)
+    command = [sys.executable, "-m", f"{package}.gen", "core.yml", "--output-dir", "out",
+               "--name", core_name, *options]  # fmt: skip
+    result = subprocess.run(command, cwd=workdir, capture_output=True, text=True, env=env)
+    (workdir / f"{package}_gen.log").write_text(result.stdout + result.stderr)
+    verilog = workdir / "out" / "gateware" / f"{core_name}.v"
+    if result.returncode or not verilog.exists():
+        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
+        raise error(f"{package}_gen failed (exit {result.returncode}):\n{tail}")
+    return verilog
 
 
 def publish(staging: Path, target: Path) -> None:

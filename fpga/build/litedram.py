@@ -50,7 +50,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -371,18 +370,11 @@ def tcl_sources(tcl: str) -> list[str]:
 
 def _run_generator(yaml_text: str, sim: bool, workdir: Path) -> Path:
     """Run ``python -m litedram.gen`` on ``yaml_text`` in ``workdir``; returns the Verilog path."""
-    (workdir / "core.yml").write_text(yaml_text)
-    command = [sys.executable, "-m", "litedram.gen", "core.yml", "--output-dir", "out",
-               "--name", CORE_NAME, *(["--sim"] if sim else []),
-               *generator_options(yaml_text)]  # fmt: skip
+    options = (*(["--sim"] if sim else []), *generator_options(yaml_text))
     env = {**os.environ, "PATH": tool_path()}
-    result = subprocess.run(command, cwd=workdir, capture_output=True, text=True, env=env)
-    (workdir / "litedram_gen.log").write_text(result.stdout + result.stderr)
-    verilog = workdir / "out" / "gateware" / f"{CORE_NAME}.v"
-    if result.returncode or not verilog.exists():
-        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
-        raise LiteDRAMError(f"litedram_gen failed (exit {result.returncode}):\n{tail}")
-    return verilog
+    return corecache.run_generator(
+        "litedram", yaml_text, workdir, CORE_NAME, options, env, LiteDRAMError
+    )
 
 
 def _extra_files(generated: Path) -> list[Path]:

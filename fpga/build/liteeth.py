@@ -22,7 +22,6 @@ import hashlib
 import importlib.util
 import ipaddress
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,7 +30,7 @@ from pathlib import Path
 
 from fpga.build import corecache
 from fpga.build.corecache import package_version
-from fpga.spec.boards import Board, BoardError, EthernetPort, get_board, mac_address
+from fpga.spec.boards import BOARDS, Board, BoardError, EthernetPort, get_board, mac_address
 from fpga.spec.errors import UserError, run_cli
 
 #: name of the generated Verilog module
@@ -83,15 +82,9 @@ def ethernet_of(board: Board | str) -> tuple[Board, EthernetPort]:
         raise LiteEthError(
             f"board {board.name!r} has no Ethernet in the board registry (fpga.spec.boards); "
             "boards with Ethernet: "
-            + ", ".join(name for name, b in _boards().items() if b.ethernet is not None)
+            + ", ".join(name for name, b in BOARDS.items() if b.ethernet is not None)
         )
     return board, board.ethernet
-
-
-def _boards() -> dict:
-    from fpga.spec.boards import BOARDS
-
-    return BOARDS
 
 
 def check_ip(text: str, option: str = "--ip") -> str:
@@ -179,20 +172,6 @@ def check_contract(ports: dict) -> None:
             )
 
 
-def _run_generator(yaml_text: str, workdir: Path) -> Path:
-    """Run ``python -m liteeth.gen`` on ``yaml_text`` in ``workdir``; returns the Verilog path."""
-    (workdir / "core.yml").write_text(yaml_text)
-    command = [sys.executable, "-m", "liteeth.gen", "core.yml", "--output-dir", "out",
-               "--name", CORE_NAME]  # fmt: skip
-    result = subprocess.run(command, cwd=workdir, capture_output=True, text=True)
-    (workdir / "liteeth_gen.log").write_text(result.stdout + result.stderr)
-    verilog = workdir / "out" / "gateware" / f"{CORE_NAME}.v"
-    if result.returncode or not verilog.exists():
-        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
-        raise LiteEthError(f"liteeth_gen failed (exit {result.returncode}):\n{tail}")
-    return verilog
-
-
 def generate(board: Board | str, ip: str | None = None) -> EthernetCore:
     """Generate (or reuse from the cache) the LiteEth UDP core for ``board`` at ``ip`` (about a
     second; nothing vendor-specific runs)."""
@@ -210,7 +189,9 @@ def generate(board: Board | str, ip: str | None = None) -> EthernetCore:
         started = time.monotonic()
         with tempfile.TemporaryDirectory(prefix=f".{key[:12]}-", dir=target.parent) as work:
             work = Path(work)
-            generated = _run_generator(yaml_text, work)
+            generated = corecache.run_generator(
+                "liteeth", yaml_text, work, CORE_NAME, error=LiteEthError
+            )
             ports = corecache.parse_ports(generated.read_text(), CORE_NAME, LiteEthError)
             check_contract(ports)
             seconds = time.monotonic() - started

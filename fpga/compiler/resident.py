@@ -27,7 +27,6 @@ move the same bytes in the same order.
 from __future__ import annotations
 
 import hashlib
-import struct
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -53,6 +52,7 @@ from fpga.spec.commands import (
 )
 from fpga.spec.config import AcceleratorConfig
 from fpga.spec.layout import (
+    HUFFMAN_HEADER,
     HUFFMAN_HEADER_BYTES,
     BufferSpace,
     decode_huffman_stream,
@@ -651,7 +651,7 @@ def _in_half(const: tuple, base: int) -> tuple:
     space, offset, data = const
     if space == BufferSpace.HUFFMAN_STREAM:
         count, dest = huffman_stream_header(data)
-        return space, offset, struct.pack("<II", count, dest + base) + data[HUFFMAN_HEADER_BYTES:]
+        return space, offset, HUFFMAN_HEADER.pack(count, dest + base) + data[HUFFMAN_HEADER_BYTES:]
     return space, offset + base, data
 
 

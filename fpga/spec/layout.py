@@ -65,7 +65,9 @@ HUFFMAN_MAX_LENGTH = 16  # == fpga.spec.huffman.MAX_LENGTH (checked in pack_huff
 HUFFMAN_LENGTH_BASE = 256
 HUFFMAN_LENGTH_BYTES = 6
 HUFFMAN_TABLE_BYTES = HUFFMAN_LENGTH_BASE + HUFFMAN_MAX_LENGTH * HUFFMAN_LENGTH_BYTES
-HUFFMAN_HEADER_BYTES = 8
+#: a HUFFMAN_STREAM's header: its symbol count and the WEIGHT offset they decode to
+HUFFMAN_HEADER = struct.Struct("<II")
+HUFFMAN_HEADER_BYTES = HUFFMAN_HEADER.size
 #: one output channel's PARAMS record, little-endian, in byte order: (field, numpy type). The
 #: gateware derives its ``data.StructLayout`` from the same table (:func:`params_fields`).
 PARAMS_RECORD = (("bias", "<i4"), ("multiplier", "<u2"), ("shift", "u1"), ("reserved", "u1"))
@@ -402,7 +404,7 @@ def pack_huffman_table(lengths: np.ndarray) -> bytes:
 def pack_huffman_stream(data: bytes, lengths: np.ndarray, dest: int) -> bytes:
     """WEIGHT bytes -> HUFFMAN_STREAM bytes (header + bitstream) decoding to ``dest``."""
     symbols = np.frombuffer(bytes(data), dtype=np.uint8)
-    header = struct.pack("<II", len(symbols), dest)
+    header = HUFFMAN_HEADER.pack(len(symbols), dest)
     return header + huffman.encode(symbols, lengths)
 
 
@@ -414,7 +416,7 @@ def huffman_lengths(data: bytes) -> np.ndarray:
 
 def huffman_stream_header(stream: bytes) -> tuple[int, int]:
     """(symbols, WEIGHT offset they decode to) from a HUFFMAN_STREAM's header."""
-    count, dest = struct.unpack_from("<II", bytes(stream[:HUFFMAN_HEADER_BYTES]))
+    count, dest = HUFFMAN_HEADER.unpack_from(bytes(stream[:HUFFMAN_HEADER_BYTES]))
     return count, dest
 
 
