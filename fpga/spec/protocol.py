@@ -41,8 +41,10 @@ SYNC = b"\xa5\x5a"
 #: RESIDENT_WAIT answers when the run ends; MEM_WRITE/MEM_READ are served while it runs); v6 the
 #: engine's own clock (IDENTIFY engine_clock_hz: engine cycles are counted in it); v7 double
 #: buffering in resident programs (the WAIT command, a RUN's SPLIT/HIGH_* flags:
-#: ``fpga.spec.commands``), which a v6 sequencer refuses, and IDENTIFY's ``features``
-PROTOCOL_VERSION = 7
+#: ``fpga.spec.commands``), which a v6 sequencer refuses, and IDENTIFY's ``features``; v8 the
+#: UDP link (IDENTIFY's ``link`` and ``link_bps``: the link the request came on, see
+#: :class:`LinkKind`; a RUN_RESIDENT with the last run's seq never starts a run again)
+PROTOCOL_VERSION = 8
 MAGIC = b"SQZF"
 RESPONSE_FLAG = 0x80
 #: inter-byte timeout of the device's frame decoder, in clock cycles
@@ -128,8 +130,34 @@ IDENTIFY_RESPONSE = PayloadLayout(
         ("dram_bytes", "I"),  # external memory for resident mode; 0: streamed mode only
         ("engine_clock_hz", "I"),  # the engine's clock (== clock_hz: it runs on the fabric's)
         ("features", "B"),  # Feature bits: what the bitstream has beyond the sizes above
+        ("link", "B"),  # v8: LinkKind of the link this IDENTIFY came on (answered on it)
+        ("link_bps", "I"),  # v8: that link's line rate in bits/s (0: a stream, no line rate)
     ),
 )
+
+
+class LinkKind(enum.IntEnum):
+    """The link a request came on (IDENTIFY ``link``); the device answers on the same one.
+
+    ``STREAM``: a byte stream with no line rate (the simulated board's socket, PCIe);
+    ``UART``: the serial port (``link_bps`` is its baud); ``ETHERNET``: UDP through LiteEth,
+    one frame per datagram (:data:`UDP_MAX_DATAGRAM`), answered to the address and port the
+    datagram came from."""
+
+    STREAM = 0
+    UART = 1
+    ETHERNET = 2
+
+    @property
+    def label(self) -> str:
+        """The name a user sees (``--link``, ``--json``'s ``link_kind``)."""
+        return self.name.lower()
+
+
+#: the longest UDP payload in one Ethernet frame (1500 - IPv4 20 - UDP 8): a request or response
+#: frame over the UDP link is one datagram, never split, so a board with Ethernet has a frame
+#: buffer no longer than this (``udp_frame_fits``)
+UDP_MAX_DATAGRAM = 1472
 
 
 class Feature(enum.IntFlag):
@@ -210,6 +238,12 @@ def frame_bytes(config: AcceleratorConfig) -> int:
     return max(config.max_payload, RESPONSE_STATUS.size + longest) + 8
 
 
+def udp_frame_fits(config: AcceleratorConfig) -> bool:
+    """Whether every frame of a device built for ``config`` fits one UDP datagram (the UDP link
+    needs it: a frame is never split across datagrams)."""
+    return config.max_payload + FRAME_OVERHEAD <= UDP_MAX_DATAGRAM
+
+
 class Opcode(enum.IntEnum):
     IDENTIFY = 0x01
     WRITE = 0x10
@@ -240,6 +274,9 @@ class Status(enum.IntEnum):
     #: RUN_RESIDENT; retry after RESIDENT_WAIT
     BUSY = 9
     BAD_ADDRESS = 10  # v5: RUN_RESIDENT's input or output address inside the committed model
+    #: v8: a UDP request from an IPv4 address other than the host's (the sender of the first
+    #: valid frame since reset; an IDENTIFY makes its sender the host): nothing was done
+    NOT_PEER = 11
 
 
 class DramState(enum.IntEnum):
@@ -387,9 +424,20 @@ def _whole_hz(name: str, mhz: float) -> int:
     return hz
 
 
-def identify_fields(config: AcceleratorConfig, baud: int = 0, dram_bytes: int = 0) -> dict:
+def identify_fields(
+    config: AcceleratorConfig,
+    baud: int = 0,
+    dram_bytes: int = 0,
+    link: LinkKind | None = None,
+    link_bps: int | None = None,
+) -> dict:
     """IDENTIFY's fields for a bitstream built for ``config`` (``baud`` 0: not a UART link;
-    ``dram_bytes`` 0: no external memory, streamed mode only)."""
+    ``dram_bytes`` 0: no external memory, streamed mode only), answered on ``link`` at
+    ``link_bps`` (by default the UART at ``baud`` if there is one, else a stream)."""
+    if link is None:
+        link = LinkKind.UART if baud else LinkKind.STREAM
+    if link_bps is None:
+        link_bps = baud if link == LinkKind.UART else 0
     return {
         "magic": MAGIC,
         "version": PROTOCOL_VERSION,
@@ -407,12 +455,17 @@ def identify_fields(config: AcceleratorConfig, baud: int = 0, dram_bytes: int = 
         "dram_bytes": dram_bytes,
         "engine_clock_hz": engine_clock_hz(config),
         "features": int(features(config)),
+        "link": int(link),
+        "link_bps": link_bps,
     }
 
 
-def identify_payload(config: AcceleratorConfig, baud: int = 0, dram_bytes: int = 0) -> bytes:
-    """What the device answers to IDENTIFY (after the status byte)."""
-    return IDENTIFY_RESPONSE.pack(**identify_fields(config, baud, dram_bytes))
+def identify_payload(
+    config: AcceleratorConfig, baud: int = 0, dram_bytes: int = 0, **link
+) -> bytes:
+    """What the device answers to IDENTIFY (after the status byte); ``link``: as
+    :func:`identify_fields`'s ``link``/``link_bps``."""
+    return IDENTIFY_RESPONSE.pack(**identify_fields(config, baud, dram_bytes, **link))
 
 
 @dataclass(frozen=True)
@@ -433,6 +486,8 @@ class DeviceInfo:
     dram_bytes: int
     engine_clock_hz: int
     features: int = 0
+    link: int = LinkKind.STREAM
+    link_bps: int = 0
 
     @classmethod
     def parse(cls, payload: bytes) -> DeviceInfo:
@@ -441,6 +496,11 @@ class DeviceInfo:
         fields = IDENTIFY_RESPONSE.unpack(payload)
         fields["fingerprint"] = fields["fingerprint"].hex()
         return cls(**fields)
+
+    @property
+    def link_kind(self) -> LinkKind:
+        """The link the device answered on."""
+        return LinkKind(self.link)
 
     def config(self) -> AcceleratorConfig:
         """The full configuration the bitstream was built for (including its clock)."""
