@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -41,13 +42,17 @@ def run_group(command: list[str]) -> subprocess.CompletedProcess:
     (LiteDRAM's generator, Verilator, make, the C++ compiler) never outlive an interrupted host,
     whether the SIGINT came from a terminal (to every process of the foreground group) or to
     this process alone."""
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        out, _ = process.communicate()
-    except BaseException:
-        kill_group(process)
-        raise
-    return subprocess.CompletedProcess(command, process.returncode, out)
+    # stdout into a file, not a pipe: Ctrl-C then lands in waitpid(), never inside a half-done
+    # read of a pipe (a CI run saw an interrupted CLI end with SIGSEGV after its exit 130)
+    with tempfile.TemporaryFile("w+") as out:
+        process = subprocess.Popen(command, stdout=out, text=True, start_new_session=True)
+        try:
+            process.wait()
+        except BaseException:
+            kill_group(process)
+            raise
+        out.seek(0)
+        return subprocess.CompletedProcess(command, process.returncode, out.read())
 
 
 def kill_group(process: subprocess.Popen) -> None:

@@ -153,7 +153,8 @@ def start_cli(args: argparse.Namespace) -> subprocess.Popen:
     if args.csv:
         argv += ["--csv", args.csv]
     return subprocess.Popen(
-        [sys.executable, "-u", "-m", "host.infer", *argv],
+        # faulthandler: a crash (a CI run once saw SIGSEGV after "interrupted") shows its stack
+        [sys.executable, "-X", "faulthandler", "-u", "-m", "host.infer", *argv],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
