@@ -31,7 +31,8 @@ def frame_signature(depth: int, head_bytes: int, block_bytes: int = 1) -> wiring
     ``send_header``, the response payload in the buffer from address 0 by the cycle after
     ``send`` (the buffer is still the decoder's in that cycle). The codec then holds the
     response's header in ``header``. ``timeout`` (inside a frame, no byte for the timeout) and
-    ``framing_error`` (a length above the maximum payload): the frame is dropped, in that cycle.
+    ``framing_error`` (a length above the maximum payload, or ``abort``): the frame is dropped,
+    in that cycle.
     """
     return wiring.Signature(
         {
@@ -73,6 +74,9 @@ class FrameCodec(wiring.Component):
             {
                 "i": In(stream.Signature(8)),
                 "o": Out(stream.Signature(8)),
+                # the byte stream's unit of delivery ended mid-frame (a UDP datagram, see
+                # hw.soc.link.udp): the frame is dropped as a framing error
+                "abort": In(1),
                 "idle": Out(1),
                 "frames": Out(frame_signature(depth, head_bytes, block_bytes)),
             }
@@ -195,6 +199,9 @@ class FrameCodec(wiring.Component):
         if checked:
             m.d.comb += [frame_crc.data.eq(self.i.payload), frame_crc.valid.eq(rx_fire)]
         with m.If(self.frames.timeout):
+            m.next = "SYNC0"
+        with m.Elif(self.abort):
+            m.d.comb += self.frames.framing_error.eq(1)
             m.next = "SYNC0"
 
     def _take_response(self, m):

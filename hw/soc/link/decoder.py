@@ -31,6 +31,7 @@ from fpga.spec.protocol import (
     RUN_RESPONSE,
     STATUS_RESPONSE,
     WRITE_REQUEST,
+    LinkKind,
     Opcode,
     Status,
     identify_fields,
@@ -71,17 +72,39 @@ def engine_ports(config: AcceleratorConfig) -> dict:
 class CommandDecoder(wiring.Component):
     """Executes the frames of ``frames`` (:func:`hw.soc.link.codec.frame_signature`) on the engine
     (:func:`engine_ports`) and, with ``dram_bytes``, the resident model state (``model``:
-    :func:`hw.soc.link.model.resident_signature`); answers each in the frame buffer."""
+    :func:`hw.soc.link.model.resident_signature`); answers each in the frame buffer.
 
-    def __init__(self, config: AcceleratorConfig, depth: int, baud: int = 0, dram_bytes: int = 0):
+    ``links``: the line rate (bits/s, 0 for none) of each :class:`LinkKind` the SoC serves; with
+    more than one, ``link`` says which one the frame came on (IDENTIFY reports it). With
+    ``LinkKind.ETHERNET``, a UDP frame (``link``) from a sender other than the host
+    (``peer_ok`` low, see ``hw.soc.link.udp``) is answered NOT_PEER, unless it is an IDENTIFY;
+    ``learn`` makes the frame's sender the host (a served UDP frame)."""
+
+    def __init__(
+        self,
+        config: AcceleratorConfig,
+        depth: int,
+        baud: int = 0,
+        dram_bytes: int = 0,
+        links: dict | None = None,
+    ):
         self.config = config
         self.baud = baud
         self.dram_bytes = dram_bytes
+        self.links = links or {LinkKind.UART if baud else LinkKind.STREAM: baud}
         block = transfer_bytes(config)
         ports = {"frames": In(frame_signature(depth, REQUEST_BYTES, block)), **engine_ports(config)}
         if dram_bytes:
             ports["model"] = Out(resident_signature(depth, block))
+        if len(self.links) > 1:
+            ports["link"] = In(LinkKind)
+        if LinkKind.ETHERNET in self.links:
+            ports["peer_ok"] = In(1)
+            ports["learn"] = Out(1)
         super().__init__(ports)
+        #: a RUN_RESIDENT with the last started run's seq replays it (answered, not run again);
+        #: cleared by IDENTIFY (a new host session) and MODEL_COMMIT
+        self._replay = Signal()
         self._status = Signal(8)  # the response's status byte
         self._counters = Signal(struct_layout(STATUS_RESPONSE, LINK_COUNTERS))
         self._index = Signal(16)  # WRITE's payload byte, READ's engine read
@@ -194,11 +217,20 @@ class CommandDecoder(wiring.Component):
 
     def _responses(self, m) -> dict:
         """Opcode -> the value of its response layout (what FILL writes after the status)."""
-        identify = struct_layout(IDENTIFY_RESPONSE).const(
-            IDENTIFY_RESPONSE.gateware_values(
-                **identify_fields(self.config, self.baud, self.dram_bytes)
-            )
+        fields = identify_fields(self.config, self.baud, self.dram_bytes)
+        identify = Signal(struct_layout(IDENTIFY_RESPONSE))
+        m.d.comb += identify.eq(
+            struct_layout(IDENTIFY_RESPONSE).const(IDENTIFY_RESPONSE.gateware_values(**fields))
         )
+        kinds = list(self.links)
+        if len(kinds) == 1:
+            m.d.comb += [identify.link.eq(kinds[0]), identify.link_bps.eq(self.links[kinds[0]])]
+        else:
+            m.d.comb += identify.link.eq(self.link)
+            with m.Switch(self.link):
+                for kind in kinds:
+                    with m.Case(kind):
+                        m.d.comb += identify.link_bps.eq(self.links[kind])
         status = Signal(struct_layout(STATUS_RESPONSE))  # the counters, the model's state
         for name in LINK_COUNTERS:
             m.d.comb += getattr(status, name).eq(getattr(self._counters, name))
@@ -258,9 +290,18 @@ class CommandDecoder(wiring.Component):
         cfg, counters, header = self.config, self._counters, self.frames.header
         index, pending_reads = self._index, self._pending_reads
         read_request = request_view(READ_REQUEST, self.frames.head)
+        identify = header.opcode == Opcode.IDENTIFY
+        if LinkKind.ETHERNET in self.links:
+            udp = self.link == LinkKind.ETHERNET
+            not_peer = udp & ~self.peer_ok & ~identify
+            m.d.comb += self.learn.eq(udp & self.frames.crc_ok & ~not_peer)
+        else:
+            not_peer = 0
         with m.If(~self.frames.crc_ok):
             self._count(m, counters.crc_errors)
             self._respond(m, Status.BAD_CRC)
+        with m.Elif(not_peer):
+            self._respond(m, Status.NOT_PEER)
         with m.Elif(self._refused_busy()):
             self._count(m, counters.frames_ok)
             self._respond(m, Status.BUSY)
@@ -268,6 +309,8 @@ class CommandDecoder(wiring.Component):
             self._count(m, counters.frames_ok)
             with m.Switch(header.opcode):
                 with m.Case(Opcode.IDENTIFY, Opcode.STATUS):
+                    with m.If(identify):
+                        m.d.sync += self._replay.eq(0)
                     self._fill(m, Status.OK)
                 with m.Case(Opcode.CLEAR):
                     m.d.sync += [
@@ -335,13 +378,16 @@ class CommandDecoder(wiring.Component):
                         self._respond(m, Status.BAD_LENGTH)
                     with m.Else():
                         m.d.comb += model.commit.eq(1)
+                        m.d.sync += self._replay.eq(0)
                         m.next = "TRANSFER"
                 with m.Case(Opcode.RUN_RESIDENT):
                     with m.If(header.length != RESIDENT_RUN_REQUEST.size):
                         self._respond(m, Status.BAD_LENGTH)
                     with m.Elif(model.status.model_loaded == 0):
                         self._respond(m, Status.NO_MODEL)
-                    with m.Elif(model.running):  # the replay of the running one's request
+                    with m.Elif(model.running | (self._replay & (header.seq == model.run_seq))):
+                        # the replay of the last run's request (running: _refused_busy let
+                        # only that one through): answered, never run twice
                         self._respond(m, Status.OK)
                     with m.Elif((run.input_addr < model_end) | (run.output_addr < model_end)):
                         self._respond(m, Status.BAD_ADDRESS)
@@ -376,6 +422,7 @@ class CommandDecoder(wiring.Component):
                         self._respond(m, Mux(failed, Status.DEVICE_ERROR, Status.OK))
         with m.State("SEQ_START"):  # the run goes on alone; RESIDENT_WAIT answers its end
             m.d.comb += model.start.eq(1)
+            m.d.sync += self._replay.eq(1)
             self._respond(m, Status.OK)
         with m.State("PROGRAM_WAIT"):
             with m.If(~model.running):
