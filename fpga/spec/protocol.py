@@ -530,3 +530,40 @@ def parse_status(payload: bytes) -> dict:
     fields = STATUS_RESPONSE.unpack(payload)
     fields["model_fingerprint"] = fields["model_fingerprint"].hex()
     return fields
+
+
+# -- link time -----------------------------------------------------------------------------------
+#: bits a UART sends per byte: 8N1, a start and a stop bit around the eight data bits
+UART_BITS_PER_BYTE = 10
+#: bytes Ethernet adds to every datagram on the wire: preamble and SFD 8, MAC header 14, FCS 4,
+#: inter-frame gap 12, IPv4 header 20, UDP header 8 (a frame's datagram shorter than 18 bytes is
+#: also padded to Ethernet's 64-byte minimum: at most 8 bytes more for the status-only
+#: answers, left out)
+ETHERNET_DATAGRAM_OVERHEAD = 8 + 14 + 4 + 12 + 20 + 8
+
+
+@dataclass(frozen=True)
+class LinkRate:
+    """A link with a line rate: its :class:`LinkKind` (UART or ETHERNET) and ``bps`` bits/s."""
+
+    kind: LinkKind
+    bps: int
+
+    def __post_init__(self):
+        if self.kind == LinkKind.STREAM or self.bps <= 0:
+            raise ValueError(f"{self.kind.label} at {self.bps} bits/s has no line rate")
+
+    def seconds(self, link_bytes: int, frames: int) -> float:
+        """Seconds the link needs for ``frames`` frames of ``link_bytes`` bytes in all (sync to
+        CRC, both directions added up, as the two directions of a half-duplex line): a UART
+        sends :data:`UART_BITS_PER_BYTE` bits a byte; Ethernet 8, plus
+        :data:`ETHERNET_DATAGRAM_OVERHEAD` bytes per frame (one frame per datagram)."""
+        if self.kind == LinkKind.UART:
+            return link_bytes * UART_BITS_PER_BYTE / self.bps
+        return (link_bytes + frames * ETHERNET_DATAGRAM_OVERHEAD) * 8 / self.bps
+
+    def describe(self) -> str:
+        """``a 12 Mbaud UART`` / ``100 Mbit/s Ethernet``."""
+        if self.kind == LinkKind.UART:
+            return f"a {self.bps / 1e6:g} Mbaud UART"
+        return f"{self.bps / 1e6:g} Mbit/s Ethernet"
