@@ -133,6 +133,10 @@ FINAL_STATUSES = frozenset(
 #: busy across the host's round trip, few enough for the few datagrams LiteEth buffers in front
 #: of the device (one more is dropped, and resent)
 UDP_WINDOW = 4
+#: how far the seqs in flight may spread: a frame resent many times holds back new frames once
+#: the next seq is this far past its own, so two frames in flight never share a seq, and an
+#: answer is never taken for a request 256 seqs later (seq is u8)
+SEQ_SPAN = 128
 
 
 class RetransmitTimer:
@@ -164,6 +168,7 @@ class _InFlight:
     """A request frame sent over a datagram link and not yet answered."""
 
     index: int  # its place among the requests of one exchange
+    seq: int
     frame: bytes
     sent_at: float = 0.0
     deadline: float = 0.0
@@ -386,10 +391,16 @@ class Device:
             item.sent_at = self.clock()
             item.deadline = item.sent_at + (timeout or self.timer.rto)
 
+        def room() -> bool:
+            if sent == len(payloads) or len(flight) >= self.window:
+                return False
+            oldest = min(flight.values(), key=lambda item: item.index, default=None)
+            return oldest is None or (self.seq + 2 - oldest.seq) & 0xFF < SEQ_SPAN
+
         while answered < len(payloads):
-            while sent < len(payloads) and len(flight) < self.window:
+            while room():
                 seq = self._next_seq(opcode)
-                flight[seq] = _InFlight(sent, encode_frame(seq, opcode, payloads[sent]))
+                flight[seq] = _InFlight(sent, seq, encode_frame(seq, opcode, payloads[sent]))
                 send(flight[seq])
                 sent += 1
             response = self._receive(min(item.deadline for item in flight.values()))
