@@ -423,3 +423,20 @@ def test_the_cli_exits_1_with_one_line_for_a_dead_board(silent, tmp_path, capsys
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: no answer from the board at {url}")
     assert received() == [Opcode.IDENTIFY] * Device.CONTACT_ATTEMPTS
+
+
+def test_the_simulated_board_on_ethernet_is_started_and_reached_over_udp(tmp_path):
+    """BoardProcess(link="ethernet") starts the binary with --ethernet and reads "UDP <port>"."""
+    from host.simulated import BoardProcess, SimulatedBoardError
+
+    binary = tmp_path / "simboard"
+    binary.write_text(
+        '#!/bin/sh\nif [ "$2" = --ethernet ]; then echo "UDP 4321"; else echo "PORT 1234"; fi\n'
+    )
+    binary.chmod(0o755)
+    with BoardProcess(binary, "ethernet") as board:
+        assert board.url == "udp://127.0.0.1:4321"
+    with BoardProcess(binary) as board:
+        assert board.url == "socket://127.0.0.1:1234"
+    with pytest.raises(SimulatedBoardError, match="unknown link 'pcie'"):
+        BoardProcess(binary, "pcie")
