@@ -17,6 +17,7 @@ tests/e2e's (it needs the Ethernet harness).
 from __future__ import annotations
 
 import contextlib
+import json
 import random
 import select
 import socket
@@ -28,6 +29,7 @@ import numpy as np
 import pytest
 
 from fpga.spec.commands import SLOTS
+from fpga.spec.image import bundled_photos
 from fpga.spec.protocol import (
     ETHERNET_DATAGRAM_OVERHEAD,
     FRAME_OVERHEAD,
@@ -46,7 +48,7 @@ from fpga.spec.protocol import (
 from host.driver import UDP_WINDOW, Device, LinkError, NotPeer, RetransmitTimer
 from host.transport import TransportError, UdpTransport
 from tests.netem import LossyProxy
-from tests.test_resident_host import SIZE, FakeResidentBoard, small, three  # noqa: F401
+from tests.test_resident_host import FakeResidentBoard, small, sqz_model, three  # noqa: F401
 
 ETHERNET_BPS = 100_000_000
 
@@ -440,3 +442,38 @@ def test_the_simulated_board_on_ethernet_is_started_and_reached_over_udp(tmp_pat
         assert board.url == "socket://127.0.0.1:1234"
     with pytest.raises(SimulatedBoardError, match="unknown link 'pcie'"):
         BoardProcess(binary, "pcie")
+
+
+def test_udp_urls_take_what_they_leave_out_from_the_board_registry():
+    from fpga.spec.boards import BOARDS
+    from host.transport import udp_address
+
+    arty = BOARDS["arty_a7"].ethernet
+    assert udp_address("udp://") == (arty.ip_address, arty.udp_port) == ("192.168.1.50", 2000)
+    assert udp_address("udp://", "arty_a7_100") == ("192.168.1.50", 2000)
+    assert udp_address("udp://10.0.0.7") == ("10.0.0.7", 2000)
+    assert udp_address("udp://localhost:4000") == ("127.0.0.1", 4000)
+
+
+def test_infer_cli_over_udp_predicts_over_the_boards_ethernet(board, sqz_model, capsys):  # noqa: F811
+    from host.classify import predicted_images_per_s
+    from host.infer import main
+
+    photos = [str(p) for p in bundled_photos()[:2]]
+    argv = [*photos, "--model", str(sqz_model), "--device", board.url, "--no-progress"]
+    assert main([*argv, "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert all(r["mode"] == "resident" and r["golden_match"] for r in results)
+    for r in results:
+        link = (r["link_kind"], r["link_bps"], r["device_link"])
+        assert link == ("ethernet", ETHERNET_BPS, "ethernet")
+        seconds = LinkRate(LinkKind.ETHERNET, ETHERNET_BPS).seconds(
+            r["link_bytes"], r["link_frames"]
+        )
+        assert seconds > r["link_bytes"] * 8 / ETHERNET_BPS  # each datagram's overhead counts
+        assert r["predicted_images_per_s"] == predicted_images_per_s(
+            r["cycles"], r["clock_hz"], seconds, overlap=True
+        )
+    assert len(board.starts) == len(photos)
+    main(argv)  # the text report names the link
+    assert "over 100 Mbit/s Ethernet" in capsys.readouterr().out
