@@ -52,6 +52,7 @@ from fpga.spec.protocol import (
     RESPONSE_FLAG,
     RESPONSE_STATUS,
     RUN_RESPONSE,
+    UDP_MAX_DATAGRAM,
     WRITE_REQUEST,
     DeviceInfo,
     DramState,
@@ -279,8 +280,10 @@ class Device:
             left = deadline - self.clock()
             if left <= 0 and late_budget <= 0:
                 return None
-            # read no further than this frame: what follows is left in the transport
-            data = self.transport.read(self.parser.needed(), min(max(left, 0.0), 0.5))
+            # read no further than this frame: what follows is left in the transport (a datagram
+            # link hands out whole frames: take the next one at once)
+            size = max(self.parser.needed(), UDP_MAX_DATAGRAM if self.datagrams else 0)
+            data = self.transport.read(size, min(max(left, 0.0), 0.5))
             if left <= 0:
                 if not data:
                     return None
