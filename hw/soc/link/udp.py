@@ -18,7 +18,7 @@ the link (:class:`hw.soc.link.LinkController`):
 
 from __future__ import annotations
 
-from amaranth import Module, Signal
+from amaranth import Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -80,20 +80,24 @@ class UdpAdapter(wiring.Component):
         with m.If(self.learn):
             m.d.sync += [peer.eq(sender_ip), locked.eq(1)]
 
-        sent = Signal(16)  # bytes of the response sent
-        last = sent == self.tx_length - 1
+        # the response's bytes through one register: the core's datagram path starts at
+        # flip-flops, not at the end of the link's read of its frame buffer
+        sent = Signal(16)  # bytes of the response taken
+        full, data, ends = Signal(), Signal(8), Signal()
         m.d.comb += [
-            send.valid.eq(self.tx.valid),
-            send.data.eq(self.tx.payload),
-            send.last.eq(last),
+            self.tx.ready.eq(~full | send.ready),
+            send.valid.eq(full),
+            send.data.eq(data),
+            send.last.eq(ends),
             send.ip_address.eq(sender_ip),
             send.dst_port.eq(sender_port),
             send.src_port.eq(self.udp_port),
             send.length.eq(self.tx_length),
-            self.tx.ready.eq(send.ready),
         ]
-        with m.If(send.valid & send.ready):
-            m.d.sync += sent.eq(sent + 1)
-            with m.If(last):
-                m.d.sync += sent.eq(0)
+        with m.If(self.tx.valid & self.tx.ready):
+            last = sent == self.tx_length - 1
+            m.d.sync += [full.eq(1), data.eq(self.tx.payload), ends.eq(last)]
+            m.d.sync += sent.eq(Mux(last, 0, sent + 1))
+        with m.Elif(send.ready):
+            m.d.sync += full.eq(0)
         return m
