@@ -141,8 +141,8 @@ class LinkKind(enum.IntEnum):
 
     ``STREAM``: a byte stream with no line rate (the simulated board's socket, PCIe);
     ``UART``: the serial port (``link_bps`` is its baud); ``ETHERNET``: UDP through LiteEth,
-    one frame per datagram (:data:`UDP_MAX_DATAGRAM`), answered to the address and port the
-    datagram came from."""
+    one frame per datagram (:data:`UDP_MAX_DATAGRAM`), answered to the address the datagram
+    came from at the board's UDP port (LiteEth's raw port routes by it: the host binds it)."""
 
     STREAM = 0
     UART = 1

@@ -96,9 +96,11 @@ def serve(datagrams, stream=b"", seed=1):
 
 
 def answer(datagram):
-    """The response frame a sent datagram carries (exactly one, filling it)."""
-    destination, source_port, length, data = datagram
-    assert source_port == UDP_PORT and length == len(data)
+    """The response frame a sent datagram carries (exactly one, filling it), and the sender it
+    goes to (at the board's port, which the host binds)."""
+    (ip, port), source_port, length, data = datagram
+    assert port == source_port == UDP_PORT and length == len(data)
+    destination = next(host for host in (HOST, OTHER) if host[0] == ip)
     frame = decode_frame(data)
     assert len(data) == FRAME_OVERHEAD + len(frame.payload)
     return destination, frame
