@@ -135,10 +135,13 @@ def build(
         kwargs["ethernet"] = EthernetInterface.from_core(eth)
         extra_sources += [eth.verilog, FDPE_MODEL]
         ip = int.from_bytes(bytes(int(part) for part in eth.ip_address.split(".")), "big")
+        # the harness's network (ethernet.h): the device's address, and the port a host's
+        # datagrams seem to come from (the board answers that port: the host binds it)
         defines = [
             "-CFLAGS",
-            f"-DSIM_ETHERNET=1 -DDEVICE_IP=0x{ip:08x}u -DDEVICE_MAC=0x{eth.mac_address:012x}ull "
-            f"-DDEVICE_PORT={eth.udp_port}",
+            f"-DSIM_ETHERNET=1 -DSIMETH_DEVICE_IP=0x{ip:08x}u "
+            f"-DSIMETH_DEVICE_MAC=0x{eth.mac_address:012x}ull "
+            f"-DSIMETH_DEVICE_PORT={eth.udp_port} -DSIMETH_HOST_PORT={eth.udp_port}",
         ]
     soc = SoC(config, link="stream", baud=baud, **kwargs)
     with _interrupts_deferred():  # Yosys runs in-process (wasmtime): no Ctrl-C inside it

@@ -17,6 +17,7 @@ from fpga.spec.protocol import (
     Status,
     decode_frame,
     encode_frame,
+    identify_payload,
     parse_status,
 )
 from hw.soc.link import LinkController
@@ -122,8 +123,8 @@ def test_each_datagram_is_answered_to_its_sender_as_one_datagram():
         (HOST, 3, Opcode.STATUS | RESPONSE_FLAG),
         (HOST, 4, Opcode.IDENTIFY | RESPONSE_FLAG),
     ]
-    info = DeviceInfo.parse(answers[0][1].payload[1:])
-    assert (info.link_kind, info.link_bps) == (LinkKind.ETHERNET, RATE)
+    identify = identify_payload(SMALL_CONFIG, link=LinkKind.ETHERNET, link_bps=RATE)
+    assert answers[0][1].payload == bytes([Status.OK]) + identify
     assert parse_status(answers[1][1].payload[1:])["frames_ok"] == 2
 
 
