@@ -83,8 +83,8 @@ int main(int argc, char** argv) {
     }
     busy += std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count();
     net->print_stats(stderr);
-    std::fprintf(stderr, "CYCLES %llu SECONDS %.3f ECHOED %u DROPPED %u\n",
-                 (unsigned long long)net->cycles(), busy, top->echoed, top->dropped);
+    std::fprintf(stderr, "CYCLES %llu SECONDS %.3f ECHOED %u DROPPED %u ERRORS %u\n",
+                 (unsigned long long)net->cycles(), busy, top->echoed, top->dropped, top->errors);
     top->final();
     delete top;
     delete net;

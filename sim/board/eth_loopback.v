@@ -30,7 +30,8 @@ module eth_loopback #(
     output wire       eth_mii_mdc,
     output wire       idle,           // nothing buffered or being received
     output reg [31:0] echoed,         // datagrams sent back
-    output reg [31:0] dropped         // datagrams dropped (no room, or error)
+    output reg [31:0] dropped,        // datagrams dropped (no room, or error)
+    output reg [31:0] errors          // of which with `error` set by the core
 );
     localparam DEPTH = 1 << DEPTH_LOG2;
     localparam META = 16;  // datagrams buffered at most
@@ -60,7 +61,8 @@ module eth_loopback #(
     wire [3:0]  mi = meta_rd[3:0];
     wire        have = meta_wr != meta_rd;
     wire [DEPTH_LOG2:0] used = wr - rd;
-    wire        room = (DEPTH - used) >= 2048 && (meta_wr - meta_rd) < META;
+    wire [4:0]  queued = meta_wr - meta_rd;  // (sized: a 32-bit difference would not wrap)
+    wire        room = (DEPTH - used) >= 2048 && queued < META;
     wire        sink_last = sent + 16'd1 == meta_len[mi];
     assign sink_dst_port = have ? meta_src[mi] : LISTEN_PORT;
     assign idle = !have && !receiving;
@@ -105,7 +107,7 @@ module eth_loopback #(
         if (rst) begin
             wr <= 0; wr_commit <= 0; rd <= 0; meta_wr <= 0; meta_rd <= 0;
             receiving <= 0; discarding <= 0; count <= 0; sent <= 0;
-            echoed <= 0; dropped <= 0;
+            echoed <= 0; dropped <= 0; errors <= 0;
         end else begin
             // receive: always ready
             if (src_valid) begin
@@ -124,6 +126,7 @@ module eth_loopback #(
                     if ((receiving ? discarding : !room) || src_error) begin
                         wr <= wr_commit;
                         dropped <= dropped + 1;
+                        if (src_error) errors <= errors + 1;
                     end else begin
                         meta_ip[meta_wr[3:0]]  <= receiving ? cur_ip : src_ip;
                         meta_src[meta_wr[3:0]] <= receiving ? cur_src : src_src_port;
