@@ -18,6 +18,8 @@
 //            bounded (a switch's buffer): a datagram arriving to a full queue is dropped and
 //            counted. Larger than one frame (> 1472 bytes of payload), from another address:
 //            dropped and counted.
+//   capture  Config::pcap names a file that gets every frame both ways (Wireshark reads it;
+//            time stamps are simulated time).
 //   host port translation (Config::host_port != 0)
 //            LiteEth's raw UDP port routes a received datagram to the user port only if its
 //            destination port equals the port's sink_dst_port, the same signal that names the
@@ -134,6 +136,7 @@ struct Config {
     unsigned poll_interval = 1024;         // system cycles between two socket polls (power of 2)
     unsigned gap_nibbles = 24;             // inter-frame gap (96 bit times = 24 nibbles)
     bool verbose = false;                  // one line on stderr per frame
+    std::string pcap;                      // nonempty: every frame both ways to this pcap file
 };
 
 struct Stats {
@@ -183,9 +186,17 @@ public:
         getsockname(fd_, (sockaddr*)&a, &len);
         port_ = ntohs(a.sin_port);
         fcntl(fd_, F_SETFL, fcntl(fd_, F_GETFL) | O_NONBLOCK);
+        if (!cfg_.pcap.empty()) {
+            pcap_ = std::fopen(cfg_.pcap.c_str(), "wb");
+            if (!pcap_) throw std::runtime_error("cannot write " + cfg_.pcap + ": " + std::strerror(errno));
+            // nanosecond timestamps (simulated time), Ethernet frames without their FCS
+            const uint32_t header[6] = {0xA1B23C4D, 0x00040002, 0, 0, 65535, 1};
+            std::fwrite(header, sizeof header, 1, pcap_);
+        }
     }
     ~Network() {
         if (fd_ >= 0) close(fd_);
+        if (pcap_) std::fclose(pcap_);
     }
     Network(const Network&) = delete;
     Network& operator=(const Network&) = delete;
@@ -318,6 +329,17 @@ private:
     bool tx_active_ = false;
     // host port translation: (simulated host IP << 16 | host_port) -> the real peer
     std::map<uint64_t, sockaddr_in> peers_;
+    FILE* pcap_ = nullptr;
+
+    // a frame (destination MAC onward, no FCS) into the pcap file, stamped with simulated time
+    void record(const uint8_t* frame, size_t n) {
+        if (!pcap_) return;
+        uint64_t ns = cycle_ * 10;  // 100 MHz
+        const uint32_t header[4] = {uint32_t(ns / 1000000000), uint32_t(ns % 1000000000), uint32_t(n),
+                                    uint32_t(n)};
+        std::fwrite(header, sizeof header, 1, pcap_);
+        std::fwrite(frame, 1, n, pcap_);
+    }
 
     static void put16(std::vector<uint8_t>& v, unsigned x) {
         v.push_back((x >> 8) & 255);
@@ -376,6 +398,7 @@ private:
             queue_.pop_front();
             nibble_ = 0;
             stats_.frames_in++;
+            record(wire_.data() + 8, wire_.size() - 12);
         }
         uint8_t byte = wire_[nibble_ >> 1];
         pins.rx_data = (nibble_ & 1) ? byte >> 4 : byte & 15;
@@ -409,6 +432,7 @@ private:
         std::vector<uint8_t> frame;
         for (; i + 1 < nibbles.size(); i += 2) frame.push_back(nibbles[i] | (nibbles[i + 1] << 4));
         stats_.frames_out++;
+        if (frame.size() >= 4) record(frame.data(), frame.size() - 4);
         if (frame.size() < 64 || crc32(frame.data(), frame.size() - 4) != get32le(frame.data() + frame.size() - 4)) {
             stats_.fcs_errors++;
             log("bad FCS or runt (%zu bytes)", frame.size());

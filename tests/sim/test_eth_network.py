@@ -11,6 +11,7 @@ import random
 import re
 import signal
 import socket
+import struct
 import subprocess
 import time
 from contextlib import contextmanager
@@ -86,6 +87,61 @@ def udp(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
     return sock
 
 
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total
+
+
+def read_capture(path, core) -> list[tuple[str, int, bytes]]:
+    """The frames of a pcap file the network wrote, every one checked (layout, addresses, the
+    IPv4 header checksum, the UDP checksum when nonzero): ``(direction, source port, payload)``
+    of each UDP datagram, direction ``"in"`` toward the device and ``"out"`` from it."""
+    device_mac = core.mac_address.to_bytes(6, "big")
+    device_ip = socket.inet_aton(core.ip_address)
+    data = path.read_bytes()
+    magic, major, minor, _, _, _, linktype = struct.unpack("<IHHiIII", data[:24])
+    assert (magic, major, minor, linktype) == (0xA1B23C4D, 2, 4, 1)
+    datagrams, offset, last = [], 24, 0
+    while offset < len(data):
+        seconds, nanoseconds, length, original = struct.unpack("<IIII", data[offset : offset + 16])
+        frame = data[offset + 16 : offset + 16 + length]
+        offset += 16 + length
+        assert length == original >= 60 and nanoseconds < 10**9
+        assert seconds * 10**9 + nanoseconds >= last  # simulated time
+        last = seconds * 10**9 + nanoseconds
+        dst, src, kind = frame[:6], frame[6:12], frame[12:14]
+        if kind == b"\x08\x06":
+            _, _, _, _, op, sha, spa, _, tpa = struct.unpack("!HHBBH6s4s6s4s", frame[14:42])
+            if op == 1:  # the device asks for a host
+                assert (dst, src, sha, spa) == (b"\xff" * 6, device_mac, device_mac, device_ip)
+            else:  # a host answers
+                assert op == 2 and (dst, tpa) == (device_mac, device_ip) and src == sha
+                assert sha == b"\x02\x00" + spa
+            continue
+        assert kind == b"\x08\x00"
+        ip = frame[14:34]
+        assert ip[0] == 0x45 and ip[9] == 17 and _checksum(ip) == 0xFFFF
+        total = struct.unpack("!H", ip[2:4])[0]
+        udp = frame[34 : 14 + total]
+        sport, dport, ulen, check = struct.unpack("!HHHH", udp[:8])
+        assert ulen == len(udp) == total - 20
+        if check:
+            pseudo = ip[12:20] + struct.pack("!BBH", 0, 17, ulen)
+            assert _checksum(pseudo + udp) == 0xFFFF
+        if src == device_mac:
+            assert (ip[12:16], dst) == (device_ip, b"\x02\x00" + ip[16:20])
+            datagrams.append(("out", sport, udp[8:]))
+        else:
+            assert (dst, ip[16:20], dport) == (device_mac, device_ip, core.udp_port)
+            assert src == b"\x02\x00" + ip[12:16] and check != 0
+            datagrams.append(("in", sport, udp[8:]))
+    return datagrams
+
+
 def echo_all(sock: socket.socket, board: Run, payloads: list[bytes], window: int = 8) -> None:
     """Send ``payloads`` to the board, ``window`` in flight, and check every echo arrives intact,
     in order, from the board's socket."""
@@ -99,14 +155,21 @@ def echo_all(sock: socket.socket, board: Run, payloads: list[bytes], window: int
         assert data == payload, f"datagram {index} ({len(payload)} bytes) came back as {len(data)}"
 
 
-def test_datagrams_of_every_size_come_back_intact_several_in_flight(echo_board):
+def test_datagrams_of_every_size_come_back_intact_several_in_flight(echo_board, tmp_path):
     rng = random.Random(33)
     sizes = [*range(1, 33), *rng.sample(range(33, 1440), 40), *range(1440, 1473)]
     rng.shuffle(sizes)
     payloads = [rng.randbytes(size) for size in sizes]
-    with running(echo_board, "--host-port", str(echo_board[1].udp_port)) as board:
+    core = echo_board[1]
+    capture = tmp_path / "eth.pcap"
+    with running(echo_board, "--host-port", str(core.udp_port), "--pcap", str(capture)) as board:
         with udp() as sock:
             echo_all(sock, board, payloads)
+    # on the wire: every frame well-formed, the datagrams both ways with the translated port
+    datagrams = read_capture(capture, core)
+    assert [d for way, _, d in datagrams if way == "in"] == payloads
+    assert [d for way, _, d in datagrams if way == "out"] == payloads
+    assert {port for _, port, _ in datagrams} == {core.udp_port}
     counters = board.counters
     assert counters["to_device"] == counters["from_device"] == counters["echoed"] == len(sizes)
     assert counters["queue_drops"] == counters["dropped"] == counters["unroutable"] == 0
