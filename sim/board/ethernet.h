@@ -124,16 +124,31 @@ inline std::string ip_text(uint32_t ip) {
     return s;
 }
 
+// the device's address by default (a build may give them as -D defines; argv can override)
+#ifndef SIMETH_DEVICE_IP
+#define SIMETH_DEVICE_IP 0xC0A80132  // 192.168.1.50, the Arty's in fpga.spec.boards
+#endif
+#ifndef SIMETH_DEVICE_MAC
+#define SIMETH_DEVICE_MAC 0x10E2D5A80132ull  // fpga.spec.boards.mac_address("192.168.1.50")
+#endif
+#ifndef SIMETH_DEVICE_PORT
+#define SIMETH_DEVICE_PORT 2000
+#endif
+#ifndef SIMETH_HOST_PORT
+#define SIMETH_HOST_PORT 0
+#endif
+
 struct Config {
-    uint32_t device_ip = 0xC0A80132;       // 192.168.1.50 (host order)
-    uint64_t device_mac = 0x10E2D5A80132;  // fpga.spec.boards.mac_address("192.168.1.50")
-    uint16_t device_port = 2000;           // the UDP port the device listens on
+    uint32_t device_ip = SIMETH_DEVICE_IP;    // host order
+    uint64_t device_mac = SIMETH_DEVICE_MAC;
+    uint16_t device_port = SIMETH_DEVICE_PORT;  // the UDP port the device listens on
     uint32_t host_ip = 0xC0A80164;         // 192.168.1.100: the host of 127.0.0.1
     int hosts = 16;                        // 127.0.0.1..127.0.0.<hosts> are hosts .100, .101, ...
-    uint16_t host_port = 0;                // nonzero: every host's datagrams come from this port
+    uint16_t host_port = SIMETH_HOST_PORT;  // nonzero: every host's datagrams come from this port
     uint16_t bind_port = 0;                // the socket's port on 127.0.0.1 (0: any free one)
     size_t rx_queue_frames = 64;           // the switch's buffer toward the device, in frames
-    unsigned poll_interval = 1024;         // system cycles between two socket polls (power of 2)
+    unsigned poll_interval = 1024;         // system cycles between two socket polls (a power of
+                                           // 2: rounded down to one)
     unsigned gap_nibbles = 24;             // inter-frame gap (96 bit times = 24 nibbles)
     bool verbose = false;                  // one line on stderr per frame
     std::string pcap;                      // nonempty: every frame both ways to this pcap file
@@ -163,6 +178,8 @@ public:
     static constexpr size_t MAX_PAYLOAD = 1472;  // 1500 - IPv4 20 - UDP 8
 
     explicit Network(const Config& cfg) : cfg_(cfg) {
+        while (cfg_.poll_interval & (cfg_.poll_interval - 1)) cfg_.poll_interval &= cfg_.poll_interval - 1;
+        if (cfg_.poll_interval == 0) cfg_.poll_interval = 1;
         for (uint32_t i = 0; i < 256; i++) {
             uint32_t c = i;
             for (int k = 0; k < 8; k++) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
@@ -188,7 +205,11 @@ public:
         fcntl(fd_, F_SETFL, fcntl(fd_, F_GETFL) | O_NONBLOCK);
         if (!cfg_.pcap.empty()) {
             pcap_ = std::fopen(cfg_.pcap.c_str(), "wb");
-            if (!pcap_) throw std::runtime_error("cannot write " + cfg_.pcap + ": " + std::strerror(errno));
+            if (!pcap_) {
+                int e = errno;
+                close(fd_);
+                throw std::runtime_error("cannot write " + cfg_.pcap + ": " + std::strerror(e));
+            }
             // nanosecond timestamps (simulated time), Ethernet frames without their FCS
             const uint32_t header[6] = {0xA1B23C4D, 0x00040002, 0, 0, 65535, 1};
             std::fwrite(header, sizeof header, 1, pcap_);
