@@ -53,7 +53,8 @@ def cache_dir() -> Path:
 
 def args(core) -> list[str]:
     """The binary's arguments for the device address of ``core`` (an ``EthernetCore``)."""
-    return ["--ip", core.ip_address, "--mac", f"{core.mac_address:012x}", "--port", str(core.udp_port)]
+    mac = f"{core.mac_address:012x}"
+    return ["--ip", core.ip_address, "--mac", mac, "--port", str(core.udp_port)]
 
 
 def build(board: str = "arty_a7", quiet: bool = True):

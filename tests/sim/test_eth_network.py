@@ -202,7 +202,7 @@ def test_two_hosts_at_once(echo_board):
         with udp() as first, udp("127.0.0.2") as second:
             for sock in (first, second):
                 sock.settimeout(1.0)
-            for a, b in zip(mine, theirs):
+            for a, b in zip(mine, theirs, strict=True):
                 first.sendto(a, board.address)
                 second.sendto(b, board.address)
             for sock, expected in ((first, mine), (second, theirs)):
