@@ -106,3 +106,24 @@ def build(board: str = "arty_a7", quiet: bool = True):
     os.replace(work / "ethloop", binary)
     shutil.rmtree(work, ignore_errors=True)
     return binary, core
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m sim.board.ethloop [--board arty_a7] [ARG...]``: build (or reuse) the echo board
+    and run it at the board's address; ARGs go to the binary (``--host-port 2000``, ``--pcap
+    FILE``, ``--verbose``...). It prints ``UDP <port>``; Ctrl-C ends it."""
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    board = "arty_a7"
+    if args_in[:1] == ["--board"] and len(args_in) > 1:
+        board, args_in = args_in[1], args_in[2:]
+    from fpga.spec.errors import run_cli
+
+    def run() -> int:
+        binary, core = build(board, quiet=False)
+        os.execv(binary, [str(binary), *args(core), *args_in])
+
+    return run_cli(run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
