@@ -1,14 +1,14 @@
 // The UDP echo board (eth_loopback.v: the generated LiteEth core + an echo) under Verilator,
 // on the simulated network of ethernet.h: the stand-alone test of the simulated board's Ethernet.
 //
-// Usage: ethloop [--ip A.B.C.D] [--mac HEX] [--port N] [--host-port N] [--bind N]
+// Usage: ethloop [--ip A.B.C.D] [--mac HEX] [--port N] [--host-port N [--sticky]] [--bind N]
 //                [--queue FRAMES] [--pcap FILE] [--verbose]
 // --ip/--mac/--port: the device's address (fpga.build.liteeth's core.ip_address, mac_address,
-// udp_port); --host-port: the host port translation (ethernet.h); --bind: the UDP socket's port
-// on 127.0.0.1 (default any); --pcap: every frame both ways to FILE. Prints "UDP <port>" once
-// bound. Runs until SIGTERM/SIGINT or until the process that started it is gone; then prints
-// the network's counters ("ETH ...") and "CYCLES <n> SECONDS <s> ECHOED <n> DROPPED <n> ERRORS
-// <n>" on stderr (SECONDS: the time spent simulating, sleeps in poll() left out).
+// udp_port); --host-port, --sticky: the host port translation (ethernet.h); --bind: the UDP
+// socket's port on 127.0.0.1 (default any); --pcap: every frame both ways to FILE. Prints
+// "UDP <port>" once bound. Runs until SIGTERM/SIGINT or until the process that started it is
+// gone; then prints the network's counters ("ETH ...") and "CYCLES <n> SECONDS <s> ECHOED <n>
+// DROPPED <n> ERRORS <n>" on stderr (SECONDS: the time spent simulating, not asleep in poll()).
 #include <signal.h>
 #include <unistd.h>
 
@@ -33,6 +33,7 @@ int main(int argc, char** argv) {
         else if (arg("--mac")) cfg.device_mac = std::strtoull(argv[++i], nullptr, 16);
         else if (arg("--port")) cfg.device_port = std::atoi(argv[++i]);
         else if (arg("--host-port")) cfg.host_port = std::atoi(argv[++i]);
+        else if (std::strcmp(argv[i], "--sticky") == 0) cfg.host_port_sticky = true;
         else if (arg("--bind")) cfg.bind_port = std::atoi(argv[++i]);
         else if (arg("--queue")) cfg.rx_queue_frames = std::atoi(argv[++i]);
         else if (arg("--pcap")) cfg.pcap = argv[++i];

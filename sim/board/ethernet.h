@@ -28,7 +28,10 @@
 //            a test cannot count on binding it, so with host_port set, a datagram from
 //            127.0.0.K:P appears to come from 192.168.1.(100+K-1):host_port, and the device's
 //            datagrams to that address and port go back to the last 127.0.0.K:P seen for it
-//            (to other ports: 127.0.0.K:port, as without translation).
+//            (to other ports: 127.0.0.K:port, as without translation). With host_port_sticky
+//            the first 127.0.0.K:P seen keeps the translation for the run, and datagrams from
+//            127.0.0.K's other ports pass untranslated (the device sees their own port): a test
+//            can then send garbage from the host's own address without taking its replies.
 //
 // Hooking it into harness.cpp (the SoC's LiteEth MII pins named eth_mii_<liteeth pin name>)
 //
@@ -145,6 +148,7 @@ struct Config {
     uint32_t host_ip = 0xC0A80164;         // 192.168.1.100: the host of 127.0.0.1
     int hosts = 16;                        // 127.0.0.1..127.0.0.<hosts> are hosts .100, .101, ...
     uint16_t host_port = SIMETH_HOST_PORT;  // nonzero: every host's datagrams come from this port
+    bool host_port_sticky = false;         // ... only the first real port's (see above)
     uint16_t bind_port = 0;                // the socket's port on 127.0.0.1 (0: any free one)
     size_t rx_queue_frames = 64;           // the switch's buffer toward the device, in frames
     unsigned poll_interval = 1024;         // system cycles between two socket polls (a power of
@@ -591,8 +595,14 @@ private:
         uint32_t src_ip = cfg_.host_ip + k;
         unsigned src_port = ntohs(from.sin_port);
         if (cfg_.host_port != 0) {
-            peers_[((uint64_t)src_ip << 16) | cfg_.host_port] = from;
-            src_port = cfg_.host_port;
+            uint64_t key = ((uint64_t)src_ip << 16) | cfg_.host_port;
+            auto it = peers_.find(key);
+            if (it == peers_.end() || !cfg_.host_port_sticky) {
+                peers_[key] = from;
+                src_port = cfg_.host_port;
+            } else if (it->second.sin_port == from.sin_port) {
+                src_port = cfg_.host_port;
+            }
         }
         unsigned udp_len = 8 + n;
         std::vector<uint8_t> f;

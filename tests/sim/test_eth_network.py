@@ -259,3 +259,15 @@ def test_overflow_oversize_and_strangers_are_dropped_and_counted(echo_board):
     assert counters["queue_drops"] > 0
     assert counters["queue_drops"] == len(burst) - len(echoes) + markers - 1
     assert counters["echoed"] == len(echoes) + 2
+
+
+def test_sticky_translation_keeps_the_first_port_as_the_host(echo_board):
+    """With --sticky the host's first socket keeps port translation: another socket of the
+    same address is seen by the device with its own port (and answered there), and the host's
+    replies still reach the host."""
+    with running(echo_board, "--host-port", str(echo_board[1].udp_port), "--sticky") as board:
+        with udp() as host, udp() as other:
+            echo_all(host, board, [b"host 1"])
+            echo_all(other, board, [b"other"])  # one at a time: see eth_loopback.v
+            echo_all(host, board, [b"host 2"])
+    assert board.counters["echoed"] == 3
