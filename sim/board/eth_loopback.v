@@ -4,8 +4,9 @@
 // Every datagram the core delivers is stored whole, then sent back to its sender: ip_address
 // kept, dst_port := src_port, src_port := dst_port, same length. host_source_ready stays high:
 // the core's receive path has no packet buffer (the raw port has no FIFO, the MAC a 32-entry
-// clock-crossing FIFO after its CRC check), so a stall would corrupt the datagrams arriving
-// behind it. A datagram that does not fit the buffer (or arrives with `error`) is dropped whole.
+// clock-crossing FIFO after its CRC check), so a stall loses bytes of the datagram arriving
+// (silently: see ethernet.h). A datagram that does not fit the buffer (or arrives with `error`)
+// is dropped whole.
 //
 // host_sink_dst_port is also the port LiteEth routes received datagrams by: it is LISTEN_PORT
 // while nothing is being sent, and the reply's port while one is (a datagram reaching the UDP
