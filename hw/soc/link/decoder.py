@@ -77,7 +77,7 @@ class CommandDecoder(wiring.Component):
     ``links``: the line rate (bits/s, 0 for none) of each :class:`LinkKind` the SoC serves; with
     more than one, ``link`` says which one the frame came on (IDENTIFY reports it). With
     ``LinkKind.ETHERNET``, a UDP frame (``link``) from a sender other than the host
-    (``peer_ok`` low, see ``hw.soc.link.udp``) is answered NOT_PEER, unless it is an IDENTIFY;
+    (``peer_ok`` low, see ``hw.soc.link.udp``) is dropped unanswered, unless it is an IDENTIFY;
     ``learn`` makes the frame's sender the host (a served UDP frame)."""
 
     def __init__(
@@ -308,8 +308,8 @@ class CommandDecoder(wiring.Component):
         with m.If(~self.frames.crc_ok):
             self._count(m, counters.crc_errors)
             self._respond(m, Status.BAD_CRC)
-        with m.Elif(not_peer):
-            self._respond(m, Status.NOT_PEER)
+        with m.Elif(not_peer):  # unanswered: an answer would make LiteEth ARP for its sender
+            m.d.comb += self.frames.discard.eq(1)
         with m.Elif(self._refused_busy()):
             self._count(m, counters.frames_ok)
             self._respond(m, Status.BUSY)

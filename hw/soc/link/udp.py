@@ -15,7 +15,9 @@ the link (:class:`hw.soc.link.LinkController`):
   starts), sent to the latched sender's address as one datagram from and to ``udp_port``.
 - The host: the board serves the IPv4 address of the first frame it serves after reset, and of
   every IDENTIFY (``learn``, from the command decoder); ``peer_ok`` says whether the datagram
-  being served comes from it. The decoder answers another sender NOT_PEER.
+  being served comes from it. The decoder drops another sender's frames unanswered (an answer
+  would put a second entry in LiteEth 2024.12's ARP cache, whose lookup then returns the first
+  entry's MAC address for it).
 """
 
 from __future__ import annotations
