@@ -43,7 +43,8 @@ SYNC = b"\xa5\x5a"
 #: buffering in resident programs (the WAIT command, a RUN's SPLIT/HIGH_* flags:
 #: ``fpga.spec.commands``), which a v6 sequencer refuses, and IDENTIFY's ``features``; v8 the
 #: UDP link (IDENTIFY's ``link`` and ``link_bps``: the link the request came on, see
-#: :class:`LinkKind`; a RUN_RESIDENT with the last run's seq never starts a run again)
+#: :class:`LinkKind`; a RUN_RESIDENT with the last run's seq never starts a run again, until an
+#: IDENTIFY or MODEL_COMMIT)
 PROTOCOL_VERSION = 8
 MAGIC = b"SQZF"
 RESPONSE_FLAG = 0x80
@@ -141,8 +142,11 @@ class LinkKind(enum.IntEnum):
 
     ``STREAM``: a byte stream with no line rate (the simulated board's socket, PCIe);
     ``UART``: the serial port (``link_bps`` is its baud); ``ETHERNET``: UDP through LiteEth,
-    one frame per datagram (:data:`UDP_MAX_DATAGRAM`), answered to the address and port the
-    datagram came from."""
+    one frame per datagram (:data:`UDP_MAX_DATAGRAM`), answered to the address the datagram
+    came from at the board's UDP port (LiteEth's raw port routes by it: the host binds it). The
+    board serves one host: the sender of the first valid frame since reset, and of every valid
+    IDENTIFY (a new host takes the board over with it); another sender's frames are dropped
+    unanswered."""
 
     STREAM = 0
     UART = 1
@@ -274,9 +278,6 @@ class Status(enum.IntEnum):
     #: RUN_RESIDENT; retry after RESIDENT_WAIT
     BUSY = 9
     BAD_ADDRESS = 10  # v5: RUN_RESIDENT's input or output address inside the committed model
-    #: v8: a UDP request from an IPv4 address other than the host's (the sender of the first
-    #: valid frame since reset; an IDENTIFY makes its sender the host): nothing was done
-    NOT_PEER = 11
 
 
 class DramState(enum.IntEnum):

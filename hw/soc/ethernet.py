@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from amaranth import ClockSignal, Const, Instance, Module, ResetSignal
+from amaranth import ClockSignal, Const, Instance, Module, ResetSignal, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -50,14 +50,18 @@ class EthernetInterface:
     rate_bps: int
     module: str = "liteeth_core"
     pads: dict | None = None
+    #: > 0: the SoC makes the PHY's reference clock, ``sync`` divided by this, on ``ref_clk``
+    ref_clock_divide: int = 0
 
     @classmethod
-    def from_core(cls, core, pads: dict | None = None) -> EthernetInterface:
+    def from_core(
+        cls, core, pads: dict | None = None, ref_clock_divide: int = 0
+    ) -> EthernetInterface:
         """From a generated ``fpga.build.liteeth.EthernetCore``; ``pads`` for a board."""
         from fpga.spec.boards import get_board
 
         rate = get_board(core.board).ethernet.rate_mbps * 1_000_000
-        return cls(core.ports, core.udp_port, rate, core.module, pads)
+        return cls(core.ports, core.udp_port, rate, core.module, pads, ref_clock_divide)
 
 
 class LiteEthUDP(wiring.Component):
@@ -68,6 +72,8 @@ class LiteEthUDP(wiring.Component):
         ports = {"received": Out(raw_udp_signature()), "send": In(raw_udp_signature())}
         if interface.pads is None:
             ports.update({name: flow(width) for name, (flow, width) in MII_PORTS.items()})
+        if interface.ref_clock_divide:
+            ports["ref_clk"] = Out(1)
         super().__init__(ports)
 
     def elaborate(self, platform):
@@ -95,4 +101,8 @@ class LiteEthUDP(wiring.Component):
             if direction == "input" and name not in named:
                 connections[f"i_{name}"] = Const(0, width)
         m.submodules.core = Instance(interface.module, **connections)
+        if interface.ref_clock_divide:  # a registered output: a clean clock for the PHY
+            divider = Signal(range(interface.ref_clock_divide))
+            m.d.sync += divider.eq(divider + 1)
+            m.d.comb += self.ref_clk.eq(divider[-1])
         return m

@@ -132,6 +132,8 @@ class SoC(wiring.Component):
             ports["engine_clk"] = In(1)
         if ethernet is not None and ethernet.pads is None:
             ports.update({"eth_" + name: flow(width) for name, (flow, width) in MII_PORTS.items()})
+        if ethernet is not None and ethernet.ref_clock_divide:
+            ports["eth_ref_clk"] = Out(1)
         super().__init__(ports)
 
     def elaborate(self, platform):
@@ -161,6 +163,8 @@ class SoC(wiring.Component):
             m.submodules.ethernet = eth = LiteEthUDP(ethernet)
             wiring.connect(m, eth.received, link.udp_received)
             wiring.connect(m, link.udp_send, eth.send)
+            if ethernet.ref_clock_divide:
+                m.d.comb += self.eth_ref_clk.eq(eth.ref_clk)
             if ethernet.pads is None:
                 for name, (flow, _) in MII_PORTS.items():
                     outer, inner = getattr(self, "eth_" + name), getattr(eth, name)

@@ -17,6 +17,7 @@ from fpga.spec.protocol import (
     Status,
     decode_frame,
     encode_frame,
+    identify_payload,
     parse_status,
 )
 from hw.soc.link import LinkController
@@ -96,9 +97,11 @@ def serve(datagrams, stream=b"", seed=1):
 
 
 def answer(datagram):
-    """The response frame a sent datagram carries (exactly one, filling it)."""
-    destination, source_port, length, data = datagram
-    assert source_port == UDP_PORT and length == len(data)
+    """The response frame a sent datagram carries (exactly one, filling it), and the sender it
+    goes to (at the board's port, which the host binds)."""
+    (ip, port), source_port, length, data = datagram
+    assert port == source_port == UDP_PORT and length == len(data)
+    destination = next(host for host in (HOST, OTHER) if host[0] == ip)
     frame = decode_frame(data)
     assert len(data) == FRAME_OVERHEAD + len(frame.payload)
     return destination, frame
@@ -120,8 +123,8 @@ def test_each_datagram_is_answered_to_its_sender_as_one_datagram():
         (HOST, 3, Opcode.STATUS | RESPONSE_FLAG),
         (HOST, 4, Opcode.IDENTIFY | RESPONSE_FLAG),
     ]
-    info = DeviceInfo.parse(answers[0][1].payload[1:])
-    assert (info.link_kind, info.link_bps) == (LinkKind.ETHERNET, RATE)
+    identify = identify_payload(SMALL_CONFIG, link=LinkKind.ETHERNET, link_bps=RATE)
+    assert answers[0][1].payload == bytes([Status.OK]) + identify
     assert parse_status(answers[1][1].payload[1:])["frames_ok"] == 2
 
 
@@ -129,24 +132,24 @@ def test_the_host_is_the_first_sender_and_whoever_sends_identify():
     sent, _ = serve(
         [
             (HOST, encode_frame(1, Opcode.STATUS)),  # the first frame: HOST is the host
-            (OTHER, encode_frame(2, Opcode.STATUS)),  # refused, to OTHER
+            (OTHER, encode_frame(2, Opcode.STATUS)),  # dropped unanswered
             (HOST, encode_frame(3, Opcode.STATUS)),
             (OTHER, encode_frame(4, Opcode.IDENTIFY)),  # OTHER takes the board over
-            (HOST, encode_frame(5, Opcode.STATUS)),  # now HOST is refused
+            (HOST, encode_frame(5, Opcode.STATUS)),  # now HOST's are dropped
             (OTHER, encode_frame(6, Opcode.STATUS)),
+            (HOST, encode_frame(7, Opcode.IDENTIFY)),  # and HOST takes it back
         ]
     )
     answers = [answer(d) for d in sent]
     assert [(dest, f.seq, f.payload[0]) for dest, f in answers] == [
         (HOST, 1, Status.OK),
-        (OTHER, 2, Status.NOT_PEER),
         (HOST, 3, Status.OK),
         (OTHER, 4, Status.OK),
-        (HOST, 5, Status.NOT_PEER),
         (OTHER, 6, Status.OK),
+        (HOST, 7, Status.OK),
     ]
-    # a refused frame is not counted as served
-    assert parse_status(answers[-1][1].payload[1:])["frames_ok"] == 4
+    # a dropped frame is not counted as served
+    assert parse_status(answers[3][1].payload[1:])["frames_ok"] == 4
 
 
 def test_a_datagram_cut_short_never_joins_the_next_one():

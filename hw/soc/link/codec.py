@@ -32,7 +32,7 @@ def frame_signature(depth: int, head_bytes: int, block_bytes: int = 1) -> wiring
     ``send`` (the buffer is still the decoder's in that cycle). The codec then holds the
     response's header in ``header``. ``timeout`` (inside a frame, no byte for the timeout) and
     ``framing_error`` (a length above the maximum payload, or ``abort``): the frame is dropped,
-    in that cycle.
+    in that cycle. ``discard`` (instead of ``send``): the decoder drops the frame unanswered.
     """
     return wiring.Signature(
         {
@@ -44,6 +44,7 @@ def frame_signature(depth: int, head_bytes: int, block_bytes: int = 1) -> wiring
             "framing_error": Out(1),
             "send": In(1),
             "send_header": In(HEADER),
+            "discard": In(1),
             **frame_buffer_port(depth, block_bytes),
         }
     )
@@ -209,6 +210,8 @@ class FrameCodec(wiring.Component):
         with m.If(self.frames.send):
             m.d.sync += self.frames.header.eq(self.frames.send_header)
             m.next = "RESPOND"
+        with m.Elif(self.frames.discard):
+            m.next = "SYNC0"
 
     def _transmit(self, m, header, rd, frame_crc):
         """TX: sync, ``header``, the payload (``header.length`` bytes from the buffer read port

@@ -11,7 +11,7 @@ STATUS response.
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, Signal
+from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -77,7 +77,7 @@ class CommandDecoder(wiring.Component):
     ``links``: the line rate (bits/s, 0 for none) of each :class:`LinkKind` the SoC serves; with
     more than one, ``link`` says which one the frame came on (IDENTIFY reports it). With
     ``LinkKind.ETHERNET``, a UDP frame (``link``) from a sender other than the host
-    (``peer_ok`` low, see ``hw.soc.link.udp``) is answered NOT_PEER, unless it is an IDENTIFY;
+    (``peer_ok`` low, see ``hw.soc.link.udp``) is dropped unanswered, unless it is an IDENTIFY;
     ``learn`` makes the frame's sender the host (a served UDP frame)."""
 
     def __init__(
@@ -217,27 +217,35 @@ class CommandDecoder(wiring.Component):
 
     def _responses(self, m) -> dict:
         """Opcode -> the value of its response layout (what FILL writes after the status)."""
+        # the layout's constant fields, then the two of the link the request came on (the last
+        # two fields: one value by concatenation, no partly overridden signal, which
+        # Verilator's event scheduling would leave at zero)
         fields = identify_fields(self.config, self.baud, self.dram_bytes)
-        identify = Signal(struct_layout(IDENTIFY_RESPONSE))
-        m.d.comb += identify.eq(
-            struct_layout(IDENTIFY_RESPONSE).const(IDENTIFY_RESPONSE.gateware_values(**fields))
+        constant = (
+            struct_layout(IDENTIFY_RESPONSE)
+            .const(IDENTIFY_RESPONSE.gateware_values(**fields))
+            .as_value()
         )
+        widths = IDENTIFY_RESPONSE.widths()
+        assert IDENTIFY_RESPONSE.names[-2:] == ("link", "link_bps")
+        link, link_bps = Signal(widths["link"]), Signal(widths["link_bps"])
         kinds = list(self.links)
         if len(kinds) == 1:
-            m.d.comb += [identify.link.eq(kinds[0]), identify.link_bps.eq(self.links[kinds[0]])]
+            m.d.comb += [link.eq(kinds[0]), link_bps.eq(self.links[kinds[0]])]
         else:
-            m.d.comb += identify.link.eq(self.link)
+            m.d.comb += link.eq(self.link)
             with m.Switch(self.link):
                 for kind in kinds:
                     with m.Case(kind):
-                        m.d.comb += identify.link_bps.eq(self.links[kind])
+                        m.d.comb += link_bps.eq(self.links[kind])
+        identify = Cat(constant[: len(constant) - len(link) - len(link_bps)], link, link_bps)
         status = Signal(struct_layout(STATUS_RESPONSE))  # the counters, the model's state
         for name in LINK_COUNTERS:
             m.d.comb += getattr(status, name).eq(getattr(self._counters, name))
         run_result = Signal(struct_layout(RUN_RESPONSE))
         m.d.comb += [run_result.cycles.eq(self.cycles), run_result.engine_error.eq(self.error)]
         responses = {
-            Opcode.IDENTIFY: identify.as_value(),
+            Opcode.IDENTIFY: identify,
             Opcode.STATUS: status.as_value(),
             Opcode.RUN: run_result.as_value(),
         }
@@ -300,8 +308,8 @@ class CommandDecoder(wiring.Component):
         with m.If(~self.frames.crc_ok):
             self._count(m, counters.crc_errors)
             self._respond(m, Status.BAD_CRC)
-        with m.Elif(not_peer):
-            self._respond(m, Status.NOT_PEER)
+        with m.Elif(not_peer):  # unanswered: an answer would make LiteEth ARP for its sender
+            m.d.comb += self.frames.discard.eq(1)
         with m.Elif(self._refused_busy()):
             self._count(m, counters.frames_ok)
             self._respond(m, Status.BUSY)
