@@ -106,11 +106,6 @@ class DeviceBusy(DeviceError):
     (streamed WRITE/READ/RUN, MODEL_COMMIT, a MEM_WRITE into the model, another RUN_RESIDENT)."""
 
 
-class NotPeer(DeviceError):
-    """NOT_PEER: the board's UDP link serves another host (the sender of the last IDENTIFY, or
-    of the first frame since reset) and did nothing for this one."""
-
-
 class NoDram(UserError, RuntimeError):
     """A resident-mode command for a device whose IDENTIFY reports no DRAM."""
 
@@ -126,7 +121,6 @@ FINAL_STATUSES = frozenset(
         Status.DRAM_NOT_READY,
         Status.BUSY,
         Status.BAD_ADDRESS,
-        Status.NOT_PEER,
     }
 )
 
@@ -383,7 +377,10 @@ class Device:
             if item.attempts >= attempts:
                 raise LinkError(
                     f"{opcode.name} failed after {attempts} attempts ({last}): the board at "
-                    f"{self.url} stopped answering; is it powered, and this host on its network?"
+                    f"{self.url} stopped answering. Another host may have taken it over (the "
+                    "board serves the sender of the last IDENTIFY and drops other hosts' frames "
+                    "unanswered: run this session again to take it back), or it lost power or "
+                    "its network"
                 )
             if item.attempts:
                 self.retried += 1
@@ -472,12 +469,6 @@ class Device:
                 "not yet waited for, perhaps from an earlier session) and refuses what would "
                 "disturb it: wait for the run to end (Device.wait_program, RESIDENT_WAIT; a "
                 "run ends by itself, so from the CLI simply run again), then retry"
-            )
-        if status == Status.NOT_PEER:
-            raise NotPeer(
-                f"{opcode.name}: the board at {self.url} serves another host (the sender of the "
-                "last IDENTIFY) and did nothing: stop the other session, or start this one again "
-                "(its IDENTIFY makes this host the board's)"
             )
         if status == Status.BAD_ADDRESS:
             raise DeviceError(

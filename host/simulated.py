@@ -6,10 +6,10 @@ module starts that binary, reads the port it listens on and stops it again.
 
 Two links (``host.infer --link``, :data:`SIM_LINKS`): ``uart`` (the default) is the byte stream
 the harness plays the UART's other end with: the binary, started as ``simboard 0``, prints
-``PORT <n>`` and serves ``socket://127.0.0.1:<n>``. ``ethernet`` is the SoC's LiteEth core with
-the harness playing the MII PHY and the network: built by ``python -m sim.board build
---ethernet``, started as ``simboard 0 --ethernet``, it prints ``UDP <n>`` and serves
-``udp://127.0.0.1:<n>``.
+``PORT <n>``, serves ``socket://127.0.0.1:<n>`` and ends when the host disconnects.
+``ethernet`` is the SoC's LiteEth core with the harness playing the MII PHY and the network:
+built by ``python -m sim.board build --ethernet``, the binary prints ``UDP <n>``, serves
+``udp://127.0.0.1:<n>`` and ends on SIGTERM (:meth:`BoardProcess.stop` sends it).
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ class SimulatedBoardError(UserError, RuntimeError):
     """The simulated board could not be built or started."""
 
 
-#: the simulated board's links: link -> (the build's and the binary's extra argument, the line
-#: the binary prints once it serves, the URL scheme of what it serves)
+#: the simulated board's links: link -> (the build's extra argument, the word of the line the
+#: binary prints once it serves, the URL scheme of what it serves)
 SIM_LINKS = {
     "uart": ([], "PORT", "socket"),
     "ethernet": (["--ethernet"], "UDP", "udp"),
@@ -112,9 +112,9 @@ class BoardProcess:
         self.cycles: int | None = None
 
     def start(self) -> BoardProcess:
-        extra, ready, scheme = SIM_LINKS[self.link]
+        _, ready, scheme = SIM_LINKS[self.link]
         self.process = subprocess.Popen(
-            [str(self.binary), "0", *extra],
+            [str(self.binary), "0"],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -157,9 +157,13 @@ class BoardProcess:
         return Device(open_transport(self.url), clock=self.clock, **kwargs)
 
     def stop(self) -> None:
+        """End the board and read its cycle count: a UART board ends when the host has
+        disconnected, an Ethernet one (no connection to end) on SIGTERM."""
         if self.process is None:
             return
         try:
+            if self.link == "ethernet":
+                self.process.terminate()
             _, err = self.process.communicate(timeout=5)
         except subprocess.TimeoutExpired:
             self.process.kill()

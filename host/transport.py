@@ -7,11 +7,14 @@
   tests bridge two FIFOs to the simulated board this way);
 * ``udp://HOST:PORT``: the board's Ethernet link (:class:`UdpTransport`), one frame per datagram
   both ways; ``udp://HOST`` takes the port, ``udp://`` the address and the port, from the board
-  registry (``--board NAME``, ``fpga.spec.boards``: the Arty A7's 192.168.1.50:2000).
+  registry (``--board NAME``, ``fpga.spec.boards``: the Arty A7's 192.168.1.50:2000). The host
+  binds the same UDP port number on its side (the board answers to the port it listens on,
+  :func:`udp_local_port`).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import select
 import socket
@@ -123,8 +126,8 @@ class UdpTransport:
     :data:`UDP_MAX_DATAGRAM` bytes) to ``address``; :meth:`read` hands out the bytes of the
     datagrams received from the board's IPv4 address, each one whole frame, in arrival order.
 
-    The socket is bound to an ephemeral port of this host (the kernel picks it): the device
-    answers each datagram to the address and port it came from. A datagram from another address
+    The socket is bound to ``local_port`` of this host (0: one the kernel picks): the board
+    answers at that port (:func:`udp_local_port`). A datagram from another address
     (:attr:`ignored`) or one that is not exactly one frame with a good CRC (:attr:`malformed`)
     is dropped, so the driver's frame parser never sees a partial frame. Nothing here retries:
     the driver resends a request whose answer does not come (``host.driver``)."""
@@ -132,7 +135,7 @@ class UdpTransport:
     #: the driver's cue: whole frames per datagram (windowed transfers, no resync run of zeros)
     datagrams = True
 
-    def __init__(self, url: str, address: tuple[str, int]):
+    def __init__(self, url: str, address: tuple[str, int], local_port: int = 0):
         self.url = url
         self.address = address
         self.ignored = 0
@@ -140,10 +143,13 @@ class UdpTransport:
         self.buffer = bytearray()
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
-            self.sock.bind(("0.0.0.0", 0))
+            self.sock.bind(("0.0.0.0", local_port))
         except OSError as exc:
             self.sock.close()
-            raise TransportError(f"{url}: cannot bind a local UDP port: {exc}") from None
+            raise TransportError(
+                f"{url}: cannot bind UDP port {local_port} on this host, where the board answers "
+                f"({exc.strerror or exc}): is another session talking to a board?"
+            ) from None
         self.local_port = self.sock.getsockname()[1]
 
     def write(self, data: bytes) -> None:
@@ -191,6 +197,16 @@ class UdpTransport:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def udp_local_port(address: tuple[str, int]) -> int:
+    """The UDP port the host binds to talk to the board at ``address``: the board's own port
+    number (LiteEth's raw UDP port routes by destination port, so the board answers the port it
+    listens on: ``hw.soc.link.udp``); 0, any free port, for a board at a loopback address (the
+    simulated board: its network, ``sim/board/ethernet.h``, takes a datagram from
+    127.0.0.1:P as the host's at the board's port and answers 127.0.0.1:P, and the board's port
+    number on 127.0.0.1 is its own socket's)."""
+    return 0 if ipaddress.ip_address(address[0]).is_loopback else address[1]
 
 
 def udp_address(url: str, board: str | None = None) -> tuple[str, int]:
@@ -247,7 +263,7 @@ def open_transport(url: str, baudrate: int | None = None, board: str | None = No
         return PCIeTransport(url)
     if url.startswith("udp://"):
         address = udp_address(url, board)
-        return UdpTransport(f"udp://{address[0]}:{address[1]}", address)
+        return UdpTransport(f"udp://{address[0]}:{address[1]}", address, udp_local_port(address))
     if url.startswith("socket://") or _is_uart(url):
         if url.startswith("/dev/") and not os.path.exists(url):
             raise TransportError(f"no device at {url}: is the board plugged in?")

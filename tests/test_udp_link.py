@@ -5,7 +5,7 @@ against a Python stand-in for the board's Ethernet, no simulator needed.
 127.0.0.1, with protocol v8's UDP rules as hw.soc.link.udp has them: one frame per datagram,
 answered to its sender; a datagram that is not exactly one good frame is dropped; the host is
 the sender of the first valid frame, an IDENTIFY from anywhere makes its sender the host, any
-other sender is answered NOT_PEER and nothing is done; a RUN_RESIDENT with the last started
+other sender's frames are dropped unanswered; a RUN_RESIDENT with the last started
 run's seq is answered OK without running again (until an IDENTIFY or a MODEL_COMMIT); frames are
 served one at a time from a bounded inbox (a datagram arriving when it is full is dropped, as
 in front of LiteEth's buffers). tests/netem.py's ``LossyProxy`` sits between the two.
@@ -45,7 +45,7 @@ from fpga.spec.protocol import (
     identify_payload,
     mem_write_payload,
 )
-from host.driver import UDP_WINDOW, Device, LinkError, NotPeer, RetransmitTimer
+from host.driver import UDP_WINDOW, Device, LinkError, RetransmitTimer
 from host.transport import TransportError, UdpTransport
 from tests.netem import LossyProxy
 from tests.test_resident_host import FakeResidentBoard, small, sqz_model, three  # noqa: F401
@@ -70,7 +70,7 @@ class FakeUdpBoard(FakeResidentBoard):
         self.peer: str | None = None
         self.replay = False  # a RUN_RESIDENT with run_seq replays the last run
         self.run_seq: int | None = None
-        self.counts = Counter()  # malformed, not_peer, overflow
+        self.counts = Counter()  # malformed, not_peer (dropped), overflow
         self.inbox: deque = deque()
         self.most_waiting = 0  # the most MEM_WRITE seqs in the inbox at once
         self.deaf: dict[int, int] = {}  # MEM_WRITE address -> copies of it to ignore
@@ -143,8 +143,7 @@ class FakeUdpBoard(FakeResidentBoard):
             self.answer(frame.seq, frame.opcode, Status.BAD_OPCODE, sender)
             return
         if self.peer not in (None, sender[0]) and frame.opcode != Opcode.IDENTIFY:
-            self.counts["not_peer"] += 1
-            self.answer(frame.seq, frame.opcode, Status.NOT_PEER, sender)
+            self.counts["not_peer"] += 1  # dropped unanswered
             return
         self.peer = sender[0]
         if frame.opcode == Opcode.MEM_WRITE:
@@ -171,7 +170,7 @@ def board():
 def udp_device(url: str, **kwargs) -> Device:
     """A device on ``url`` with the short waits a Python stand-in allows: a lost RESIDENT_WAIT
     costs 0.5 s, not the cycle-based bound meant for the simulated board."""
-    device = Device.open(url, timeout=0.5, retries=10, **kwargs)
+    device = Device.open(url, **{"timeout": 0.5, "retries": 10, **kwargs})
     device.MIN_CYCLES_PER_SECOND = 10**12
     device.timer = RetransmitTimer(0.5, floor=0.02)
     return device
@@ -313,7 +312,7 @@ def test_a_lossy_link_loads_runs_and_reads_exactly(small, three, board, rate, se
 def test_garbage_on_the_port_leaves_the_board_serving_its_host(small, three, board):  # noqa: F811
     """Random datagrams of any length (from the host's address and another), and good frames
     from another address, while the host loads a model and runs: the board keeps its host,
-    answers the other sender NOT_PEER and does nothing for it."""
+    drops the other sender's frames."""
     _, _, images, _ = small
     xs, expected = three
     image = images["indices"]
@@ -363,7 +362,7 @@ def test_garbage_on_the_port_leaves_the_board_serving_its_host(small, three, boa
 
 
 def test_another_host_taking_the_board_is_one_clear_error(board):
-    device = udp_device(board.url)
+    device = udp_device(board.url, retries=2)
     device.identify()
     device.status()
     other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -373,9 +372,10 @@ def test_another_host_taking_the_board_is_one_clear_error(board):
         other.settimeout(5)
         assert decode_frame(other.recv(65535)).payload[0] == Status.OK
     served = len(board.frames)
-    with pytest.raises(NotPeer, match=f"the board at {board.url} serves another host") as caught:
+    with pytest.raises(LinkError, match="Another host may have taken it over") as caught:
         device.status()
-    assert caught.value.exit_code == 2 and len(board.frames) == served  # refused, not retried
+    assert caught.value.exit_code == 1 and board.url in str(caught.value)
+    assert len(board.frames) == served and board.counts["not_peer"] == 3  # dropped, not served
     device.identify()  # this host's IDENTIFY takes the board back
     assert board.peer == "127.0.0.1" and device.status()["frames_ok"] > served
     device.close()
@@ -427,32 +427,40 @@ def test_the_cli_exits_1_with_one_line_for_a_dead_board(silent, tmp_path, capsys
     assert received() == [Opcode.IDENTIFY] * Device.CONTACT_ATTEMPTS
 
 
-def test_the_simulated_board_on_ethernet_is_started_and_reached_over_udp(tmp_path):
-    """BoardProcess(link="ethernet") starts the binary with --ethernet and reads "UDP <port>"."""
+def test_the_simulated_board_on_ethernet_is_started_reached_over_udp_and_stopped(tmp_path):
+    """BoardProcess(link="ethernet") reads "UDP <port>" and ends the board with SIGTERM (it has
+    no connection whose end would end it)."""
     from host.simulated import BoardProcess, SimulatedBoardError
 
-    binary = tmp_path / "simboard"
-    binary.write_text(
-        '#!/bin/sh\nif [ "$2" = --ethernet ]; then echo "UDP 4321"; else echo "PORT 1234"; fi\n'
+    ethernet, uart = tmp_path / "ethernet-board", tmp_path / "uart-board"
+    ethernet.write_text(
+        "#!/bin/sh\ntrap 'echo CYCLES 7 >&2; exit 0' TERM\necho UDP 4321\n"
+        "while :; do sleep 0.05; done\n"
     )
-    binary.chmod(0o755)
-    with BoardProcess(binary, "ethernet") as board:
+    uart.write_text("#!/bin/sh\necho PORT 1234\n")
+    for binary in (ethernet, uart):
+        binary.chmod(0o755)
+    with BoardProcess(ethernet, "ethernet") as board:
         assert board.url == "udp://127.0.0.1:4321"
-    with BoardProcess(binary) as board:
+    assert board.cycles == 7  # it ended on SIGTERM, not on the 5 s kill
+    with BoardProcess(uart) as board:
         assert board.url == "socket://127.0.0.1:1234"
     with pytest.raises(SimulatedBoardError, match="unknown link 'pcie'"):
-        BoardProcess(binary, "pcie")
+        BoardProcess(uart, "pcie")
 
 
 def test_udp_urls_take_what_they_leave_out_from_the_board_registry():
     from fpga.spec.boards import BOARDS
-    from host.transport import udp_address
+    from host.transport import udp_address, udp_local_port
 
     arty = BOARDS["arty_a7"].ethernet
     assert udp_address("udp://") == (arty.ip_address, arty.udp_port) == ("192.168.1.50", 2000)
     assert udp_address("udp://", "arty_a7_100") == ("192.168.1.50", 2000)
     assert udp_address("udp://10.0.0.7") == ("10.0.0.7", 2000)
     assert udp_address("udp://localhost:4000") == ("127.0.0.1", 4000)
+    # the host binds the board's port (the board answers it), any port for a board on this host
+    assert udp_local_port(("192.168.1.50", 2000)) == 2000
+    assert udp_local_port(("127.0.0.1", 4000)) == 0
 
 
 def test_infer_cli_over_udp_predicts_over_the_boards_ethernet(board, sqz_model, capsys):  # noqa: F811
