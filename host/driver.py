@@ -375,12 +375,18 @@ class Device:
 
         def send(item: _InFlight) -> None:
             if item.attempts >= attempts:
+                silent = last == "no answer in time"
                 raise LinkError(
                     f"{opcode.name} failed after {attempts} attempts ({last}): the board at "
-                    f"{self.url} stopped answering. Another host may have taken it over (the "
-                    "board serves the sender of the last IDENTIFY and drops other hosts' frames "
-                    "unanswered: run this session again to take it back), or it lost power or "
-                    "its network"
+                    f"{self.url} "
+                    + (
+                        "stopped answering. Another host may have taken it over (the board "
+                        "serves the sender of the last IDENTIFY and drops other hosts' frames "
+                        "unanswered: run this session again to take it back), or it lost power "
+                        "or its network"
+                        if silent
+                        else "does not take the request: is it running the SqueezeFPGA bitstream?"
+                    )
                 )
             if item.attempts:
                 self.retried += 1
@@ -420,7 +426,8 @@ class Device:
             status = response.payload[0] if response.payload else None
             if status not in FINAL_STATUSES:
                 known = status in Status._value2member_map_
-                last = f"device answered {Status(status).name if known else status}"
+                name = Status(status).name if known else status
+                last = "empty response" if status is None else f"device answered {name}"
                 send(item)
                 continue
             if item.attempts == 1 and timeout is None:

@@ -485,3 +485,17 @@ def test_infer_cli_over_udp_predicts_over_the_boards_ethernet(board, sqz_model, 
     assert len(board.starts) == len(photos)
     main(argv)  # the text report names the link
     assert "over 100 Mbit/s Ethernet" in capsys.readouterr().out
+
+
+def test_a_request_the_board_keeps_refusing_is_resent_then_one_error(board):
+    """BAD_CRC answers (the request arrived damaged) are resent like lost ones, then end in
+    one error that does not blame a silent board."""
+    device = udp_device(board.url, retries=2)
+    device.identify()
+    board.handle = lambda opcode, payload, seq=0: (Status.BAD_CRC, b"")
+    with pytest.raises(
+        LinkError, match=r"STATUS failed after 3 attempts \(device answered BAD_CRC"
+    ):
+        device.status()
+    assert board.frames.count(Opcode.STATUS) == 3 and device.retried == 2
+    device.close()
