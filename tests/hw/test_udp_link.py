@@ -31,9 +31,10 @@ HOST, OTHER = (0xC0A80164, 50123), (0xC0A80165, 40000)  # 192.168.1.100 and .101
 
 def serve(datagrams, stream=b"", seed=1, send_ready=0.7):
     """Datagrams ``(sender, bytes[, cycles before it])`` into the link's UDP port one after
-    another (and ``stream`` into its byte-stream link at the same time), the UDP side back-pressured at random; returns
-    the datagrams it sent as ``(destination, source port, length field, bytes)`` and the frames
-    it sent on the byte stream."""
+    another (and ``stream`` into its byte-stream link at the same time), the UDP side
+    back-pressured at random (ready with probability ``send_ready``); returns the datagrams it
+    sent as ``(destination, source port, length field, bytes)`` and the frames it sent on the
+    byte stream."""
     dut = LinkController(SMALL_CONFIG, timeout_cycles=64, udp_port=UDP_PORT, ethernet_bps=RATE)
     rng = random.Random(seed)
     sent, current, stream_out = [], None, FrameParser()
