@@ -75,6 +75,7 @@ def serve(datagrams, stream=b"", seed=1, send_ready=0.7):
                 fields = ("ip_address", "dst_port", "src_port", "length", "data", "last")
                 out = {name: ctx.get(getattr(send, name)) for name in fields}
             tx = ctx.get(dut.tx.payload) if ctx.get(dut.tx.valid) else None
+            waiting = ctx.get(send.valid)  # an answer's byte the network has not taken yet
             await ctx.tick()
             if taken:
                 offset += 1
@@ -94,7 +95,7 @@ def serve(datagrams, stream=b"", seed=1, send_ready=0.7):
                 if out["last"]:
                     sent.append((current[0], current[1], current[2], bytes(current[3])))
                     current = None
-            busy = bool(queue) or position < len(stream) or out is not None or tx is not None
+            busy = bool(queue) or position < len(stream) or waiting or tx is not None
             idle = 0 if busy else idle + 1
 
     sim = Simulator(dut)
