@@ -78,6 +78,7 @@ class FrameCodec(wiring.Component):
                 # the byte stream's unit of delivery ended mid-frame (a UDP datagram, see
                 # hw.soc.link.udp): the frame is dropped as a framing error
                 "abort": In(1),
+                "o_last": Out(1),  # with ``o``: the frame's last byte
                 "idle": Out(1),
                 "frames": Out(frame_signature(depth, head_bytes, block_bytes)),
             }
@@ -229,11 +230,13 @@ class FrameCodec(wiring.Component):
         with m.Else():
             crc_index = (index - payload_end)[:2]
             m.d.comb += byte.eq(frame_crc.crc.word_select(crc_index, 8))
+        last = index == payload_end + CRC_TRAILER.size - 1
         m.d.comb += [self.o.payload.eq(byte), self.o.valid.eq(1), frame_crc.data.eq(byte)]
+        m.d.comb += self.o_last.eq(last)
         with m.If(self.o.ready):
             m.d.sync += index.eq(index + 1)
             with m.If((index >= len(SYNC)) & (index < payload_end)):
                 m.d.comb += frame_crc.valid.eq(1)
-            with m.If(index == payload_end + CRC_TRAILER.size - 1):
+            with m.If(last):
                 m.d.sync += index.eq(0)
                 m.next = "SYNC0"

@@ -11,9 +11,9 @@ the link (:class:`hw.soc.link.LinkController`):
 - ``rx``: the datagrams' bytes, ``rx_last`` with a datagram's last one (the link drops a frame a
   datagram cut short, the codec's ``abort``), out of :class:`DatagramBuffer`: LiteEth's receive
   path has no packet buffer and loses bytes of a datagram whenever its ``ready`` is low, so the
-  buffer always takes them, whole datagrams while it has room for the largest (the frames a
-  host sends while the link serves the last one; else the datagram is dropped whole, and the
-  host sends it again). The sender's address travels with its datagram and is the one being
+  buffer always takes them, each datagram whole if it has room for it (the frames a host sends
+  while the link serves the last one; else the datagram is dropped whole, and the host sends it
+  again). The sender's address travels with its datagram and is the one being
   served from the datagram's first byte until the next datagram's.
 - ``tx``: the response's bytes, ``tx_length`` of them (the frame's length, known when it
   starts), sent to the latched sender's address as one datagram from and to ``udp_port``.
@@ -26,7 +26,7 @@ the link (:class:`hw.soc.link.LinkController`):
 
 from __future__ import annotations
 
-from amaranth import Cat, Module, Mux, Signal
+from amaranth import Cat, Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -60,14 +60,10 @@ class DatagramBuffer(wiring.Component):
     """Whole datagrams from LiteEth's raw port (``received``, always ready) into a block RAM, and
     out of it (``out``: each datagram's sender address as its first :data:`ADDRESS_BYTES` bytes,
     most significant first, then its payload; ``out.payload`` bit 8 marks the last byte). A
-    datagram that finds less room than the largest one (``fpga.spec.protocol.UDP_MAX_DATAGRAM``)
-    is dropped whole."""
+    datagram that finds no room for itself is dropped whole."""
 
     def __init__(self, depth: int = BUFFER_BYTES):
-        from fpga.spec.protocol import UDP_MAX_DATAGRAM
-
         self.depth = depth
-        self.room = UDP_MAX_DATAGRAM + ADDRESS_BYTES
         super().__init__({"received": In(raw_udp_signature()), "out": Out(stream.Signature(9))})
 
     def elaborate(self, platform):
@@ -76,22 +72,24 @@ class DatagramBuffer(wiring.Component):
         m.submodules.memory = memory = Memory(shape=9, depth=self.depth, init=[])
         write, read = memory.write_port(), memory.read_port()
         wrote, taken = Signal(range(2 * self.depth)), Signal(range(2 * self.depth))
-        address = Signal(32)  # the arriving datagram's sender
         byte = Signal(range(ADDRESS_BYTES))
         m.d.comb += write.addr.eq(wrote)
         with m.If(write.en):
             m.d.sync += wrote.eq(wrote + 1)
         with m.FSM():
             with m.State("IDLE"):
+                # room for this one (LiteEth holds a datagram's length and sender over it)
                 with m.If(received.valid):
-                    m.d.sync += [address.eq(received.ip_address), byte.eq(0)]
-                    with m.If(wrote - taken <= self.depth - self.room):
+                    with m.If(wrote - taken + received.length <= self.depth - ADDRESS_BYTES):
                         m.next = "ADDRESS"
                     with m.Else():
                         m.next = "DROP"
             with m.State("ADDRESS"):  # the sender first (LiteEth's CDC FIFO holds 4 bytes)
-                m.d.comb += [write.data.eq(address[-8:]), write.en.eq(1)]
-                m.d.sync += [byte.eq(byte + 1), address.eq(address << 8)]
+                m.d.comb += [
+                    write.data.eq(received.ip_address.word_select(~byte, 8)),
+                    write.en.eq(1),
+                ]
+                m.d.sync += byte.eq(byte + 1)
                 with m.If(byte == ADDRESS_BYTES - 1):
                     m.next = "DATA"
             with m.State("DATA"):
@@ -129,6 +127,7 @@ class UdpAdapter(wiring.Component):
                 "rx": Out(stream.Signature(8)),
                 "rx_last": Out(1),
                 "tx": In(stream.Signature(8)),
+                "tx_last": In(1),
                 "tx_length": In(16),
                 "peer_ok": Out(1),
                 "learn": In(1),
@@ -167,11 +166,10 @@ class UdpAdapter(wiring.Component):
             m.d.sync += [peer.eq(sender_ip), locked.eq(1)]
 
         # the response's bytes through one register: the core's datagram path starts at
-        # flip-flops, not at the end of the link's read of its frame buffer
-        sent = Signal(16)  # bytes of the response taken
+        # flip-flops, not at the end of the link's read of its frame buffer; its destination
+        # and length are taken with each byte: while the last byte waits here the link may
+        # already take the next request (another sender, another length)
         full, data, ends = Signal(), Signal(8), Signal()
-        # its destination and length, taken with each byte: while the last byte waits here the
-        # link may already take the next request (another sender, another length)
         to, length = Signal(32), Signal(16)
         m.d.comb += [
             self.tx.ready.eq(~full | send.ready),
@@ -184,10 +182,8 @@ class UdpAdapter(wiring.Component):
             send.length.eq(length),
         ]
         with m.If(self.tx.valid & self.tx.ready):
-            last = sent == self.tx_length - 1
-            m.d.sync += [full.eq(1), data.eq(self.tx.payload), ends.eq(last)]
+            m.d.sync += [full.eq(1), data.eq(self.tx.payload), ends.eq(self.tx_last)]
             m.d.sync += [to.eq(sender_ip), length.eq(self.tx_length)]
-            m.d.sync += sent.eq(Mux(last, 0, sent + 1))
         with m.Elif(send.ready):
             m.d.sync += full.eq(0)
         return m
