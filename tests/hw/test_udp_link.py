@@ -7,6 +7,7 @@ import random
 from amaranth.sim import Simulator
 
 from fpga.spec.config import SMALL_CONFIG
+from fpga.spec.layout import BufferSpace
 from fpga.spec.protocol import (
     FRAME_OVERHEAD,
     RESPONSE_FLAG,
@@ -19,32 +20,39 @@ from fpga.spec.protocol import (
     encode_frame,
     identify_payload,
     parse_status,
+    write_payload,
 )
 from hw.soc.link import LinkController
+from hw.soc.link.udp import ADDRESS_BYTES, BUFFER_BYTES
 
 UDP_PORT, RATE = 2000, 100_000_000
 HOST, OTHER = (0xC0A80164, 50123), (0xC0A80165, 40000)  # 192.168.1.100 and .101
 
 
-def serve(datagrams, stream=b"", seed=1):
-    """Datagrams ``(sender, bytes)`` into the link's UDP port one after another (and ``stream``
-    into its byte-stream link at the same time), the UDP side back-pressured at random; returns
-    the datagrams it sent as ``(destination, source port, length field, bytes)`` and the frames
-    it sent on the byte stream."""
+def serve(datagrams, stream=b"", seed=1, send_ready=0.7):
+    """Datagrams ``(sender, bytes[, cycles before it])`` into the link's UDP port one after
+    another (and ``stream`` into its byte-stream link at the same time), the UDP side
+    back-pressured at random (ready with probability ``send_ready``); returns the datagrams it
+    sent as ``(destination, source port, length field, bytes)`` and the frames it sent on the
+    byte stream."""
     dut = LinkController(SMALL_CONFIG, timeout_cycles=64, udp_port=UDP_PORT, ethernet_bps=RATE)
     rng = random.Random(seed)
     sent, current, stream_out = [], None, FrameParser()
 
     async def bench(ctx):
-        queue = [(sender, bytes(data)) for sender, data in datagrams]
-        position, offset, idle = 0, 0, 0
+        # (sender, bytes, cycles to wait before it): a datagram may come after a pause
+        queue = [(d[0], bytes(d[1]), d[2] if len(d) > 2 else 0) for d in datagrams]
+        pause = queue[0][2] if queue else 0
+        position, offset, idle, held = 0, 0, 0, 0
         received, send = dut.udp_received, dut.udp_send
         ctx.set(dut.tx.ready, 1)
+        ctx.set(dut.write.ready, 1)  # the engine takes every byte a WRITE brings
         nonlocal current
         while idle < 300:
-            have = bool(queue)
+            have = bool(queue) and pause == 0
+            pause = max(0, pause - 1)
             if have:
-                (ip, port), data = queue[0]
+                (ip, port), data, _ = queue[0]
                 ctx.set(received.ip_address, ip)
                 ctx.set(received.src_port, port)
                 ctx.set(received.dst_port, UDP_PORT)
@@ -54,21 +62,26 @@ def serve(datagrams, stream=b"", seed=1):
             ctx.set(received.valid, have)
             ctx.set(dut.rx.valid, position < len(stream))
             ctx.set(dut.rx.payload, stream[position] if position < len(stream) else 0)
-            ready = rng.random() < 0.7
+            ready = rng.random() < send_ready
             ctx.set(send.ready, ready)
             taken = have and ctx.get(received.ready)
+            # LiteEth's receive path has no packet buffer: the link must take every byte but
+            # while it writes a datagram's sender address into its buffer
+            held = held + 1 if have and not taken else 0
+            assert held <= ADDRESS_BYTES + 1
             stream_taken = position < len(stream) and ctx.get(dut.rx.ready)
             out = None
             if ready and ctx.get(send.valid):
                 fields = ("ip_address", "dst_port", "src_port", "length", "data", "last")
                 out = {name: ctx.get(getattr(send, name)) for name in fields}
             tx = ctx.get(dut.tx.payload) if ctx.get(dut.tx.valid) else None
+            waiting = ctx.get(send.valid)  # an answer's byte the network has not taken yet
             await ctx.tick()
             if taken:
                 offset += 1
                 if offset == len(queue[0][1]):
                     queue.pop(0)
-                    offset = 0
+                    offset, pause = 0, queue[0][2] if queue else 0
             position += stream_taken
             if tx is not None:
                 stream_out.feed(bytes([tx]))
@@ -82,7 +95,7 @@ def serve(datagrams, stream=b"", seed=1):
                 if out["last"]:
                     sent.append((current[0], current[1], current[2], bytes(current[3])))
                     current = None
-            busy = have or position < len(stream) or out is not None or tx is not None
+            busy = bool(queue) or position < len(stream) or waiting or tx is not None
             idle = 0 if busy else idle + 1
 
     sim = Simulator(dut)
@@ -178,3 +191,22 @@ def test_each_link_gets_its_own_answers():
     assert all(f.opcode == Opcode.STATUS | RESPONSE_FLAG for f in frames)
     info = DeviceInfo.parse(answer(sent[0])[1].payload[1:])
     assert info.link_kind == LinkKind.ETHERNET
+
+
+def test_datagrams_arriving_while_the_link_is_busy_wait_whole_or_are_dropped_whole():
+    """Back-to-back 1 KB datagrams while the answers leave slowly: the buffer keeps whole ones
+    while it has room for the largest, drops the others whole; none is cut or mixed."""
+    count, size = 12, 900
+    datagrams = [
+        (HOST, encode_frame(seq, Opcode.WRITE, write_payload(BufferSpace.ACT_IN, 0, bytes(size))))
+        for seq in range(1, count + 1)
+    ]
+    datagrams.append((HOST, encode_frame(99, Opcode.STATUS), 30_000))  # once all is done
+    sent, _ = serve(datagrams, send_ready=0.02)
+    answers = [answer(d)[1] for d in sent]
+    served = [f.seq for f in answers[:-1]]
+    assert served == sorted(served) and BUFFER_BYTES // (size + 20) <= len(served) < count
+    assert all(f.payload == bytes([Status.OK]) for f in answers[:-1])
+    status = parse_status(answers[-1].payload[1:])
+    assert status["crc_errors"] == status["framing_errors"] == 0
+    assert status["frames_ok"] == len(served) + 1

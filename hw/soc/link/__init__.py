@@ -172,6 +172,7 @@ class LinkController(wiring.Component):
             self.tx.payload.eq(codec.o.payload),
             self.tx.valid.eq(codec.o.valid & ~held),
             codec.o.ready.eq(Mux(held, udp.tx.ready, self.tx.ready)),
+            udp.tx_last.eq(codec.o_last),
             udp.tx_length.eq(FRAME_OVERHEAD + codec.frames.header.length),
         ]
         taken = udp.rx.valid & udp.rx.ready

@@ -135,11 +135,14 @@ class CommandDecoder(wiring.Component):
 
         with m.FSM():
             with m.State("IDLE"):
+                # the buffer answers a cycle after the address: a WRITE's first data byte is
+                # read while it is dispatched, each next one while the last is taken
+                m.d.comb += frames.rd_addr.eq(WRITE_REQUEST.size)
                 with m.If(frames.valid):
                     self._dispatch(m)
             with m.State("WRITE"):
                 m.d.comb += [
-                    frames.rd_addr.eq(index),
+                    frames.rd_addr.eq(Mux(self.write.ready, index + 1, index)),
                     self.write.valid.eq(1),
                     self.write.payload.count.eq(1),  # the link writes bytes
                     self.write.payload.space.eq(write_request.space),
