@@ -1,8 +1,9 @@
 """The host over the simulated board's Ethernet: its LiteEth core under Verilator, the harness
 playing the MII PHY and the network on 127.0.0.1 (``host.infer --device sim --link ethernet``).
 
-Skipped until ``sim.board.build`` takes ``ethernet`` (the Ethernet harness of issue 33). The host's
-own logic over a lossy link is proven without a simulator in tests/test_udp_link.py.
+Skipped without Verilator, or a ``sim.board.build`` without ``ethernet``. The host's own logic over
+a lossy link (5 % too, garbage, another host) is proven without a simulator in
+tests/test_udp_link.py.
 """
 
 from __future__ import annotations
