@@ -126,6 +126,13 @@ class BoardTop(Elaboratable):
 
     def elaborate(self, platform):
         m = Module()
+        oscillator_mhz = platform.default_clk_frequency / 1e6
+        streamed_xilinx = self.core is None and "ecp5" not in self.board.toolchain
+        if streamed_xilinx and self.board.clock_mhz != oscillator_mhz:
+            raise BoardTopError(
+                f"the streamed {self.board.name} SoC runs at its {oscillator_mhz:g} MHz "
+                f"oscillator, not {self.board.clock_mhz:g} MHz"
+            )
         uart = platform.request("uart", 0)
         memory = None
         if self.core is not None:
@@ -156,7 +163,6 @@ class BoardTop(Elaboratable):
         m.d.comb += [soc.uart_rx.eq(uart.rx.i), uart.tx.o.eq(soc.uart_tx)]
         if ethernet is not None:
             m.d.comb += self._reference.o.eq(soc.eth_ref_clk)
-        oscillator_mhz = platform.default_clk_frequency / 1e6
         if "ecp5" in self.board.toolchain:
             clock, locked = self._ecp5_pll(
                 m, platform, oscillator_mhz, sdram.clk if memory else None, soc
@@ -170,11 +176,6 @@ class BoardTop(Elaboratable):
             oscillator = platform.request(platform.default_clk, 0)
             reset = platform.request(platform.default_rst, 0)
             m.d.comb += [soc.dram_clk_in.eq(oscillator.i), soc.dram_rst_in.eq(reset.i)]
-        elif self.board.clock_mhz != oscillator_mhz:
-            raise BoardTopError(
-                f"the streamed {self.board.name} SoC runs at its {oscillator_mhz:g} MHz "
-                f"oscillator, not {self.board.clock_mhz:g} MHz"
-            )
         return m
 
     def _ethernet(self, m, platform) -> EthernetInterface:
