@@ -143,7 +143,16 @@ class UdpTransport:
         self.buffer = bytearray()
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
+            if local_port:
+                # several boards answer the same port number on this host: each session's
+                # socket shares it and is connected to its board, and the kernel hands each
+                # connected socket its own board's datagrams (a batch over many boards)
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if hasattr(socket, "SO_REUSEPORT"):
+                    self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             self.sock.bind(("0.0.0.0", local_port))
+            if local_port:
+                self.sock.connect(address)
         except OSError as exc:
             self.sock.close()
             raise TransportError(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import random
 import select
 import socket
@@ -499,3 +500,33 @@ def test_a_request_the_board_keeps_refusing_is_resent_then_one_error(board):
         device.status()
     assert board.frames.count(Opcode.STATUS) == 3 and device.retried == 2
     device.close()
+
+
+def test_sessions_with_several_boards_share_the_port_the_boards_answer():
+    """Boards answer the host at their own port number: two sessions on one host (a batch over
+    two boards) both bind it, and each gets its own board's datagrams only."""
+    port = 20_000 + os.getpid() % 20_000
+    boards = []
+    for ip in ("127.0.0.2", "127.0.0.3"):
+        board = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        board.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        board.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # the hosts' port, too
+        board.bind((ip, port))
+        boards.append(board)
+    sessions = [
+        UdpTransport(f"udp://{ip}:{port}", (ip, port), port) for ip in ("127.0.0.2", "127.0.0.3")
+    ]
+    try:
+        for _ in range(3):
+            for seq, board in enumerate(boards):
+                board.sendto(encode_frame(seq, Opcode.STATUS), ("127.0.0.1", port))
+        for seq, session in enumerate(sessions):
+            got = b""
+            while len(got) < 3 * len(encode_frame(seq, Opcode.STATUS)):
+                chunk = session.read(4096, 2.0)
+                assert chunk, "a session missed its board's datagrams"
+                got += chunk
+            assert got == 3 * encode_frame(seq, Opcode.STATUS)
+    finally:
+        for s in (*sessions, *boards):
+            s.close()
