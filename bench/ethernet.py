@@ -1,8 +1,11 @@
-"""The Ethernet path's numbers that exist before the SoC serves UDP (issue 33, in progress): the
-LiteEth UDP core's size on each Arty (Yosys fit of the generated core alone), and what the link
-rate would give: images/s per board over 100 Mbit Ethernet against its 12 Mbaud UART, from the
-cost model's device cycles (``fpga.compiler.traffic.device_cycles``) and each image's framed link
-bytes, with link and compute overlapped, and which side bounds it."""
+"""The Ethernet path's numbers (issue 33): the LiteEth UDP core's size on each Arty (Yosys fit of
+the generated core alone; its share of each Arty's whole fit is ``make bench`` topic ``build``'s);
+the link's throughput measured on the simulated board over its Ethernet (the real core under
+Verilator, the harness playing the PHY at 100 Mbit/s), in device cycles: LOAD_MODEL and one
+image's input and logits, bytes per cycle against the line rate; and what the link gives:
+images/s per board over 100 Mbit Ethernet against its 12 Mbaud UART, from the cost model's
+device cycles (``fpga.compiler.traffic.device_cycles``) and each image's framed link bytes, with
+link and compute overlapped, and which side bounds it."""
 
 from __future__ import annotations
 
@@ -111,13 +114,66 @@ def predictions() -> list[dict]:
     return rows
 
 
+def simulated_link(variant: str = "v1.1", size: int = 224) -> dict:
+    """LOAD_MODEL and one image over the simulated board's Ethernet: device cycles (the board's
+    own count: two sessions, the second with the image, so the image's are the difference, less
+    the run's) and bytes per cycle against the line rate."""
+    import numpy as np
+
+    from fpga.compiler.program import compile_network
+    from fpga.compiler.resident import compile_resident
+    from fpga.spec.boards import get_board
+    from fpga.spec.config import DEFAULT_CONFIG
+    from fpga.spec.network import shape_network
+    from host.simulated import BoardProcess, build_binary
+
+    binary = build_binary(link="ethernet")
+    program = compile_network(shape_network(variant, size), DEFAULT_CONFIG, split=True)
+    image = compile_resident(program, input_size=size)
+    pixels = np.zeros((3, size, size), dtype=np.int8)
+    line_bytes_per_cycle = get_board("arty_a7").ethernet.rate_mbps * 1e6 / 8 / 100e6
+
+    def session(with_image: bool) -> tuple[int, dict, int]:
+        with BoardProcess(binary, link="ethernet") as board:
+            device = board.open_device()
+            device.identify()
+            load = device.load_model(image)
+            run = device.run_resident(image, pixels)[1] if with_image else None
+            device.close()
+        return board.cycles, run, load
+
+    load_cycles, _, load = session(False)
+    both_cycles, run, _ = session(True)
+    model_bytes = len(image.load_bytes())
+    image_bytes = image.link_bytes_per_image()
+    link_cycles = both_cycles - load_cycles - run["cycles"]
+    rows = {
+        "load_model": {"bytes": model_bytes, "device_cycles": load_cycles},
+        "image_link": {"bytes": image_bytes, "device_cycles": link_cycles},
+    }
+    for name, row in rows.items():
+        row["bytes_per_cycle"] = row["bytes"] / row["device_cycles"]
+        row["of_line_rate"] = row["bytes_per_cycle"] / line_bytes_per_cycle
+        print(
+            f"  {name:10}: {row['bytes']:>9,} B in {row['device_cycles']:>11,} device cycles = "
+            f"{row['bytes_per_cycle']:.4f} B/cycle, {row['of_line_rate']:.0%} of 100 Mbit/s "
+            f"({line_bytes_per_cycle:.3f} B/cycle at 100 MHz)"
+        )
+    return {"variant": variant, "size": size, **rows}
+
+
 def main() -> dict:
     from fpga.spec.protocol import ETHERNET_DATAGRAM_OVERHEAD
 
-    print("LiteEth UDP core alone (Yosys synth_xilinx fit; not yet in the SoC):")
+    print("LiteEth UDP core alone (Yosys synth_xilinx fit):")
     sizes = core_sizes()
+    print(
+        "\nthe simulated board's Ethernet (v1.1 @ 224, payload bytes; the image's cycles leave out "
+        "its run's):"
+    )
+    link = simulated_link()
     print(
         "\npredicted images/s, link and compute overlapped (cost model; index weights; "
         f"Ethernet: 100 Mbit/s less {ETHERNET_DATAGRAM_OVERHEAD} bytes a datagram):"
     )
-    return {"core": sizes, "predicted": predictions()}
+    return {"core": sizes, "simulated_link": link, "predicted": predictions()}
