@@ -271,6 +271,35 @@ def test_three_boards_equal_one_board_image_by_image(resident_board_binary, mode
     assert {r["board"] for r in report.results} <= {"sim0", "sim1", "sim2"}
 
 
+def test_a_board_streams_its_images(resident_board_binary, model_file):
+    """One board, four images: they go through one ``run_resident_many`` stream (positions 0-3
+    of stream 0), and the device itself reports link traffic served during every run (its
+    ``host_cycles``: the next image's input written, the last one's logits read while it
+    computes), which one image at a time never has; results in order, each bit-exact."""
+    from fpga.spec.sqz import load_for_device
+
+    network, compressed = load_for_device(model_file)
+    photos = bundled_photos()
+    images = [*photos, photos[0]]
+    options = {"weights_mode": WEIGHTS_MODE, "mode": "resident", "baud": None}
+    devices = [DeviceSpec("sim0", binary=str(resident_board_binary))]
+    before = descendants(os.getpid())
+    watch = Watch(os.getpid())
+    watch.start()
+    report = classify_batch(images, devices, network, compressed, options, progress=False)
+    assert_all_gone(watch.stop() - before)
+
+    results = report.results
+    assert [r["image"] for r in results] == [str(p) for p in images]
+    assert all(r["golden_match"] for r in results)
+    assert results[3]["top5"] == results[0]["top5"]
+    assert [(r["stream"], r["stream_position"]) for r in results] == [(0, i) for i in range(4)]
+    assert all(r["overlapped"] for r in results)
+    # the first run had the second input written during it, the last the third one's logits
+    # read, the others both
+    assert all(r["host_cycles"] > 0 for r in results), [r["host_cycles"] for r in results]
+
+
 def test_a_board_killed_mid_batch(resident_board_binary, model_file, tmp_path):
     """Kill one board's process after the first result: its in-flight image goes to another
     board, every other image completes bit-exact, the summary names the board and its PID; a
