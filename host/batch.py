@@ -527,9 +527,12 @@ def _schedule(ray, images, boards, results, finished, progress, on_result, start
             board.sent += 1
 
     def drain(board: BoardState) -> None:
-        """A streaming board that holds fewer images than it could, and gets no more: its
-        stream may end (else it would wait for a next image to overlap with)."""
-        if board.busy and len(board.busy) < board.depth and board.drained != board.sent:
+        """A board that holds fewer images than it could, and gets no more (one at a time:
+        after every image): its stream may end (else it would wait for a next image to overlap
+        with). A full streaming board needs none: it answers one image once it has started the
+        next."""
+        room = len(board.busy) < board.depth or board.depth == 1
+        if board.busy and room and board.drained != board.sent:
             board.drained = board.sent
             board.actor.drain.remote(board.sent)
 
