@@ -2,7 +2,7 @@
 streaming its images and, over 1 and 2 boards, one image at a time (the same images); and the
 images/s predicted for N real Arty A7 boards.
 
-Measured: v1.1 at 64 (reduced size, as the tests), 10 images, resident mode, each board a
+Measured: v1.1 at 64 (reduced size, as the tests), 24 images, resident mode, each board a
 simulated board process (Verilator, one core each while it runs) driven by its own Ray actor.
 The model load (~20 s a board) is reported apart; images/s counts the results that arrive after
 the last board was ready (and, for comparison, from the first image handed out: the later
@@ -35,7 +35,7 @@ from fpga.toolflow import quant
 from host.batch import DeviceSpec, classify_batch
 from host.simulated import build_binary
 
-VARIANT, SIZE, IMAGES = "v1.1", 64, 10
+VARIANT, SIZE, IMAGES = "v1.1", 64, 24
 #: (boards, streaming): one image at a time over 1 and 2 boards against streaming
 RUNS = ((1, True), (1, False), (2, True), (2, False), (4, True))
 RESIDENT_RESULTS = Path(__file__).parent / "results" / "resident.json"
