@@ -170,16 +170,7 @@ class BoardWorker:
         self.spec = spec
         self.board = None
         self.device = None
-        self.lock = threading.Lock()
-        # the stream's state, under ``self.cond``: the jobs handed in and not yet taken, by
-        # the driver's sequence number (None: its image failed before the stream), the next
-        # one the stream takes, the driver's count at its last drain, and why the board can
-        # take no more (stopped, gone)
-        self.cond = threading.Condition()
-        self.jobs: dict[int, _Job | None] = {}
-        self.next = self.drained = 0
-        self.dead = ""
-        self.streams = 0  # streams started (a new one after every drain that ended one)
+        self._init_stream()
         start = time.perf_counter()
         try:
             if spec.binary:
@@ -197,6 +188,22 @@ class BoardWorker:
             self.stop(kill=True)
             raise
         self.load_s = time.perf_counter() - start
+        self._start_stream()
+
+    def _init_stream(self) -> None:
+        self.lock = threading.Lock()
+        # the stream's state, under ``self.cond``: the jobs handed in and not yet taken, by
+        # the driver's sequence number (None: its image failed before the stream), the next
+        # one the stream takes, the driver's count at its last drain, and why the board can
+        # take no more (stopped, gone)
+        self.cond = threading.Condition()
+        self.jobs: dict[int, _Job | None] = {}
+        self.next = self.drained = 0
+        self.dead = ""
+        self.streams = 0  # streams started (a new one after every drain that ended one)
+
+    def _start_stream(self) -> None:
+        """Once the session is there: the stream thread, in resident mode."""
         self.streaming = self.session.mode == "resident"
         if self.streaming:
             threading.Thread(target=self._run_streams, name="stream", daemon=True).start()
