@@ -301,13 +301,16 @@ def test_a_board_streams_its_images(resident_board_binary, model_file):
 
 
 def test_a_board_killed_mid_batch(resident_board_binary, model_file, tmp_path):
-    """Kill one board's process after the first result: its in-flight image goes to another
+    """Kill one board's process after the first result: its in-flight images go to another
     board, every other image completes bit-exact, the summary names the board and its PID; a
-    file that is no image fails on every board and is reported with its error."""
+    file that is no image fails on every board and is reported with its error. Seven images,
+    so that every board still holds one when the first result is printed (a streaming board
+    holds two: with five, a board could be done with all it would get, and its death go
+    unnoticed)."""
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8 not a jpeg")
     out_csv = tmp_path / "results.csv"
-    paths = [PHOTOS, broken, bundled_photos()[1]]  # 5 images, the broken one fourth
+    paths = [PHOTOS, broken, PHOTOS]  # 7 images, the broken one fourth
     process = start_cli(cli_args(model_file, paths, "3", csv=str(out_csv)))
     watch = Watch(process.pid)
     watch.start()
@@ -325,15 +328,15 @@ def test_a_board_killed_mid_batch(resident_board_binary, model_file, tmp_path):
     out = "".join(lines)
     assert killed is not None, out + err
     assert process.returncode == 1, out + err  # one image failed
-    assert "4 of 5 images on 3 boards" in out, out
+    assert "6 of 7 images on 3 boards" in out, out
     failed_board = [line for line in lines if line.startswith("FAILED board")]
     assert len(failed_board) == 1 and f"pid {killed}" in failed_board[0], out
     assert f"FAILED image {broken}" in out
-    assert out.count("equals fpga.spec.golden: yes, bit for bit") == 4, out
+    assert out.count("equals fpga.spec.golden: yes, bit for bit") == 6, out
     with open(out_csv, newline="") as f:
         rows = list(csv.DictReader(f))
     assert [r["image"] for r in rows] == [str(p) for p in expand_images([str(p) for p in paths])]
-    assert [r["golden_match"] for r in rows] == ["True"] * 3 + ["", "True"]
+    assert [r["golden_match"] for r in rows] == ["True"] * 3 + [""] + ["True"] * 3
     assert rows[3]["error"] and not rows[3]["board"]
     assert {r["board"] for r in rows} <= {"sim0", "sim1", "sim2", ""}
 
