@@ -14,12 +14,11 @@ on the streamed-mode board (``BoardProcess(sim.board.build())``, no DRAM), never
 
 from bench._board import board_run
 from fpga.spec.boards import DEFAULT_BOARD, get_board
+from fpga.spec.protocol import LinkKind, LinkRate
 from host.classify import predicted_images_per_s
 
-UART_BAUD = get_board(DEFAULT_BOARD).baud  # the Arty A7's 12 Mbaud 8N1 UART
+UART = LinkRate(LinkKind.UART, get_board(DEFAULT_BOARD).baud)  # the Arty A7's 12 Mbaud 8N1 UART
 PCIE_GEN2_X1_BYTES_PER_S = 400e6
-#: the 8N1 rate moving PCIe Gen2 x1's bytes per second (predicted_images_per_s counts 10 bits)
-PCIE_GEN2_X1_EQUIVALENT_BAUD = int(PCIE_GEN2_X1_BYTES_PER_S * 10)
 
 
 def main() -> dict:
@@ -40,8 +39,9 @@ def main() -> dict:
         framed = run["framed_link_bytes"]
         clock = run["config"].clock_mhz * 1e6
         compute = cycles / clock
-        uart = predicted_images_per_s(cycles, clock, framed, UART_BAUD)
-        pcie = predicted_images_per_s(cycles, clock, framed, PCIE_GEN2_X1_EQUIVALENT_BAUD)
+        # a UART's time does not depend on the frames (no per-frame overhead beyond the bytes)
+        uart = predicted_images_per_s(cycles, clock, UART.seconds(framed, 0))
+        pcie = predicted_images_per_s(cycles, clock, framed / PCIE_GEN2_X1_BYTES_PER_S)
         row = {
             "variant": variant,
             "size": size,

@@ -10,28 +10,20 @@ import shutil
 import tempfile
 from pathlib import Path
 
-#: bytes each Ethernet frame adds to its UDP payload on the wire: preamble + SFD 8, MAC header
-#: 14, IPv4 20, UDP 8, FCS 4, inter-frame gap 12
-WIRE_OVERHEAD = 8 + 14 + 20 + 8 + 4 + 12
 #: the networks and input sizes of the goals
 NETWORKS = (("v1.0", 227), ("v1.1", 224))
 #: issue 33's goals: images/s over Ethernet, overlapped (index weights)
 GOALS = {("arty_a7_100", "v1.1"): 50.0, ("arty_a7", "v1.1"): 15.0}
 
 
-def ethernet_bytes_per_s(rate_mbps: int, payload: int) -> float:
-    """Payload bytes a second at ``rate_mbps`` in datagrams of ``payload`` bytes."""
-    return rate_mbps * 1e6 / 8 * payload / (payload + WIRE_OVERHEAD)
-
-
-def framed(payload_bytes: int, max_payload: int) -> int:
-    """``payload_bytes`` of MEM_WRITE / MEM_READ data as link bytes: each frame of at most
-    ``max_payload`` carries its request header, and adds sync, frame header and CRC."""
+def framed(payload_bytes: int, max_payload: int) -> tuple[int, int]:
+    """``payload_bytes`` of MEM_WRITE / MEM_READ data as link bytes and frames: each frame of at
+    most ``max_payload`` carries its request header, and adds sync, frame header and CRC."""
     from fpga.spec.protocol import FRAME_OVERHEAD, MEM_WRITE_REQUEST
 
     data = max_payload - MEM_WRITE_REQUEST.size
     frames = -(-payload_bytes // data)
-    return payload_bytes + frames * (FRAME_OVERHEAD + MEM_WRITE_REQUEST.size)
+    return payload_bytes + frames * (FRAME_OVERHEAD + MEM_WRITE_REQUEST.size), frames
 
 
 def core_sizes() -> list[dict]:
@@ -73,6 +65,7 @@ def predictions() -> list[dict]:
     from fpga.compiler.traffic import device_cycles
     from fpga.spec.boards import BOARDS
     from fpga.spec.network import shape_network
+    from fpga.spec.protocol import LinkKind, LinkRate
     from host.classify import predicted_images_per_s
 
     rows = []
@@ -81,15 +74,17 @@ def predictions() -> list[dict]:
             continue
         config, hz = board.config, board.clock_mhz * 1e6
         payload = config.max_payload  # a MEM_WRITE / MEM_READ frame's payload
-        rate = ethernet_bytes_per_s(board.ethernet.rate_mbps, payload)
+        ethernet = LinkRate(LinkKind.ETHERNET, board.ethernet.rate_mbps * 10**6)
+        uart_link = LinkRate(LinkKind.UART, board.baud)
         for variant, size in NETWORKS:
             program = compile_network(shape_network(variant, size), config, split=True)
             image = compile_resident(program, input_size=size)
             cycles = device_cycles(image)["total"]
-            link = framed(image.link_bytes_per_image(), payload)
-            compute_s, ether_s = cycles / hz, link / rate
-            uart = predicted_images_per_s(cycles, hz, link, board.baud, overlap=True)
-            ether = 1 / max(compute_s, ether_s)
+            link, frames = framed(image.link_bytes_per_image(), payload)
+            compute_s, ether_s = cycles / hz, ethernet.seconds(link, frames)
+            uart_s = uart_link.seconds(link, frames)
+            uart = predicted_images_per_s(cycles, hz, uart_s, overlap=True)
+            ether = predicted_images_per_s(cycles, hz, ether_s, overlap=True)
             goal = GOALS.get((name, variant))
             row = {
                 "board": name,
@@ -109,7 +104,7 @@ def predictions() -> list[dict]:
             )
             print(
                 f"  {name:12} {variant}: device {compute_s * 1e3:6.1f} ms, link {link:,} B = "
-                f"{ether_s * 1e3:5.1f} ms over Ethernet ({link / board.baud * 10e3:6.1f} ms over "
+                f"{ether_s * 1e3:5.1f} ms over Ethernet ({uart_s * 1e3:6.1f} ms over "
                 f"the UART): {ether:5.1f} images/s over Ethernet, {row['ethernet_bound']}-bound"
                 f"{verdict}; {uart:.2f} over the UART"
             )
@@ -117,10 +112,12 @@ def predictions() -> list[dict]:
 
 
 def main() -> dict:
+    from fpga.spec.protocol import ETHERNET_DATAGRAM_OVERHEAD
+
     print("LiteEth UDP core alone (Yosys synth_xilinx fit; not yet in the SoC):")
     sizes = core_sizes()
     print(
         "\npredicted images/s, link and compute overlapped (cost model; index weights; "
-        f"Ethernet: 100 Mbit/s less {WIRE_OVERHEAD} bytes a datagram):"
+        f"Ethernet: 100 Mbit/s less {ETHERNET_DATAGRAM_OVERHEAD} bytes a datagram):"
     )
     return {"core": sizes, "predicted": predictions()}

@@ -8,13 +8,13 @@ engine's cost model, which host.classify reports as ``engine_alone_cycles``; it 
 Huffman decode out, so both weights modes get the same figure) and their ratio, the device's
 cycle split (engine / DMA wait / other), the link bytes against the minimum (input + logits),
 the cycles the device spent serving the link during each run (``host_cycles``), the images/s
-predicted for the Arty A7 at its clock over its 12 Mbaud UART
-(``host.classify.predicted_images_per_s``) twice: with the link and compute overlapped (the
-period is the longer of the two, what ``Device.run_resident_many`` does; the images/s goals
-compare against it) and sequential (compute, then transfer), the compute-bound images/s, the
-simulator's wall time per image and whether the class sums equal ``fpga.spec.golden``. The images
-go through one overlapped stream. The goals are printed next to the measured values, never
-asserted.
+predicted for the Arty A7 at its clock over its 12 Mbaud UART (or the link the board reports:
+``host.classify.prediction_link``) by ``host.classify.predicted_images_per_s`` twice: with the link
+and compute overlapped (the period is the longer of the two, what ``Device.run_resident_many``
+does; the images/s goals compare against it) and sequential (compute, then transfer), the
+compute-bound images/s, the simulator's wall time per image and whether the class sums equal
+``fpga.spec.golden``. The images go through one overlapped stream. The goals are printed next to
+the measured values, never asserted.
 
 Streamed mode's images/s are taken from ``bench/results/e2e.json`` when that file exists
 (``python -m bench e2e``; it is not re-run here).
@@ -27,8 +27,9 @@ import time
 from pathlib import Path
 
 from fpga.spec.image import bundled_photos
+from fpga.spec.protocol import LinkKind, LinkRate
 from fpga.toolflow import quant
-from host.classify import classify_on_device, predicted_images_per_s
+from host.classify import classify_on_device, predicted_images_per_s, result_link
 from host.driver import Device
 from host.simulated import BoardProcess, build_binary
 
@@ -75,8 +76,10 @@ def summarize(variant, size, weights_mode, results, loads) -> dict:
     link = _mean(r["link_bytes"] for r in results)
     first = results[0]
     clock_hz = first["clock_hz"]
-    # the measured mean cycles and link bytes per image at the Arty's clock and UART
-    figures = (cycles, clock_hz, link, first["link_baud"])
+    frames = _mean(r["link_frames"] for r in results)
+    rate = result_link(first)
+    # the measured mean cycles and link bytes and frames per image at the Arty's clock and link
+    figures = (cycles, clock_hz, rate.seconds(link, frames))
     # host.classify's engine_alone_cycles: Program.predicted_cycles() summed
     engine_cycles = first["engine_alone_cycles"]
     return {
@@ -91,9 +94,11 @@ def summarize(variant, size, weights_mode, results, loads) -> dict:
             "bytes": first["model_load"]["bytes"],
             "wall_s": sum(wall for _, wall in loads),
             "fingerprint": first["model_load"]["fingerprint"],
-            # the one load over the same UART (no overlap with anything)
-            "predicted_uart_s": sum(load.link_bytes for load, _ in loads)
-            / (first["link_baud"] / 10),
+            # the one load over the same link (no overlap with anything)
+            "predicted_link_s": rate.seconds(
+                sum(load.link_bytes for load, _ in loads),
+                sum(load.link_frames for load, _ in loads),
+            ),
         },
         # only the first image may come with a model load: the second must find it resident
         "reloaded_after_first": any(r["model_load"]["loaded"] for r in results[1:])
@@ -109,11 +114,13 @@ def summarize(variant, size, weights_mode, results, loads) -> dict:
         "dma_wait_share": _mean(r["dma_wait_share"] for r in results),
         "other_share": _mean(r["other_share"] for r in results),
         "link_bytes_per_image": link,
+        "link_frames_per_image": frames,
         "link_bytes_each": [r["link_bytes"] for r in results],
         "minimum_link_bytes": first["minimum_link_bytes"],
         "link_ratio": link / first["minimum_link_bytes"],
         "clock_hz": clock_hz,
-        "link_baud": first["link_baud"],
+        "link_kind": first["link_kind"],
+        "link_bps": first["link_bps"],
         "host_cycles_each": [r.get("host_cycles") for r in results],
         "overlapped": all(r.get("overlapped", False) for r in results),
         # link and compute overlapped: the period is the longer of the two
@@ -158,9 +165,9 @@ def print_row(row: dict, streamed: dict | None) -> None:
     print(f"{name}:")
     print(
         f"  model load    {load['bytes']:,} bytes in DRAM, {load['link_bytes']:,} link bytes, "
-        f"{load['wall_s']:.1f} s wall (simulator), {load['predicted_uart_s']:.2f} s over the "
-        f"UART; {load['calls']} load call(s), {load['writes']} write(s); second image "
-        f"reloaded: {'YES' if row['reloaded_after_first'] else 'no'}"
+        f"{load['wall_s']:.1f} s wall (simulator), {load['predicted_link_s']:.2f} s over the "
+        f"{row['link_kind']}; {load['calls']} load call(s), {load['writes']} write(s); second "
+        f"image reloaded: {'YES' if row['reloaded_after_first'] else 'no'}"
     )
     print(
         f"  device cycles {row['device_cycles']:>13,.0f} per image (each "
@@ -191,14 +198,12 @@ def print_row(row: dict, streamed: dict | None) -> None:
     )
     host = ", ".join("-" if c is None else f"{c:,}" for c in row["host_cycles_each"])
     print(f"  host cycles   {host} per image (the device serving the link during each run)")
-    arty = f"on the Arty A7 at {row['clock_hz'] / 1e6:g} MHz over its {row['link_baud'] / 1e6:g}"
+    over = result_link(row).describe()
+    arty = f"on the Arty A7 at {row['clock_hz'] / 1e6:g} MHz over {over}"
     overlapped = _goal(
         row["predicted_images_per_s"], row["images_per_s_goal"], ".3f", at_least=True
     )
-    print(
-        f"  predicted     {overlapped} images/s (link and compute overlapped) {arty} Mbaud "
-        f"UART{versus}"
-    )
+    print(f"  predicted     {overlapped} images/s (link and compute overlapped) {arty}{versus}")
     print(
         f"  sequential    {row['predicted_sequential_images_per_s']:>13.3f} images/s (compute, "
         "then transfer)"
@@ -252,14 +257,18 @@ def board_predictions(rows: list[dict]) -> list[dict]:
     """Per Arty and network (index weights, the 35T's only kind): the cost model's device cycles
     (``fpga.compiler.traffic.device_cycles``, within ~1 % of the simulated board above) for the
     board's own config, double-buffered and not, and the images/s over its 12 Mbaud UART with the
-    link bytes measured above (framed input + logits), overlapped and sequential."""
+    link bytes and frames measured above (framed input + logits), overlapped and sequential, and
+    over its 100 Mbit/s Ethernet (the same frames, one per datagram), overlapped."""
     from fpga.compiler.program import compile_network
     from fpga.compiler.resident import compile_resident
     from fpga.compiler.traffic import device_cycles
     from fpga.spec.boards import get_board
     from fpga.spec.network import shape_network
 
-    link = {(r["variant"], r["weights_mode"]): r["link_bytes_per_image"] for r in rows}
+    link = {
+        (r["variant"], r["weights_mode"]): (r["link_bytes_per_image"], r["link_frames_per_image"])
+        for r in rows
+    }
     out = []
     print("\npredicted per board (cost model, index weights; link bytes as measured above):")
     for name in ("arty_a7", "arty_a7_100"):
@@ -274,7 +283,9 @@ def board_predictions(rows: list[dict]) -> list[dict]:
                 program = compile_network(network, config, split=split)
                 image = compile_resident(program, input_size=size)
                 cycles[split] = device_cycles(image)["total"]
-            hz, nbytes = board.clock_mhz * 1e6, link[(variant, "indices")]
+            hz, traffic = board.clock_mhz * 1e6, link[(variant, "indices")]
+            uart = LinkRate(LinkKind.UART, board.baud).seconds(*traffic)
+            ethernet = LinkRate(LinkKind.ETHERNET, board.ethernet.rate_mbps * 10**6)
             row = {
                 "board": name,
                 "config": f"{config.rows}x{config.cols}",
@@ -284,12 +295,13 @@ def board_predictions(rows: list[dict]) -> list[dict]:
                 "device_cycles_sequential_runs": cycles[False],
                 "device_over_engine": cycles[True] / engine,
                 "device_over_engine_goal": goal,
-                "images_per_s": predicted_images_per_s(cycles[True], hz, nbytes, board.baud, True),
-                "images_per_s_sequential": predicted_images_per_s(
-                    cycles[True], hz, nbytes, board.baud
-                ),
+                "images_per_s": predicted_images_per_s(cycles[True], hz, uart, True),
+                "images_per_s_sequential": predicted_images_per_s(cycles[True], hz, uart),
                 "images_per_s_without_double_buffering": predicted_images_per_s(
-                    cycles[False], hz, nbytes, board.baud, True
+                    cycles[False], hz, uart, True
+                ),
+                "images_per_s_ethernet": predicted_images_per_s(
+                    cycles[True], hz, ethernet.seconds(*traffic), True
                 ),
             }
             out.append(row)
@@ -298,7 +310,8 @@ def board_predictions(rows: list[dict]) -> list[dict]:
                 f"{cycles[True]:>11,} ({_goal(row['device_over_engine'], goal, '.3f')}; "
                 f"{cycles[False]:,} without double buffering)  images/s {row['images_per_s']:.2f} "
                 f"overlapped, {row['images_per_s_sequential']:.2f} sequential "
-                f"({row['images_per_s_without_double_buffering']:.2f} without double buffering)"
+                f"({row['images_per_s_without_double_buffering']:.2f} without double buffering); "
+                f"{row['images_per_s_ethernet']:.2f} overlapped over {ethernet.describe()}"
             )
     return out
 

@@ -102,31 +102,37 @@ def expand_images(paths: list[str]) -> list[Path]:
 
 @dataclass(frozen=True)
 class DeviceSpec:
-    """One board of the batch: a simulated one (``binary``) or a device ``url``."""
+    """One board of the batch: a simulated one (``binary``, served on ``link``) or a device
+    ``url`` (``board``: the registry's board that completes a ``udp://`` URL)."""
 
     name: str
     url: str = ""
     binary: str = ""
     baud: int | None = None
+    link: str = "uart"
+    board: str | None = None
 
 
-def parse_devices(value: str, baud_for_url=None, binary=None) -> list[DeviceSpec]:
-    """``--devices``: a count of simulated boards (``binary()`` builds theirs, once) or URLs
-    (``baud_for_url(url)`` gives a serial port's baud)."""
+def parse_devices(
+    value: str, baud_for_url=None, binary=None, link: str = "uart", board: str | None = None
+) -> list[DeviceSpec]:
+    """``--devices``: a count of simulated boards on ``link`` (``binary()`` builds theirs, once)
+    or URLs (``baud_for_url(url)`` gives a serial port's baud, ``board`` completes ``udp://``)."""
     value = value.strip()
     if value.isdigit():
         count = int(value)
         if count < 1:
             raise BatchError("--devices needs at least one board")
         path = str(binary()) if binary else ""
-        return [DeviceSpec(f"sim{i}", binary=path) for i in range(count)]
+        return [DeviceSpec(f"sim{i}", binary=path, link=link) for i in range(count)]
     urls = [url.strip() for url in value.split(",")]
     if not all(urls):
         raise BatchError(f"--devices {value!r}: an empty URL in the list")
     if len(set(urls)) != len(urls):
         raise BatchError(f"--devices {value!r}: a board is listed twice")
     return [
-        DeviceSpec(url, url=url, baud=baud_for_url(url) if baud_for_url else None) for url in urls
+        DeviceSpec(url, url=url, baud=baud_for_url(url) if baud_for_url else None, board=board)
+        for url in urls
     ]
 
 
@@ -174,12 +180,12 @@ class BoardWorker:
         start = time.perf_counter()
         try:
             if spec.binary:
-                self.board = BoardProcess(spec.binary).start()
+                self.board = BoardProcess(spec.binary, spec.link).start()
                 self.url = self.board.url
                 self.device = self.board.open_device()
             else:
                 self.url = spec.url
-                self.device = Device.open(spec.url, baud=spec.baud)
+                self.device = Device.open(spec.url, baud=spec.baud, board=spec.board)
             # IDENTIFY, compile and (resident mode) the model load, once per board
             from host.classify import Session
 
@@ -803,7 +809,10 @@ def run(args, baud_for_serial) -> int:
     def baud(url: str):
         return baud_for_serial(args)
 
-    devices = parse_devices(args.devices, baud, lambda: build_binary(quiet=args.json))
+    link = args.link or "uart"
+    devices = parse_devices(
+        args.devices, baud, lambda: build_binary(quiet=args.json, link=link), link, args.board
+    )
     network, compressed = load_network(args)
     options = {"weights_mode": args.weights_mode, "mode": args.mode, "baud": baud_for_serial(args)}
     try:

@@ -32,7 +32,7 @@ from fpga.spec.config import RESIDENCY_MODES
 from fpga.spec.errors import UserError
 from fpga.spec.graph import check_input_size
 from fpga.spec.image import load_image, model_labels, preprocess, top5
-from fpga.spec.protocol import DeviceInfo
+from fpga.spec.protocol import DeviceInfo, LinkKind, LinkRate
 from fpga.spec.sqz import load_for_device
 from host.driver import Device
 from host.simulated import BoardProcess, build_binary
@@ -82,27 +82,36 @@ def choose_mode(requested: str | None, info: DeviceInfo) -> str:
 
 
 def predicted_images_per_s(
-    cycles: int, clock_hz: float, link_bytes: int, baud: int, overlap: bool = False
+    cycles: int, clock_hz: float, link_s: float, overlap: bool = False
 ) -> float:
-    """Images/s of a device at ``clock_hz`` that spends ``cycles`` per image and moves
-    ``link_bytes`` (framed) per image over an 8N1 UART at ``baud`` (10 bits a byte).
+    """Images/s of a device at ``clock_hz`` that spends ``cycles`` per image and whose link
+    needs ``link_s`` seconds per image (``fpga.spec.protocol.LinkRate.seconds`` of the image's
+    framed link bytes and frames).
 
     Without ``overlap`` compute and transfer follow each other: the period is their sum (the
     streamed mode, and a resident run per image, ``Device.run_resident``). With ``overlap``
     the link and the device work at the same time (``Device.run_resident_many``: the next
     image's input and the last one's logits cross the link while the device computes), so the
-    period is the longer of the two: ``max(cycles / clock_hz, link_bytes / (baud / 10))``.
-    That is the steady state of a stream of images (the first input and the last logits are
-    not overlapped); the RUN_RESIDENT and RESIDENT_WAIT frames are inside ``link_bytes``."""
+    period is the longer of the two: ``max(cycles / clock_hz, link_s)``. That is the steady
+    state of a stream of images (the first input and the last logits are not overlapped); the
+    RUN_RESIDENT and RESIDENT_WAIT frames are inside the link's bytes."""
     compute = cycles / clock_hz
-    link = link_bytes / (baud / 10)
-    return 1 / (max(compute, link) if overlap else compute + link)
+    return 1 / (max(compute, link_s) if overlap else compute + link_s)
 
 
-def link_baud(info: DeviceInfo, fallback_baud: int) -> int:
-    """The UART rate to predict images/s over: the device's own, else (a stream link such as the
-    simulated board or PCIe) ``fallback_baud``, the board's (``--board``, default the Arty's)."""
-    return info.baud or fallback_baud
+def prediction_link(info: DeviceInfo, fallback_baud: int) -> LinkRate:
+    """The link to predict images/s over: the one the device answered on (IDENTIFY ``link`` and
+    ``link_bps``: its UART, or its Ethernet), else (a stream with no line rate, such as the
+    simulated board's socket or PCIe) a UART at ``fallback_baud``, the board's (``--board``,
+    default the Arty's)."""
+    if info.link_kind != LinkKind.STREAM and info.link_bps:
+        return LinkRate(info.link_kind, info.link_bps)
+    return LinkRate(LinkKind.UART, fallback_baud)
+
+
+def result_link(result: dict) -> LinkRate:
+    """The link a resident result's images/s were predicted over."""
+    return LinkRate(LinkKind[result["link_kind"].upper()], result["link_bps"])
 
 
 def classify_on_device(
@@ -118,8 +127,8 @@ def classify_on_device(
     """Classify ``images``; one result dict per image (see :func:`print_results`).
 
     ``mode``: "streamed", "resident", or None for the device's default (:func:`choose_mode`).
-    ``baud``: the UART rate resident mode predicts images/s over when the device reports none
-    (default: the Arty A7's)."""
+    ``baud``: the UART rate resident mode predicts images/s over when the device's link has no
+    line rate (:func:`prediction_link`; default: the Arty A7's)."""
     session = Session(device, network, compressed, weights_mode, mode, baud)
     return session.classify(images, progress)
 
@@ -152,7 +161,7 @@ class Session:
         # the model's own class names (an imported model's --labels; else ImageNet's)
         self.labels = model_labels(network)
         if self.mode == "resident":
-            self.baud = link_baud(info, baud or get_board(DEFAULT_BOARD).baud)
+            self.link = prediction_link(info, baud or get_board(DEFAULT_BOARD).baud)
             self.image = compile_resident(
                 self.program, dram_size=info.dram_bytes, input_size=network.input_size
             )
@@ -258,7 +267,8 @@ class Session:
         expected = golden.run_network(network, x, keep=False)[network.output.name]
         cycles = stats["cycles"]
         first, self.load_reported = not self.load_reported, True
-        figures = (cycles, info.clock_hz, stats["link_bytes"], self.baud)
+        link_s = self.link.seconds(stats["link_bytes"], stats["link_frames"])
+        figures = (cycles, info.clock_hz, link_s)
         return {
             "image": str(path),
             "mode": "resident",
@@ -275,7 +285,10 @@ class Session:
             "dma_wait_share": stats["dma_wait_cycles"] / cycles if cycles else 0.0,
             "other_share": stats["other_cycles"] / cycles if cycles else 0.0,
             "clock_hz": info.clock_hz,
-            "link_baud": self.baud,
+            # the link the images/s are predicted over (prediction_link) and the device's own
+            "link_kind": self.link.kind.label,
+            "link_bps": self.link.bps,
+            "device_link": info.link_kind.label,
             # link and compute overlapped (run_resident_many's steady state)
             "predicted_images_per_s": predicted_images_per_s(*figures, overlap=stats["overlapped"]),
             # one image after the other, nothing overlapped
@@ -284,6 +297,7 @@ class Session:
             "model_load": {
                 "loaded": self.load.loaded and first,
                 "link_bytes": self.load.link_bytes if first else 0,
+                "link_frames": self.load.link_frames if first else 0,
                 "bytes": image.load_size,
                 "fingerprint": image.fingerprint(),
             },
@@ -313,7 +327,7 @@ def _print_resident(r: dict) -> None:
         f"  link bytes    {r['link_bytes']:>13,}  (minimum {r['minimum_link_bytes']:,}: input "
         f"+ logits; {r['link_ratio']:.2f}x, weights as {r['weights_mode']})"
     )
-    where = f"at {r['clock_hz'] / 1e6:g} MHz over a {r['link_baud'] / 1e6:g} Mbaud UART"
+    where = f"at {r['clock_hz'] / 1e6:g} MHz over {result_link(r).describe()}"
     label = "link and compute overlapped" if r.get("overlapped") else "nothing overlapped"
     print(f"  predicted     {r['predicted_images_per_s']:>13.2f} images/s ({label}) {where}")
     print(
@@ -359,10 +373,11 @@ def run(args, baud_for_serial) -> int:
             load_image(path)
         network, compressed = load_network(args)
         if args.device == "sim":
-            board = BoardProcess(build_binary(quiet=args.json)).start()
+            link = args.link or "uart"
+            board = BoardProcess(build_binary(quiet=args.json, link=link), link).start()
             device = board.open_device()
         else:
-            device = Device.open(args.device, baud=baud_for_serial(args))
+            device = Device.open(args.device, baud=baud_for_serial(args), board=args.board)
         try:
             results = classify_on_device(
                 device,

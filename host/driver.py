@@ -14,6 +14,15 @@ resident run is started (``start_program``, RUN_RESIDENT answers at once) and wa
 (``wait_program``, RESIDENT_WAIT); while it runs the device serves MEM_WRITE and MEM_READ, so
 ``run_resident_many`` moves the next image's input and the last one's logits while the device
 computes.
+
+Over a datagram link (``udp://``, ``host.transport.UdpTransport``: one frame per datagram) the
+transfers are windowed: up to :data:`UDP_WINDOW` MEM_WRITE (or MEM_READ) frames are in flight,
+each answered by its seq; a frame whose answer does not come within the retransmission timeout
+(:class:`RetransmitTimer`, from the measured round trips) is sent again with the same seq, and an
+answer whose seq is not in flight (a late duplicate) is ignored. A serial port or a socket keeps
+one frame at a time: the UART device has no input buffering. Every new RUN_RESIDENT takes a seq
+other than the previous run's (protocol v8: the device answers a RUN_RESIDENT with the last run's
+seq without running again, so a duplicated or resent request never runs twice).
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -29,7 +39,7 @@ from fpga.compiler.resident import ResidentImage
 from fpga.compiler.traffic import device_cycles
 from fpga.spec.commands import SLOTS
 from fpga.spec.config import AcceleratorConfig
-from fpga.spec.errors import UserError
+from fpga.spec.errors import DEVICE_EXIT, UserError
 from fpga.spec.protocol import (
     IDENTIFY_PREFIX,
     MAGIC,
@@ -42,6 +52,7 @@ from fpga.spec.protocol import (
     RESPONSE_FLAG,
     RESPONSE_STATUS,
     RUN_RESPONSE,
+    UDP_MAX_DATAGRAM,
     WRITE_REQUEST,
     DeviceInfo,
     DramState,
@@ -56,13 +67,17 @@ from fpga.spec.protocol import (
     mem_write_payload,
     parse_status,
     read_payload,
+    udp_frame_fits,
     write_payload,
 )
 from host.transport import open_transport
 
 
 class LinkError(UserError, ConnectionError):
-    """The device did not answer correctly after all retries."""
+    """The device did not answer correctly after all retries (a CLI exits 1: the board or the
+    link failed, not the user's input)."""
+
+    exit_code = DEVICE_EXIT
 
 
 class DeviceMismatch(UserError, RuntimeError):
@@ -109,13 +124,73 @@ FINAL_STATUSES = frozenset(
     }
 )
 
+#: MEM_WRITE / MEM_READ frames in flight at once over a datagram link: enough to keep 100 Mbit
+#: busy across the host's round trip, few enough for the few datagrams LiteEth buffers in front
+#: of the device (one more is dropped, and resent)
+UDP_WINDOW = 4
+#: how far the seqs in flight may spread: a frame resent many times holds back new frames once
+#: the next seq is this far past its own, so two frames in flight never share a seq, and an
+#: answer is never taken for a request 256 seqs later (seq is u8)
+SEQ_SPAN = 128
+
+
+class RetransmitTimer:
+    """The retransmission timeout of a datagram link, Jacobson/Karels as TCP's (RFC 6298): the
+    smoothed round trip plus four times its mean deviation, from answers to frames sent once
+    (Karn: a resent frame's answer says nothing), doubled on every timeout; between ``floor`` and
+    ``ceiling`` seconds (of the driver's clock), ``ceiling`` until the first round trip."""
+
+    def __init__(self, ceiling: float, floor: float = 0.05):
+        self.floor, self.ceiling = min(floor, ceiling), ceiling
+        self.rto = ceiling
+        self.srtt: float | None = None
+        self.rttvar = 0.0
+
+    def sample(self, rtt: float) -> None:
+        if self.srtt is None:
+            self.srtt, self.rttvar = rtt, rtt / 2
+        else:
+            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - rtt)
+            self.srtt = 0.875 * self.srtt + 0.125 * rtt
+        self.rto = min(self.ceiling, max(self.floor, self.srtt + 4 * self.rttvar))
+
+    def backoff(self) -> None:
+        self.rto = min(self.ceiling, 2 * self.rto)
+
+
+@dataclass
+class _InFlight:
+    """A request frame sent over a datagram link and not yet answered."""
+
+    index: int  # its place among the requests of one exchange
+    seq: int
+    frame: bytes
+    sent_at: float = 0.0
+    deadline: float = 0.0
+    attempts: int = 0
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """Link traffic, frames both ways: ``bytes`` (sync to CRC) and ``frames``."""
+
+    bytes: int = 0
+    frames: int = 0
+
+    def __sub__(self, other: Traffic) -> Traffic:
+        return Traffic(self.bytes - other.bytes, self.frames - other.frames)
+
+    def __add__(self, other: Traffic) -> Traffic:
+        return Traffic(self.bytes + other.bytes, self.frames + other.frames)
+
 
 class ModelLoad(NamedTuple):
     """What :meth:`Device.load_model` did: whether it wrote the model (False: the device already
-    held it) and the link bytes it took, frames both ways (the STATUS query included)."""
+    held it) and the link bytes and frames it took, both ways (the STATUS query included)."""
 
     loaded: bool
     link_bytes: int
+    link_frames: int = 0
 
 
 class Device:
@@ -128,12 +203,16 @@ class Device:
     #: MODEL_COMMIT repeated this way made the next MEM_WRITEs time out), so the bound is
     #: generous.
     MIN_CYCLES_PER_SECOND = 25_000
+    #: the first IDENTIFY over a datagram link: per attempt (seconds of the clock), and attempts,
+    #: so that a board that does not answer is one error within a few seconds
+    CONTACT_TIMEOUT = 0.5
+    CONTACT_ATTEMPTS = 4
 
     def __init__(self, transport, timeout: float = 2.0, retries: int = 8, clock=time.monotonic):
         """``timeout`` and the cycle-based waits are seconds of ``clock``: the wall clock for a
         real board; for a simulated one the board's own (``host.simulated.BoardProcess.clock``,
         its CPU time), which a busy machine slows down with the board, where the wall clock
-        would not."""
+        would not. Over a datagram link ``timeout`` is the longest retransmission timeout."""
         self.transport = transport
         self.timeout = timeout
         self.clock = clock
@@ -141,15 +220,32 @@ class Device:
         self.seq = 0
         self.retried = 0
         self.link_bytes = 0
+        self.link_frames = 0
         self.info: DeviceInfo | None = None
         self.max_payload = 256  # until IDENTIFY tells
         self.parser = FrameParser(self.max_payload + 1)
+        #: whole frames per datagram (``host.transport.UdpTransport``): windowed transfers
+        self.datagrams = bool(getattr(transport, "datagrams", False))
+        self.window = UDP_WINDOW if self.datagrams else 1
+        self.timer = RetransmitTimer(timeout)
+        #: the seq of the last RUN_RESIDENT the device may have started (a new one avoids it)
+        self.last_run_seq: int | None = None
 
     @classmethod
-    def open(cls, url: str, baud: int | None = None, **kwargs) -> Device:
+    def open(cls, url: str, baud: int | None = None, board: str | None = None, **kwargs) -> Device:
         """Open the device at ``url``; ``baud`` is the UART bit rate for a serial port (take it
-        from the board registry, ``fpga.spec.boards``), ignored by sockets and PCIe."""
-        return cls(open_transport(url, baud), **kwargs)
+        from the board registry, ``fpga.spec.boards``), ignored by sockets, PCIe and UDP;
+        ``board`` names the board whose Ethernet address completes ``udp://``."""
+        return cls(open_transport(url, baud, board), **kwargs)
+
+    @property
+    def url(self) -> str:
+        return getattr(self.transport, "url", "the device")
+
+    @property
+    def traffic(self) -> Traffic:
+        """Link bytes and frames so far, both ways (retries included)."""
+        return Traffic(self.link_bytes, self.link_frames)
 
     @property
     def baud(self) -> int:
@@ -173,12 +269,15 @@ class Device:
                 return None
             if frame is not None:
                 self.link_bytes += frame.size
+                self.link_frames += 1
                 return frame
             left = deadline - self.clock()
             if left <= 0 and late_budget <= 0:
                 return None
-            # read no further than this frame: what follows is left in the transport
-            data = self.transport.read(self.parser.needed(), min(max(left, 0.0), 0.5))
+            # read no further than this frame: what follows is left in the transport (a datagram
+            # link hands out whole frames: take the next one at once)
+            size = max(self.parser.needed(), UDP_MAX_DATAGRAM if self.datagrams else 0)
+            data = self.transport.read(size, min(max(left, 0.0), 0.5))
             if left <= 0:
                 if not data:
                     return None
@@ -207,8 +306,9 @@ class Device:
         A lost or corrupted response, or a status saying the request arrived damaged
         (``BAD_CRC``, ``BAD_LENGTH``), makes it resend the same frame, up to ``retries`` times.
         """
-        self.seq = (self.seq + 1) & 0xFF
-        frame = encode_frame(self.seq, opcode, payload)
+        if self.datagrams:
+            return self._exchange_datagrams(opcode, [payload], timeout)[0]
+        frame = encode_frame(self._next_seq(opcode), opcode, payload)
         last = "no response"
         resync = False
         for attempt in range(self.retries + 1):
@@ -218,6 +318,7 @@ class Device:
                 self._resync()
             self.transport.write(frame)
             self.link_bytes += len(frame)
+            self.link_frames += 1
             deadline = self.clock() + (timeout or self.timeout)
             while True:
                 response = self._receive(deadline)
@@ -241,6 +342,112 @@ class Device:
             f"{opcode.name} failed after {self.retries + 1} attempts ({last}); "
             "is the device connected and running the SqueezeFPGA bitstream?"
         )
+
+    def _next_seq(self, opcode: Opcode) -> int:
+        """The next request's seq; a RUN_RESIDENT skips the previous run's (which the device
+        would take for a replay of that run)."""
+        self.seq = (self.seq + 1) & 0xFF
+        if opcode == Opcode.RUN_RESIDENT and self.seq == self.last_run_seq:
+            self.seq = (self.seq + 1) & 0xFF
+        return self.seq
+
+    def _exchange_datagrams(
+        self,
+        opcode: Opcode,
+        payloads: list[bytes],
+        timeout: float | None = None,
+        attempts: int | None = None,
+    ) -> list[tuple[Status, bytes] | None]:
+        """``opcode`` requests with ``payloads`` over a datagram link, up to :attr:`window` of
+        them in flight; ``(status, payload after the status byte)`` of each, in order.
+
+        A request is answered by a frame with its seq and a status in :data:`FINAL_STATUSES`.
+        One whose answer does not come in time (``timeout``, else the :class:`RetransmitTimer`'s),
+        or is answered ``BAD_CRC``/``BAD_LENGTH``, is sent again with the same seq, up to
+        ``attempts`` times in all (default ``retries + 1``), then :class:`LinkError`. An answer
+        whose seq is not in flight is a late duplicate and is ignored. The first final status
+        that is not OK ends the exchange (the requests after it are left None)."""
+        attempts = self.retries + 1 if attempts is None else attempts
+        results: list[tuple[Status, bytes] | None] = [None] * len(payloads)
+        flight: dict[int, _InFlight] = {}
+        sent = answered = 0
+        last = "no response"
+
+        def send(item: _InFlight) -> None:
+            if item.attempts >= attempts:
+                silent = last == "no answer in time"
+                raise LinkError(
+                    f"{opcode.name} failed after {attempts} attempts ({last}): the board at "
+                    f"{self.url} "
+                    + (
+                        "stopped answering. Another host may have taken it over (the board "
+                        "serves the sender of the last IDENTIFY and drops other hosts' frames "
+                        "unanswered: run this session again to take it back), or it lost power "
+                        "or its network"
+                        if silent
+                        else "does not take the request: is it running the SqueezeFPGA bitstream?"
+                    )
+                )
+            if item.attempts:
+                self.retried += 1
+            item.attempts += 1
+            self.transport.write(item.frame)
+            self.link_bytes += len(item.frame)
+            self.link_frames += 1
+            item.sent_at = self.clock()
+            item.deadline = item.sent_at + (timeout or self.timer.rto)
+
+        def room() -> bool:
+            if sent == len(payloads) or len(flight) >= self.window:
+                return False
+            oldest = min(flight.values(), key=lambda item: item.index, default=None)
+            return oldest is None or (self.seq + 2 - oldest.seq) & 0xFF < SEQ_SPAN
+
+        while answered < len(payloads):
+            while room():
+                seq = self._next_seq(opcode)
+                flight[seq] = _InFlight(sent, seq, encode_frame(seq, opcode, payloads[sent]))
+                send(flight[seq])
+                sent += 1
+            response = self._receive(min(item.deadline for item in flight.values()))
+            if response is None:
+                now = self.clock()
+                expired = [item for item in flight.values() if item.deadline <= now]
+                if expired:
+                    last = "no answer in time"
+                    if timeout is None:
+                        self.timer.backoff()
+                for item in expired:
+                    send(item)
+                continue
+            item = flight.get(response.seq)
+            if item is None or response.opcode != (opcode | RESPONSE_FLAG):
+                continue  # a late answer to a request answered before
+            status = response.payload[0] if response.payload else None
+            if status not in FINAL_STATUSES:
+                known = status in Status._value2member_map_
+                name = Status(status).name if known else status
+                last = "empty response" if status is None else f"device answered {name}"
+                send(item)
+                continue
+            if item.attempts == 1 and timeout is None:
+                self.timer.sample(self.clock() - item.sent_at)
+            del flight[response.seq]
+            results[item.index] = (Status(status), response.payload[RESPONSE_STATUS.size :])
+            answered += 1
+            if status != Status.OK:
+                break
+        return results
+
+    def _request_all(self, opcode: Opcode, payloads: list[bytes]) -> list[bytes]:
+        """:meth:`request` for each of ``payloads``, in order; windowed over a datagram link."""
+        if not self.datagrams:
+            return [self.request(opcode, payload) for payload in payloads]
+        results = self._exchange_datagrams(opcode, payloads)
+        for result in results:
+            if result is not None and result[0] != Status.OK:
+                self._refused(opcode, *result)
+        return [body for _, body in results]
 
     def request(self, opcode: Opcode, payload: bytes = b"", timeout: float | None = None) -> bytes:
         """Send one command and return the response payload after the status byte; any status
@@ -316,7 +523,7 @@ class Device:
         opened the port at (when both are known); and, given ``expected``, that the device's
         full configuration (clock included) is ``expected``.
         """
-        payload = self.request(Opcode.IDENTIFY)
+        payload = self._contact() if self.datagrams else self.request(Opcode.IDENTIFY)
         prefix = IDENTIFY_PREFIX.unpack(payload)
         if prefix["magic"] != MAGIC:
             raise DeviceMismatch(f"not a SqueezeFPGA device (magic {prefix['magic']!r})")
@@ -343,10 +550,35 @@ class Device:
             raise DeviceMismatch(
                 f"device configuration {config} differs from the expected {expected}"
             )
+        if self.datagrams and not udp_frame_fits(config):
+            raise DeviceMismatch(
+                f"the bitstream's frames (max_payload {config.max_payload}) do not fit one UDP "
+                f"datagram: rebuild it with a max_payload that does (fpga.spec.protocol."
+                "udp_frame_fits)"
+            )
         self.info = info
         self.max_payload = info.max_payload
         self.parser.max_payload = info.max_payload + 1  # a READ answer: status + data
         return info
+
+    def _contact(self) -> bytes:
+        """IDENTIFY over a datagram link, bounded (:data:`CONTACT_TIMEOUT` x
+        :data:`CONTACT_ATTEMPTS`): a board that does not answer is one :class:`LinkError`
+        naming its address."""
+        try:
+            status, body = self._exchange_datagrams(
+                Opcode.IDENTIFY, [b""], self.CONTACT_TIMEOUT, self.CONTACT_ATTEMPTS
+            )[0]
+        except LinkError:
+            wait = self.CONTACT_TIMEOUT * self.CONTACT_ATTEMPTS
+            raise LinkError(
+                f"no answer from the board at {self.url} ({self.CONTACT_ATTEMPTS} IDENTIFY "
+                f"datagrams in {wait:g} s): is it powered and programmed with an Ethernet "
+                "bitstream, and is this host on its network (a route to its address)?"
+            ) from None
+        if status != Status.OK:
+            self._refused(Opcode.IDENTIFY, status, body)
+        return body
 
     def write(self, space, offset: int, data: bytes) -> None:
         chunk = self.max_payload - WRITE_REQUEST.size
@@ -395,19 +627,23 @@ class Device:
         ``max_payload`` bytes). A write below the committed model's end unloads the model."""
         self._require_dram("MEM_WRITE")
         chunk = self.max_payload - MEM_WRITE_REQUEST.size
-        for start in range(0, len(data), chunk):
-            self.request(
-                Opcode.MEM_WRITE, mem_write_payload(addr + start, data[start : start + chunk])
-            )
+        payloads = [
+            mem_write_payload(addr + start, data[start : start + chunk])
+            for start in range(0, len(data), chunk)
+        ]
+        self._request_all(Opcode.MEM_WRITE, payloads)
 
     def mem_read(self, addr: int, length: int) -> bytes:
         """``length`` bytes of the device's DRAM from ``addr`` (MEM_READ frames)."""
         self._require_dram("MEM_READ")
         chunk = self.max_payload - RESPONSE_STATUS.size
+        starts = range(0, length, chunk)
+        counts = [min(chunk, length - start) for start in starts]
+        payloads = [
+            mem_read_payload(addr + start, n) for start, n in zip(starts, counts, strict=True)
+        ]
         out = bytearray()
-        for start in range(0, length, chunk):
-            n = min(chunk, length - start)
-            data = self.request(Opcode.MEM_READ, mem_read_payload(addr + start, n))
+        for data, n in zip(self._request_all(Opcode.MEM_READ, payloads), counts, strict=True):
             if len(data) != n:
                 raise LinkError(f"MEM_READ returned {len(data)} bytes, expected {n}")
             out += data
@@ -451,12 +687,12 @@ class Device:
         ``force``. Writes ``load_bytes()`` at 0, then MODEL_COMMIT over ``commit_size`` bytes;
         a CRC the device computes otherwise raises :class:`BadModel` naming both."""
         self._check_image(image)
-        before = self.link_bytes
+        before = self.traffic
         fingerprint = image.fingerprint()
         if not force:
             status = self.status()
             if status["model_loaded"] and status["model_fingerprint"] == fingerprint:
-                return ModelLoad(False, self.link_bytes - before)
+                return self._model_load(False, before)
         blob = image.load_bytes()
         self.mem_write(0, blob)
         crc = crc32(blob[: image.commit_size])
@@ -470,7 +706,11 @@ class Device:
                 "(the DRAM did not keep what the link delivered: load again, or check the "
                 "board's memory)"
             )
-        return ModelLoad(True, self.link_bytes - before)
+        return self._model_load(True, before)
+
+    def _model_load(self, loaded: bool, before: Traffic) -> ModelLoad:
+        traffic = self.traffic - before
+        return ModelLoad(loaded, traffic.bytes, traffic.frames)
 
     def start_program(self, input_addr: int, output_addr: int) -> None:
         """RUN_RESIDENT: start the committed model's program with the run's input and output
@@ -482,7 +722,12 @@ class Device:
         :class:`DeviceError` (an address inside the model), :class:`DramNotReady`."""
         self._require_dram("RUN_RESIDENT")
         payload = RESIDENT_RUN_REQUEST.pack(input_addr=input_addr, output_addr=output_addr)
-        self.request(Opcode.RUN_RESIDENT, payload)
+        try:
+            self.request(Opcode.RUN_RESIDENT, payload)
+        except LinkError:
+            self.last_run_seq = self.seq  # unanswered: it may have started
+            raise
+        self.last_run_seq = self.seq  # started, or the replay of a run with this seq
 
     def wait_program(self, expected_cycles: int = 0) -> dict:
         """RESIDENT_WAIT: the device's accounting of the last run (``RESIDENT_RUN_RESPONSE``:
@@ -512,14 +757,15 @@ class Device:
         return self.wait_program(expected_cycles)
 
     @staticmethod
-    def _run_stats(image: ResidentImage, run: dict, link_bytes: int, overlapped: bool) -> dict:
+    def _run_stats(image: ResidentImage, run: dict, traffic: Traffic, overlapped: bool) -> dict:
         return {
             "cycles": run["cycles"],
             "engine_cycles": run["engine_cycles"],
             "dma_wait_cycles": run["dma_wait_cycles"],
             "other_cycles": run["cycles"] - run["engine_cycles"] - run["dma_wait_cycles"],
             "host_cycles": run["host_cycles"],
-            "link_bytes": link_bytes,
+            "link_bytes": traffic.bytes,
+            "link_frames": traffic.frames,
             "minimum_link_bytes": image.link_bytes_per_image(),
             "overlapped": overlapped,
         }
@@ -535,17 +781,17 @@ class Device:
         (int32 class sums for SqueezeNet) and the device's cycles (``cycles`` =
         ``engine_cycles`` + ``dma_wait_cycles`` + ``other_cycles``; ``host_cycles``, the
         sequencer's cycles serving MEM_WRITE/MEM_READ during the run, are inside ``other`` or
-        overlap the engine's), the link bytes this image took (frames both ways, retries
-        included), ``minimum_link_bytes`` (input + logits payload,
+        overlap the engine's), the link bytes and ``link_frames`` this image took (frames both
+        ways, retries included), ``minimum_link_bytes`` (input + logits payload,
         ``ResidentImage.link_bytes_per_image``) and ``overlapped`` (False)."""
         self._check_image(image)
-        before = self.link_bytes
+        before = self.traffic
         blob = image.input_blob(input_int8)
         self.mem_write(image.input_address(slot), blob)
         self.start_program(image.input_address(slot), image.output_address(slot))
         run = self.wait_program(device_cycles(image)["total"])
         data = self.mem_read(image.output_address(slot), image.output_bytes())
-        stats = self._run_stats(image, run, self.link_bytes - before, overlapped=False)
+        stats = self._run_stats(image, run, self.traffic - before, overlapped=False)
         return image.decode_output(data), stats
 
     def run_resident_many(
@@ -568,35 +814,35 @@ class Device:
             for index, x in enumerate(inputs):
                 slot = index % SLOTS
                 blob = image.input_blob(x)
-                before = self.link_bytes
+                before = self.traffic
                 self.mem_write(image.input_address(slot), blob)
-                own = self.link_bytes - before
+                own = self.traffic - before
                 finished = None
                 if in_flight is not None:
                     waited, in_flight = in_flight, None  # a failed wait is not repeated
-                    before = self.link_bytes
+                    before = self.traffic
                     run = self.wait_program(expected)
-                    finished = (*waited, run, self.link_bytes - before)
-                before = self.link_bytes
+                    finished = (*waited, run, self.traffic - before)
+                before = self.traffic
                 self.start_program(image.input_address(slot), image.output_address(slot))
-                in_flight = (slot, own + self.link_bytes - before)
+                in_flight = (slot, own + (self.traffic - before))
                 if finished is not None:
                     yield self._collect(image, *finished)
             if in_flight is not None:
                 waited, in_flight = in_flight, None
-                before = self.link_bytes
+                before = self.traffic
                 run = self.wait_program(expected)
-                yield self._collect(image, *waited, run, self.link_bytes - before)
+                yield self._collect(image, *waited, run, self.traffic - before)
         finally:
             if in_flight is not None:  # stopped early (or failed): leave the device idle
                 with contextlib.suppress(UserError):
                     self.wait_program(expected)
 
     def _collect(
-        self, image: ResidentImage, slot: int, link_bytes: int, run: dict, wait_bytes: int
+        self, image: ResidentImage, slot: int, traffic: Traffic, run: dict, wait: Traffic
     ) -> tuple[np.ndarray, dict]:
         """Read a finished run's logits from its output slot (overlapping the next run)."""
-        before = self.link_bytes
+        before = self.traffic
         data = self.mem_read(image.output_address(slot), image.output_bytes())
-        link_bytes += wait_bytes + self.link_bytes - before
-        return image.decode_output(data), self._run_stats(image, run, link_bytes, True)
+        traffic = traffic + wait + (self.traffic - before)
+        return image.decode_output(data), self._run_stats(image, run, traffic, True)

@@ -3,6 +3,13 @@
 The host never imports the gateware: ``python -m sim.board build`` (run as a subprocess, it
 needs Amaranth and Verilator) builds or reuses the Verilator binary and prints its path; this
 module starts that binary, reads the port it listens on and stops it again.
+
+Two links (``host.infer --link``, :data:`SIM_LINKS`): ``uart`` (the default) is the byte stream
+the harness plays the UART's other end with: the binary, started as ``simboard 0``, prints
+``PORT <n>``, serves ``socket://127.0.0.1:<n>`` and ends when the host disconnects.
+``ethernet`` is the SoC's LiteEth core with the harness playing the MII PHY and the network:
+built by ``python -m sim.board build --ethernet``, the binary prints ``UDP <n>``, serves
+``udp://127.0.0.1:<n>`` and ends on SIGTERM (:meth:`BoardProcess.stop` sends it).
 """
 
 from __future__ import annotations
@@ -36,6 +43,22 @@ class SimulatedBoardError(UserError, RuntimeError):
     """The simulated board could not be built or started."""
 
 
+#: the simulated board's links: link -> (the build's extra argument, the word of the line the
+#: binary prints once it serves, the URL scheme of what it serves)
+SIM_LINKS = {
+    "uart": ([], "PORT", "socket"),
+    "ethernet": (["--ethernet"], "UDP", "udp"),
+}
+
+
+def check_link(link: str) -> str:
+    if link not in SIM_LINKS:
+        raise SimulatedBoardError(
+            f"unknown link {link!r} for the simulated board: choose one of {', '.join(SIM_LINKS)}"
+        )
+    return link
+
+
 def run_group(command: list[str]) -> subprocess.CompletedProcess:
     """Run ``command`` (stdout captured, stderr passed through) as a process group of its own,
     and end the whole group at once on Ctrl-C or any other exception: the tools it starts
@@ -62,9 +85,11 @@ def kill_group(process: subprocess.Popen) -> None:
     process.wait()
 
 
-def build_binary(quiet: bool = True) -> Path:
-    """Build (or reuse from the cache) the simulated board; its binary's path."""
-    command = [sys.executable, "-m", "sim.board", "build"] + (["--quiet"] if quiet else [])
+def build_binary(quiet: bool = True, link: str = "uart") -> Path:
+    """Build (or reuse from the cache) the simulated board with ``link`` (:data:`SIM_LINKS`);
+    its binary's path."""
+    command = [sys.executable, "-m", "sim.board", "build", *SIM_LINKS[check_link(link)][0]]
+    command += ["--quiet"] if quiet else []
     done = run_group(command)
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
@@ -76,27 +101,33 @@ def build_binary(quiet: bool = True) -> Path:
 
 
 class BoardProcess:
-    """One running simulated board; ``url`` is ``socket://127.0.0.1:PORT`` once started."""
+    """One running simulated board; ``url`` is ``socket://127.0.0.1:PORT`` (``link`` "uart") or
+    ``udp://127.0.0.1:PORT`` ("ethernet") once started."""
 
-    def __init__(self, binary: Path | str):
+    def __init__(self, binary: Path | str, link: str = "uart"):
         self.binary = Path(binary)
+        self.link = check_link(link)
         self.process: subprocess.Popen | None = None
         self.url = ""
         self.cycles: int | None = None
 
     def start(self) -> BoardProcess:
+        _, ready, scheme = SIM_LINKS[self.link]
         self.process = subprocess.Popen(
-            [str(self.binary), "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            [str(self.binary), "0"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         try:
             line = self.process.stdout.readline()
         except BaseException:
             self.kill()
             raise
-        if not line.startswith("PORT "):
+        if not line.startswith(f"{ready} "):
             self.stop()
             raise SimulatedBoardError(f"simulated board did not start: {line!r}")
-        self.url = f"socket://127.0.0.1:{int(line.split()[1])}"
+        self.url = f"{scheme}://127.0.0.1:{int(line.split()[1])}"
         return self
 
     def clock(self) -> float:
@@ -126,9 +157,13 @@ class BoardProcess:
         return Device(open_transport(self.url), clock=self.clock, **kwargs)
 
     def stop(self) -> None:
+        """End the board and read its cycle count: a UART board ends when the host has
+        disconnected, an Ethernet one (no connection to end) on SIGTERM."""
         if self.process is None:
             return
         try:
+            if self.link == "ethernet":
+                self.process.terminate()
             _, err = self.process.communicate(timeout=5)
         except subprocess.TimeoutExpired:
             self.process.kill()

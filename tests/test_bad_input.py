@@ -194,6 +194,31 @@ CASES = [
         [P, "--model", "{good.sqz}", "--device", "/dev/nonexistent-tty", "--baud", "0"],
         "baud",
     ),
+    # udp:// URLs (host.transport.udp_address): each fails before a datagram is sent
+    *[
+        (f"infer-udp-{name}", "host.infer", [P, "--model", "{good.sqz}", "--device", url], word)
+        for name, url, word in [
+            ("port-text", "udp://192.168.1.50:x", "udp://IP:PORT"),
+            ("port-range", "udp://192.168.1.50:70000", "udp://IP:PORT"),
+            ("port-0", "udp://192.168.1.50:0", "port 0"),
+            ("no-host", "udp://:2000", "no host"),
+            ("path", "udp://192.168.1.50:2000/x", "udp://IP:PORT"),
+            ("ipv6", "udp://[::1]:2000", "IPv4"),
+        ]
+    ],
+    (
+        "infer-udp-board-without-ethernet",
+        "host.infer",
+        [P, "--model", "{good.sqz}", "--device", "udp://", "--board", "ulx3s"],
+        "has no Ethernet",
+    ),
+    (
+        "infer-link-with-a-url",  # --link chooses the simulated board's link only
+        "host.infer",
+        [P, "--model", "{good.sqz}", "--device", "udp://192.168.1.50:2000", "--link", "uart"],
+        "--link",
+    ),
+    ("usage-infer-link", "host.infer", [P, "--link", "pcie"], "--link"),
     # fpga.build.flow
     ("build-board", "fpga.build", ["--board", "nosuch"], "board"),
     ("build-mode", "fpga.build", ["--board", "ulx3s", "--mode", "fast"], "mode"),

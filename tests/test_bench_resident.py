@@ -16,9 +16,11 @@ def _result(cycles, loaded, load_link_bytes, wall):
         "dma_wait_share": 0.1,
         "other_share": 0.4,
         "link_bytes": 1050,
+        "link_frames": 8,
         "minimum_link_bytes": 1000,
         "clock_hz": 100_000_000,
-        "link_baud": 12_000_000,
+        "link_kind": "uart",
+        "link_bps": 12_000_000,
         "predicted_images_per_s": 50.0,
         "wall_s": wall,
         "golden_match": True,
@@ -42,7 +44,7 @@ def test_summarize_one_load_two_images():
         "bytes": 5000,
         "wall_s": 2.5,
         "fingerprint": "ab",
-        "predicted_uart_s": 6000 / 1.2e6,
+        "predicted_link_s": 6000 / 1.2e6,
     }
     assert not row["reloaded_after_first"]
     assert row["device_cycles"] == 1_100_000

@@ -1,6 +1,7 @@
 """Board registry and the Arty A7 build tree (Vivado flow through amaranth-boards)."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -320,21 +321,14 @@ def test_arty_100t_resident_fit_covers_the_ddr3_core_and_fits(tmp_path):
     assert predicted["images_per_s"] == pytest.approx(100e6 / predicted["cycles"])
 
 
-#: the A7-35T resident SoC's budget (issue 32): room left for a LiteEth UDP core (~2.0 k LUTs)
-#: under 95 % of the LUTs later; every DSP48E1; two RAMB36 spare
-ARTY_35T_BUDGET = {"lut": 17_680, "dsp": 90, "bram": 48}
+#: issue 32's budget for the 35T's resident SoC alone (LUTs: 85 % of the part) and issue 33's for
+#: it with the LiteEth UDP core (95 %)
+ARTY_35T_BUDGET = {"lut": 17_680, "lut_with_ethernet": 19_760, "dsp": 90, "bram": 48}
 
 
-@pytest.mark.synthesis
-@needs_cpu_tools
-def test_arty_35t_default_build_is_resident_and_within_budget(tmp_path):
-    """The 35T builds the resident SoC by default (its own config, ``ARTY35_CONFIG``: no Huffman
-    decoder; the DDR3 core's init CPU SERV): the Yosys fit, DDR3 core and CPU included, is within
-    issue 32's budget: LUTs <= 85 % of the part (room for the ~2 k-LUT LiteEth UDP core under
-    95 %), DSP48E1 <= 90, RAMB36 <= 48."""
-    out = run_build("--board", "arty_a7", "--out", str(tmp_path), "--json")
-    assert out.returncode == NO_BITSTREAM, out.stderr
-    result = json.loads(out.stdout)
+def check_35t_resident(result: dict) -> dict:
+    """The 35T's resident build's result: its config, DRAM, engine and every budget but the
+    LUTs'; returns the utilization."""
     board = get_board("arty_a7")
     assert board.default_mode == "resident" and board.config == ARTY35_CONFIG
     assert not ARTY35_CONFIG.huffman_decoder
@@ -347,8 +341,45 @@ def test_arty_35t_default_build_is_resident_and_within_budget(tmp_path):
     assert engine == {"dsp": multipliers(ARTY35_CONFIG), "fabric_pes": 0}
     assert util["dsp"][0] == engine["dsp"] + INIT_CPU_DSPS == 88 <= ARTY_35T_BUDGET["dsp"]
     assert util["bram"][0] <= ARTY_35T_BUDGET["bram"], util
-    assert util["lut"][0] <= ARTY_35T_BUDGET["lut"] == round(0.85 * board.capacity["lut"]), util
     assert result["timing_met"] is None
+    return util
+
+
+@pytest.mark.synthesis
+def test_arty_35t_default_build_is_resident_with_ethernet_and_within_budget(tmp_path):
+    """The 35T builds the resident SoC with LiteEth's UDP core by default (its own config,
+    ``ARTY35_CONFIG``: no Huffman decoder; the DDR3 core's init CPU SERV): the Yosys fit, DDR3
+    core, CPU and Ethernet core included, is within the budgets: LUTs <= 95 % of the part,
+    DSP48E1 <= 90, RAMB36 <= 48."""
+    out = run_build("--board", "arty_a7", "--out", str(tmp_path), "--json")
+    assert out.returncode == NO_BITSTREAM, out.stderr
+    result = json.loads(out.stdout)
+    util = check_35t_resident(result)
+    board = get_board("arty_a7")
+    assert result["ethernet"]["ip_address"] == board.ethernet.ip_address
+    assert result["ethernet"]["udp_port"] == board.ethernet.udp_port
+    budget = ARTY_35T_BUDGET["lut_with_ethernet"]
+    assert util["lut"][0] <= budget == round(0.95 * board.capacity["lut"]), util
+    # the core's MII clocks are constrained on the top's own ports
+    xdc = (tmp_path / "arty_a7" / "ethernet.xdc").read_text()
+    ports = (tmp_path / "arty_a7" / "top.xdc").read_text()
+    for clock in ("rx_clk", "tx_clk"):
+        port = re.search(rf"create_clock -name eth_{clock} -period 40.0 \[get_ports (\S+)\]", xdc)
+        assert port and f'get_ports "{port[1]}"' in ports, (xdc, port)
+
+
+@pytest.mark.slow
+@pytest.mark.synthesis
+def test_arty_35t_resident_soc_alone_leaves_room_for_ethernet(tmp_path):
+    """Without the Ethernet core (``--no-ethernet``) the 35T's resident SoC is within issue 32's
+    85 % of the LUTs."""
+    out = run_build("--board", "arty_a7", "--no-ethernet", "--out", str(tmp_path), "--json")
+    assert out.returncode == NO_BITSTREAM, out.stderr
+    result = json.loads(out.stdout)
+    util = check_35t_resident(result)
+    assert result["ethernet"] is None
+    board = get_board("arty_a7")
+    assert util["lut"][0] <= ARTY_35T_BUDGET["lut"] == round(0.85 * board.capacity["lut"]), util
 
 
 @pytest.mark.slow

@@ -42,6 +42,8 @@ from fpga.spec.protocol import (
     DramState,
     FrameError,
     FrameParser,
+    LinkKind,
+    LinkRate,
     Opcode,
     Status,
     crc32,
@@ -422,29 +424,38 @@ def test_mode_defaults_to_resident_only_with_dram():
         choose_mode("resident", without)
 
 
+UART = LinkRate(LinkKind.UART, 12_000_000)
+
+
 def test_predicted_images_per_s_with_overlap_is_the_longer_of_compute_and_link():
     """Overlapped (run_resident_many's steady state): the period is max(compute, link)."""
-    baud, clock = 12_000_000, 100e6
+    clock = 100e6
     # the device dominates: 1 s of cycles, 0.1 s of link
-    assert predicted_images_per_s(100_000_000, clock, 120_000, baud, overlap=True) == 1.0
-    assert predicted_images_per_s(100_000_000, clock, 120_000, baud) == pytest.approx(1 / 1.1)
+    link = UART.seconds(120_000, 100)
+    assert predicted_images_per_s(100_000_000, clock, link, overlap=True) == 1.0
+    assert predicted_images_per_s(100_000_000, clock, link) == pytest.approx(1 / 1.1)
     # the link dominates: 0.01 s of cycles, 1 s of link
-    assert predicted_images_per_s(1_000_000, clock, 1_200_000, baud, overlap=True) == 1.0
-    assert predicted_images_per_s(1_000_000, clock, 1_200_000, baud) == pytest.approx(1 / 1.01)
+    link = UART.seconds(1_200_000, 1000)
+    assert predicted_images_per_s(1_000_000, clock, link, overlap=True) == 1.0
+    assert predicted_images_per_s(1_000_000, clock, link) == pytest.approx(1 / 1.01)
     # balanced: overlap doubles the rate
-    assert predicted_images_per_s(50_000_000, clock, 600_000, baud, overlap=True) == pytest.approx(
-        2 * predicted_images_per_s(50_000_000, clock, 600_000, baud)
+    link = UART.seconds(600_000, 10)
+    assert predicted_images_per_s(50_000_000, clock, link, overlap=True) == pytest.approx(
+        2 * predicted_images_per_s(50_000_000, clock, link)
     )
 
 
 def test_predicted_images_per_s_adds_compute_and_8n1_link_time():
-    """The one formula (bench/e2e.py and bench/resident.py call it too): a 12 Mbaud 8N1 UART
-    moves 1.2 MB/s; compute and transfer do not overlap."""
+    """The one formula (bench/resident.py calls it too): a 12 Mbaud 8N1 UART moves 1.2 MB/s
+    whatever the frames; compute and transfer do not overlap."""
     one_second = 100_000_000
-    assert predicted_images_per_s(one_second, 100e6, 1_200_000, 12_000_000) == pytest.approx(0.5)
-    assert predicted_images_per_s(one_second, 100e6, 0, 12_000_000) == pytest.approx(1.0)
+    assert UART.seconds(1_200_000, 1) == UART.seconds(1_200_000, 1000) == pytest.approx(1.0)
+    assert predicted_images_per_s(one_second, 100e6, UART.seconds(1_200_000, 1)) == pytest.approx(
+        0.5
+    )
+    assert predicted_images_per_s(one_second, 100e6, 0.0) == pytest.approx(1.0)
     # resident: ~160 KB per image makes the device's cycles matter
-    assert predicted_images_per_s(13_776_660, 100e6, 160_000, 12_000_000) > 3
+    assert predicted_images_per_s(13_776_660, 100e6, UART.seconds(160_000, 320)) > 3
 
 
 # -- model load ---------------------------------------------------------------------------------
@@ -788,7 +799,13 @@ def test_infer_cli_in_resident_mode_reports_the_accounting(sqz_model, capsys):
             shares = r["engine_share"] + r["dma_wait_share"] + r["other_share"]
             assert shares == pytest.approx(1.0)
             assert r["link_ratio"] == r["link_bytes"] / r["minimum_link_bytes"]
-            assert r["link_baud"] == 12_000_000 and r["clock_hz"] == 100_000_000
+            # a stream link (the stand-in's): predicted over the board's UART
+            assert (r["link_kind"], r["link_bps"], r["device_link"]) == (
+                "uart",
+                12_000_000,
+                "stream",
+            )
+            assert r["clock_hz"] == 100_000_000 and r["link_frames"] > 0
             assert r["overlapped"] and r["host_cycles"] >= 0
             assert r["predicted_images_per_s"] > r["predicted_sequential_images_per_s"] > 0
         # the three images went through one overlapped stream: runs in alternating slots,

@@ -3,7 +3,9 @@
 What is built: the board's SoC (``hw.board.top``): the resident SoC with the board's LiteDRAM core
 on a board with DRAM (``--mode streamed``: the host-streamed SoC without it; each board has a
 default, ``fpga.spec.boards.Board.default_mode``), at the board's fabric clock
-(``--clock-mhz`` overrides it; the DRAM controller runs in the same clock).
+(``--clock-mhz`` overrides it; the DRAM controller runs in the same clock). A board with Ethernet
+(both Artys) also gets LiteEth's UDP core beside the UART (``fpga.build.liteeth``; ``--ip A.B.C.D``
+gives the board another address, ``--no-ethernet`` leaves the core out).
 
 The open-toolchain board (``ulx3s``, ECP5) builds with the pip-installed yowasp tools: Yosys
 synthesis, nextpnr place and route (its JSON report gives Fmax per clock and utilization), and the
@@ -33,7 +35,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fpga.build import litedram
+from fpga.build import litedram, liteeth
 from fpga.build.ecp5_outreg import NetlistFormatError, absorb_file
 from fpga.build.netlist import deepest_lut_path_of_file
 from fpga.build.program import program_board
@@ -76,8 +78,8 @@ class BuildError(RuntimeError):
 
 #: the design a build elaborates unless told otherwise: ``module:function(board, config, core)``
 #: (``core``: the board's generated LiteDRAM core, ``fpga.build.litedram.GeneratedCore``, or None
-# when
-#: the board is built without its DRAM)
+#: when the board is built without its DRAM), called with ``ethernet=`` the generated LiteEth
+#: core (``fpga.build.liteeth.EthernetCore``) as well when the board is built with Ethernet
 DEFAULT_DESIGN = "hw.board.top:board_top"
 
 
@@ -272,7 +274,19 @@ def memory_info(board) -> dict | None:
     }
 
 
-def _result(board, config, config_name, out) -> dict:
+def ethernet_info(core) -> dict | None:
+    """``--json``'s ``"ethernet"``: the UDP endpoint the SoC was built with, or ``None``."""
+    if core is None:
+        return None
+    return {
+        "ip_address": core.ip_address,
+        "mac_address": ":".join(f"{b:02x}" for b in core.mac_address.to_bytes(6, "big")),
+        "udp_port": core.udp_port,
+        "core": f"LiteEth {liteeth.package_version('liteeth')}",
+    }
+
+
+def _result(board, config, config_name, out, ethernet=None) -> dict:
     fabric = fabric_pes(config, board.engine_dsps())
     return {
         "board": board.name,
@@ -280,6 +294,7 @@ def _result(board, config, config_name, out) -> dict:
         "config": config_name,
         "mode": "resident" if board.memory is not None else "streamed",
         "memory": memory_info(board),
+        "ethernet": ethernet_info(ethernet),
         "bitstream": None,
         "fmax_mhz": None,
         "target_mhz": board.clock_mhz,
@@ -297,14 +312,16 @@ def _result(board, config, config_name, out) -> dict:
     }
 
 
-def _build_vivado(board, config, config_name, out: Path, report: bool, design) -> dict:
+def _build_vivado(
+    board, config, config_name, out: Path, report: bool, design, ethernet=None
+) -> dict:
     platform = platform_for(board)
     extra = _constraints(board, "xdc")
     if extra:
         platform.add_file("constraints.xdc", extra)  # read_xdc'd by the generated TCL
     plan = platform.build(design, name="top", build_dir=str(out), do_build=False)
     plan.extract(str(out))
-    result = _result(board, config, config_name, out)
+    result = _result(board, config, config_name, out, ethernet)
     if shutil.which("vivado"):
         log = out / "vivado.log"
         log.write_text("")
@@ -453,14 +470,19 @@ def build(
     mode: str | None = None,
     engine_clock_mhz: float | None = None,
     seed: int | None = None,
+    ethernet: bool = True,
+    ip: str | None = None,
 ) -> dict:
     """Build ``design`` (a factory ``(board, config, core) -> Elaboratable``; default
     :data:`DEFAULT_DESIGN`) for ``board_name`` into ``out``; the result dict (see ``--json``).
     ``clock_mhz``: the fabric clock instead of the board's; ``engine_clock_mhz``: the engine's
     own clock instead of the board's (a board that has one); ``mode``: "resident" (with the
     board's DRAM) or "streamed" (without), default the board's; ``seed``: nextpnr's placement
-    seed (open-toolchain boards; default nextpnr's)."""
+    seed (open-toolchain boards; default nextpnr's); ``ethernet``: with the board's LiteEth core
+    (a board that has Ethernet) at ``ip`` (default the board's address)."""
     board = get_board(board_name)
+    if ip is not None and (board.ethernet is None or not ethernet):
+        raise BoardError(f"--ip is the board's Ethernet address: the {board_name} is built without")
     if seed is not None and not 0 <= seed < 2**31:
         raise BoardError(f"--seed must be 0 .. {2**31 - 1}, not {seed}")
     if seed is not None and board.toolchain == "vivado":
@@ -479,9 +501,10 @@ def build(
     out.mkdir(parents=True, exist_ok=True)
     # the resident SoC's DRAM controller: generated (or taken from the cache) for this clock
     core = litedram.generate(board, sim=False) if board.memory is not None else None
-    design = design(board, config, core)
+    eth = liteeth.generate(board, ip) if ethernet and board.ethernet is not None else None
+    design = design(board, config, core, ethernet=eth) if eth else design(board, config, core)
     if board.toolchain == "vivado":
-        return _build_vivado(board, config, config_name, out, report, design)
+        return _build_vivado(board, config, config_name, out, report, design, eth)
     return _build_open(board, config, config_name, out, design, seed)
 
 
@@ -515,6 +538,14 @@ def main(argv: list[str] | None = None) -> int:
         "--seed",
         type=int,
         help="nextpnr's placement seed (ECP5): Fmax moves by several %% from seed to seed",
+    )
+    parser.add_argument(
+        "--ip",
+        help="the board's IPv4 address on its Ethernet (default: the board's, e.g. "
+        "192.168.1.50 for the Artys); its MAC address follows it",
+    )
+    parser.add_argument(
+        "--no-ethernet", action="store_true", help="leave the board's Ethernet core out"
     )
     parser.add_argument("--out", default="build", help="build directory (default: build/BOARD)")
     parser.add_argument("--json", action="store_true")
@@ -554,6 +585,8 @@ def _command(args) -> int:
             mode=args.mode,
             engine_clock_mhz=args.engine_clock_mhz,
             seed=args.seed,
+            ethernet=not args.no_ethernet,
+            ip=args.ip,
         )
     except BuildError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -581,6 +614,12 @@ def print_result(result: dict) -> None:
         print(
             f"  memory: {memory['size_bytes'] >> 20} MiB {memory['type']} {memory['part']}, "
             f"{memory['controller']} at {memory['clock_mhz']:g} MHz"
+        )
+    eth = result.get("ethernet")
+    if eth:
+        print(
+            f"  ethernet: {eth['core']} UDP at {eth['ip_address']}:{eth['udp_port']} "
+            f"(MAC {eth['mac_address']})"
         )
     print(f"  {result['note']}; build directory {result['build_dir']}")
     engine = result.get("multipliers")

@@ -177,7 +177,10 @@ DEFAULT_CONFIG = AcceleratorConfig()
 #: It also leaves out the on-chip Huffman decoder (1.36 k LUTs by the Yosys fit), the lever
 #: that brings the SoC under 85 % of the part's LUTs: the 35T takes index weights (in resident
 #: mode they cost the same device cycles or fewer; Huffman only shrinks the one model load).
-ARTY35_CONFIG = AcceleratorConfig(act_out_bytes=16 * 1024, huffman_decoder=False)
+#: Its frame payload is 1016 bytes, not 1024: the link's frame buffer (``frame_bytes``, the payload
+#: and a block of slack) is then 1024 bytes, 128 of its 8-byte words, which the fabric's 64-deep
+#: LUT RAMs hold in two banks instead of three (the room the Ethernet core needs, issue 33).
+ARTY35_CONFIG = AcceleratorConfig(act_out_bytes=16 * 1024, huffman_decoder=False, max_payload=1016)
 
 #: The smallest useful engine (2x2): quick builds and simulations (CI's ULX3S bitstream, link
 #: tests); SqueezeNet at full size does not tile on it.

@@ -43,7 +43,8 @@ SYNC = b"\xa5\x5a"
 #: buffering in resident programs (the WAIT command, a RUN's SPLIT/HIGH_* flags:
 #: ``fpga.spec.commands``), which a v6 sequencer refuses, and IDENTIFY's ``features``; v8 the
 #: UDP link (IDENTIFY's ``link`` and ``link_bps``: the link the request came on, see
-#: :class:`LinkKind`; a RUN_RESIDENT with the last run's seq never starts a run again)
+#: :class:`LinkKind`; a RUN_RESIDENT with the last run's seq never starts a run again, until an
+#: IDENTIFY or MODEL_COMMIT)
 PROTOCOL_VERSION = 8
 MAGIC = b"SQZF"
 RESPONSE_FLAG = 0x80
@@ -141,8 +142,11 @@ class LinkKind(enum.IntEnum):
 
     ``STREAM``: a byte stream with no line rate (the simulated board's socket, PCIe);
     ``UART``: the serial port (``link_bps`` is its baud); ``ETHERNET``: UDP through LiteEth,
-    one frame per datagram (:data:`UDP_MAX_DATAGRAM`), answered to the address and port the
-    datagram came from."""
+    one frame per datagram (:data:`UDP_MAX_DATAGRAM`), answered to the address the datagram
+    came from at the board's UDP port (LiteEth's raw port routes by it: the host binds it). The
+    board serves one host: the sender of the first valid frame since reset, and of every valid
+    IDENTIFY (a new host takes the board over with it); another sender's frames are dropped
+    unanswered."""
 
     STREAM = 0
     UART = 1
@@ -274,9 +278,6 @@ class Status(enum.IntEnum):
     #: RUN_RESIDENT; retry after RESIDENT_WAIT
     BUSY = 9
     BAD_ADDRESS = 10  # v5: RUN_RESIDENT's input or output address inside the committed model
-    #: v8: a UDP request from an IPv4 address other than the host's (the sender of the first
-    #: valid frame since reset; an IDENTIFY makes its sender the host): nothing was done
-    NOT_PEER = 11
 
 
 class DramState(enum.IntEnum):
@@ -530,3 +531,40 @@ def parse_status(payload: bytes) -> dict:
     fields = STATUS_RESPONSE.unpack(payload)
     fields["model_fingerprint"] = fields["model_fingerprint"].hex()
     return fields
+
+
+# -- link time -----------------------------------------------------------------------------------
+#: bits a UART sends per byte: 8N1, a start and a stop bit around the eight data bits
+UART_BITS_PER_BYTE = 10
+#: bytes Ethernet adds to every datagram on the wire: preamble and SFD 8, MAC header 14, FCS 4,
+#: inter-frame gap 12, IPv4 header 20, UDP header 8 (a frame's datagram shorter than 18 bytes is
+#: also padded to Ethernet's 64-byte minimum: at most 8 bytes more for the status-only
+#: answers, left out)
+ETHERNET_DATAGRAM_OVERHEAD = 8 + 14 + 4 + 12 + 20 + 8
+
+
+@dataclass(frozen=True)
+class LinkRate:
+    """A link with a line rate: its :class:`LinkKind` (UART or ETHERNET) and ``bps`` bits/s."""
+
+    kind: LinkKind
+    bps: int
+
+    def __post_init__(self):
+        if self.kind == LinkKind.STREAM or self.bps <= 0:
+            raise ValueError(f"{self.kind.label} at {self.bps} bits/s has no line rate")
+
+    def seconds(self, link_bytes: int, frames: int) -> float:
+        """Seconds the link needs for ``frames`` frames of ``link_bytes`` bytes in all (sync to
+        CRC, both directions added up, as the two directions of a half-duplex line): a UART
+        sends :data:`UART_BITS_PER_BYTE` bits a byte; Ethernet 8, plus
+        :data:`ETHERNET_DATAGRAM_OVERHEAD` bytes per frame (one frame per datagram)."""
+        if self.kind == LinkKind.UART:
+            return link_bytes * UART_BITS_PER_BYTE / self.bps
+        return (link_bytes + frames * ETHERNET_DATAGRAM_OVERHEAD) * 8 / self.bps
+
+    def describe(self) -> str:
+        """``a 12 Mbaud UART`` / ``100 Mbit/s Ethernet``."""
+        if self.kind == LinkKind.UART:
+            return f"a {self.bps / 1e6:g} Mbaud UART"
+        return f"{self.bps / 1e6:g} Mbit/s Ethernet"

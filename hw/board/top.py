@@ -28,6 +28,13 @@ The engine computes in a clock domain of its own (``engine``, behind ``hw.engine
 clock-domain crossing): on the ULX3S a third PLL output at ``Board.engine_clock_mhz``; on the
 Arty A7 the fabric clock (no MMCM yet: nothing times a faster clock without Vivado).
 
+A board with an ``ethernet`` entry gets LiteEth's UDP core beside the UART (issue 33;
+``fpga.build.liteeth.generate``, which ``fpga.build.flow`` runs unless ``--no-ethernet``): on the
+Arty A7 the DP83848's MII pins (amaranth-boards' ``eth_mii``), its 25 MHz reference clock on
+``eth_clk25`` (pin G18) from a divide-by-4 of the 100 MHz fabric clock in ``hw.soc.ethernet`` (a
+registered output, as the PHY's crystal input takes any clean 25 MHz), and the constraints of
+the PHY's two 25 MHz MII clocks, written from the pins' own port names (:func:`mii_constraints`).
+
 A board without ``memory`` (or ``fpga.build --streamed``, which removes it) gets the streamed
 SoC (the host sends every layer's activations over the link) at the fabric clock: from the PLL on
 the ULX3S, the oscillator on the Arty A7.
@@ -42,6 +49,7 @@ from fpga.spec.errors import UserError
 from fpga.spec.layout import fabric_pes
 from hw.board.pll import ECP5PLL, Output
 from hw.board.resources import ARTY_DDR3, ARTY_DDR3_NAME, ddr3_pads
+from hw.soc.ethernet import EthernetInterface
 from hw.soc.top import ExternalMemory, SoC
 
 #: the ULX3S's ``sdram`` resource subsignal (amaranth-boards' SDRAMResource) behind each port
@@ -60,6 +68,42 @@ SDR_PADS = {
 }
 
 
+#: the board's MII resource (amaranth-boards) -> the generated LiteEth core's MII ports
+MII_RESOURCE = "eth_mii"
+MII_PADS = {
+    "mii_clocks_tx": "tx_clk",
+    "mii_clocks_rx": "rx_clk",
+    "mii_rst_n": "rst",
+    "mii_tx_en": "tx_en",
+    "mii_tx_data": "tx_data",
+    "mii_rx_dv": "rx_dv",
+    "mii_rx_er": "rx_er",
+    "mii_rx_data": "rx_data",
+    "mii_col": "col",
+    "mii_crs": "crs",
+}
+#: the PHY's reference clock resource and the fabric-clock division that makes its 25 MHz
+REF_CLOCK_RESOURCE, REF_CLOCK_DIVIDE = "eth_clk25", 4
+#: the MII clocks' period: 25 MHz at 100 Mbit/s
+MII_PERIOD_NS = 40.0
+
+
+def mii_constraints(resource: str = MII_RESOURCE, number: int = 0) -> str:
+    """XDC for the MII's receive and transmit clocks, on the top's own ports (amaranth names a
+    requested subsignal's port ``<resource>_<number>__<subsignal>``): 40 ns clocks, asynchronous
+    to every other clock (LiteEth crosses them with its own FIFOs)."""
+    lines = ["# LiteEth's MII clocks (hw.board.top.mii_constraints)"]
+    names = []
+    for subsignal in ("rx_clk", "tx_clk"):
+        port, clock = f"{resource}_{number}__{subsignal}", f"eth_{subsignal}"
+        lines.append(f"create_clock -name {clock} -period {MII_PERIOD_NS} [get_ports {port}]")
+        names.append(clock)
+    groups = " ".join(f"-group [get_clocks {name}]" for name in names)
+    others = "[get_clocks -filter {NAME !~ eth_*}]"
+    lines.append(f"set_clock_groups -asynchronous {groups} -group {others}")
+    return "\n".join(lines) + "\n"
+
+
 class BoardTopError(UserError):
     """The board top cannot be built as asked (the message says why)."""
 
@@ -72,14 +116,23 @@ class BoardTop(Elaboratable):
     """``SoC(config, link="uart")`` wired to the platform's ``uart`` resource 0 and, with a
     generated LiteDRAM ``core`` (``fpga.build.litedram.GeneratedCore``), to the board's DRAM."""
 
-    def __init__(self, board, config, core=None):
+    def __init__(self, board, config, core=None, ethernet=None):
         self.board, self.config, self.core = board, config, core
+        #: the generated LiteEth core (``fpga.build.liteeth.EthernetCore``) or None
+        self.ethernet = ethernet
         #: the clock nets nextpnr times, by the clock domain each drives (set when elaborated;
         #: ``fpga.build.flow`` names its per-clock results by domain)
         self.clock_domains: dict[str, str] = {}
 
     def elaborate(self, platform):
         m = Module()
+        oscillator_mhz = platform.default_clk_frequency / 1e6
+        streamed_xilinx = self.core is None and "ecp5" not in self.board.toolchain
+        if streamed_xilinx and self.board.clock_mhz != oscillator_mhz:
+            raise BoardTopError(
+                f"the streamed {self.board.name} SoC runs at its {oscillator_mhz:g} MHz "
+                f"oscillator, not {self.board.clock_mhz:g} MHz"
+            )
         uart = platform.request("uart", 0)
         memory = None
         if self.core is not None:
@@ -94,6 +147,7 @@ class BoardTop(Elaboratable):
                 if "uart_rx" in self.core.ports:  # the init CPU's console: idle, not connected
                     pads["uart_rx"] = C(1, 1)
             memory = ExternalMemory.from_core(self.core, pads=pads)
+        ethernet = self._ethernet(m, platform) if self.ethernet is not None else None
         engine_clock = self.board.engine_clock_mhz is not None
         m.submodules.soc = soc = SoC(
             self.config,
@@ -102,11 +156,13 @@ class BoardTop(Elaboratable):
             memory=memory,
             engine_clock=engine_clock,
             fabric_pes=fabric_pes(self.config, self.board.engine_dsps()),
+            ethernet=ethernet,
         )
         if engine_clock and "ecp5" not in self.board.toolchain:
             raise BoardTopError(f"{self.board.name}: an engine clock of its own needs an ECP5 PLL")
         m.d.comb += [soc.uart_rx.eq(uart.rx.i), uart.tx.o.eq(soc.uart_tx)]
-        oscillator_mhz = platform.default_clk_frequency / 1e6
+        if ethernet is not None:
+            m.d.comb += self._reference.o.eq(soc.eth_ref_clk)
         if "ecp5" in self.board.toolchain:
             clock, locked = self._ecp5_pll(
                 m, platform, oscillator_mhz, sdram.clk if memory else None, soc
@@ -120,12 +176,25 @@ class BoardTop(Elaboratable):
             oscillator = platform.request(platform.default_clk, 0)
             reset = platform.request(platform.default_rst, 0)
             m.d.comb += [soc.dram_clk_in.eq(oscillator.i), soc.dram_rst_in.eq(reset.i)]
-        elif self.board.clock_mhz != oscillator_mhz:
-            raise BoardTopError(
-                f"the streamed {self.board.name} SoC runs at its {oscillator_mhz:g} MHz "
-                f"oscillator, not {self.board.clock_mhz:g} MHz"
-            )
         return m
+
+    def _ethernet(self, m, platform) -> EthernetInterface:
+        """The LiteEth core's Verilog, the PHY's pins and reference clock, the MII clocks'
+        constraints."""
+        core = self.ethernet
+        if self.board.clock_mhz != 25 * REF_CLOCK_DIVIDE:
+            raise BoardTopError(
+                f"{self.board.name}: the PHY's 25 MHz reference clock is the fabric clock / "
+                f"{REF_CLOCK_DIVIDE}, so Ethernet needs a {25 * REF_CLOCK_DIVIDE} MHz fabric "
+                f"clock, not {self.board.clock_mhz:g} MHz (or build with --no-ethernet)"
+            )
+        platform.add_file(core.verilog.name, core.verilog.read_bytes())
+        platform.add_file("ethernet.xdc", mii_constraints())
+        mii = platform.request(MII_RESOURCE, 0, dir="-")
+        pads = {port: getattr(mii, name).io for port, name in MII_PADS.items()}
+        reference = platform.request(REF_CLOCK_RESOURCE, 0, dir="-")
+        m.submodules.eth_ref_clk = self._reference = io.Buffer("o", reference)
+        return EthernetInterface.from_core(core, pads=pads, ref_clock_divide=REF_CLOCK_DIVIDE)
 
     def _ecp5_pll(self, m, platform, oscillator_mhz, sdram_clk_pad, soc):
         """The ``EHXPLLL``: the fabric clock from the oscillator (returned with the PLL's lock);
@@ -157,10 +226,12 @@ class BoardTop(Elaboratable):
         return pll.clk_out[0], pll.locked
 
 
-def board_top(board, config, core=None) -> BoardTop:
+def board_top(board, config, core=None, ethernet=None) -> BoardTop:
     """The design for ``board`` (a ``fpga.spec.boards.Board``) with accelerator ``config``: resident
     with the board's generated LiteDRAM ``core`` (``fpga.build.flow`` generates it when the board
-    has DRAM), streamed without."""
+    has DRAM), streamed without; with the generated LiteEth core ``ethernet`` beside the UART."""
     if (core is None) != (board.memory is None):
         raise ValueError(f"{board.name}: a DRAM core goes with a board memory entry, and only then")
-    return BoardTop(board, config, core)
+    if ethernet is not None and board.ethernet is None:
+        raise ValueError(f"{board.name}: an Ethernet core goes with a board ethernet entry")
+    return BoardTop(board, config, core, ethernet)

@@ -21,6 +21,12 @@ buffer ports and ``start`` (the link waits for it: it only starts the sequencer 
 it is done); its transfers of :class:`fpga.resident.HostSpace` bytes go to the link's frame
 buffer and model checksum instead of the engine. Without ``core_ports`` the SoC exposes the
 native port as ``dram`` for a test model of the controller.
+
+**Ethernet** (``ethernet=EthernetInterface(...)``, issue 33): LiteEth's UDP core
+(``hw.soc.ethernet``) beside the UART or stream link; its datagrams reach the same frame codec
+(``hw.soc.link.udp``) and each response leaves on the link its request came on. Without the
+board's pads the SoC exposes the core's MII pins as ``eth_mii_*`` (the simulated board's harness
+plays the PHY and the network on them).
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from hw.engine.engine import ConvEngine
 from hw.soc.arbiter import BufferArbiter
 from hw.soc.dma import DMA
 from hw.soc.dram import LiteDRAMNative, NativePortSignature
+from hw.soc.ethernet import MII_PORTS, EthernetInterface, LiteEthUDP
 from hw.soc.link import LinkController
 from hw.soc.sequencer import Sequencer, connect_dma
 
@@ -88,6 +95,7 @@ class SoC(wiring.Component):
         memory: ExternalMemory | None = None,
         engine_clock: bool = False,
         fabric_pes: int = 0,
+        ethernet: EthernetInterface | None = None,
     ):
         if link not in ("stream", "uart"):
             raise ValueError(f"link must be 'stream' or 'uart', not {link!r}")
@@ -95,6 +103,7 @@ class SoC(wiring.Component):
             raise ValueError("a UART link needs the board's baud (fpga.spec.boards), not 0")
         self.config, self.link, self.baud, self.timeout_cycles = config, link, baud, timeout_cycles
         self.memory = memory
+        self.ethernet = ethernet
         #: the engine's clock domain (``engine``): its own clock from the ``engine_clk`` input,
         #: or (False) the SoC's ``sync`` clock; either way it meets the rest through the
         #: engine's clock-domain crossing (``hw.engine.engine``), and its reset is ``sync``'s
@@ -121,6 +130,10 @@ class SoC(wiring.Component):
             ports["dram_rst_in"] = In(1)
         if engine_clock:
             ports["engine_clk"] = In(1)
+        if ethernet is not None and ethernet.pads is None:
+            ports.update({"eth_" + name: flow(width) for name, (flow, width) in MII_PORTS.items()})
+        if ethernet is not None and ethernet.ref_clock_divide:
+            ports["eth_ref_clk"] = Out(1)
         super().__init__(ports)
 
     def elaborate(self, platform):
@@ -137,9 +150,25 @@ class SoC(wiring.Component):
                 ClockSignal("engine").eq(ClockSignal("sync")),
                 ResetSignal("engine").eq(ResetSignal("sync")),
             ]
+        ethernet = self.ethernet
         m.submodules.link = link = LinkController(
-            self.config, self.timeout_cycles, self.baud, dram_bytes
+            self.config,
+            self.timeout_cycles,
+            self.baud,
+            dram_bytes,
+            udp_port=ethernet.udp_port if ethernet else 0,
+            ethernet_bps=ethernet.rate_bps if ethernet else 0,
         )
+        if ethernet is not None:
+            m.submodules.ethernet = eth = LiteEthUDP(ethernet)
+            wiring.connect(m, eth.received, link.udp_received)
+            wiring.connect(m, link.udp_send, eth.send)
+            if ethernet.ref_clock_divide:
+                m.d.comb += self.eth_ref_clk.eq(eth.ref_clk)
+            if ethernet.pads is None:
+                for name, (flow, _) in MII_PORTS.items():
+                    outer, inner = getattr(self, "eth_" + name), getattr(eth, name)
+                    m.d.comb += inner.eq(outer) if flow == In else outer.eq(inner)
         resident = memory is not None
         m.submodules.arbiter = arbiter = BufferArbiter(self.config, resident)
         sequencer = self._resident(m, memory, link, arbiter) if resident else None

@@ -7,6 +7,13 @@
 // Exits when the client disconnects, or when the process that started it is gone (a killed
 // Ray actor, an interrupted host: an orphaned board never lingers, even before a client
 // connects). Prints "CYCLES <n>" on exit.
+//
+// Built with SIM_ETHERNET (sim.board.build(ethernet=True)): the SoC has LiteEth's UDP core and the
+// board talks UDP instead: ethernet.h plays the PHY on the eth_mii_* pins and the network behind
+// it, with a UDP socket on 127.0.0.1 (prints "UDP <n>"; a datagram from 127.0.0.1:P reaches the
+// device from the simulated host 192.168.1.100 at the board's port, and the answer goes back to
+// 127.0.0.1:P). It runs until SIGTERM or its parent is gone, then prints "CYCLES <n>" and the
+// network's counters.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -23,6 +30,9 @@
 
 #include "Vsoc.h"
 #include "verilated.h"
+#ifdef SIM_ETHERNET
+#include "ethernet.h"
+#endif
 
 static void die(const char* what) {
     std::perror(what);
@@ -33,9 +43,62 @@ static void die(const char* what) {
 static pid_t parent;
 static bool orphaned() { return getppid() != parent; }
 
+#ifdef SIM_ETHERNET
+static volatile sig_atomic_t stopping = 0;
+static void stop(int) { stopping = 1; }
+
+// The board over UDP (see the top): no TCP client, the stream link idle.
+static int run_ethernet(int argc, char** argv) {
+    signal(SIGTERM, stop);
+    simeth::Config cfg;  // the device's address and port: the -D defines of the build
+    simeth::Network net(cfg);
+    std::printf("UDP %d\n", net.port());
+    std::fflush(stdout);
+    Verilated::commandArgs(argc, argv);
+    Vsoc* top = new Vsoc;
+    top->clk = 0;
+    top->rst = 1;
+    for (int i = 0; i < 4; i++) {
+        top->clk = !top->clk;
+        top->eval();
+    }
+    top->rst = 0;
+    top->rx_valid = 0;
+    top->tx_ready = 1;
+    unsigned long long cycles = 0;
+    unsigned idle_cycles = 0;
+    while (!stopping) {
+        // nothing to simulate: the SoC idle and the wire quiet (nothing half-received or still
+        // to send): sleep in poll() until a datagram comes, checking on our parent
+        if (idle_cycles > 16 && net.quiet_cycles() > 4096) {
+            if (!net.wait(100)) {
+                if (orphaned()) break;
+                continue;
+            }
+        }
+        if ((cycles & 1023) == 0 && orphaned()) break;
+        SIMETH_STEP(net, top, eth_mii_);
+        top->clk = 0;
+        top->eval();
+        top->clk = 1;
+        top->eval();
+        cycles++;
+        idle_cycles = top->idle ? idle_cycles + 1 : 0;
+    }
+    std::fprintf(stderr, "CYCLES %llu\n", cycles);
+    net.print_stats(stderr);
+    top->final();
+    delete top;
+    return 0;
+}
+#endif
+
 int main(int argc, char** argv) {
     parent = getppid();
     signal(SIGPIPE, SIG_IGN);
+#ifdef SIM_ETHERNET
+    return run_ethernet(argc, argv);
+#endif
     int port = argc > 1 ? std::atoi(argv[1]) : 0;
     int server = socket(AF_INET, SOCK_STREAM, 0);
     if (server < 0) die("socket");

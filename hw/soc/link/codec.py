@@ -26,12 +26,14 @@ def frame_signature(depth: int, head_bytes: int, block_bytes: int = 1) -> wiring
     A received frame is delivered for one cycle (``valid``): ``crc_ok`` (its CRC-32 matched),
     ``header`` and ``head`` (its header and first ``head_bytes`` payload bytes, held until the next
     frame's header arrives), its payload in the buffer from address 0. From then the decoder owns
-    the buffer (``wr_*``: a write port; ``rd_addr`` / ``rd_data``: a combinational read port)
+    the buffer (``wr_*``: a write port; ``rd_addr`` / ``rd_data``: a read port that answers in the
+    cycle after the address, a block RAM's)
     until it has sent the response: ``send`` (in the delivery's cycle or later) with
     ``send_header``, the response payload in the buffer from address 0 by the cycle after
     ``send`` (the buffer is still the decoder's in that cycle). The codec then holds the
     response's header in ``header``. ``timeout`` (inside a frame, no byte for the timeout) and
-    ``framing_error`` (a length above the maximum payload): the frame is dropped, in that cycle.
+    ``framing_error`` (a length above the maximum payload, or ``abort``): the frame is dropped,
+    in that cycle. ``discard`` (instead of ``send``): the decoder drops the frame unanswered.
     """
     return wiring.Signature(
         {
@@ -43,6 +45,7 @@ def frame_signature(depth: int, head_bytes: int, block_bytes: int = 1) -> wiring
             "framing_error": Out(1),
             "send": In(1),
             "send_header": In(HEADER),
+            "discard": In(1),
             **frame_buffer_port(depth, block_bytes),
         }
     )
@@ -73,6 +76,10 @@ class FrameCodec(wiring.Component):
             {
                 "i": In(stream.Signature(8)),
                 "o": Out(stream.Signature(8)),
+                # the byte stream's unit of delivery ended mid-frame (a UDP datagram, see
+                # hw.soc.link.udp): the frame is dropped as a framing error
+                "abort": In(1),
+                "o_last": Out(1),  # with ``o``: the frame's last byte
                 "idle": Out(1),
                 "frames": Out(frame_signature(depth, head_bytes, block_bytes)),
             }
@@ -85,18 +92,22 @@ class FrameCodec(wiring.Component):
         width = self.block_bytes
         lane_bits = (width - 1).bit_length()
         words = -(-self.depth // width)
-        m.submodules.frame = frame = Memory(shape=8 * width, depth=words, init=[])
-        port = frame.write_port(granularity=8)
-        read = frame.read_port(domain="comb")
         # the codec's own byte view of the buffer: wr (addr, data, en), rd (addr -> data)
         wr = Signal(data.StructLayout({"addr": range(self.depth), "data": 8, "en": 1}))
         rd = Signal(data.StructLayout({"addr": range(self.depth), "data": 8}))
+        # a block RAM: its reads answer the cycle after the address (the ``rd`` view's
+        # ``data`` is the byte of the address given in the cycle before)
+        m.submodules.frame = frame = Memory(shape=8 * width, depth=words, init=[])
+        port = frame.write_port(granularity=8)
+        read = frame.read_port()
+        lane = Signal(max(lane_bits, 1))  # the byte's place in the block read
+        m.d.sync += lane.eq(rd.addr[:lane_bits] if lane_bits else 0)
         m.d.comb += [
             port.addr.eq(wr.addr >> lane_bits),
             port.data.eq(Cat(*[wr.data] * width)),
             port.en.eq(Mux(wr.en, 1 << wr.addr[:lane_bits], 0)),
             read.addr.eq(rd.addr >> lane_bits),
-            rd.data.eq(read.data.word_select(rd.addr[:lane_bits], 8)),
+            rd.data.eq(read.data.word_select(lane[:lane_bits], 8) if lane_bits else read.data),
             frames.rd_block.eq(read.data),
         ]
         m.submodules.crc = frame_crc = FRAME_CRC.create()
@@ -196,12 +207,17 @@ class FrameCodec(wiring.Component):
             m.d.comb += [frame_crc.data.eq(self.i.payload), frame_crc.valid.eq(rx_fire)]
         with m.If(self.frames.timeout):
             m.next = "SYNC0"
+        with m.Elif(self.abort):
+            m.d.comb += self.frames.framing_error.eq(1)
+            m.next = "SYNC0"
 
     def _take_response(self, m):
         """On ``send``: the response's header replaces the request's."""
         with m.If(self.frames.send):
             m.d.sync += self.frames.header.eq(self.frames.send_header)
             m.next = "RESPOND"
+        with m.Elif(self.frames.discard):
+            m.next = "SYNC0"
 
     def _transmit(self, m, header, rd, frame_crc):
         """TX: sync, ``header``, the payload (``header.length`` bytes from the buffer read port
@@ -211,7 +227,8 @@ class FrameCodec(wiring.Component):
         prefix_size = len(prefix) // 8
         payload_end = header.length + prefix_size
         byte = Signal(8)
-        m.d.comb += rd.addr.eq(index - prefix_size)
+        # the address of the byte sent next cycle (the buffer answers a cycle later)
+        m.d.comb += rd.addr.eq(Mux(self.o.ready, index + 1, index) - prefix_size)
         with m.If(index < prefix_size):
             m.d.comb += byte.eq(prefix.word_select(index[:3], 8))
         with m.Elif(index < payload_end):
@@ -219,11 +236,13 @@ class FrameCodec(wiring.Component):
         with m.Else():
             crc_index = (index - payload_end)[:2]
             m.d.comb += byte.eq(frame_crc.crc.word_select(crc_index, 8))
+        last = index == payload_end + CRC_TRAILER.size - 1
         m.d.comb += [self.o.payload.eq(byte), self.o.valid.eq(1), frame_crc.data.eq(byte)]
+        m.d.comb += self.o_last.eq(last)
         with m.If(self.o.ready):
             m.d.sync += index.eq(index + 1)
             with m.If((index >= len(SYNC)) & (index < payload_end)):
                 m.d.comb += frame_crc.valid.eq(1)
-            with m.If(index == payload_end + CRC_TRAILER.size - 1):
+            with m.If(last):
                 m.d.sync += index.eq(0)
                 m.next = "SYNC0"

@@ -11,7 +11,7 @@ STATUS response.
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, Signal
+from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -31,6 +31,7 @@ from fpga.spec.protocol import (
     RUN_RESPONSE,
     STATUS_RESPONSE,
     WRITE_REQUEST,
+    LinkKind,
     Opcode,
     Status,
     identify_fields,
@@ -71,17 +72,39 @@ def engine_ports(config: AcceleratorConfig) -> dict:
 class CommandDecoder(wiring.Component):
     """Executes the frames of ``frames`` (:func:`hw.soc.link.codec.frame_signature`) on the engine
     (:func:`engine_ports`) and, with ``dram_bytes``, the resident model state (``model``:
-    :func:`hw.soc.link.model.resident_signature`); answers each in the frame buffer."""
+    :func:`hw.soc.link.model.resident_signature`); answers each in the frame buffer.
 
-    def __init__(self, config: AcceleratorConfig, depth: int, baud: int = 0, dram_bytes: int = 0):
+    ``links``: the line rate (bits/s, 0 for none) of each :class:`LinkKind` the SoC serves; with
+    more than one, ``link`` says which one the frame came on (IDENTIFY reports it). With
+    ``LinkKind.ETHERNET``, a UDP frame (``link``) from a sender other than the host
+    (``peer_ok`` low, see ``hw.soc.link.udp``) is dropped unanswered, unless it is an IDENTIFY;
+    ``learn`` makes the frame's sender the host (a served UDP frame)."""
+
+    def __init__(
+        self,
+        config: AcceleratorConfig,
+        depth: int,
+        baud: int = 0,
+        dram_bytes: int = 0,
+        links: dict | None = None,
+    ):
         self.config = config
         self.baud = baud
         self.dram_bytes = dram_bytes
+        self.links = links or {LinkKind.UART if baud else LinkKind.STREAM: baud}
         block = transfer_bytes(config)
         ports = {"frames": In(frame_signature(depth, REQUEST_BYTES, block)), **engine_ports(config)}
         if dram_bytes:
             ports["model"] = Out(resident_signature(depth, block))
+        if len(self.links) > 1:
+            ports["link"] = In(LinkKind)
+        if LinkKind.ETHERNET in self.links:
+            ports["peer_ok"] = In(1)
+            ports["learn"] = Out(1)
         super().__init__(ports)
+        #: a RUN_RESIDENT with the last started run's seq replays it (answered, not run again);
+        #: cleared by IDENTIFY (a new host session) and MODEL_COMMIT
+        self._replay = Signal()
         self._status = Signal(8)  # the response's status byte
         self._counters = Signal(struct_layout(STATUS_RESPONSE, LINK_COUNTERS))
         self._index = Signal(16)  # WRITE's payload byte, READ's engine read
@@ -112,11 +135,14 @@ class CommandDecoder(wiring.Component):
 
         with m.FSM():
             with m.State("IDLE"):
+                # the buffer answers a cycle after the address: a WRITE's first data byte is
+                # read while it is dispatched, each next one while the last is taken
+                m.d.comb += frames.rd_addr.eq(WRITE_REQUEST.size)
                 with m.If(frames.valid):
                     self._dispatch(m)
             with m.State("WRITE"):
                 m.d.comb += [
-                    frames.rd_addr.eq(index),
+                    frames.rd_addr.eq(Mux(self.write.ready, index + 1, index)),
                     self.write.valid.eq(1),
                     self.write.payload.count.eq(1),  # the link writes bytes
                     self.write.payload.space.eq(write_request.space),
@@ -194,18 +220,35 @@ class CommandDecoder(wiring.Component):
 
     def _responses(self, m) -> dict:
         """Opcode -> the value of its response layout (what FILL writes after the status)."""
-        identify = struct_layout(IDENTIFY_RESPONSE).const(
-            IDENTIFY_RESPONSE.gateware_values(
-                **identify_fields(self.config, self.baud, self.dram_bytes)
-            )
+        # the layout's constant fields, then the two of the link the request came on (the last
+        # two fields: one value by concatenation, no partly overridden signal, which
+        # Verilator's event scheduling would leave at zero)
+        fields = identify_fields(self.config, self.baud, self.dram_bytes)
+        constant = (
+            struct_layout(IDENTIFY_RESPONSE)
+            .const(IDENTIFY_RESPONSE.gateware_values(**fields))
+            .as_value()
         )
+        widths = IDENTIFY_RESPONSE.widths()
+        assert IDENTIFY_RESPONSE.names[-2:] == ("link", "link_bps")
+        link, link_bps = Signal(widths["link"]), Signal(widths["link_bps"])
+        kinds = list(self.links)
+        if len(kinds) == 1:
+            m.d.comb += [link.eq(kinds[0]), link_bps.eq(self.links[kinds[0]])]
+        else:
+            m.d.comb += link.eq(self.link)
+            with m.Switch(self.link):
+                for kind in kinds:
+                    with m.Case(kind):
+                        m.d.comb += link_bps.eq(self.links[kind])
+        identify = Cat(constant[: len(constant) - len(link) - len(link_bps)], link, link_bps)
         status = Signal(struct_layout(STATUS_RESPONSE))  # the counters, the model's state
         for name in LINK_COUNTERS:
             m.d.comb += getattr(status, name).eq(getattr(self._counters, name))
         run_result = Signal(struct_layout(RUN_RESPONSE))
         m.d.comb += [run_result.cycles.eq(self.cycles), run_result.engine_error.eq(self.error)]
         responses = {
-            Opcode.IDENTIFY: identify.as_value(),
+            Opcode.IDENTIFY: identify,
             Opcode.STATUS: status.as_value(),
             Opcode.RUN: run_result.as_value(),
         }
@@ -258,9 +301,18 @@ class CommandDecoder(wiring.Component):
         cfg, counters, header = self.config, self._counters, self.frames.header
         index, pending_reads = self._index, self._pending_reads
         read_request = request_view(READ_REQUEST, self.frames.head)
+        identify = header.opcode == Opcode.IDENTIFY
+        if LinkKind.ETHERNET in self.links:
+            udp = self.link == LinkKind.ETHERNET
+            not_peer = udp & ~self.peer_ok & ~identify
+            m.d.comb += self.learn.eq(udp & self.frames.crc_ok & ~not_peer)
+        else:
+            not_peer = 0
         with m.If(~self.frames.crc_ok):
             self._count(m, counters.crc_errors)
             self._respond(m, Status.BAD_CRC)
+        with m.Elif(not_peer):  # unanswered: an answer would make LiteEth ARP for its sender
+            m.d.comb += self.frames.discard.eq(1)
         with m.Elif(self._refused_busy()):
             self._count(m, counters.frames_ok)
             self._respond(m, Status.BUSY)
@@ -268,6 +320,8 @@ class CommandDecoder(wiring.Component):
             self._count(m, counters.frames_ok)
             with m.Switch(header.opcode):
                 with m.Case(Opcode.IDENTIFY, Opcode.STATUS):
+                    with m.If(identify):
+                        m.d.sync += self._replay.eq(0)
                     self._fill(m, Status.OK)
                 with m.Case(Opcode.CLEAR):
                     m.d.sync += [
@@ -335,13 +389,16 @@ class CommandDecoder(wiring.Component):
                         self._respond(m, Status.BAD_LENGTH)
                     with m.Else():
                         m.d.comb += model.commit.eq(1)
+                        m.d.sync += self._replay.eq(0)
                         m.next = "TRANSFER"
                 with m.Case(Opcode.RUN_RESIDENT):
                     with m.If(header.length != RESIDENT_RUN_REQUEST.size):
                         self._respond(m, Status.BAD_LENGTH)
                     with m.Elif(model.status.model_loaded == 0):
                         self._respond(m, Status.NO_MODEL)
-                    with m.Elif(model.running):  # the replay of the running one's request
+                    with m.Elif(model.running | (self._replay & (header.seq == model.run_seq))):
+                        # the replay of the last run's request (running: _refused_busy let
+                        # only that one through): answered, never run twice
                         self._respond(m, Status.OK)
                     with m.Elif((run.input_addr < model_end) | (run.output_addr < model_end)):
                         self._respond(m, Status.BAD_ADDRESS)
@@ -376,6 +433,7 @@ class CommandDecoder(wiring.Component):
                         self._respond(m, Mux(failed, Status.DEVICE_ERROR, Status.OK))
         with m.State("SEQ_START"):  # the run goes on alone; RESIDENT_WAIT answers its end
             m.d.comb += model.start.eq(1)
+            m.d.sync += self._replay.eq(1)
             self._respond(m, Status.OK)
         with m.State("PROGRAM_WAIT"):
             with m.If(~model.running):

@@ -58,8 +58,9 @@ def request_view(layout, request):
 
 def frame_buffer_port(depth: int, block_bytes: int) -> dict:
     """The members of a ``depth``-byte frame buffer port as its borrower drives it (``In``: the
-    owner's view): a byte write port (``wr_*``) and a combinational read port (``rd_addr`` ->
-    ``rd_data``, the byte, and ``rd_block``, the aligned ``block_bytes`` around it: the
+    owner's view): a byte write port (``wr_*``) and a read port that answers in the cycle after
+    the address, a block RAM's (``rd_addr`` -> ``rd_data``, the byte, and ``rd_block``, the
+    aligned ``block_bytes`` around it: the
     sequencer's STOREs from ``HostSpace.LINK`` read a block a cycle, as from ACT_OUT). The codec
     lends it to the decoder, the decoder to the resident model."""
     return {

@@ -152,12 +152,13 @@ class ResidentModel(wiring.Component):
             Mux(self.dram_ready, DramState.READY, DramState.INITIALIZING),
         )
         m.d.sync += [status.dram_state.eq(dram_state), status.running.eq(self.sequencer.running)]
-        # reads of the LINK space answer one cycle later, as the engine's buffers do
-        m.d.sync += [
+        # reads of the LINK space answer one cycle later, as the engine's buffers do (the frame
+        # buffer is a block RAM: its data is the address's of the cycle before)
+        m.d.comb += [
             self.host_read.response.payload.data.eq(control.rd_data),
             self.host_read.response.payload.block.eq(control.rd_block),
-            self.host_read.response.valid.eq(self.host_read.request.valid),
         ]
+        m.d.sync += self.host_read.response.valid.eq(self.host_read.request.valid)
         self._program_end(m)
         self._requests(m)
 
