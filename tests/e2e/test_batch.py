@@ -271,18 +271,22 @@ def test_three_boards_equal_one_board_image_by_image(resident_board_binary, mode
     assert {r["board"] for r in report.results} <= {"sim0", "sim1", "sim2"}
 
 
-def test_a_board_streams_its_images(resident_board_binary, model_file):
-    """One board, four images: they go through one ``run_resident_many`` stream (positions 0-3
-    of stream 0), and the device itself reports link traffic served during every run (its
-    ``host_cycles``: the next image's input written, the last one's logits read while it
-    computes), which one image at a time never has; results in order, each bit-exact."""
+@pytest.mark.parametrize("link", ["uart", "ethernet"])
+def test_a_board_streams_its_images(resident_board_binary, model_file, link):
+    """One board, four images, over the simulated board's UART and its Ethernet (UDP): they go
+    through one ``run_resident_many`` stream (positions 0-3 of stream 0), and the device itself
+    reports link traffic served during every run (its ``host_cycles``: the next image's input
+    written, the last one's logits read while it computes), which one image at a time never
+    has; results in order, each bit-exact."""
     from fpga.spec.sqz import load_for_device
+    from sim.board import build
 
+    binary = resident_board_binary if link == "uart" else build(memory=True, ethernet=True)
     network, compressed = load_for_device(model_file)
     photos = bundled_photos()
     images = [*photos, photos[0]]
     options = {"weights_mode": WEIGHTS_MODE, "mode": "resident", "baud": None}
-    devices = [DeviceSpec("sim0", binary=str(resident_board_binary))]
+    devices = [DeviceSpec("sim0", binary=str(binary), link=link)]
     before = descendants(os.getpid())
     watch = Watch(os.getpid())
     watch.start()
@@ -298,6 +302,8 @@ def test_a_board_streams_its_images(resident_board_binary, model_file):
     # the first run had the second input written during it, the last the third one's logits
     # read, the others both
     assert all(r["host_cycles"] > 0 for r in results), [r["host_cycles"] for r in results]
+    if link == "ethernet":  # (the UART board's link is its harness's socket: a "stream")
+        assert {r["device_link"] for r in results} == {"ethernet"}
 
 
 def test_a_board_killed_mid_batch(resident_board_binary, model_file, tmp_path):
