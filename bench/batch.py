@@ -1,20 +1,24 @@
-"""Batch inference over 1, 2 and 4 simulated boards with Ray (host.batch), and the images/s
-predicted for N real Arty A7 boards.
+"""Batch inference over 1, 2 and 4 simulated boards with Ray (host.batch), each board
+streaming its images and, over 1 and 2 boards, one image at a time (the same images); and the
+images/s predicted for N real Arty A7 boards.
 
-Measured: v1.1 at 64 (reduced size, as the tests), 8 images, resident mode, each board a
+Measured: v1.1 at 64 (reduced size, as the tests), 24 images, resident mode, each board a
 simulated board process (Verilator, one core each while it runs) driven by its own Ray actor.
 The model load (~20 s a board) is reported apart; images/s counts the results that arrive after
 the last board was ready (and, for comparison, from the first image handed out: the later
 boards' loads then compete with the first images). The machine's load average is printed
-with each row: other work on the 2 cores shows in these numbers.
+with each row: other work on the 2 cores shows in these numbers. Streaming: a board computes
+one image while the next one's input is written and the last one's logits are read
+(``Device.run_resident_many`` in the actor; the device's ``host_cycles`` count that link work
+inside its runs); one image at a time (``classify_batch(stream=False)``): write, run, read.
 
 Predicted for real boards: the per-board figure is the resident bench's
 (``python -m bench resident``, saved in bench/results/resident.json: host.classify's
-sequential images/s of the simulated board's measured cycles and link bytes at the Arty A7's
-100 MHz over its 12 Mbaud UART, since host.batch gives a board one image at a time; not re-run
-here). Each board has its own UART, so N boards
-give N times that, until the host's own per-image work (preprocessing and the fpga.spec.golden
-check, on the host's cores) is the limit.
+images/s of the simulated board's measured cycles and link bytes at the Arty A7's 100 MHz over
+its 12 Mbaud UART, link and compute overlapped as a streaming board runs them, and sequential
+for one image at a time; not re-run here). Each board has its own UART, so N boards give N
+times that, until the host's own per-image work (preprocessing and the fpga.spec.golden check,
+on the host's cores) is the limit.
 """
 
 from __future__ import annotations
@@ -31,8 +35,9 @@ from fpga.toolflow import quant
 from host.batch import DeviceSpec, classify_batch
 from host.simulated import build_binary
 
-VARIANT, SIZE, IMAGES = "v1.1", 64, 10
-BOARD_COUNTS = (1, 2, 4)
+VARIANT, SIZE, IMAGES = "v1.1", 64, 24
+#: (boards, streaming): one image at a time over 1 and 2 boards against streaming
+RUNS = ((1, True), (1, False), (2, True), (2, False), (4, True))
 RESIDENT_RESULTS = Path(__file__).parent / "results" / "resident.json"
 ARTY_COUNTS = (1, 2, 4, 8, 16)
 REPS = 5
@@ -74,11 +79,18 @@ def _simulated(binary) -> list[dict]:
     images = [photos[i % len(photos)] for i in range(IMAGES)]
     options = {"weights_mode": "indices", "mode": "resident", "baud": None}
     rows = []
-    for count in BOARD_COUNTS:
+    for count, stream in RUNS:
         devices = [DeviceSpec(f"sim{i}", binary=str(binary)) for i in range(count)]
         sampler = CpuSampler()
         report = classify_batch(
-            images, devices, network, None, options, progress=False, on_result=sampler
+            images,
+            devices,
+            network,
+            None,
+            options,
+            progress=False,
+            on_result=sampler,
+            stream=stream,
         )
         done = [r for r in report.results if "error" not in r]
         busy = report.wall_s - report.first_image_s
@@ -87,6 +99,7 @@ def _simulated(binary) -> list[dict]:
         rows.append(
             {
                 "boards": count,
+                "stream": stream,
                 "images": len(done),
                 "wall_s": report.wall_s,
                 "all_ready_s": report.ready_s,
@@ -105,16 +118,23 @@ def _simulated(binary) -> list[dict]:
                 "load_s": {b.spec.name: b.info.get("load_s") for b in report.boards},
                 "all_bit_exact": all(r["golden_match"] for r in done) and len(done) == IMAGES,
                 "link_ratio": done[0]["link_ratio"],
+                # runs with link traffic served inside them (the device's host_cycles): all
+                # but a board's last-of-a-stream when streaming, none one image at a time
+                "runs_with_link_work": sum(r["host_cycles"] > 0 for r in done),
+                "device_cycles_per_image": statistics.mean(r["cycles"] for r in done),
             }
         )
         r = rows[-1]
+        how = "streaming" if stream else "one image at a time"
         print(
-            f"{count} board(s): {r['images_per_s_all_ready']:.3f} images/s with every board "
+            f"{count} board(s), {how}: {r['images_per_s_all_ready']:.3f} images/s with every board "
             f"ready ({r['images_after_all_ready']} images; {r['images_per_s']:.3f} from the first "
             f"image on), {r['images']} images, wall {r['wall_s']:.0f} s, boards ready after "
             f"{r['all_ready_s']:.0f} s, per board {r['per_board']}, bit-exact "
             f"{r['all_bit_exact']}, load average {r['load_average'][0]:.1f}; CPU per image: "
-            f"boards {r['board_cpu_s_per_image']:.1f} s, actors {r['actor_cpu_s_per_image']:.1f} s",
+            f"boards {r['board_cpu_s_per_image']:.1f} s, actors "
+            f"{r['actor_cpu_s_per_image']:.1f} s; runs with link work inside "
+            f"{r['runs_with_link_work']}/{r['images']}",
             flush=True,
         )
     return rows
@@ -137,9 +157,8 @@ def _host_work(variant: str, size: int) -> dict:
 def _arty() -> list[dict] | None:
     """Images/s for N Arty A7 boards: the per-board figure of ``python -m bench resident``
     (bench/results/resident.json: host.classify's predicted images/s of the simulated board's
-    measured cycles and link bytes, *sequential*: host.batch hands each board one image at a
-    time, so its link and compute do not overlap) times N, capped by the host's per-image
-    work."""
+    measured cycles and link bytes, link and compute overlapped: a streaming board; and
+    sequential: one image at a time) times N, capped by the host's per-image work."""
     if not RESIDENT_RESULTS.exists():
         return None
     cores = os.cpu_count() or 1
@@ -148,8 +167,9 @@ def _arty() -> list[dict] | None:
         key = (r["variant"], r["size"])
         work[key] = work.get(key) or _host_work(*key)
         host_limit = cores / work[key]["host_s"]
-        # one image at a time per board (older results have only the sequential figure)
-        per_board = r.get("predicted_sequential_images_per_s", r["predicted_images_per_s"])
+        # a board streams (link and compute overlapped); one image at a time is sequential
+        per_board = r["predicted_images_per_s"]
+        one = r.get("predicted_sequential_images_per_s", per_board)
         rows.append(
             {
                 "variant": r["variant"],
@@ -160,6 +180,8 @@ def _arty() -> list[dict] | None:
                 "host_cores": cores,
                 "host_limit_images_per_s": host_limit,
                 "predicted_images_per_s": {n: min(n * per_board, host_limit) for n in ARTY_COUNTS},
+                "one_at_a_time_per_board_images_per_s": one,
+                "one_at_a_time_images_per_s": {n: min(n * one, host_limit) for n in ARTY_COUNTS},
             }
         )
     return rows
@@ -168,9 +190,18 @@ def _arty() -> list[dict] | None:
 def main() -> dict:
     binary = build_binary()
     rows = _simulated(binary)
-    base = rows[0]["images_per_s_all_ready"]
+    base = rows[0]["images_per_s_all_ready"]  # one board, streaming
     for r in rows:
         r["speedup"] = r["images_per_s_all_ready"] / base
+    streaming = {r["boards"]: r for r in rows if r["stream"]}
+    for r in rows:
+        if not r["stream"]:
+            fed = streaming[r["boards"]]["images_per_s_all_ready"]
+            r["streaming_gain"] = fed / r["images_per_s_all_ready"]
+            print(
+                f"{r['boards']} board(s): streaming {fed:.3f} images/s, one image at a time "
+                f"{r['images_per_s_all_ready']:.3f} ({r['streaming_gain']:.2f}x)"
+            )
     cores = os.cpu_count() or 1
     # a simulated board is one single-threaded process, and its actor works between its runs:
     # k boards keep at most min(k, cores) cores busy
@@ -179,9 +210,9 @@ def main() -> dict:
         r["ideal_images_per_s"] = min(r["boards"], cores) / cpu
     print(
         "speed-up over one board: "
-        + ", ".join(f"{r['boards']}: {r['speedup']:.2f}x" for r in rows)
+        + ", ".join(f"{r['boards']}: {r['speedup']:.2f}x" for r in rows if r["stream"])
         + f"; with {cores} cores to itself the batch would reach "
-        + ", ".join(f"{r['ideal_images_per_s']:.3f}" for r in rows)
+        + ", ".join(f"{r['ideal_images_per_s']:.3f}" for r in rows if r["stream"])
         + f" images/s ({cpu:.1f} CPU seconds per image on one board). It stops scaling at "
         + f"{cores} boards: each simulated board is one Verilator process on one core, and "
         "more boards only share the cores (the load average shows what else ran)."
@@ -195,7 +226,8 @@ def main() -> dict:
     for a in arty or []:
         print(
             f"{a['variant']}@{a['size']} ({a['weights_mode']}) on Arty A7 boards: "
-            f"{a['per_board_images_per_s']:.2f} images/s per board (bench resident); host work "
+            f"{a['per_board_images_per_s']:.2f} images/s per board streaming (one image at a "
+            f"time {a['one_at_a_time_per_board_images_per_s']:.2f}; bench resident); host work "
             f"{a['host_s_per_image']:.2f} s an image -> at most "
             f"{a['host_limit_images_per_s']:.0f} images/s on {a['host_cores']} cores; N boards: "
             + ", ".join(f"{n}: {v:.1f}" for n, v in a["predicted_images_per_s"].items())

@@ -139,12 +139,35 @@ def parse_devices(
 # -- one board ---------------------------------------------------------------------------------
 
 
+#: images a streaming board holds: one computing while the next one's input is written (and
+#: the last one's logits read); one image at a time is depth 1
+STREAM_DEPTH = 2
+
+
+class _Job:
+    """One image a streaming board holds: its input, and the stream's answer for it."""
+
+    def __init__(self, x):
+        from concurrent.futures import Future
+
+        self.x, self.answer = x, Future()
+
+
 class BoardWorker:
     """The body of one Ray actor: one board, its transport and its loaded model.
 
     ``spec.binary``: start that simulated board (a child process of this actor, stopped with
     it); else open ``spec.url``. The model is loaded in the constructor, so :meth:`ready`
-    returns once the board can take images."""
+    returns once the board can take images.
+
+    In resident mode the board **streams**: a thread of the actor (the only one that uses the
+    link) runs ``Device.run_resident_many`` over the images as :meth:`classify` calls hand
+    them in, so the next image's input is written and the last one's logits are read while the
+    device computes. The driver keeps :data:`STREAM_DEPTH` images on a board and calls
+    :meth:`drain` when it has nothing more for it, which lets the stream end (its last image's
+    logits come back then). Each :meth:`classify` call preprocesses its image before and
+    checks it against fpga.spec.golden after, in its own Ray thread: the host's work stays off
+    the link's thread. Streamed mode (no DRAM) has no stream: one image at a time."""
 
     def __init__(self, spec: DeviceSpec, network, compressed, options: dict):
         from host.driver import Device
@@ -153,7 +176,7 @@ class BoardWorker:
         self.spec = spec
         self.board = None
         self.device = None
-        self.lock = threading.Lock()
+        self._init_stream()
         start = time.perf_counter()
         try:
             if spec.binary:
@@ -171,6 +194,25 @@ class BoardWorker:
             self.stop(kill=True)
             raise
         self.load_s = time.perf_counter() - start
+        self._start_stream()
+
+    def _init_stream(self) -> None:
+        self.lock = threading.Lock()
+        # the stream's state, under ``self.cond``: the jobs handed in and not yet taken, by
+        # the driver's sequence number (None: its image failed before the stream), the next
+        # one the stream takes, the driver's count at its last drain, and why the board can
+        # take no more (stopped, gone)
+        self.cond = threading.Condition()
+        self.jobs: dict[int, _Job | None] = {}
+        self.next = self.drained = 0
+        self.dead = ""
+        self.streams = 0  # streams started (a new one after every drain that ended one)
+
+    def _start_stream(self) -> None:
+        """Once the session is there: the stream thread, in resident mode."""
+        self.streaming = self.session.mode == "resident"
+        if self.streaming:
+            threading.Thread(target=self._run_streams, name="stream", daemon=True).start()
 
     def ready(self) -> dict:
         import socket
@@ -184,12 +226,120 @@ class BoardWorker:
             "board_pid": self.board.process.pid if self.board else None,
             "pes": info.rows * info.cols,
             "load_s": self.load_s,
+            "depth": STREAM_DEPTH if self.streaming else 1,
         }
 
-    def classify(self, index: int, path: str) -> dict:
-        """``{"ok": True, "result": ...}``, or ``{"ok": False, "error": ..., "board_ok": ...}``:
-        ``board_ok`` False when the board itself is gone (its process ended, or it does not
-        answer IDENTIFY), so the driver can tell a dead board from an image that failed."""
+    def classify(self, index: int, path: str, seq: int = 0) -> dict:
+        """Image ``index`` at ``path``, the driver's ``seq``-th for this board (counting from 0:
+        the stream takes them in that order, however Ray's threads deliver the calls).
+
+        ``{"ok": True, "result": ...}``, or ``{"ok": False, "error": ..., "board_ok": ...,
+        "charged": ...}``: ``board_ok`` False when the board itself is gone (its process ended,
+        or it does not answer IDENTIFY), so the driver can tell a dead board from an image that
+        failed; ``charged`` False for an image that failed only because the stream it was in
+        broke on another image (the driver runs it again, anywhere)."""
+        if not self.streaming:
+            return self._classify_alone(path)
+        start = time.perf_counter()
+        job = None
+        try:
+            job = _Job(self.session.prepare(path))
+        except Exception as exc:
+            error = _describe(exc)
+        with self.cond:
+            self.jobs[seq] = job if not self.dead else None
+            self.cond.notify_all()
+            dead = self.dead
+        if job is None:
+            return {"ok": False, "error": error, "board_ok": not dead, "charged": True}
+        if dead:
+            return {"ok": False, "error": dead, "board_ok": False, "charged": False}
+        outcome = job.answer.result()
+        if not outcome["ok"]:
+            return outcome
+        with self.lock:  # the first result carries the model load (Session state)
+            result = self.session.resident_result(path, job.x, *outcome["run"])
+        result["board"] = self.spec.name
+        result["board_wall_s"] = time.perf_counter() - start
+        result["stream"], result["stream_position"] = outcome["stream"]
+        return {"ok": True, "result": result}
+
+    def drain(self, sent: int) -> None:
+        """The driver has handed this board ``sent`` images in all and has no more for now:
+        the stream ends after them (the last one's logits come back); a later image starts a
+        new stream."""
+        with self.cond:
+            self.drained = max(self.drained, sent)
+            self.cond.notify_all()
+
+    def _take(self) -> _Job | None:
+        """The next job in the driver's order, waiting for it; None when the stream ends: the
+        driver drained everything it sent (or the board stopped). Under ``self.cond``."""
+        while not self.dead:
+            if self.next in self.jobs:
+                job = self.jobs.pop(self.next)
+                self.next += 1
+                if job is not None:
+                    return job
+            elif self.next == self.drained:
+                return None
+            else:  # a call still on its way, or more to come before the next drain
+                self.cond.wait()
+        return None
+
+    def _inputs(self, taken: deque):
+        """The stream's inputs as :meth:`classify` hands them in (``taken``: those not yet
+        answered)."""
+        while True:
+            with self.cond:
+                job = self._take()
+            if job is None:
+                return
+            taken.append(job)
+            yield job.x
+
+    def _run_streams(self) -> None:
+        """The stream thread: one ``run_resident_many`` stream after another, as long as the
+        driver keeps the board fed; every taken image gets its answer, in order."""
+        while True:
+            with self.cond:
+                while self.next not in self.jobs and not self.dead:
+                    self.cond.wait()
+                if self.dead:
+                    return
+            taken: deque[_Job] = deque()
+            stream, position = self.streams, 0
+            self.streams += 1
+            try:
+                last = time.perf_counter()
+                for sums, stats in self.session.stream(self._inputs(taken)):
+                    # wall: since the previous image's logits came back (the first: the start)
+                    now = time.perf_counter()
+                    job = taken.popleft()
+                    run = (sums, stats, now - last)
+                    job.answer.set_result({"ok": True, "run": run, "stream": (stream, position)})
+                    last, position = now, position + 1
+                if taken:  # not expected: run_resident_many answers every input it took
+                    raise RuntimeError("the stream ended without the last image's logits")
+            except Exception as exc:
+                self._stream_failed(taken, _describe(exc))
+
+    def _stream_failed(self, taken: deque, error: str) -> None:
+        """A stream broke: the oldest image it held is charged with ``error``, the other one
+        goes back to the driver uncharged; a board that no longer answers takes nothing more."""
+        board_ok = not self.dead and self._answers()
+        with self.cond:
+            if not board_ok:
+                self.dead = self.dead or f"board gone: {error}"
+                taken.extend(job for job in self.jobs.values() if job is not None)
+                self.jobs.clear()
+            self.cond.notify_all()
+        for i, job in enumerate(taken):
+            answer = {"ok": False, "error": error, "board_ok": board_ok, "charged": i == 0}
+            job.answer.set_result(answer)
+
+    def _classify_alone(self, path: str) -> dict:
+        """Streamed mode: the whole image under the lock, nothing overlapped."""
         with self.lock:
             if self.device is None:
                 return {"ok": False, "error": "board stopped", "board_ok": False}
@@ -214,6 +364,15 @@ class BoardWorker:
     def stop(self, kill: bool = False) -> None:
         """Close the link and end the simulated board (at once with ``kill``: Ctrl-C, a failed
         board); safe to call twice and while :meth:`classify` runs (it then fails)."""
+        with self.cond:
+            self.dead = self.dead or "board stopped"
+            waiting = [job for job in self.jobs.values() if job is not None]
+            self.jobs.clear()
+            self.cond.notify_all()
+        for job in waiting:  # (the images the stream took fail with the link it used)
+            job.answer.set_result(
+                {"ok": False, "error": self.dead, "board_ok": False, "charged": False}
+            )
         device, self.device = self.device, None
         if device is not None:
             with contextlib.suppress(Exception):
@@ -241,7 +400,10 @@ class BoardState:
     ready: bool = False
     failed: str = ""
     done: int = 0
-    busy: int | None = None  # the image index in flight
+    busy: set[int] = field(default_factory=set)  # the image indices in flight
+    depth: int = 1  # how many it may hold (BoardWorker.ready: STREAM_DEPTH when it streams)
+    sent: int = 0  # classify calls made to it
+    drained: int = 0  # ``sent`` at its last drain() call
 
 
 @dataclass
@@ -297,10 +459,13 @@ def classify_batch(
     ray_address: str | None = None,
     progress: bool = True,
     on_result=None,
+    stream: bool = True,
 ) -> BatchReport:
     """Classify ``images`` over ``devices``, one Ray actor each; ``options`` are the keyword
     arguments of the per-image work (``weights_mode``, ``mode``, ``baud``). ``on_result(result,
-    bar, boards)`` is called in input order as soon as every earlier result is known."""
+    bar, boards)`` is called in input order as soon as every earlier result is known.
+    ``stream``: each board in resident mode holds the next image while it computes one
+    (:class:`BoardWorker`); False gives a board one image at a time (``bench/batch.py``)."""
     start = time.perf_counter()
     boards: list[BoardState] = []
     results: list[dict | None] = [None] * len(images)
@@ -308,11 +473,15 @@ def classify_batch(
     ray = None
     try:
         ray = _start_ray(ray_address, len(devices))
-        worker = ray.remote(num_cpus=1, max_concurrency=2, max_restarts=0)(BoardWorker)
+        # threads: the images it holds, ready(), drain() and stop() (which must get through
+        # while images are in flight)
+        worker = ray.remote(num_cpus=1, max_concurrency=STREAM_DEPTH + 4, max_restarts=0)(
+            BoardWorker
+        )
         shared = (ray.put(network), ray.put(compressed))
         boards = [BoardState(spec, worker.remote(spec, *shared, options)) for spec in devices]
         ready_s, first_s = _schedule(
-            ray, images, boards, results, finished, progress, on_result, start
+            ray, images, boards, results, finished, progress, on_result, start, stream
         )
     except BaseException:  # Ctrl-C, or a bug: no polite stops, every board ends now
         _stop_all(ray, boards, at_once=True)
@@ -327,7 +496,7 @@ def classify_batch(
     return BatchReport(results, boards, wall, ready_s, first_s, finished)
 
 
-def _schedule(ray, images, boards, results, finished, progress, on_result, start):
+def _schedule(ray, images, boards, results, finished, progress, on_result, start, stream):
     """The driver loop: feed free boards, collect, requeue, report in order."""
     from ray.exceptions import RayActorError
 
@@ -350,15 +519,35 @@ def _schedule(ray, images, boards, results, finished, progress, on_result, start
                 on_result(results[printed], bar, boards)
             printed += 1
 
-    def feed(board: BoardState) -> None:
+    def requeue(index: int) -> None:
+        """Back in line, in input order (the earliest image is the one printing waits for)."""
+        pending.append(index)
+        ordered = sorted(pending)
+        pending.clear()
+        pending.extend(ordered)
+
+    def feed(board: BoardState, upto: int) -> None:
         nonlocal first_s
-        for index in list(pending):
-            if board.spec.name not in tried.get(index, {}):
-                pending.remove(index)
-                board.busy = index
-                first_s = first_s or time.perf_counter() - start
-                inflight[board.actor.classify.remote(index, str(images[index]))] = (board, index)
+        while len(board.busy) < upto:
+            index = next((i for i in pending if board.spec.name not in tried.get(i, {})), None)
+            if index is None:
                 return
+            pending.remove(index)
+            board.busy.add(index)
+            first_s = first_s or time.perf_counter() - start
+            call = board.actor.classify.remote(index, str(images[index]), board.sent)
+            inflight[call] = (board, index)
+            board.sent += 1
+
+    def drain(board: BoardState) -> None:
+        """A board that holds fewer images than it could, and gets no more (one at a time:
+        after every image): its stream may end (else it would wait for a next image to overlap
+        with). A full streaming board needs none: it answers one image once it has started the
+        next."""
+        room = len(board.busy) < board.depth or board.depth == 1
+        if board.busy and room and board.drained != board.sent:
+            board.drained = board.sent
+            board.actor.drain.remote(board.sent)
 
     def settle() -> None:
         """Images that every live board has failed are final; with no board left, all are."""
@@ -376,7 +565,7 @@ def _schedule(ray, images, boards, results, finished, progress, on_result, start
         done, _ = ray.wait(list(inflight), num_returns=1, timeout=0.5)
         for ref in done:
             board, index = inflight.pop(ref)
-            board.busy = None
+            board.busy.discard(index)
             try:
                 answer = ray.get(ref)
             except RayActorError as exc:
@@ -384,6 +573,7 @@ def _schedule(ray, images, boards, results, finished, progress, on_result, start
             if index is None:  # the board's ready() call
                 if answer.get("ok", True):
                     board.info, board.ready = answer, True
+                    board.depth = answer.get("depth", 1) if stream else 1
                     ready_s = time.perf_counter() - start
                 else:
                     board.failed = f"did not start: {answer['error']}"
@@ -392,20 +582,26 @@ def _schedule(ray, images, boards, results, finished, progress, on_result, start
                 finished[index] = time.perf_counter() - start
                 board.done += 1
                 bar.update(1)
+            elif board.failed:  # another image the failed board held: run it elsewhere
+                requeue(index)
             elif answer["board_ok"]:  # the board is fine: the image failed there
-                tried.setdefault(index, {})[board.spec.name] = answer["error"]
-                pending.appendleft(index)
+                if answer.get("charged", True):  # (not: its stream broke on another image)
+                    tried.setdefault(index, {})[board.spec.name] = answer["error"]
+                requeue(index)
             else:  # the board died with this image: it goes back first in line
                 board.failed = f"failed during {images[index]}: {answer['error']}"
-                pending.appendleft(index)
-            if board.failed:
+                requeue(index)
                 _stop_board(ray, board)
             if bar is not None:
                 bar.set_postfix_str(_counts(boards), refresh=False)
         settle()
-        for board in boards:
-            if board.ready and not board.failed and board.busy is None:
-                feed(board)
+        # every free board gets an image before any gets a second one
+        live = [b for b in boards if b.ready and not b.failed]
+        for level in range(1, max((b.depth for b in live), default=1) + 1):
+            for board in live:
+                feed(board, min(level, board.depth))
+        for board in live:
+            drain(board)
         emit()
     settle()
     emit()

@@ -176,6 +176,17 @@ class Session:
         """A photo as the model's input: its size and its preprocessing (the .sqz file's)."""
         return preprocess(path, self.network.input_size, self.network.preprocessing)
 
+    def prepare(self, path):
+        """The device's input for the photo at ``path`` (preprocessed, quantized): the host's
+        work before :meth:`stream` (host.batch does it off the link's thread)."""
+        return self.network.quantize_input(self._preprocess(path))
+
+    def stream(self, inputs):
+        """Resident mode: ``Device.run_resident_many`` over ``inputs`` (an iterable that may
+        block for its next input): ``(output, stats)`` per input, in order; hand them to
+        :meth:`resident_result`."""
+        return self.device.run_resident_many(self.image, inputs)
+
     def classify(self, images, progress=True) -> list[dict]:
         if self.mode == "resident":
             return self._resident(images)
@@ -235,22 +246,23 @@ class Session:
     def _resident(self, paths) -> list[dict]:
         """The images through ``Device.run_resident_many``: each image's input and the previous
         one's logits cross the link while the device computes."""
-        network = self.network
-        inputs = [network.quantize_input(self._preprocess(p)) for p in paths]
+        inputs = [self.prepare(p) for p in paths]
         done = []
         start = time.perf_counter()
-        for sums, stats in self.device.run_resident_many(self.image, inputs):
+        for sums, stats in self.stream(inputs):
             # wall: since the previous image's logits came back (the first: since the start)
             now = time.perf_counter()
             done.append((sums, stats, now - start))
             start = now
         # the golden check after the stream: it does not delay the device
         return [
-            self._resident_result(path, x, sums, stats, wall)
+            self.resident_result(path, x, sums, stats, wall)
             for path, x, (sums, stats, wall) in zip(paths, inputs, done, strict=True)
         ]
 
-    def _resident_result(self, path, x, sums, stats: dict, wall: float) -> dict:
+    def resident_result(self, path, x, sums, stats: dict, wall: float) -> dict:
+        """One image's result (top-5, the fpga.spec.golden check, the device's figures) from
+        :meth:`stream`'s ``(sums, stats)`` for input ``x``; ``wall``: seconds it took."""
         info, image, network = self.info, self.image, self.network
         expected = golden.run_network(network, x, keep=False)[network.output.name]
         cycles = stats["cycles"]

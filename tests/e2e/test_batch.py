@@ -271,14 +271,52 @@ def test_three_boards_equal_one_board_image_by_image(resident_board_binary, mode
     assert {r["board"] for r in report.results} <= {"sim0", "sim1", "sim2"}
 
 
+@pytest.mark.parametrize("link", ["uart", "ethernet"])
+def test_a_board_streams_its_images(resident_board_binary, model_file, link):
+    """One board, four images, over the simulated board's UART and its Ethernet (UDP): they go
+    through one ``run_resident_many`` stream (positions 0-3 of stream 0), and the device itself
+    reports link traffic served during every run (its ``host_cycles``: the next image's input
+    written, the last one's logits read while it computes), which one image at a time never
+    has; results in order, each bit-exact."""
+    from fpga.spec.sqz import load_for_device
+    from sim.board import build
+
+    binary = resident_board_binary if link == "uart" else build(memory=True, ethernet=True)
+    network, compressed = load_for_device(model_file)
+    photos = bundled_photos()
+    images = [*photos, photos[0]]
+    options = {"weights_mode": WEIGHTS_MODE, "mode": "resident", "baud": None}
+    devices = [DeviceSpec("sim0", binary=str(binary), link=link)]
+    before = descendants(os.getpid())
+    watch = Watch(os.getpid())
+    watch.start()
+    report = classify_batch(images, devices, network, compressed, options, progress=False)
+    assert_all_gone(watch.stop() - before)
+
+    results = report.results
+    assert [r["image"] for r in results] == [str(p) for p in images]
+    assert all(r["golden_match"] for r in results)
+    assert results[3]["top5"] == results[0]["top5"]
+    assert [(r["stream"], r["stream_position"]) for r in results] == [(0, i) for i in range(4)]
+    assert all(r["overlapped"] for r in results)
+    # the first run had the second input written during it, the last the third one's logits
+    # read, the others both
+    assert all(r["host_cycles"] > 0 for r in results), [r["host_cycles"] for r in results]
+    if link == "ethernet":  # (the UART board's link is its harness's socket: a "stream")
+        assert {r["device_link"] for r in results} == {"ethernet"}
+
+
 def test_a_board_killed_mid_batch(resident_board_binary, model_file, tmp_path):
-    """Kill one board's process after the first result: its in-flight image goes to another
+    """Kill one board's process after the first result: its in-flight images go to another
     board, every other image completes bit-exact, the summary names the board and its PID; a
-    file that is no image fails on every board and is reported with its error."""
+    file that is no image fails on every board and is reported with its error. Seven images,
+    so that every board still holds one when the first result is printed (a streaming board
+    holds two: with five, a board could be done with all it would get, and its death go
+    unnoticed)."""
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8 not a jpeg")
     out_csv = tmp_path / "results.csv"
-    paths = [PHOTOS, broken, bundled_photos()[1]]  # 5 images, the broken one fourth
+    paths = [PHOTOS, broken, PHOTOS]  # 7 images, the broken one fourth
     process = start_cli(cli_args(model_file, paths, "3", csv=str(out_csv)))
     watch = Watch(process.pid)
     watch.start()
@@ -296,15 +334,15 @@ def test_a_board_killed_mid_batch(resident_board_binary, model_file, tmp_path):
     out = "".join(lines)
     assert killed is not None, out + err
     assert process.returncode == 1, out + err  # one image failed
-    assert "4 of 5 images on 3 boards" in out, out
+    assert "6 of 7 images on 3 boards" in out, out
     failed_board = [line for line in lines if line.startswith("FAILED board")]
     assert len(failed_board) == 1 and f"pid {killed}" in failed_board[0], out
     assert f"FAILED image {broken}" in out
-    assert out.count("equals fpga.spec.golden: yes, bit for bit") == 4, out
+    assert out.count("equals fpga.spec.golden: yes, bit for bit") == 6, out
     with open(out_csv, newline="") as f:
         rows = list(csv.DictReader(f))
     assert [r["image"] for r in rows] == [str(p) for p in expand_images([str(p) for p in paths])]
-    assert [r["golden_match"] for r in rows] == ["True"] * 3 + ["", "True"]
+    assert [r["golden_match"] for r in rows] == ["True"] * 3 + [""] + ["True"] * 3
     assert rows[3]["error"] and not rows[3]["board"]
     assert {r["board"] for r in rows} <= {"sim0", "sim1", "sim2", ""}
 
