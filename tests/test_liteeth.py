@@ -113,3 +113,15 @@ def test_generated_core_is_cached_reused_and_keeps_its_contract(cache):
     other = liteeth.generate("arty_a7", "10.0.0.7")
     assert other.key != first.key and other.verilog != first.verilog
     assert json.loads((other.verilog.parent / "core.yml").read_text())["ip_address"] == "10.0.0.7"
+
+
+def test_the_generated_core_has_the_arp_cache_fix():
+    """The cached core answers an ARP lookup with the entry the search found (``ARP_CACHE_FIX``);
+    a text the fix does not find exactly once is refused."""
+    pytest.importorskip("liteeth")
+    core = liteeth.generate("arty_a7")
+    name, before, after = liteeth.ARP_CACHE_FIX
+    text = core.verilog.read_text()
+    assert after in text and before not in text
+    with pytest.raises(liteeth.LiteEthError, match="ARP cache"):
+        liteeth.apply_fixes(text)

@@ -139,8 +139,33 @@ def core_yaml(board: Board | str, ip: str | None = None) -> str:
 
 def cache_key(yaml_text: str) -> str:
     versions = (f"{name}=={package_version(name)}" for name in ("liteeth", "litex"))
-    text = "\n".join((yaml_text, *versions)) + "\n"
+    text = "\n".join((yaml_text, *versions, *ARP_CACHE_FIX)) + "\n"
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+#: LiteEth 2024.12's ARP cache (``LiteEthARPCache``) reads its table at address 0 in the state
+#: that answers a lookup, so a hit in its second entry returns the first entry's MAC address: a
+#: board that has answered two hosts sends one host's datagrams to the other's MAC (measured in
+#: tests/sim/test_eth_network.py). The fix, applied to the generated Verilog before it is
+#: cached: the answering state reads the entry the search found. ``(name, before, after)``.
+ARP_CACHE_FIX = (
+    "ARP cache: answer with the entry found",
+    "        3'd4: begin\n            arp_table_cache_request_ready <= 1'd1;\n",
+    "        3'd4: begin\n            arp_table_cache_mem_rd_port_adr <= "
+    "arp_table_cache_search_count;\n            arp_table_cache_request_ready <= 1'd1;\n",
+)
+
+
+def apply_fixes(verilog: str) -> str:
+    """The generated core with :data:`ARP_CACHE_FIX` applied; :class:`LiteEthError` when the
+    text it fixes is not there exactly once (another LiteEth: check whether it still needs it)."""
+    name, before, after = ARP_CACHE_FIX
+    if verilog.count(before) != 1:
+        raise LiteEthError(
+            f"the generated LiteEth core (liteeth {package_version('liteeth')}) does not have the "
+            f"code fpga.build.liteeth's fix '{name}' changes: see ARP_CACHE_FIX"
+        )
+    return verilog.replace(before, after)
 
 
 def check_installed() -> None:
@@ -197,8 +222,10 @@ def generate(board: Board | str, ip: str | None = None) -> EthernetCore:
             seconds = time.monotonic() - started
             staging = work / "entry"
             staging.mkdir()
-            for name in (f"{CORE_NAME}.v", f"{CORE_NAME}.xdc"):
-                (staging / name).write_bytes((generated.parent / name).read_bytes())
+            verilog = apply_fixes(generated.read_text())
+            (staging / f"{CORE_NAME}.v").write_text(verilog)
+            xdc = f"{CORE_NAME}.xdc"
+            (staging / xdc).write_bytes((generated.parent / xdc).read_bytes())
             (staging / "core.yml").write_text(yaml_text)
             (staging / "liteeth_gen.log").write_text((work / "liteeth_gen.log").read_text())
             info = {

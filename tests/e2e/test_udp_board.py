@@ -95,3 +95,116 @@ def test_a_lossy_network_keeps_every_image_bit_exact(ethernet_board_binary):
         want = golden.run_network(network, x, keep=False)[network.output.name]
         np.testing.assert_array_equal(logits, want)
     print(f"proxy: {proxy.counts}; {device.retried} resent")
+
+
+def _small_image(info, network):
+    from fpga.compiler.program import compile_network
+    from fpga.compiler.resident import compile_resident
+
+    program = compile_network(network, info.config(), split=True)
+    return compile_resident(program, dram_size=info.dram_bytes, input_size=SIZE)
+
+
+def _ask(sock, address, seq: int, opcode: int, payload: bytes = b"", timeout: float = 20.0):
+    """One raw request frame to the board; its answer's frame, or None when none comes."""
+    from fpga.spec.protocol import decode_frame, encode_frame
+
+    sock.sendto(encode_frame(seq, opcode, payload), address)
+    sock.settimeout(timeout)
+    try:
+        while True:
+            frame = decode_frame(sock.recvfrom(2048)[0])
+            if frame.seq == seq:
+                return frame
+    except TimeoutError:
+        return None
+
+
+def test_a_replayed_run_request_never_starts_a_second_run(ethernet_board_binary):
+    """The gateware's rule behind "no run twice": RUN_RESIDENT with the seq of the run the board
+    last started is answered OK and starts nothing (STATUS: not running), another seq starts a
+    run (running), and IDENTIFY forgets the last run's seq."""
+    import socket
+
+    from fpga.spec.image import preprocess
+    from fpga.spec.protocol import RESIDENT_RUN_REQUEST, Opcode, Status, parse_status
+    from fpga.toolflow import quant
+
+    network = quant.quantize_network("v1.1", size=SIZE)
+    x = network.quantize_input(preprocess(bundled_photos()[0], SIZE))
+    with BoardProcess(ethernet_board_binary, "ethernet") as board:
+        device = board.open_device()
+        image = _small_image(device.identify(), network)
+        device.load_model(image)
+        device.run_resident(image, x)
+        seq = device.last_run_seq
+        device.close()
+        payload = RESIDENT_RUN_REQUEST.pack(
+            input_addr=image.input_address(0), output_addr=image.output_address(0)
+        )
+        address = ("127.0.0.1", int(board.url.rsplit(":", 1)[1]))
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            for _ in range(2):  # the same request again, twice: answered, nothing runs
+                assert (
+                    _ask(sock, address, seq, Opcode.RUN_RESIDENT, payload).payload[0] == Status.OK
+                )
+                status = parse_status(_ask(sock, address, 200, Opcode.STATUS).payload[1:])
+                assert status["running"] == 0
+            other = (seq + 7) % 256
+            assert _ask(sock, address, other, Opcode.RUN_RESIDENT, payload).payload[0] == Status.OK
+            assert parse_status(_ask(sock, address, 201, Opcode.STATUS).payload[1:])["running"]
+            assert _ask(sock, address, 202, Opcode.RESIDENT_WAIT, timeout=120).payload[0] == 0
+            # after IDENTIFY (a new session) the last run's seq starts a run again
+            assert _ask(sock, address, 203, Opcode.IDENTIFY) is not None
+            assert _ask(sock, address, other, Opcode.RUN_RESIDENT, payload).payload[0] == Status.OK
+            assert parse_status(_ask(sock, address, 204, Opcode.STATUS).payload[1:])["running"]
+            assert _ask(sock, address, 205, Opcode.RESIDENT_WAIT, timeout=120).payload[0] == 0
+
+
+def test_garbage_and_strangers_leave_the_board_serving_its_host(ethernet_board_binary):
+    """Random datagrams of every length, frames cut short or with a bad CRC, a flood for two
+    seconds from the host's address, valid requests from another address (127.0.0.2: another
+    host on the simulated network, answered nothing): the board then classifies bit-exact."""
+    import random
+    import socket
+    import time
+
+    from fpga.spec import golden
+    from fpga.spec.image import preprocess
+    from fpga.spec.protocol import Opcode, encode_frame
+    from fpga.toolflow import quant
+
+    network = quant.quantize_network("v1.1", size=SIZE)
+    x = network.quantize_input(preprocess(bundled_photos()[1], SIZE))
+    rng = random.Random(7)
+    with BoardProcess(ethernet_board_binary, "ethernet") as board:
+        device = board.open_device()
+        image = _small_image(device.identify(), network)  # the host: 127.0.0.1
+        address = ("127.0.0.1", int(board.url.rsplit(":", 1)[1]))
+        with (
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as noise,
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger,
+        ):
+            noise.bind(("127.0.0.1", 0))
+            stranger.bind(("127.0.0.2", 0))
+            good = encode_frame(9, Opcode.STATUS)
+            junk = [rng.randbytes(rng.choice([1, 2, 7, 64, 500, 1024, 1472])) for _ in range(60)]
+            junk += [good[:n] for n in range(1, len(good))]  # cut short
+            junk += [good[:-1] + bytes([good[-1] ^ 1])]  # a bad CRC
+            for datagram in junk:
+                noise.sendto(datagram, address)
+            assert _ask(stranger, address, 10, Opcode.STATUS, timeout=3) is None
+            end = time.monotonic() + 2  # a flood
+            while time.monotonic() < end:
+                noise.sendto(rng.randbytes(rng.randrange(1, 1473)), address)
+            assert _ask(stranger, address, 11, Opcode.IDENTIFY, timeout=3) is not None
+            # the stranger took the board over with IDENTIFY; the host takes it back with its own
+        device.identify()
+        device.load_model(image)
+        logits, _ = device.run_resident(image, x)
+        status = device.status()
+        device.close()
+    want = golden.run_network(network, x, keep=False)[network.output.name]
+    np.testing.assert_array_equal(logits, want)
+    assert status["crc_errors"] + status["framing_errors"] > 0
