@@ -208,3 +208,37 @@ def test_garbage_and_strangers_leave_the_board_serving_its_host(ethernet_board_b
     want = golden.run_network(network, x, keep=False)[network.output.name]
     np.testing.assert_array_equal(logits, want)
     assert status["crc_errors"] + status["framing_errors"] > 0
+
+
+@pytest.mark.slow
+def test_ten_thousand_datagrams_at_five_percent_keep_every_image_bit_exact(ethernet_board_binary):
+    """5 % of the datagrams each way dropped, duplicated, reordered and delayed over more than
+    10,000 datagrams (the model's load and 240 images streamed): every image equals golden, and
+    the model is committed once, whole (its CRC over DRAM matched)."""
+    from fpga.spec import golden
+    from fpga.spec.image import preprocess
+    from fpga.toolflow import quant
+    from host.driver import Device
+    from host.transport import open_transport
+    from tests.netem import TO_DEVICE, TO_HOST
+
+    network = quant.quantize_network("v1.1", size=SIZE)
+    photos = [network.quantize_input(preprocess(p, SIZE)) for p in bundled_photos()]
+    xs = [photos[i % len(photos)] for i in range(240)]
+    with BoardProcess(ethernet_board_binary, "ethernet") as board:
+        port = int(board.url.rsplit(":", 1)[1])
+        fates = {"loss": 0.05, "duplicate": 0.05, "reorder": 0.05, "delay": 0.05}
+        with LossyProxy(("127.0.0.1", port), seed=5, **fates) as proxy:
+            device = Device(open_transport(proxy.url), clock=board.clock)
+            image = _small_image(device.identify(), network)
+            assert device.load_model(image).loaded
+            done = list(device.run_resident_many(image, xs))
+            status = device.status()
+            device.close()
+    wants = [golden.run_network(network, x, keep=False)[network.output.name] for x in photos]
+    for i, (logits, _) in enumerate(done):
+        np.testing.assert_array_equal(logits, wants[i % len(photos)])
+    assert status["model_loaded"] == 1
+    carried = proxy.counts[TO_DEVICE]["received"] + proxy.counts[TO_HOST]["received"]
+    assert carried >= 10_000, proxy.counts
+    print(f"proxy: {proxy.counts}; {device.retried} resent")
