@@ -43,13 +43,11 @@ HARNESS = Path(__file__).with_name("harness.cpp")
 NETWORK = Path(__file__).with_name("ethernet.h")
 #: a model of the Xilinx primitive LiteEth's reset synchroniser uses
 FDPE_MODEL = Path(__file__).with_name("fdpe.v")
+#: a C++ model and its harness built into one binary, two compiler jobs (2 cores)
+VERILATE = ("--cc", "--exe", "--build", "-j", "2")
 #: Verilator's flags (paths aside), all part of the cache key
 VERILATOR_FLAGS = (
-    "--cc",
-    "--exe",
-    "--build",
-    "-j",
-    "2",
+    *VERILATE,
     "-O3",
     "-Wno-fatal",
     "--top-module",
@@ -147,50 +145,51 @@ def build(
     with _interrupts_deferred():  # Yosys runs in-process (wasmtime): no Ctrl-C inside it
         source = verilog.convert(soc, name="soc", emit_src=False)
     digest = cache_key(source, (*(path.read_text() for path in extra_sources), *defines))
-    out = cache_dir() / digest
-    binary = out / "simboard"
+    command = [*VERILATOR_FLAGS, *defines, "{work}/soc.v", *map(str, extra_sources), str(HARNESS)]
+    return verilate(
+        cache_dir() / digest, "simboard", command, "the simulated board", quiet, {"soc.v": source}
+    )
+
+
+def verilate(
+    entry: Path, name: str, command: list[str], what: str, quiet: bool, keep: dict | None = None
+) -> Path:
+    """Build the Verilator binary ``name`` into the cache directory ``entry`` (or reuse it);
+    its path. ``command``: Verilator's flags and sources (``{work}`` stands for the private
+    build directory, where the texts of ``keep``, ``{file name: text}``, are written first and
+    from which they are kept beside the binary). ``what`` names it in messages.
+
+    The build runs in a private directory and the binary is moved in at the end: two processes
+    building the same input at once (pytest workers, another user of the cache) never share
+    Verilator's object directory, and a half-built binary is never found."""
+    binary = entry / name
     if binary.exists():
         return binary
-    # build in a private directory and move the binary in at the end: two processes building
-    # the same configuration at once (pytest workers, another user of the cache) never share
-    # Verilator's object directory, and a half-built binary is never found
-    cache_dir().mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f"{digest}.building-", dir=cache_dir()))
-    (work / "soc.v").write_text(source)
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f"{entry.name}.building-", dir=entry.parent))
+    for file, text in (keep or {}).items():
+        (work / file).write_text(text)
     env = dict(os.environ)
     # the PyPI wheel's verilated.mk lacks the PCH include flag (see sim.runner)
     env["MAKEFLAGS"] = (env.get("MAKEFLAGS", "") + " " + MAKEFLAGS).strip()
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    cmd = [
-        _verilator(),
-        *VERILATOR_FLAGS,
-        *defines,
-        "-Mdir",
-        str(work / "obj"),
-        "-o",
-        str(work / "simboard"),
-        str(work / "soc.v"),
-        *(str(path) for path in extra_sources),
-        str(HARNESS),
-    ]
+    cmd = [_verilator(), "-Mdir", str(work / "obj"), "-o", str(work / name)]
+    cmd += [part.replace("{work}", str(work)) for part in command]
     if not quiet:
-        print(
-            "building the simulated board (Verilator, once per configuration)...",
-            file=sys.stderr,
-            flush=True,
-        )
+        print(f"building {what} (Verilator, once per input)...", file=sys.stderr, flush=True)
     try:
         result = subprocess.run(cmd, env=env, capture_output=True, text=True)
     except BaseException:  # Ctrl-C: no half-built directory left in the cache
         shutil.rmtree(work, ignore_errors=True)
         raise
-    if result.returncode != 0 or not (work / "simboard").exists():
+    if result.returncode != 0 or not (work / name).exists():
         log = work / "build.log"
         log.write_text(result.stdout + result.stderr)
-        raise BoardError(f"building the simulated board failed; see {log}")
-    out.mkdir(parents=True, exist_ok=True)
-    os.replace(work / "soc.v", out / "soc.v")
-    os.replace(work / "simboard", binary)
+        raise BoardError(f"building {what} failed; see {log}")
+    entry.mkdir(parents=True, exist_ok=True)
+    for file in keep or {}:
+        os.replace(work / file, entry / file)
+    os.replace(work / name, binary)
     shutil.rmtree(work, ignore_errors=True)
     return binary
 

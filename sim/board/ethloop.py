@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
-from sim.board import MAKEFLAGS, BoardError, _verilator
+from sim.board import MAKEFLAGS, VERILATE, verilate
 from sim.runner import tool_versions
 
 HERE = Path(__file__).parent
@@ -28,11 +25,7 @@ SOURCES = ("eth_loopback.v", "fdpe.v", "eth_loopback.cpp", "ethernet.h")
 #: Verilator's flags (paths aside): the build takes ~10 s at -j 2; -O2 runs the echo board at
 #: ~3.6 M cycles/s (-O1: ~2.8 M) for the same build time
 VERILATOR_FLAGS = (
-    "--cc",
-    "--exe",
-    "--build",
-    "-j",
-    "2",
+    *VERILATE,
     "-Wno-fatal",
     "-Wno-lint",
     "-Wno-style",
@@ -64,47 +57,12 @@ def build(board: str = "arty_a7", quiet: bool = True):
     from fpga.build.liteeth import generate
 
     core = generate(board)
-    verilator = _verilator()
     texts = [core.verilog.read_text(), *((HERE / name).read_text() for name in SOURCES)]
     parts = [*texts, " ".join(VERILATOR_FLAGS), MAKEFLAGS, tool_versions("verilator")]
     digest = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
-    out = cache_dir() / digest
-    binary = out / "ethloop"
-    if binary.exists():
-        return binary, core
-    cache_dir().mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f"{digest}.building-", dir=cache_dir()))
-    env = dict(os.environ)
-    env["MAKEFLAGS"] = (env.get("MAKEFLAGS", "") + " " + MAKEFLAGS).strip()
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    cmd = [
-        verilator,
-        *VERILATOR_FLAGS,
-        "-CFLAGS",
-        f"-I{HERE}",
-        "-Mdir",
-        str(work / "obj"),
-        "-o",
-        str(work / "ethloop"),
-        str(core.verilog),
-        str(HERE / "eth_loopback.v"),
-        str(HERE / "fdpe.v"),
-        str(HERE / "eth_loopback.cpp"),
-    ]
-    if not quiet:
-        print("building the Ethernet echo board (Verilator, once)...", file=sys.stderr, flush=True)
-    try:
-        result = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    if result.returncode != 0 or not (work / "ethloop").exists():
-        log = work / "build.log"
-        log.write_text(result.stdout + result.stderr)
-        raise BoardError(f"building the Ethernet echo board failed; see {log}")
-    out.mkdir(parents=True, exist_ok=True)
-    os.replace(work / "ethloop", binary)
-    shutil.rmtree(work, ignore_errors=True)
+    sources = [core.verilog, *(HERE / name for name in SOURCES if not name.endswith(".h"))]
+    command = [*VERILATOR_FLAGS, "-CFLAGS", f"-I{HERE}", *map(str, sources)]
+    binary = verilate(cache_dir() / digest, "ethloop", command, "the Ethernet echo board", quiet)
     return binary, core
 
 

@@ -43,6 +43,20 @@ static void die(const char* what) {
 static pid_t parent;
 static bool orphaned() { return getppid() != parent; }
 
+// The SoC, held in reset for two clock cycles.
+static Vsoc* power_on(int argc, char** argv) {
+    Verilated::commandArgs(argc, argv);
+    Vsoc* top = new Vsoc;
+    top->clk = 0;
+    top->rst = 1;
+    for (int i = 0; i < 4; i++) {
+        top->clk = !top->clk;
+        top->eval();
+    }
+    top->rst = 0;
+    return top;
+}
+
 #ifdef SIM_ETHERNET
 static volatile sig_atomic_t stopping = 0;
 static void stop(int) { stopping = 1; }
@@ -54,15 +68,7 @@ static int run_ethernet(int argc, char** argv) {
     simeth::Network net(cfg);
     std::printf("UDP %d\n", net.port());
     std::fflush(stdout);
-    Verilated::commandArgs(argc, argv);
-    Vsoc* top = new Vsoc;
-    top->clk = 0;
-    top->rst = 1;
-    for (int i = 0; i < 4; i++) {
-        top->clk = !top->clk;
-        top->eval();
-    }
-    top->rst = 0;
+    Vsoc* top = power_on(argc, argv);
     top->rx_valid = 0;
     top->tx_ready = 1;
     unsigned long long cycles = 0;
@@ -125,15 +131,7 @@ int main(int argc, char** argv) {
     if (client < 0) die("accept");
     setsockopt(client, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 
-    Verilated::commandArgs(argc, argv);
-    Vsoc* top = new Vsoc;
-    top->clk = 0;
-    top->rst = 1;
-    for (int i = 0; i < 4; i++) {
-        top->clk = !top->clk;
-        top->eval();
-    }
-    top->rst = 0;
+    Vsoc* top = power_on(argc, argv);
 
     std::vector<unsigned char> rx;  // bytes from the host not yet accepted by the SoC
     size_t rx_pos = 0;
