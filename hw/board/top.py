@@ -88,15 +88,18 @@ REF_CLOCK_RESOURCE, REF_CLOCK_DIVIDE = "eth_clk25", 4
 MII_PERIOD_NS = 40.0
 
 
-def mii_constraints(resource: str = MII_RESOURCE, number: int = 0) -> str:
-    """XDC for the MII's receive and transmit clocks, on the top's own ports (amaranth names a
-    requested subsignal's port ``<resource>_<number>__<subsignal>``): 40 ns clocks, asynchronous
-    to every other clock (LiteEth crosses them with its own FIFOs)."""
+def mii_constraints(ports: dict[str, str]) -> str:
+    """XDC for the MII's receive and transmit clocks on the top's own ports (``ports``:
+    ``{"rx_clk": port name, "tx_clk": port name}``, the names the platform gave the requested
+    pins): 40 ns clocks, asynchronous to every other clock (LiteEth crosses them with its own
+    FIFOs)."""
     lines = ["# LiteEth's MII clocks (hw.board.top.mii_constraints)"]
     names = []
     for subsignal in ("rx_clk", "tx_clk"):
-        port, clock = f"{resource}_{number}__{subsignal}", f"eth_{subsignal}"
-        lines.append(f"create_clock -name {clock} -period {MII_PERIOD_NS} [get_ports {port}]")
+        clock = f"eth_{subsignal}"
+        lines.append(
+            f"create_clock -name {clock} -period {MII_PERIOD_NS} [get_ports {ports[subsignal]}]"
+        )
         names.append(clock)
     groups = " ".join(f"-group [get_clocks {name}]" for name in names)
     others = "[get_clocks -filter {NAME !~ eth_*}]"
@@ -189,8 +192,9 @@ class BoardTop(Elaboratable):
                 f"clock, not {self.board.clock_mhz:g} MHz (or build with --no-ethernet)"
             )
         platform.add_file(core.verilog.name, core.verilog.read_bytes())
-        platform.add_file("ethernet.xdc", mii_constraints())
         mii = platform.request(MII_RESOURCE, 0, dir="-")
+        clocks = {name: getattr(mii, name).io.name for name in ("rx_clk", "tx_clk")}
+        platform.add_file("ethernet.xdc", mii_constraints(clocks))
         pads = {port: getattr(mii, name).io for port, name in MII_PADS.items()}
         reference = platform.request(REF_CLOCK_RESOURCE, 0, dir="-")
         m.submodules.eth_ref_clk = self._reference = io.Buffer("o", reference)
