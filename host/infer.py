@@ -18,13 +18,11 @@ cycles into engine / DMA wait / other and compares the link bytes with that mini
 
 from __future__ import annotations
 
-import sys
-
 from fpga.spec.arch import VARIANTS
 from fpga.spec.boards import BOARDS, DEFAULT_BOARD, get_board
 from fpga.spec.cli import ArgumentParser
 from fpga.spec.config import RESIDENCY_MODES, WEIGHTS_MODES
-from fpga.spec.errors import UserError, run_cli
+from fpga.spec.errors import UserError, exit_process, run_cli
 from host import batch
 from host.simulated import SIM_LINKS
 
@@ -103,4 +101,4 @@ def _run(args) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

@@ -8,6 +8,7 @@ is a bug and keeps its traceback. Each module's own error class
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 
@@ -24,6 +25,10 @@ class UserError(Exception):
     exit_code = USAGE_EXIT
 
 
+#: exit code of a CLI that Ctrl-C ended (128 + SIGINT, as a shell reports it)
+INTERRUPTED_EXIT = 130
+
+
 def run_cli(main: Callable[[], int]) -> int:
     """Run a CLI body: a :class:`UserError` becomes ``error: <message>`` and its
     ``exit_code`` (2; 1 for a device that stopped answering).
@@ -37,4 +42,20 @@ def run_cli(main: Callable[[], int]) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return INTERRUPTED_EXIT
+
+
+def exit_process(code: int) -> None:
+    """End a CLI process with ``code``. After Ctrl-C (:data:`INTERRUPTED_EXIT`) the interpreter's
+    finalization is skipped (``os._exit`` once stdout and stderr are flushed): the batch CLI has
+    stopped Ray and its boards by then, and a CI run twice saw an interrupted batch print
+    "interrupted" and then die with SIGSEGV while the interpreter shut down (native threads of
+    the libraries it had loaded); there is nothing left for finalization to do."""
+    if code == INTERRUPTED_EXIT:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # a closed pipe: nothing more to say
+                pass
+        os._exit(code)
+    sys.exit(code)
