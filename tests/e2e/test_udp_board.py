@@ -88,7 +88,8 @@ def test_a_lossy_network_keeps_every_image_bit_exact(ethernet_board_binary):
             assert info.link_kind == LinkKind.ETHERNET
             program = compile_network(network, info.config(), split=True)
             image = compile_resident(program, dram_size=info.dram_bytes, input_size=SIZE)
-            assert device.load_model(image).loaded
+            for _ in range(4):  # the model's load again and again: windowed writes, ~2,600
+                assert device.load_model(image, force=True).loaded  # datagrams each
             done = list(device.run_resident_many(image, xs))
             device.close()
     for (logits, _), x in zip(done, xs, strict=True):
@@ -105,19 +106,24 @@ def _small_image(info, network):
     return compile_resident(program, dram_size=info.dram_bytes, input_size=SIZE)
 
 
-def _ask(sock, address, seq: int, opcode: int, payload: bytes = b"", timeout: float = 20.0):
-    """One raw request frame to the board; its answer's frame, or None when none comes."""
+def _ask(
+    sock, address, seq: int, opcode: int, payload: bytes = b"", timeout: float = 20.0, tries=1
+):
+    """A raw request frame to the board (sent up to ``tries`` times, ``timeout`` s apart, as a
+    host resends); its answer's frame, or None when none comes."""
     from fpga.spec.protocol import decode_frame, encode_frame
 
-    sock.sendto(encode_frame(seq, opcode, payload), address)
-    sock.settimeout(timeout)
-    try:
-        while True:
-            frame = decode_frame(sock.recvfrom(2048)[0])
-            if frame.seq == seq:
-                return frame
-    except TimeoutError:
-        return None
+    for _ in range(tries):
+        sock.sendto(encode_frame(seq, opcode, payload), address)
+        sock.settimeout(timeout)
+        try:
+            while True:
+                frame = decode_frame(sock.recvfrom(2048)[0])
+                if frame.seq == seq:
+                    return frame
+        except TimeoutError:
+            continue
+    return None
 
 
 def test_a_replayed_run_request_never_starts_a_second_run(ethernet_board_binary):
@@ -198,7 +204,9 @@ def test_garbage_and_strangers_leave_the_board_serving_its_host(ethernet_board_b
             end = time.monotonic() + 2  # a flood
             while time.monotonic() < end:
                 noise.sendto(rng.randbytes(rng.randrange(1, 1473)), address)
-            assert _ask(stranger, address, 11, Opcode.IDENTIFY, timeout=3) is not None
+            # the flood filled the network's queue (a switch's buffer): the first tries may be
+            # dropped before they reach the board, as on a real network
+            assert _ask(stranger, address, 11, Opcode.IDENTIFY, timeout=3, tries=10) is not None
             # the stranger took the board over with IDENTIFY; the host takes it back with its own
         device.identify()
         device.load_model(image)
@@ -213,8 +221,8 @@ def test_garbage_and_strangers_leave_the_board_serving_its_host(ethernet_board_b
 @pytest.mark.slow
 def test_ten_thousand_datagrams_at_five_percent_keep_every_image_bit_exact(ethernet_board_binary):
     """5 % of the datagrams each way dropped, duplicated, reordered and delayed over more than
-    10,000 datagrams (the model's load and 240 images streamed): every image equals golden, and
-    the model is committed once, whole (its CRC over DRAM matched)."""
+    10,000 datagrams (the model loaded four times, then 48 images streamed): every load is
+    committed whole (its CRC over DRAM matched) and every image equals golden."""
     from fpga.spec import golden
     from fpga.spec.image import preprocess
     from fpga.toolflow import quant
@@ -224,7 +232,7 @@ def test_ten_thousand_datagrams_at_five_percent_keep_every_image_bit_exact(ether
 
     network = quant.quantize_network("v1.1", size=SIZE)
     photos = [network.quantize_input(preprocess(p, SIZE)) for p in bundled_photos()]
-    xs = [photos[i % len(photos)] for i in range(240)]
+    xs = [photos[i % len(photos)] for i in range(48)]
     with BoardProcess(ethernet_board_binary, "ethernet") as board:
         port = int(board.url.rsplit(":", 1)[1])
         fates = {"loss": 0.05, "duplicate": 0.05, "reorder": 0.05, "delay": 0.05}
@@ -234,7 +242,8 @@ def test_ten_thousand_datagrams_at_five_percent_keep_every_image_bit_exact(ether
             # a resend of a request the board is still serving is harmless (the run rule)
             device = Device(open_transport(proxy.url))
             image = _small_image(device.identify(), network)
-            assert device.load_model(image).loaded
+            for _ in range(4):  # the model's load again and again: windowed writes, ~2,600
+                assert device.load_model(image, force=True).loaded  # datagrams each
             done = list(device.run_resident_many(image, xs))
             status = device.status()
             device.close()
