@@ -197,16 +197,22 @@ def test_datagrams_arriving_while_the_link_is_busy_wait_whole_or_are_dropped_who
     """Back-to-back 1 KB datagrams while the answers leave slowly: the buffer keeps whole ones
     while it has room for the largest, drops the others whole; none is cut or mixed."""
     count, size = 12, 900
-    datagrams = [
-        (HOST, encode_frame(seq, Opcode.WRITE, write_payload(BufferSpace.ACT_IN, 0, bytes(size))))
-        for seq in range(1, count + 1)
-    ]
+
+    def write(seq):
+        return encode_frame(seq, Opcode.WRITE, write_payload(BufferSpace.ACT_IN, 0, bytes(size)))
+
+    # first most of twice the buffer, a datagram at a time, then a burst: its byte counts wrap
+    # (at twice the buffer) inside the burst
+    datagrams = [(HOST, write(seq), 4_000) for seq in range(100, 100 + 8)]
+    datagrams += [(HOST, write(seq)) for seq in range(1, count + 1)]
     datagrams.append((HOST, encode_frame(99, Opcode.STATUS), 30_000))  # once all is done
     sent, _ = serve(datagrams, send_ready=0.02)
     answers = [answer(d)[1] for d in sent]
+    assert [f.seq for f in answers[:8]] == list(range(100, 108))
+    answers = answers[8:]
     served = [f.seq for f in answers[:-1]]
     assert served == sorted(served) and BUFFER_BYTES // (size + 20) <= len(served) < count
     assert all(f.payload == bytes([Status.OK]) for f in answers[:-1])
     status = parse_status(answers[-1].payload[1:])
     assert status["crc_errors"] == status["framing_errors"] == 0
-    assert status["frames_ok"] == len(served) + 1
+    assert status["frames_ok"] == 8 + len(served) + 1

@@ -71,7 +71,11 @@ class DatagramBuffer(wiring.Component):
         received = self.received
         m.submodules.memory = memory = Memory(shape=9, depth=self.depth, init=[])
         write, read = memory.write_port(), memory.read_port()
+        # byte counts modulo twice the depth: their difference (taken modulo the same) is the
+        # fill, 0 .. depth, however often they have wrapped
         wrote, taken = Signal(range(2 * self.depth)), Signal(range(2 * self.depth))
+        fill = Signal(range(2 * self.depth))
+        m.d.comb += fill.eq(wrote - taken)
         byte = Signal(range(ADDRESS_BYTES))
         m.d.comb += write.addr.eq(wrote)
         with m.If(write.en):
@@ -80,7 +84,7 @@ class DatagramBuffer(wiring.Component):
             with m.State("IDLE"):
                 # room for this one (LiteEth holds a datagram's length and sender over it)
                 with m.If(received.valid):
-                    with m.If(wrote - taken + received.length <= self.depth - ADDRESS_BYTES):
+                    with m.If(fill + received.length <= self.depth - ADDRESS_BYTES):
                         m.next = "ADDRESS"
                     with m.Else():
                         m.next = "DROP"
