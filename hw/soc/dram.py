@@ -50,6 +50,23 @@ WRITE_BUFFER_DEPTH = 16
 SETTLE_CYCLES = 16
 
 
+def core_instance(module: str, core_ports: dict, connections: dict, pads: dict) -> Instance:
+    """The ``Instance`` of a generated LiteX core (LiteDRAM's, LiteEth's) with ``connections``
+    (Amaranth's ``i_``/``o_``/``io_`` keywords), each of ``pads`` (``{core port: IO value}``,
+    the board's pins) on its port in the direction ``core_ports`` (``{name: (direction,
+    width)}``) gives it (a port it does not list: inout), and every input left unconnected
+    held at 0."""
+    connections = dict(connections)
+    for name, value in pads.items():
+        direction = core_ports.get(name, ("inout", None))[0]
+        connections[{"input": "i_", "output": "o_", "inout": "io_"}[direction] + name] = value
+    named = {key.split("_", 1)[1] for key in connections}
+    for name, (direction, width) in core_ports.items():
+        if direction == "input" and name not in named:
+            connections[f"i_{name}"] = Const(0, width)
+    return Instance(module, **connections)
+
+
 def cmd_layout(address_width: int) -> data.StructLayout:
     return data.StructLayout({"we": 1, "addr": address_width})
 
@@ -188,14 +205,8 @@ class LiteDRAMNative(wiring.Component):
         else:
             connections.update(i_clk=self.clk_in, i_rst=self.rst_in, o_user_clk=self.user_clk)
             m.d.comb += self.user_rst.eq(user_rst)
-        for name, value in self.pads.items():
-            direction = self.core_ports.get(name, ("inout", None))[0]
-            connections[{"input": "i_", "output": "o_", "inout": "io_"}[direction] + name] = value
-        named = {key.split("_", 1)[1] for key in connections}
-        for name, (direction, width) in self.core_ports.items():
-            if direction == "input" and name not in named:
-                connections[f"i_{name}"] = Const(0, width)  # wb_ctrl_*, sim_trace: unused
-        m.submodules.core = Instance(self.module, **connections)
+        # wb_ctrl_*, sim_trace: unused inputs, held at 0
+        m.submodules.core = core_instance(self.module, self.core_ports, connections, self.pads)
 
         sync = m.d[self.domain]
 

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from amaranth import ClockSignal, Const, Instance, Module, ResetSignal, Signal
+from amaranth import ClockSignal, Module, ResetSignal, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from hw.soc.dram import core_instance
 from hw.soc.link.udp import raw_udp_signature
 
 #: the core's MII ports (name -> direction, width) that the SoC exposes when it has no pads
@@ -91,16 +92,9 @@ class LiteEthUDP(wiring.Component):
         if interface.pads is None:
             for name, (flow, _) in MII_PORTS.items():
                 connections[("i_" if flow == In else "o_") + name] = getattr(self, name)
-        else:
-            for name, value in interface.pads.items():
-                direction = interface.core_ports[name][0]
-                prefix = {"input": "i_", "output": "o_", "inout": "io_"}[direction]
-                connections[prefix + name] = value
-        named = {key.split("_", 1)[1] for key in connections}
-        for name, (direction, width) in interface.core_ports.items():
-            if direction == "input" and name not in named:
-                connections[f"i_{name}"] = Const(0, width)
-        m.submodules.core = Instance(interface.module, **connections)
+        m.submodules.core = core_instance(
+            interface.module, interface.core_ports, connections, interface.pads or {}
+        )
         if interface.ref_clock_divide:  # a registered output: a clean clock for the PHY
             divider = Signal(range(interface.ref_clock_divide))
             m.d.sync += divider.eq(divider + 1)
