@@ -233,3 +233,63 @@ def test_unknown_order_is_a_clear_error():
     net = quant.quantize_network("v1.1", size=64)
     with pytest.raises(CompileError, match="unknown tiling order 'zigzag'"):
         compile_network(net, DEFAULT_CONFIG, orders={"*": "zigzag"})
+
+
+def _pool_network(rng, channels: int, size: int, ceil_mode: bool):
+    """conv1 (3x3/2 to ``channels``) -> a 3x3/2 max pool (ceil or floor mode) -> average pool."""
+    from fpga.spec.network import QLayer, QuantizedNetwork
+
+    conv1 = QLayer(
+        "conv1",
+        "conv",
+        ("input",),
+        0.1,
+        weight=(rng.integers(-3, 4, (channels, 3, 3, 3)) * 9).astype(np.int8),
+        bias=rng.integers(-100, 100, channels).astype(np.int32),
+        multiplier=rng.integers(2**15, 2**16, channels),
+        shift=rng.integers(10, 14, channels),
+        weight_scale=np.full(channels, 0.01),
+        stride=2,
+        relu=False,
+    )
+    pool = QLayer("pool1", "maxpool", ("conv1",), 0.1, ceil_mode=ceil_mode)
+    average = QLayer("avgpool", "avgpool", ("pool1",), 0.01)
+    return QuantizedNetwork("pool-test", size, 0.5, [conv1, pool, average])
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["whole", "split"])
+def test_max_pool_tilings_equal_golden_streamed_and_resident(split):
+    """The max pool's two tilings (whole rows of some channel groups; every group in blocks of
+    rows x columns whose input columns overlap) on random shapes, ceil and floor mode, bit for
+    bit against golden through the streamed program and from DRAM; both tilings occur."""
+    rng = np.random.default_rng(7)
+    kinds = set()
+    for config in (SMALL_CONFIG, DEFAULT_CONFIG):
+        # the last: nine pixels of every channel overflow the small config's ACT_IN
+        for channels, size, ceil_mode in [
+            (8, 97, True),
+            (24, 120, False),
+            (40, 74, True),
+            (1100, 22, False),
+        ]:
+            net = _pool_network(rng, channels, size, ceil_mode)
+            x = rng.integers(-128, 128, (3, size, size)).astype(np.int8)
+            reference = golden.run_network(net, x)
+            program = compile_network(net, config, split=split)
+            pool = next(u for u in program.units if u.op == "maxpool")
+            g = -(-channels // config.rows)
+            for tile in pool.tiles:
+                if tile.store.width < pool.shape[2]:
+                    kinds.add("columns")
+                    assert (tile.store.g0, tile.store.g1) == (0, g)
+                elif tile.store.g1 - tile.store.g0 < g:
+                    kinds.add("groups")
+            tensors, _ = execute(program, EngineEmulator(config), x)
+            np.testing.assert_array_equal(tensors["pool1"], reference["pool1"])
+            resident = compile_resident(program, input_size=size)
+            check_commands(resident)
+            dram = resident.initial_dram()
+            logits, _ = run_resident(resident, dram, x, EngineEmulator(config))
+            np.testing.assert_array_equal(logits, reference["avgpool"])
+            np.testing.assert_array_equal(resident.read_tensor(dram, "pool1"), reference["pool1"])
+    assert kinds == {"columns", "groups"}

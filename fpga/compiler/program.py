@@ -75,7 +75,9 @@ class CompileError(UserError, ValueError):
 
 @dataclass
 class Load:
-    """Rows [y0, y1) of channel groups [g0, g1) of ``tensor`` into ACT_IN at word ``base``."""
+    """Rows [y0, y1) x columns [x0, x1) (``x1`` None: to the row's end) of channel groups
+    [g0, g1) of ``tensor`` into ACT_IN at word ``base``, packed (pixel-major, as the engine reads
+    a tile of that width)."""
 
     tensor: str
     y0: int
@@ -83,6 +85,12 @@ class Load:
     g0: int
     g1: int
     base: int = 0
+    x0: int = 0
+    x1: int | None = None
+
+    def columns(self, width: int) -> tuple[int, int]:
+        """[x0, x1) of a tensor ``width`` pixels wide."""
+        return self.x0, width if self.x1 is None else self.x1
 
 
 @dataclass
@@ -95,7 +103,8 @@ class Run:
 
 @dataclass
 class Store:
-    """Read rows [y0, y1) x groups [g0, g1) (``kind`` "act") or sums of groups [g0, g1)."""
+    """Read rows [y0, y1) x columns [x0, x0 + width) x groups [g0, g1) (``kind`` "act") or
+    sums of groups [g0, g1)."""
 
     y0: int
     y1: int
@@ -103,6 +112,7 @@ class Store:
     g1: int
     width: int
     kind: str = "act"
+    x0: int = 0
 
 
 @dataclass
@@ -340,7 +350,8 @@ def _conv_unit(
             order = "band"
             if len(chunks) > 1 and rows < out_h:
                 chunked = chunk_outer()
-                cost = [_transfer_estimate(t, config, w, total, split) for t in (tiles, chunked)]
+                sizes = (w, g_in), (out_w, total)
+                cost = [_transfer_estimate(t, config, *sizes, split) for t in (tiles, chunked)]
                 if cost[1] < cost[0]:
                     order, tiles = "chunk", chunked
     c_out = sum(conv.weight.shape[0] for conv in convs)
@@ -398,15 +409,20 @@ def _weight_chunks(
 
 
 def _transfer_estimate(
-    tiles: list[Tile], config: AcceleratorConfig, in_w: int, out_groups: int, split: bool = False
+    tiles: list[Tile],
+    config: AcceleratorConfig,
+    in_size: tuple[int, int],
+    out_size: tuple[int, int],
+    split: bool = False,
 ) -> float:
-    """Device cycles of a conv unit's ``tiles`` in resident mode: per tile the engine's runs and
-    the transfers at the costs of :data:`fpga.compiler.cost.SEQUENCER_COSTS` (aligned rows, no
+    """Device cycles of a unit's ``tiles`` in resident mode: per tile the engine's runs and the
+    transfers at the costs of :data:`fpga.compiler.cost.SEQUENCER_COSTS` (aligned rows, no
     Huffman decoder stalls): the constants the device does not already hold (:func:`execute`'s
-    rule, from an empty device), the input bands (``in_w`` pixels a row), the stores (a slice of
-    the output's ``out_groups`` channel groups is one STORE row a pixel); one after the other,
-    or with ``split`` (double buffering) the larger of the two per tile. Only the comparison of
-    two orders of one unit matters."""
+    rule, from an empty device), the loads of its input (``in_size``: pixels a row, channel
+    groups) and the store into its output (``out_size``), each one DMA row when it is whole
+    rows of every group, a row an image row when it is every group of some columns, else a row
+    a pixel (:func:`_slice_rows`); one after the other, or with ``split`` (double buffering)
+    the larger of the two per tile. Only the comparison of two tilings of one unit matters."""
     from fpga.compiler.cost import SEQUENCER_COSTS as costs
 
     width = transfer_bytes(config)
@@ -414,14 +430,18 @@ def _transfer_estimate(
     held = BufferContents()
     cycles = 0.0
 
-    def load(space, nbytes: int) -> float:
+    def load(space, nbytes: int, rows: int = 1) -> float:
         chunks = nbytes if space in BYTE_SPACES else -(-nbytes // width)
-        return costs["command"] + costs["load"] + costs["row"] + chunks * costs["load_chunk"]
+        return costs["command"] + costs["load"] + rows * costs["row"] + chunks * costs["load_chunk"]
 
     for tile in tiles:
         transfer = engine = 0.0
         for ld in tile.loads:
-            transfer += load(BufferSpace.ACT_IN, (ld.y1 - ld.y0) * in_w * (ld.g1 - ld.g0) * lanes)
+            x0, x1 = ld.columns(in_size[0])
+            rows, pixels = ld.y1 - ld.y0, (ld.y1 - ld.y0) * (x1 - x0)
+            nbytes = pixels * (ld.g1 - ld.g0) * lanes
+            count = _slice_rows(rows, x1 - x0, ld.g1 - ld.g0, in_size)
+            transfer += load(BufferSpace.ACT_IN, nbytes, count)
         for run in tile.runs:
             for space, offset, blob in [
                 *run.consts,
@@ -433,64 +453,95 @@ def _transfer_estimate(
             engine += predict_cycles(run.descriptor, config)
         store = tile.store
         pixels = (store.y1 - store.y0) * store.width
-        whole = store.g0 == 0 and store.g1 == out_groups
+        count = _slice_rows(store.y1 - store.y0, store.width, store.g1 - store.g0, out_size)
         channels = (store.g1 - store.g0) * lanes
-        transfer += costs["command"] + (1 if whole else pixels) * costs["store_row"]
+        transfer += costs["command"] + count * costs["store_row"]
         transfer += -(-pixels * channels // width) * costs["store_chunk"]
         cycles += max(engine, transfer) if split else engine + transfer
     return cycles
 
 
+def _slice_rows(rows: int, columns: int, slice_groups: int, size: tuple[int, int]) -> int:
+    """DMA rows of a slice of ``rows`` x ``columns`` pixels x ``slice_groups`` channel groups of
+    a tensor of ``size`` (pixels a row, channel groups) in its HWC layout: one when its bytes
+    are contiguous (whole rows of every group), a row an image row when it is every group of
+    some columns, else a row a pixel."""
+    width, all_groups = size
+    if slice_groups < all_groups:
+        return rows * columns
+    return 1 if columns == width else rows
+
+
 def _maxpool_unit(layer: QLayer, in_shape, config, split: bool = False) -> Unit:
+    """A 3x3/2 max pool, tiled one of two ways, whichever :func:`_transfer_estimate` finds
+    cheaper (a tie keeps the first): whole rows, as many channel groups a tile as one output
+    row's input fits in ACT_IN (a tile's LOAD and STORE a DMA row a pixel when that is not
+    every group), or every group and blocks of rows x columns (a DMA row an image row; the
+    blocks' input columns overlap by one, as their rows do)."""
     lanes, cap = config.rows, tile_capacity(config, split)
     c, h, w = in_shape
     g = groups(c, lanes)
     # floor mode (an imported ONNX MaxPool): the ceil-mode windows, fewer of them (the engine
-    # clips a window at the tile's edge only in ceil mode, where the last one hangs over)
+    # clips a window at the tile's edge only in ceil mode, where the last one hangs over; an
+    # inner tile's windows are whole)
     out_h = golden.pool_output_size(h, ceil_mode=layer.ceil_mode)
     out_w = golden.pool_output_size(w, ceil_mode=layer.ceil_mode)
 
-    def fits(rows: int, gt: int) -> bool:
-        in_rows = min(h, 2 * (rows - 1) + 3)
+    def span(n: int, size: int) -> int:  # input rows (columns) of n output rows (columns)
+        return min(size, 2 * (n - 1) + 3)
+
+    def fits(rows: int, gt: int, cols: int = out_w) -> bool:
         return (
-            in_rows * w * gt * lanes <= cap["act_in"]
-            and rows * out_w * gt * lanes <= cap["act_out"]
+            span(rows, h) * span(cols, w) * gt * lanes <= cap["act_in"]
+            and rows * cols * gt * lanes <= cap["act_out"]
         )
 
-    # channel groups per tile first (whole rows are cheaper to address), then rows per band
-    gt = g
-    while gt > 0 and not fits(1, gt):
-        gt -= 1
-    if gt == 0:
-        raise CompileError(f"{layer.name}: one row of one channel group does not fit")
-    rows = out_h
-    while not fits(rows, gt):
-        rows -= 1
-    tiles = []
-    for g0 in range(0, g, gt):
-        g1 = min(g, g0 + gt)
-        for oy0 in range(0, out_h, rows):
-            oy1 = min(out_h, oy0 + rows)
-            lo, hi = 2 * oy0, min(h, 2 * (oy1 - 1) + 3)
-            desc = LayerDescriptor(
-                op=Op.MAXPOOL,
-                kernel=3,
-                stride=2,
-                in_groups=g1 - g0,
-                in_h=hi - lo,
-                in_w=w,
-                out_h=oy1 - oy0,
-                out_w=out_w,
-                out_groups=g1 - g0,
-            )
-            check_fits(desc, config, split)
-            tiles.append(
-                Tile(
-                    [Load(layer.inputs[0], lo, hi, g0, g1)],
-                    [Run(layer.name, desc)],
-                    Store(oy0, oy1, g0, g1, out_w),
-                )
-            )
+    def tiling(gt: int, rows: int, cols: int) -> list[Tile]:
+        count = -(-out_w // cols)  # column blocks, as even as they go
+        edges = [out_w * k // count for k in range(count + 1)]
+        tiles = []
+        for g0 in range(0, g, gt):
+            g1 = min(g, g0 + gt)
+            for oy0 in range(0, out_h, rows):
+                oy1 = min(out_h, oy0 + rows)
+                lo, hi = 2 * oy0, min(h, 2 * (oy1 - 1) + 3)
+                for ox0, ox1 in zip(edges, edges[1:], strict=False):
+                    x0, x1 = 2 * ox0, min(w, 2 * (ox1 - 1) + 3)
+                    desc = LayerDescriptor(
+                        op=Op.MAXPOOL,
+                        kernel=3,
+                        stride=2,
+                        in_groups=g1 - g0,
+                        in_h=hi - lo,
+                        in_w=x1 - x0,
+                        out_h=oy1 - oy0,
+                        out_w=ox1 - ox0,
+                        out_groups=g1 - g0,
+                    )
+                    check_fits(desc, config, split)
+                    load = Load(layer.inputs[0], lo, hi, g0, g1, x0=x0, x1=None if x1 == w else x1)
+                    store = Store(oy0, oy1, g0, g1, ox1 - ox0, x0=ox0)
+                    tiles.append(Tile([load], [Run(layer.name, desc)], store))
+        return tiles
+
+    def most_rows(gt: int, cols: int) -> int:
+        return max((r for r in range(1, out_h + 1) if fits(r, gt, cols)), default=0)
+
+    # whole rows: channel groups per tile first, then rows per band
+    gt = max((n for n in range(1, g + 1) if fits(1, n)), default=0)
+    candidates = [tiling(gt, most_rows(gt, out_w), out_w)] if gt else []
+    # every group: for each band height, the widest column blocks that fit
+    for rows in range(1, out_h + 1):
+        cols = max((n for n in range(1, out_w + 1) if fits(rows, g, n)), default=0)
+        if cols == 0:
+            break
+        if cols < out_w or not candidates:
+            candidates.append(tiling(g, rows, cols))
+    if not candidates:
+        raise CompileError(f"{layer.name}: one pixel of one channel group does not fit")
+    sizes = (w, g), (out_w, g)
+    costs = [_transfer_estimate(tiles, config, *sizes, split) for tiles in candidates]
+    tiles = candidates[costs.index(min(costs))]
     return Unit(layer.name, "maxpool", (c, out_h, out_w), tiles, [layer.name])
 
 
@@ -846,7 +897,8 @@ def execute(program: Program, device, image: np.ndarray, progress=None):
             for load in tile.loads:
                 src = tensors[load.tensor]
                 src = src.reshape(unit.spatial(src.shape))
-                part = src[load.g0 * lanes : load.g1 * lanes, load.y0 : load.y1]
+                x0, x1 = load.columns(src.shape[2])
+                part = src[load.g0 * lanes : load.g1 * lanes, load.y0 : load.y1, x0:x1]
                 counting.write(BufferSpace.ACT_IN, load.base * lanes, pack_activations(part, lanes))
             for run in tile.runs:
                 for space, offset, blob in run.consts:
@@ -871,7 +923,8 @@ def execute(program: Program, device, image: np.ndarray, progress=None):
                 band = unpack_activations(blob, channels, rows, store.width, lanes)
                 lo = store.g0 * lanes
                 hi = min(unit.shape[0], lo + channels)
-                view[lo:hi, store.y0 : store.y1] = band[: hi - lo]
+                columns = slice(store.x0, store.x0 + store.width)
+                view[lo:hi, store.y0 : store.y1, columns] = band[: hi - lo]
             if progress is not None:
                 progress(1)
         tensors[unit.name] = out

@@ -368,6 +368,33 @@ def _pixel_rows(op: Opcode, start: int, pixels: int, width: int, pitch: int, off
     )
 
 
+def _slab(op: Opcode, start: int, rows: int, cols: int, width: int, pitch: int, w: int, offset):
+    """The commands moving ``width`` bytes of each pixel of a block of ``rows`` x ``cols``
+    pixels of an HWC tensor ``w`` pixels wide (pixels ``pitch`` bytes apart in DRAM) between
+    DRAM byte ``start`` and the buffer from byte ``offset``, packed: whole rows are consecutive
+    pixels (:func:`_pixel_rows`); every channel of some columns is one strided command of a row
+    an image row; else :func:`_pixel_rows` an image row."""
+    if cols == w:
+        return [_pixel_rows(op, start, rows * cols, width, pitch, offset)]
+    if width == pitch:
+        return [
+            command(
+                op,
+                BufferSpace.ACT_IN if op == Opcode.LOAD else BufferSpace.ACT_OUT,
+                length=cols * width,
+                count=rows,
+                dram_addr=start,
+                dram_stride=w * pitch,
+                buffer_offset=offset,
+                buffer_stride=cols * width,
+            )
+        ]
+    return [
+        _pixel_rows(op, start + r * w * pitch, cols, width, pitch, offset + r * cols * width)
+        for r in range(rows)
+    ]
+
+
 class _CommandWriter:
     """Walks the program as :func:`fpga.compiler.program.execute` does and writes its commands:
     ``(record, region of its dram_addr or None)`` with addresses inside the region, and the model
@@ -413,7 +440,9 @@ class _CommandWriter:
                     self.halves[BufferSpace.ACT_IN] = self.halves[BufferSpace.ACT_OUT] = half
                 loads = [rec for load in tile.loads for rec in self._load(load)]
                 *early, first = self._run(tile.runs[0])  # its constants' LOADs, its RUN
-                if pending is not None and any(_overlap(rec, pending[1]) for rec in loads):
+                if pending is not None and any(
+                    _overlap(rec, stored) for rec in loads for stored in pending[1]
+                ):
                     # the STORE waits for the run under way; the next run's constants go into
                     # the halves that run does not own before it, under that run
                     self._emit(early)
@@ -441,8 +470,8 @@ class _CommandWriter:
 
     def _store_done(self, pending: tuple, starts: dict, unit_commands: dict) -> None:
         """Emit a tile's STORE; after its unit's last, the unit's commands end."""
-        unit, store, last = pending
-        self._emit([store])
+        unit, stores, last = pending
+        self._emit(stores)
         if last:
             unit_commands[unit.name] = (starts[unit.name], len(self.proto))
 
@@ -497,10 +526,11 @@ class _CommandWriter:
         c, _, w = self.unit.spatial(shape)
         g = groups(c, lanes)
         region, base = self._tensor(load.tensor)
-        start = base + (load.y0 * w * g + load.g0) * lanes
-        pixels = (load.y1 - load.y0) * w
-        width = (load.g1 - load.g0) * lanes
-        return [(_pixel_rows(Opcode.LOAD, start, pixels, width, g * lanes, offset), region)]
+        x0, x1 = load.columns(w)
+        start = base + ((load.y0 * w + x0) * g + load.g0) * lanes
+        width, rows = (load.g1 - load.g0) * lanes, load.y1 - load.y0
+        records = _slab(Opcode.LOAD, start, rows, x1 - x0, width, g * lanes, w, offset)
+        return [(rec, region) for rec in records]
 
     def _run(self, run) -> list:
         consts = [*run.consts, (BufferSpace.DESCRIPTOR, 0, run.descriptor.pack())]
@@ -624,7 +654,7 @@ class _CommandWriter:
                 out.append((space, offset, data))
         return out
 
-    def _store(self, unit, store) -> tuple:
+    def _store(self, unit, store) -> list:
         lanes = self.lanes
         region, base = self._tensor(unit.name)
         channels = (store.g1 - store.g0) * lanes
@@ -636,13 +666,13 @@ class _CommandWriter:
                 buffer_offset=self._half(BufferSpace.ACT_OUT),
                 dram_addr=base + 4 * store.g0 * lanes,
             )
-            return rec, region
+            return [(rec, region)]
         c, _, w = unit.spatial(unit.shape)
         g = groups(c, lanes)
-        start = base + (store.y0 * w * g + store.g0) * lanes
-        pixels = (store.y1 - store.y0) * store.width
-        offset = self._half(BufferSpace.ACT_OUT)
-        return _pixel_rows(Opcode.STORE, start, pixels, channels, g * lanes, offset), region
+        start = base + ((store.y0 * w + store.x0) * g + store.g0) * lanes
+        rows, offset = store.y1 - store.y0, self._half(BufferSpace.ACT_OUT)
+        records = _slab(Opcode.STORE, start, rows, store.width, channels, g * lanes, w, offset)
+        return [(rec, region) for rec in records]
 
 
 def _in_half(const: tuple, base: int) -> tuple:
