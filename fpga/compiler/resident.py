@@ -61,6 +61,7 @@ from fpga.spec.layout import (
     huffman_table_lengths,
     pack_activations,
     pack_huffman_stream,
+    predict_cycles,
     unpack_activations,
     unpack_sums,
 )
@@ -453,10 +454,15 @@ class _CommandWriter:
                     self._store_done(pending, starts, unit_commands)
                     pending = None
                 self._emit(loads)
+                # the tile before's STORE goes after the RUN that starts this tile's longest
+                # run: each RUN waits for the run under way, so a STORE after a short run would
+                # hold up the next RUN while it moves its bytes
+                cycles = [predict_cycles(run.descriptor, self.program.config) for run in tile.runs]
+                longest = cycles.index(max(cycles))
                 for number, run in enumerate(tile.runs):
                     self._emit([*early, first] if number == 0 else self._run(run))
                     self._prefetch()
-                    if number == 0 and pending is not None:
+                    if number == longest and pending is not None:
                         self._store_done(pending, starts, unit_commands)
                         pending = None
                 pending = (unit, self._store(unit, tile.store), last)
