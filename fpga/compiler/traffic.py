@@ -83,12 +83,16 @@ def _command_items(image: ResidentImage, commands, word_bytes: int):
 
 
 def device_cycles(image: ResidentImage, costs: dict = SEQUENCER_COSTS) -> dict[str, int]:
-    """Device cycles of one inference, walking the command list on a timeline: each command
-    costs the sequencer its fetch and its rows (:func:`transfer_totals` x ``costs``); a RUN
-    starts when the run under way has ended and lasts its ``predict_cycles``; a SPLIT RUN lets
-    the next commands go on meanwhile (double buffering), any other RUN, a WAIT and END wait
-    for it. ``total``: the program's cycles; ``engine``: the runs' cycles; ``transfer``: the
-    sequencer's own; ``exposed``: ``total - engine``, what the engine's runs did not hide."""
+    """Device cycles of one inference, walking the command list on a timeline of the command
+    FSM, the engine and the store mover: each command costs the FSM its fetch and its rows
+    (:func:`transfer_totals` x ``costs``); a STORE's rows go to the store mover one after the
+    other (the FSM goes on once it has handed over the last: posted) and the mover moves them
+    meanwhile; a LOAD that reads back what the posted STORE writes waits for it; a RUN starts
+    when the run under way and the posted STORE have ended and lasts its ``predict_cycles``; a
+    SPLIT RUN lets the next commands go on meanwhile (double buffering), any other RUN, a WAIT
+    and END wait for it (END for the STORE too). ``total``: the program's cycles; ``engine``:
+    the runs' cycles; ``transfer``: the FSM's and the mover's own; ``exposed``: ``total -
+    engine``, what the engine's runs did not hide."""
     runs = iter(
         predict_cycles(run.descriptor, image.config)
         for unit in image.program.units
@@ -98,26 +102,54 @@ def device_cycles(image: ResidentImage, costs: dict = SEQUENCER_COSTS) -> dict[s
     zero = dict.fromkeys(("commands", "load_chunks", "store_chunks", "rows", "store_rows"), 0)
     zero["load_commands"] = 0
     zero.update(windows=0, window_span=0)
-    now = engine_free = transfer = engine = 0
+    now = engine_free = store_free = transfer = engine = 0
+    stored = (0, 0)  # the posted STORE's DRAM span
+    slot_bases = (image.input_address(0), image.output_address(0))
     items = _command_items(image, image.commands, ESTIMATE_WORD_BYTES)
     for rec, counts in zip(image.commands, items, strict=True):
         op = int(rec["opcode"])
         cost = transfer_cycles({**zero, **counts}, costs)
-        now, transfer = now + cost, transfer + cost
+        transfer += cost
+        if op == Opcode.STORE and counts.get("store_rows"):
+            rows = counts["store_rows"]
+            now = max(now + costs["command"], store_free)  # the first row is taken
+            store_free = now + cost - costs["command"]
+            now += (rows - 1) * (cost - costs["command"]) / rows + costs["store_issue"]
+            stored = _span(rec, slot_bases)
+            continue
+        if op == Opcode.LOAD and _meets(_span(rec, slot_bases), stored):
+            now = max(now + costs["command"], store_free) + cost - costs["command"]
+            continue
+        now += cost
         if op == Opcode.RUN:
             cycles = next(runs)
-            now = max(now, engine_free)
+            now = max(now, engine_free, store_free)
             engine_free, engine = now + cycles, engine + cycles
             if not int(rec["flags"]) & Flag.SPLIT:
                 now = engine_free
-        elif op in (Opcode.WAIT, Opcode.END):
+        elif op == Opcode.WAIT:
             now = max(now, engine_free)
+        elif op == Opcode.END:
+            now = max(now, engine_free, store_free)
     return {
         "engine": engine,
         "transfer": int(transfer),
         "total": int(now),
         "exposed": int(now) - engine,
     }
+
+
+def _span(rec, slot_bases) -> tuple[int, int]:
+    """A LOAD's or STORE's DRAM bytes, first row's first to last row's last (slot 0)."""
+    count, length = int(rec["count"]), int(rec["length"])
+    first = int(rec["dram_addr"]) + relocation(int(rec["flags"]), *slot_bases)
+    if not count or not length:
+        return first, first
+    return first, first + (count - 1) * int(rec["dram_stride"]) + length
+
+
+def _meets(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    return a[0] < b[1] and b[0] < a[1]
 
 
 def sequential_cycles(image: ResidentImage, costs: dict = SEQUENCER_COSTS) -> dict[str, int]:

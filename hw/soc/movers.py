@@ -336,6 +336,7 @@ class StoreMover(wiring.Component):
             {
                 "request": In(stream.Signature(shape.store_layout())),
                 "done": Out(1),
+                "busy": Out(1),  # a row taken is not yet in DRAM
                 "dma_wait": Out(1),
                 "dma_write_request": Out(stream.Signature(request_layout(shape.dram_bits))),
                 "dma_write_data": Out(stream.Signature(words_layout(width))),
@@ -385,6 +386,7 @@ class StoreMover(wiring.Component):
                     m.next = "READ"
 
             with m.State("READ"):
+                m.d.comb += self.busy.eq(1)
                 # reads (one chunk a cycle, answered a cycle later) are packed into DRAM words;
                 # a finished word moves to the push register and goes to the DMA writer while
                 # the next word's chunks are read (one cycle a chunk when the writer keeps up)
@@ -422,7 +424,7 @@ class StoreMover(wiring.Component):
                               (push_word, push_keep, push_last, push_valid))  # fmt: skip
 
             with m.State("DRAIN"):  # the row's last word is out: wait until DRAM has it all
-                m.d.comb += self.dma_wait.eq(self.dma_write_busy)
+                m.d.comb += [self.busy.eq(1), self.dma_wait.eq(self.dma_write_busy)]
                 with m.If(~self.dma_write_busy):
                     m.d.comb += self.done.eq(1)
                     m.next = "IDLE"

@@ -274,6 +274,8 @@ class Sequencer(wiring.Component):
         wiring.connect(m, store.read, wiring.flipped(self.read))
         m.d.comb += [
             s.dma_wait.eq(s.fetch_wait | load.dma_wait | store.dma_wait),
+            s.store_busy.eq(store.busy),
+            s.load_busy.eq(load.busy),
         ]
         read_request, read_data = self.dma_read_request, self.dma_read_data
         m.d.comb += [
@@ -330,6 +332,9 @@ class Sequencer(wiring.Component):
             m.d.sync += s.engine_cycles.eq(s.engine_cycles + 1)
         with m.If(self.engine_done):
             m.d.sync += s.engine_busy.eq(0)
+        m.d.sync += s.error_seen.eq(self.engine_error)
+        with m.If(self.engine_error & ~s.error_seen & s.store_busy & ~s.load_busy):
+            m.d.sync += s.store_fault.eq(1)
 
     def _fail(self, m, s, reason: SequencerError):
         with m.If(s.immediate):  # the submitted command's refusal; a program goes on
@@ -337,6 +342,9 @@ class Sequencer(wiring.Component):
             m.next = "HOST_DONE"
         with m.Else():
             m.d.sync += s.code.eq(reason)
+            if reason == SequencerError.ENGINE:
+                with m.If(s.store_fault):
+                    m.d.sync += s.pc.eq(s.store_pc)
             m.next = "FAIL"
 
     def _take_submit(self, m, s):
@@ -363,6 +371,7 @@ class Sequencer(wiring.Component):
                     s.code.eq(SequencerError.NONE),
                     s.immediate.eq(0),
                     s.running.eq(1),
+                    s.store_fault.eq(0),
                 ]
                 m.next = "FETCH"
             with m.Elif(self.submit):
@@ -374,7 +383,7 @@ class Sequencer(wiring.Component):
                 fail(SequencerError.ALIGNMENT)
             with m.Elif(s.pc > self.dram_size - COMMAND_BYTES):  # pc + COMMAND_BYTES > size
                 fail(SequencerError.DRAM_RANGE)
-            with m.Else():
+            with m.Elif(~_store_hazard(s, s.pc, COMMAND_BYTES)):
                 m.d.comb += [
                     s.fetch_request.eq(1),
                     s.fetch_wait.eq(~self.dma_read_request.ready),
@@ -400,7 +409,9 @@ class Sequencer(wiring.Component):
             m.d.comb += self.engine_flags.eq(record.flags[:RUN_FLAG_BITS])
             with m.If(self.engine_error):
                 fail(SequencerError.ENGINE)
-            with m.Elif(~s.engine_busy):  # (not engine_done: the engine's done follows start)
+            # (not engine_done: the engine's done follows start); a posted STORE row reads
+            # ACT_OUT until it ends
+            with m.Elif(~s.engine_busy & ~s.store_busy):
                 m.d.comb += self.engine_start.eq(1)
                 m.d.sync += s.engine_busy.eq(1)
                 with m.If((record.flags & int(Flag.SPLIT)) != 0):
@@ -435,18 +446,19 @@ class Sequencer(wiring.Component):
             with m.Else():
                 m.next = "IDLE"
 
-        with m.State("END"):  # after the run under way
+        with m.State("END"):  # after the run under way and the posted STORE row
             with m.If(self.engine_error):
                 fail(SequencerError.ENGINE)
-            with m.Elif(~s.engine_busy | self.engine_done):
+            with m.Elif((~s.engine_busy | self.engine_done) & ~s.store_busy):
                 m.d.comb += self.done.eq(1)
                 m.d.sync += s.running.eq(0)
                 m.next = "IDLE"
 
-        with m.State("FAIL"):
-            m.d.comb += self.done.eq(1)
-            m.d.sync += [s.running.eq(0), s.engine_busy.eq(0)]
-            m.next = "IDLE"
+        with m.State("FAIL"):  # after the posted STORE row
+            with m.If(~s.store_busy):
+                m.d.comb += self.done.eq(1)
+                m.d.sync += [s.running.eq(0), s.engine_busy.eq(0)]
+                m.next = "IDLE"
 
     def _decode(self, m, s):
         """DECODE: the command's first row, then its checks in order (a LOAD/STORE of no bytes
@@ -521,15 +533,29 @@ class Sequencer(wiring.Component):
                 with m.If(~load.busy):
                     fail(SequencerError.BUFFER_RANGE)
             with m.Elif(record.opcode == Opcode.LOAD):
-                m.d.comb += load.request.valid.eq(1)
-                with m.If(load.request.ready):
-                    advance()
-                    with m.If(s.rows_left == 1):
-                        m.next = "LOAD"
+                # after the posted STORE row it reads back or whose space it writes
+                with m.If(~_store_hazard(s, s.row_dram, length, record.space)):
+                    m.d.comb += load.request.valid.eq(1)
+                    with m.If(load.request.ready):
+                        advance()
+                        with m.If(s.rows_left == 1):
+                            m.next = "LOAD"
             with m.Else():
                 m.d.comb += store.request.valid.eq(1)
                 with m.If(store.request.ready):
-                    m.next = "STORE"
+                    m.d.sync += [
+                        s.store_lo.eq(s.row_dram),
+                        s.store_hi.eq(s.row_dram + length),
+                        s.store_space.eq(record.space),
+                    ]
+                    with m.If(~s.store_fault):
+                        m.d.sync += s.store_pc.eq(s.pc)
+                    with m.If(s.immediate):  # the link's buffer is read until the row ends
+                        m.next = "STORE"
+                    with m.Else():  # posted: the store mover moves it, the program goes on
+                        advance()
+                        with m.If(s.rows_left == 1):
+                            m.next = "NEXT"
 
         with m.State("LOAD"):  # every row asked for: until the last is written
             with m.If(~load.busy):
@@ -559,7 +585,7 @@ class Sequencer(wiring.Component):
                 ]
             with m.Elif(s.dram_over | (s.row_dram + s.span > self.dram_size)):
                 fail(SequencerError.DRAM_RANGE)
-            with m.Else():
+            with m.Elif(~_store_hazard(s, s.row_dram, s.span, record.space)):
                 m.d.comb += [
                     load.request.valid.eq(1),
                     load.request.payload.length.eq(s.span),
@@ -647,6 +673,18 @@ class _Registers:
         # the row's byte offset into the window buffer (its first word holds the command's
         # dram_addr)
         self.window_row = Signal(range(seq.window_bytes + seq.word_bytes))
+        # the program's STORE row under way in the store mover (posted: the commands after it
+        # go on): its DRAM range and buffer space, which a LOAD row, a span and a fetch wait for
+        self.store_lo = Signal(seq.byte_address_width + 1)
+        self.store_hi = Signal(seq.byte_address_width + 1)
+        self.store_space = Signal(fields["space"])
+        self.store_busy = Signal()  # the store mover's ``busy``
+        self.store_pc = Signal(fields["dram_addr"])  # the posted STORE's address
+        # the engine refused a read of the posted STORE (its error rose while the store mover
+        # read and the load mover did not write): the refusal names that STORE
+        self.store_fault = Signal()
+        self.load_busy = Signal()
+        self.error_seen = Signal()  # engine_error a cycle ago
 
     def saturated(self, value):
         bits = len(self.span)
@@ -656,6 +694,15 @@ class _Registers:
 def _wide_loads() -> tuple:
     """The buffer spaces a LOAD writes in chunks (every BufferSpace not in BYTE_SPACES)."""
     return tuple(space for space in BufferSpace if space not in BYTE_SPACES)
+
+
+def _store_hazard(s: _Registers, lo, length, space=None):
+    """A read of DRAM ``[lo, lo + length)`` (and a write into buffer ``space``) that must wait
+    for the posted STORE row in the store mover: it writes those bytes (reads that space)."""
+    hazard = (lo < s.store_hi) & (s.store_lo < lo + length)
+    if space is not None:
+        hazard = hazard | (space == s.store_space)
+    return s.store_busy & hazard
 
 
 def connect_dma(m, sequencer: Sequencer, dma) -> None:
