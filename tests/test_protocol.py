@@ -73,7 +73,7 @@ def test_identify_round_trips_the_full_configuration():
         info = DeviceInfo.parse(identify_payload(config, baud=12_000_000, dram_bytes=1 << 28))
         assert info.config() == config and info.fingerprint == config.fingerprint()
         assert info.engine_clock_hz == round(config.compute_mhz * 1e6)
-        assert info.version == protocol.PROTOCOL_VERSION == 8 and info.baud == 12_000_000
+        assert info.version == protocol.PROTOCOL_VERSION == 9 and info.baud == 12_000_000
         assert info.dram_bytes == 1 << 28
     assert IDENTIFY_RESPONSE.size == len(identify_payload(DEFAULT_CONFIG))
     with pytest.raises(ValueError, match="whole number of Hz"):

@@ -8,6 +8,8 @@ modes, from either input/output slot (the program's input LOADs and output STORE
 run).
 """
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -567,3 +569,37 @@ def test_a_concat_without_a_whole_row_in_a_half_is_double_buffered_in_channel_ch
     check_commands(resident)
     logits, _ = run_resident(resident, resident.initial_dram(), image, EngineEmulator(config))
     np.testing.assert_array_equal(logits, golden.run_network(network, image)[network.output.name])
+
+
+def test_a_store_is_posted_only_over_light_dram_reads():
+    """A STORE is flagged POSTED exactly when the LOADs after it, up to the next STORE, read at
+    most POST_READ_SHARE of the bytes it writes: on the A7-100T's 16 x 16 config conv1's band
+    STOREs (the gathers after them read an image row per kernel row) are posted, the pools'
+    (full-rate LOADs after them) are not; posting them speeds the timeline up."""
+    from fpga.compiler.resident import POST_READ_SHARE, _dram_read
+    from fpga.spec.boards import get_board
+    from fpga.spec.network import shape_network
+
+    config = get_board("arty_a7_100").config
+    image = compile_resident(
+        compile_network(shape_network("v1.1", 224), config, split=True), input_size=224
+    )
+    commands = image.commands
+    stores = [i for i, rec in enumerate(commands) if int(rec["opcode"]) == Opcode.STORE]
+    posted = {}
+    for i, end in zip(stores, [*stores[1:], len(commands)], strict=True):
+        written = int(commands[i]["count"]) * int(commands[i]["length"])
+        read = sum(_dram_read(rec) for rec in commands[i + 1 : end])
+        posted[i] = bool(int(commands[i]["flags"]) & Flag.POSTED)
+        assert posted[i] == (read <= POST_READ_SHARE * written), i
+
+    def unit_posted(name):
+        first, end = image.unit_commands[name]
+        return [posted[i] for i in stores if first <= i < end]
+
+    assert sum(unit_posted("conv1")) >= len(unit_posted("conv1")) - 2
+    assert not any(unit_posted("pool1"))
+    flat = commands.copy()
+    flat["flags"] &= ~np.uint16(Flag.POSTED)
+    unposted = dataclasses.replace(image, commands=flat)
+    assert device_cycles(image)["total"] < device_cycles(unposted)["total"]

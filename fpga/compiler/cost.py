@@ -24,8 +24,11 @@ SEQUENCER_COSTS = {
     "store_chunk": 1.0,  # a read a cycle; finished words go out while the next is read
     "load": 22,  # a LOAD command's first DMA request + read latency (once a command)
     "row": 1.6,  # each LOAD row (a DMA transfer) beyond its chunks: its request, the row switch
-    "store_row": 5,  # a STORE row's request, the pipeline's fill, the drain (the store mover)
-    "store_issue": 1,  # the FSM's cycles to hand a STORE row to the store mover
+    "store_row": 7,  # a STORE row's request, the pipeline's fill, the drain
+    # a POSTED STORE (fpga.spec.commands.Flag.POSTED): the store mover's cycles a row (the
+    # above without the command FSM's two), the FSM's to hand a row over
+    "posted_row": 5,
+    "store_issue": 1,
     "window": 1,  # a window's next row starts as its last chunk goes
     "span_byte": 1 / 16,
 }

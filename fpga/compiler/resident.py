@@ -305,6 +305,7 @@ def compile_resident(
     tensors, arena_size = _allocate(intermediates, lifetimes)
     writer = _CommandWriter(program, tensors, image_shape, pad, im2col)
     proto, unit_commands = writer.walk()
+    _post_stores(proto)
 
     if im2col:
         c, h, w = image_shape
@@ -334,6 +335,36 @@ def compile_resident(
         lifetimes,
         unit_commands,
     )
+
+
+#: a STORE is posted (``Flag.POSTED``) when the LOADs after it, up to the next STORE, read at
+#: most this share of the bytes it writes: conv1's gathers read an image row once per kernel row
+#: and output row (a few KB) while its STORE writes the band (on 16 x 16: 14 KB under 4 KB of
+#: reads); a STORE posted under full-rate LOADs measured slower on the simulated board (DDR3
+#: turns the bus around between reads and writes: v1.1 on 8 x 8 1.025x -> 1.042x)
+POST_READ_SHARE = 0.5
+
+
+def _post_stores(proto: list) -> None:
+    """Flag POSTED the STOREs of ``proto`` (``(record, region)`` pairs) that the LOADs after them
+    hardly meet in DRAM (:data:`POST_READ_SHARE`)."""
+    stores = [i for i, (rec, _) in enumerate(proto) if int(rec["opcode"]) == Opcode.STORE]
+    for i, end in zip(stores, [*stores[1:], len(proto)], strict=True):
+        rec = proto[i][0]
+        written = int(rec["count"]) * int(rec["length"])
+        read = sum(_dram_read(load) for load, _ in proto[i + 1 : end])
+        if written and read <= POST_READ_SHARE * written:
+            rec["flags"] = int(rec["flags"]) | Flag.POSTED
+
+
+def _dram_read(rec) -> int:
+    """The DRAM bytes a LOAD reads (a WINDOWS LOAD its span once); 0 for any other command."""
+    if int(rec["opcode"]) != Opcode.LOAD or not int(rec["count"]):
+        return 0
+    count, length = int(rec["count"]), int(rec["length"])
+    if int(rec["flags"]) & Flag.WINDOWS:
+        return (count - 1) * int(rec["dram_stride"]) + length
+    return count * length
 
 
 def _lifetimes(program: Program) -> dict[str, tuple[int, int]]:

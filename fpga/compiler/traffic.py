@@ -85,8 +85,8 @@ def _command_items(image: ResidentImage, commands, word_bytes: int):
 def device_cycles(image: ResidentImage, costs: dict = SEQUENCER_COSTS) -> dict[str, int]:
     """Device cycles of one inference, walking the command list on a timeline of the command
     FSM, the engine and the store mover: each command costs the FSM its fetch and its rows
-    (:func:`transfer_totals` x ``costs``); a STORE's rows go to the store mover one after the
-    other (the FSM goes on once it has handed over the last: posted) and the mover moves them
+    (:func:`transfer_totals` x ``costs``); a POSTED STORE's rows go to the store mover one after
+    the other (the FSM goes on once it has handed over the last) and the mover moves them
     meanwhile; a LOAD that reads back what the posted STORE writes waits for it; a RUN starts
     when the run under way and the posted STORE have ended and lasts its ``predict_cycles``; a
     SPLIT RUN lets the next commands go on meanwhile (double buffering), any other RUN, a WAIT
@@ -110,12 +110,16 @@ def device_cycles(image: ResidentImage, costs: dict = SEQUENCER_COSTS) -> dict[s
         op = int(rec["opcode"])
         cost = transfer_cycles({**zero, **counts}, costs)
         transfer += cost
-        if op == Opcode.STORE and counts.get("store_rows"):
+        if op == Opcode.STORE and counts.get("store_rows") and int(rec["flags"]) & Flag.POSTED:
             rows = counts["store_rows"]
+            mover = cost - costs["command"] - rows * (costs["store_row"] - costs["posted_row"])
             now = max(now + costs["command"], store_free)  # the first row is taken
-            store_free = now + cost - costs["command"]
-            now += (rows - 1) * (cost - costs["command"]) / rows + costs["store_issue"]
+            store_free = now + mover
+            now += (rows - 1) * mover / rows + costs["store_issue"]
             stored = _span(rec, slot_bases)
+            continue
+        if op == Opcode.STORE:  # not posted: its rows after the posted one under way
+            now = max(now + costs["command"], store_free) + cost - costs["command"]
             continue
         if op == Opcode.LOAD and _meets(_span(rec, slot_bases), stored):
             now = max(now + costs["command"], store_free) + cost - costs["command"]

@@ -93,6 +93,13 @@ class Flag(enum.IntFlag):
     HIGH_ACT_OUT = 32
     HIGH_WEIGHT = 64
     HIGH_PARAMS = 128
+    #: STORE: posted, the commands after it go on while the sequencer's store mover moves its
+    #: rows (a LOAD that reads its bytes back, a RUN and END wait for it). The bytes stored are
+    #: the same as without the flag. The compiler posts a STORE only when the commands after it
+    #: hardly read DRAM (``fpga.compiler.resident.POST_READ_SHARE``): DDR3 pays a turnaround
+    #: for every switch between reads and writes, so a STORE under full-rate LOADs made both
+    #: slower
+    POSTED = 256
 
 
 #: input and output slots in the map: the host writes image n+1 into one input slot while the
@@ -102,7 +109,7 @@ class Flag(enum.IntFlag):
 #: sequencer (``hw.soc.sequencer``) stops with ``SequencerError.FLAGS`` on one
 FLAGS = {
     Opcode.LOAD: Flag.WINDOWS | Flag.INPUT,
-    Opcode.STORE: Flag.OUTPUT,
+    Opcode.STORE: Flag.OUTPUT | Flag.POSTED,
     Opcode.RUN: Flag.SPLIT
     | Flag.HIGH_ACT_IN
     | Flag.HIGH_ACT_OUT

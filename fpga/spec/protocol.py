@@ -44,8 +44,9 @@ SYNC = b"\xa5\x5a"
 #: ``fpga.spec.commands``), which a v6 sequencer refuses, and IDENTIFY's ``features``; v8 the
 #: UDP link (IDENTIFY's ``link`` and ``link_bps``: the link the request came on, see
 #: :class:`LinkKind`; a RUN_RESIDENT with the last run's seq never starts a run again, until an
-#: IDENTIFY or MODEL_COMMIT)
-PROTOCOL_VERSION = 8
+#: IDENTIFY or MODEL_COMMIT); v9 a STORE's POSTED flag (``fpga.spec.commands.Flag``), which a v8
+#: sequencer refuses
+PROTOCOL_VERSION = 9
 MAGIC = b"SQZF"
 RESPONSE_FLAG = 0x80
 #: inter-byte timeout of the device's frame decoder, in clock cycles

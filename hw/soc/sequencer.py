@@ -29,7 +29,12 @@ the fetch's in FETCH/FETCH_DATA and the load mover's otherwise. Commands:
   pipelined: the next row is checked and asked for as soon as the load mover takes the one
   before (its DMA read goes out while the earlier rows' words still come back), and the command
   ends when the mover's ``busy`` falls (all its rows written); a STORE's row ends before the
-  next is asked for;
+  next is asked for, unless the program's STORE is flagged POSTED: then each row is asked for
+  when the store mover is free and the command ends when it has taken the last, so the
+  commands after it go on while it moves; a LOAD row, a WINDOWS span or a
+  fetch that meets the DRAM bytes of the STORE row under way (or a LOAD into its space) waits
+  for it, and so do RUN (the run would overwrite ACT_OUT under it), END and a refusal; a
+  submitted STORE (the link's buffer) ends with its last row;
 - **LOAD with the WINDOWS flag** (conv1's im2col: rows that overlap in DRAM): the span
   ``(count - 1) * dram_stride + length`` (at most ``window_bytes``) is read once, word by word,
   into the load mover's window buffer, and the rows are cut from it at one chunk per cycle (one
@@ -51,7 +56,8 @@ together or a WINDOWS span beyond the window buffer (a LOAD/STORE of no bytes is
 these), a row outside its buffer space (sizes from :func:`fpga.spec.commands.buffer_sizes`), an
 unknown space, a program address that is not
 word-aligned, an engine error (a bad descriptor, a SPLIT run outside its halves, or a write or
-read that touches what a SPLIT run owns: seen before the next command is fetched). Rows before a
+read that touches what a SPLIT run owns: seen before the next command is fetched; a refused read
+of a posted STORE names that STORE in ``pc``). Rows before a
 refused row of the same command have moved (a refused LOAD row waits for them to be written).
 
 A SPLIT RUN's engine computes while the program's next LOADs/STOREs move (docs/resident.md,
@@ -550,7 +556,9 @@ class Sequencer(wiring.Component):
                     ]
                     with m.If(~s.store_fault):
                         m.d.sync += s.store_pc.eq(s.pc)
-                    with m.If(s.immediate):  # the link's buffer is read until the row ends
+                    posted = (record.flags & int(Flag.POSTED)) != 0
+                    # the link's buffer is read until the row ends
+                    with m.If(s.immediate | ~posted):
                         m.next = "STORE"
                     with m.Else():  # posted: the store mover moves it, the program goes on
                         advance()
