@@ -21,6 +21,10 @@ back from ACT_OUT. Tiling:
   at different group offsets; chunk outer, each chunk's Store writes its channel groups' slice;
 * conv1 is lowered to a 1x1 conv by host im2col (input prep): v1.0's 7x7/2 to 147 channels,
   v1.1's 3x3/2 to 27 (its 3 input channels alone would use 3 of the array's lanes);
+* a max pool is tiled in blocks of rows x columns of every channel group (a LOAD or STORE row an
+  image row of the block; the blocks' input rows and columns overlap by one), or, when that is
+  dearer by :func:`_transfer_estimate` or nine pixels of every group overflow ACT_IN, in bands of
+  whole rows of some channel groups (a row a pixel);
 * the global average pool is tiled over channel groups.
 
 :func:`execute` runs a program on any device with ``write(space, offset, bytes)``,
