@@ -13,7 +13,14 @@ from fpga.compiler.cost import (
 )
 from fpga.compiler.resident import ResidentImage
 from fpga.spec.commands import WIDE_STORES, Flag, Opcode, relocation
-from fpga.spec.layout import BYTE_SPACES, predict_cycles, transfer_bytes
+from fpga.spec.layout import (
+    BYTE_SPACES,
+    HUFFMAN_HEADER_BYTES,
+    BufferSpace,
+    huffman_stream_header,
+    predict_cycles,
+    transfer_bytes,
+)
 
 
 def transfer_totals(
@@ -78,6 +85,12 @@ def _command_items(image: ResidentImage, commands, word_bytes: int):
                     region = [name for base, name in bases if base <= first][-1]
                 items[f"loaded_{region}"] = moved
                 items["load_chunks"] = int(chunks.sum())
+                if space == BufferSpace.HUFFMAN_STREAM and region == "model":
+                    # the decoder takes the bits while it has room and gives one symbol a
+                    # cycle: a chunk's stream moves at the slower of the two
+                    blob = image.model[first - image.regions["model"][0] :]
+                    symbols, _ = huffman_stream_header(blob[:HUFFMAN_HEADER_BYTES])
+                    items["load_chunks"] = max(moved, HUFFMAN_HEADER_BYTES + symbols)
                 items["load_commands"] = load_commands([rec])
         yield items
 
