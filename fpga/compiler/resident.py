@@ -594,7 +594,8 @@ class _CommandWriter:
         """After a SPLIT RUN: the constants of the next run that needs others (the next weight
         chunk) go into the halves this run does not own, cut into as many pieces as there are
         RUNs before that one (a weight chunk's index bytes in slices, its Huffman stream in
-        sub-streams, each decoding to its own place), one piece after each RUN, so that the
+        sub-streams, each decoding to its own place; each in proportion to its run's cycles), one
+        piece after each RUN, so that the
         loads and the Huffman decoding spread over the runs instead of waiting in front of the
         run that needs them. That run then finds them held (:class:`BufferContents`)."""
         index, self.run_index = self.run_index, self.run_index + 1
@@ -610,34 +611,36 @@ class _CommandWriter:
             later += 1
         if later - index < 2 or later == len(self.runs) or not self.runs[later][0].split:
             return
-        pieces = self._pieces(self.runs[later][1].consts, later - index)
+        config = self.program.config
+        shares = [predict_cycles(run.descriptor, config) for _, run in self.runs[index:later]]
+        pieces = self._pieces(self.runs[later][1].consts, shares)
         self._emit(pieces[0])
         self.queue = pieces[1:]
 
-    def _pieces(self, consts: list, count: int) -> list[list]:
-        """``consts`` placed in the halves the run under way does not own, as ``count`` lists
-        of LOAD records (the codebook, a Huffman table and the parameters in the first; WEIGHT
-        bytes or a Huffman stream cut in ``count``), and noted as held there."""
+    def _pieces(self, consts: list, shares: list[int]) -> list[list]:
+        """``consts`` placed in the halves the run under way does not own, as a list of LOAD
+        records per run before the one that needs them (the codebook, a Huffman table and the
+        parameters in the first; WEIGHT bytes or a Huffman stream cut in proportion to the runs'
+        ``shares``, their cycles: a short run takes a short piece), and noted as held there."""
         config = self.program.config
         base = {
             home: (1 - self.halves[home]) * half_bytes(home, config)
             for home in (BufferSpace.WEIGHT, BufferSpace.PARAMS)
         }
-        pieces: list[list] = [[] for _ in range(count)]
+        pieces: list[list] = [[] for _ in shares]
         table = next((d for s, _, d in consts if s == BufferSpace.HUFFMAN_TABLE), None)
         for space, offset, data in consts:
             if space == BufferSpace.WEIGHT:
-                cuts = _cuts(len(data), count, BLOB_ALIGN)
-                for piece, (a, b) in zip(pieces, cuts, strict=False):
-                    piece.append((space, offset + base[space] + a, data[a:b]))
+                for k, a, b in _cuts(len(data), shares, BLOB_ALIGN):
+                    pieces[k].append((space, offset + base[space] + a, data[a:b]))
                 self.held.write(space, offset + base[space], data, constant=True)
             elif space == BufferSpace.HUFFMAN_STREAM:
                 dest, symbols = decode_huffman_stream(table, data)
                 lengths = huffman_table_lengths(table)
                 start = dest + base[BufferSpace.WEIGHT]
-                for piece, (a, b) in zip(pieces, _cuts(len(symbols), count, 1), strict=False):
+                for k, a, b in _cuts(len(symbols), shares, 1):
                     stream = pack_huffman_stream(symbols[a:b], lengths, start + a)
-                    piece.append((space, offset, stream))
+                    pieces[k].append((space, offset, stream))
                 self.held.write(
                     space, offset, _in_half((space, offset, data), start - dest)[2], True
                 )
@@ -739,10 +742,17 @@ def _weight_key(run) -> tuple:
     return tuple((int(space), offset, data) for space, offset, data in run.consts)
 
 
-def _cuts(total: int, count: int, align: int) -> list[tuple[int, int]]:
-    """``[0, total)`` in at most ``count`` consecutive pieces, cut at multiples of ``align``."""
-    step = -(-total // count // align) * align or align
-    return [(a, min(total, a + step)) for a in range(0, total, step)]
+def _cuts(total: int, shares: list[int], align: int) -> list[tuple[int, int, int]]:
+    """``[0, total)`` in consecutive pieces ``(k, a, b)`` in proportion to ``shares`` (piece
+    ``k`` to ``shares[k]``), cut at multiples of ``align``; empty pieces left out."""
+    whole, cuts, done = sum(shares) or 1, [], 0
+    for k, share in enumerate(shares):
+        end = total if k == len(shares) - 1 else min(total, done + share * total // whole)
+        end = total if end >= total else end // align * align
+        if end > done:
+            cuts.append((k, done, end))
+            done = end
+    return cuts
 
 
 def _stream_dest(stream: bytes) -> tuple[int, int]:
