@@ -551,16 +551,23 @@ def test_random_programs_equal_the_reference_executor(split):
         assert dram == expected, seed
 
 
-@pytest.mark.parametrize("space", [BufferSpace.ACT_IN, BufferSpace.ACT_OUT])
-def test_a_hazard_is_refused_not_run(space):
-    """A LOAD (STORE) into the half a SPLIT run owns with no WAIT between: the reference
-    executor and the checker's rule refuse it, and the device ends in ENGINE (the engine's
-    error), never a hang or a silent overwrite; with the WAIT it runs."""
+@pytest.mark.parametrize(
+    "space,flags",
+    [(BufferSpace.ACT_IN, 0), (BufferSpace.ACT_OUT, 0), (BufferSpace.ACT_OUT, Flag.POSTED)],
+    ids=["load", "store", "posted-store"],
+)
+def test_a_hazard_is_refused_not_run(space, flags):
+    """A LOAD (STORE, POSTED or not) into the half a SPLIT run owns with no WAIT between: the
+    reference executor and the checker's rule refuse it, and the device ends in ENGINE (the
+    engine's error) naming that command, never a hang or a silent overwrite; with the WAIT it
+    runs."""
     from fpga.spec.commands import ResidentError
 
     op = Opcode.LOAD if space == BufferSpace.ACT_IN else Opcode.STORE
     owned = run_claims(Flag.SPLIT | Flag.HIGH_ACT_IN, DEFAULT_CONFIG)[space]
-    move = command(op, space, length=16, dram_addr=2048, buffer_offset=owned.start + 64)
+    move = command(
+        op, space, flags=flags, length=16, dram_addr=2048, buffer_offset=owned.start + 64
+    )
     for wait in (False, True):
         program = [command(Opcode.RUN, flags=int(Flag.SPLIT | Flag.HIGH_ACT_IN))]
         program += [command(Opcode.WAIT)] * wait + [move, command(Opcode.END)]
