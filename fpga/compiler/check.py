@@ -12,6 +12,7 @@ from fpga.spec.commands import (
     Opcode,
     ResidentError,
     buffer_sizes,
+    dram_span,
     run_claims,
     touches,
 )
@@ -57,7 +58,7 @@ def check_commands(image: ResidentImage, dram_size: int | None = None, commands=
         count, length = int(rec["count"]), int(rec["length"])
         if count == 0 or length == 0:
             continue
-        span = (count - 1) * int(rec["dram_stride"]) + length
+        span = dram_span(rec)
         if flags & Flag.WINDOWS and span > WINDOW_BYTES:
             raise ResidentError(
                 f"{where}: a WINDOWS LOAD spans {span:,} bytes; the window buffer has "
@@ -87,7 +88,7 @@ def check_commands(image: ResidentImage, dram_size: int | None = None, commands=
                 "SPLIT run under way owns; put a WAIT before it"
             )
         first = int(rec["dram_addr"])
-        end = first + (count - 1) * int(rec["dram_stride"]) + length
+        end = first + span
         slot = next((slots[f] for f in slots if flags & f), None)
         if slot is not None:
             kind, slot_bytes, last_slot = slot

@@ -45,6 +45,7 @@ from fpga.spec.commands import (
     ResidentError,
     check_slot,
     command,
+    dram_span,
     half_bytes,
     pack_commands,
     run_claims,
@@ -359,12 +360,11 @@ def _post_stores(proto: list) -> None:
 
 def _dram_read(rec) -> int:
     """The DRAM bytes a LOAD reads (a WINDOWS LOAD its span once); 0 for any other command."""
-    if int(rec["opcode"]) != Opcode.LOAD or not int(rec["count"]):
+    if int(rec["opcode"]) != Opcode.LOAD:
         return 0
-    count, length = int(rec["count"]), int(rec["length"])
     if int(rec["flags"]) & Flag.WINDOWS:
-        return (count - 1) * int(rec["dram_stride"]) + length
-    return count * length
+        return dram_span(rec)
+    return int(rec["count"]) * int(rec["length"])
 
 
 def _lifetimes(program: Program) -> dict[str, tuple[int, int]]:

@@ -12,7 +12,7 @@ from fpga.compiler.cost import (
     transfer_cycles,
 )
 from fpga.compiler.resident import ResidentImage
-from fpga.spec.commands import WIDE_STORES, Flag, Opcode, relocation
+from fpga.spec.commands import WIDE_STORES, Flag, Opcode, dram_span, relocation
 from fpga.spec.layout import (
     BYTE_SPACES,
     HUFFMAN_HEADER_BYTES,
@@ -63,7 +63,7 @@ def _command_items(image: ResidentImage, commands, word_bytes: int):
             if rows and flags & Flag.WINDOWS:
                 items["rows"] = 1  # one DMA transfer of the span
                 items["windows"] = rows
-                items["window_span"] = (rows - 1) * int(rec["dram_stride"]) + length
+                items["window_span"] = dram_span(rec)
             else:
                 items["rows"] = rows
             space = int(rec["space"])
@@ -131,10 +131,8 @@ def device_cycles(image: ResidentImage, costs: dict = SEQUENCER_COSTS) -> dict[s
             now += (rows - 1) * mover / rows + costs["store_issue"]
             stored = _span(rec, slot_bases)
             continue
-        if op == Opcode.STORE:  # not posted: its rows after the posted one under way
-            now = max(now + costs["command"], store_free) + cost - costs["command"]
-            continue
-        if op == Opcode.LOAD and _meets(_span(rec, slot_bases), stored):
+        # after the posted STORE under way: a STORE's rows, a LOAD that reads its bytes back
+        if op == Opcode.STORE or (op == Opcode.LOAD and _meets(_span(rec, slot_bases), stored)):
             now = max(now + costs["command"], store_free) + cost - costs["command"]
             continue
         now += cost
@@ -158,11 +156,8 @@ def device_cycles(image: ResidentImage, costs: dict = SEQUENCER_COSTS) -> dict[s
 
 def _span(rec, slot_bases) -> tuple[int, int]:
     """A LOAD's or STORE's DRAM bytes, first row's first to last row's last (slot 0)."""
-    count, length = int(rec["count"]), int(rec["length"])
     first = int(rec["dram_addr"]) + relocation(int(rec["flags"]), *slot_bases)
-    if not count or not length:
-        return first, first
-    return first, first + (count - 1) * int(rec["dram_stride"]) + length
+    return first, first + dram_span(rec)
 
 
 def _meets(a: tuple[int, int], b: tuple[int, int]) -> bool:

@@ -294,6 +294,15 @@ def touches(
     return bool(np.any((starts < claim.stop) & (starts + length > claim.start)))
 
 
+def dram_span(rec) -> int:
+    """The DRAM bytes a LOAD's or STORE's rows lie in, its first row's first to its last row's
+    last (what a WINDOWS LOAD reads once); 0 for a command that moves nothing."""
+    count, length = int(rec["count"]), int(rec["length"])
+    if count == 0 or length == 0:
+        return 0
+    return (count - 1) * int(rec["dram_stride"]) + length
+
+
 def relocation(flags: int, input_base: int, output_base: int) -> int:
     """What a command with ``flags`` adds to its ``dram_addr``: the run's input slot (INPUT),
     its output slot (OUTPUT), else 0 (as ``hw.soc.sequencer`` does before anything else)."""
