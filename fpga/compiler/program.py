@@ -491,7 +491,7 @@ def _maxpool_unit(layer: QLayer, in_shape, config, split: bool = False) -> Unit:
     out_h = golden.pool_output_size(h, ceil_mode=layer.ceil_mode)
     out_w = golden.pool_output_size(w, ceil_mode=layer.ceil_mode)
 
-    def span(n: int, size: int) -> int:  # input rows (columns) of n output rows (columns)
+    def span(n: int, size: int) -> int:  # input rows (columns) of output rows (columns) 0 .. n
         return min(size, 2 * (n - 1) + 3)
 
     def fits(rows: int, gt: int, cols: int = out_w) -> bool:
@@ -508,9 +508,9 @@ def _maxpool_unit(layer: QLayer, in_shape, config, split: bool = False) -> Unit:
             g1 = min(g, g0 + gt)
             for oy0 in range(0, out_h, rows):
                 oy1 = min(out_h, oy0 + rows)
-                lo, hi = 2 * oy0, min(h, 2 * (oy1 - 1) + 3)
+                lo, hi = 2 * oy0, span(oy1, h)
                 for ox0, ox1 in zip(edges, edges[1:], strict=False):
-                    x0, x1 = 2 * ox0, min(w, 2 * (ox1 - 1) + 3)
+                    x0, x1 = 2 * ox0, span(ox1, w)
                     desc = LayerDescriptor(
                         op=Op.MAXPOOL,
                         kernel=3,
